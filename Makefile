@@ -1,0 +1,131 @@
+# vaultfs: a FUSE filesystem that keeps secrets encrypted in SQLite.
+#   make            build ./vaultfs
+#   make demo       install what is missing (as root), build, mount a demo vault
+#   make check      unit tests (cmocka) and integration tests (pytest, real mounts)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+CFLAGS ?= -O2 -g
+BUILD ?= build
+PYTEST ?= /usr/bin/python3 -m pytest
+VERSION := 0.1.0
+
+PKGS := fuse3 libsodium sqlite3 inih
+# Debian packages the build, the demo and the tests need.
+DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
+	sqlite3 libinih-dev libcmocka-dev python3-pytest attr util-linux passwd
+
+# Recursive on purpose: pkg-config runs once `deps` has installed the packages.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell pkg-config --libs $(PKGS))
+
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-unused-parameter -D_GNU_SOURCE \
+	-DVAULTFS_VERSION='"$(VERSION)"' -fstack-protector-strong -fPIE -MMD -MP
+ifeq ($(SANITIZE),1)
+override CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+override LDFLAGS += -fsanitize=address,undefined
+else
+override CFLAGS += -D_FORTIFY_SOURCE=2
+endif
+override LDFLAGS += -pie -Wl,-z,relro,-z,now
+
+LIB_SRCS := $(wildcard fs/*.c crypto/*.c db/*.c) $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(BUILD)/src/main.o
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+BIN := $(if $(filter build,$(BUILD)),vaultfs,$(BUILD)/vaultfs)
+
+all: $(BIN)
+
+$(BIN): $(LIB_OBJS) $(MAIN_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
+		$(PKG_LIBS) -lcmocka -lpthread
+
+unit-tests: $(UNIT_BINS)
+
+# Installs missing Debian packages when run as root; otherwise names them.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+		else \
+			echo "missing Debian packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
+		fi; \
+	fi
+
+check-unit: $(UNIT_BINS)
+	@fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
+
+check-integration: $(BIN)
+	VAULTFS_BIN=$(abspath $(BIN)) $(PYTEST) -q tests/integration
+
+check: deps
+	@$(MAKE) --no-print-directory $(BIN) unit-tests
+	@$(MAKE) --no-print-directory check-unit
+	@$(MAKE) --no-print-directory check-integration
+
+check-sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build/san SANITIZE=1 check
+
+DEMO_DIR ?= $(CURDIR)/.demo
+DEMO_MNT ?= $(if $(filter 0,$(shell id -u)),/run/vault,$(XDG_RUNTIME_DIR)/vault)
+
+demo: deps
+	@$(MAKE) --no-print-directory vaultfs
+	@mkdir -p $(DEMO_DIR) && chmod 0700 $(DEMO_DIR)
+	@test -e $(DEMO_DIR)/master.key || ./vaultfs keygen --out $(DEMO_DIR)/master.key
+	@test -e $(DEMO_DIR)/vault.db || ./vaultfs init --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key
+	@if mountpoint -q $(DEMO_MNT); then echo "$(DEMO_MNT) is already mounted"; else \
+		mkdir -p $(DEMO_MNT) && ./vaultfs mount --config etc/demo.ini --db $(DEMO_DIR)/vault.db \
+			--key-file $(DEMO_DIR)/master.key $(DEMO_MNT); fi
+	@./vaultfs get --config etc/demo.ini --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key \
+		demo GREETING >/dev/null 2>&1 || printf 'hello from vaultfs\n' | ./vaultfs set --config etc/demo.ini \
+		--db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key demo GREETING
+	@echo
+	@echo "A demo vault is mounted on $(DEMO_MNT) (database and key in $(DEMO_DIR))."
+	@echo "  ls -l $(DEMO_MNT)/demo"
+	@echo "  cat $(DEMO_MNT)/demo/GREETING"
+	@echo "  echo 'sk-test-123' > $(DEMO_MNT)/demo/API_KEY"
+	@echo "  rm $(DEMO_MNT)/demo/API_KEY"
+	@echo "  fusermount3 -u $(DEMO_MNT)      # unmount"
+
+install: $(BIN)
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/vaultfs
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/vaultfs
+
+clean:
+	rm -rf build vaultfs
+
+.PHONY: all deps unit-tests check check-unit check-integration check-sanitize demo install uninstall clean
+.DELETE_ON_ERROR:
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,115 @@
+/* The store: instances, sealed secrets and metadata. Never sees plaintext.
+ * This header is the seam for other backends: no SQLite type crosses it. */
+#ifndef VAULTFS_DB_H
+#define VAULTFS_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define WUR __attribute__((warn_unused_result))
+
+#define DB_NAME_MAX 255
+
+struct db;
+
+struct db_blob {
+	unsigned char *data;	/* malloc'd ciphertext */
+	size_t len;
+};
+
+struct db_instance {
+	int64_t id;
+	char name[DB_NAME_MAX + 1];
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;		/* permission bits only */
+	int64_t ctime_ns;
+	int64_t mtime_ns;
+	uint64_t generation;	/* of the data key */
+};
+
+#define DB_SECRET_NL_STRIPPED 0x1	/* one trailing newline was dropped */
+
+struct db_secret {
+	int64_t id;
+	int64_t instance_id;
+	char name[DB_NAME_MAX + 1];
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+	uint64_t version;
+	uint64_t size;		/* plaintext length */
+	uint32_t flags;
+	int64_t ctime_ns;	/* created */
+	int64_t mtime_ns;	/* value last changed */
+	int64_t chtime_ns;	/* value, name or attributes last changed */
+	uid_t updated_by;
+};
+
+enum {
+	DB_CREATE = 0x1,	/* create the file; it must not exist */
+	DB_READONLY = 0x2,
+};
+
+/* Errors are -errno; db_errmsg() has the store's own words for the last one.
+ * -ENOENT: no such row or file; -EEXIST: name taken; -ENOTEMPTY; -EBUSY: locked
+ * beyond the busy timeout; -ENOSPC: disk full; -EROFS; -EIO; -EPROTO: the file
+ * is not a vaultfs database or is damaged; -EPROTONOSUPPORT: newer schema. */
+int db_open(struct db **out, const char *path, int flags) WUR;
+void db_close(struct db *db);
+const char *db_errmsg(struct db *db);
+const char *db_path(struct db *db);
+
+/* A write transaction (BEGIN IMMEDIATE) held by the calling thread; other
+ * threads wait. Every other call is atomic on its own. */
+int db_begin(struct db *db) WUR;
+int db_commit(struct db *db) WUR;
+void db_rollback(struct db *db);
+
+int db_meta_get(struct db *db, const char *key, struct db_blob *out) WUR;
+int db_meta_set(struct db *db, const char *key, const unsigned char *v, size_t len) WUR;
+
+int db_instance_create(struct db *db, struct db_instance *in,
+		       const struct db_blob *wrapped_key) WUR;
+int db_instance_get(struct db *db, int64_t id, struct db_instance *out) WUR;
+int db_instance_find(struct db *db, const char *name, struct db_instance *out) WUR;
+int db_instance_wrapped_key(struct db *db, int64_t id, struct db_blob *out) WUR;
+int db_instance_set_wrapped_key(struct db *db, int64_t id, uint64_t generation,
+				const struct db_blob *wrapped) WUR;
+int db_instance_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid,
+			 mode_t mode, int64_t now_ns) WUR;
+int db_instance_delete(struct db *db, int64_t id) WUR;	/* -ENOTEMPTY */
+/* Calls fn for each instance in name order after `after_id` (0: from the
+ * start); fn returns nonzero to stop, and that value is returned. */
+int db_instance_each(struct db *db, int (*fn)(void *, const struct db_instance *),
+		     void *ctx) WUR;
+int64_t db_instance_count(struct db *db);
+
+int db_secret_get(struct db *db, int64_t id, struct db_secret *out) WUR;
+int db_secret_find(struct db *db, int64_t instance_id, const char *name,
+		   struct db_secret *out) WUR;
+int db_secret_blob(struct db *db, int64_t id, struct db_secret *meta,
+		   struct db_blob *out) WUR;
+/* Calls fn for secrets of an instance in id order with id > after_id. */
+int db_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
+		   int (*fn)(void *, const struct db_secret *), void *ctx) WUR;
+int64_t db_secret_count(struct db *db, int64_t instance_id);
+/* Inserts s (name, uid, gid, mode, version, size, flags, times, updated_by);
+ * sets s->id. */
+int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *blob) WUR;
+/* Replaces the value: version, size, flags, mtime/chtime, updated_by, blob. */
+int db_secret_set_value(struct db *db, const struct db_secret *s,
+			const struct db_blob *blob) WUR;
+int db_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid,
+		       mode_t mode, int64_t now_ns) WUR;
+/* Renames and replaces the value (its AD names the key) in one step. */
+int db_secret_rename(struct db *db, const struct db_secret *s,
+		     const struct db_blob *blob) WUR;
+int db_secret_delete(struct db *db, int64_t id) WUR;
+
+void db_blob_free(struct db_blob *b);
+int64_t db_now_ns(void);
+
+#endif

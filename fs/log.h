@@ -1,0 +1,17 @@
+/* Logging to stderr or syslog. Never pass a secret value. */
+#ifndef VAULTFS_LOG_H
+#define VAULTFS_LOG_H
+
+#include <stdbool.h>
+#include <syslog.h>
+
+void log_to_syslog(bool on);
+void log_set_verbose(bool on);
+void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_err(...) log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,22 @@
+/* The INI configuration file (inih). */
+#ifndef VAULTFS_CONFIG_H
+#define VAULTFS_CONFIG_H
+
+#include <stddef.h>
+
+#include "../fs/policy.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/vaultfs/vaultfs.ini"
+
+/* Reads path into c (which holds defaults or earlier settings). On error
+ * returns -EINVAL (or -errno if the file can't be read) and writes
+ * "FILE:LINE: reason" into err. */
+int config_load(struct vault_conf *c, const char *path, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* "0640" -> 0640; only permission bits. */
+int config_parse_mode(const char *s, mode_t *out);
+/* "1048576", "512K", "1M" -> bytes. */
+int config_parse_size(const char *s, size_t *out);
+
+#endif
