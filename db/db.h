@@ -81,10 +81,10 @@ int db_instance_set_wrapped_key(struct db *db, int64_t id, uint64_t generation,
 int db_instance_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid,
 			 mode_t mode, int64_t now_ns) WUR;
 int db_instance_delete(struct db *db, int64_t id) WUR;	/* -ENOTEMPTY */
-/* Calls fn for each instance in name order after `after_id` (0: from the
- * start); fn returns nonzero to stop, and that value is returned. */
-int db_instance_each(struct db *db, int (*fn)(void *, const struct db_instance *),
-		     void *ctx) WUR;
+/* Calls fn for each instance with id > after_id, in id order; fn returns
+ * nonzero to stop, and that value is returned. */
+int db_instance_each(struct db *db, int64_t after_id,
+		     int (*fn)(void *, const struct db_instance *), void *ctx) WUR;
 int64_t db_instance_count(struct db *db);
 
 int db_secret_get(struct db *db, int64_t id, struct db_secret *out) WUR;

@@ -1,0 +1,155 @@
+/*
+ * Locked memory for keys and plaintext. Rules this file keeps:
+ *  - every byte handed out comes from sodium_malloc: guard pages, canary,
+ *    excluded from core dumps, wiped by sodium_free;
+ *  - sodium_malloc ignores a failed mlock, so the lock is checked here and a
+ *    buffer that could not be locked is refused unless explicitly allowed;
+ *  - a budget of our own caps how much is locked at once, so a storm of
+ *    opens fails cleanly instead of exhausting RLIMIT_MEMLOCK.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "secmem.h"
+
+static atomic_size_t locked_bytes;
+static size_t budget;
+static bool allow_unlocked;
+static size_t page_size = 4096;
+
+int secmem_init(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+
+	if (ps > 0)
+		page_size = (size_t)ps;
+	return sodium_init() < 0 ? -EIO : 0;
+}
+
+void secmem_set_budget(size_t bytes)
+{
+	budget = bytes;
+}
+
+void secmem_allow_unlocked(bool allow)
+{
+	allow_unlocked = allow;
+}
+
+size_t secmem_locked_bytes(void)
+{
+	return atomic_load(&locked_bytes);
+}
+
+static size_t round_page(size_t n)
+{
+	return (n + page_size - 1) / page_size * page_size;
+}
+
+static int charge(size_t n)
+{
+	size_t cur = atomic_load(&locked_bytes);
+
+	do {
+		if (budget && cur + n > budget)
+			return -ENOMEM;
+	} while (!atomic_compare_exchange_weak(&locked_bytes, &cur, cur + n));
+	return 0;
+}
+
+static void uncharge(size_t n)
+{
+	atomic_fetch_sub(&locked_bytes, n);
+}
+
+/* A locked region of at least cap bytes (cap > 0). */
+static unsigned char *region_new(size_t cap)
+{
+	unsigned char *p;
+
+	if (charge(round_page(cap)) < 0)
+		return NULL;
+	p = sodium_malloc(cap);
+	if (!p) {
+		uncharge(round_page(cap));
+		return NULL;
+	}
+	if (sodium_mlock(p, cap) != 0 && !allow_unlocked) {
+		sodium_free(p);
+		uncharge(round_page(cap));
+		return NULL;
+	}
+	return p;
+}
+
+static void region_free(unsigned char *p, size_t cap)
+{
+	if (!p)
+		return;
+	sodium_free(p);		/* wipes before unmapping */
+	uncharge(round_page(cap));
+}
+
+int secbuf_new(struct secbuf **out, size_t cap)
+{
+	struct secbuf *b;
+
+	*out = NULL;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->cap = cap ? cap : 1;
+	b->data = region_new(b->cap);
+	if (!b->data) {
+		free(b);
+		return -ENOMEM;
+	}
+	*out = b;
+	return 0;
+}
+
+int secbuf_reserve(struct secbuf *b, size_t cap)
+{
+	unsigned char *p;
+	size_t ncap = b->cap;
+
+	if (cap <= b->cap)
+		return 0;
+	while (ncap < cap)
+		ncap = ncap < page_size ? page_size : ncap * 2;
+	p = region_new(ncap);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, b->data, b->len);
+	region_free(b->data, b->cap);
+	b->data = p;
+	b->cap = ncap;
+	return 0;
+}
+
+int secbuf_set(struct secbuf *b, const void *data, size_t len)
+{
+	int r = secbuf_reserve(b, len);
+
+	if (r < 0)
+		return r;
+	if (len)
+		memcpy(b->data, data, len);
+	if (b->len > len)
+		sodium_memzero(b->data + len, b->len - len);
+	b->len = len;
+	return 0;
+}
+
+void secbuf_free(struct secbuf *b)
+{
+	if (!b)
+		return;
+	region_free(b->data, b->cap);
+	free(b);
+}

@@ -1,0 +1,918 @@
+/*
+ * The SQLite store. Rules this file keeps:
+ *  - it stores and returns sealed blobs and metadata, never plaintext;
+ *  - every commit is durable: WAL with synchronous=FULL;
+ *  - the file and its -wal/-shm are created mode 0600 (SQLite gives the
+ *    journal files the database file's mode);
+ *  - one connection, used by one thread at a time under a recursive mutex; a
+ *    write transaction holds the mutex from db_begin to commit or rollback;
+ *  - SQLite's result codes become -errno here and go no further.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "db.h"
+
+#define APPLICATION_ID 0x76666c74	/* "vflt" */
+#define BUSY_TIMEOUT_MS 10000
+
+enum stmt_id {
+	ST_META_GET, ST_META_SET,
+	ST_INST_CREATE, ST_INST_GET, ST_INST_FIND, ST_INST_KEY, ST_INST_SET_KEY,
+	ST_INST_SET_ATTR, ST_INST_DELETE, ST_INST_EACH, ST_INST_COUNT, ST_INST_HAS_SECRETS,
+	ST_SEC_GET, ST_SEC_FIND, ST_SEC_BLOB, ST_SEC_EACH, ST_SEC_COUNT, ST_SEC_INSERT,
+	ST_SEC_SET_VALUE, ST_SEC_SET_ATTR, ST_SEC_RENAME, ST_SEC_DELETE,
+	ST_COUNT
+};
+
+#define INST_COLS "id, name, uid, gid, mode, ctime, mtime, generation"
+#define SEC_COLS "id, instance_id, name, uid, gid, mode, version, size, flags, ctime, " \
+		 "mtime, chtime, updated_by"
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+	[ST_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+			"ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+	[ST_INST_CREATE] = "INSERT INTO instances (name, uid, gid, mode, ctime, mtime, "
+			   "generation, wrapped_key) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+	[ST_INST_GET] = "SELECT " INST_COLS " FROM instances WHERE id = ?1",
+	[ST_INST_FIND] = "SELECT " INST_COLS " FROM instances WHERE name = ?1",
+	[ST_INST_KEY] = "SELECT wrapped_key FROM instances WHERE id = ?1",
+	[ST_INST_SET_KEY] = "UPDATE instances SET generation = ?2, wrapped_key = ?3 "
+			    "WHERE id = ?1",
+	[ST_INST_SET_ATTR] = "UPDATE instances SET uid = ?2, gid = ?3, mode = ?4, mtime = ?5 "
+			     "WHERE id = ?1",
+	[ST_INST_DELETE] = "DELETE FROM instances WHERE id = ?1",
+	[ST_INST_EACH] = "SELECT " INST_COLS " FROM instances WHERE id > ?1 ORDER BY id",
+	[ST_INST_COUNT] = "SELECT count(*) FROM instances",
+	[ST_INST_HAS_SECRETS] = "SELECT 1 FROM secrets WHERE instance_id = ?1 LIMIT 1",
+	[ST_SEC_GET] = "SELECT " SEC_COLS " FROM secrets WHERE id = ?1",
+	[ST_SEC_FIND] = "SELECT " SEC_COLS " FROM secrets WHERE instance_id = ?1 AND name = ?2",
+	[ST_SEC_BLOB] = "SELECT " SEC_COLS ", blob FROM secrets WHERE id = ?1",
+	[ST_SEC_EACH] = "SELECT " SEC_COLS " FROM secrets WHERE instance_id = ?1 AND id > ?2 "
+			"ORDER BY id",
+	[ST_SEC_COUNT] = "SELECT count(*) FROM secrets WHERE instance_id = ?1",
+	[ST_SEC_INSERT] = "INSERT INTO secrets (instance_id, name, uid, gid, mode, version, "
+			  "size, flags, ctime, mtime, chtime, updated_by, blob) "
+			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+	[ST_SEC_SET_VALUE] = "UPDATE secrets SET version = ?2, size = ?3, flags = ?4, "
+			     "mtime = ?5, chtime = ?6, updated_by = ?7, blob = ?8 WHERE id = ?1",
+	[ST_SEC_SET_ATTR] = "UPDATE secrets SET uid = ?2, gid = ?3, mode = ?4, chtime = ?5 "
+			    "WHERE id = ?1",
+	[ST_SEC_RENAME] = "UPDATE secrets SET name = ?2, version = ?3, chtime = ?4, blob = ?5 "
+			  "WHERE id = ?1",
+	[ST_SEC_DELETE] = "DELETE FROM secrets WHERE id = ?1",
+};
+
+/* Schema versions; migrations[i] takes a database from version i to i+1. */
+static const char *const migrations[] = {
+	"CREATE TABLE meta ("
+	"  key TEXT PRIMARY KEY,"
+	"  value BLOB NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE TABLE instances ("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,"
+	"  ctime INTEGER NOT NULL, mtime INTEGER NOT NULL,"
+	"  generation INTEGER NOT NULL,"
+	"  wrapped_key BLOB NOT NULL"
+	");"
+	"CREATE TABLE secrets ("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  instance_id INTEGER NOT NULL REFERENCES instances (id),"
+	"  name TEXT NOT NULL,"
+	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,"
+	"  version INTEGER NOT NULL, size INTEGER NOT NULL, flags INTEGER NOT NULL,"
+	"  ctime INTEGER NOT NULL, mtime INTEGER NOT NULL, chtime INTEGER NOT NULL,"
+	"  updated_by INTEGER NOT NULL,"
+	"  blob BLOB NOT NULL,"
+	"  UNIQUE (instance_id, name)"
+	");",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+struct db {
+	sqlite3 *conn;
+	pthread_mutex_t lock;
+	char *path;
+	sqlite3_stmt *stmt[ST_COUNT];
+};
+
+static __thread char last_error[512];
+
+const char *db_errmsg(struct db *db)
+{
+	(void)db;
+	return last_error;
+}
+
+const char *db_path(struct db *db)
+{
+	return db->path;
+}
+
+int64_t db_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int map_rc(struct db *db, int rc)
+{
+	int prim = rc & 0xff;
+
+	snprintf(last_error, sizeof(last_error), "%s", db && db->conn ?
+		 sqlite3_errmsg(db->conn) : sqlite3_errstr(rc));
+	switch (prim) {
+	case SQLITE_OK: case SQLITE_ROW: case SQLITE_DONE:
+		return 0;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	case SQLITE_BUSY: case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_NOTADB: case SQLITE_CORRUPT: case SQLITE_FORMAT:
+		return -EPROTO;
+	case SQLITE_PERM: case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_CANTOPEN:
+		return db && db->conn && sqlite3_system_errno(db->conn) ?
+		       -sqlite3_system_errno(db->conn) : -EIO;
+	case SQLITE_TOOBIG:
+		return -EFBIG;
+	default:
+		return -EIO;
+	}
+}
+
+static void db_lock(struct db *db)
+{
+	pthread_mutex_lock(&db->lock);
+}
+
+static void db_unlock(struct db *db)
+{
+	pthread_mutex_unlock(&db->lock);
+}
+
+static sqlite3_stmt *stmt_get(struct db *db, enum stmt_id id, int *err)
+{
+	int rc;
+
+	if (!db->stmt[id]) {
+		rc = sqlite3_prepare_v3(db->conn, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+					&db->stmt[id], NULL);
+		if (rc != SQLITE_OK) {
+			*err = map_rc(db, rc);
+			return NULL;
+		}
+	}
+	return db->stmt[id];
+}
+
+static void stmt_done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+static int exec_sql(struct db *db, const char *sql)
+{
+	int rc = sqlite3_exec(db->conn, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : map_rc(db, rc);
+}
+
+static int pragma_int(struct db *db, const char *sql, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db->conn, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return map_rc(db, rc);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(st, 0);
+		r = 0;
+	} else {
+		r = rc == SQLITE_DONE ? -EPROTO : map_rc(db, rc);
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int migrate(struct db *db, bool created)
+{
+	int64_t app_id = 0, version = 0;
+	char sql[64];
+	int r;
+
+	r = pragma_int(db, "PRAGMA application_id", &app_id);
+	if (r == 0)
+		r = pragma_int(db, "PRAGMA user_version", &version);
+	if (r < 0)
+		return r;
+	if (!created && app_id != APPLICATION_ID) {
+		snprintf(last_error, sizeof(last_error), "not a vaultfs database");
+		return -EPROTO;
+	}
+	if (version > SCHEMA_VERSION) {
+		snprintf(last_error, sizeof(last_error), "schema version %lld is newer than "
+			 "this vaultfs understands (%d)", (long long)version, SCHEMA_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	for (; version < SCHEMA_VERSION; version++) {
+		r = exec_sql(db, "BEGIN IMMEDIATE");
+		if (r < 0)
+			return r;
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)version + 1);
+		r = exec_sql(db, migrations[version]);
+		if (r == 0)
+			r = exec_sql(db, sql);
+		if (r == 0 && created)
+			r = exec_sql(db, "PRAGMA application_id = " "1986423924");
+		if (r == 0)
+			r = exec_sql(db, "COMMIT");
+		if (r < 0) {
+			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+			return r;
+		}
+	}
+	return 0;
+}
+
+_Static_assert(APPLICATION_ID == 1986423924, "application_id literal in migrate()");
+
+static int create_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, 0600) < 0) {
+		int r = -errno;
+
+		close(fd);
+		unlink(path);
+		return r;
+	}
+	close(fd);
+	return 0;
+}
+
+static int configure(struct db *db, int flags)
+{
+	int r;
+
+	sqlite3_busy_timeout(db->conn, BUSY_TIMEOUT_MS);
+	sqlite3_extended_result_codes(db->conn, 1);
+	r = exec_sql(db, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;");
+	if (r == 0 && !(flags & DB_READONLY))
+		r = exec_sql(db, "PRAGMA journal_mode = WAL");
+	if (r == 0)
+		r = exec_sql(db, "PRAGMA synchronous = FULL");
+	return r;
+}
+
+int db_open(struct db **out, const char *path, int flags)
+{
+	struct db *db;
+	struct stat st;
+	int oflags, rc, r;
+	mode_t old_umask;
+
+	*out = NULL;
+	last_error[0] = '\0';
+	db = calloc(1, sizeof(*db));
+	if (!db || !(db->path = strdup(path))) {
+		free(db);
+		return -ENOMEM;
+	}
+	pthread_mutexattr_t attr;
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&db->lock, &attr);
+	pthread_mutexattr_destroy(&attr);
+
+	if (flags & DB_CREATE) {
+		r = create_file(path);
+		if (r < 0) {
+			snprintf(last_error, sizeof(last_error), "%s", strerror(-r));
+			goto fail;
+		}
+	} else if (stat(path, &st) < 0) {
+		r = -errno;
+		snprintf(last_error, sizeof(last_error), "%s", strerror(-r));
+		goto fail;
+	}
+	oflags = (flags & DB_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+		 SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW;
+	old_umask = umask(077);
+	rc = sqlite3_open_v2(path, &db->conn, oflags, NULL);
+	umask(old_umask);
+	if (rc != SQLITE_OK) {
+		r = map_rc(db, rc);
+		goto fail_created;
+	}
+	r = configure(db, flags);
+	if (r == 0)
+		r = migrate(db, flags & DB_CREATE);
+	if (r < 0)
+		goto fail_created;
+	*out = db;
+	return 0;
+fail_created:
+	if (flags & DB_CREATE) {
+		sqlite3_close_v2(db->conn);
+		db->conn = NULL;
+		unlink(path);
+	}
+fail:
+	db_close(db);
+	return r;
+}
+
+void db_close(struct db *db)
+{
+	if (!db)
+		return;
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(db->stmt[i]);
+	if (db->conn)
+		sqlite3_close_v2(db->conn);
+	pthread_mutex_destroy(&db->lock);
+	free(db->path);
+	free(db);
+}
+
+int db_begin(struct db *db)
+{
+	int r;
+
+	db_lock(db);
+	r = exec_sql(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		db_unlock(db);
+	return r;
+}
+
+int db_commit(struct db *db)
+{
+	int r = exec_sql(db, "COMMIT");
+
+	if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
+		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	db_unlock(db);
+	return r;
+}
+
+void db_rollback(struct db *db)
+{
+	if (sqlite3_get_autocommit(db->conn) == 0)
+		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	db_unlock(db);
+}
+
+void db_blob_free(struct db_blob *b)
+{
+	if (!b)
+		return;
+	free(b->data);
+	b->data = NULL;
+	b->len = 0;
+}
+
+static int column_blob(sqlite3_stmt *st, int col, struct db_blob *out)
+{
+	const void *p = sqlite3_column_blob(st, col);
+	size_t n = (size_t)sqlite3_column_bytes(st, col);
+
+	out->data = malloc(n ? n : 1);
+	if (!out->data)
+		return -ENOMEM;
+	if (n)
+		memcpy(out->data, p, n);
+	out->len = n;
+	return 0;
+}
+
+static void column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX + 1])
+{
+	const unsigned char *s = sqlite3_column_text(st, col);
+
+	snprintf(name, DB_NAME_MAX + 1, "%s", s ? (const char *)s : "");
+}
+
+static void row_instance(sqlite3_stmt *st, struct db_instance *in)
+{
+	in->id = sqlite3_column_int64(st, 0);
+	column_name(st, 1, in->name);
+	in->uid = (uid_t)sqlite3_column_int64(st, 2);
+	in->gid = (gid_t)sqlite3_column_int64(st, 3);
+	in->mode = (mode_t)sqlite3_column_int64(st, 4) & 07777;
+	in->ctime_ns = sqlite3_column_int64(st, 5);
+	in->mtime_ns = sqlite3_column_int64(st, 6);
+	in->generation = (uint64_t)sqlite3_column_int64(st, 7);
+}
+
+static void row_secret(sqlite3_stmt *st, struct db_secret *s)
+{
+	s->id = sqlite3_column_int64(st, 0);
+	s->instance_id = sqlite3_column_int64(st, 1);
+	column_name(st, 2, s->name);
+	s->uid = (uid_t)sqlite3_column_int64(st, 3);
+	s->gid = (gid_t)sqlite3_column_int64(st, 4);
+	s->mode = (mode_t)sqlite3_column_int64(st, 5) & 07777;
+	s->version = (uint64_t)sqlite3_column_int64(st, 6);
+	s->size = (uint64_t)sqlite3_column_int64(st, 7);
+	s->flags = (uint32_t)sqlite3_column_int64(st, 8);
+	s->ctime_ns = sqlite3_column_int64(st, 9);
+	s->mtime_ns = sqlite3_column_int64(st, 10);
+	s->chtime_ns = sqlite3_column_int64(st, 11);
+	s->updated_by = (uid_t)sqlite3_column_int64(st, 12);
+}
+
+static int bind_blob(sqlite3_stmt *st, int i, const struct db_blob *b)
+{
+	return sqlite3_bind_blob64(st, i, b->data ? (const void *)b->data : (const void *)"",
+				   b->len, SQLITE_STATIC);
+}
+
+/* Runs a statement that returns no row and must change exactly `want` rows
+ * (or any number if want < 0). */
+static int step_change(struct db *db, sqlite3_stmt *st, int want)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc != SQLITE_DONE)
+		return map_rc(db, rc);
+	if (want >= 0 && sqlite3_changes(db->conn) != want)
+		return -ENOENT;
+	return 0;
+}
+
+/* Runs a statement expected to return at most one row. */
+static int step_row(struct db *db, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return map_rc(db, rc);
+}
+
+int db_meta_get(struct db *db, const char *key, struct db_blob *out)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	out->data = NULL;
+	out->len = 0;
+	db_lock(db);
+	st = stmt_get(db, ST_META_GET, &r);
+	if (!st)
+		goto out;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	r = step_row(db, st);
+	if (r == 1)
+		r = column_blob(st, 0, out);
+	else if (r == 0)
+		r = -ENOENT;
+	stmt_done(st);
+out:
+	db_unlock(db);
+	return r;
+}
+
+int db_meta_set(struct db *db, const char *key, const unsigned char *v, size_t len)
+{
+	struct db_blob b = { (unsigned char *)v, len };
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_META_SET, &r);
+	if (st) {
+		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+		bind_blob(st, 2, &b);
+		r = step_change(db, st, -1);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_instance_create(struct db *db, struct db_instance *in, const struct db_blob *wrapped_key)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_INST_CREATE, &r);
+	if (st) {
+		in->ctime_ns = in->mtime_ns = db_now_ns();
+		sqlite3_bind_text(st, 1, in->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, in->uid);
+		sqlite3_bind_int64(st, 3, in->gid);
+		sqlite3_bind_int64(st, 4, in->mode & 07777);
+		sqlite3_bind_int64(st, 5, in->ctime_ns);
+		sqlite3_bind_int64(st, 6, (sqlite3_int64)in->generation);
+		bind_blob(st, 7, wrapped_key);
+		r = step_change(db, st, 1);
+		if (r == 0)
+			in->id = sqlite3_last_insert_rowid(db->conn);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+static int instance_query(struct db *db, enum stmt_id id, int64_t rowid, const char *name,
+			  struct db_instance *out)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, id, &r);
+	if (st) {
+		if (name)
+			sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_int64(st, 1, rowid);
+		r = step_row(db, st);
+		if (r == 1) {
+			row_instance(st, out);
+			r = 0;
+		} else if (r == 0) {
+			r = -ENOENT;
+		}
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_instance_get(struct db *db, int64_t id, struct db_instance *out)
+{
+	return instance_query(db, ST_INST_GET, id, NULL, out);
+}
+
+int db_instance_find(struct db *db, const char *name, struct db_instance *out)
+{
+	return instance_query(db, ST_INST_FIND, 0, name, out);
+}
+
+int db_instance_wrapped_key(struct db *db, int64_t id, struct db_blob *out)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	out->data = NULL;
+	out->len = 0;
+	db_lock(db);
+	st = stmt_get(db, ST_INST_KEY, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, id);
+		r = step_row(db, st);
+		if (r == 1)
+			r = column_blob(st, 0, out);
+		else if (r == 0)
+			r = -ENOENT;
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_instance_set_wrapped_key(struct db *db, int64_t id, uint64_t generation,
+				const struct db_blob *wrapped)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_INST_SET_KEY, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)generation);
+		bind_blob(st, 3, wrapped);
+		r = step_change(db, st, 1);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+static int set_attr(struct db *db, enum stmt_id id, int64_t rowid, uid_t uid, gid_t gid,
+		    mode_t mode, int64_t now_ns)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, id, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, rowid);
+		sqlite3_bind_int64(st, 2, uid);
+		sqlite3_bind_int64(st, 3, gid);
+		sqlite3_bind_int64(st, 4, mode & 07777);
+		sqlite3_bind_int64(st, 5, now_ns);
+		r = step_change(db, st, 1);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_instance_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t mode,
+			 int64_t now_ns)
+{
+	return set_attr(db, ST_INST_SET_ATTR, id, uid, gid, mode, now_ns);
+}
+
+static int delete_row(struct db *db, enum stmt_id id, int64_t rowid)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, id, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, rowid);
+		r = step_change(db, st, 1);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_instance_delete(struct db *db, int64_t id)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_INST_HAS_SECRETS, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, id);
+		r = step_row(db, st);
+		stmt_done(st);
+		if (r == 1)
+			r = -ENOTEMPTY;
+		else if (r == 0)
+			r = delete_row(db, ST_INST_DELETE, id);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_instance_each(struct db *db, int64_t after_id,
+		     int (*fn)(void *, const struct db_instance *), void *ctx)
+{
+	struct db_instance in;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_INST_EACH, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, after_id);
+		while ((r = step_row(db, st)) == 1) {
+			row_instance(st, &in);
+			r = fn(ctx, &in);
+			if (r)
+				break;
+		}
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+static int64_t count_rows(struct db *db, enum stmt_id id, int64_t rowid)
+{
+	sqlite3_stmt *st;
+	int64_t n = -1;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, id, &r);
+	if (st) {
+		if (id == ST_SEC_COUNT)
+			sqlite3_bind_int64(st, 1, rowid);
+		if (step_row(db, st) == 1)
+			n = sqlite3_column_int64(st, 0);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return n;
+}
+
+int64_t db_instance_count(struct db *db)
+{
+	return count_rows(db, ST_INST_COUNT, 0);
+}
+
+int64_t db_secret_count(struct db *db, int64_t instance_id)
+{
+	return count_rows(db, ST_SEC_COUNT, instance_id);
+}
+
+int db_secret_get(struct db *db, int64_t id, struct db_secret *out)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_SEC_GET, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, id);
+		r = step_row(db, st);
+		if (r == 1) {
+			row_secret(st, out);
+			r = 0;
+		} else if (r == 0) {
+			r = -ENOENT;
+		}
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_secret_find(struct db *db, int64_t instance_id, const char *name, struct db_secret *out)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_SEC_FIND, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, instance_id);
+		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+		r = step_row(db, st);
+		if (r == 1) {
+			row_secret(st, out);
+			r = 0;
+		} else if (r == 0) {
+			r = -ENOENT;
+		}
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db_blob *out)
+{
+	struct db_secret tmp;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	out->data = NULL;
+	out->len = 0;
+	db_lock(db);
+	st = stmt_get(db, ST_SEC_BLOB, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, id);
+		r = step_row(db, st);
+		if (r == 1) {
+			row_secret(st, meta ? meta : &tmp);
+			r = column_blob(st, 13, out);
+		} else if (r == 0) {
+			r = -ENOENT;
+		}
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
+		   int (*fn)(void *, const struct db_secret *), void *ctx)
+{
+	struct db_secret s;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_SEC_EACH, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, instance_id);
+		sqlite3_bind_int64(st, 2, after_id);
+		while ((r = step_row(db, st)) == 1) {
+			row_secret(st, &s);
+			r = fn(ctx, &s);
+			if (r)
+				break;
+		}
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *blob)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_SEC_INSERT, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, s->instance_id);
+		sqlite3_bind_text(st, 2, s->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, s->uid);
+		sqlite3_bind_int64(st, 4, s->gid);
+		sqlite3_bind_int64(st, 5, s->mode & 07777);
+		sqlite3_bind_int64(st, 6, (sqlite3_int64)s->version);
+		sqlite3_bind_int64(st, 7, (sqlite3_int64)s->size);
+		sqlite3_bind_int64(st, 8, s->flags);
+		sqlite3_bind_int64(st, 9, s->ctime_ns);
+		sqlite3_bind_int64(st, 10, s->mtime_ns);
+		sqlite3_bind_int64(st, 11, s->chtime_ns);
+		sqlite3_bind_int64(st, 12, s->updated_by);
+		bind_blob(st, 13, blob);
+		r = step_change(db, st, 1);
+		if (r == 0)
+			s->id = sqlite3_last_insert_rowid(db->conn);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_secret_set_value(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_SEC_SET_VALUE, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, s->id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)s->version);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)s->size);
+		sqlite3_bind_int64(st, 4, s->flags);
+		sqlite3_bind_int64(st, 5, s->mtime_ns);
+		sqlite3_bind_int64(st, 6, s->chtime_ns);
+		sqlite3_bind_int64(st, 7, s->updated_by);
+		bind_blob(st, 8, blob);
+		r = step_change(db, st, 1);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t mode,
+		       int64_t now_ns)
+{
+	return set_attr(db, ST_SEC_SET_ATTR, id, uid, gid, mode, now_ns);
+}
+
+int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = stmt_get(db, ST_SEC_RENAME, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, s->id);
+		sqlite3_bind_text(st, 2, s->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)s->version);
+		sqlite3_bind_int64(st, 4, s->chtime_ns);
+		bind_blob(st, 5, blob);
+		r = step_change(db, st, 1);
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r;
+}
+
+int db_secret_delete(struct db *db, int64_t id)
+{
+	return delete_row(db, ST_SEC_DELETE, id);
+}

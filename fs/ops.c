@@ -1,0 +1,857 @@
+/*
+ * vaultfs: the FUSE low-level filesystem.
+ *
+ *   /                 instances (directories), inode 1
+ *   /<instance>/      secrets (regular files)
+ *
+ * Rules this file keeps:
+ *  - plaintext lives only in an open handle's locked buffer, wiped at
+ *    release; write payloads are copied there and wiped from libfuse's
+ *    request buffer at once;
+ *  - every secret file is opened direct_io, so no plaintext enters the page
+ *    cache and every open and read reaches us;
+ *  - a handle's changes are committed whole, at flush or fsync, in one
+ *    transaction, and the result is what close() returns; a handle on which
+ *    a write failed never commits;
+ *  - handlers reply -errno and never exit.
+ *
+ * Inode numbers come from row ids: an instance is 2*id, a secret 2*id+1;
+ * ids are never reused (AUTOINCREMENT), so a stale inode can't alias.
+ */
+#define FUSE_USE_VERSION 314
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+#include <sodium.h>
+
+#include "fs.h"
+#include "log.h"
+#include "name.h"
+#include "vault.h"
+
+#define ROOT_INO FUSE_ROOT_ID
+
+struct fs {
+	struct vault *v;
+	struct db *db;
+	const struct vault_conf *conf;
+	double timeout;
+	int64_t mount_ns;
+};
+
+struct handle {
+	pthread_mutex_t lock;
+	int64_t id;
+	struct secbuf *buf;
+	bool append;
+	bool dirty;
+	int error;		/* a write failed: never commit, report this */
+};
+
+enum kind { K_ROOT, K_INSTANCE, K_SECRET };
+
+static enum kind ino_kind(fuse_ino_t ino)
+{
+	if (ino == ROOT_INO)
+		return K_ROOT;
+	return ino & 1 ? K_SECRET : K_INSTANCE;
+}
+
+static int64_t ino_id(fuse_ino_t ino)
+{
+	return (int64_t)(ino >> 1);
+}
+
+static fuse_ino_t instance_ino(int64_t id)
+{
+	return (fuse_ino_t)id << 1;
+}
+
+static fuse_ino_t secret_ino(int64_t id)
+{
+	return ((fuse_ino_t)id << 1) | 1;
+}
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void ns_to_ts(int64_t ns, struct timespec *ts)
+{
+	ts->tv_sec = (time_t)(ns / 1000000000);
+	ts->tv_nsec = (long)(ns % 1000000000);
+}
+
+static void stat_root(struct fs *fs, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ROOT_INO;
+	st->st_mode = S_IFDIR | 0755;
+	st->st_nlink = 2;
+	st->st_blksize = 4096;
+	ns_to_ts(fs->mount_ns, &st->st_mtim);
+	st->st_atim = st->st_ctim = st->st_mtim;
+}
+
+static void stat_instance(const struct db_instance *in, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = instance_ino(in->id);
+	st->st_mode = S_IFDIR | (in->mode & 07777);
+	st->st_nlink = 2;
+	st->st_uid = in->uid;
+	st->st_gid = in->gid;
+	st->st_blksize = 4096;
+	ns_to_ts(in->mtime_ns, &st->st_mtim);
+	st->st_atim = st->st_ctim = st->st_mtim;
+}
+
+static void stat_secret(const struct db_secret *s, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = secret_ino(s->id);
+	st->st_mode = S_IFREG | (s->mode & 0777);
+	st->st_nlink = 1;
+	st->st_uid = s->uid;
+	st->st_gid = s->gid;
+	st->st_size = (off_t)s->size;
+	st->st_blocks = (blkcnt_t)((s->size + 511) / 512);
+	st->st_blksize = 4096;
+	ns_to_ts(s->mtime_ns, &st->st_mtim);
+	ns_to_ts(s->chtime_ns, &st->st_ctim);
+	st->st_atim = st->st_mtim;
+}
+
+static void entry_init(struct fs *fs, struct fuse_entry_param *e, const struct stat *st)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = st->st_ino;
+	e->generation = 1;
+	e->attr = *st;
+	e->attr_timeout = fs->timeout;
+	e->entry_timeout = fs->timeout;
+}
+
+static int getattr_ino(struct fs *fs, fuse_ino_t ino, struct stat *st)
+{
+	struct db_instance in;
+	struct db_secret s;
+	int r;
+
+	switch (ino_kind(ino)) {
+	case K_ROOT:
+		stat_root(fs, st);
+		return 0;
+	case K_INSTANCE:
+		r = db_instance_get(fs->db, ino_id(ino), &in);
+		if (r == 0)
+			stat_instance(&in, st);
+		return r;
+	default:
+		r = db_secret_get(fs->db, ino_id(ino), &s);
+		if (r == 0)
+			stat_secret(&s, st);
+		return r;
+	}
+}
+
+/* Store errors a caller can act on pass through; the rest become EIO. */
+static int user_errno(int r)
+{
+	switch (r) {
+	case -ENOENT: case -EEXIST: case -ENOTEMPTY: case -ENOSPC: case -EROFS:
+	case -EFBIG: case -EINVAL: case -ENOMEM: case -EACCES: case -EPERM:
+	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR:
+		return -r;
+	default:
+		return EIO;
+	}
+}
+
+static void reply_err(fuse_req_t req, int r)
+{
+	fuse_reply_err(req, r < 0 ? user_errno(r) : r);
+}
+
+static void vfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_WRITEBACK_CACHE |
+			FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+}
+
+static void vfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct db_instance in;
+	struct db_secret s;
+	struct stat st;
+	int r;
+
+	if (!name_valid(name)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	switch (ino_kind(parent)) {
+	case K_ROOT:
+		r = db_instance_find(fs->db, name, &in);
+		if (r == 0)
+			stat_instance(&in, &st);
+		break;
+	case K_INSTANCE:
+		r = db_secret_find(fs->db, ino_id(parent), name, &s);
+		if (r == 0)
+			stat_secret(&s, &st);
+		break;
+	default:
+		r = -ENOTDIR;
+	}
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	entry_init(fs, &e, &st);
+	fuse_reply_entry(req, &e);
+}
+
+static void vfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct stat st;
+	int r = getattr_ino(fs, ino, &st);
+
+	(void)fi;
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_attr(req, &st, fs->timeout);
+}
+
+/* Grows or shrinks a value in locked memory; new bytes are zero. */
+static int buf_resize(struct fs *fs, struct secbuf *b, size_t len)
+{
+	int r;
+
+	if (len > fs->conf->max_value_size)
+		return -EFBIG;
+	if (len > b->len) {
+		r = secbuf_reserve(b, len);
+		if (r < 0)
+			return r;
+		memset(b->data + b->len, 0, len - b->len);
+	} else {
+		sodium_memzero(b->data + len, b->len - len);
+	}
+	b->len = len;
+	return 0;
+}
+
+static int truncate_secret(struct fs *fs, int64_t id, off_t size, uid_t by)
+{
+	struct secbuf *b = NULL;
+	int r;
+
+	if (size < 0)
+		return -EINVAL;
+	if ((uint64_t)size > fs->conf->max_value_size)
+		return -EFBIG;
+	r = vault_read(fs->v, id, &b, NULL);
+	if (r == 0)
+		r = buf_resize(fs, b, (size_t)size);
+	if (r == 0)
+		r = vault_update(fs->v, id, b->data, b->len, by, NULL);
+	secbuf_free(b);
+	return r;
+}
+
+static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fs *fs = fs_of(req);
+	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+	struct stat st;
+	int r;
+
+	if (ino_kind(ino) == K_ROOT) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = getattr_ino(fs, ino, &st);
+	if (r == 0 && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		uid_t uid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid : st.st_uid;
+		gid_t gid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid : st.st_gid;
+		mode_t mode = to_set & FUSE_SET_ATTR_MODE ? attr->st_mode & 0777 : st.st_mode & 0777;
+
+		if (ino_kind(ino) == K_INSTANCE)
+			r = db_instance_set_attr(fs->db, ino_id(ino), uid, gid, mode, db_now_ns());
+		else
+			r = db_secret_set_attr(fs->db, ino_id(ino), uid, gid, mode, db_now_ns());
+	}
+	if (r == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		if (ino_kind(ino) != K_SECRET) {
+			r = -EISDIR;
+		} else if (h) {
+			pthread_mutex_lock(&h->lock);
+			r = buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :
+				       (size_t)attr->st_size);
+			if (r == 0)
+				h->dirty = true;
+			pthread_mutex_unlock(&h->lock);
+		} else {
+			r = truncate_secret(fs, ino_id(ino), attr->st_size, ctx->uid);
+		}
+	}
+	/* Times are the store's to keep: utimens succeeds and changes nothing. */
+	if (r == 0)
+		r = getattr_ino(fs, ino, &st);
+	if (r == 0 && h && (to_set & FUSE_SET_ATTR_SIZE))
+		st.st_size = (off_t)h->buf->len;
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_attr(req, &st, fs->timeout);
+}
+
+struct dir_fill {
+	struct fs *fs;
+	fuse_req_t req;
+	char *buf;
+	size_t size;
+	size_t used;
+	bool plus;
+	bool full;
+};
+
+static bool dir_add(struct dir_fill *d, const char *name, const struct stat *st, off_t next)
+{
+	struct fuse_entry_param e;
+	size_t n;
+
+	if (d->plus) {
+		entry_init(d->fs, &e, st);
+		n = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name,
+					   &e, next);
+	} else {
+		n = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name, st,
+				      next);
+	}
+	if (n > d->size - d->used) {
+		d->full = true;
+		return false;
+	}
+	d->used += n;
+	return true;
+}
+
+/* Directory offsets: 1 after ".", 2 after "..", then 2 + the row id of the
+ * entry just returned; rows come in id order. */
+static int dir_instance_cb(void *ctx, const struct db_instance *in)
+{
+	struct dir_fill *d = ctx;
+	struct stat st;
+
+	stat_instance(in, &st);
+	return dir_add(d, in->name, &st, (off_t)in->id + 2) ? 0 : 1;
+}
+
+static int dir_secret_cb(void *ctx, const struct db_secret *s)
+{
+	struct dir_fill *d = ctx;
+	struct stat st;
+
+	stat_secret(s, &st);
+	return dir_add(d, s->name, &st, (off_t)s->id + 2) ? 0 : 1;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+	struct dir_fill d = { .fs = fs_of(req), .req = req, .size = size, .plus = plus };
+	struct stat st;
+	int r = 0;
+
+	if (ino_kind(ino) == K_SECRET) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	d.buf = calloc(1, size);
+	if (!d.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = getattr_ino(d.fs, ino, &st);
+	if (r == 0 && off < 1 && !dir_add(&d, ".", &st, 1))
+		goto reply;
+	if (r == 0 && off < 2 && !dir_add(&d, "..", &st, 2))
+		goto reply;
+	if (r == 0 && ino_kind(ino) == K_ROOT)
+		r = db_instance_each(d.fs->db, off > 2 ? off - 2 : 0, dir_instance_cb, &d);
+	else if (r == 0)
+		r = db_secret_each(d.fs->db, ino_id(ino), off > 2 ? off - 2 : 0,
+				   dir_secret_cb, &d);
+reply:
+	if (r < 0 && d.used == 0)
+		reply_err(req, r);
+	else
+		fuse_reply_buf(req, d.buf, d.used);
+	free(d.buf);
+}
+
+static void vfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, false);
+}
+
+static void vfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			    struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, true);
+}
+
+static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fs *fs = fs_of(req);
+	const struct instance_conf *ic;
+	struct fuse_entry_param e;
+	struct db_instance in;
+	struct stat st;
+	int r;
+
+	if (ino_kind(parent) != K_ROOT) {
+		fuse_reply_err(req, ino_kind(parent) == K_INSTANCE ? EPERM : ENOTDIR);
+		return;
+	}
+	if (!name_valid(name)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	ic = policy_instance(fs->conf, name);
+	r = vault_instance_create(fs->v, name, ic && ic->has_owner ? ic->owner : ctx->uid,
+				  ic && ic->has_group ? ic->group : ctx->gid,
+				  ic && ic->has_mode ? ic->mode : mode & ~ctx->umask & 0777, &in);
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	log_info("instance %s created by uid %u", name, (unsigned)ctx->uid);
+	stat_instance(&in, &st);
+	entry_init(fs, &e, &st);
+	fuse_reply_entry(req, &e);
+}
+
+static void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct db_instance in;
+	int r;
+
+	if (ino_kind(parent) != K_ROOT) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	r = db_instance_find(fs->db, name, &in);
+	if (r == 0)
+		r = vault_instance_delete(fs->v, in.id);
+	if (r == 0)
+		log_info("instance %s removed by uid %u", name, (unsigned)fuse_req_ctx(req)->uid);
+	reply_err(req, r);
+}
+
+static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct db_secret s;
+	int r;
+
+	if (ino_kind(parent) != K_INSTANCE) {
+		fuse_reply_err(req, ino_kind(parent) == K_ROOT ? EISDIR : ENOTDIR);
+		return;
+	}
+	r = db_secret_find(fs->db, ino_id(parent), name, &s);
+	if (r == 0)
+		r = vault_delete(fs->v, s.id);
+	reply_err(req, r);
+}
+
+static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	struct fs *fs = fs_of(req);
+	struct db_secret s;
+	int r;
+
+	if (flags & RENAME_EXCHANGE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	/* Across instances, mv falls back to copy and unlink, which re-seals
+	 * every value under its new instance's key. */
+	if (ino_kind(parent) != K_INSTANCE || parent != newparent) {
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
+	if (!name_valid(newname)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = db_secret_find(fs->db, ino_id(parent), name, &s);
+	if (r == 0)
+		r = vault_rename(fs->v, s.id, newname, flags & RENAME_NOREPLACE, NULL);
+	reply_err(req, r);
+}
+
+static void handle_free(struct handle *h)
+{
+	if (!h)
+		return;
+	secbuf_free(h->buf);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+static int handle_new(struct handle **out, int64_t id)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+
+	*out = NULL;
+	if (!h)
+		return -ENOMEM;
+	pthread_mutex_init(&h->lock, NULL);
+	h->id = id;
+	*out = h;
+	return 0;
+}
+
+static void open_reply_fi(struct fuse_file_info *fi, struct handle *h)
+{
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+}
+
+static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct handle *h = NULL;
+	struct db_instance in;
+	struct db_secret s;
+	struct stat st;
+	int r;
+
+	if (ino_kind(parent) != K_INSTANCE) {
+		fuse_reply_err(req, ino_kind(parent) == K_ROOT ? EPERM : ENOTDIR);
+		return;
+	}
+	if (!name_valid(name)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = db_instance_get(fs->db, ino_id(parent), &in);
+	if (r == 0)
+		r = handle_new(&h, 0);
+	if (r == 0)
+		r = secbuf_new(&h->buf, 0);
+	if (r == 0)
+		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid,
+				 vault_secret_mode(fs->v, in.name, mode & ~ctx->umask), &s);
+	if (r < 0) {
+		if (r == -ENOMEM)
+			log_err("%s/%s: cannot lock memory for a new value; create refused",
+				in.name, name);
+		handle_free(h);
+		reply_err(req, r);
+		return;
+	}
+	h->id = s.id;
+	h->append = fi->flags & O_APPEND;
+	stat_secret(&s, &st);
+	entry_init(fs, &e, &st);
+	open_reply_fi(fi, h);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		handle_free(h);
+}
+
+static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct handle *h = NULL;
+	struct db_secret meta;
+	int acc = fi->flags & O_ACCMODE;
+	int r;
+
+	if (ino_kind(ino) != K_SECRET) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	r = handle_new(&h, ino_id(ino));
+	if (r == 0 && acc != O_RDONLY && (fi->flags & O_TRUNC)) {
+		r = secbuf_new(&h->buf, 0);
+		h->dirty = true;
+	} else if (r == 0) {
+		r = vault_read(fs->v, h->id, &h->buf, &meta);
+		/* A writer continues the file as it was written, so
+		 * `echo a > k; echo b >> k` gives two lines. */
+		if (r == 0 && acc != O_RDONLY && (meta.flags & DB_SECRET_NL_STRIPPED)) {
+			r = secbuf_reserve(h->buf, h->buf->len + 1);
+			if (r == 0)
+				h->buf->data[h->buf->len++] = '\n';
+		}
+	}
+	if (r < 0) {
+		if (r == -ENOMEM)
+			log_err("secret inode %llu: cannot lock memory for its value; open refused",
+				(unsigned long long)ino);
+		handle_free(h);
+		reply_err(req, r);
+		return;
+	}
+	h->append = fi->flags & O_APPEND;
+	open_reply_fi(fi, h);
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(h);
+}
+
+static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	pthread_mutex_lock(&h->lock);
+	if (off < 0 || (size_t)off >= h->buf->len) {
+		fuse_reply_buf(req, NULL, 0);
+	} else {
+		size_t n = h->buf->len - (size_t)off;
+
+		fuse_reply_buf(req, (const char *)h->buf->data + off, n < size ? n : size);
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size,
+		      off_t off, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct fs *fs = fs_of(req);
+	size_t pos, end;
+	int r = 0;
+
+	(void)ino;
+	pthread_mutex_lock(&h->lock);
+	pos = h->append ? h->buf->len : (size_t)off;
+	if (off < 0 || h->error)
+		r = h->error ? -h->error : -EINVAL;
+	else if (pos > fs->conf->max_value_size || size > fs->conf->max_value_size - pos)
+		r = -EFBIG;
+	end = pos + size;
+	if (r == 0 && end > h->buf->len)
+		r = buf_resize(fs, h->buf, end);
+	if (r == 0) {
+		memcpy(h->buf->data + pos, data, size);
+		h->dirty = true;
+	} else if (!h->error) {
+		h->error = -r;
+		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
+			 (unsigned long long)ino, strerror(-r));
+	}
+	pthread_mutex_unlock(&h->lock);
+	/* libfuse's request buffer is not locked memory: leave nothing there. */
+	sodium_memzero((void *)data, size);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_write(req, size);
+}
+
+static int handle_commit(struct fs *fs, struct handle *h, uid_t by)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->error) {
+		r = -h->error;
+	} else if (h->dirty) {
+		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, by, NULL);
+		if (r == -ENOENT)	/* removed while open: like an unlinked file */
+			r = 0;
+		if (r == 0)
+			h->dirty = false;
+		else
+			log_err("secret %lld: commit failed: %s", (long long)h->id, strerror(-r));
+	}
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
+static void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	reply_err(req, handle_commit(fs_of(req), h, fuse_req_ctx(req)->uid));
+}
+
+static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)datasync;
+	vfs_flush(req, ino, fi);
+}
+
+static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	if (h->dirty && !h->error)
+		(void)handle_commit(fs_of(req), h, fuse_req_ctx(req)->uid);
+	handle_free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void vfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fs_of(req);
+	struct statvfs sv;
+
+	(void)ino;
+	if (statvfs(db_path(fs->db), &sv) < 0)
+		memset(&sv, 0, sizeof(sv));
+	sv.f_namemax = NAME_MAX_LEN;
+	sv.f_fsid = 0;
+	fuse_reply_statfs(req, &sv);
+}
+
+static const struct fuse_lowlevel_ops vfs_ops = {
+	.init = vfs_init,
+	.lookup = vfs_lookup,
+	.getattr = vfs_getattr,
+	.setattr = vfs_setattr,
+	.readdir = vfs_readdir,
+	.readdirplus = vfs_readdirplus,
+	.mkdir = vfs_mkdir,
+	.rmdir = vfs_rmdir,
+	.unlink = vfs_unlink,
+	.rename = vfs_rename,
+	.create = vfs_create,
+	.open = vfs_open,
+	.read = vfs_read,
+	.write = vfs_write,
+	.flush = vfs_flush,
+	.fsync = vfs_fsync,
+	.release = vfs_release,
+	.statfs = vfs_statfs,
+};
+
+static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	if (n && line[n - 1] == '\n')
+		line[n - 1] = '\0';
+	log_msg((int)level, "fuse: %s", line);
+}
+
+static bool other_users_allowed(void)
+{
+	char line[256];
+	FILE *f;
+	bool ok = false;
+
+	if (geteuid() == 0)
+		return true;
+	f = fopen("/etc/fuse.conf", "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "user_allow_other", 16) == 0)
+			ok = true;
+	fclose(f);
+	return ok;
+}
+
+int fs_run(struct vault *v, const struct fs_mount *m)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_loop_config *lc = NULL;
+	struct fuse_session *se = NULL;
+	struct fs fs = {
+		.v = v, .db = vault_db(v), .conf = vault_conf(v),
+		.timeout = vault_conf(v)->attr_timeout, .mount_ns = db_now_ns(),
+	};
+	char opts[512];
+	int r = -1;
+
+	snprintf(opts, sizeof(opts), "fsname=vaultfs,subtype=vaultfs,default_permissions%s",
+		 other_users_allowed() ? ",allow_other" : "");
+	if (!other_users_allowed())
+		log_warn("not root and no user_allow_other in /etc/fuse.conf: only this user "
+			 "can use the mount");
+	fuse_set_log_func(fuse_log_to_ours);
+	if (fuse_opt_add_arg(&args, "vaultfs") || fuse_opt_add_arg(&args, "-o") ||
+	    fuse_opt_add_arg(&args, opts) ||
+	    (m->fuse_opts && (fuse_opt_add_arg(&args, "-o") ||
+			      fuse_opt_add_arg(&args, m->fuse_opts))) ||
+	    (m->debug && fuse_opt_add_arg(&args, "-d")))
+		goto out;
+	se = fuse_session_new(&args, &vfs_ops, sizeof(vfs_ops), &fs);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out;
+	if (fuse_session_mount(se, m->mountpoint) != 0) {
+		fuse_remove_signal_handlers(se);
+		goto out;
+	}
+	if (m->ready && m->ready(m->ready_ctx) != 0) {
+		fuse_session_unmount(se);
+		fuse_remove_signal_handlers(se);
+		goto out;
+	}
+	lc = fuse_loop_cfg_create();
+	if (!lc)
+		goto unmount;
+	fuse_loop_cfg_set_clone_fd(lc, 0);
+	fuse_loop_cfg_set_max_threads(lc, 16);
+	r = fuse_session_loop_mt(se, lc);
+	/* A signal ends the loop with its number: that is a clean stop. */
+	if (r > 0)
+		r = 0;
+unmount:
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+out:
+	fuse_loop_cfg_destroy(lc);
+	if (se)
+		fuse_session_destroy(se);
+	fuse_opt_free_args(&args);
+	return r;
+}

@@ -1,0 +1,204 @@
+/* Options, config and vault set-up shared by the subcommands. Errors are one
+ * line on stderr, "vaultfs: ...", and never contain key material. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "../crypto/key.h"
+#include "../crypto/secmem.h"
+#include "../fs/vault.h"
+#include "cli.h"
+#include "config.h"
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("vaultfs: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void cli_usage_error(const struct cli *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "vaultfs %s: ", c->cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nusage: vaultfs %s %s\n(see: vaultfs %s --help)\n", c->cmd, c->usage,
+		c->cmd);
+	exit(EXIT_USAGE);
+}
+
+static const char common_help[] =
+	"  -c, --config FILE    configuration file (default " CONFIG_DEFAULT_PATH " if present)\n"
+	"      --db PATH        vault database (overrides the config)\n"
+	"  -k, --key-file PATH  master key file: 32 raw bytes or 64 hex characters;\n"
+	"                       without it: $VAULTFS_KEY, then $CREDENTIALS_DIRECTORY/vaultfs.key\n"
+	"  -h, --help           this help\n";
+
+static void print_help(const struct cli *c)
+{
+	printf("usage: vaultfs %s %s\n\n%s\noptions:\n%s%s", c->cmd, c->usage,
+	       c->help ? c->help : "", common_help, "");
+}
+
+int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
+	      const struct option *extra, int (*on_opt)(int opt, const char *arg, void *ctx),
+	      void *ctx)
+{
+	static const struct option common[] = {
+		{ "config", required_argument, NULL, OPT_CONFIG },
+		{ "db", required_argument, NULL, OPT_DB },
+		{ "key-file", required_argument, NULL, OPT_KEY_FILE },
+		{ "help", no_argument, NULL, OPT_HELP },
+	};
+	struct option opts[32];
+	char sopts[64];
+	size_t n = 0;
+	int opt;
+
+	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+		opts[n++] = common[i];
+	for (; extra && extra->name && n < 31; extra++)
+		opts[n++] = *extra;
+	memset(&opts[n], 0, sizeof(opts[n]));
+	snprintf(sopts, sizeof(sopts), "+c:k:h%s", shortopts ? shortopts : "");
+	policy_defaults(&c->conf);
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, sopts, opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': case OPT_CONFIG:
+			c->config = optarg;
+			break;
+		case OPT_DB:
+			c->db = optarg;
+			break;
+		case 'k': case OPT_KEY_FILE:
+			c->key_file = optarg;
+			break;
+		case 'h': case OPT_HELP:
+			print_help(c);
+			exit(0);
+		case '?':
+			if (optopt)
+				cli_usage_error(c, "option -%c is unknown or needs a value", optopt);
+			cli_usage_error(c, "unknown option %s", argv[optind - 1]);
+		case ':':
+			cli_usage_error(c, "option %s needs a value", argv[optind - 1]);
+		default:
+			if (!on_opt || on_opt(opt, optarg, ctx) != 0)
+				cli_usage_error(c, "bad option %s", argv[optind - 1]);
+		}
+	}
+	return optind;
+}
+
+static int set_path(char dst[PATH_MAX], const char *src, const char *what)
+{
+	char *abs = realpath(src, NULL);
+	int n;
+
+	/* A file that doesn't exist yet (init) keeps the absolute form of its
+	 * name; the daemon changes directory to / and must still find it. */
+	if (abs) {
+		n = snprintf(dst, PATH_MAX, "%s", abs);
+		free(abs);
+	} else if (src[0] == '/') {
+		n = snprintf(dst, PATH_MAX, "%s", src);
+	} else {
+		char cwd[PATH_MAX];
+
+		if (!getcwd(cwd, sizeof(cwd))) {
+			cli_error("%s %s: %s", what, src, strerror(errno));
+			return -1;
+		}
+		n = snprintf(dst, PATH_MAX, "%s/%s", cwd, src);
+	}
+	if (n < 0 || n >= PATH_MAX) {
+		cli_error("%s %s: path too long", what, src);
+		return -1;
+	}
+	return 0;
+}
+
+int cli_load_config(struct cli *c)
+{
+	const char *path = c->config;
+	char err[1024];
+
+	if (!path && access(CONFIG_DEFAULT_PATH, F_OK) == 0)
+		path = CONFIG_DEFAULT_PATH;
+	if (path && config_load(&c->conf, path, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	if (c->db && set_path(c->conf.db, c->db, "database") < 0)
+		return -1;
+	if (c->key_file && set_path(c->conf.key_file, c->key_file, "key file") < 0)
+		return -1;
+	secmem_allow_unlocked(c->conf.allow_unlocked_memory);
+	secmem_set_budget(c->conf.memlock_budget);
+	return 0;
+}
+
+void cli_harden(void)
+{
+	struct rlimit rl = { 0, 0 };
+
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &rl);
+}
+
+int cli_load_key(struct cli *c, struct secbuf **key)
+{
+	struct key_source src = { .file = c->conf.key_file };
+	char err[1024], warn[1024];
+
+	cli_harden();
+	if (secmem_init() < 0) {
+		cli_error("cannot initialize libsodium");
+		return -1;
+	}
+	if (key_load(key, &src, err, sizeof(err), warn, sizeof(warn)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	if (warn[0])
+		cli_error("warning: %s", warn);
+	return 0;
+}
+
+int cli_open_vault(struct cli *c, int vault_flags)
+{
+	struct secbuf *key = NULL;
+	char err[1024];
+	int r;
+
+	if (cli_load_key(c, &key) < 0)
+		return -1;
+	r = vault_open(&c->vault, &c->conf, key, vault_flags, err, sizeof(err));
+	secbuf_free(key);
+	if (r < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+void cli_close(struct cli *c)
+{
+	vault_close(c->vault);
+	c->vault = NULL;
+	policy_free(&c->conf);
+}

@@ -1,0 +1,52 @@
+/* What the subcommands share: options, config, the key and the vault. */
+#ifndef VAULTFS_CLI_H
+#define VAULTFS_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+
+#include "../fs/policy.h"
+
+struct vault;
+struct secbuf;
+
+enum { EXIT_USAGE = 2 };
+
+struct cli {
+	const char *cmd;
+	const char *usage;		/* after "vaultfs CMD " */
+	const char *help;		/* option lines for --help */
+	struct vault_conf conf;
+	const char *config;		/* --config */
+	const char *db;			/* --db */
+	const char *key_file;		/* --key-file */
+	struct vault *vault;
+};
+
+/* Long options every subcommand takes, and the codes they come back as. */
+enum { OPT_CONFIG = 0x100, OPT_DB, OPT_KEY_FILE, OPT_HELP };
+
+/* Parses argv with the common options plus `extra` (NULL-terminated, may be
+ * NULL) and `shortopts`; calls on_opt for the extra ones (nonzero: usage
+ * error). Returns optind, or exits on --help (0) and usage errors (2). */
+int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
+	      const struct option *extra, int (*on_opt)(int opt, const char *arg, void *ctx),
+	      void *ctx);
+/* Loads the config (given, or the default one if it exists) and applies the
+ * command-line overrides. Prints the error and returns -1 on failure. */
+int cli_load_config(struct cli *c);
+/* Hardens the process, loads the master key and opens the vault. */
+int cli_open_vault(struct cli *c, int vault_flags);
+/* Loads the master key alone (for init). */
+int cli_load_key(struct cli *c, struct secbuf **key);
+void cli_close(struct cli *c);
+
+/* No core dumps, not ptrace-able by other users, for any process that holds
+ * keys or plaintext. */
+void cli_harden(void);
+
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_usage_error(const struct cli *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), noreturn));
+
+#endif

@@ -1,0 +1,198 @@
+/* vaultfs mount. In the background by default: the parent forks before any
+ * key is loaded (memory locks are not inherited across fork), and returns
+ * only when the child reports the mount usable, or with the child's error. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../crypto/secmem.h"
+#include "../fs/fs.h"
+#include "../fs/log.h"
+#include "../fs/vault.h"
+#include "cli.h"
+#include "commands.h"
+
+struct mount_opts {
+	bool foreground;
+	bool debug;
+	const char *fuse_opts;
+	int ready_fd;
+};
+
+static int mount_opt(int opt, const char *arg, void *ctx)
+{
+	struct mount_opts *mo = ctx;
+
+	switch (opt) {
+	case 'f':
+		mo->foreground = true;
+		return 0;
+	case 'd':
+		mo->foreground = mo->debug = true;
+		return 0;
+	case 'o':
+		mo->fuse_opts = arg;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* In the child: the mount is in place; tell the parent and let go of the
+ * terminal. */
+static int mount_ready(void *ctx)
+{
+	struct mount_opts *mo = ctx;
+	int fd;
+
+	if (mo->ready_fd < 0)
+		return 0;
+	log_to_syslog(true);
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	if (write(mo->ready_fd, "1", 1) != 1)
+		return -1;
+	close(mo->ready_fd);
+	mo->ready_fd = -1;
+	return 0;
+}
+
+/* The parent: waits for "ready" or for the child to fail. */
+static int wait_child(pid_t pid, int fd)
+{
+	char c;
+	ssize_t n;
+	int status;
+
+	do {
+		n = read(fd, &c, 1);
+	} while (n < 0 && errno == EINTR);
+	close(fd);
+	if (n == 1)
+		return 0;
+	if (waitpid(pid, &status, 0) < 0)
+		return 1;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
+	cli_error("the mount process died (signal %d)", WTERMSIG(status));
+	return 1;
+}
+
+static int check_mountpoint(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		cli_error("mount point %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		cli_error("mount point %s: not a directory", path);
+		return -1;
+	}
+	return 0;
+}
+
+static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
+{
+	struct fs_mount m = {
+		.mountpoint = mountpoint, .fuse_opts = mo->fuse_opts, .debug = mo->debug,
+		.ready = mount_ready, .ready_ctx = mo,
+	};
+	char err[1024];
+	int r;
+
+	if (cli_open_vault(c, 0) < 0)
+		return 1;
+	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return 1;
+	}
+	log_set_verbose(mo->debug);
+	r = fs_run(c->vault, &m);
+	if (r != 0) {
+		if (mo->ready_fd >= 0)
+			cli_error("cannot mount on %s (see the messages above)", mountpoint);
+		else
+			log_err("stopped with an error (%d)", r);
+		return 1;
+	}
+	log_info("unmounted %s", mountpoint);
+	return 0;
+}
+
+int mount_main(int argc, char **argv)
+{
+	static const struct option extra[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "options", required_argument, NULL, 'o' },
+		{ 0 },
+	};
+	struct cli c = {
+		.cmd = "mount", .usage = "[OPTIONS] [-f] [-o FUSE_OPTIONS] [MOUNTPOINT]",
+		.help = "Mounts the vault on MOUNTPOINT (default: mountpoint in the config, else\n"
+			"/run/vault) and serves it: in the background, returning once the mount\n"
+			"is usable, or in the foreground with -f. Stop it with fusermount3 -u,\n"
+			"umount, SIGTERM or SIGINT. As root the mount uses allow_other and\n"
+			"default_permissions, so the kernel enforces each secret's mode.\n\n"
+			"  -f, --foreground     stay in the foreground, log to standard error\n"
+			"  -d, --debug          foreground, with FUSE's request trace\n"
+			"  -o, --options OPTS   extra FUSE mount options\n",
+	};
+	struct mount_opts mo = { .ready_fd = -1 };
+	char mountpoint[PATH_MAX];
+	int fds[2], i, ret;
+	pid_t pid;
+
+	i = cli_parse(&c, argc, argv, "fdo:", extra, mount_opt, &mo);
+	if (argc - i > 1)
+		cli_usage_error(&c, "too many arguments");
+	if (cli_load_config(&c) < 0)
+		return 1;
+	if (!realpath(i < argc ? argv[i] : c.conf.mountpoint, mountpoint)) {
+		cli_error("mount point %s: %s", i < argc ? argv[i] : c.conf.mountpoint,
+			  strerror(errno));
+		return 1;
+	}
+	if (check_mountpoint(mountpoint) < 0)
+		return 1;
+	if (mo.foreground) {
+		ret = serve(&c, &mo, mountpoint);
+		cli_close(&c);
+		return ret;
+	}
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		cli_error("pipe: %s", strerror(errno));
+		return 1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		cli_error("fork: %s", strerror(errno));
+		return 1;
+	}
+	if (pid > 0) {
+		close(fds[1]);
+		cli_close(&c);
+		return wait_child(pid, fds[0]);
+	}
+	close(fds[0]);
+	mo.ready_fd = fds[1];
+	setsid();
+	if (chdir("/") < 0)
+		return 1;
+	ret = serve(&c, &mo, mountpoint);
+	cli_close(&c);
+	return ret;
+}

@@ -1,0 +1,13 @@
+/* Subcommands: each is `vaultfs NAME ...`, with its own --help. */
+#ifndef VAULTFS_COMMANDS_H
+#define VAULTFS_COMMANDS_H
+
+int keygen_main(int argc, char **argv);
+int init_main(int argc, char **argv);
+int mount_main(int argc, char **argv);
+int ls_main(int argc, char **argv);
+int get_main(int argc, char **argv);
+int set_main(int argc, char **argv);
+int rm_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,51 @@
+/* vaultfs: secrets encrypted in SQLite, served as files. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *description;
+} commands[] = {
+	{ "keygen", keygen_main, "Print (or write with --out) a new master key" },
+	{ "init", init_main, "Create a new vault database" },
+	{ "mount", mount_main, "Mount the vault as a filesystem" },
+	{ "ls", ls_main, "List instances, or the keys of an instance" },
+	{ "get", get_main, "Write a secret's value to standard output" },
+	{ "set", set_main, "Store a secret's value read from standard input" },
+	{ "rm", rm_main, "Delete a secret" },
+};
+
+static void show_usage(FILE *f)
+{
+	fprintf(f, "usage: vaultfs COMMAND [OPTIONS] [ARGS]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].description);
+	fprintf(f, "\n'vaultfs COMMAND --help' describes a command; 'vaultfs --version' "
+		"prints the version.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		show_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+		printf("vaultfs %s\n", VAULTFS_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		show_usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "vaultfs: unknown command '%s'\n\n", argv[1]);
+	show_usage(stderr);
+	return EXIT_USAGE;
+}
