@@ -53,8 +53,10 @@ struct handle {
 	int64_t id;
 	struct secbuf *buf;
 	bool append;
-	bool dirty;
+	bool dirty;		/* differs from the store */
+	bool written;		/* write() or ftruncate() since open */
 	int error;		/* a write failed: never commit, report this */
+	uid_t uid;		/* who opened it: the writer of record */
 };
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
@@ -178,6 +180,14 @@ static int user_errno(int r)
 	}
 }
 
+/* 0 for a good name; FUSE passes names of up to 1024 bytes. */
+static int name_errno(const char *name)
+{
+	if (strnlen(name, NAME_MAX_LEN + 1) > NAME_MAX_LEN)
+		return ENAMETOOLONG;
+	return name_valid(name) ? 0 : EINVAL;
+}
+
 static void reply_err(fuse_req_t req, int r)
 {
 	fuse_reply_err(req, r < 0 ? user_errno(r) : r);
@@ -203,8 +213,8 @@ static void vfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	int r;
 
-	if (!name_valid(name)) {
-		fuse_reply_err(req, ENOENT);
+	if (name_errno(name)) {
+		fuse_reply_err(req, name_errno(name) == ENAMETOOLONG ? ENAMETOOLONG : ENOENT);
 		return;
 	}
 	switch (ino_kind(parent)) {
@@ -311,7 +321,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			r = buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :
 				       (size_t)attr->st_size);
 			if (r == 0)
-				h->dirty = true;
+				h->dirty = h->written = true;
 			pthread_mutex_unlock(&h->lock);
 		} else {
 			r = truncate_secret(fs, ino_id(ino), attr->st_size, ctx->uid);
@@ -440,8 +450,8 @@ static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, ino_kind(parent) == K_INSTANCE ? EPERM : ENOTDIR);
 		return;
 	}
-	if (!name_valid(name)) {
-		fuse_reply_err(req, EINVAL);
+	if (name_errno(name)) {
+		fuse_reply_err(req, name_errno(name));
 		return;
 	}
 	ic = policy_instance(fs->conf, name);
@@ -509,8 +519,8 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EXDEV);
 		return;
 	}
-	if (!name_valid(newname)) {
-		fuse_reply_err(req, EINVAL);
+	if (name_errno(newname)) {
+		fuse_reply_err(req, name_errno(newname));
 		return;
 	}
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
@@ -528,7 +538,7 @@ static void handle_free(struct handle *h)
 	free(h);
 }
 
-static int handle_new(struct handle **out, int64_t id)
+static int handle_new(struct handle **out, int64_t id, uid_t uid)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 
@@ -537,6 +547,7 @@ static int handle_new(struct handle **out, int64_t id)
 		return -ENOMEM;
 	pthread_mutex_init(&h->lock, NULL);
 	h->id = id;
+	h->uid = uid;
 	*out = h;
 	return 0;
 }
@@ -564,8 +575,8 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		fuse_reply_err(req, ino_kind(parent) == K_ROOT ? EPERM : ENOTDIR);
 		return;
 	}
-	if (!name_valid(name)) {
-		fuse_reply_err(req, EINVAL);
+	if (name_errno(name)) {
+		fuse_reply_err(req, name_errno(name));
 		return;
 	}
 	if (!S_ISREG(mode)) {
@@ -574,7 +585,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	r = db_instance_get(fs->db, ino_id(parent), &in);
 	if (r == 0)
-		r = handle_new(&h, 0);
+		r = handle_new(&h, 0, ctx->uid);
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
 	if (r == 0)
@@ -609,7 +620,7 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	r = handle_new(&h, ino_id(ino));
+	r = handle_new(&h, ino_id(ino), fuse_req_ctx(req)->uid);
 	if (r == 0 && acc != O_RDONLY && (fi->flags & O_TRUNC)) {
 		r = secbuf_new(&h->buf, 0);
 		h->dirty = true;
@@ -674,7 +685,7 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		r = buf_resize(fs, h->buf, end);
 	if (r == 0) {
 		memcpy(h->buf->data + pos, data, size);
-		h->dirty = true;
+		h->dirty = h->written = true;
 	} else if (!h->error) {
 		h->error = -r;
 		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
@@ -689,15 +700,20 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		fuse_reply_write(req, size);
 }
 
-static int handle_commit(struct fs *fs, struct handle *h, uid_t by)
+/* At flush, only a handle that has been written commits: a shell's
+ * `cmd > key` opens with O_TRUNC, dup2()s and closes the first descriptor
+ * (a flush) before cmd writes anything, and the old value must survive if
+ * cmd's writes then fail. A handle that was only truncated at open commits
+ * at release. */
+static int handle_commit(struct fs *fs, struct handle *h, bool force)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
 	if (h->error) {
 		r = -h->error;
-	} else if (h->dirty) {
-		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, by, NULL);
+	} else if (h->dirty && (h->written || force)) {
+		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, h->uid, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
 		if (r == 0)
@@ -714,13 +730,16 @@ static void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	reply_err(req, handle_commit(fs_of(req), h, fuse_req_ctx(req)->uid));
+	reply_err(req, handle_commit(fs_of(req), h, false));
 }
 
 static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
 	(void)datasync;
-	vfs_flush(req, ino, fi);
+	reply_err(req, handle_commit(fs_of(req), h, true));
 }
 
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -729,7 +748,7 @@ static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 	(void)ino;
 	if (h->dirty && !h->error)
-		(void)handle_commit(fs_of(req), h, fuse_req_ctx(req)->uid);
+		(void)handle_commit(fs_of(req), h, true);
 	handle_free(h);
 	fuse_reply_err(req, 0);
 }
