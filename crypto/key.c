@@ -122,7 +122,9 @@ out:
 
 static int load_env(struct secbuf *key, char *env, char *err, size_t errlen)
 {
-	int r = key_parse(key, (const unsigned char *)env, strlen(env));
+	/* Only hex: 32 raw bytes can't travel in an environment string. */
+	int r = strlen(env) == KEY_LEN ? -EINVAL :
+		key_parse(key, (const unsigned char *)env, strlen(env));
 
 	sodium_memzero(env, strlen(env));
 	unsetenv(KEY_ENV);

@@ -17,6 +17,10 @@
 
 #include "secmem.h"
 
+/* Far above any value the vault accepts; keeps size arithmetic from
+ * overflowing. */
+#define SECMEM_MAX ((size_t)1 << 40)
+
 static atomic_size_t locked_bytes;
 static size_t budget;
 static bool allow_unlocked;
@@ -100,6 +104,8 @@ int secbuf_new(struct secbuf **out, size_t cap)
 	struct secbuf *b;
 
 	*out = NULL;
+	if (cap > SECMEM_MAX)
+		return -ENOMEM;
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
@@ -120,6 +126,8 @@ int secbuf_reserve(struct secbuf *b, size_t cap)
 
 	if (cap <= b->cap)
 		return 0;
+	if (cap > SECMEM_MAX)
+		return -ENOMEM;
 	while (ncap < cap)
 		ncap = ncap < page_size ? page_size : ncap * 2;
 	p = region_new(ncap);

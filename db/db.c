@@ -139,7 +139,7 @@ static int map_rc(struct db *db, int rc)
 	case SQLITE_OK: case SQLITE_ROW: case SQLITE_DONE:
 		return 0;
 	case SQLITE_CONSTRAINT:
-		return -EEXIST;
+		return rc == SQLITE_CONSTRAINT_FOREIGNKEY ? -ENOENT : -EEXIST;
 	case SQLITE_BUSY: case SQLITE_LOCKED:
 		return -EBUSY;
 	case SQLITE_FULL:
