@@ -1,0 +1,668 @@
+/* The INI configuration file, read with inih.
+ *
+ * The file decides who may read which secret, so:
+ * - it is opened without following a symlink and refused unless it is a
+ *   regular file owned by root or by us and not writable by group or others;
+ * - every problem is an error naming file, line, setting and value: nothing
+ *   unknown, repeated, truncated or out of range is silently ignored;
+ * - the first error stops the parse.
+ *
+ * inih sees each line through cfg_read_line(), which counts lines (the
+ * handler is not told the line), refuses lines that inih would split, and
+ * handles "[section]" lines itself, because inih cuts section names at 49
+ * bytes and does not report empty or repeated sections.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <ini.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../fs/name.h"
+#include "config.h"
+
+/* Long enough for "key = " and a PATH_MAX path, or a 255-byte instance name. */
+#define CFG_MAX_LINE (PATH_MAX + 256)
+#define CFG_MAX_KEYS 16
+#define CFG_MAX_TIMEOUT 3600.0
+
+enum cfg_section {
+	SECT_NONE,
+	SECT_VAULT,
+	SECT_INSTANCE,
+};
+
+struct cfg_state {
+	struct vault_conf *c;
+	const char *path;
+	FILE *f;
+	unsigned line;
+	enum cfg_section sect;
+	char sect_raw[CFG_MAX_LINE];	/* between the brackets, as written */
+	struct instance_conf *inst;
+	unsigned vault_line;		/* of the [vault] header, 0: none yet */
+	unsigned seen[CFG_MAX_KEYS];	/* line each key of this section was set on */
+	int ret;
+	char *err;
+	size_t errlen;
+};
+
+struct cfg_key {
+	const char *name;
+	int (*set)(struct cfg_state *st, const char *key, const char *value);
+};
+
+static int cfg_fail(struct cfg_state *st, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int cfg_fail(struct cfg_state *st, int ret, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (st->ret)
+		return st->ret;
+	st->ret = ret;
+	if (!st->errlen)
+		return ret;
+	n = snprintf(st->err, st->errlen, "%s:%u: ", st->path, st->line);
+	if (n < 0 || (size_t)n >= st->errlen)
+		return ret;
+	va_start(ap, fmt);
+	vsnprintf(st->err + n, st->errlen - n, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+static int cfg_parse_u64(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p;
+
+	if (!s || !*s)
+		return -EINVAL;
+	for (p = s; *p; p++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return 0;
+}
+
+int config_parse_mode(const char *s, mode_t *out)
+{
+	size_t len = s ? strlen(s) : 0;
+	mode_t m = 0;
+
+	if (len < 3 || len > 4)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '7')
+			return -EINVAL;
+		m = m * 8 + (mode_t)(s[i] - '0');
+	}
+	if (m & ~(mode_t)0777)
+		return -EINVAL;
+	*out = m;
+	return 0;
+}
+
+int config_parse_size(const char *s, size_t *out)
+{
+	size_t v = 0, mult = 1;
+	const char *p = s;
+
+	if (!s || *p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		size_t d = (size_t)(*p - '0');
+
+		if (v > (SIZE_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	switch (*p) {
+	case '\0':
+		break;
+	case 'K': case 'k':
+		mult = (size_t)1 << 10;
+		p++;
+		break;
+	case 'M': case 'm':
+		mult = (size_t)1 << 20;
+		p++;
+		break;
+	case 'G': case 'g':
+		mult = (size_t)1 << 30;
+		p++;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*p)
+		return -EINVAL;
+	if (v > SIZE_MAX / mult)
+		return -ERANGE;
+	*out = v * mult;
+	return 0;
+}
+
+/* Seconds as digits with at most one '.', no sign, exponent or hex. */
+static int cfg_parse_seconds(const char *s, double *out)
+{
+	bool dot = false, digit = false;
+	char *end;
+	double v;
+
+	for (const char *p = s; *p; p++) {
+		if (*p == '.' && !dot)
+			dot = true;
+		else if (*p >= '0' && *p <= '9')
+			digit = true;
+		else
+			return -EINVAL;
+	}
+	if (!digit)
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || *end)
+		return -EINVAL;
+	if (v > CFG_MAX_TIMEOUT)
+		return -ERANGE;
+	*out = v;
+	return 0;
+}
+
+static int cfg_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "yes", "true", "1" };
+	static const char *const no[] = { "no", "false", "0" };
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (!strcasecmp(s, yes[i])) {
+			*out = true;
+			return 0;
+		}
+		if (!strcasecmp(s, no[i])) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int cfg_parse_newline(const char *s, enum nl_policy *out)
+{
+	if (!strcmp(s, "strip"))
+		*out = NL_STRIP_SINGLE_LINE;
+	else if (!strcmp(s, "keep"))
+		*out = NL_KEEP;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int cfg_path(struct cfg_state *st, const char *key, const char *v, char *dst,
+		    size_t size)
+{
+	if (v[0] != '/')
+		return cfg_fail(st, -EINVAL, "bad path '%s' for %s (want an absolute path)",
+				v, key);
+	if (strlen(v) >= size)
+		return cfg_fail(st, -EINVAL, "path too long for %s", key);
+	memcpy(dst, v, strlen(v) + 1);
+	return 0;
+}
+
+static int cfg_mode(struct cfg_state *st, const char *key, const char *v, mode_t *out)
+{
+	if (config_parse_mode(v, out))
+		return cfg_fail(st, -EINVAL, "bad mode '%s' for %s (want octal like 0640)",
+				v, key);
+	return 0;
+}
+
+static int cfg_newline(struct cfg_state *st, const char *key, const char *v,
+		       enum nl_policy *out)
+{
+	if (cfg_parse_newline(v, out))
+		return cfg_fail(st, -EINVAL, "bad value '%s' for %s (want strip or keep)",
+				v, key);
+	return 0;
+}
+
+static int cfg_vault_db(struct cfg_state *st, const char *key, const char *v)
+{
+	return cfg_path(st, key, v, st->c->db, sizeof(st->c->db));
+}
+
+static int cfg_vault_key_file(struct cfg_state *st, const char *key, const char *v)
+{
+	return cfg_path(st, key, v, st->c->key_file, sizeof(st->c->key_file));
+}
+
+static int cfg_vault_mountpoint(struct cfg_state *st, const char *key, const char *v)
+{
+	return cfg_path(st, key, v, st->c->mountpoint, sizeof(st->c->mountpoint));
+}
+
+static int cfg_vault_max_value_size(struct cfg_state *st, const char *key, const char *v)
+{
+	size_t n;
+
+	if (config_parse_size(v, &n) || n < 1 || n > POLICY_MAX_VALUE_LIMIT)
+		return cfg_fail(st, -EINVAL, "bad size '%s' for %s (want 1 to %dM bytes, "
+				"with an optional K, M or G)", v, key,
+				POLICY_MAX_VALUE_LIMIT >> 20);
+	st->c->max_value_size = n;
+	return 0;
+}
+
+static int cfg_vault_newline(struct cfg_state *st, const char *key, const char *v)
+{
+	return cfg_newline(st, key, v, &st->c->newline);
+}
+
+static int cfg_vault_secret_mode(struct cfg_state *st, const char *key, const char *v)
+{
+	return cfg_mode(st, key, v, &st->c->secret_mode);
+}
+
+static int cfg_vault_unlocked(struct cfg_state *st, const char *key, const char *v)
+{
+	if (cfg_parse_bool(v, &st->c->allow_unlocked_memory))
+		return cfg_fail(st, -EINVAL, "bad value '%s' for %s (want yes or no)", v, key);
+	return 0;
+}
+
+static int cfg_vault_memlock_budget(struct cfg_state *st, const char *key, const char *v)
+{
+	if (config_parse_size(v, &st->c->memlock_budget))
+		return cfg_fail(st, -EINVAL, "bad size '%s' for %s (want bytes, with an "
+				"optional K, M or G)", v, key);
+	return 0;
+}
+
+static int cfg_vault_attr_timeout(struct cfg_state *st, const char *key, const char *v)
+{
+	if (cfg_parse_seconds(v, &st->c->attr_timeout))
+		return cfg_fail(st, -EINVAL, "bad value '%s' for %s (want seconds from 0 "
+				"to %.0f)", v, key, CFG_MAX_TIMEOUT);
+	return 0;
+}
+
+static int cfg_inst_owner(struct cfg_state *st, const char *key, const char *v)
+{
+	struct passwd *pw;
+	uint64_t id;
+	int r;
+
+	r = cfg_parse_u64(v, &id);
+	if (!r && id < (uid_t)-1) {
+		st->inst->owner = (uid_t)id;
+	} else if (r == -EINVAL && (pw = getpwnam(v))) {
+		st->inst->owner = pw->pw_uid;
+	} else if (r == -EINVAL) {
+		return cfg_fail(st, -EINVAL, "unknown user '%s' for %s", v, key);
+	} else {
+		return cfg_fail(st, -EINVAL, "bad uid '%s' for %s", v, key);
+	}
+	st->inst->has_owner = true;
+	return 0;
+}
+
+static int cfg_inst_group(struct cfg_state *st, const char *key, const char *v)
+{
+	struct group *gr;
+	uint64_t id;
+	int r;
+
+	r = cfg_parse_u64(v, &id);
+	if (!r && id < (gid_t)-1) {
+		st->inst->group = (gid_t)id;
+	} else if (r == -EINVAL && (gr = getgrnam(v))) {
+		st->inst->group = gr->gr_gid;
+	} else if (r == -EINVAL) {
+		return cfg_fail(st, -EINVAL, "unknown group '%s' for %s", v, key);
+	} else {
+		return cfg_fail(st, -EINVAL, "bad gid '%s' for %s", v, key);
+	}
+	st->inst->has_group = true;
+	return 0;
+}
+
+static int cfg_inst_mode(struct cfg_state *st, const char *key, const char *v)
+{
+	if (cfg_mode(st, key, v, &st->inst->mode))
+		return st->ret;
+	st->inst->has_mode = true;
+	return 0;
+}
+
+static int cfg_inst_secret_mode(struct cfg_state *st, const char *key, const char *v)
+{
+	if (cfg_mode(st, key, v, &st->inst->secret_mode))
+		return st->ret;
+	st->inst->has_secret_mode = true;
+	return 0;
+}
+
+static int cfg_inst_newline(struct cfg_state *st, const char *key, const char *v)
+{
+	if (cfg_newline(st, key, v, &st->inst->newline))
+		return st->ret;
+	st->inst->has_newline = true;
+	return 0;
+}
+
+static const struct cfg_key cfg_vault_keys[] = {
+	{ "db", cfg_vault_db },
+	{ "key_file", cfg_vault_key_file },
+	{ "mountpoint", cfg_vault_mountpoint },
+	{ "max_value_size", cfg_vault_max_value_size },
+	{ "newline", cfg_vault_newline },
+	{ "secret_mode", cfg_vault_secret_mode },
+	{ "allow_unlocked_memory", cfg_vault_unlocked },
+	{ "memlock_budget", cfg_vault_memlock_budget },
+	{ "attr_timeout", cfg_vault_attr_timeout },
+	{ NULL, NULL },
+};
+
+static const struct cfg_key cfg_instance_keys[] = {
+	{ "owner", cfg_inst_owner },
+	{ "group", cfg_inst_group },
+	{ "mode", cfg_inst_mode },
+	{ "secret_mode", cfg_inst_secret_mode },
+	{ "newline", cfg_inst_newline },
+	{ NULL, NULL },
+};
+
+static int cfg_set(struct cfg_state *st, const struct cfg_key *keys, const char *key,
+		   const char *value)
+{
+	for (size_t i = 0; keys[i].name; i++) {
+		if (strcmp(keys[i].name, key))
+			continue;
+		if (st->seen[i])
+			return cfg_fail(st, -EINVAL, "duplicate setting '%s' in [%s] (first on "
+					"line %u)", key, st->sect_raw, st->seen[i]);
+		st->seen[i] = st->line;
+		return keys[i].set(st, key, value);
+	}
+	return cfg_fail(st, -EINVAL, "unknown setting '%s' in [%s]", key, st->sect_raw);
+}
+
+static int cfg_handler(void *user, const char *section, const char *key, const char *value)
+{
+	struct cfg_state *st = user;
+
+	if (st->ret)
+		return 0;
+	/* inih keeps its own, shortened copy of the section name. */
+	if (strncmp(section, st->sect_raw, strlen(section)))
+		return !cfg_fail(st, -EINVAL, "internal error: section [%s] out of step",
+				 section);
+	switch (st->sect) {
+	case SECT_VAULT:
+		return !cfg_set(st, cfg_vault_keys, key, value);
+	case SECT_INSTANCE:
+		return !cfg_set(st, cfg_instance_keys, key, value);
+	case SECT_NONE:
+		break;
+	}
+	return !cfg_fail(st, -EINVAL, "setting '%s' outside any section", key);
+}
+
+static int cfg_instance_add(struct cfg_state *st, const char *name)
+{
+	const struct instance_conf *old = policy_instance(st->c, name);
+	struct instance_conf *in, **tail;
+
+	if (!name_valid(name))
+		return cfg_fail(st, -EINVAL, "bad instance name '%s' (want 1 to %d of "
+				"A-Z a-z 0-9 . _ -)", name, NAME_MAX_LEN);
+	if (old)
+		return cfg_fail(st, -EINVAL, "duplicate section [%s] (first on line %u)",
+				st->sect_raw, old->line);
+	in = calloc(1, sizeof(*in));
+	if (!in)
+		return cfg_fail(st, -ENOMEM, "out of memory");
+	memcpy(in->name, name, strlen(name) + 1);
+	in->line = st->line;
+	for (tail = &st->c->instances; *tail; tail = &(*tail)->next)
+		;
+	*tail = in;
+	st->inst = in;
+	st->sect = SECT_INSTANCE;
+	return 0;
+}
+
+/* Where inih ends a section name: at ']' or at a ';' comment after a space. */
+static const char *cfg_section_end(const char *s)
+{
+	bool was_space = false;
+
+	for (; *s && *s != ']'; s++) {
+		if (was_space && *s == ';')
+			break;
+		was_space = *s == ' ' || (*s >= '\t' && *s <= '\r');
+	}
+	return s;
+}
+
+static bool cfg_is_space(char ch)
+{
+	return ch == ' ' || (ch >= '\t' && ch <= '\r');
+}
+
+/* s: just after the '['. */
+static int cfg_section(struct cfg_state *st, const char *s)
+{
+	const char *end = cfg_section_end(s), *p;
+	size_t len = (size_t)(end - s);
+
+	if (*end != ']')
+		return cfg_fail(st, -EINVAL, "bad section header: no closing ']'");
+	for (p = end + 1; cfg_is_space(*p); p++)
+		;
+	if (*p && *p != ';' && *p != '#')
+		return cfg_fail(st, -EINVAL, "unexpected text '%s' after section header", p);
+	memcpy(st->sect_raw, s, len);
+	st->sect_raw[len] = '\0';
+	memset(st->seen, 0, sizeof(st->seen));
+	st->inst = NULL;
+	st->sect = SECT_NONE;
+
+	if (!strcmp(st->sect_raw, "vault")) {
+		if (st->vault_line)
+			return cfg_fail(st, -EINVAL, "duplicate section [vault] (first on "
+					"line %u)", st->vault_line);
+		st->vault_line = st->line;
+		st->sect = SECT_VAULT;
+		return 0;
+	}
+	if (!strncmp(st->sect_raw, "instance", 8) &&
+	    (st->sect_raw[8] == '\0' || cfg_is_space(st->sect_raw[8]))) {
+		for (p = st->sect_raw + 8; cfg_is_space(*p); p++)
+			;
+		if (!*p)
+			return cfg_fail(st, -EINVAL, "missing name in [%s] (want [instance "
+					"NAME])", st->sect_raw);
+		return cfg_instance_add(st, p);
+	}
+	return cfg_fail(st, -EINVAL, "unknown section [%s]", st->sect_raw);
+}
+
+/* An ini_reader: one line into buf (at most num - 1 bytes, the newline
+ * dropped), noting its number and acting on section headers. */
+static char *cfg_read_line(char *buf, int num, void *stream)
+{
+	struct cfg_state *st = stream;
+	size_t n = 0;
+	const char *p;
+	int ch;
+
+	if (st->ret || num < 2)
+		return NULL;
+	ch = getc(st->f);
+	if (ch == EOF) {
+		if (ferror(st->f))
+			cfg_fail(st, -EIO, "read error: %s", strerror(errno));
+		return NULL;
+	}
+	st->line++;
+	for (; ch != EOF && ch != '\n'; ch = getc(st->f)) {
+		if (ch == '\0') {
+			cfg_fail(st, -EINVAL, "NUL byte in line");
+			return NULL;
+		}
+		if (n >= (size_t)num - 1) {
+			cfg_fail(st, -EINVAL, "line too long (limit %d bytes)", num - 1);
+			return NULL;
+		}
+		buf[n++] = (char)ch;
+	}
+	if (ferror(st->f)) {
+		cfg_fail(st, -EIO, "read error: %s", strerror(errno));
+		return NULL;
+	}
+	buf[n] = '\0';
+
+	p = buf;
+	if (st->line == 1 && !strncmp(p, "\xEF\xBB\xBF", 3))
+		p += 3;
+	while (cfg_is_space(*p))
+		p++;
+	if (*p == '[' && cfg_section(st, p + 1))
+		return NULL;
+	return buf;
+}
+
+static int cfg_parse(struct cfg_state *st)
+{
+	int saved_max_line = ini_max_line;
+	bool saved_stop = ini_stop_on_first_error;
+	bool saved_multiline = ini_allow_multiline;
+	int line;
+
+	/* Debian's inih takes these at run time. An indented line continuing a
+	 * value would hide a mistake, and a line longer than ini_max_line would
+	 * be cut into pieces. */
+	ini_max_line = CFG_MAX_LINE;
+	ini_stop_on_first_error = true;
+	ini_allow_multiline = false;
+	line = ini_parse_stream(cfg_read_line, st, cfg_handler, st);
+	ini_max_line = saved_max_line;
+	ini_stop_on_first_error = saved_stop;
+	ini_allow_multiline = saved_multiline;
+
+	if (st->ret)
+		return st->ret;
+	if (line < 0)
+		return cfg_fail(st, -ENOMEM, "out of memory");
+	if (line > 0) {
+		st->line = (unsigned)line;
+		return cfg_fail(st, -EINVAL, "syntax error (want 'key = value' or "
+				"'[section]')");
+	}
+	return 0;
+}
+
+static int cfg_check_file(int fd, const char *path, char *err, size_t errlen)
+{
+	struct stat sb;
+
+	if (fstat(fd, &sb)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		return -EINVAL;
+	}
+	if (sb.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen, "%s: must not be writable by group or others", path);
+		return -EPERM;
+	}
+	if (sb.st_uid != 0 && sb.st_uid != geteuid()) {
+		snprintf(err, errlen, "%s: owned by uid %u, must be owned by root or uid %u",
+			 path, (unsigned)sb.st_uid, (unsigned)geteuid());
+		return -EPERM;
+	}
+	return 0;
+}
+
+static int cfg_open(const char *path, char *err, size_t errlen)
+{
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		ret = -errno;
+		if (errno == ELOOP)
+			snprintf(err, errlen, "%s: must not be a symbolic link", path);
+		else
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return ret;
+	}
+	ret = cfg_check_file(fd, path, err, errlen);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+int config_load(struct vault_conf *c, const char *path, char *err, size_t errlen)
+{
+	struct cfg_state *st = NULL;
+	FILE *f = NULL;
+	int fd = -1, ret;
+
+	if (errlen)
+		err[0] = '\0';
+	else
+		err = NULL;
+	if (strlen(path) >= sizeof(c->path)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(ENAMETOOLONG));
+		return -ENAMETOOLONG;
+	}
+	fd = cfg_open(path, err, errlen);
+	if (fd < 0)
+		return fd;
+	f = fdopen(fd, "r");
+	st = calloc(1, sizeof(*st));
+	if (!f || !st) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+		goto out;
+	}
+	fd = -1;
+	memcpy(c->path, path, strlen(path) + 1);
+	st->c = c;
+	st->path = path;
+	st->f = f;
+	st->err = err;
+	st->errlen = errlen;
+	ret = cfg_parse(st);
+out:
+	free(st);
+	if (f)
+		fclose(f);
+	else if (fd >= 0)
+		close(fd);
+	return ret;
+}
