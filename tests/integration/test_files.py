@@ -1,0 +1,413 @@
+"""Everyday file operations on a mounted vault, with ordinary tools and syscalls."""
+import errno
+import os
+import stat
+import subprocess
+import time
+
+from conftest import errname, oserror, read_file, sh, write_file
+
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n"
+    "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n"
+    "NMoSfm76oqFvAp8Gy0iz5sxjZmSnXyCdPEovGhLa0VzMaQ8s+CLOyS56YyCFGeJZ\n"
+    "-----END PRIVATE KEY-----\n"
+)
+
+
+def mkinst(v, name="app"):
+    os.mkdir(v.path(name))
+    return v.path(name)
+
+
+def test_echo_cat_roundtrip(vault):
+    d = mkinst(vault)
+    r = sh(f"echo sk-live-123 > {d}/API_KEY && cat {d}/API_KEY")
+    assert r.returncode == 0, r.stderr
+    # The user sees exactly the value, without the newline echo added.
+    assert r.stdout == b"sk-live-123"
+    assert os.listdir(d) == ["API_KEY"]
+
+
+def test_printf_exact_bytes(vault):
+    d = mkinst(vault)
+    r = sh(f"printf 'abc' > {d}/K")
+    assert r.returncode == 0, r.stderr
+    assert read_file(f"{d}/K") == b"abc"
+    assert os.stat(f"{d}/K").st_size == 3
+
+
+def test_append_with_echo(vault):
+    d = mkinst(vault)
+    r = sh(f"echo a > {d}/K; echo b >> {d}/K")
+    assert r.returncode == 0, r.stderr
+    # Appending turns a single-line value into a multi-line one, kept as written.
+    assert read_file(f"{d}/K") == b"a\nb\n"
+
+
+def test_o_append_syscall(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"one")
+    fd = os.open(f"{d}/K", os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"-two")
+    finally:
+        os.close(fd)
+    assert read_file(f"{d}/K") == b"one-two"
+
+
+def test_write_at_offset(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"abcdef")
+    fd = os.open(f"{d}/K", os.O_RDWR)
+    try:
+        assert os.pwrite(fd, b"XY", 2) == 2
+        assert os.pread(fd, 100, 0) == b"abXYef", "a handle reads its own pending write"
+    finally:
+        os.close(fd)
+    assert read_file(f"{d}/K") == b"abXYef"
+    # Writing past the end leaves a hole of zero bytes.
+    fd = os.open(f"{d}/K", os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"Z", 8)
+    finally:
+        os.close(fd)
+    assert read_file(f"{d}/K") == b"abXYef\0\0Z"
+
+
+def test_read_at_offset_and_in_small_chunks(vault):
+    d = mkinst(vault)
+    value = bytes(range(256)) * 40  # 10 KiB, binary
+    write_file(f"{d}/BIN", value)
+    fd = os.open(f"{d}/BIN", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 10, 1000) == value[1000:1010]
+        assert os.pread(fd, 100, len(value) - 5) == value[-5:]
+        assert os.pread(fd, 100, len(value) + 10) == b""
+        chunks = []
+        while True:
+            c = os.read(fd, 333)
+            if not c:
+                break
+            chunks.append(c)
+    finally:
+        os.close(fd)
+    assert b"".join(chunks) == value
+
+
+def test_cp_in_and_out(vault, tmp_path):
+    d = mkinst(vault)
+    src = tmp_path / "token.txt"
+    src.write_bytes(b"line1\nline2\n\x00\xff binary tail")
+    r = sh(f"cp {src} {d}/TOKEN && cp {d}/TOKEN {tmp_path}/out && cmp {src} {tmp_path}/out")
+    assert r.returncode == 0, (r.stdout + r.stderr).decode()
+    assert read_file(f"{d}/TOKEN") == src.read_bytes()
+
+
+def test_pem_roundtrip_byte_for_byte(vault, tmp_path):
+    d = mkinst(vault)
+    pem = tmp_path / "key.pem"
+    pem.write_text(PEM)
+    r = sh(f"cp {pem} {d}/TLS_KEY && cmp {pem} {d}/TLS_KEY")
+    assert r.returncode == 0, "a PEM file must come back byte for byte: " + \
+        (r.stdout + r.stderr).decode()
+    assert os.stat(f"{d}/TLS_KEY").st_size == len(PEM)
+    assert vault.get("app", "TLS_KEY") == PEM.encode()
+
+
+def test_tee_and_overwrite_shorter(vault):
+    d = mkinst(vault)
+    r = sh(f"printf 'a-long-old-value' | tee {d}/K >/dev/null && printf 'new' > {d}/K")
+    assert r.returncode == 0, r.stderr
+    # `>` truncates: no tail of the old value survives.
+    assert read_file(f"{d}/K") == b"new"
+
+
+def test_mv_over_existing_key_is_atomic_replace(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/OLD", b"old-value")
+    write_file(f"{d}/NEW.tmp", b"new-value")
+    r = sh(f"mv {d}/NEW.tmp {d}/OLD")
+    assert r.returncode == 0, r.stderr
+    assert read_file(f"{d}/OLD") == b"new-value"
+    assert not os.path.exists(f"{d}/NEW.tmp"), "the source name must disappear"
+    assert sorted(os.listdir(d)) == ["OLD"]
+    assert vault.get("app", "OLD") == b"new-value"
+    assert vault.cli("get", "app", "NEW.tmp").returncode != 0
+
+
+def test_rename_to_new_name(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/A", b"value-a")
+    os.rename(f"{d}/A", f"{d}/B")
+    assert sorted(os.listdir(d)) == ["B"]
+    assert read_file(f"{d}/B") == b"value-a"
+    # The value is bound to its name: it must still decrypt after the rename,
+    # also after a remount (nothing served from a cache).
+    vault.remount()
+    assert read_file(f"{d}/B") == b"value-a"
+
+
+def test_rename_editor_style_temp_file(vault):
+    """vim/sed -i style: write a temp file, fsync, rename it over the key."""
+    d = mkinst(vault)
+    write_file(f"{d}/CONF", b"v1")
+    fd = os.open(f"{d}/.CONF.swp", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"v2")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(f"{d}/.CONF.swp", f"{d}/CONF")
+    assert read_file(f"{d}/CONF") == b"v2"
+    assert sorted(os.listdir(d)) == ["CONF"]
+    r = sh(f"sed -i 's/v2/v3/' {d}/CONF")
+    assert r.returncode == 0, r.stderr
+    assert read_file(f"{d}/CONF") == b"v3"
+    assert sorted(os.listdir(d)) == ["CONF"]
+
+
+def test_rename_across_instances_refused(vault):
+    a = mkinst(vault, "a")
+    b = mkinst(vault, "b")
+    write_file(f"{a}/K", b"va")
+    e = oserror(os.rename, f"{a}/K", f"{b}/K")
+    assert e is not None, "rename across instances must be refused (mv then copies)"
+    assert read_file(f"{a}/K") == b"va"
+    assert not os.path.exists(f"{b}/K")
+
+
+def test_redirect_without_output_empties_key(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"old")
+    r = sh(f": > {d}/K; cat {d}/K")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"", "`: > key` empties the key, visible right away"
+    assert read_file(f"{d}/K") == b""
+    assert vault.get("app", "K") == b""
+    # open(O_TRUNC) and close without a write: the same.
+    write_file(f"{d}/K", b"old")
+    os.close(os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC))
+    assert read_file(f"{d}/K") == b"", "a close that returned means the value is committed"
+    assert os.stat(f"{d}/K").st_size == 0
+
+
+def test_redirect_does_not_expose_empty_value(vault):
+    """`cmd > key`: the shell opens with O_TRUNC, dup2()s and closes the first
+    descriptor before cmd writes. Readers meanwhile see the old value."""
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"old")
+    fd = os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC)
+    fd2 = os.dup(fd)
+    os.close(fd)
+    try:
+        assert read_file(f"{d}/K") == b"old", "a reader must not see an empty key mid-write"
+        os.write(fd2, b"new\n")
+    finally:
+        os.close(fd2)
+    assert read_file(f"{d}/K") == b"new"
+
+
+def test_truncate(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"abcdef")
+    r = sh(f"truncate -s 3 {d}/K")
+    assert r.returncode == 0, r.stderr
+    assert read_file(f"{d}/K") == b"abc"
+    assert os.stat(f"{d}/K").st_size == 3
+    os.truncate(f"{d}/K", 5)
+    assert read_file(f"{d}/K") == b"abc\0\0"
+    r = sh(f"truncate -s 0 {d}/K")
+    assert r.returncode == 0, r.stderr
+    assert read_file(f"{d}/K") == b""
+    assert os.stat(f"{d}/K").st_size == 0
+    assert vault.get("app", "K") == b""
+
+
+def test_ftruncate_on_open_handle(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"0123456789")
+    fd = os.open(f"{d}/K", os.O_RDWR)
+    try:
+        os.ftruncate(fd, 4)
+        assert os.pread(fd, 100, 0) == b"0123"
+    finally:
+        os.close(fd)
+    assert read_file(f"{d}/K") == b"0123"
+
+
+def test_fsync_commits_before_close(vault):
+    d = mkinst(vault)
+    fd = os.open(f"{d}/K", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"committed-by-fsync")
+        os.fsync(fd)
+        # The CLI reads the database: it sees the value while the file is open.
+        assert vault.get("app", "K") == b"committed-by-fsync"
+    finally:
+        os.close(fd)
+
+
+def test_rm(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"v")
+    r = sh(f"rm {d}/K")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(d) == []
+    assert oserror(os.stat, f"{d}/K") == errno.ENOENT
+    assert vault.cli("get", "app", "K").returncode != 0, "the row must be deleted"
+    assert oserror(os.unlink, f"{d}/K") == errno.ENOENT
+    r = sh(f"rm {d}/K")
+    assert r.returncode != 0
+
+
+def test_read_missing_key_enoent(vault):
+    d = mkinst(vault)
+    assert oserror(open, f"{d}/NOPE", "rb") == errno.ENOENT
+
+
+def test_mkdir_rmdir_instances(vault):
+    os.mkdir(vault.path("inst1"))
+    os.mkdir(vault.path("inst2"))
+    assert sorted(os.listdir(vault.mnt)) == ["inst1", "inst2"]
+    st = os.stat(vault.path("inst1"))
+    assert stat.S_ISDIR(st.st_mode)
+    assert st.st_uid == 0, "mkdir makes an instance owned by the caller"
+    assert oserror(os.mkdir, vault.path("inst1")) == errno.EEXIST
+    r = vault.cli("ls")
+    assert r.returncode == 0, r.stderr
+    assert {"inst1", "inst2"} <= set(r.stdout.decode().split())
+    # Non-empty: refused and kept.
+    write_file(vault.path("inst1", "K"), b"v")
+    assert oserror(os.rmdir, vault.path("inst1")) == errno.ENOTEMPTY
+    assert read_file(vault.path("inst1", "K")) == b"v"
+    os.rmdir(vault.path("inst2"))
+    assert sorted(os.listdir(vault.mnt)) == ["inst1"]
+    assert oserror(os.rmdir, vault.path("inst2")) == errno.ENOENT
+    os.unlink(vault.path("inst1", "K"))
+    os.rmdir(vault.path("inst1"))
+    assert os.listdir(vault.mnt) == []
+
+
+def test_layout_is_two_levels(vault):
+    d = mkinst(vault)
+    e = oserror(os.mkdir, f"{d}/sub")
+    assert e is not None, "no directories inside an instance"
+    assert os.listdir(d) == []
+    e = oserror(write_file, vault.path("FILE_AT_ROOT"), b"v")
+    assert e is not None, "no secrets at the root, only instances"
+    assert os.listdir(vault.mnt) == ["app"]
+
+
+def test_ls_l_shows_regular_files(vault):
+    d = mkinst(vault)
+    for k in ("A", "B", "C"):
+        write_file(f"{d}/{k}", k.lower() * 3)
+    assert sorted(os.listdir(d)) == ["A", "B", "C"]
+    for k in ("A", "B", "C"):
+        st = os.lstat(f"{d}/{k}")
+        assert stat.S_ISREG(st.st_mode)
+        assert st.st_size == 3
+    r = sh(f"ls -l {d}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().count("-rw-------") == 3, r.stdout.decode()
+
+
+def test_stat_owner_mode_size_mtime(vault):
+    d = mkinst(vault)
+    os.chown(d, 0, 4242)
+    before = time.time_ns()
+    r = sh(f"echo hello > {d}/K")
+    assert r.returncode == 0, r.stderr
+    st = os.stat(f"{d}/K")
+    assert stat.S_IMODE(st.st_mode) == 0o600, "echo x > k gives 0600 by default"
+    assert st.st_uid == 0, "owner is the caller"
+    assert st.st_gid == 4242, "group is the instance directory's group"
+    assert st.st_size == 5, "size is the plaintext length (trailing newline dropped)"
+    assert before - 2_000_000_000 <= st.st_mtime_ns <= time.time_ns() + 2_000_000_000
+    m1 = st.st_mtime_ns
+
+    time.sleep(0.05)
+    read_file(f"{d}/K")
+    assert os.stat(f"{d}/K").st_mtime_ns == m1, "reading does not change mtime"
+
+    time.sleep(0.05)
+    write_file(f"{d}/K", b"a-longer-value")
+    st2 = os.stat(f"{d}/K")
+    assert st2.st_mtime_ns > m1, "a new value changes mtime"
+    assert st2.st_size == 14
+
+
+def test_chmod_chown_persist_across_remount(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"v")
+    os.chmod(f"{d}/K", 0o640)
+    os.chown(f"{d}/K", 1234, 5678)
+    os.chmod(d, 0o710)
+    os.chown(d, 2345, 6789)
+    st = os.stat(f"{d}/K")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 1234, 5678)
+    vault.remount()
+    st = os.stat(f"{d}/K")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 1234, 5678), \
+        "chmod/chown of a secret must survive a remount"
+    st = os.stat(d)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o710, 2345, 6789), \
+        "chmod/chown of an instance must survive a remount"
+    assert read_file(f"{d}/K") == b"v"
+
+
+def test_chown_keeps_value_and_partial_chown(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"v")
+    os.chown(f"{d}/K", 1234, -1)
+    st = os.stat(f"{d}/K")
+    assert st.st_uid == 1234 and st.st_gid == os.stat(d).st_gid
+    os.chown(f"{d}/K", -1, 777)
+    st = os.stat(f"{d}/K")
+    assert (st.st_uid, st.st_gid) == (1234, 777)
+    assert read_file(f"{d}/K") == b"v"
+
+
+def test_values_survive_remount(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"durable")
+    vault.remount()
+    assert os.listdir(vault.mnt) == ["app"]
+    assert read_file(f"{d}/K") == b"durable"
+
+
+def test_statfs(vault):
+    st = os.statvfs(vault.mnt)
+    assert st.f_bsize > 0
+    assert st.f_namemax in (0, 255)
+    r = subprocess.run(["df", vault.mnt], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert r.returncode == 0, r.stderr
+    assert vault.mnt in r.stdout.decode()
+
+
+def test_many_keys_listed(vault):
+    d = mkinst(vault)
+    names = [f"KEY_{i:03d}" for i in range(150)]
+    for n in names:
+        write_file(f"{d}/{n}", n)
+    assert sorted(os.listdir(d)) == names, "readdir must list every key, across pages"
+    assert read_file(f"{d}/KEY_149") == b"KEY_149"
+
+
+def test_open_excl_on_existing_fails(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"v")
+    e = oserror(os.open, f"{d}/K", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    assert e == errno.EEXIST, errname(e)
+    assert read_file(f"{d}/K") == b"v"
+
+
+def test_empty_file_created_by_touch(vault):
+    d = mkinst(vault)
+    r = sh(f"touch {d}/EMPTY")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(d) == ["EMPTY"]
+    assert os.stat(f"{d}/EMPTY").st_size == 0
+    assert read_file(f"{d}/EMPTY") == b""
