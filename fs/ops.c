@@ -46,6 +46,8 @@ struct fs {
 	const struct vault_conf *conf;
 	double timeout;
 	int64_t mount_ns;
+	pthread_mutex_t handles_lock;
+	struct handle *handles;	/* open, for the wipe at unmount */
 };
 
 struct handle {
@@ -56,7 +58,9 @@ struct handle {
 	bool dirty;		/* differs from the store */
 	bool written;		/* write() or ftruncate() since open */
 	int error;		/* a write failed: never commit, report this */
+	bool closed;		/* flushed since the last change */
 	uid_t uid;		/* who opened it: the writer of record */
+	struct handle *prev, *next;
 };
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
@@ -320,8 +324,10 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			pthread_mutex_lock(&h->lock);
 			r = buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :
 				       (size_t)attr->st_size);
-			if (r == 0)
+			if (r == 0) {
 				h->dirty = h->written = true;
+				h->closed = false;
+			}
 			pthread_mutex_unlock(&h->lock);
 		} else {
 			r = truncate_secret(fs, ino_id(ino), attr->st_size, ctx->uid);
@@ -529,16 +535,24 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	reply_err(req, r);
 }
 
-static void handle_free(struct handle *h)
+static void handle_free(struct fs *fs, struct handle *h)
 {
 	if (!h)
 		return;
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else if (fs->handles == h)
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
 	secbuf_free(h->buf);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
 
-static int handle_new(struct handle **out, int64_t id, uid_t uid)
+static int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 
@@ -548,6 +562,12 @@ static int handle_new(struct handle **out, int64_t id, uid_t uid)
 	pthread_mutex_init(&h->lock, NULL);
 	h->id = id;
 	h->uid = uid;
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->handles_lock);
 	*out = h;
 	return 0;
 }
@@ -585,7 +605,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	r = db_instance_get(fs->db, ino_id(parent), &in);
 	if (r == 0)
-		r = handle_new(&h, 0, ctx->uid);
+		r = handle_new(fs, &h, 0, ctx->uid);
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
 	if (r == 0)
@@ -595,7 +615,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		if (r == -ENOMEM)
 			log_err("%s/%s: cannot lock memory for a new value; create refused",
 				in.name, name);
-		handle_free(h);
+		handle_free(fs, h);
 		reply_err(req, r);
 		return;
 	}
@@ -605,7 +625,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	entry_init(fs, &e, &st);
 	open_reply_fi(fi, h);
 	if (fuse_reply_create(req, &e, fi) != 0)
-		handle_free(h);
+		handle_free(fs, h);
 }
 
 static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -620,7 +640,7 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	r = handle_new(&h, ino_id(ino), fuse_req_ctx(req)->uid);
+	r = handle_new(fs, &h, ino_id(ino), fuse_req_ctx(req)->uid);
 	if (r == 0 && acc != O_RDONLY && (fi->flags & O_TRUNC)) {
 		r = secbuf_new(&h->buf, 0);
 		h->dirty = true;
@@ -638,14 +658,14 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (r == -ENOMEM)
 			log_err("secret inode %llu: cannot lock memory for its value; open refused",
 				(unsigned long long)ino);
-		handle_free(h);
+		handle_free(fs, h);
 		reply_err(req, r);
 		return;
 	}
 	h->append = fi->flags & O_APPEND;
 	open_reply_fi(fi, h);
 	if (fuse_reply_open(req, fi) != 0)
-		handle_free(h);
+		handle_free(fs, h);
 }
 
 static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -686,6 +706,7 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 	if (r == 0) {
 		memcpy(h->buf->data + pos, data, size);
 		h->dirty = h->written = true;
+		h->closed = false;
 	} else if (!h->error) {
 		h->error = -r;
 		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
@@ -705,11 +726,13 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
  * (a flush) before cmd writes anything, and the old value must survive if
  * cmd's writes then fail. A handle that was only truncated at open commits
  * at release. */
-static int handle_commit(struct fs *fs, struct handle *h, bool force)
+static int handle_commit(struct fs *fs, struct handle *h, bool force, bool closing)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
+	if (closing)
+		h->closed = true;
 	if (h->error) {
 		r = -h->error;
 	} else if (h->dirty && (h->written || force)) {
@@ -730,7 +753,7 @@ static void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	reply_err(req, handle_commit(fs_of(req), h, false));
+	reply_err(req, handle_commit(fs_of(req), h, false, true));
 }
 
 static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -739,7 +762,7 @@ static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 
 	(void)ino;
 	(void)datasync;
-	reply_err(req, handle_commit(fs_of(req), h, true));
+	reply_err(req, handle_commit(fs_of(req), h, true, false));
 }
 
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -748,9 +771,25 @@ static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 	(void)ino;
 	if (h->dirty && !h->error)
-		(void)handle_commit(fs_of(req), h, true);
-	handle_free(h);
+		(void)handle_commit(fs_of(req), h, true, true);
+	handle_free(fs_of(req), h);
 	fuse_reply_err(req, 0);
+}
+
+/* The session is over with handles still open: a signal or a lazy unmount
+ * came before their RELEASE. One closed since its last change commits as
+ * release would have; one still being written never does (its owner was
+ * not told it succeeded). Every buffer is wiped. */
+static void vfs_destroy(void *userdata)
+{
+	struct fs *fs = userdata;
+	struct handle *h;
+
+	while ((h = fs->handles)) {
+		if (h->closed && h->dirty && !h->error)
+			(void)handle_commit(fs, h, true, true);
+		handle_free(fs, h);
+	}
 }
 
 static void vfs_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -768,6 +807,7 @@ static void vfs_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static const struct fuse_lowlevel_ops vfs_ops = {
 	.init = vfs_init,
+	.destroy = vfs_destroy,
 	.lookup = vfs_lookup,
 	.getattr = vfs_getattr,
 	.setattr = vfs_setattr,
@@ -825,6 +865,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	struct fs fs = {
 		.v = v, .db = vault_db(v), .conf = vault_conf(v),
 		.timeout = vault_conf(v)->attr_timeout, .mount_ns = db_now_ns(),
+		.handles_lock = PTHREAD_MUTEX_INITIALIZER,
 	};
 	char opts[512];
 	int r = -1;
