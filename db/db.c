@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 
 #define APPLICATION_ID 0x76666c74	/* "vflt" */
 #define BUSY_TIMEOUT_MS 10000
+#define WAL_PATH_MAX (PATH_MAX + 8)
 
 enum stmt_id {
 	ST_META_GET, ST_META_SET,
@@ -106,6 +108,9 @@ struct db {
 	pthread_mutex_t lock;
 	char *path;
 	sqlite3_stmt *stmt[ST_COUNT];
+	bool wal_known;		/* the -wal file we opened, to notice it replaced */
+	dev_t wal_dev;
+	ino_t wal_ino;
 };
 
 static __thread char last_error[512];
@@ -129,10 +134,29 @@ int64_t db_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* A failed read or write says more than "I/O error" when the system said
+ * why: a full disk, or files that may no longer be written. */
+static int io_errno(struct db *db)
+{
+	switch (db && db->conn ? sqlite3_system_errno(db->conn) : 0) {
+	case ENOSPC: case EDQUOT:
+		return -ENOSPC;
+	case EROFS: case EPERM: case EACCES:
+		return -EROFS;
+	default:
+		return -EIO;
+	}
+}
+
 static int map_rc(struct db *db, int rc)
 {
 	int prim = rc & 0xff;
 
+	if (rc == SQLITE_CONSTRAINT_COMMITHOOK) {
+		snprintf(last_error, sizeof(last_error), "%s or its -wal was removed or "
+			 "replaced while open: writes refused until it is back", db->path);
+		return -EROFS;
+	}
 	snprintf(last_error, sizeof(last_error), "%s", db && db->conn ?
 		 sqlite3_errmsg(db->conn) : sqlite3_errstr(rc));
 	switch (prim) {
@@ -157,6 +181,8 @@ static int map_rc(struct db *db, int rc)
 		       -sqlite3_system_errno(db->conn) : -EIO;
 	case SQLITE_TOOBIG:
 		return -EFBIG;
+	case SQLITE_IOERR:
+		return io_errno(db);
 	default:
 		return -EIO;
 	}
@@ -278,6 +304,48 @@ static int create_file(const char *path)
 	return 0;
 }
 
+static void wal_path(struct db *db, char out[static WAL_PATH_MAX])
+{
+	snprintf(out, WAL_PATH_MAX, "%s-wal", db->path);
+}
+
+static void wal_remember(struct db *db)
+{
+	char path[WAL_PATH_MAX];
+	struct stat st;
+
+	wal_path(db, path);
+	if (stat(path, &st) == 0) {
+		db->wal_known = true;
+		db->wal_dev = st.st_dev;
+		db->wal_ino = st.st_ino;
+	}
+}
+
+/* SQLite goes on writing to a database file, or a -wal, that was unlinked
+ * or replaced under it, and what it writes there is gone with the process:
+ * such a commit must fail instead of being acknowledged. */
+static bool files_moved(struct db *db)
+{
+	char path[WAL_PATH_MAX];
+	struct stat st;
+	int moved = 0;
+
+	if (sqlite3_file_control(db->conn, "main", SQLITE_FCNTL_HAS_MOVED, &moved) ==
+	    SQLITE_OK && moved)
+		return true;
+	if (!db->wal_known)
+		return false;
+	wal_path(db, path);
+	return stat(path, &st) < 0 || st.st_dev != db->wal_dev || st.st_ino != db->wal_ino;
+}
+
+/* Nonzero turns the commit into a rollback (SQLITE_CONSTRAINT_COMMITHOOK). */
+static int commit_hook(void *ctx)
+{
+	return files_moved(ctx);
+}
+
 static int configure(struct db *db, int flags)
 {
 	int r;
@@ -337,6 +405,8 @@ int db_open(struct db **out, const char *path, int flags)
 		r = migrate(db, flags & DB_CREATE);
 	if (r < 0)
 		goto fail_created;
+	wal_remember(db);
+	sqlite3_commit_hook(db->conn, commit_hook, db);
 	*out = db;
 	return 0;
 fail_created:
