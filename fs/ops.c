@@ -726,6 +726,11 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
  * (a flush) before cmd writes anything, and the old value must survive if
  * cmd's writes then fail. A handle that was only truncated at open commits
  * at release. */
+static bool store_error(int r)
+{
+	return r == -EROFS || r == -ENOSPC || r == -EIO || r == -EBUSY || r == -EPROTO;
+}
+
 static int handle_commit(struct fs *fs, struct handle *h, bool force, bool closing)
 {
 	int r = 0;
@@ -739,10 +744,16 @@ static int handle_commit(struct fs *fs, struct handle *h, bool force, bool closi
 		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, h->uid, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
-		if (r == 0)
+		if (r == 0) {
 			h->dirty = false;
-		else
-			log_err("secret %lld: commit failed: %s", (long long)h->id, strerror(-r));
+		} else {
+			/* close() reports this; release must not commit later,
+			 * behind the back of a caller told it failed. */
+			h->error = -r;
+			log_err("secret %lld: commit failed: %s%s%s%s", (long long)h->id,
+				strerror(-r), store_error(r) ? " (" : "",
+				store_error(r) ? db_errmsg(fs->db) : "", store_error(r) ? ")" : "");
+		}
 	}
 	pthread_mutex_unlock(&h->lock);
 	return r;
