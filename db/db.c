@@ -433,6 +433,48 @@ void db_close(struct db *db)
 	free(db);
 }
 
+/* quick_check's report, as one line without its "*** in database main ***". */
+static void one_line(char *dst, size_t size, const char *msg)
+{
+	static const char banner[] = "*** in database main ***\n";
+	size_t i;
+
+	if (strncmp(msg, banner, sizeof(banner) - 1) == 0)
+		msg += sizeof(banner) - 1;
+	snprintf(dst, size, "%s", msg);
+	for (i = 0; dst[i]; i++)
+		if (dst[i] == '\n' || dst[i] == '\r')
+			dst[i] = ' ';
+}
+
+int db_check(struct db *db)
+{
+	const unsigned char *msg;
+	sqlite3_stmt *st;
+	int rc, r;
+
+	db_lock(db);
+	rc = sqlite3_prepare_v2(db->conn, "PRAGMA quick_check(1)", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = map_rc(db, rc);
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	msg = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+	if (msg && strcmp((const char *)msg, "ok") == 0) {
+		r = 0;
+	} else if (msg) {
+		one_line(last_error, sizeof(last_error), (const char *)msg);
+		r = -EPROTO;
+	} else {
+		r = rc == SQLITE_DONE ? -EPROTO : map_rc(db, rc);
+	}
+	sqlite3_finalize(st);
+out:
+	db_unlock(db);
+	return r;
+}
+
 int db_begin(struct db *db)
 {
 	int r;

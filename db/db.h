@@ -59,6 +59,9 @@ enum {
  * is not a vaultfs database or is damaged; -EPROTONOSUPPORT: newer schema. */
 int db_open(struct db **out, const char *path, int flags) WUR;
 void db_close(struct db *db);
+/* SQLite's quick_check of the whole file: 0, or -EPROTO with the first
+ * problem found in db_errmsg(). */
+int db_check(struct db *db) WUR;
 const char *db_errmsg(struct db *db);
 const char *db_path(struct db *db);
 
