@@ -58,7 +58,8 @@ struct handle {
 	bool dirty;		/* differs from the store */
 	bool written;		/* write() or ftruncate() since open */
 	int error;		/* a write failed: never commit, report this */
-	bool closed;		/* flushed since the last change */
+	bool closed;		/* flushed by its writer since the last change */
+	uint64_t owner;		/* lock owner of the last write(), 0: unknown */
 	uid_t uid;		/* who opened it: the writer of record */
 	struct handle *prev, *next;
 };
@@ -707,6 +708,7 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		memcpy(h->buf->data + pos, data, size);
 		h->dirty = h->written = true;
 		h->closed = false;
+		h->owner = fi->lock_owner;
 	} else if (!h->error) {
 		h->error = -r;
 		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
@@ -721,26 +723,33 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		fuse_reply_write(req, size);
 }
 
-/* At flush, only a handle that has been written commits: a shell's
- * `cmd > key` opens with O_TRUNC, dup2()s and closes the first descriptor
- * (a flush) before cmd writes anything, and the old value must survive if
- * cmd's writes then fail. A handle that was only truncated at open commits
- * at release. */
 static bool store_error(int r)
 {
 	return r == -EROFS || r == -ENOSPC || r == -EIO || r == -EBUSY || r == -EPROTO;
 }
 
-static int handle_commit(struct fs *fs, struct handle *h, bool force, bool closing)
+/* At flush, only a handle that has been written commits: a shell's
+ * `cmd > key` opens with O_TRUNC, dup2()s and closes the first descriptor
+ * (a flush) before cmd writes anything, and the old value must survive if
+ * cmd's writes then fail. A handle that was only truncated at open commits
+ * at release.
+ *
+ * And only a close by the writer commits: every process that inherited the
+ * descriptor flushes when it closes its copy, and a child that a writing
+ * thread's neighbour forks and execs does so with the value half written.
+ * FUSE names the closer's and the writer's descriptor table (lock_owner);
+ * when either is unknown (0), any close commits, as before. */
+static int handle_commit(struct fs *fs, struct handle *h, bool force, bool closing,
+			 uint64_t closer)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
-	if (closing)
+	if (closing && (!h->owner || !closer || h->owner == closer))
 		h->closed = true;
 	if (h->error) {
 		r = -h->error;
-	} else if (h->dirty && (h->written || force)) {
+	} else if (h->dirty && (force || (h->written && h->closed))) {
 		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, h->uid, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
@@ -764,7 +773,7 @@ static void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	reply_err(req, handle_commit(fs_of(req), h, false, true));
+	reply_err(req, handle_commit(fs_of(req), h, false, true, fi->lock_owner));
 }
 
 static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -773,7 +782,7 @@ static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 
 	(void)ino;
 	(void)datasync;
-	reply_err(req, handle_commit(fs_of(req), h, true, false));
+	reply_err(req, handle_commit(fs_of(req), h, true, false, 0));
 }
 
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -782,7 +791,7 @@ static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 	(void)ino;
 	if (h->dirty && !h->error)
-		(void)handle_commit(fs_of(req), h, true, true);
+		(void)handle_commit(fs_of(req), h, true, true, 0);
 	handle_free(fs_of(req), h);
 	fuse_reply_err(req, 0);
 }
@@ -798,7 +807,7 @@ static void vfs_destroy(void *userdata)
 
 	while ((h = fs->handles)) {
 		if (h->closed && h->dirty && !h->error)
-			(void)handle_commit(fs, h, true, true);
+			(void)handle_commit(fs, h, true, true, 0);
 		handle_free(fs, h);
 	}
 }
