@@ -1,0 +1,184 @@
+"""Crash durability: SIGKILL the daemon at random moments while values are
+being written, many times over, and check after each kill that nothing a
+caller was told is stored has been lost or damaged.
+
+What a user relies on: once close() (or fsync(), or rename()) on the mount
+returned 0, or `vaultfs set` exited 0, the value is there after any crash,
+whole; a key never holds half of one value and half of another.
+"""
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from conftest import force_unmount, read_file, wait_for
+from torture import (Gate, audit_verify, integrity_check, make_value, parse_value,
+                     report, scaled, SANITIZED)
+
+KILLS = scaled(50, minimum=50)
+CHUNK = 8192
+IDLE_TIMEOUT = 30.0
+PROGRESS_TIMEOUT = 20.0
+
+
+class Key:
+    """What the writers of one key were told, and so what it may hold."""
+
+    def __init__(self, name):
+        self.name = name
+        self.acked = None          # last seq whose write was acknowledged
+        self.unacked = set()       # attempts after it: each may or may not be in
+
+    def ack(self, seq):
+        self.acked = seq
+        self.unacked.clear()
+
+    def fail(self, seq):
+        self.unacked.add(seq)
+
+    def allowed(self):
+        return ({self.acked} if self.acked is not None else set()) | self.unacked
+
+
+class Writer(threading.Thread):
+    """Writes numbered values to its key, one after another."""
+
+    def __init__(self, v, gate, stats, key, how, tag):
+        super().__init__(daemon=True)
+        self.v, self.gate, self.stats = v, gate, stats
+        self.key, self.how, self.tag = key, how, tag
+        self.seq = 0
+        self.errors = {}
+
+    def run(self):
+        while self.gate.wait_turn():
+            self.seq += 1
+            try:
+                ok = self.attempt(self.seq)
+            except OSError as e:
+                self.errors[e.errno] = self.errors.get(e.errno, 0) + 1
+                ok = False
+            with self.stats["lock"]:
+                self.stats["attempts"] += 1
+                if ok:
+                    self.stats["acks"] += 1
+            if ok:
+                self.key.ack(self.seq)
+            else:
+                self.key.fail(self.seq)
+
+    def write_fd(self, path, data, fsync=False):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for i in range(0, len(data), CHUNK):
+                os.write(fd, data[i:i + CHUNK])
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def attempt(self, seq):
+        data = make_value(self.tag, seq)
+        path = self.v.path("app", self.key.name)
+        if self.how == "write":        # echo v > key: acknowledged by close()
+            self.write_fd(path, data)
+        elif self.how == "fsync":      # acknowledged by fsync(), then close()
+            self.write_fd(path, data, fsync=True)
+        elif self.how == "rename":     # an editor: write a temporary, rename it over
+            self.write_fd(path + ".tmp", data)
+            os.rename(path + ".tmp", path)
+        elif self.how == "cli":        # vaultfs set, beside the mount
+            r = self.v.cli("set", "app", self.key.name, input=data)
+            if r.returncode != 0:
+                err = r.stderr.decode(errors="replace").strip()
+                self.errors[err] = self.errors.get(err, 0) + 1
+                return False
+        return True
+
+
+def check_key(v, key, via):
+    data = read_file(v.path("app", key.name)) if via == "mount" else v.get("app", key.name)
+    tag, seq = parse_value(data)
+    assert tag == key.name, f"{key.name} holds a value written for {tag}"
+    assert seq in key.allowed(), (
+        f"{key.name} holds value #{seq}, but the last acknowledged write was "
+        f"#{key.acked} and only #{sorted(key.unacked)} were in flight since "
+        f"(read through the {via})")
+    return seq
+
+
+def test_sigkill_during_writes_loses_nothing_acknowledged(vault_factory):
+    v = vault_factory()
+    os.mkdir(v.path("app"))
+    keys = [Key(n) for n in ("W1", "W2", "F1", "R1", "C1")]
+    how = {"W1": "write", "W2": "write", "F1": "fsync", "R1": "rename", "C1": "cli"}
+    # Every key starts with an acknowledged value #0.
+    for k in keys:
+        with open(v.path("app", k.name), "wb") as f:
+            f.write(make_value(k.name, 0))
+        k.ack(0)
+    stats = {"lock": threading.Lock(), "attempts": 0, "acks": 0}
+    gate = Gate(len(keys))
+    writers = [Writer(v, gate, stats, k, how[k.name], k.name) for k in keys]
+    for w in writers:
+        w.start()
+    rng = random.Random(os.environ.get("VAULTFS_TORTURE_SEED") or None)
+    recovered = 0
+    try:
+        for kill in range(KILLS):
+            gate.wait_idle(IDLE_TIMEOUT)
+            for k in keys:
+                check_key(v, k, "mount")
+            if kill % 10 == 0:
+                for k in keys:
+                    check_key(v, k, "cli")
+            before = stats["acks"]
+            gate.set_open(True)
+            # Most kills land in the middle of writes; some while the daemon
+            # is still starting up or idle between requests.
+            if rng.random() < 0.85:
+                assert wait_for(lambda: stats["acks"] > before, PROGRESS_TIMEOUT), \
+                    f"no write was acknowledged within {PROGRESS_TIMEOUT}s of mounting"
+                time.sleep(rng.uniform(0, 0.04))
+            proc, v.proc = v.proc, None
+            proc.kill()
+            gate.set_open(False)   # writers finish what they were doing, and rest
+            proc.wait()
+            gate.wait_idle(IDLE_TIMEOUT)
+            force_unmount(v.mnt)
+            assert not os.path.ismount(v.mnt)
+            report_lines = integrity_check(v.db)
+            assert report_lines == ["ok"], \
+                f"after kill {kill + 1}: integrity_check says {report_lines[:5]}"
+            audit = audit_verify(v)
+            if audit is not None:
+                assert audit.returncode == 0, (
+                    f"after kill {kill + 1}: vaultfs doctor failed: "
+                    f"{audit.stdout.decode(errors='replace')}"
+                    f"{audit.stderr.decode(errors='replace')}")
+            v.mount()
+            recovered += 1
+        gate.wait_idle(IDLE_TIMEOUT)
+        for k in keys:
+            check_key(v, k, "mount")
+            check_key(v, k, "cli")
+        # The temporary file of the rename writer may be left over by a kill:
+        # empty (created, nothing written yet) or one whole value of that writer.
+        tmp = v.path("app", "R1.tmp")
+        if os.path.exists(tmp) and read_file(tmp) != b"":
+            tag, _ = parse_value(read_file(tmp))
+            assert tag == "R1"
+        names = sorted(os.listdir(v.path("app")))
+        assert set(names) <= {k.name for k in keys} | {"R1.tmp"}, names
+    finally:
+        gate.stop()
+        for w in writers:
+            w.join(IDLE_TIMEOUT)
+    failed = {w.key.name: w.errors for w in writers if w.errors}
+    report("crash", kills=recovered, attempts=stats["attempts"], acknowledged=stats["acks"],
+           sanitized=int(SANITIZED), failed_attempts=failed)
+    assert recovered == KILLS
+    assert stats["acks"] >= KILLS, "the writers made too little progress to test anything"
+    v.check_log(v.log())
