@@ -447,6 +447,28 @@ static void one_line(char *dst, size_t size, const char *msg)
 			dst[i] = ' ';
 }
 
+/* SQLite reads a cut-off last page as if the rest were zeros, and checks
+ * nothing that would notice; but it only ever writes whole pages. */
+static int check_size(struct db *db)
+{
+	int64_t page = 0;
+	struct stat st;
+	int r;
+
+	r = pragma_int(db, "PRAGMA page_size", &page);
+	if (r < 0)
+		return r;
+	if (stat(db->path, &st) < 0)
+		return -errno;
+	if (page > 0 && st.st_size % page) {
+		snprintf(last_error, sizeof(last_error), "its size, %lld bytes, is not a whole "
+			 "number of %lld-byte pages: the file was cut short",
+			 (long long)st.st_size, (long long)page);
+		return -EPROTO;
+	}
+	return 0;
+}
+
 int db_check(struct db *db)
 {
 	const unsigned char *msg;
