@@ -134,18 +134,50 @@ int64_t db_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* A failed read or write says more than "I/O error" when the system said
- * why: a full disk, or files that may no longer be written. */
-static int io_errno(struct db *db)
+/* The errno of the last failed call on one of the connection's files. */
+static int file_errno(struct db *db, bool wal)
 {
-	switch (db && db->conn ? sqlite3_system_errno(db->conn) : 0) {
+	sqlite3_file *f = NULL;
+	int e = 0;
+
+	if (!wal) {
+		sqlite3_file_control(db->conn, "main", SQLITE_FCNTL_LAST_ERRNO, &e);
+		return e;
+	}
+	if (sqlite3_file_control(db->conn, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) ==
+	    SQLITE_OK && f && f->pMethods && f->pMethods->xFileControl)
+		f->pMethods->xFileControl(f, SQLITE_FCNTL_LAST_ERRNO, &e);
+	return e;
+}
+
+static int errno_class(int e)
+{
+	switch (e) {
 	case ENOSPC: case EDQUOT:
 		return -ENOSPC;
 	case EROFS: case EPERM: case EACCES:
 		return -EROFS;
 	default:
-		return -EIO;
+		return 0;
 	}
+}
+
+/* A failed read or write says more than "I/O error" when the system said
+ * why: a full disk, or files that may no longer be written. SQLite's own
+ * sqlite3_system_errno() is read after its rollback has made other calls,
+ * so the files' own last errno is asked too. */
+static int io_errno(struct db *db)
+{
+	int r;
+
+	if (!db || !db->conn)
+		return -EIO;
+	r = errno_class(sqlite3_system_errno(db->conn));
+	if (!r)
+		r = errno_class(file_errno(db, true));
+	if (!r)
+		r = errno_class(file_errno(db, false));
+	return r ? r : -EIO;
 }
 
 static int map_rc(struct db *db, int rc)
@@ -476,6 +508,9 @@ int db_check(struct db *db)
 	int rc, r;
 
 	db_lock(db);
+	r = check_size(db);
+	if (r < 0)
+		goto out;
 	rc = sqlite3_prepare_v2(db->conn, "PRAGMA quick_check(1)", -1, &st, NULL);
 	if (rc != SQLITE_OK) {
 		r = map_rc(db, rc);
