@@ -16,7 +16,7 @@ import pytest
 
 from conftest import read_file
 from torture import (audit_verify, daemon_stacks, integrity_check, join_all, make_value,
-                     parse_value, report, scaled, versions, SANITIZED)
+                     parse_value, report, versions, SANITIZED)
 
 KEYS = ["K0", "K1", "K2", "K3"]
 MOUNT_WRITERS = 8

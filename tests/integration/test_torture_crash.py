@@ -11,7 +11,6 @@ import random
 import threading
 import time
 
-import pytest
 
 from conftest import force_unmount, read_file, wait_for
 from torture import (Gate, audit_verify, integrity_check, make_value, parse_value,
