@@ -9,6 +9,7 @@ lost, none doubled) and versions only grow; nothing deadlocks.
 import os
 import random
 import sqlite3
+import subprocess
 import threading
 import time
 
@@ -205,3 +206,28 @@ def test_writers_and_readers_through_mount_and_cli(vault):
     audit = audit_verify(v)
     if audit is not None:
         assert audit.returncode == 0, audit.stdout.decode(errors="replace")
+
+
+def test_child_closing_an_inherited_descriptor_does_not_commit(vault):
+    """A thread writes a value in pieces while another forks and runs a
+    program: the child gets a copy of the descriptor and closes it (at exec,
+    or at exit). Readers must not see the half-written value, and only the
+    writer's own close() commits."""
+    v = vault
+    os.mkdir(v.path("app"))
+    k = v.path("app", "K")
+    with open(k, "wb") as f:
+        f.write(b"old")
+    fd = os.open(k, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"first-half-")
+        subprocess.run(["/bin/true"], check=True)                # closed at exec
+        os.set_inheritable(fd, True)
+        subprocess.run(["/bin/true"], check=True, pass_fds=(fd,))  # closed at exit
+        assert read_file(k) == b"old", "a half-written value became visible"
+        assert v.get("app", "K") == b"old"
+        os.write(fd, b"second-half")
+    finally:
+        os.close(fd)
+    assert read_file(k) == b"first-half-second-half"
+    assert v.get("app", "K") == b"first-half-second-half"
