@@ -509,6 +509,27 @@ static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_err(req, r);
 }
 
+/* Secrets are regular files made by open(O_CREAT): no device, fifo, socket
+ * or symlink can be made, and saying so beats ENOSYS ("Function not
+ * implemented"), which is what users would otherwise get. */
+static void vfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      dev_t rdev)
+{
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)rdev;
+	fuse_reply_err(req, EPERM);
+}
+
+static void vfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
 static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
@@ -834,6 +855,8 @@ static const struct fuse_lowlevel_ops vfs_ops = {
 	.readdir = vfs_readdir,
 	.readdirplus = vfs_readdirplus,
 	.mkdir = vfs_mkdir,
+	.mknod = vfs_mknod,
+	.symlink = vfs_symlink,
 	.rmdir = vfs_rmdir,
 	.unlink = vfs_unlink,
 	.rename = vfs_rename,
