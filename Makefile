@@ -2,6 +2,10 @@
 #   make            build ./vaultfs
 #   make demo       install what is missing (as root), build, mount a demo vault
 #   make check      unit tests (cmocka) and integration tests (pytest, real mounts)
+#   make check-sanitize  the same with ASan+UBSan (build/san), daemon included
+#   make check-valgrind  unit tests under valgrind memcheck, leaks are errors
+#   make fuzz       each libFuzzer target FUZZ_TIME seconds from fuzz/corpus
+#   make soak       the torture tests at VAULTFS_TORTURE_SCALE=SOAK_SCALE
 #   make install    PREFIX=/usr/local DESTDIR=
 
 PREFIX ?= /usr/local
@@ -14,7 +18,8 @@ VERSION := 0.1.0
 PKGS := fuse3 libsodium sqlite3 inih
 # Debian packages the build, the demo and the tests need.
 DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
-	sqlite3 libinih-dev libcmocka-dev python3-pytest attr util-linux passwd
+	sqlite3 libinih-dev libcmocka-dev python3-pytest attr util-linux passwd \
+	e2fsprogs clang libclang-rt-14-dev valgrind
 
 # Recursive on purpose: pkg-config runs once `deps` has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -27,6 +32,9 @@ ifeq ($(SANITIZE),1)
 override CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 override LDFLAGS += -fsanitize=address,undefined
+ifeq ($(FUZZ),1)
+override CFLAGS += -fsanitize=fuzzer-no-link
+endif
 else
 override CFLAGS += -D_FORTIFY_SOURCE=2
 endif
@@ -83,7 +91,7 @@ check-unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
 
 check-integration: $(BIN)
-	VAULTFS_BIN=$(abspath $(BIN)) $(PYTEST) -q tests/integration
+	VAULTFS_BIN=$(abspath $(BIN)) VAULTFS_SANITIZE=$(SANITIZE) $(PYTEST) -q tests/integration
 
 check: deps
 	@$(MAKE) --no-print-directory $(BIN) unit-tests
@@ -92,6 +100,61 @@ check: deps
 
 check-sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build/san SANITIZE=1 check
+
+VALGRIND ?= valgrind -q --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect
+
+check-valgrind: deps
+	@$(MAKE) --no-print-directory unit-tests
+	@fail=0; for t in $(UNIT_BINS); do \
+		echo "  VALGRIND $$t"; $(VALGRIND) $$t >/dev/null || fail=1; \
+	done; exit $$fail
+
+# The torture tests at a larger scale: more kills, longer runs, bigger storms.
+SOAK_SCALE ?= 10
+soak: $(BIN)
+	@rm -f $(BUILD)/torture-report.txt
+	VAULTFS_BIN=$(abspath $(BIN)) VAULTFS_TORTURE_SCALE=$(SOAK_SCALE) \
+		VAULTFS_TORTURE_REPORT=$(abspath $(BUILD))/torture-report.txt \
+		$(PYTEST) -q tests/integration -k torture
+	@cat $(BUILD)/torture-report.txt
+
+# libFuzzer targets (fuzz/fuzz_*.c), built with clang, ASan and UBSan.
+# Committed seeds are in fuzz/corpus/TARGET; what a run discovers goes to
+# build/fuzz/corpus/TARGET, crashes to build/fuzz/artifacts. Inputs that
+# once crashed a target are kept in fuzz/regressions/TARGET and replayed first.
+FUZZ_TIME ?= 20
+FUZZ_CC ?= clang
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_DIR := build/fuzz
+
+$(BUILD)/fuzz/%: fuzz/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
+		$(PKG_LIBS) -lpthread
+
+fuzz-build: deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_DIR) CC=$(FUZZ_CC) SANITIZE=1 FUZZ=1 \
+		$(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz/%)
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_DIR)/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+		bin=$(FUZZ_DIR)/fuzz/$$t; log=$(FUZZ_DIR)/$$t.log; \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+		if ls fuzz/regressions/$$t/* >/dev/null 2>&1; then \
+			$$bin fuzz/regressions/$$t/* >$$log 2>&1 || { \
+				echo "$$t: a regression input fails again"; tail -40 $$log; exit 1; }; \
+		fi; \
+		$$bin -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- \
+			$(FUZZ_DIR)/corpus/$$t fuzz/corpus/$$t >$$log 2>&1 || { \
+			echo "$$t: crashed, see $$log and $(FUZZ_DIR)/artifacts"; tail -60 $$log; exit 1; }; \
+		echo "  FUZZ    $$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) inputs" \
+			"in $(FUZZ_TIME)s, corpus $$(find $(FUZZ_DIR)/corpus/$$t fuzz/corpus/$$t -type f | wc -l)," \
+			"no crash"; \
+	done
 
 DEMO_DIR ?= $(CURDIR)/.demo
 DEMO_MNT ?= $(if $(filter 0,$(shell id -u)),/run/vault,$(XDG_RUNTIME_DIR)/vault)
@@ -126,7 +189,8 @@ uninstall:
 clean:
 	rm -rf build vaultfs
 
-.PHONY: all deps unit-tests check check-unit check-integration check-sanitize demo install uninstall clean
+.PHONY: all deps unit-tests check check-unit check-integration check-sanitize check-valgrind \
+	soak fuzz fuzz-build demo install uninstall clean
 .DELETE_ON_ERROR:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
