@@ -204,10 +204,13 @@ int mount_main(int argc, char **argv)
 	if (!realpath(i < argc ? argv[i] : c.conf.mountpoint, mountpoint)) {
 		cli_error("mount point %s: %s", i < argc ? argv[i] : c.conf.mountpoint,
 			  strerror(errno));
+		cli_close(&c);
 		return 1;
 	}
-	if (check_mountpoint(mountpoint) < 0)
+	if (check_mountpoint(mountpoint) < 0) {
+		cli_close(&c);
 		return 1;
+	}
 	if (mo.foreground) {
 		ret = serve(&c, &mo, mountpoint);
 		cli_close(&c);
