@@ -28,9 +28,11 @@ static void notify_send(const char *state)
 	static bool warned;
 
 	(void)state;
-	if (getenv("NOTIFY_SOCKET") && !warned++)
-		log_warn("built without libsystemd: NOTIFY_SOCKET is ignored, so a "
-			 "Type=notify unit never becomes ready (rebuild with libsystemd-dev)");
+	if (!getenv("NOTIFY_SOCKET") || warned)
+		return;
+	warned = true;
+	log_warn("built without libsystemd: NOTIFY_SOCKET is ignored, so a "
+		 "Type=notify unit never becomes ready (rebuild with libsystemd-dev)");
 }
 #endif
 
