@@ -1,0 +1,35 @@
+"""The mount point after a daemon dies, and mounting twice."""
+import os
+import signal
+
+from conftest import read_file, write_file
+
+
+def test_mount_over_a_live_vault_is_refused(vault):
+    os.mkdir(vault.path("app"))
+    write_file(vault.path("app", "K"), b"still-here")
+    r = vault.cli("mount", vault.mnt)
+    assert r.returncode != 0, "a second mount on a live vault must be refused"
+    assert b"already a FUSE mount" in r.stderr, r.stderr
+    # The first mount keeps serving.
+    assert read_file(vault.path("app", "K")) == b"still-here"
+
+
+def test_restart_after_kill9_detaches_the_dead_mount(vault):
+    os.mkdir(vault.path("app"))
+    write_file(vault.path("app", "K"), b"acknowledged")
+    proc, vault.proc = vault.proc, None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # What a user sees on the dead mount: ENOTCONN ("Transport endpoint is
+    # not connected"); stat may still answer from the attribute cache.
+    try:
+        os.listdir(vault.mnt)
+        dead = False
+    except OSError as e:
+        dead = e.errno == 107  # ENOTCONN
+    assert dead, "after kill -9 the mount point should answer ENOTCONN"
+    # A restart (as systemd's Restart= would do) recovers by itself.
+    vault.mount()
+    assert "detached the dead mount" in vault.log(), vault.log()
+    assert read_file(vault.path("app", "K")) == b"acknowledged"
