@@ -117,7 +117,8 @@ static int check_mountpoint(const char *path)
 	struct statfs sfs;
 	struct stat st;
 
-	if (stat(path, &st) < 0 && errno == ENOTCONN) {
+	/* statfs always reaches the daemon; stat may answer from the cache. */
+	if (statfs(path, &sfs) < 0 && errno == ENOTCONN) {
 		if (detach_stale(path) < 0) {
 			cli_error("mount point %s: a previous mount died and could not be "
 				  "detached; run: fusermount3 -u -z %s", path, path);
