@@ -5,12 +5,6 @@
 #include "cli.h"
 #include "commands.h"
 
-#ifdef HAVE_SYSTEMD
-#define FEATURES " +systemd"
-#else
-#define FEATURES " -systemd"
-#endif
-
 static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
@@ -41,7 +35,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
-		printf("vaultfs %s%s\n", VAULTFS_VERSION, FEATURES);
+		printf("vaultfs %s\n", VAULTFS_VERSION);
 		return 0;
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
