@@ -17,6 +17,10 @@
  *
  * Inode numbers come from row ids: an instance is 2*id, a secret 2*id+1;
  * ids are never reused (AUTOINCREMENT), so a stale inode can't alias.
+ *
+ * A single-instance mount (vaultfs mount --instance NAME) shows that
+ * instance's directory as the root: the kernel's inode 1 stands for the
+ * instance's inode, and no other instance is reachable.
  */
 #define FUSE_USE_VERSION 314
 
@@ -56,18 +60,35 @@ struct handle {
 	struct secbuf *buf;
 	bool append;
 	bool dirty;		/* differs from the store */
-	bool written;		/* write() or ftruncate() since open */
+	bool committed;		/* this handle has stored a value */
 	int error;		/* a write failed: never commit, report this */
 	bool closed;		/* flushed by its writer since the last change */
 	uint64_t owner;		/* lock owner of the last write(), 0: unknown */
+	pid_t opener;		/* thread that opened it, 0: unknown */
 	uid_t uid;		/* who opened it: the writer of record */
+	struct secbuf *orig;	/* O_TRUNC: the value found at open */
 	struct handle *prev, *next;
 };
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
 
+/* The instance shown as the root, 0 for the whole vault. One mount per
+ * process: set once in fs_run() before any request is served. */
+static fuse_ino_t top_ino;
+
+static fuse_ino_t ino_in(fuse_ino_t ino)
+{
+	return ino == ROOT_INO && top_ino ? top_ino : ino;
+}
+
+static fuse_ino_t ino_out(fuse_ino_t ino)
+{
+	return top_ino && ino == top_ino ? ROOT_INO : ino;
+}
+
 static enum kind ino_kind(fuse_ino_t ino)
 {
+	ino = ino_in(ino);
 	if (ino == ROOT_INO)
 		return K_ROOT;
 	return ino & 1 ? K_SECRET : K_INSTANCE;
@@ -75,7 +96,7 @@ static enum kind ino_kind(fuse_ino_t ino)
 
 static int64_t ino_id(fuse_ino_t ino)
 {
-	return (int64_t)(ino >> 1);
+	return (int64_t)(ino_in(ino) >> 1);
 }
 
 static fuse_ino_t instance_ino(int64_t id)
@@ -113,7 +134,7 @@ static void stat_root(struct fs *fs, struct stat *st)
 static void stat_instance(const struct db_instance *in, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_ino = instance_ino(in->id);
+	st->st_ino = ino_out(instance_ino(in->id));
 	st->st_mode = S_IFDIR | (in->mode & 07777);
 	st->st_nlink = 2;
 	st->st_uid = in->uid;
@@ -326,7 +347,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			r = buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :
 				       (size_t)attr->st_size);
 			if (r == 0) {
-				h->dirty = h->written = true;
+				h->dirty = true;
 				h->closed = false;
 			}
 			pthread_mutex_unlock(&h->lock);
@@ -570,11 +591,12 @@ static void handle_free(struct fs *fs, struct handle *h)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&fs->handles_lock);
 	secbuf_free(h->buf);
+	secbuf_free(h->orig);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
 
-static int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid)
+static int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid, pid_t opener)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 
@@ -584,6 +606,7 @@ static int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid)
 	pthread_mutex_init(&h->lock, NULL);
 	h->id = id;
 	h->uid = uid;
+	h->opener = opener;
 	pthread_mutex_lock(&fs->handles_lock);
 	h->next = fs->handles;
 	if (h->next)
@@ -627,7 +650,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	r = db_instance_get(fs->db, ino_id(parent), &in);
 	if (r == 0)
-		r = handle_new(fs, &h, 0, ctx->uid);
+		r = handle_new(fs, &h, 0, ctx->uid, ctx->pid);
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
 	if (r == 0)
@@ -662,10 +685,14 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	r = handle_new(fs, &h, ino_id(ino), fuse_req_ctx(req)->uid);
+	r = handle_new(fs, &h, ino_id(ino), fuse_req_ctx(req)->uid, fuse_req_ctx(req)->pid);
 	if (r == 0 && acc != O_RDONLY && (fi->flags & O_TRUNC)) {
 		r = secbuf_new(&h->buf, 0);
 		h->dirty = true;
+		/* Kept to put back if a write fails. A value that no longer
+		 * authenticates can still be overwritten: that's how it is fixed. */
+		if (r == 0 && vault_read(fs->v, h->id, &h->orig, NULL) == -ENOMEM)
+			r = -ENOMEM;
 	} else if (r == 0) {
 		r = vault_read(fs->v, h->id, &h->buf, &meta);
 		/* A writer continues the file as it was written, so
@@ -727,7 +754,7 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		r = buf_resize(fs, h->buf, end);
 	if (r == 0) {
 		memcpy(h->buf->data + pos, data, size);
-		h->dirty = h->written = true;
+		h->dirty = true;
 		h->closed = false;
 		h->owner = fi->lock_owner;
 	} else if (!h->error) {
@@ -749,42 +776,72 @@ static bool store_error(int r)
 	return r == -EROFS || r == -ENOSPC || r == -EIO || r == -EBUSY || r == -EPROTO;
 }
 
-/* At flush, only a handle that has been written commits: a shell's
- * `cmd > key` opens with O_TRUNC, dup2()s and closes the first descriptor
- * (a flush) before cmd writes anything, and the old value must survive if
- * cmd's writes then fail. A handle that was only truncated at open commits
- * at release.
+/* Commits a dirty handle: at every flush (close) by its writer, at fsync
+ * and at release.
  *
- * And only a close by the writer commits: every process that inherited the
+ * A shell's `cmd > key` opens with O_TRUNC, dup2()s and closes the first
+ * descriptor (a flush, which commits the empty value) before cmd writes
+ * anything. If cmd's writes then fail (EFBIG, ENOMEM), or their commit
+ * does (ENOSPC), the flush puts back the value found at open, so a failed
+ * redirect loses nothing; and a handle that failed never commits later,
+ * behind the back of a caller told it failed.
+ *
+ * Only the writer's own close commits: every process that inherited the
  * descriptor flushes when it closes its copy, and a child that a writing
- * thread's neighbour forks and execs does so with the value half written.
- * FUSE names the closer's and the writer's descriptor table (lock_owner);
- * when either is unknown (0), any close commits, as before. */
-static int handle_commit(struct fs *fs, struct handle *h, bool force, bool closing,
-			 uint64_t closer)
+ * thread's neighbour forks and execs does so with the value half written
+ * (or, before the first write, truncated to nothing). FUSE names the
+ * descriptor table of each writer and closer (lock_owner); before any write
+ * the opening thread stands for the writer. Where either side is unknown
+ * (0, as across pid namespaces), the close commits. */
+struct closer {
+	uint64_t owner;
+	pid_t pid;
+};
+
+static bool closer_is_writer(const struct handle *h, const struct closer *c)
+{
+	if (!c)			/* fsync, release */
+		return true;
+	if (h->owner)
+		return !c->owner || c->owner == h->owner;
+	return !c->pid || !h->opener || c->pid == h->opener;
+}
+
+static int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct closer *c)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
-	if (closing && (!h->owner || !closer || h->owner == closer))
+	if (!closer_is_writer(h, c))
+		goto out;
+	if (closing)
 		h->closed = true;
-	if (h->error) {
-		r = -h->error;
-	} else if (h->dirty && (force || (h->written && h->closed))) {
+	if (!h->error && h->dirty) {
 		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, h->uid, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
 		if (r == 0) {
 			h->dirty = false;
+			h->committed = true;
 		} else {
-			/* close() reports this; release must not commit later,
-			 * behind the back of a caller told it failed. */
 			h->error = -r;
 			log_err("secret %lld: commit failed: %s%s%s%s", (long long)h->id,
 				strerror(-r), store_error(r) ? " (" : "",
 				store_error(r) ? db_errmsg(fs->db) : "", store_error(r) ? ")" : "");
 		}
 	}
+	if (h->error) {
+		if (h->committed && h->orig) {
+			r = vault_update(fs->v, h->id, h->orig->data, h->orig->len, h->uid, NULL);
+			if (r == 0 || r == -ENOENT)
+				h->committed = false;
+			else
+				log_err("secret %lld: cannot put back the value after a failed "
+					"write: %s", (long long)h->id, strerror(-r));
+		}
+		r = -h->error;
+	}
+out:
 	pthread_mutex_unlock(&h->lock);
 	return r;
 }
@@ -792,9 +849,10 @@ static int handle_commit(struct fs *fs, struct handle *h, bool force, bool closi
 static void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct closer c = { .owner = fi->lock_owner, .pid = fuse_req_ctx(req)->pid };
 
 	(void)ino;
-	reply_err(req, handle_commit(fs_of(req), h, false, true, fi->lock_owner));
+	reply_err(req, handle_commit(fs_of(req), h, true, &c));
 }
 
 static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -803,7 +861,7 @@ static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 
 	(void)ino;
 	(void)datasync;
-	reply_err(req, handle_commit(fs_of(req), h, true, false, 0));
+	reply_err(req, handle_commit(fs_of(req), h, false, NULL));
 }
 
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -811,24 +869,23 @@ static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	if (h->dirty && !h->error)
-		(void)handle_commit(fs_of(req), h, true, true, 0);
+	(void)handle_commit(fs_of(req), h, true, NULL);
 	handle_free(fs_of(req), h);
 	fuse_reply_err(req, 0);
 }
 
 /* The session is over with handles still open: a signal or a lazy unmount
- * came before their RELEASE. One closed since its last change commits as
- * release would have; one still being written never does (its owner was
- * not told it succeeded). Every buffer is wiped. */
+ * came before their RELEASE. One its writer has closed since its last change
+ * is finished as release would finish it; one still being written is not
+ * committed (its owner was never told it succeeded). Every buffer is wiped. */
 static void vfs_destroy(void *userdata)
 {
 	struct fs *fs = userdata;
 	struct handle *h;
 
 	while ((h = fs->handles)) {
-		if (h->closed && h->dirty && !h->error)
-			(void)handle_commit(fs, h, true, true, 0);
+		if (h->closed)
+			(void)handle_commit(fs, h, true, NULL);
 		handle_free(fs, h);
 	}
 }
@@ -912,6 +969,8 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	};
 	char opts[512];
 	int r = -1;
+
+	top_ino = m->instance_id > 0 ? instance_ino(m->instance_id) : 0;
 
 	snprintf(opts, sizeof(opts), "fsname=vaultfs,subtype=vaultfs,default_permissions%s",
 		 other_users_allowed() ? ",allow_other" : "");

@@ -220,6 +220,8 @@ def test_child_closing_an_inherited_descriptor_does_not_commit(vault):
         f.write(b"old")
     fd = os.open(k, os.O_WRONLY | os.O_TRUNC)
     try:
+        subprocess.run(["/bin/true"], check=True)        # before the first write
+        assert read_file(k) == b"old", "a child's close committed the truncation"
         os.write(fd, b"first-half-")
         subprocess.run(["/bin/true"], check=True)                # closed at exec
         os.set_inheritable(fd, True)

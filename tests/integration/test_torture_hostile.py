@@ -19,7 +19,7 @@ import pytest
 from torture import SANITIZED, fd_count, proc_status, report, scaled
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-USER = "vfs_alice"
+ROLE = "alice"
 
 # What a refused request may say. Anything else (EIO, ENOSYS, ENOMEM,
 # ENOTCONN after a crash...) is a failure.
@@ -35,12 +35,12 @@ def name_valid(n):
 
 @pytest.fixture
 def hostile(vault, users):
-    """A mounted vault with instance "alice" owned by vfs_alice (0700), and a
-    runner for hostile_user.py phases as that user (or as root)."""
+    """A mounted vault with instance "alice" owned by the alice user (0700),
+    and a runner for hostile_user.py phases as that user (or as root)."""
     v = vault
     d = v.path("alice")
     os.mkdir(d)
-    os.chown(d, users.uid[USER], users.gid[USER])
+    os.chown(d, users.uid[ROLE], users.gid[ROLE])
     os.chmod(d, 0o700)
     with open(os.path.join(HERE, "hostile_user.py")) as f:
         code = f.read()
@@ -51,7 +51,7 @@ def hostile(vault, users):
             from conftest import run as run_root
             r = run_root(argv, timeout=600)
         else:
-            r = users.run(USER, argv) if not args else users_run_long(users, argv)
+            r = users.run(ROLE, argv) if not args else users_run_long(users, argv)
         assert r.returncode == 0 and r.stderr == b"", \
             f"{phase}: {r.stderr.decode(errors='replace')}"
         assert v.proc.poll() is None, f"the daemon died during {phase}:\n{v.log()}"
@@ -66,7 +66,8 @@ def hostile(vault, users):
 def users_run_long(users, argv):
     """users.run without its short timeout: a storm takes a while."""
     from conftest import run as run_cmd
-    cmd = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups", "--"] + argv
+    user = users.name[ROLE]
+    cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + argv
     return run_cmd(cmd, timeout=600, cwd="/", preexec_fn=lambda: os.umask(0o022))
 
 
