@@ -292,6 +292,11 @@ static int migrate(struct db *db, bool created)
 		snprintf(last_error, sizeof(last_error), "not a vaultfs database");
 		return -EPROTO;
 	}
+	if (version < 0) {	/* it indexes migrations[] below */
+		snprintf(last_error, sizeof(last_error), "schema version %lld was never "
+			 "written by vaultfs", (long long)version);
+		return -EPROTO;
+	}
 	if (version > SCHEMA_VERSION) {
 		snprintf(last_error, sizeof(last_error), "schema version %lld is newer than "
 			 "this vaultfs understands (%d)", (long long)version, SCHEMA_VERSION);

@@ -246,6 +246,11 @@ def damaged_variants(data, page=4096):
            ("zeros", b"\0" * n), ("random", os.urandom(n)),
            ("header zeroed", b"\0" * 100 + data[100:]),
            ("header garbage", os.urandom(100) + data[100:])]
+    # The schema version SQLite keeps at offset 60: never negative, and not
+    # from the future.
+    for ver in (-1, -(1 << 31), 2, (1 << 31) - 1):
+        out.append((f"user_version {ver}", data[:60] + ver.to_bytes(4, "big", signed=True) +
+                    data[64:]))
     for cut in range(page, n, page):
         out.append((f"truncated at {cut}", data[:cut]))
     for cut in (n // 3 + 17, n - 1):
@@ -274,7 +279,8 @@ def test_damaged_database_refused_at_mount(vault_factory):
         err = mount_refused(v)
         assert err.startswith("vaultfs: ") and v.db in err, f"{name}: {err}"
         assert any(w in err for w in ("damaged", "not a vaultfs database",
-                                      "not an initialized vault")), f"{name}: {err}"
+                                      "not an initialized vault", "newer than this vaultfs")), \
+            f"{name}: {err}"
         assert "\n" not in err.strip(), f"{name}: one line, please: {err}"
         # The CLI may still read what is intact, but never returns wrong bytes.
         for k in ("K0", "K23"):
