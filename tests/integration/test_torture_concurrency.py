@@ -64,6 +64,18 @@ class Run:
             self.error(who, f"read of {key} returned value {tag}:{seq}, which no writer wrote")
 
 
+def guarded(fn):
+    """A worker whose unexpected exception (a CLI that hangs past its
+    timeout, say) is an error of the run, not a thread that quietly dies."""
+    def worker(run, tag, seed):
+        try:
+            fn(run, tag, seed)
+        except Exception as e:
+            run.error(tag, f"worker died: {e!r}")
+    return worker
+
+
+@guarded
 def mount_writer(run, tag, seed):
     rng = random.Random(seed)
     seq = 0
@@ -88,6 +100,7 @@ def mount_writer(run, tag, seed):
         run.count("mount_write")
 
 
+@guarded
 def mount_reader(run, tag, seed):
     rng = random.Random(seed)
     while not run.stop.is_set():
@@ -101,6 +114,7 @@ def mount_reader(run, tag, seed):
         run.count("mount_read")
 
 
+@guarded
 def cli_writer(run, tag, seed):
     rng = random.Random(seed)
     seq = 0
@@ -119,6 +133,7 @@ def cli_writer(run, tag, seed):
         run.count("cli_set")
 
 
+@guarded
 def cli_reader(run, tag, seed):
     rng = random.Random(seed)
     while not run.stop.is_set():

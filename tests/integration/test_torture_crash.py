@@ -50,6 +50,7 @@ class Writer(threading.Thread):
         self.key, self.how, self.tag = key, how, tag
         self.seq = 0
         self.errors = {}
+        self.fatal = None
 
     def run(self):
         while self.gate.wait_turn():
@@ -58,6 +59,9 @@ class Writer(threading.Thread):
                 ok = self.attempt(self.seq)
             except OSError as e:
                 self.errors[e.errno] = self.errors.get(e.errno, 0) + 1
+                ok = False
+            except Exception as e:      # a hung CLI, say: the test fails on it
+                self.fatal = self.fatal or e
                 ok = False
             with self.stats["lock"]:
                 self.stats["attempts"] += 1
@@ -128,6 +132,8 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(vault_factory):
     try:
         for kill in range(KILLS):
             gate.wait_idle(IDLE_TIMEOUT)
+            fatal = [w.fatal for w in writers if w.fatal]
+            assert not fatal, f"a writer failed: {fatal[0]!r}"
             for k in keys:
                 check_key(v, k, "mount")
             if kill % 10 == 0:
