@@ -498,7 +498,7 @@ static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
-		r = vault_delete(fs->v, s.id);
+		r = vault_delete(fs->v, s.id, fuse_req_ctx(req)->uid);
 	reply_err(req, r);
 }
 

@@ -6,10 +6,14 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define POLICY_MAX_VALUE_DEFAULT (1024 * 1024)
 #define POLICY_MAX_VALUE_LIMIT (64 * 1024 * 1024)
+#define POLICY_VERSIONS_DEFAULT 10
+#define POLICY_VERSIONS_MAX 1000
+#define POLICY_UNDELETE_DEFAULT (7 * 24 * 3600)
 
 enum nl_policy {
 	NL_STRIP_SINGLE_LINE = 0,	/* "v\n" is stored as "v"; multi-line kept */
@@ -25,6 +29,8 @@ struct instance_conf {
 	mode_t mode;			/* of the instance directory */
 	mode_t secret_mode;		/* mask for new secrets */
 	enum nl_policy newline;
+	char (*expect)[256];		/* keys that should exist */
+	size_t n_expect;
 	struct instance_conf *next;
 };
 
@@ -39,6 +45,8 @@ struct vault_conf {
 	bool allow_unlocked_memory;
 	size_t memlock_budget;		/* bytes, 0: none of our own */
 	double attr_timeout;		/* seconds */
+	unsigned versions;		/* values kept per secret, the current one included */
+	int64_t undelete_window;	/* seconds a deleted secret can be restored; 0: none */
 	struct instance_conf *instances;
 };
 

@@ -307,7 +307,7 @@ int rm_main(int argc, char **argv)
 		goto out;
 	if (find_secret(&c, argv[i], argv[i + 1], &s) < 0)
 		goto out;
-	r = vault_delete(c.vault, s.id);
+	r = vault_delete(c.vault, s.id, getuid());
 	if (r < 0) {
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;
