@@ -32,6 +32,7 @@
 #define CFG_MAX_LINE (PATH_MAX + 256)
 #define CFG_MAX_KEYS 16
 #define CFG_MAX_TIMEOUT 3600.0
+#define CFG_MAX_DURATION ((int64_t)100 * 366 * 86400)
 
 enum cfg_section {
 	SECT_NONE,
@@ -156,6 +157,37 @@ int config_parse_size(const char *s, size_t *out)
 	if (v > SIZE_MAX / mult)
 		return -ERANGE;
 	*out = v * mult;
+	return 0;
+}
+
+int config_parse_duration(const char *s, int64_t *out)
+{
+	static const struct { char suffix; int64_t secs; } units[] = {
+		{ 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 },
+	};
+	int64_t mult = 1;
+	uint64_t v = 0;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -ERANGE;
+	if (*end) {
+		size_t i;
+
+		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (*end == units[i].suffix)
+				break;
+		if (i == sizeof(units) / sizeof(units[0]) || end[1])
+			return -EINVAL;
+		mult = units[i].secs;
+	}
+	if (v > (uint64_t)CFG_MAX_DURATION / (uint64_t)mult)
+		return -ERANGE;
+	*out = (int64_t)v * mult;
 	return 0;
 }
 
@@ -368,6 +400,27 @@ static int cfg_inst_newline(struct cfg_state *st, const char *key, const char *v
 	return 0;
 }
 
+static int cfg_vault_versions(struct cfg_state *st, const char *key, const char *v)
+{
+	uint64_t n;
+
+	if (cfg_parse_u64(v, &n) || n < 1 || n > POLICY_VERSIONS_MAX)
+		return cfg_fail(st, -EINVAL, "bad value '%s' for %s (want 1 to %d: how many "
+				"values of a secret are kept, the current one included)", v, key,
+				POLICY_VERSIONS_MAX);
+	st->c->versions = (unsigned)n;
+	return 0;
+}
+
+static int cfg_vault_undelete_window(struct cfg_state *st, const char *key, const char *v)
+{
+	if (config_parse_duration(v, &st->c->undelete_window))
+		return cfg_fail(st, -EINVAL, "bad duration '%s' for %s (want seconds, or a "
+				"number with s, m, h or d, like 7d; 0 makes deletes final)",
+				v, key);
+	return 0;
+}
+
 static const struct cfg_key cfg_vault_keys[] = {
 	{ "db", cfg_vault_db },
 	{ "key_file", cfg_vault_key_file },
@@ -378,8 +431,49 @@ static const struct cfg_key cfg_vault_keys[] = {
 	{ "allow_unlocked_memory", cfg_vault_unlocked },
 	{ "memlock_budget", cfg_vault_memlock_budget },
 	{ "attr_timeout", cfg_vault_attr_timeout },
+	{ "versions", cfg_vault_versions },
+	{ "undelete_window", cfg_vault_undelete_window },
 	{ NULL, NULL },
 };
+
+static bool cfg_is_space(char ch);
+
+/* "A, B, C": key names, each once. */
+static int cfg_inst_expect(struct cfg_state *st, const char *key, const char *v)
+{
+	struct instance_conf *in = st->inst;
+	const char *p = v;
+	size_t n = 1, len;
+
+	for (const char *q = v; *q; q++)
+		n += *q == ',';
+	in->expect = calloc(n, sizeof(*in->expect));
+	if (!in->expect)
+		return cfg_fail(st, -ENOMEM, "out of memory");
+	for (in->n_expect = 0; in->n_expect < n; in->n_expect++) {
+		char *name = in->expect[in->n_expect];
+
+		while (cfg_is_space(*p))
+			p++;
+		len = strcspn(p, ",");
+		while (len && cfg_is_space(p[len - 1]))
+			len--;
+		if (len == 0 || len > NAME_MAX_LEN || !name_valid_len(p, len))
+			return cfg_fail(st, -EINVAL, "bad key name '%.*s' in %s (want a list "
+					"like A, B of 1 to %d of A-Z a-z 0-9 . _ -)", (int)len, p,
+					key, NAME_MAX_LEN);
+		memcpy(name, p, len);
+		name[len] = '\0';
+		for (size_t i = 0; i < in->n_expect; i++)
+			if (!strcmp(in->expect[i], name))
+				return cfg_fail(st, -EINVAL, "key %s is listed twice in %s",
+						name, key);
+		p += strcspn(p, ",");
+		if (*p)
+			p++;
+	}
+	return 0;
+}
 
 static const struct cfg_key cfg_instance_keys[] = {
 	{ "owner", cfg_inst_owner },
@@ -387,6 +481,7 @@ static const struct cfg_key cfg_instance_keys[] = {
 	{ "mode", cfg_inst_mode },
 	{ "secret_mode", cfg_inst_secret_mode },
 	{ "newline", cfg_inst_newline },
+	{ "expect", cfg_inst_expect },
 	{ NULL, NULL },
 };
 
