@@ -36,7 +36,9 @@
 #include "fs.h"
 #include "log.h"
 #include "name.h"
+#include "reload.h"
 #include "vault.h"
+#include "xattr.h"
 
 #define ROOT_INO FUSE_ROOT_ID
 
@@ -766,6 +768,65 @@ static void vfs_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* Extended attributes: secrets only; the rules are in xattr.c, whose
+ * errors mean what they say. */
+static int xattr_errno(int r)
+{
+	switch (r) {
+	case -ENODATA: case -ERANGE: case -ENOTSUP: case -EPERM: case -E2BIG:
+	case -EINVAL: case -EEXIST:
+		return -r;
+	default:
+		return r < 0 ? user_errno(r) : 0;
+	}
+}
+
+static void reply_xattr(fuse_req_t req, int n, const char *buf, size_t size)
+{
+	if (n < 0)
+		fuse_reply_err(req, xattr_errno(n));
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else if ((size_t)n > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void vfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char buf[XATTR_BUF_MAX];
+
+	reply_xattr(req, ino_kind(ino) == K_SECRET ?
+		    xattr_get(fs_of(req)->v, ino_id(ino), name, buf) : -ENODATA, buf, size);
+}
+
+static void vfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char buf[XATTR_BUF_MAX];
+
+	reply_xattr(req, ino_kind(ino) == K_SECRET ?
+		    xattr_list(fs_of(req)->v, ino_id(ino), buf) : 0, buf, size);
+}
+
+static void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	int r = ino_kind(ino) != K_SECRET ? -ENOTSUP :
+		xattr_set(fs_of(req)->v, ino_id(ino), name, value, size, flags,
+			  fuse_req_ctx(req)->uid);
+
+	fuse_reply_err(req, xattr_errno(r));
+}
+
+static void vfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	int r = ino_kind(ino) != K_SECRET ? -ENODATA :
+		xattr_remove(fs_of(req)->v, ino_id(ino), name, fuse_req_ctx(req)->uid);
+
+	fuse_reply_err(req, xattr_errno(r));
+}
+
 static const struct fuse_lowlevel_ops vfs_ops = {
 	.init = vfs_init,
 	.lookup = vfs_lookup,
@@ -785,6 +846,10 @@ static const struct fuse_lowlevel_ops vfs_ops = {
 	.fsync = vfs_fsync,
 	.release = vfs_release,
 	.statfs = vfs_statfs,
+	.getxattr = vfs_getxattr,
+	.listxattr = vfs_listxattr,
+	.setxattr = vfs_setxattr,
+	.removexattr = vfs_removexattr,
 };
 
 static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt, va_list ap)
@@ -860,7 +925,10 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 		goto unmount;
 	fuse_loop_cfg_set_clone_fd(lc, 0);
 	fuse_loop_cfg_set_max_threads(lc, 16);
+	if (reload_start(v) < 0)
+		log_warn("cannot set up SIGHUP: the master key can't be reloaded");
 	r = fuse_session_loop_mt(se, lc);
+	reload_stop();
 	/* A signal ends the loop with its number: that is a clean stop. */
 	if (r > 0)
 		r = 0;
