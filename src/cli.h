@@ -4,13 +4,18 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "../fs/policy.h"
 
 struct vault;
 struct secbuf;
+struct db_instance;
+struct db_secret;
 
-enum { EXIT_USAGE = 2 };
+/* 1: an error; 2: a usage error; 3: "no": a check-and-set conflict, or an
+ * expected key missing (vaultfs check). */
+enum { EXIT_USAGE = 2, EXIT_NO = 3 };
 
 struct cli {
 	const char *cmd;
@@ -25,6 +30,9 @@ struct cli {
 
 /* Long options every subcommand takes, and the codes they come back as. */
 enum { OPT_CONFIG = 0x100, OPT_DB, OPT_KEY_FILE, OPT_HELP };
+/* Codes for the subcommands' own long options. */
+enum { OPT_VERSION = 0x200, OPT_IF_VERSION, OPT_ALL, OPT_DELETED, OPT_NEW_KEY_FILE,
+       OPT_INSTANCE, OPT_JSON, OPT_ENV, OPT_DIR, OPT_TYPE, OPT_VERBOSE, OPT_DRY_RUN };
 
 /* Parses argv with the common options plus `extra` (NULL-terminated, may be
  * NULL) and `shortopts`; calls on_opt for the extra ones (nonzero: usage
@@ -40,6 +48,16 @@ int cli_open_vault(struct cli *c, int vault_flags);
 /* Loads the master key alone (for init). */
 int cli_load_key(struct cli *c, struct secbuf **key);
 void cli_close(struct cli *c);
+
+/* A version number: digits only, at most INT64_MAX. */
+int cli_parse_version(const char *s, int64_t *out);
+
+/* Look-ups by name in the open vault; the error is printed (-1). */
+int cli_find_instance(struct cli *c, const char *name, struct db_instance *in);
+int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_secret *s);
+/* The instance, created (owner, group and mode from the config, else the
+ * caller's, 0700) if it doesn't exist; -errno, nothing printed. */
+int cli_instance_open(struct cli *c, const char *name, struct db_instance *in);
 
 /* No core dumps, not ptrace-able by other users, for any process that holds
  * keys or plaintext. */
