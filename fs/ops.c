@@ -36,6 +36,7 @@
 #include "fs.h"
 #include "log.h"
 #include "name.h"
+#include "notify.h"
 #include "reload.h"
 #include "vault.h"
 #include "xattr.h"
@@ -60,6 +61,7 @@ struct handle {
 	int error;		/* a write failed: never commit, report this */
 	uid_t uid;		/* who opened it: the writer of record */
 	struct secbuf *orig;	/* O_TRUNC: the value found at open */
+	uint64_t version;	/* made by this handle's last commit: amended */
 };
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
@@ -716,12 +718,15 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
  * back the value found at open, so a failed redirect loses nothing. */
 static int handle_commit(struct fs *fs, struct handle *h)
 {
+	bool stored = false;
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
 	if (h->error) {
 		if (h->committed && h->orig) {
-			r = vault_update(fs->v, h->id, h->orig->data, h->orig->len, h->uid, NULL);
+			r = vault_update_amend(fs->v, h->id, h->orig->data, h->orig->len,
+					       h->uid, &h->version);
+			stored = r == 0;
 			if (r == 0 || r == -ENOENT)
 				h->committed = false;
 			else
@@ -730,7 +735,9 @@ static int handle_commit(struct fs *fs, struct handle *h)
 		}
 		r = -h->error;
 	} else if (h->dirty) {
-		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, h->uid, NULL);
+		r = vault_update_amend(fs->v, h->id, h->buf->data, h->buf->len, h->uid,
+				       &h->version);
+		stored = r == 0;
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
 		if (r == 0) {
@@ -741,6 +748,10 @@ static int handle_commit(struct fs *fs, struct handle *h)
 		}
 	}
 	pthread_mutex_unlock(&h->lock);
+	/* The kernel cached the size and times from before: the caller's next
+	 * stat must see what was just stored. */
+	if (stored)
+		notify_inval_attr(secret_ino(h->id));
 	return r;
 }
 
@@ -943,7 +954,11 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	fuse_loop_cfg_set_max_threads(lc, 16);
 	if (reload_start(v) < 0)
 		log_warn("cannot set up SIGHUP: the master key can't be reloaded");
+	if (notify_start(se) < 0)
+		log_warn("cannot start the notifier: sizes written through the mount may "
+			 "show late, within attr_timeout");
 	r = fuse_session_loop_mt(se, lc);
+	notify_stop();
 	reload_stop();
 	/* A signal ends the loop with its number: that is a clean stop. */
 	if (r > 0)

@@ -680,9 +680,15 @@ done:
 	return r;
 }
 
-int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
-		 uid_t by, struct db_secret *out)
+/* One handle's commits make one version: a shell's `cmd > key` commits
+ * the empty file at its first close and the value at the next, and only
+ * the value belongs in the history. So a commit amends the version
+ * *amend when it is still the current one, and makes a new version
+ * otherwise. */
+static int update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
+		  uid_t by, uint64_t *amend, struct db_secret *out)
 {
+	struct db_blob blob = { 0 };
 	struct inst_key *k = NULL;
 	struct db_secret s;
 	uint32_t flags;
@@ -696,19 +702,43 @@ int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt, si
 	r = db_secret_get(v->db, secret_id, &s);
 	if (r == 0)
 		r = vault_key_current(v, s.instance_id, &k);
-	if (r == 0) {
+	if (r == 0)
 		len = apply_newline(v, k->name, pt, len, &flags);
+	if (r == 0 && amend && *amend && *amend == s.version) {
+		s.size = len;
+		s.flags = flags;
+		s.mtime_ns = s.chtime_ns = db_now_ns();
+		s.updated_by = by;
+		r = seal_value(k, &s, pt, len, &blob);
+		if (r == 0)
+			r = db_secret_set_value(v->db, &s, &blob);
+	} else if (r == 0) {
 		r = vault_store_next(v, k, &s, pt, len, flags, by);
 	}
 	if (r == 0)
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
+	db_blob_free(&blob);
 	if (k)
 		vault_key_put(v, k);
+	if (r == 0 && amend)
+		*amend = s.version;
 	if (r == 0 && out)
 		*out = s;
 	return r;
+}
+
+int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
+		 uid_t by, struct db_secret *out)
+{
+	return update(v, secret_id, pt, len, by, NULL, out);
+}
+
+int vault_update_amend(struct vault *v, int64_t secret_id, const unsigned char *pt,
+		       size_t len, uid_t by, uint64_t *version)
+{
+	return update(v, secret_id, pt, len, by, version, NULL);
 }
 
 /* Inside a transaction: update or create by name. */

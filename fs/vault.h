@@ -55,6 +55,12 @@ int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t u
  * it is gone. */
 int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt,
 		 size_t len, uid_t by, struct db_secret *out) WUR;
+/* The same for successive commits of one open file: *version is the
+ * version its last commit made (0: none yet); while that is still the
+ * current one, it is replaced instead of kept in the history. Updated to
+ * the version this commit made. */
+int vault_update_amend(struct vault *v, int64_t secret_id, const unsigned char *pt,
+		       size_t len, uid_t by, uint64_t *version) WUR;
 /* Update or create by name (the CLI's set). */
 int vault_put(struct vault *v, int64_t instance_id, const char *name,
 	      const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
