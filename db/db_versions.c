@@ -358,6 +358,16 @@ int db_trash_purge(struct db *db, int64_t instance_id, const char *name, int64_t
 	return r;
 }
 
+int db_wipe_wal(struct db *db)
+{
+	int r;
+
+	dbi_lock(db);
+	r = dbi_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+	dbi_unlock(db);
+	return r;
+}
+
 struct id_list {
 	int64_t *ids;
 	char (*names)[DB_NAME_MAX + 1];

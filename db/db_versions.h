@@ -70,6 +70,11 @@ int db_trash_each(struct db *db, int64_t instance_id,
 int db_trash_purge(struct db *db, int64_t instance_id, const char *name, int64_t before_ns,
 		   int64_t *count) WUR;
 
+/* Copies the write-ahead log into the database and empties it, so that
+ * pages a purge zeroed (secure_delete) leave no older copy in the log.
+ * -EBUSY while a reader holds an older snapshot. */
+int db_wipe_wal(struct db *db) WUR;
+
 /* Every secret id of an instance, live (in id order) then trashed, with
  * the name its blobs are sealed for: what re-sealing an instance visits. */
 int db_instance_secret_ids(struct db *db, int64_t instance_id,
