@@ -62,21 +62,58 @@ static void tell_daemons(const char *db)
 		printf("vaultfs: told %d mount daemon%s to reload (SIGHUP)\n", n, n == 1 ? "" : "s");
 }
 
-/* Renames the new key file over the old one and makes the rename durable. */
-static int install_key(const char *from, const char *to)
+static int sync_dir_of(const char *path)
 {
 	char dir[PATH_MAX];
 	int fd, r = 0;
 
-	if (rename(from, to) < 0)
-		return -errno;
-	snprintf(dir, sizeof(dir), "%s", to);
+	snprintf(dir, sizeof(dir), "%s", path);
 	fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (fsync(fd) < 0)
-			r = -errno;
-		close(fd);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* Another filesystem: a new file beside the old one, renamed over it. */
+static int copy_key(const struct secbuf *key, const char *to)
+{
+	char tmp[PATH_MAX];
+	struct secbuf *hex = NULL;
+	int r;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.new-%d", to, (int)getpid()) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	r = secbuf_new(&hex, KEY_HEX_LEN + 1);
+	if (r < 0)
+		return r;
+	sodium_bin2hex((char *)hex->data, KEY_HEX_LEN + 1, key->data, KEY_LEN);
+	hex->len = KEY_HEX_LEN;
+	r = key_write_file(tmp, hex);
+	secbuf_free(hex);
+	if (r == 0 && rename(tmp, to) < 0) {
+		r = -errno;
+		unlink(tmp);
 	}
+	return r;
+}
+
+/* The new key file takes the old one's place (its old contents gone), and
+ * the new key is nowhere else. */
+static int install_key(const char *from, const struct secbuf *key, const char *to)
+{
+	int r = rename(from, to) < 0 ? -errno : 0;
+
+	if (r == -EXDEV) {
+		r = copy_key(key, to);
+		if (r == 0 && unlink(from) < 0)
+			cli_error("warning: the new key is installed, but %s could not be "
+				  "removed: %s", from, strerror(errno));
+	}
+	if (r == 0)
+		r = sync_dir_of(to);
 	return r;
 }
 
@@ -151,10 +188,11 @@ static int rotate_master(struct cli *c, struct rotate_opts *o)
 		printf("vaultfs: the key came from $%s or a systemd credential: put the new key "
 		       "there, then reload the daemons (systemctl reload, or kill -HUP)\n",
 		       KEY_ENV);
-	} else if ((r = install_key(o->new_key_file, c->conf.key_file)) < 0) {
+	} else if ((r = install_key(o->new_key_file, new_key, c->conf.key_file)) < 0) {
 		cli_error("the vault needs the new key now, but it could not be moved to %s "
-			  "(%s): do it yourself (mv %s %s), then reload the daemons", 
-			  c->conf.key_file, strerror(-r), o->new_key_file, c->conf.key_file);
+			  "(%s): run this command again, or move it yourself (mv %s %s) and "
+			  "reload the daemons", c->conf.key_file, strerror(-r), o->new_key_file,
+			  c->conf.key_file);
 		goto out;
 	} else {
 		printf("vaultfs: the new key is now %s\n", c->conf.key_file);
