@@ -40,7 +40,7 @@
 #include "fs.h"
 #include "log.h"
 #include "name.h"
-#include "notify.h"
+#include "inval.h"
 #include "reload.h"
 #include "vault.h"
 #include "xattr.h"
@@ -770,7 +770,7 @@ static int handle_commit(struct fs *fs, struct handle *h)
 	/* The kernel cached the size and times from before: the caller's next
 	 * stat must see what was just stored. */
 	if (stored)
-		notify_inval_attr(secret_ino(h->id));
+		inval_attr(secret_ino(h->id));
 	return r;
 }
 
@@ -975,11 +975,11 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	fuse_loop_cfg_set_max_threads(lc, 16);
 	if (reload_start(v) < 0)
 		log_warn("cannot set up SIGHUP: the master key can't be reloaded");
-	if (notify_start(se) < 0)
+	if (inval_start(se) < 0)
 		log_warn("cannot start the notifier: sizes written through the mount may "
 			 "show late, within attr_timeout");
 	r = fuse_session_loop_mt(se, lc);
-	notify_stop();
+	inval_stop();
 	reload_stop();
 	/* A signal ends the loop with its number: that is a clean stop. */
 	if (r > 0)

@@ -21,8 +21,6 @@
 #include "commands.h"
 #include "notify.h"
 
-enum { OPT_INSTANCE = 0x200 };
-
 #define FUSE_SUPER_MAGIC 0x65735546
 
 struct mount_opts {

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "notify.h"
+#include "inval.h"
 
 #define QUEUE_MAX 64
 
@@ -26,7 +26,7 @@ static struct {
 	uint64_t posted, done;
 } nt = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
-static void *notify_thread(void *arg)
+static void *inval_thread(void *arg)
 {
 	fuse_ino_t batch[QUEUE_MAX];
 	uint64_t upto;
@@ -60,21 +60,21 @@ static void *notify_thread(void *arg)
 	return NULL;
 }
 
-int notify_start(struct fuse_session *se)
+int inval_start(struct fuse_session *se)
 {
 	int r;
 
 	nt.se = se;
 	nt.stop = false;
 	nt.n = 0;
-	r = pthread_create(&nt.thread, NULL, notify_thread, NULL);
+	r = pthread_create(&nt.thread, NULL, inval_thread, NULL);
 	if (r)
 		return -r;
 	nt.running = true;
 	return 0;
 }
 
-void notify_stop(void)
+void inval_stop(void)
 {
 	if (!nt.running)
 		return;
@@ -86,7 +86,7 @@ void notify_stop(void)
 	nt.running = false;
 }
 
-void notify_inval_attr(fuse_ino_t ino)
+void inval_attr(fuse_ino_t ino)
 {
 	uint64_t mine;
 
