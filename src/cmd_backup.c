@@ -11,6 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
+#include "../crypto/key.h"
 #include "../crypto/secmem.h"
 #include "../db/db_backup.h"
 #include "../fs/vault.h"
@@ -18,10 +21,11 @@
 #include "commands.h"
 #include "daemons.h"
 
-/* Opens the vault file at path with the key and every value in it: 0, or
- * -1 with the reason printed. */
-static int verify_file(struct cli *c, const struct secbuf *key, const char *path,
-		       const char *what)
+/* Opens the vault file at path with key and every value in it, then, if
+ * to_key is another key, re-wraps it for to_key (as rotate-key does): 0,
+ * or -1 with the reason printed. */
+static int verify_file(struct cli *c, const struct secbuf *key, const struct secbuf *to_key,
+		       const char *path, const char *what)
 {
 	struct vault_conf conf = c->conf;
 	struct vault *v = NULL;
@@ -33,11 +37,14 @@ static int verify_file(struct cli *c, const struct secbuf *key, const char *path
 	r = vault_open(&v, &conf, key, 0, err, sizeof(err));
 	if (r == -EKEYREJECTED) {
 		cli_error("%s: the master key does not open it (made before a key rotation? "
-			  "it needs the key in use when it was made)", what);
+			  "give the key of that time with --backup-key-file)", what);
 	} else if (r < 0) {
 		cli_error("%s: %s", what, err);
 	} else if ((r = vault_verify(v, err, sizeof(err))) < 0) {
 		cli_error("%s: %s", what, err);
+	} else if (to_key && sodium_memcmp(key->data, to_key->data, KEY_LEN) != 0 &&
+		   (r = vault_rotate_master(v, to_key, NULL, NULL, err, sizeof(err))) < 0) {
+		cli_error("%s: cannot re-wrap it for the master key in use: %s", what, err);
 	}
 	vault_close(v);
 	return r < 0 ? -1 : 0;
@@ -83,7 +90,7 @@ int backup_main(int argc, char **argv)
 		cli_error("%s: %s (%s)", argv[i], strerror(-r), db_errmsg(NULL));
 		goto out;
 	}
-	if (verify_file(&c, key, argv[i], argv[i]) < 0) {
+	if (verify_file(&c, key, NULL, argv[i], argv[i]) < 0) {
 		unlink(argv[i]);
 		goto out;
 	}
@@ -120,27 +127,56 @@ static void unlink_db(const char *path)
 	unlink(p);
 }
 
+static int backup_key_opt(int opt, const char *arg, void *ctx)
+{
+	if (opt != OPT_BACKUP_KEY_FILE)
+		return -1;
+	*(const char **)ctx = arg;
+	return 0;
+}
+
+static int load_backup_key(const char *path, struct secbuf **key)
+{
+	struct key_source src = { .file = path };
+	char err[1024], warn[1024];
+
+	if (key_load(key, &src, err, sizeof(err), warn, sizeof(warn)) < 0) {
+		cli_error("backup %s", err);
+		return -1;
+	}
+	if (warn[0])
+		cli_error("warning: backup %s", warn);
+	return 0;
+}
+
 int restore_main(int argc, char **argv)
 {
+	static const struct option extra[] = {
+		{ "backup-key-file", required_argument, NULL, OPT_BACKUP_KEY_FILE }, { 0 },
+	};
 	struct cli c = {
-		.cmd = "restore", .usage = "[OPTIONS] FILE",
+		.cmd = "restore", .usage = "[OPTIONS] [--backup-key-file OLD] FILE",
 		.help = "Replaces the vault's instances and secrets (with their versions, trash\n"
 			"and descriptions) by those in the backup FILE, in one transaction, also\n"
 			"while mounted: the mount daemons are told to drop their cached keys.\n"
 			"The master key must open every value in FILE, or nothing is changed.\n"
 			"The vault as it was is kept beside it, as DB.before-restore-TIME.\n"
-			"Without a vault at the database path, FILE becomes the vault.\n",
+			"Without a vault at the database path, FILE becomes the vault.\n\n"
+			"      --backup-key-file OLD  the master key FILE was made with, if that\n"
+			"                             was before a rotation: FILE is opened with\n"
+			"                             it and re-wrapped for the key in use\n",
 	};
 	char work[PATH_MAX + 64] = "", saved[PATH_MAX + 64], err[1024];
-	struct secbuf *key = NULL;
+	struct secbuf *key = NULL, *bkey = NULL;
+	const char *bkey_file = NULL;
 	int i, r, ret = 1;
 
-	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
+	i = cli_parse(&c, argc, argv, NULL, extra, backup_key_opt, &bkey_file);
 	if (argc - i != 1)
 		cli_usage_error(&c, "want FILE");
 	if (cli_load_config(&c) < 0)
 		return 1;
-	if (cli_load_key(&c, &key) < 0)
+	if (cli_load_key(&c, &key) < 0 || (bkey_file && load_backup_key(bkey_file, &bkey) < 0))
 		goto out;
 	/* A private copy: opening it may upgrade its schema, and FILE stays as
 	 * it is. */
@@ -150,7 +186,7 @@ int restore_main(int argc, char **argv)
 		cli_error("%s: %s", argv[i], r == -ENOENT ? strerror(ENOENT) : db_errmsg(NULL));
 		goto out;
 	}
-	if (verify_file(&c, key, work, argv[i]) < 0)
+	if (verify_file(&c, bkey ? bkey : key, key, work, argv[i]) < 0)
 		goto out;
 	if (access(c.conf.db, F_OK) < 0 && errno == ENOENT) {
 		r = rename(work, c.conf.db) < 0 ? -errno : 0;
@@ -188,6 +224,7 @@ int restore_main(int argc, char **argv)
 out:
 	unlink_db(work);
 	secbuf_free(key);
+	secbuf_free(bkey);
 	cli_close(&c);
 	return ret;
 }

@@ -1,5 +1,6 @@
 """Backup while the vault is in use, restore, and export without values."""
 import json
+import shutil
 import os
 import sqlite3
 import threading
@@ -163,3 +164,28 @@ def test_export_lists_metadata_never_values(vault_factory):
     assert r.returncode == 1 and b"no such instance: nope" in r.stderr
     r = run([VAULTFS_BIN, "export", "--db", v.db, "--key-file", v.key, "--json", "--csv"])
     assert r.returncode == 2
+
+
+def test_restore_a_backup_from_before_a_rotation(vault_unmounted, tmp_path):
+    v = vault_unmounted
+    v.set("app", "K", "from-before")
+    bak = str(tmp_path / "b.db")
+    assert v.cli("backup", bak).returncode == 0
+    old = str(tmp_path / "old.key")
+    shutil.copy(v.key, old)
+    new = str(tmp_path / "new.key")
+    assert run([VAULTFS_BIN, "keygen", "--out", new]).returncode == 0
+    assert v.cli("rotate-key", "--new-key-file", new).returncode == 0
+    v.set("app", "K", "after")
+    r = v.cli("restore", bak)
+    assert r.returncode == 1 and b"give the key of that time with --backup-key-file" \
+        in r.stderr, r.stderr
+    assert v.get("app", "K") == b"after"
+    r = v.cli("restore", "--backup-key-file", old, bak)
+    assert r.returncode == 0, r.stderr.decode()
+    assert v.get("app", "K") == b"from-before", "restored, and opened with the key in use"
+    r = run([VAULTFS_BIN, "ls", "--db", v.db, "--key-file", old])
+    assert r.returncode == 1 and b"wrong master key" in r.stderr
+    assert read_file(bak)[:16] == b"SQLite format 3\x00", "the backup file is left as it was"
+    r = run([VAULTFS_BIN, "get", "--db", bak, "--key-file", old, "app", "K"])
+    assert r.stdout == b"from-before"
