@@ -185,6 +185,20 @@ int cli_load_key(struct cli *c, struct secbuf **key)
 	return 0;
 }
 
+int cli_load_key_file(const char *path, const char *what, struct secbuf **key)
+{
+	struct key_source src = { .file = path };
+	char err[1024], warn[1024];
+
+	if (key_load(key, &src, err, sizeof(err), warn, sizeof(warn)) < 0) {
+		cli_error("%s %s", what, err);
+		return -1;
+	}
+	if (warn[0])
+		cli_error("warning: %s %s", what, warn);
+	return 0;
+}
+
 int cli_open_vault(struct cli *c, int vault_flags)
 {
 	struct secbuf *key = NULL;

@@ -48,6 +48,9 @@ int cli_load_config(struct cli *c);
 int cli_open_vault(struct cli *c, int vault_flags);
 /* Loads the master key alone (for init). */
 int cli_load_key(struct cli *c, struct secbuf **key);
+/* Loads another key from a file (rotate-key's new key, restore's old one);
+ * errors are printed with `what` before them. */
+int cli_load_key_file(const char *path, const char *what, struct secbuf **key);
 void cli_close(struct cli *c);
 
 /* A version number: digits only, at most INT64_MAX. */

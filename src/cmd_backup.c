@@ -135,20 +135,6 @@ static int backup_key_opt(int opt, const char *arg, void *ctx)
 	return 0;
 }
 
-static int load_backup_key(const char *path, struct secbuf **key)
-{
-	struct key_source src = { .file = path };
-	char err[1024], warn[1024];
-
-	if (key_load(key, &src, err, sizeof(err), warn, sizeof(warn)) < 0) {
-		cli_error("backup %s", err);
-		return -1;
-	}
-	if (warn[0])
-		cli_error("warning: backup %s", warn);
-	return 0;
-}
-
 int restore_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -176,7 +162,7 @@ int restore_main(int argc, char **argv)
 		cli_usage_error(&c, "want FILE");
 	if (cli_load_config(&c) < 0)
 		return 1;
-	if (cli_load_key(&c, &key) < 0 || (bkey_file && load_backup_key(bkey_file, &bkey) < 0))
+	if (cli_load_key(&c, &key) < 0 || (bkey_file && cli_load_key_file(bkey_file, "backup", &bkey) < 0))
 		goto out;
 	/* A private copy: opening it may upgrade its schema, and FILE stays as
 	 * it is. */

@@ -117,21 +117,6 @@ static int install_key(const char *from, const struct secbuf *key, const char *t
 	return r;
 }
 
-static int load_new_key(struct cli *c, const char *path, struct secbuf **key)
-{
-	struct key_source src = { .file = path };
-	char err[1024], warn[1024];
-
-	if (key_load(key, &src, err, sizeof(err), warn, sizeof(warn)) < 0) {
-		cli_error("new %s", err);
-		return -1;
-	}
-	if (warn[0])
-		cli_error("warning: new %s", warn);
-	(void)c;
-	return 0;
-}
-
 /* The vault opened with the current key, or (a rotation that committed
  * but was cut short before installing the key) with the new one. */
 static int open_either(struct cli *c, const struct secbuf *cur, const struct secbuf *new_key,
@@ -159,7 +144,7 @@ static int rotate_master(struct cli *c, struct rotate_opts *o)
 	bool done_before;
 	int r, ret = 1;
 
-	if (cli_load_key(c, &cur) < 0 || load_new_key(c, o->new_key_file, &new_key) < 0)
+	if (cli_load_key(c, &cur) < 0 || cli_load_key_file(o->new_key_file, "new", &new_key) < 0)
 		goto out;
 	if (c->conf.key_file[0] && realpath(o->new_key_file, real_new) &&
 	    realpath(c->conf.key_file, real_cur) && !strcmp(real_new, real_cur)) {
