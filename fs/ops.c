@@ -38,9 +38,9 @@
 #include <sodium.h>
 
 #include "fs.h"
+#include "inval.h"
 #include "log.h"
 #include "name.h"
-#include "inval.h"
 #include "reload.h"
 #include "vault.h"
 #include "xattr.h"
