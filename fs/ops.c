@@ -633,11 +633,30 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		handle_free(h);
 }
 
+/* The value as its writer wrote it: a single trailing newline that the
+ * store dropped is put back, so a writer continues the file (`echo a > k;
+ * echo b >> k` gives two lines) and a put-back value is stored as before. */
+static int read_as_written(struct fs *fs, int64_t id, struct secbuf **out)
+{
+	struct db_secret meta;
+	int r = vault_read(fs->v, id, out, &meta);
+
+	if (r == 0 && (meta.flags & DB_SECRET_NL_STRIPPED)) {
+		r = secbuf_reserve(*out, (*out)->len + 1);
+		if (r == 0)
+			(*out)->data[(*out)->len++] = '\n';
+	}
+	if (r < 0) {
+		secbuf_free(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
 static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct handle *h = NULL;
-	struct db_secret meta;
 	int acc = fi->flags & O_ACCMODE;
 	int r;
 
@@ -651,17 +670,12 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		h->dirty = true;
 		/* Kept to put back if a write fails. A value that no longer
 		 * authenticates can still be overwritten: that's how it is fixed. */
-		if (r == 0 && vault_read(fs->v, h->id, &h->orig, NULL) == -ENOMEM)
+		if (r == 0 && read_as_written(fs, h->id, &h->orig) == -ENOMEM)
 			r = -ENOMEM;
+	} else if (r == 0 && acc != O_RDONLY) {
+		r = read_as_written(fs, h->id, &h->buf);
 	} else if (r == 0) {
-		r = vault_read(fs->v, h->id, &h->buf, &meta);
-		/* A writer continues the file as it was written, so
-		 * `echo a > k; echo b >> k` gives two lines. */
-		if (r == 0 && acc != O_RDONLY && (meta.flags & DB_SECRET_NL_STRIPPED)) {
-			r = secbuf_reserve(h->buf, h->buf->len + 1);
-			if (r == 0)
-				h->buf->data[h->buf->len++] = '\n';
-		}
+		r = vault_read(fs->v, h->id, &h->buf, NULL);
 	}
 	if (r < 0) {
 		if (r == -ENOMEM)
