@@ -98,6 +98,17 @@ static const char *const migrations[] = {
 	"  blob BLOB NOT NULL,"
 	"  UNIQUE (instance_id, name)"
 	");",
+	/* The audit log (db/db_audit.c): a hash chain; mac covers the row and
+	 * the mac of the row before it. */
+	"CREATE TABLE audit ("
+	"  seq INTEGER PRIMARY KEY,"
+	"  time INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, pid INTEGER NOT NULL,"
+	"  comm TEXT NOT NULL, instance TEXT NOT NULL, key TEXT NOT NULL,"
+	"  op TEXT NOT NULL, result INTEGER NOT NULL, detail TEXT NOT NULL,"
+	"  mac BLOB NOT NULL"
+	");"
+	"CREATE INDEX audit_time ON audit (time);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

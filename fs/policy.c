@@ -17,6 +17,10 @@ void policy_defaults(struct vault_conf *c)
 	c->memlock_budget = 0;
 	c->attr_timeout = 1.0;
 	c->instances = NULL;
+	c->access.max_mode = 0777;
+	c->access.root_read = true;
+	c->daemon.audit = true;
+	c->daemon.audit_syslog = true;
 }
 
 const struct instance_conf *policy_instance(const struct vault_conf *c, const char *name)

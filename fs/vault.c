@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "../crypto/seal.h"
+#include "audit.h"
 #include "log.h"
 #include "name.h"
 #include "vault.h"
@@ -39,6 +40,8 @@ struct vault {
 	struct db *db;
 	const struct vault_conf *conf;
 	struct secbuf *wrap;
+	struct secbuf *audit_key;
+	struct audit *audit;
 	pthread_mutex_t keys_lock;
 	struct inst_key *keys;
 };
@@ -51,6 +54,21 @@ struct db *vault_db(struct vault *v)
 const struct vault_conf *vault_conf(struct vault *v)
 {
 	return v->conf;
+}
+
+const struct secbuf *vault_audit_key(struct vault *v)
+{
+	return v->audit_key;
+}
+
+void vault_set_audit(struct vault *v, struct audit *a)
+{
+	v->audit = a;
+}
+
+struct audit *vault_audit(struct vault *v)
+{
+	return v ? v->audit : NULL;
 }
 
 static int seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
@@ -140,6 +158,8 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		goto fail;
 	}
 	r = seal_derive(&v->wrap, master->data, SEAL_SUBKEY_WRAP);
+	if (r == 0)
+		r = seal_derive(&v->audit_key, master->data, SEAL_SUBKEY_AUDIT);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot lock memory for keys");
 		goto fail;
@@ -171,6 +191,7 @@ void vault_close(struct vault *v)
 		key_free(k);
 	}
 	secbuf_free(v->wrap);
+	secbuf_free(v->audit_key);
 	db_close(v->db);
 	pthread_mutex_destroy(&v->keys_lock);
 	free(v);
@@ -214,6 +235,7 @@ static int key_unwrap(struct vault *v, int64_t id, struct inst_key **out)
 		if (r == -EBADMSG || r == -EINVAL || r == 0) {
 			log_err("instance %s: its data key does not authenticate (tampered or "
 				"damaged database)", in.name);
+			audit_authfail(v->audit, in.name, "");
 			r = -EIO;
 		}
 		key_free(k);
@@ -390,6 +412,7 @@ int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out, struct d
 	if (r == -EBADMSG || r == -EINVAL) {
 		log_err("%s/%s: stored value fails authentication (tampered or damaged); "
 			"refusing to return it", k->name, m.name);
+		audit_authfail(v->audit, k->name, m.name);
 		r = -EIO;
 	}
 	key_put(v, k);
@@ -568,6 +591,7 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool n
 	if (r < 0) {
 		log_err("%s/%s: stored value fails authentication; not renaming it",
 			k->name, s.name);
+		audit_authfail(v->audit, k->name, s.name);
 		r = -EIO;
 		goto done;
 	}

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <stdbool.h>
 
+#include "../fs/audit.h"
 #include "../fs/policy.h"
 
 struct vault;
@@ -40,6 +41,9 @@ int cli_open_vault(struct cli *c, int vault_flags);
 /* Loads the master key alone (for init). */
 int cli_load_key(struct cli *c, struct secbuf **key);
 void cli_close(struct cli *c);
+/* Records a CLI read or change of a secret in the audit log. */
+void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
+	       int result);
 
 /* No core dumps, not ptrace-able by other users, for any process that holds
  * keys or plaintext. */

@@ -13,15 +13,18 @@
 #include "../crypto/secmem.h"
 #include "../fs/fs.h"
 #include "../fs/log.h"
+#include "../fs/audit.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
+#include "privdrop.h"
 
 struct mount_opts {
 	bool foreground;
 	bool debug;
 	const char *fuse_opts;
 	int ready_fd;
+	const struct vault_conf *conf;
 };
 
 static int mount_opt(int opt, const char *arg, void *ctx)
@@ -48,8 +51,13 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 static int mount_ready(void *ctx)
 {
 	struct mount_opts *mo = ctx;
+	char err[1024];
 	int fd;
 
+	if (priv_drop(mo->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
 	if (mo->ready_fd < 0)
 		return 0;
 	log_to_syslog(true);
@@ -113,9 +121,23 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	char err[1024];
 	int r;
 
+	mo->conf = &c->conf;
+	if (priv_check(&c->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return 1;
+	}
 	if (cli_open_vault(c, 0) < 0)
 		return 1;
 	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return 1;
+	}
+	r = vault_audit(c->vault) ? audit_start(vault_audit(c->vault)) : 0;
+	if (r < 0) {
+		cli_error("cannot start the audit log: %s", strerror(-r));
+		return 1;
+	}
+	if (priv_prepare(&c->conf, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return 1;
 	}

@@ -165,6 +165,7 @@ int get_main(int argc, char **argv)
 	if (find_secret(&c, argv[i], argv[i + 1], &s) < 0)
 		goto out;
 	r = vault_read(c.vault, s.id, &val, NULL);
+	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	if (r == -EIO) {
 		cli_error("%s/%s: the stored value fails authentication (tampered or damaged); "
 			  "refusing to show it", argv[i], argv[i + 1]);
@@ -278,8 +279,10 @@ int set_main(int argc, char **argv)
 		if (r == 0)
 			cli_error("created instance %s", inst);
 	}
-	if (r == 0)
+	if (r == 0) {
 		r = vault_put(c.vault, in.id, key, val->data, val->len, getuid(), in.gid, NULL);
+		cli_audit(&c, AUDIT_WRITE, inst, key, r);
+	}
 	if (r < 0) {
 		cli_error("%s/%s: %s; nothing was changed", inst, key, strerror(-r));
 		goto out;
@@ -308,6 +311,7 @@ int rm_main(int argc, char **argv)
 	if (find_secret(&c, argv[i], argv[i + 1], &s) < 0)
 		goto out;
 	r = vault_delete(c.vault, s.id);
+	cli_audit(&c, AUDIT_DELETE, argv[i], argv[i + 1], r);
 	if (r < 0) {
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;

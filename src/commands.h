@@ -9,5 +9,7 @@ int ls_main(int argc, char **argv);
 int get_main(int argc, char **argv);
 int set_main(int argc, char **argv);
 int rm_main(int argc, char **argv);
+int audit_main(int argc, char **argv);
+int doctor_main(int argc, char **argv);
 
 #endif

@@ -17,6 +17,8 @@ static const struct {
 	{ "get", get_main, "Write a secret's value to standard output" },
 	{ "set", set_main, "Store a secret's value read from standard input" },
 	{ "rm", rm_main, "Delete a secret" },
+	{ "audit", audit_main, "Show or verify the audit log" },
+	{ "doctor", doctor_main, "Check the host and the vault's files for weak spots" },
 };
 
 static void show_usage(FILE *f)
