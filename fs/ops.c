@@ -55,9 +55,10 @@ struct handle {
 	struct secbuf *buf;
 	bool append;
 	bool dirty;		/* differs from the store */
-	bool written;		/* write() or ftruncate() since open */
+	bool committed;		/* this handle has stored a value */
 	int error;		/* a write failed: never commit, report this */
 	uid_t uid;		/* who opened it: the writer of record */
+	struct secbuf *orig;	/* O_TRUNC: the value found at open */
 	struct guard_ref ref;	/* and the names, for the audit log */
 };
 
@@ -332,7 +333,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			r = buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :
 				       (size_t)attr->st_size);
 			if (r == 0)
-				h->dirty = h->written = true;
+				h->dirty = true;
 			pthread_mutex_unlock(&h->lock);
 		} else {
 			r = truncate_secret(fs, ino_id(ino), attr->st_size, ctx->uid);
@@ -566,6 +567,7 @@ static void handle_free(struct handle *h)
 	if (!h)
 		return;
 	secbuf_free(h->buf);
+	secbuf_free(h->orig);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -674,6 +676,10 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
 		r = secbuf_new(&h->buf, 0);
 		h->dirty = true;
+		/* Kept to put back if a write fails. A value that no longer
+		 * authenticates can still be overwritten: that's how it is fixed. */
+		if (r == 0 && vault_read(fs->v, h->id, &h->orig, NULL) == -ENOMEM)
+			r = -ENOMEM;
 	} else {
 		r = vault_read(fs->v, h->id, &h->buf, &meta);
 		/* A writer continues the file as it was written, so
@@ -733,7 +739,7 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		r = buf_resize(fs, h->buf, end);
 	if (r == 0) {
 		memcpy(h->buf->data + pos, data, size);
-		h->dirty = h->written = true;
+		h->dirty = true;
 	} else if (!h->error) {
 		h->error = -r;
 		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
@@ -748,28 +754,42 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		fuse_reply_write(req, size);
 }
 
-/* At flush, only a handle that has been written commits: a shell's
- * `cmd > key` opens with O_TRUNC, dup2()s and closes the first descriptor
- * (a flush) before cmd writes anything, and the old value must survive if
- * cmd's writes then fail. A handle that was only truncated at open commits
- * at release. */
-static int handle_commit(struct fs *fs, struct handle *h, bool force)
+/* Commits a dirty handle: at every flush (close), fsync and release.
+ *
+ * A shell's `cmd > key` opens with O_TRUNC, dup2()s and closes the first
+ * descriptor (a flush, which commits the empty value) before cmd writes
+ * anything. If cmd's writes then fail (EFBIG, ENOMEM), the next flush puts
+ * back the value found at open, so a failed redirect loses nothing. */
+static int handle_commit(struct fs *fs, struct handle *h)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
 	if (h->error) {
+		if (h->committed && h->orig) {
+			r = vault_update(fs->v, h->id, h->orig->data, h->orig->len, h->uid, NULL);
+			if (r != -ENOENT)
+				guard_done(fs->v, &h->ref, AUDIT_WRITE, r,
+					   "old value put back after a failed write");
+			if (r == 0 || r == -ENOENT)
+				h->committed = false;
+			else
+				log_err("secret %lld: cannot put back the value after a failed "
+					"write: %s", (long long)h->id, strerror(-r));
+		}
 		r = -h->error;
-	} else if (h->dirty && (h->written || force)) {
+	} else if (h->dirty) {
 		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, h->uid, NULL);
 		if (r != -ENOENT)
 			guard_done(fs->v, &h->ref, AUDIT_WRITE, r, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
-		if (r == 0)
+		if (r == 0) {
 			h->dirty = false;
-		else
+			h->committed = true;
+		} else {
 			log_err("secret %lld: commit failed: %s", (long long)h->id, strerror(-r));
+		}
 	}
 	pthread_mutex_unlock(&h->lock);
 	return r;
@@ -780,7 +800,7 @@ static void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	reply_err(req, handle_commit(fs_of(req), h, false));
+	reply_err(req, handle_commit(fs_of(req), h));
 }
 
 static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -789,7 +809,7 @@ static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 
 	(void)ino;
 	(void)datasync;
-	reply_err(req, handle_commit(fs_of(req), h, true));
+	reply_err(req, handle_commit(fs_of(req), h));
 }
 
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -797,8 +817,7 @@ static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	if (h->dirty && !h->error)
-		(void)handle_commit(fs_of(req), h, true);
+	(void)handle_commit(fs_of(req), h);
 	handle_free(h);
 	fuse_reply_err(req, 0);
 }

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +20,8 @@
 #include "cli.h"
 #include "commands.h"
 #include "privdrop.h"
+
+#define FUSE_SUPER_MAGIC 0x65735546
 
 struct mount_opts {
 	bool foreground;
@@ -97,12 +101,46 @@ static int wait_child(pid_t pid, int fd)
 	return 1;
 }
 
+/* A daemon that died (kill -9, OOM) leaves its mount behind, answering
+ * ENOTCONN; detaching it lets a restart (systemd Restart=) recover. */
+static int detach_stale(const char *path)
+{
+	if (geteuid() == 0)
+		return umount2(path, MNT_DETACH);
+	pid_t pid = fork();
+	int status;
+
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", "--", path, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0)
+		return -1;
+	return 0;
+}
+
 static int check_mountpoint(const char *path)
 {
+	struct statfs sfs;
 	struct stat st;
 
+	/* statfs always reaches the daemon; stat may answer from the cache. */
+	if (statfs(path, &sfs) < 0 && errno == ENOTCONN) {
+		if (detach_stale(path) < 0) {
+			cli_error("mount point %s: a previous mount died and could not be "
+				  "detached; run: fusermount3 -u -z %s", path, path);
+			return -1;
+		}
+		cli_error("warning: detached the dead mount left on %s", path);
+	}
 	if (stat(path, &st) < 0) {
 		cli_error("mount point %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (statfs(path, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC) {
+		cli_error("mount point %s: already a FUSE mount (unmount it first: "
+			  "fusermount3 -u %s)", path, path);
 		return -1;
 	}
 	if (!S_ISDIR(st.st_mode)) {
