@@ -60,6 +60,7 @@ static int parse_since(const char *s, int64_t *out_ns)
 	struct tm tm = { 0 };
 	const char *end;
 	int64_t secs;
+	time_t t;
 	char *e;
 
 	if (s[0] == '@') {
@@ -81,7 +82,9 @@ static int parse_since(const char *s, int64_t *out_ns)
 		end++;
 	if (!end || *end)
 		return -EINVAL;
-	*out_ns = (int64_t)timegm(&tm) * 1000000000;
+	t = timegm(&tm);
+	/* Nanoseconds end in 2262: later is "after every entry". */
+	*out_ns = t > INT64_MAX / 1000000000 ? INT64_MAX : (int64_t)t * 1000000000;
 	return 0;
 }
 
