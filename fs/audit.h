@@ -52,7 +52,8 @@ int audit_start(struct audit *a) WUR;
 void audit_close(struct audit *a);
 
 /* Records one event; result is 0 or -errno; detail may be NULL. A NULL
- * audit records nothing. */
+ * audit records nothing. Never call it inside a write transaction on the
+ * store: it may wait for the store's write lock. */
 void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
 		  const char *instance, const char *key, int result, const char *detail);
 

@@ -568,6 +568,7 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool n
 	struct db_secret s, t;
 	struct inst_key *k;
 	struct seal_ad ad;
+	bool tampered = false;
 	int r;
 
 	if (replaced_id)
@@ -588,13 +589,14 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool n
 		goto done;
 	seal_ad_value(&ad, k->name, s.name, s.version);
 	r = seal_open(&pt, k->key->data, &ad, blob.data, blob.len);
-	if (r < 0) {
+	if (r == -EBADMSG || r == -EINVAL) {
 		log_err("%s/%s: stored value fails authentication; not renaming it",
 			k->name, s.name);
-		audit_authfail(v->audit, k->name, s.name);
+		tampered = true;
 		r = -EIO;
-		goto done;
 	}
+	if (r < 0)
+		goto done;
 	r = db_secret_find(v->db, s.instance_id, newname, &t);
 	if (r == 0 && noreplace) {
 		r = -EEXIST;
@@ -619,6 +621,9 @@ done:
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
+	/* Only now: the audit log waits for the store, which this held. */
+	if (tampered)
+		audit_authfail(v->audit, k->name, s.name);
 out:
 	secbuf_free(pt);
 	db_blob_free(&blob);

@@ -303,3 +303,22 @@ def test_entries_go_to_syslog(devlog, vault):
     assert "uid=0" in read and 'comm="python3"' in read and "key=K" in read
     assert read.startswith("<86>"), "authpriv.info"
     assert not any("syslog-secret-value" in m for m in got)
+
+
+def test_tampered_rename_recorded(vault_unmounted):
+    v = vault_unmounted
+    v.set("app", "K", b"value-to-tamper-with")
+    with sqlite3.connect(v.db) as c:
+        blob = bytearray(c.execute("SELECT blob FROM secrets WHERE name = 'K'").fetchone()[0])
+        blob[-1] ^= 1
+        c.execute("UPDATE secrets SET blob = ? WHERE name = 'K'", (bytes(blob),))
+    c.close()
+    v.mount()
+    assert oserror(os.rename, v.path("app", "K"), v.path("app", "K2")) == errno.EIO
+    assert os.listdir(v.path("app")) == ["K"]
+    rows = entries(v, "--key", "K")
+    # The failure is recorded once the rename's transaction is over (it held
+    # the store's write lock, which the audit log needs).
+    assert [(r["op"], r["result"]) for r in rows[-2:]] == [("authfail", "EBADMSG"),
+                                                           ("rename", "EIO")], rows
+    assert "could not be stored" not in v.log()
