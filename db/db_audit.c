@@ -114,7 +114,7 @@ int db_audit_open(struct db_audit **out, const char *path, bool readonly)
 	if (r == 0) {
 		sqlite3_busy_timeout(a->conn, BUSY_TIMEOUT_MS);
 		sqlite3_extended_result_codes(a->conn, 1);
-		r = exec_sql(a, "PRAGMA synchronous = FULL");
+		r = exec_sql(a, "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;");
 	}
 	/* The table comes with the schema (db.c's migrations); check it is there. */
 	if (r == 0)

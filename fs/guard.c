@@ -133,8 +133,9 @@ void guard_opened(struct vault *v, const struct guard_ref *ref, int flags, int r
 {
 	audit_set_caller(NULL);
 	if (result == -ENOMEM)
-		log_err("%s/%s: cannot lock memory for the value (%zu bytes locked now); "
-			"open refused", ref->instance, ref->key, secmem_locked_bytes());
+		log_err("%s/%s: cannot lock memory for the value (%zu bytes locked now, "
+			"memlock_budget %zu, 0 for none); open refused", ref->instance, ref->key,
+			secmem_locked_bytes(), vault_conf(v)->memlock_budget);
 	if (reads(flags))
 		guard_done(v, ref, AUDIT_READ, result,
 			   result == -ENOMEM ? "memory could not be locked" : NULL);

@@ -59,19 +59,18 @@ static int check_owned(const struct daemon_conf *d, const char *path, bool must_
 	return 0;
 }
 
+/* As the user, mlock counts against RLIMIT_MEMLOCK: make room for the
+ * budget while root may still raise it. */
 static int raise_memlock(size_t budget, char *err, size_t errlen)
 {
+	rlim_t want = (rlim_t)budget * 2 + MEMLOCK_SLACK;
 	struct rlimit rl;
-	rlim_t want;
 
 	if (!budget)
 		return 0;
-	want = (rlim_t)budget * 2 + MEMLOCK_SLACK;
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0)
 		return fail(err, errlen, "RLIMIT_MEMLOCK: %s", strerror(errno));
-	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= want)
-		return 0;
-	if (rl.rlim_cur == RLIM_INFINITY)
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
 		return 0;
 	rl.rlim_cur = want;
 	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
