@@ -17,6 +17,10 @@
  *
  * Inode numbers come from row ids: an instance is 2*id, a secret 2*id+1;
  * ids are never reused (AUTOINCREMENT), so a stale inode can't alias.
+ *
+ * A single-instance mount (vaultfs mount --instance NAME) shows that
+ * instance's directory as the root: the kernel's inode 1 stands for the
+ * instance's inode, and no other instance is reachable.
  */
 #define FUSE_USE_VERSION 314
 
@@ -64,8 +68,23 @@ struct handle {
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
 
+/* The instance shown as the root, 0 for the whole vault. One mount per
+ * process: set once in fs_run() before any request is served. */
+static fuse_ino_t top_ino;
+
+static fuse_ino_t ino_in(fuse_ino_t ino)
+{
+	return ino == ROOT_INO && top_ino ? top_ino : ino;
+}
+
+static fuse_ino_t ino_out(fuse_ino_t ino)
+{
+	return top_ino && ino == top_ino ? ROOT_INO : ino;
+}
+
 static enum kind ino_kind(fuse_ino_t ino)
 {
+	ino = ino_in(ino);
 	if (ino == ROOT_INO)
 		return K_ROOT;
 	return ino & 1 ? K_SECRET : K_INSTANCE;
@@ -73,7 +92,7 @@ static enum kind ino_kind(fuse_ino_t ino)
 
 static int64_t ino_id(fuse_ino_t ino)
 {
-	return (int64_t)(ino >> 1);
+	return (int64_t)(ino_in(ino) >> 1);
 }
 
 static fuse_ino_t instance_ino(int64_t id)
@@ -111,7 +130,7 @@ static void stat_root(struct fs *fs, struct stat *st)
 static void stat_instance(const struct db_instance *in, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_ino = instance_ino(in->id);
+	st->st_ino = ino_out(instance_ino(in->id));
 	st->st_mode = S_IFDIR | (in->mode & 07777);
 	st->st_nlink = 2;
 	st->st_uid = in->uid;
@@ -897,6 +916,8 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	};
 	char opts[512];
 	int r = -1;
+
+	top_ino = m->instance_id > 0 ? instance_ino(m->instance_id) : 0;
 
 	snprintf(opts, sizeof(opts), "fsname=vaultfs,subtype=vaultfs,default_permissions%s",
 		 other_users_allowed() ? ",allow_other" : "");

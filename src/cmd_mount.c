@@ -16,10 +16,14 @@
 #include "../fs/fs.h"
 #include "../fs/log.h"
 #include "../fs/audit.h"
+#include "../fs/name.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
+#include "notify.h"
 #include "privdrop.h"
+
+enum { OPT_INSTANCE = 0x200 };
 
 #define FUSE_SUPER_MAGIC 0x65735546
 
@@ -27,6 +31,8 @@ struct mount_opts {
 	bool foreground;
 	bool debug;
 	const char *fuse_opts;
+	const char *instance;
+	const char *mountpoint;
 	int ready_fd;
 	const struct vault_conf *conf;
 };
@@ -45,13 +51,16 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 	case 'o':
 		mo->fuse_opts = arg;
 		return 0;
+	case OPT_INSTANCE:
+		mo->instance = arg;
+		return 0;
 	default:
 		return -1;
 	}
 }
 
-/* In the child: the mount is in place; tell the parent and let go of the
- * terminal. */
+/* The mount is in place: tell a service manager (Type=notify), and in the
+ * background child, tell the parent and let go of the terminal. */
 static int mount_ready(void *ctx)
 {
 	struct mount_opts *mo = ctx;
@@ -62,6 +71,7 @@ static int mount_ready(void *ctx)
 		cli_error("%s", err);
 		return -1;
 	}
+	notify_ready(mo->mountpoint);
 	if (mo->ready_fd < 0)
 		return 0;
 	log_to_syslog(true);
@@ -150,6 +160,26 @@ static int check_mountpoint(const char *path)
 	return 0;
 }
 
+/* --instance: the instance must exist (made by its [instance] section or
+ * by mkdir on a whole-vault mount) before it can be the root. */
+static int find_instance(struct cli *c, const char *name, int64_t *id)
+{
+	struct db_instance in;
+	int r = db_instance_find(vault_db(c->vault), name, &in);
+
+	if (r == -ENOENT) {
+		cli_error("instance %s does not exist (add an [instance %s] section to the "
+			  "config, or mkdir it on a whole-vault mount)", name, name);
+		return -1;
+	}
+	if (r < 0) {
+		cli_error("instance %s: %s", name, strerror(-r));
+		return -1;
+	}
+	*id = in.id;
+	return 0;
+}
+
 static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 {
 	struct fs_mount m = {
@@ -159,6 +189,7 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	char err[1024];
 	int r;
 
+	mo->mountpoint = mountpoint;
 	mo->conf = &c->conf;
 	if (priv_check(&c->conf, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
@@ -170,6 +201,8 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 		cli_error("%s", err);
 		return 1;
 	}
+	if (mo->instance && find_instance(c, mo->instance, &m.instance_id) < 0)
+		return 1;
 	r = vault_audit(c->vault) ? audit_start(vault_audit(c->vault)) : 0;
 	if (r < 0) {
 		cli_error("cannot start the audit log: %s", strerror(-r));
@@ -181,6 +214,7 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	}
 	log_set_verbose(mo->debug);
 	r = fs_run(c->vault, &m);
+	notify_stopping();
 	if (r != 0) {
 		if (mo->ready_fd >= 0)
 			cli_error("cannot mount on %s (see the messages above)", mountpoint);
@@ -198,10 +232,11 @@ int mount_main(int argc, char **argv)
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "options", required_argument, NULL, 'o' },
+		{ "instance", required_argument, NULL, OPT_INSTANCE },
 		{ 0 },
 	};
 	struct cli c = {
-		.cmd = "mount", .usage = "[OPTIONS] [-f] [-o FUSE_OPTIONS] [MOUNTPOINT]",
+		.cmd = "mount", .usage = "[OPTIONS] [-f] [-o FUSE_OPTIONS] [--instance NAME] [MOUNTPOINT]",
 		.help = "Mounts the vault on MOUNTPOINT (default: mountpoint in the config, else\n"
 			"/run/vault) and serves it: in the background, returning once the mount\n"
 			"is usable, or in the foreground with -f. Stop it with fusermount3 -u,\n"
@@ -209,7 +244,9 @@ int mount_main(int argc, char **argv)
 			"default_permissions, so the kernel enforces each secret's mode.\n\n"
 			"  -f, --foreground     stay in the foreground, log to standard error\n"
 			"  -d, --debug          foreground, with FUSE's request trace\n"
-			"  -o, --options OPTS   extra FUSE mount options\n",
+			"  -o, --options OPTS   extra FUSE mount options\n"
+			"      --instance NAME  show only this instance: its directory is the\n"
+			"                       root of the mount (one mount per container)\n",
 	};
 	struct mount_opts mo = { .ready_fd = -1 };
 	char mountpoint[PATH_MAX];
@@ -219,6 +256,9 @@ int mount_main(int argc, char **argv)
 	i = cli_parse(&c, argc, argv, "fdo:", extra, mount_opt, &mo);
 	if (argc - i > 1)
 		cli_usage_error(&c, "too many arguments");
+	if (mo.instance && !name_valid(mo.instance))
+		cli_usage_error(&c, "--instance %s: not an instance name (1-255 bytes of "
+				"A-Z a-z 0-9 . _ -)", mo.instance);
 	if (cli_load_config(&c) < 0)
 		return 1;
 	if (!realpath(i < argc ? argv[i] : c.conf.mountpoint, mountpoint)) {
