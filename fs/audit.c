@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -33,6 +34,10 @@
 #include "log.h"
 
 #define QUEUE_CAP 1024
+/* Reads wait this long for company before they are stored: fewer, larger
+ * transactions, and no wakeup of the writer per read. */
+#define GATHER_NS (50LL * 1000000)
+#define GATHER_MAX 256
 #define PRUNE_EVERY_NS (600LL * 1000000000)
 #define META_HEAD "audit_head"
 #define META_ANCHOR "audit_anchor"
@@ -50,6 +55,7 @@ struct audit {
 	struct db_audit_row **batch;
 	unsigned head, count;
 	uint64_t queued, done;		/* tickets: entries queued and handled */
+	uint64_t urgent;		/* the last ticket whose caller waits */
 	bool running, stop;
 	pthread_t thread;
 	int64_t last_prune_ns;
@@ -275,6 +281,22 @@ static void maybe_prune(struct audit *a)
 		log_err("audit: pruning old entries failed");
 }
 
+/* With only reads queued, waits a little for more (lock held). */
+static void gather(struct audit *a)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += GATHER_NS;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (a->urgent <= a->done && !a->stop && a->count < GATHER_MAX)
+		if (pthread_cond_timedwait(&a->not_empty, &a->lock, &until) == ETIMEDOUT)
+			break;
+}
+
 static void *flusher(void *arg)
 {
 	struct audit *a = arg;
@@ -286,6 +308,7 @@ static void *flusher(void *arg)
 			pthread_cond_wait(&a->not_empty, &a->lock);
 		if (!a->count)
 			break;
+		gather(a);
 		/* Producers only fill free slots: these stay ours unlocked. */
 		n = a->count;
 		for (unsigned i = 0; i < n; i++)
@@ -314,7 +337,11 @@ static void enqueue(struct audit *a, const struct db_audit_row *row, bool wait)
 	a->ring[(a->head + a->count) % QUEUE_CAP] = *row;
 	a->count++;
 	ticket = ++a->queued;
-	pthread_cond_signal(&a->not_empty);
+	if (wait)
+		a->urgent = ticket;
+	/* The writer sleeps until the first entry, then gathers reads. */
+	if (a->count == 1 || wait || a->count == GATHER_MAX)
+		pthread_cond_signal(&a->not_empty);
 	while (wait && a->done < ticket)
 		pthread_cond_wait(&a->stored, &a->lock);
 	pthread_mutex_unlock(&a->lock);

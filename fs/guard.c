@@ -21,15 +21,18 @@
 
 #define GROUPS_FIRST 64
 
-void guard_ref_init(fuse_req_t req, struct guard_ref *ref, const char *instance,
-		    const char *key)
+void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
+		    const char *instance, const char *key)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 
 	ref->who.uid = ctx->uid;
 	ref->who.gid = ctx->gid;
 	ref->who.pid = ctx->pid;
-	audit_who_fill_comm(&ref->who);
+	if (vault_audit(v))
+		audit_who_fill_comm(&ref->who);
+	else
+		snprintf(ref->who.comm, sizeof(ref->who.comm), "?");
 	snprintf(ref->instance, sizeof(ref->instance), "%s", instance ? instance : "");
 	snprintf(ref->key, sizeof(ref->key), "%s", key ? key : "");
 }
@@ -115,7 +118,7 @@ int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
 	const char *why = "";
 	int r;
 
-	guard_ref_init(req, ref, NULL, NULL);
+	guard_ref_init(req, v, ref, NULL, NULL);
 	r = names_of(v, secret_id, ref);
 	if (r < 0)
 		return r;
@@ -149,7 +152,7 @@ int guard_create(fuse_req_t req, struct vault *v, const char *instance, const ch
 	const char *why = "";
 	int r;
 
-	guard_ref_init(req, ref, instance, name);
+	guard_ref_init(req, v, ref, instance, name);
 	r = decide(req, v, instance, access_create_needs(c, instance), access_may_create, &why);
 	if (r == 0)
 		r = access_mode_allowed(c, instance, mode, &why);
@@ -171,7 +174,7 @@ int guard_change(fuse_req_t req, struct vault *v, int64_t instance_id, const cha
 	int r;
 
 	r = db_instance_get(vault_db(v), instance_id, &in);
-	guard_ref_init(req, ref, r == 0 ? in.name : NULL, name);
+	guard_ref_init(req, v, ref, r == 0 ? in.name : NULL, name);
 	if (r < 0)
 		return r;
 	r = decide(req, v, in.name, access_create_needs(c, in.name), access_may_create, &why);
@@ -219,7 +222,7 @@ int guard_setattr(fuse_req_t req, struct vault *v, int64_t instance_id, int64_t 
 	const char *why = "";
 	int r;
 
-	guard_ref_init(req, ref, NULL, NULL);
+	guard_ref_init(req, v, ref, NULL, NULL);
 	if (secret_id) {
 		r = names_of(v, secret_id, ref);
 	} else {

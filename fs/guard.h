@@ -43,8 +43,8 @@ int guard_setattr(fuse_req_t req, struct vault *v, int64_t instance_id, int64_t 
 void guard_setattr_done(struct vault *v, const struct guard_ref *ref,
 			const struct stat *attr, int to_set, int result);
 /* For requests with nothing to decide (mkdir, rmdir). */
-void guard_ref_init(fuse_req_t req, struct guard_ref *ref, const char *instance,
-		    const char *key);
+void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
+		    const char *instance, const char *key);
 
 /* Records the outcome of an operation on ref. */
 void guard_done(struct vault *v, const struct guard_ref *ref, enum audit_op op, int result,

@@ -491,7 +491,7 @@ static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	r = vault_instance_create(fs->v, name, ic && ic->has_owner ? ic->owner : ctx->uid,
 				  ic && ic->has_group ? ic->group : ctx->gid,
 				  ic && ic->has_mode ? ic->mode : mode & ~ctx->umask & 0700, &in);
-	guard_ref_init(req, &ref, name, NULL);
+	guard_ref_init(req, fs->v, &ref, name, NULL);
 	guard_done(fs->v, &ref, AUDIT_MKDIR, r, NULL);
 	if (r < 0) {
 		reply_err(req, r);
@@ -520,7 +520,7 @@ static void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (r == 0)
 		log_info("instance %s removed by uid %u", name, (unsigned)fuse_req_ctx(req)->uid);
 	if (r != -ENOENT) {
-		guard_ref_init(req, &ref, name, NULL);
+		guard_ref_init(req, fs->v, &ref, name, NULL);
 		guard_done(fs->v, &ref, AUDIT_RMDIR, r, NULL);
 	}
 	reply_err(req, r);
