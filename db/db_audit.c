@@ -21,7 +21,7 @@
 
 enum audit_stmt {
 	AS_INSERT, AS_LAST, AS_LAST_BEFORE, AS_DELETE_UPTO, AS_EACH, AS_META_GET,
-	AS_META_SET, AS_COUNT
+	AS_META_SET, AS_META_ADD, AS_COUNT
 };
 
 static const char *const audit_sql[AS_COUNT] = {
@@ -36,6 +36,8 @@ static const char *const audit_sql[AS_COUNT] = {
 	[AS_META_GET] = "SELECT value FROM meta WHERE key = ?1",
 	[AS_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
 			"ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+	[AS_META_ADD] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+			"ON CONFLICT (key) DO NOTHING",
 };
 
 struct db_audit {
@@ -330,20 +332,34 @@ int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, s
 	return r;
 }
 
-int db_audit_meta_set(struct db_audit *a, const char *key, const unsigned char *buf,
-		      size_t len)
+static int meta_write(struct db_audit *a, enum audit_stmt id, const char *key,
+		      const unsigned char *buf, size_t len)
 {
 	sqlite3_stmt *st;
 	int r = 0;
 
 	pthread_mutex_lock(&a->lock);
-	st = stmt_get(a, AS_META_SET, &r);
+	st = stmt_get(a, id, &r);
 	if (st) {
 		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 		sqlite3_bind_blob(st, 2, buf, (int)len, SQLITE_STATIC);
 		r = audit_errno(sqlite3_step(st));
+		if (r == 0 && !sqlite3_changes(a->conn))
+			r = -EEXIST;
 		stmt_done(st);
 	}
 	pthread_mutex_unlock(&a->lock);
 	return r;
+}
+
+int db_audit_meta_set(struct db_audit *a, const char *key, const unsigned char *buf,
+		      size_t len)
+{
+	return meta_write(a, AS_META_SET, key, buf, len);
+}
+
+int db_audit_meta_add(struct db_audit *a, const char *key, const unsigned char *buf,
+		      size_t len)
+{
+	return meta_write(a, AS_META_ADD, key, buf, len);
 }

@@ -59,5 +59,8 @@ int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf,
 		      size_t len) WUR;
 int db_audit_meta_set(struct db_audit *a, const char *key, const unsigned char *buf,
 		      size_t len) WUR;
+/* Adds a meta value unless the key exists: -EEXIST then. */
+int db_audit_meta_add(struct db_audit *a, const char *key, const unsigned char *buf,
+		      size_t len) WUR;
 
 #endif

@@ -8,8 +8,8 @@
  *  - the head (last seq and mac) and, after pruning, the anchor (seq and
  *    mac of the last pruned entry) are kept in meta with a keyed tag, so
  *    cutting entries off either end is seen too;
- *  - the audit key is a subkey of the master key in locked memory; the
- *    master key is never needed here;
+ *  - the chain key is random, in locked memory, and stored only sealed under
+ *    the master key's audit subkey; the master key is never needed here;
  *  - a successful read is queued and stored in a batch by one thread (no
  *    fsync per read); every other event waits until it is stored, so a
  *    write, a denial or a tamper failure is on disk before the caller hears
@@ -42,6 +42,7 @@
 #define META_HEAD "audit_head"
 #define META_ANCHOR "audit_anchor"
 #define MARK_LEN (8 + DB_AUDIT_MAC_LEN + DB_AUDIT_MAC_LEN)	/* seq, mac, tag */
+#define AUDIT_KEY_BLOB_LEN (SEAL_KEY_LEN + SEAL_OVERHEAD)
 
 struct audit {
 	struct db_audit *store;
@@ -75,6 +76,81 @@ static __thread bool tls_caller_set;
 const char *audit_op_name(enum audit_op op)
 {
 	return op < AUDIT_OP_COUNT ? op_names[op] : "?";
+}
+
+/* -- the chain key ----------------------------------------------------- */
+
+/* The chain is keyed by a random key of its own, kept in meta sealed under
+ * the master key's audit subkey: rotating the master key re-seals this one
+ * key (audit_reseal_key), and every entry still verifies. */
+
+static void chain_key_ad(struct seal_ad *ad)
+{
+	static const char domain[] = "vaultfs/audit-key/1";
+
+	memcpy(ad->buf, domain, sizeof(domain) - 1);
+	ad->len = sizeof(domain) - 1;
+}
+
+static int chain_key_open(struct audit *a, const struct secbuf *wrap)
+{
+	unsigned char blob[AUDIT_KEY_BLOB_LEN];
+	struct seal_ad ad;
+	int r;
+
+	r = db_audit_meta_get(a->store, AUDIT_META_KEY, blob, sizeof(blob));
+	if (r == -EPROTO)
+		return -EKEYREJECTED;
+	if (r < 0)
+		return r;
+	chain_key_ad(&ad);
+	r = seal_open(&a->key, wrap->data, &ad, blob, sizeof(blob));
+	if (r == -EBADMSG || r == -EINVAL)
+		return -EKEYREJECTED;
+	if (r == 0 && a->key->len != SEAL_KEY_LEN)
+		r = -EKEYREJECTED;
+	return r;
+}
+
+/* Seals a fresh chain key for a log that has none; of two processes doing
+ * this at once, the first one stored wins and both use it. */
+static int chain_key_create(struct audit *a, const struct secbuf *wrap)
+{
+	struct secbuf *k = NULL;
+	unsigned char *blob = NULL;
+	size_t len = 0;
+	struct seal_ad ad;
+	int r;
+
+	r = seal_keygen(&k);
+	if (r == 0) {
+		chain_key_ad(&ad);
+		r = seal_seal(&blob, &len, wrap->data, &ad, k->data, k->len);
+	}
+	if (r == 0)
+		r = db_audit_meta_add(a->store, AUDIT_META_KEY, blob, len);
+	free(blob);
+	secbuf_free(k);
+	return r == -EEXIST ? 0 : r;
+}
+
+static int chain_key_load(struct audit *a, const struct secbuf *wrap)
+{
+	int r = chain_key_open(a, wrap);
+
+	if (r != -ENOENT)
+		return r;
+	r = chain_key_create(a, wrap);
+	return r < 0 ? r : chain_key_open(a, wrap);
+}
+
+int audit_reseal_key(struct audit *a, const struct secbuf *new_wrap, unsigned char **blob,
+		     size_t *len)
+{
+	struct seal_ad ad;
+
+	chain_key_ad(&ad);
+	return seal_seal(blob, len, new_wrap->data, &ad, a->key->data, a->key->len);
 }
 
 /* -- the chain --------------------------------------------------------- */
@@ -363,11 +439,9 @@ int audit_open(struct audit **out, const char *path, const struct secbuf *key,
 	pthread_cond_init(&a->stored, NULL);
 	a->syslog = conf->audit_syslog;
 	a->retention_ns = conf->audit_retention * 1000000000;
-	r = secbuf_new(&a->key, key->len);
+	r = db_audit_open(&a->store, path, false);
 	if (r == 0)
-		r = secbuf_set(a->key, key->data, key->len);
-	if (r == 0)
-		r = db_audit_open(&a->store, path, false);
+		r = chain_key_load(a, key);
 	if (r < 0) {
 		audit_close(a);
 		return r;

@@ -39,10 +39,19 @@ enum audit_op {
 
 const char *audit_op_name(enum audit_op op);
 
-/* Opens the log in the database at path, keyed by key (SEAL_SUBKEY_AUDIT
- * of the master key; copied). */
-int audit_open(struct audit **out, const char *path, const struct secbuf *key,
+/* Where the chain key is kept, sealed (see audit_reseal_key). */
+#define AUDIT_META_KEY "audit_key"
+
+/* Opens the log in the database at path. wrap (SEAL_SUBKEY_AUDIT of the
+ * master key) opens the chain key, which is made on first use.
+ * -EKEYREJECTED if it does not open it. */
+int audit_open(struct audit **out, const char *path, const struct secbuf *wrap,
 	       const struct daemon_conf *conf) WUR;
+/* For master key rotation: the chain key sealed under the new master key's
+ * audit subkey, to store in meta under AUDIT_META_KEY in the same
+ * transaction that re-wraps the instance keys. blob is malloc'd. */
+int audit_reseal_key(struct audit *a, const struct secbuf *new_wrap, unsigned char **blob,
+		     size_t *len) WUR;
 /* Moves storing to a background thread that writes entries in batches: a
  * successful read returns without waiting for the disk; everything else
  * waits until its entry is stored. Without it, every entry is stored at

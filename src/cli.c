@@ -202,6 +202,16 @@ int cli_open_vault(struct cli *c, int vault_flags)
 	return cli_open_audit(c, vault_flags);
 }
 
+void cli_audit_error(const char *db, int r)
+{
+	if (r == -EKEYREJECTED)
+		cli_error("%s: cannot open the audit log: its key is not sealed for this master "
+			  "key (damaged, or a master key rotation did not re-seal it)", db);
+	else
+		cli_error("%s: cannot open the audit log: %s%s", db, strerror(-r),
+			  r == -EPROTO ? " (is the database older than this vaultfs?)" : "");
+}
+
 /* Every command that opens the vault records what it reads and changes, and
  * refuses to run when the log can't be written. */
 static int cli_open_audit(struct cli *c, int vault_flags)
@@ -213,8 +223,7 @@ static int cli_open_audit(struct cli *c, int vault_flags)
 		return 0;
 	r = audit_open(&a, c->conf.db, vault_audit_key(c->vault), &c->conf.daemon);
 	if (r < 0) {
-		cli_error("%s: cannot open the audit log: %s%s", c->conf.db, strerror(-r),
-			  r == -EPROTO ? " (is the database older than this vaultfs?)" : "");
+		cli_audit_error(c->conf.db, r);
 		return -1;
 	}
 	vault_set_audit(c->vault, a);

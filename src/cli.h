@@ -41,6 +41,8 @@ int cli_open_vault(struct cli *c, int vault_flags);
 /* Loads the master key alone (for init). */
 int cli_load_key(struct cli *c, struct secbuf **key);
 void cli_close(struct cli *c);
+/* Prints why the audit log of db could not be opened (r: -errno). */
+void cli_audit_error(const char *db, int r);
 /* Records a CLI read or change of a secret in the audit log. */
 void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
 	       int result);

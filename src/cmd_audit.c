@@ -277,7 +277,7 @@ int audit_main(int argc, char **argv)
 	if (!a) {	/* audit = no: the log may still hold older entries */
 		r = audit_open(&own, c.conf.db, vault_audit_key(c.vault), &c.conf.daemon);
 		if (r < 0) {
-			cli_error("%s: cannot open the audit log: %s", c.conf.db, strerror(-r));
+			cli_audit_error(c.conf.db, r);
 			goto out;
 		}
 		a = own;

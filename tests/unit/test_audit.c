@@ -280,19 +280,64 @@ static void test_prune_keeps_chain(void **state)
 	assert_int_equal(verify(fx, NULL, 0), 1);
 }
 
-static void test_wrong_key_fails(void **state)
+static struct secbuf *random_key(void)
+{
+	struct secbuf *k = NULL;
+
+	assert_int_equal(secbuf_new(&k, 32), 0);
+	randombytes_buf(k->data, 32);
+	k->len = 32;
+	return k;
+}
+
+static void test_wrong_key_refused(void **state)
 {
 	struct fx *fx = *state;
-	struct secbuf *other = NULL;
+	struct secbuf *other = random_key();
 
 	record_n(fx, 2);
 	audit_close(fx->a);
-	assert_int_equal(secbuf_new(&other, 32), 0);
-	randombytes_buf(other->data, 32);
-	other->len = 32;
-	assert_int_equal(audit_open(&fx->a, fx->path, other, &fx->conf), 0);
+	fx->a = NULL;
+	assert_int_equal(audit_open(&fx->a, fx->path, other, &fx->conf), -EKEYREJECTED);
+	assert_null(fx->a);
 	secbuf_free(other);
-	assert_int_equal(verify(fx, NULL, 0), 1);
+	/* A chain key swapped in by someone without the master key: refused too. */
+	sql(fx, "UPDATE meta SET value = zeroblob(73) WHERE key = 'audit_key'");
+	assert_int_equal(audit_open(&fx->a, fx->path, fx->key, &fx->conf), -EKEYREJECTED);
+	sql(fx, "UPDATE meta SET value = zeroblob(5) WHERE key = 'audit_key'");
+	assert_int_equal(audit_open(&fx->a, fx->path, fx->key, &fx->conf), -EKEYREJECTED);
+}
+
+static void test_reseal_for_new_master(void **state)
+{
+	struct fx *fx = *state;
+	struct secbuf *next = random_key();
+	unsigned char *blob = NULL;
+	size_t len = 0;
+	sqlite3 *c;
+	sqlite3_stmt *st;
+
+	record_n(fx, 5);
+	assert_int_equal(audit_reseal_key(fx->a, next, &blob, &len), 0);
+	/* What rotation does, in its own transaction on the store. */
+	assert_int_equal(sqlite3_open(fx->path, &c), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(c, "UPDATE meta SET value = ?1 WHERE key = ?2", -1,
+					    &st, NULL), SQLITE_OK);
+	sqlite3_bind_blob(st, 1, blob, (int)len, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, AUDIT_META_KEY, -1, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+	sqlite3_close(c);
+	free(blob);
+	audit_close(fx->a);
+	fx->a = NULL;
+	assert_int_equal(audit_open(&fx->a, fx->path, fx->key, &fx->conf), -EKEYREJECTED);
+	assert_int_equal(audit_open(&fx->a, fx->path, next, &fx->conf), 0);
+	secbuf_free(next);
+	/* The old entries verify under the new master key, and the chain goes on. */
+	assert_int_equal(verify(fx, NULL, 0), 0);
+	record_n(fx, 2);
+	assert_int_equal(verify(fx, NULL, 0), 0);
 }
 
 static void test_background_writer(void **state)
@@ -347,7 +392,8 @@ int main(void)
 		FX_TEST(test_cut_off_start),
 		FX_TEST(test_head_removed),
 		FX_TEST(test_prune_keeps_chain),
-		FX_TEST(test_wrong_key_fails),
+		FX_TEST(test_wrong_key_refused),
+		FX_TEST(test_reseal_for_new_master),
 		FX_TEST(test_background_writer),
 		FX_TEST(test_authfail_caller),
 	};
