@@ -153,6 +153,38 @@ int audit_reseal_key(struct audit *a, const struct secbuf *new_wrap, unsigned ch
 	return seal_seal(blob, len, new_wrap->data, &ad, a->key->data, a->key->len);
 }
 
+int audit_rotate_master(struct db *db, const struct secbuf *old_wrap,
+			const struct secbuf *new_master)
+{
+	struct secbuf *k = NULL, *new_wrap = NULL;
+	struct db_blob blob = { 0 };
+	unsigned char *sealed = NULL;
+	struct seal_ad ad;
+	size_t len = 0;
+	int r;
+
+	r = db_meta_get(db, AUDIT_META_KEY, &blob);
+	if (r == -ENOENT)
+		return 0;	/* no log yet: its key will be made under the new one */
+	if (r < 0)
+		return r;
+	chain_key_ad(&ad);
+	r = seal_open(&k, old_wrap->data, &ad, blob.data, blob.len);
+	if (r == -EBADMSG || r == -EINVAL)
+		r = -EKEYREJECTED;
+	if (r == 0)
+		r = seal_derive(&new_wrap, new_master->data, SEAL_SUBKEY_AUDIT);
+	if (r == 0)
+		r = seal_seal(&sealed, &len, new_wrap->data, &ad, k->data, k->len);
+	if (r == 0)
+		r = db_meta_set(db, AUDIT_META_KEY, sealed, len);
+	free(sealed);
+	secbuf_free(new_wrap);
+	secbuf_free(k);
+	db_blob_free(&blob);
+	return r;
+}
+
 /* -- the chain --------------------------------------------------------- */
 
 static void put_u64(crypto_generichash_state *h, uint64_t v)

@@ -52,6 +52,12 @@ int audit_open(struct audit **out, const char *path, const struct secbuf *wrap,
  * transaction that re-wraps the instance keys. blob is malloc'd. */
 int audit_reseal_key(struct audit *a, const struct secbuf *new_wrap, unsigned char **blob,
 		     size_t *len) WUR;
+/* The same without an open log: re-seals the stored chain key (if there is
+ * one) from old_wrap (vault_audit_key) to new_master's audit subkey, with
+ * db_meta_set; call it inside the rotation's transaction. */
+struct db;
+int audit_rotate_master(struct db *db, const struct secbuf *old_wrap,
+			const struct secbuf *new_master) WUR;
 /* Moves storing to a background thread that writes entries in batches: a
  * successful read returns without waiting for the disk; everything else
  * waits until its entry is stored. Without it, every entry is stored at

@@ -15,6 +15,7 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "../../crypto/seal.h"
 #include "../../crypto/secmem.h"
 #include "../../db/db.h"
 #include "../../db/db_audit.h"
@@ -377,6 +378,37 @@ static void test_authfail_caller(void **state)
 	assert_int_equal(sql_int(fx, "SELECT uid FROM audit WHERE seq = 1"), 1001);
 }
 
+static void test_rotate_master(void **state)
+{
+	struct fx *fx = *state;
+	struct secbuf *master = random_key(), *wrap = NULL;
+
+	record_n(fx, 4);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(audit_rotate_master(fx->db, fx->key, master), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	audit_close(fx->a);
+	fx->a = NULL;
+	assert_int_equal(audit_open(&fx->a, fx->path, fx->key, &fx->conf), -EKEYREJECTED);
+	assert_int_equal(seal_derive(&wrap, master->data, SEAL_SUBKEY_AUDIT), 0);
+	assert_int_equal(audit_open(&fx->a, fx->path, wrap, &fx->conf), 0);
+	assert_int_equal(verify(fx, NULL, 0), 0);
+	/* From a key that does not open it: refused, nothing written. */
+	assert_int_equal(audit_rotate_master(fx->db, fx->key, master), -EKEYREJECTED);
+	secbuf_free(wrap);
+	secbuf_free(master);
+}
+
+static void test_rotate_master_without_log(void **state)
+{
+	struct fx *fx = *state;
+	struct secbuf *master = random_key();
+
+	sql(fx, "DELETE FROM meta WHERE key = 'audit_key'");
+	assert_int_equal(audit_rotate_master(fx->db, fx->key, master), 0);
+	secbuf_free(master);
+}
+
 #define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 int main(void)
@@ -394,6 +426,8 @@ int main(void)
 		FX_TEST(test_prune_keeps_chain),
 		FX_TEST(test_wrong_key_refused),
 		FX_TEST(test_reseal_for_new_master),
+		FX_TEST(test_rotate_master),
+		FX_TEST(test_rotate_master_without_log),
 		FX_TEST(test_background_writer),
 		FX_TEST(test_authfail_caller),
 	};
