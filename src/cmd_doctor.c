@@ -193,6 +193,7 @@ static void check_cores(struct report *rep)
 static void check_mounts(struct report *rep)
 {
 	char line[4096], mnt[PATH_MAX], *sep, *opts;
+	bool dp, ao;
 	unsigned n = 0;
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 
@@ -206,8 +207,8 @@ static void check_mounts(struct report *rep)
 		opts = strrchr(sep, ' ');
 		if (!opts)
 			continue;
-		bool dp = strstr(opts, "default_permissions") != NULL;
-		bool ao = strstr(opts, "allow_other") != NULL;
+		dp = strstr(opts, "default_permissions") != NULL;
+		ao = strstr(opts, "allow_other") != NULL;
 
 		if (dp)
 			say(rep, SECURE, "mount %s: default_permissions (the kernel checks each "
