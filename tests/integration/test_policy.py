@@ -236,7 +236,7 @@ def test_read_units(users, vault_factory):
     root = _cgroup2_root()
     if root is None:
         pytest.skip("no writable cgroup2 hierarchy to put a process in a unit")
-    unit_dir = os.path.join(root, "vaultfs-test.slice", "app.service")
+    unit_dir = os.path.join(root, f"vaultfs-test-{os.getpid()}.slice", "app.service")
     try:
         os.makedirs(unit_dir)
     except OSError as e:
