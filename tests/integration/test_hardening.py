@@ -80,6 +80,11 @@ def test_runs_as_user_without_capabilities(users, dropped):
     assert st["Gid"] == [gid] * 4
     assert st["Groups"] == [], "no supplementary groups kept"
     assert st["CapEff"] == ["0000000000000000"] and st["CapPrm"] == ["0000000000000000"]
+    # Every thread, the audit writer started before the change included.
+    tasks = os.listdir(f"/proc/{v.proc.pid}/task")
+    assert len(tasks) > 1
+    for tid in tasks:
+        assert status(f"{v.proc.pid}/task/{tid}")["Uid"] == [uid] * 4, tid
     # Not dumpable: /proc/PID files of a non-dumpable process belong to root,
     # even though this one runs as the user. (The kernel also resets the flag
     # when uids change; tests/unit/test_harden.c covers cli_harden() itself.)
