@@ -38,6 +38,7 @@
 #include <sodium.h>
 
 #include "fs.h"
+#include "guard.h"
 #include "inval.h"
 #include "log.h"
 #include "name.h"
@@ -66,6 +67,7 @@ struct handle {
 	uid_t uid;		/* who opened it: the writer of record */
 	struct secbuf *orig;	/* O_TRUNC: the value found at open */
 	uint64_t version;	/* made by this handle's last commit: amended */
+	struct guard_ref ref;	/* and the names, for the audit log */
 };
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
@@ -319,10 +321,19 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct fs *fs = fs_of(req);
 	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+	/* Resizing an open handle is part of a write, audited at commit. */
+	int audited = to_set & ~(h ? FUSE_SET_ATTR_SIZE : 0);
+	struct guard_ref ref;
 	struct stat st;
 	int r;
 
 	if (ino_kind(ino) == K_ROOT) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = guard_setattr(req, fs->v, ino_kind(ino) == K_INSTANCE ? ino_id(ino) : 0,
+			  ino_kind(ino) == K_SECRET ? ino_id(ino) : 0, attr, audited, &ref);
+	if (r == -EPERM) {
 		fuse_reply_err(req, EPERM);
 		return;
 	}
@@ -351,6 +362,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			r = truncate_secret(fs, ino_id(ino), attr->st_size, ctx->uid);
 		}
 	}
+	guard_setattr_done(fs->v, &ref, attr, audited, r);
 	/* Times are the store's to keep: utimens succeeds and changes nothing. */
 	if (r == 0)
 		r = getattr_ino(fs, ino, &st);
@@ -466,6 +478,7 @@ static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fs *fs = fs_of(req);
 	const struct instance_conf *ic;
 	struct fuse_entry_param e;
+	struct guard_ref ref;
 	struct db_instance in;
 	struct stat st;
 	int r;
@@ -481,7 +494,9 @@ static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	ic = policy_instance(fs->conf, name);
 	r = vault_instance_create(fs->v, name, ic && ic->has_owner ? ic->owner : ctx->uid,
 				  ic && ic->has_group ? ic->group : ctx->gid,
-				  ic && ic->has_mode ? ic->mode : mode & ~ctx->umask & 0777, &in);
+				  ic && ic->has_mode ? ic->mode : mode & ~ctx->umask & 0700, &in);
+	guard_ref_init(req, fs->v, &ref, name, NULL);
+	guard_done(fs->v, &ref, AUDIT_MKDIR, r, NULL);
 	if (r < 0) {
 		reply_err(req, r);
 		return;
@@ -495,6 +510,7 @@ static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
+	struct guard_ref ref;
 	struct db_instance in;
 	int r;
 
@@ -507,12 +523,17 @@ static void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		r = vault_instance_delete(fs->v, in.id);
 	if (r == 0)
 		log_info("instance %s removed by uid %u", name, (unsigned)fuse_req_ctx(req)->uid);
+	if (r != -ENOENT) {
+		guard_ref_init(req, fs->v, &ref, name, NULL);
+		guard_done(fs->v, &ref, AUDIT_RMDIR, r, NULL);
+	}
 	reply_err(req, r);
 }
 
 static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
+	struct guard_ref ref;
 	struct db_secret s;
 	int r;
 
@@ -522,7 +543,11 @@ static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
+		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_DELETE, NULL, &ref);
+	if (r == 0) {
 		r = vault_delete(fs->v, s.id, fuse_req_ctx(req)->uid);
+		guard_done(fs->v, &ref, AUDIT_DELETE, r, NULL);
+	}
 	reply_err(req, r);
 }
 
@@ -530,6 +555,8 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	struct fs *fs = fs_of(req);
+	char detail[DB_NAME_MAX + 8];
+	struct guard_ref ref;
 	struct db_secret s;
 	int r;
 
@@ -547,9 +574,14 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, name_errno(newname));
 		return;
 	}
+	snprintf(detail, sizeof(detail), "to %s", newname);
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
+		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_RENAME, detail, &ref);
+	if (r == 0) {
 		r = vault_rename(fs->v, s.id, newname, flags & RENAME_NOREPLACE, NULL);
+		guard_done(fs->v, &ref, AUDIT_RENAME, r, detail);
+	}
 	reply_err(req, r);
 }
 
@@ -594,6 +626,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	struct db_instance in;
 	struct db_secret s;
 	struct stat st;
+	mode_t smode;
 	int r;
 
 	if (ino_kind(parent) != K_INSTANCE) {
@@ -611,11 +644,21 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	r = db_instance_get(fs->db, ino_id(parent), &in);
 	if (r == 0)
 		r = handle_new(&h, 0, ctx->uid);
+	if (r == 0) {
+		smode = vault_secret_mode(fs->v, in.name, mode & ~ctx->umask);
+		r = guard_create(req, fs->v, in.name, name, smode, &h->ref);
+		if (r < 0) {
+			handle_free(h);
+			reply_err(req, r);
+			return;
+		}
+	}
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
 	if (r == 0)
-		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid,
-				 vault_secret_mode(fs->v, in.name, mode & ~ctx->umask), &s);
+		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s);
+	if (h)
+		guard_done(fs->v, &h->ref, AUDIT_CREATE, r, NULL);
 	if (r < 0) {
 		if (r == -ENOMEM)
 			log_err("%s/%s: cannot lock memory for a new value; create refused",
@@ -665,7 +708,14 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = handle_new(&h, ino_id(ino), fuse_req_ctx(req)->uid);
-	if (r == 0 && acc != O_RDONLY && (fi->flags & O_TRUNC)) {
+	if (r == 0)
+		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
+	if (r < 0) {
+		handle_free(h);
+		reply_err(req, r);
+		return;
+	}
+	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
 		r = secbuf_new(&h->buf, 0);
 		h->dirty = true;
 		/* Kept to put back if a write fails. A value that no longer
@@ -677,10 +727,8 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (r == 0) {
 		r = vault_read(fs->v, h->id, &h->buf, NULL);
 	}
+	guard_opened(fs->v, &h->ref, fi->flags, r);
 	if (r < 0) {
-		if (r == -ENOMEM)
-			log_err("secret inode %llu: cannot lock memory for its value; open refused",
-				(unsigned long long)ino);
 		handle_free(h);
 		reply_err(req, r);
 		return;
@@ -760,6 +808,9 @@ static int handle_commit(struct fs *fs, struct handle *h)
 			r = vault_update_amend(fs->v, h->id, h->orig->data, h->orig->len,
 					       h->uid, &h->version);
 			stored = r == 0;
+			if (r != -ENOENT)
+				guard_done(fs->v, &h->ref, AUDIT_WRITE, r,
+					   "old value put back after a failed write");
 			if (r == 0 || r == -ENOENT)
 				h->committed = false;
 			else
@@ -771,6 +822,8 @@ static int handle_commit(struct fs *fs, struct handle *h)
 		r = vault_update_amend(fs->v, h->id, h->buf->data, h->buf->len, h->uid,
 				       &h->version);
 		stored = r == 0;
+		if (r != -ENOENT)
+			guard_done(fs->v, &h->ref, AUDIT_WRITE, r, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
 		if (r == 0) {

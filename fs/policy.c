@@ -19,6 +19,10 @@ void policy_defaults(struct vault_conf *c)
 	c->versions = POLICY_VERSIONS_DEFAULT;
 	c->undelete_window = POLICY_UNDELETE_DEFAULT;
 	c->instances = NULL;
+	c->access.max_mode = 0777;
+	c->access.root_read = true;
+	c->daemon.audit = true;
+	c->daemon.audit_syslog = true;
 }
 
 const struct instance_conf *policy_instance(const struct vault_conf *c, const char *name)

@@ -20,6 +20,38 @@ enum nl_policy {
 	NL_KEEP,			/* every byte as written */
 };
 
+#define POLICY_MAX_IDS 32
+#define POLICY_MAX_UNITS 8
+#define POLICY_UNIT_LEN 256
+
+struct id_list {
+	unsigned n;
+	uint32_t id[POLICY_MAX_IDS];
+};
+
+/* The daemon's own access rules, decided in fs/access.c on top of the mode
+ * bits. An empty list means "no rule"; has_* say what was set. */
+struct access_conf {
+	bool has_max_mode, has_root_read;
+	mode_t max_mode;		/* chmod or create beyond it: EPERM */
+	bool root_read;			/* may uid 0 read through the mount */
+	struct id_list read_users, read_groups;		/* who may read at all */
+	struct id_list create_users, create_groups;	/* create, delete, rename */
+	unsigned n_units;		/* systemd units that may read (best-effort) */
+	char units[POLICY_MAX_UNITS][POLICY_UNIT_LEN];
+};
+
+/* The daemon itself: who it runs as, and its audit log. */
+struct daemon_conf {
+	bool has_user;
+	char user[64];
+	uid_t uid;			/* of user, resolved when the config is read */
+	gid_t gid;
+	bool audit;			/* keep the audit log (default yes) */
+	bool audit_syslog;		/* and send each entry to syslog (default yes) */
+	int64_t audit_retention;	/* seconds, 0: keep every entry */
+};
+
 struct instance_conf {
 	char name[256];
 	unsigned line;			/* where its section starts */
@@ -31,6 +63,7 @@ struct instance_conf {
 	enum nl_policy newline;
 	char (*expect)[256];		/* keys that should exist */
 	size_t n_expect;
+	struct access_conf access;
 	struct instance_conf *next;
 };
 
@@ -48,6 +81,8 @@ struct vault_conf {
 	unsigned versions;		/* values kept per secret, the current one included */
 	int64_t undelete_window;	/* seconds a deleted secret can be restored; 0: none */
 	struct instance_conf *instances;
+	struct access_conf access;	/* max_mode, root_read: for every instance */
+	struct daemon_conf daemon;
 };
 
 void policy_defaults(struct vault_conf *c);

@@ -20,6 +20,7 @@
 
 #include "../crypto/key.h"
 #include "../db/db_versions.h"
+#include "audit.h"
 #include "log.h"
 #include "vault_int.h"
 
@@ -46,15 +47,16 @@ static int wrap_opens_vault(struct vault *v, const struct secbuf *wrap)
 int vault_reload_key(struct vault *v, char *err, size_t errlen)
 {
 	struct key_source src = { .file = v->conf->key_file };
-	struct secbuf *master = NULL, *wrap = NULL;
+	struct secbuf *master = NULL, *wrap = NULL, *audit_key = NULL;
 	char warn[512];
 	int r;
 
 	r = key_load(&master, &src, err, errlen, warn, sizeof(warn));
-	if (r == 0) {
+	if (r == 0)
 		r = seal_derive(&wrap, master->data, SEAL_SUBKEY_WRAP);
-		secbuf_free(master);
-	}
+	if (r == 0)
+		r = seal_derive(&audit_key, master->data, SEAL_SUBKEY_AUDIT);
+	secbuf_free(master);
 	if (r == 0) {
 		r = wrap_opens_vault(v, wrap);
 		if (r == -EKEYREJECTED)
@@ -65,14 +67,15 @@ int vault_reload_key(struct vault *v, char *err, size_t errlen)
 			snprintf(err, errlen, "cannot check the key: %s", strerror(-r));
 	}
 	if (r == 0) {
-		vault_wrap_replace(v, wrap);
-		wrap = NULL;
+		vault_wrap_replace(v, wrap, audit_key);
+		wrap = audit_key = NULL;
 	}
 	/* Data keys are unwrapped again when needed, which also picks up an
 	 * instance rotation or a restore; not while our key is stale. */
 	if (r == 0 || vault_wrap_check(v) == 0)
 		vault_keys_flush(v);
 	secbuf_free(wrap);
+	secbuf_free(audit_key);
 	return r;
 }
 
@@ -131,7 +134,7 @@ static int rewrap_instance(struct vault *v, int64_t id, const struct secbuf *new
 int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 			vault_progress_fn progress, void *ctx, char *err, size_t errlen)
 {
-	struct secbuf *new_wrap = NULL;
+	struct secbuf *new_wrap = NULL, *new_audit = NULL;
 	struct db_blob check = { 0 };
 	struct id_array a = { 0 };
 	char name[DB_NAME_MAX + 1];
@@ -139,11 +142,16 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 
 	err[0] = '\0';
 	r = seal_derive(&new_wrap, new_master->data, SEAL_SUBKEY_WRAP);
-	if (r < 0)
+	if (r == 0)
+		r = seal_derive(&new_audit, new_master->data, SEAL_SUBKEY_AUDIT);
+	if (r < 0) {
+		secbuf_free(new_wrap);
 		return r;
+	}
 	if (wrap_opens_vault(v, new_wrap) == 0) {
 		snprintf(err, errlen, "the new key is the key in use");
 		secbuf_free(new_wrap);
+		secbuf_free(new_audit);
 		return -EINVAL;
 	}
 	r = db_begin(v->db);
@@ -161,19 +169,23 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 		r = vault_check_value(new_wrap, &check);
 	if (r == 0)
 		r = db_meta_set(v->db, VAULT_META_CHECK, check.data, check.len);
+	/* The audit chain's key, sealed under the master key, moves with it. */
+	if (r == 0)
+		r = audit_rotate_master(v->db, v->audit_key, new_master);
 	if (r == 0)
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
 	if (r == 0) {
-		vault_wrap_replace(v, new_wrap);
-		new_wrap = NULL;
+		vault_wrap_replace(v, new_wrap, new_audit);
+		new_wrap = new_audit = NULL;
 	}
 out:
 	if (r < 0 && !err[0])
 		snprintf(err, errlen, "%s; nothing was changed", strerror(-r));
 	db_blob_free(&check);
 	secbuf_free(new_wrap);
+	secbuf_free(new_audit);
 	free(a.ids);
 	return r;
 }

@@ -20,6 +20,7 @@
 
 #include "../crypto/seal.h"
 #include "../db/db_versions.h"
+#include "audit.h"
 #include "log.h"
 #include "name.h"
 #include "vault_int.h"
@@ -34,6 +35,21 @@ struct db *vault_db(struct vault *v)
 const struct vault_conf *vault_conf(struct vault *v)
 {
 	return v->conf;
+}
+
+const struct secbuf *vault_audit_key(struct vault *v)
+{
+	return v->audit_key;
+}
+
+void vault_set_audit(struct vault *v, struct audit *a)
+{
+	v->audit = a;
+}
+
+struct audit *vault_audit(struct vault *v)
+{
+	return v ? v->audit : NULL;
 }
 
 int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
@@ -110,15 +126,18 @@ int vault_wrap_open(struct vault *v, const struct seal_ad *ad, const struct db_b
 	return r;
 }
 
-void vault_wrap_replace(struct vault *v, struct secbuf *wrap)
+void vault_wrap_replace(struct vault *v, struct secbuf *wrap, struct secbuf *audit_key)
 {
-	struct secbuf *old;
+	struct secbuf *old, *old_audit;
 
 	pthread_rwlock_wrlock(&v->wrap_lock);
 	old = v->wrap;
 	v->wrap = wrap;
+	old_audit = v->audit_key;
+	v->audit_key = audit_key;
 	pthread_rwlock_unlock(&v->wrap_lock);
 	secbuf_free(old);
+	secbuf_free(old_audit);
 }
 
 int vault_wrap_check(struct vault *v)
@@ -181,6 +200,8 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		goto fail;
 	}
 	r = seal_derive(&v->wrap, master->data, SEAL_SUBKEY_WRAP);
+	if (r == 0)
+		r = seal_derive(&v->audit_key, master->data, SEAL_SUBKEY_AUDIT);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot lock memory for keys");
 		goto fail;
@@ -212,6 +233,7 @@ void vault_close(struct vault *v)
 		key_free(k);
 	}
 	secbuf_free(v->wrap);
+	secbuf_free(v->audit_key);
 	db_close(v->db);
 	pthread_mutex_destroy(&v->keys_lock);
 	pthread_rwlock_destroy(&v->wrap_lock);
@@ -271,6 +293,7 @@ static int key_unwrap(struct vault *v, int64_t id, struct inst_key **out)
 		if (r == -EBADMSG || r == -EINVAL || r == 0) {
 			log_err("instance %s: its data key does not authenticate (tampered or "
 				"damaged database)", in.name);
+			audit_authfail(v->audit, in.name, "");
 			r = -EIO;
 		}
 		key_free(k);
@@ -553,6 +576,7 @@ static int open_value(struct vault *v, const struct value_ref *ref, struct secbu
 		log_err("%s/%s: stored value (version %llu) fails authentication (tampered or "
 			"damaged); refusing to return it", inst, m->name, (unsigned long long)
 			(ref->old ? ref->version : m->version));
+		audit_authfail(v->audit, inst, m->name);
 		r = -EIO;
 	}
 	return r;
@@ -940,6 +964,7 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool n
 	struct inst_key *k = NULL;
 	struct db_secret s, t;
 	struct seal_ad ad;
+	bool tampered = false;
 	int r;
 
 	if (replaced_id)
@@ -957,12 +982,14 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool n
 		goto done;
 	seal_ad_value(&ad, k->name, s.name, s.version);
 	r = seal_open(&pt, k->key->data, &ad, blob.data, blob.len);
-	if (r < 0) {
+	if (r == -EBADMSG || r == -EINVAL) {
 		log_err("%s/%s: stored value fails authentication; not renaming it",
 			k->name, s.name);
+		tampered = true;
 		r = -EIO;
-		goto done;
 	}
+	if (r < 0)
+		goto done;
 	r = db_secret_find(v->db, s.instance_id, newname, &t);
 	if (r == 0 && noreplace) {
 		r = -EEXIST;
@@ -988,6 +1015,9 @@ done:
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
+	/* Only now: the audit log waits for the store, which this held. */
+	if (tampered)
+		audit_authfail(v->audit, k->name, s.name);
 	if (k)
 		vault_key_put(v, k);
 	secbuf_free(pt);

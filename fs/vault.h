@@ -12,6 +12,7 @@
 #include "policy.h"
 
 struct vault;
+struct audit;
 
 enum {
 	VAULT_READONLY = 0x1,
@@ -27,6 +28,11 @@ int vault_open(struct vault **out, const struct vault_conf *conf,
 void vault_close(struct vault *v);
 struct db *vault_db(struct vault *v);
 const struct vault_conf *vault_conf(struct vault *v);
+/* The audit log's key, derived from the master key at open. */
+const struct secbuf *vault_audit_key(struct vault *v);
+/* The audit log that records authentication failures (NULL: none). */
+void vault_set_audit(struct vault *v, struct audit *a);
+struct audit *vault_audit(struct vault *v);
 
 /* Creates the instances named in the config and applies their owner, group
  * and mode. */

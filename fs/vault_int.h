@@ -24,6 +24,8 @@ struct vault {
 	const struct vault_conf *conf;
 	pthread_rwlock_t wrap_lock;	/* wrap changes on reload and rotation */
 	struct secbuf *wrap;
+	struct secbuf *audit_key;	/* keys the audit chain's MACs */
+	struct audit *audit;
 	pthread_mutex_t keys_lock;
 	struct inst_key *keys;
 };
@@ -56,7 +58,9 @@ int vault_wrap_current(struct vault *v) WUR;
 #define VAULT_META_CHECK "check"
 int vault_check_value(const struct secbuf *wrap, struct db_blob *out) WUR;
 /* Replaces the wrapping key (wrap is taken over). */
-void vault_wrap_replace(struct vault *v, struct secbuf *wrap);
+/* Takes over the keys derived from a new master key: the wrapping key and
+ * the audit subkey (which seals the audit chain's key). */
+void vault_wrap_replace(struct vault *v, struct secbuf *wrap, struct secbuf *audit_key);
 
 int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
 		    const unsigned char *pt, size_t len) WUR;

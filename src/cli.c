@@ -12,6 +12,7 @@
 #include "../crypto/key.h"
 #include "../crypto/secmem.h"
 #include "../fs/name.h"
+#include "../fs/audit.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "config.h"
@@ -199,6 +200,8 @@ int cli_load_key_file(const char *path, const char *what, struct secbuf **key)
 	return 0;
 }
 
+static int cli_open_audit(struct cli *c, int vault_flags);
+
 int cli_open_vault(struct cli *c, int vault_flags)
 {
 	struct secbuf *key = NULL;
@@ -213,11 +216,49 @@ int cli_open_vault(struct cli *c, int vault_flags)
 		cli_error("%s", err);
 		return -1;
 	}
+	return cli_open_audit(c, vault_flags);
+}
+
+void cli_audit_error(const char *db, int r)
+{
+	if (r == -EKEYREJECTED)
+		cli_error("%s: cannot open the audit log: its key is not sealed for this master "
+			  "key (damaged, or a master key rotation did not re-seal it)", db);
+	else
+		cli_error("%s: cannot open the audit log: %s%s", db, strerror(-r),
+			  r == -EPROTO ? " (is the database older than this vaultfs?)" : "");
+}
+
+/* Every command that opens the vault records what it reads and changes, and
+ * refuses to run when the log can't be written. */
+static int cli_open_audit(struct cli *c, int vault_flags)
+{
+	struct audit *a = NULL;
+	int r;
+
+	if (!c->conf.daemon.audit || (vault_flags & VAULT_READONLY))
+		return 0;
+	r = audit_open(&a, c->conf.db, vault_audit_key(c->vault), &c->conf.daemon);
+	if (r < 0) {
+		cli_audit_error(c->conf.db, r);
+		return -1;
+	}
+	vault_set_audit(c->vault, a);
 	return 0;
+}
+
+void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
+	       int result)
+{
+	audit_record(vault_audit(c->vault), NULL, op, instance, key, result, "vaultfs CLI");
 }
 
 void cli_close(struct cli *c)
 {
+	if (c->vault) {
+		audit_close(vault_audit(c->vault));
+		vault_set_audit(c->vault, NULL);
+	}
 	vault_close(c->vault);
 	c->vault = NULL;
 	policy_free(&c->conf);

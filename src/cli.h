@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../fs/audit.h"
 #include "../fs/policy.h"
 
 struct vault;
@@ -33,7 +34,7 @@ enum { OPT_CONFIG = 0x100, OPT_DB, OPT_KEY_FILE, OPT_HELP };
 /* Codes for the subcommands' own long options. */
 enum { OPT_VERSION = 0x200, OPT_IF_VERSION, OPT_ALL, OPT_DELETED, OPT_NEW_KEY_FILE,
        OPT_INSTANCE, OPT_JSON, OPT_ENV, OPT_DIR, OPT_TYPE, OPT_VERBOSE, OPT_DRY_RUN,
-       OPT_BACKUP_KEY_FILE };
+       OPT_BACKUP_KEY_FILE, OPT_KEY, OPT_SINCE, OPT_VERIFY, OPT_PRUNE };
 
 /* Parses argv with the common options plus `extra` (NULL-terminated, may be
  * NULL) and `shortopts`; calls on_opt for the extra ones (nonzero: usage
@@ -52,6 +53,11 @@ int cli_load_key(struct cli *c, struct secbuf **key);
  * errors are printed with `what` before them. */
 int cli_load_key_file(const char *path, const char *what, struct secbuf **key);
 void cli_close(struct cli *c);
+/* Prints why the audit log of db could not be opened (r: -errno). */
+void cli_audit_error(const char *db, int r);
+/* Records a CLI read or change of a secret in the audit log. */
+void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
+	       int result);
 
 /* A version number: digits only, at most INT64_MAX. */
 int cli_parse_version(const char *s, int64_t *out);

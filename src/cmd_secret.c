@@ -62,6 +62,7 @@ int get_main(int argc, char **argv)
 		r = vault_read_version(c.vault, s.id, (uint64_t)version, &val, NULL);
 	else
 		r = vault_read(c.vault, s.id, &val, NULL);
+	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	if (r == -EIO) {
 		cli_error("%s/%s: the stored value fails authentication (tampered or damaged); "
 			  "refusing to show it", argv[i], argv[i + 1]);
@@ -191,6 +192,7 @@ int set_main(int argc, char **argv)
 	else if (r == 0)
 		r = vault_put_if(c.vault, in.id, key, val->data, val->len, getuid(), in.gid,
 				 if_version, &cur);
+	cli_audit(&c, AUDIT_WRITE, inst, key, r);
 	if (r == -ESTALE) {
 		cli_error("%s/%s is at version %llu, not %lld: it changed meanwhile; nothing was "
 			  "changed", inst, key, (unsigned long long)cur.version,
@@ -226,6 +228,7 @@ int rm_main(int argc, char **argv)
 	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
 		goto out;
 	r = vault_delete(c.vault, s.id, getuid());
+	cli_audit(&c, AUDIT_DELETE, argv[i], argv[i + 1], r);
 	if (r < 0) {
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;

@@ -20,5 +20,7 @@ int rotate_key_main(int argc, char **argv);
 int backup_main(int argc, char **argv);
 int restore_main(int argc, char **argv);
 int import_main(int argc, char **argv);
+int audit_main(int argc, char **argv);
+int doctor_main(int argc, char **argv);
 
 #endif

@@ -28,6 +28,8 @@ static const struct {
 	{ "backup", backup_main, "Write a consistent backup, also while mounted" },
 	{ "restore", restore_main, "Bring back a backup the master key opens" },
 	{ "rotate-key", rotate_key_main, "Rotate the master key, or an instance's data key" },
+	{ "audit", audit_main, "Show or verify the audit log" },
+	{ "doctor", doctor_main, "Check the host and the vault's files for weak spots" },
 };
 
 static void show_usage(FILE *f)
