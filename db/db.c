@@ -318,6 +318,19 @@ static int pragma_int(struct db *db, const char *sql, int64_t *out)
 	return r;
 }
 
+/* A step that fails for want of space or permission says so; one whose SQL
+ * fails (a table it creates is there already) means the version number in
+ * the header does not match the tables: a damaged file. */
+static int migrate_failed(struct db *db, int64_t version, int r)
+{
+	char why[sizeof(last_error)];
+
+	snprintf(why, sizeof(why), "%s", last_error);
+	snprintf(last_error, sizeof(last_error), "cannot upgrade the schema from version "
+		 "%lld: %.400s", (long long)version, why);
+	return r == -EIO ? -EPROTO : r;
+}
+
 static int migrate(struct db *db, bool created)
 {
 	int64_t app_id = 0, version = 0;
@@ -357,7 +370,7 @@ static int migrate(struct db *db, bool created)
 			r = exec_sql(db, "COMMIT");
 		if (r < 0) {
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
-			return r;
+			return migrate_failed(db, version, r);
 		}
 	}
 	return 0;

@@ -246,9 +246,10 @@ def damaged_variants(data, page=4096):
            ("zeros", b"\0" * n), ("random", os.urandom(n)),
            ("header zeroed", b"\0" * 100 + data[100:]),
            ("header garbage", os.urandom(100) + data[100:])]
-    # The schema version SQLite keeps at offset 60: never negative, and not
-    # from the future.
-    for ver in (-1, -(1 << 31), 2, (1 << 31) - 1):
+    # The schema version SQLite keeps at offset 60: never negative, not from
+    # the future, and not older than the tables it describes.
+    cur = int.from_bytes(data[60:64], "big", signed=True)
+    for ver in (-1, -(1 << 31), cur - 1, cur + 1, (1 << 31) - 1):
         out.append((f"user_version {ver}", data[:60] + ver.to_bytes(4, "big", signed=True) +
                     data[64:]))
     for cut in range(page, n, page):
