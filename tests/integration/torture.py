@@ -102,19 +102,19 @@ def versions(con):
     return {name: ver for name, ver in con.execute("SELECT name, version FROM secrets")}
 
 
-_doctor = None
+_audit = None
 
 
 def audit_verify(v):
-    """Runs `vaultfs doctor` when this build has it (the audit chain and the
-    store's own checks); returns None when there is no such command."""
-    global _doctor
-    if _doctor is None:
-        r = v.cli("doctor", "--help", db=False, key=False, config=False)
-        _doctor = r.returncode == 0
-    if not _doctor:
+    """Runs `vaultfs audit --verify` (the hash chain of the audit log) when
+    this build has it; returns None when it does not."""
+    global _audit
+    if _audit is None:
+        r = v.cli("audit", "--help", db=False, key=False, config=False)
+        _audit = r.returncode == 0 and b"--verify" in r.stdout
+    if not _audit:
         return None
-    return v.cli("doctor")
+    return v.cli("audit", "--verify")
 
 
 # -- the daemon's process ------------------------------------------------------
