@@ -533,6 +533,10 @@ static void handle_free(struct handle *h)
 {
 	if (!h)
 		return;
+	/* read() replies while holding the lock, and the kernel may send
+	 * RELEASE as soon as that reply is out: let that thread unlock first. */
+	pthread_mutex_lock(&h->lock);
+	pthread_mutex_unlock(&h->lock);
 	secbuf_free(h->buf);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
