@@ -35,6 +35,7 @@
 
 #include "fs.h"
 #include "log.h"
+#include "loop.h"
 #include "name.h"
 #include "vault.h"
 
@@ -824,7 +825,6 @@ static bool other_users_allowed(void)
 int fs_run(struct vault *v, const struct fs_mount *m)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config *lc = NULL;
 	struct fuse_session *se = NULL;
 	struct fs fs = {
 		.v = v, .db = vault_db(v), .conf = vault_conf(v),
@@ -859,20 +859,10 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
-	lc = fuse_loop_cfg_create();
-	if (!lc)
-		goto unmount;
-	fuse_loop_cfg_set_clone_fd(lc, 0);
-	fuse_loop_cfg_set_max_threads(lc, 16);
-	r = fuse_session_loop_mt(se, lc);
-	/* A signal ends the loop with its number: that is a clean stop. */
-	if (r > 0)
-		r = 0;
-unmount:
+	r = fs_loop(se);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 out:
-	fuse_loop_cfg_destroy(lc);
 	if (se)
 		fuse_session_destroy(se);
 	fuse_opt_free_args(&args);
