@@ -106,6 +106,7 @@ struct db {
 	pthread_mutex_t lock;
 	char *path;
 	sqlite3_stmt *stmt[ST_COUNT];
+	unsigned depth;		/* db_begin nesting of the thread holding lock */
 };
 
 static __thread char last_error[512];
@@ -363,31 +364,53 @@ void db_close(struct db *db)
 	free(db);
 }
 
+/* A db_begin on the thread that already holds the transaction is a
+ * savepoint inside it, so a batch can wrap calls that begin their own. */
 int db_begin(struct db *db)
 {
 	int r;
 
 	db_lock(db);
-	r = exec_sql(db, "BEGIN IMMEDIATE");
+	r = exec_sql(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
 	if (r < 0)
 		db_unlock(db);
+	else
+		db->depth++;
+	return r;
+}
+
+static int release_nested(struct db *db)
+{
+	int r = exec_sql(db, "RELEASE nested");
+
+	if (r < 0)
+		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	return r;
 }
 
 int db_commit(struct db *db)
 {
-	int r = exec_sql(db, "COMMIT");
+	int r;
 
-	if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
-		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	if (db->depth > 1) {
+		r = release_nested(db);
+	} else {
+		r = exec_sql(db, "COMMIT");
+		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
+			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	}
+	db->depth--;
 	db_unlock(db);
 	return r;
 }
 
 void db_rollback(struct db *db)
 {
-	if (sqlite3_get_autocommit(db->conn) == 0)
+	if (db->depth > 1)
+		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
+	else if (sqlite3_get_autocommit(db->conn) == 0)
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	db->depth--;
 	db_unlock(db);
 }
 

@@ -63,7 +63,9 @@ const char *db_errmsg(struct db *db);
 const char *db_path(struct db *db);
 
 /* A write transaction (BEGIN IMMEDIATE) held by the calling thread; other
- * threads wait. Every other call is atomic on its own. */
+ * threads wait. Every other call is atomic on its own. A db_begin nested in
+ * the calling thread's transaction is a savepoint: its rollback undoes only
+ * its own changes, and its commit becomes durable with the outermost one. */
 int db_begin(struct db *db) WUR;
 int db_commit(struct db *db) WUR;
 void db_rollback(struct db *db);

@@ -1,0 +1,139 @@
+/* The store's transactions: nesting, and reads from other threads while a
+ * write transaction is open (db/db.h). */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../db/db.h"
+
+struct fx {
+	char dir[64];
+	char path[128];
+	struct db *db;
+	int64_t inst;
+};
+
+static const struct db_blob wrapped = { (unsigned char *)"wrapped", 7 };
+
+static int fx_setup(void **state)
+{
+	struct db_instance in = { .mode = 0750, .generation = 1 };
+	struct fx *fx = calloc(1, sizeof(*fx));
+
+	if (!fx)
+		return -1;
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-txn-XXXXXX");
+	if (!mkdtemp(fx->dir))
+		return -1;
+	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->dir);
+	snprintf(in.name, sizeof(in.name), "app");
+	if (db_open(&fx->db, fx->path, DB_CREATE) || db_instance_create(fx->db, &in, &wrapped))
+		return -1;
+	fx->inst = in.id;
+	*state = fx;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *fx = *state;
+	char p[160];
+
+	db_close(fx->db);
+	unlink(fx->path);
+	snprintf(p, sizeof(p), "%s-wal", fx->path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", fx->path);
+	unlink(p);
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+static int insert(struct fx *fx, const char *name, const char *value)
+{
+	struct db_secret s = { .instance_id = fx->inst, .mode = 0600, .version = 1 };
+	struct db_blob b = { (unsigned char *)value, strlen(value) };
+
+	snprintf(s.name, sizeof(s.name), "%s", name);
+	s.size = b.len;
+	return db_secret_insert(fx->db, &s, &b);
+}
+
+static bool exists(struct db *db, int64_t inst, const char *name)
+{
+	struct db_secret s;
+
+	return db_secret_find(db, inst, name, &s) == 0;
+}
+
+/* A begin inside a transaction is a savepoint: its rollback undoes its own
+ * work only, and everything becomes durable with the outer commit. */
+static void test_nested(void **state)
+{
+	struct fx *fx = *state;
+	struct db *again;
+
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(insert(fx, "OUTER", "o"), 0);
+
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(insert(fx, "KEPT", "k"), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(insert(fx, "UNDONE", "u"), 0);
+	assert_int_equal(insert(fx, "KEPT", "dup"), -EEXIST);
+	db_rollback(fx->db);
+
+	assert_true(exists(fx->db, fx->inst, "OUTER"));
+	assert_true(exists(fx->db, fx->inst, "KEPT"));
+	assert_false(exists(fx->db, fx->inst, "UNDONE"));
+	assert_int_equal(db_commit(fx->db), 0);
+
+	/* Committed: another connection sees it. */
+	assert_int_equal(db_open(&again, fx->path, 0), 0);
+	assert_true(exists(again, fx->inst, "OUTER"));
+	assert_true(exists(again, fx->inst, "KEPT"));
+	assert_false(exists(again, fx->inst, "UNDONE"));
+	db_close(again);
+}
+
+/* An outer rollback takes the inner committed savepoints with it. */
+static void test_nested_outer_rollback(void **state)
+{
+	struct fx *fx = *state;
+
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(insert(fx, "INNER", "i"), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	db_rollback(fx->db);
+	assert_false(exists(fx->db, fx->inst, "INNER"));
+
+	/* And the store is usable afterwards, with a fresh transaction. */
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(insert(fx, "AFTER", "a"), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	assert_true(exists(fx->db, fx->inst, "AFTER"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_nested, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_nested_outer_rollback, fx_setup, fx_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
