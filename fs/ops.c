@@ -649,6 +649,8 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	h->append = fi->flags & O_APPEND;
 	open_reply_fi(fi, h);
+	/* Nothing to commit on a reader's close: spare it the FLUSH round trip. */
+	fi->noflush = acc == O_RDONLY;
 	if (fuse_reply_open(req, fi) != 0)
 		handle_free(h);
 }
