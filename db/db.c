@@ -98,6 +98,9 @@ static const char *const migrations[] = {
 	"  blob BLOB NOT NULL,"
 	"  UNIQUE (instance_id, name)"
 	");",
+	/* Directory listings page through an instance in id order: without
+	 * this index each page scanned and sorted the whole instance. */
+	"CREATE INDEX secrets_by_instance ON secrets (instance_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
