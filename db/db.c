@@ -6,11 +6,16 @@
  *    journal files the database file's mode);
  *  - one connection, used by one thread at a time under a recursive mutex; a
  *    write transaction holds the mutex from db_begin to commit or rollback;
+ *  - with db_set_readers, reads while no write transaction is open go to
+ *    separate read-only connections (WAL lets them run side by side); while
+ *    one is open they wait for it on the writer's connection, as before, so
+ *    a value committed by an earlier request is what a later one reads;
  *  - SQLite's result codes become -errno here and go no further.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +29,10 @@
 
 #define APPLICATION_ID 0x76666c74	/* "vflt" */
 #define BUSY_TIMEOUT_MS 10000
+#define DB_READER 0x100		/* internal: a connection for db_set_readers */
+#define READER_CACHE_KIB 512	/* each reader's page cache */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 
 enum stmt_id {
 	ST_META_GET, ST_META_SET,
@@ -110,6 +119,11 @@ struct db {
 	char *path;
 	sqlite3_stmt *stmt[ST_COUNT];
 	unsigned depth;		/* db_begin nesting of the thread holding lock */
+	_Atomic pthread_t owner;	/* the thread in a write transaction, or 0 */
+	pthread_mutex_t readers_lock;
+	struct db *readers;	/* idle read connections */
+	struct db *next_reader;
+	unsigned readers_max, readers_open;
 };
 
 static __thread char last_error[512];
@@ -288,6 +302,9 @@ static int configure(struct db *db, int flags)
 
 	sqlite3_busy_timeout(db->conn, BUSY_TIMEOUT_MS);
 	sqlite3_extended_result_codes(db->conn, 1);
+	if (flags & DB_READER)
+		return exec_sql(db, "PRAGMA query_only = ON; PRAGMA cache_size = -"
+				    STRINGIFY(READER_CACHE_KIB));
 	r = exec_sql(db, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;");
 	if (r == 0 && !(flags & DB_READONLY))
 		r = exec_sql(db, "PRAGMA journal_mode = WAL");
@@ -315,6 +332,7 @@ int db_open(struct db **out, const char *path, int flags)
 	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
 	pthread_mutex_init(&db->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
+	pthread_mutex_init(&db->readers_lock, NULL);
 
 	if (flags & DB_CREATE) {
 		r = create_file(path);
@@ -337,7 +355,7 @@ int db_open(struct db **out, const char *path, int flags)
 		goto fail_created;
 	}
 	r = configure(db, flags);
-	if (r == 0)
+	if (r == 0 && !(flags & DB_READER))
 		r = migrate(db, flags & DB_CREATE);
 	if (r < 0)
 		goto fail_created;
@@ -356,8 +374,15 @@ fail:
 
 void db_close(struct db *db)
 {
+	struct db *rd;
+
 	if (!db)
 		return;
+	while ((rd = db->readers)) {
+		db->readers = rd->next_reader;
+		db_close(rd);
+	}
+	pthread_mutex_destroy(&db->readers_lock);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(db->stmt[i]);
 	if (db->conn)
@@ -365,6 +390,66 @@ void db_close(struct db *db)
 	pthread_mutex_destroy(&db->lock);
 	free(db->path);
 	free(db);
+}
+
+/* Reads outside a write transaction run on a connection of their own,
+ * opened on first need, up to max (0: none; reads share the writer's). */
+void db_set_readers(struct db *db, unsigned max)
+{
+	pthread_mutex_lock(&db->readers_lock);
+	db->readers_max = max;
+	pthread_mutex_unlock(&db->readers_lock);
+}
+
+static bool txn_open(struct db *db)
+{
+	return atomic_load(&db->owner) != (pthread_t)0;
+}
+
+/* A read connection for the calling thread, or NULL: then the writer's
+ * connection serves the read. It does while a write transaction is open:
+ * its own thread must see its changes, and the others wait for the commit,
+ * since FUSE sends RELEASE (which may commit) without waiting for it, and
+ * the open that follows a close must see what the close committed. */
+static struct db *reader_take(struct db *db)
+{
+	struct db *rd = NULL;
+	bool open_one = false;
+
+	if (!db->readers_max || txn_open(db))
+		return NULL;
+	pthread_mutex_lock(&db->readers_lock);
+	if (db->readers) {
+		rd = db->readers;
+		db->readers = rd->next_reader;
+	} else if (db->readers_open < db->readers_max) {
+		db->readers_open++;
+		open_one = true;
+	}
+	pthread_mutex_unlock(&db->readers_lock);
+	if (open_one && db_open(&rd, db->path, DB_READER) < 0) {
+		pthread_mutex_lock(&db->readers_lock);
+		db->readers_open--;
+		pthread_mutex_unlock(&db->readers_lock);
+		rd = NULL;
+	}
+	return rd;
+}
+
+/* Returns rd to the idle list; passes r through. */
+static int reader_give(struct db *db, struct db *rd, int r)
+{
+	pthread_mutex_lock(&db->readers_lock);
+	rd->next_reader = db->readers;
+	db->readers = rd;
+	pthread_mutex_unlock(&db->readers_lock);
+	return r;
+}
+
+static void txn_leave(struct db *db)
+{
+	if (--db->depth == 0)
+		atomic_store(&db->owner, (pthread_t)0);
 }
 
 /* A db_begin on the thread that already holds the transaction is a
@@ -375,11 +460,13 @@ int db_begin(struct db *db)
 
 	db_lock(db);
 	r = exec_sql(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
-	if (r < 0)
+	if (r < 0) {
 		db_unlock(db);
-	else
-		db->depth++;
-	return r;
+		return r;
+	}
+	if (db->depth++ == 0)
+		atomic_store(&db->owner, pthread_self());
+	return 0;
 }
 
 static int release_nested(struct db *db)
@@ -402,7 +489,7 @@ int db_commit(struct db *db)
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
 	}
-	db->depth--;
+	txn_leave(db);
 	db_unlock(db);
 	return r;
 }
@@ -413,7 +500,7 @@ void db_rollback(struct db *db)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	else if (sqlite3_get_autocommit(db->conn) == 0)
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
-	db->depth--;
+	txn_leave(db);
 	db_unlock(db);
 }
 
@@ -509,9 +596,12 @@ static int step_row(struct db *db, sqlite3_stmt *st)
 
 int db_meta_get(struct db *db, const char *key, struct db_blob *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_meta_get(rd, key, out));
 	out->data = NULL;
 	out->len = 0;
 	db_lock(db);
@@ -576,9 +666,12 @@ int db_instance_create(struct db *db, struct db_instance *in, const struct db_bl
 static int instance_query(struct db *db, enum stmt_id id, int64_t rowid, const char *name,
 			  struct db_instance *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, instance_query(rd, id, rowid, name, out));
 	db_lock(db);
 	st = stmt_get(db, id, &r);
 	if (st) {
@@ -611,9 +704,12 @@ int db_instance_find(struct db *db, const char *name, struct db_instance *out)
 
 int db_instance_wrapped_key(struct db *db, int64_t id, struct db_blob *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_instance_wrapped_key(rd, id, out));
 	out->data = NULL;
 	out->len = 0;
 	db_lock(db);
@@ -716,10 +812,13 @@ int db_instance_delete(struct db *db, int64_t id)
 int db_instance_each(struct db *db, int64_t after_id,
 		     int (*fn)(void *, const struct db_instance *), void *ctx)
 {
+	struct db *rd;
 	struct db_instance in;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_instance_each(rd, after_id, fn, ctx));
 	db_lock(db);
 	st = stmt_get(db, ST_INST_EACH, &r);
 	if (st) {
@@ -738,10 +837,16 @@ int db_instance_each(struct db *db, int64_t after_id,
 
 static int64_t count_rows(struct db *db, enum stmt_id id, int64_t rowid)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int64_t n = -1;
 	int r = 0;
 
+	if ((rd = reader_take(db))) {
+		n = count_rows(rd, id, rowid);
+		reader_give(db, rd, 0);
+		return n;
+	}
 	db_lock(db);
 	st = stmt_get(db, id, &r);
 	if (st) {
@@ -767,9 +872,12 @@ int64_t db_secret_count(struct db *db, int64_t instance_id)
 
 int db_secret_get(struct db *db, int64_t id, struct db_secret *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_secret_get(rd, id, out));
 	db_lock(db);
 	st = stmt_get(db, ST_SEC_GET, &r);
 	if (st) {
@@ -789,9 +897,12 @@ int db_secret_get(struct db *db, int64_t id, struct db_secret *out)
 
 int db_secret_find(struct db *db, int64_t instance_id, const char *name, struct db_secret *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_secret_find(rd, instance_id, name, out));
 	db_lock(db);
 	st = stmt_get(db, ST_SEC_FIND, &r);
 	if (st) {
@@ -812,10 +923,13 @@ int db_secret_find(struct db *db, int64_t instance_id, const char *name, struct 
 
 int db_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db_blob *out)
 {
+	struct db *rd;
 	struct db_secret tmp;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_secret_blob(rd, id, meta, out));
 	out->data = NULL;
 	out->len = 0;
 	db_lock(db);
@@ -838,10 +952,13 @@ int db_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db_
 int db_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
 		   int (*fn)(void *, const struct db_secret *), void *ctx)
 {
+	struct db *rd;
 	struct db_secret s;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_secret_each(rd, instance_id, after_id, fn, ctx));
 	db_lock(db);
 	st = stmt_get(db, ST_SEC_EACH, &r);
 	if (st) {

@@ -59,6 +59,11 @@ enum {
  * is not a vaultfs database or is damaged; -EPROTONOSUPPORT: newer schema. */
 int db_open(struct db **out, const char *path, int flags) WUR;
 void db_close(struct db *db);
+/* Lets reads use up to max connections of their own, opened when first
+ * needed, so they run side by side. While a write transaction is open,
+ * reads still wait for it. For a server's threads; a one-shot command
+ * needs none. */
+void db_set_readers(struct db *db, unsigned max);
 const char *db_errmsg(struct db *db);
 const char *db_path(struct db *db);
 

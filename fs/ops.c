@@ -40,6 +40,9 @@
 #include "vault.h"
 
 #define ROOT_INO FUSE_ROOT_ID
+/* Read connections beside the writer's: reads by concurrent requests run in
+ * parallel instead of queueing on the writer's lock. */
+#define FS_READERS 8
 
 struct fs {
 	struct vault *v;
@@ -847,6 +850,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 			      fuse_opt_add_arg(&args, m->fuse_opts))) ||
 	    (m->debug && fuse_opt_add_arg(&args, "-d")))
 		goto out;
+	db_set_readers(fs.db, FS_READERS);
 	se = fuse_session_new(&args, &vfs_ops, sizeof(vfs_ops), &fs);
 	if (!se)
 		goto out;

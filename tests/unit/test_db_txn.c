@@ -128,11 +128,97 @@ static void test_nested_outer_rollback(void **state)
 	assert_true(exists(fx->db, fx->inst, "AFTER"));
 }
 
+struct peek {
+	struct fx *fx;
+	int found;		/* db_secret_find's result for "PENDING" */
+	int64_t count;
+};
+
+static void *peek_main(void *arg)
+{
+	struct peek *pk = arg;
+	struct db_secret s;
+
+	pk->found = db_secret_find(pk->fx->db, pk->fx->inst, "PENDING", &s);
+	pk->count = db_secret_count(pk->fx->db, pk->fx->inst);
+	return NULL;
+}
+
+/* With readers, a read that comes while another thread's write transaction
+ * is open still waits for it and sees its result (a value committed at
+ * FUSE's asynchronous RELEASE must be what the next open reads); the
+ * writing thread sees its own changes. */
+static void test_readers_wait_for_writer(void **state)
+{
+	struct fx *fx = *state;
+	struct peek pk = { .fx = fx };
+	struct db_secret s;
+	pthread_t t;
+
+	db_set_readers(fx->db, 2);
+	assert_int_equal(insert(fx, "COMMITTED", "c"), 0);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(insert(fx, "PENDING", "p"), 0);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "PENDING", &s), 0);
+	assert_int_equal(pthread_create(&t, NULL, peek_main, &pk), 0);
+	usleep(100 * 1000);	/* let it reach the read */
+	assert_int_equal(db_commit(fx->db), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(pk.found, 0);
+	assert_int_equal(pk.count, 2);
+
+	/* A rolled-back change is never seen. */
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(insert(fx, "GONE", "g"), 0);
+	db_rollback(fx->db);
+	assert_int_equal(db_secret_count(fx->db, fx->inst), 2);
+	assert_false(exists(fx->db, fx->inst, "GONE"));
+}
+
+/* A change committed on the writer is seen by the next read at once, and
+ * reads keep working while many threads share few readers. */
+static void *reread_main(void *arg)
+{
+	struct fx *fx = arg;
+	struct db_secret s;
+
+	for (int i = 0; i < 200; i++)
+		if (db_secret_find(fx->db, fx->inst, "COMMITTED", &s) != 0)
+			return (void *)1;
+	return NULL;
+}
+
+static void test_readers_coherent(void **state)
+{
+	struct fx *fx = *state;
+	struct db_blob b = { (unsigned char *)"v2", 2 };
+	struct db_secret s, got;
+	pthread_t t[6];
+	void *ret;
+
+	db_set_readers(fx->db, 2);
+	assert_int_equal(insert(fx, "COMMITTED", "v1"), 0);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "COMMITTED", &s), 0);
+	s.version = 2;
+	s.size = 2;
+	assert_int_equal(db_secret_set_value(fx->db, &s, &b), 0);
+	assert_int_equal(db_secret_get(fx->db, s.id, &got), 0);
+	assert_int_equal(got.version, 2);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, reread_main, fx), 0);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(pthread_join(t[i], &ret), 0);
+		assert_null(ret);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_nested, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_nested_outer_rollback, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_readers_wait_for_writer, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_readers_coherent, fx_setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
