@@ -313,8 +313,17 @@ static int configure(struct db *db, int flags)
 	return r;
 }
 
+/* Before SQLite initializes: without memory statistics its allocator takes
+ * no global mutex, which every connection's queries otherwise contend on
+ * (Debian's build has no lookaside, so each query mallocs). */
+static void sqlite_setup(void)
+{
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int db_open(struct db **out, const char *path, int flags)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct db *db;
 	struct stat st;
 	int oflags, rc, r;
@@ -322,6 +331,7 @@ int db_open(struct db **out, const char *path, int flags)
 
 	*out = NULL;
 	last_error[0] = '\0';
+	pthread_once(&once, sqlite_setup);
 	db = calloc(1, sizeof(*db));
 	if (!db || !(db->path = strdup(path))) {
 		free(db);
