@@ -2,6 +2,7 @@
 #   make            build ./vaultfs
 #   make demo       install what is missing (as root), build, mount a demo vault
 #   make check      unit tests (cmocka) and integration tests (pytest, real mounts)
+#   make bench      benchmarks against tmpfs and a minimal FUSE filesystem (as root)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 PREFIX ?= /usr/local
@@ -9,12 +10,13 @@ BINDIR ?= $(PREFIX)/bin
 CFLAGS ?= -O2 -g
 BUILD ?= build
 PYTEST ?= /usr/bin/python3 -m pytest
+PYTHON ?= /usr/bin/python3
 VERSION := 0.1.0
 
 PKGS := fuse3 libsodium sqlite3 inih
 # Debian packages the build, the demo and the tests need.
 DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
-	sqlite3 libinih-dev libcmocka-dev python3-pytest attr util-linux passwd
+	sqlite3 libinih-dev libcmocka-dev python3 python3-pytest attr util-linux passwd
 
 # Recursive on purpose: pkg-config runs once `deps` has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -65,6 +67,23 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
 
 unit-tests: $(UNIT_BINS)
 
+BENCH_BINS := $(BUILD)/bench/minifs $(BUILD)/bench/vbench $(BUILD)/bench/loadvault
+
+$(BUILD)/bench/minifs: bench/minifs.c $(BUILD)/fs/loop.o
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(PKG_LIBS) -lpthread
+
+$(BUILD)/bench/vbench: bench/vbench.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+
+$(BUILD)/bench/loadvault: bench/loadvault.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(PKG_LIBS) -lpthread
+
 # Installs missing Debian packages when run as root; otherwise names them.
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -89,6 +108,11 @@ check: deps
 	@$(MAKE) --no-print-directory $(BIN) unit-tests
 	@$(MAKE) --no-print-directory check-unit
 	@$(MAKE) --no-print-directory check-integration
+
+# Measures against baselines run at the same time; prints one table.
+bench: deps
+	@$(MAKE) --no-print-directory $(BIN) $(BENCH_BINS)
+	$(PYTHON) bench/run.py --vaultfs $(abspath $(BIN)) --tools $(abspath $(BUILD)/bench)
 
 check-sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build/san SANITIZE=1 check
@@ -125,7 +149,7 @@ uninstall:
 clean:
 	rm -rf build vaultfs
 
-.PHONY: all deps unit-tests check check-unit check-integration check-sanitize demo install uninstall clean
+.PHONY: all deps unit-tests bench check check-unit check-integration check-sanitize demo install uninstall clean
 .DELETE_ON_ERROR:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
