@@ -57,6 +57,7 @@ struct handle {
 	int64_t id;
 	struct secbuf *buf;
 	bool append;
+	bool readonly;		/* opened O_RDONLY: buf never changes */
 	bool dirty;		/* differs from the store */
 	bool written;		/* write() or ftruncate() since open */
 	int error;		/* a write failed: never commit, report this */
@@ -651,11 +652,23 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	h->append = fi->flags & O_APPEND;
+	h->readonly = acc == O_RDONLY;
 	open_reply_fi(fi, h);
 	/* Nothing to commit on a reader's close: spare it the FLUSH round trip. */
 	fi->noflush = acc == O_RDONLY;
 	if (fuse_reply_open(req, fi) != 0)
 		handle_free(h);
+}
+
+static void reply_read(fuse_req_t req, const struct secbuf *b, size_t size, off_t off)
+{
+	if (off < 0 || (size_t)off >= b->len) {
+		fuse_reply_buf(req, NULL, 0);
+	} else {
+		size_t n = b->len - (size_t)off;
+
+		fuse_reply_buf(req, (const char *)b->data + off, n < size ? n : size);
+	}
 }
 
 static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -664,14 +677,14 @@ static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	pthread_mutex_lock(&h->lock);
-	if (off < 0 || (size_t)off >= h->buf->len) {
-		fuse_reply_buf(req, NULL, 0);
-	} else {
-		size_t n = h->buf->len - (size_t)off;
-
-		fuse_reply_buf(req, (const char *)h->buf->data + off, n < size ? n : size);
+	/* A reader's buffer never changes: no lock, so RELEASE, which may
+	 * come the moment the reply is out, never waits for this thread. */
+	if (h->readonly) {
+		reply_read(req, h->buf, size, off);
+		return;
 	}
+	pthread_mutex_lock(&h->lock);
+	reply_read(req, h->buf, size, off);
 	pthread_mutex_unlock(&h->lock);
 }
 
