@@ -7,6 +7,12 @@
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/vaultfs
+# systemd reads units from /usr/local/lib/systemd/system as well as /usr/lib.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+# vaultfs reads /etc/vaultfs/vaultfs.ini whatever the prefix.
+SYSCONFDIR ?= /etc
 CFLAGS ?= -O2 -g
 BUILD ?= build
 PYTEST ?= /usr/bin/python3 -m pytest
@@ -16,7 +22,16 @@ VERSION := 0.1.0
 PKGS := fuse3 libsodium sqlite3 inih
 # Debian packages the build, the demo and the tests need.
 DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
-	sqlite3 libinih-dev libcmocka-dev python3 python3-pytest attr util-linux passwd
+	sqlite3 libinih-dev libcmocka-dev python3 python3-pytest attr util-linux passwd \
+	libsystemd-dev scdoc man-db systemd systemd-container docker.io busybox-static
+
+# libsystemd is optional: with it, `mount` tells systemd when the mount is
+# ready (Type=notify). WITH_SYSTEMD=0 builds without it even where present.
+WITH_SYSTEMD ?= $(shell pkg-config --exists libsystemd 2>/dev/null && echo 1 || echo 0)
+ifeq ($(WITH_SYSTEMD),1)
+PKGS += libsystemd
+override CFLAGS += -DHAVE_SYSTEMD
+endif
 
 # Recursive on purpose: pkg-config runs once `deps` has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -48,11 +63,16 @@ endif
 
 BIN := $(if $(filter build,$(BUILD)),vaultfs,$(BUILD)/vaultfs)
 
-all: $(BIN)
+all: $(BIN) man
 
 $(BIN): $(LIB_OBJS) $(MAIN_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+# notify.o follows WITH_SYSTEMD: the flag file changes when it does.
+$(BUILD)/systemd.flag: FORCE
+	@mkdir -p $(BUILD); echo $(WITH_SYSTEMD) | cmp -s - $@ || echo $(WITH_SYSTEMD) > $@
+$(BUILD)/src/notify.o: $(BUILD)/systemd.flag
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -123,13 +143,14 @@ DEMO_MNT ?= $(if $(filter 0,$(shell id -u)),/run/vault,$(XDG_RUNTIME_DIR)/vault)
 demo: deps
 	@$(MAKE) --no-print-directory vaultfs
 	@mkdir -p $(DEMO_DIR) && chmod 0700 $(DEMO_DIR)
+	@install -m 0600 etc/demo.ini $(DEMO_DIR)/demo.ini
 	@test -e $(DEMO_DIR)/master.key || ./vaultfs keygen --out $(DEMO_DIR)/master.key
 	@test -e $(DEMO_DIR)/vault.db || ./vaultfs init --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key
 	@if mountpoint -q $(DEMO_MNT); then echo "$(DEMO_MNT) is already mounted"; else \
-		mkdir -p $(DEMO_MNT) && ./vaultfs mount --config etc/demo.ini --db $(DEMO_DIR)/vault.db \
+		mkdir -p $(DEMO_MNT) && ./vaultfs mount --config $(DEMO_DIR)/demo.ini --db $(DEMO_DIR)/vault.db \
 			--key-file $(DEMO_DIR)/master.key $(DEMO_MNT); fi
-	@./vaultfs get --config etc/demo.ini --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key \
-		demo GREETING >/dev/null 2>&1 || printf 'hello from vaultfs\n' | ./vaultfs set --config etc/demo.ini \
+	@./vaultfs get --config $(DEMO_DIR)/demo.ini --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key \
+		demo GREETING >/dev/null 2>&1 || printf 'hello from vaultfs\n' | ./vaultfs set --config $(DEMO_DIR)/demo.ini \
 		--db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key demo GREETING
 	@echo
 	@echo "A demo vault is mounted on $(DEMO_MNT) (database and key in $(DEMO_DIR))."
@@ -139,17 +160,47 @@ demo: deps
 	@echo "  rm $(DEMO_MNT)/demo/API_KEY"
 	@echo "  fusermount3 -u $(DEMO_MNT)      # unmount"
 
-install: $(BIN)
-	install -d $(DESTDIR)$(BINDIR)
+MAN_PAGES := $(BUILD)/man/vaultfs.8 $(BUILD)/man/vaultfs.ini.5
+UNITS := vaultfs.service vaultfs@.service
+
+man: $(MAN_PAGES)
+
+$(BUILD)/man/%: doc/%.scd
+	@mkdir -p $(dir $@)
+	@echo "  SCDOC   $@"
+	$(Q)scdoc < $< > $@
+
+# Units name the binary by its installed path.
+$(BUILD)/systemd/%.service: systemd/%.service FORCE
+	@mkdir -p $(dir $@)
+	$(Q)sed 's|/usr/local/bin/vaultfs|$(BINDIR)/vaultfs|g' $< > $@.tmp && \
+		{ cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@; }
+
+# Installs exactly these files; the config only if there is none yet, and
+# `uninstall` removes it only if it is still the one shipped.
+install: $(BIN) $(MAN_PAGES) $(UNITS:%=$(BUILD)/systemd/%)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/vaultfs
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/vaultfs
+	install -m 0644 $(BUILD)/man/vaultfs.8 $(DESTDIR)$(MANDIR)/man8/vaultfs.8
+	install -m 0644 $(BUILD)/man/vaultfs.ini.5 $(DESTDIR)$(MANDIR)/man5/vaultfs.ini.5
+	install -m 0644 $(UNITS:%=$(BUILD)/systemd/%) $(DESTDIR)$(UNITDIR)/
+	install -m 0644 etc/vaultfs.ini $(DESTDIR)$(DOCDIR)/vaultfs.ini.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/vaultfs/vaultfs.ini || \
+		install -m 0600 etc/vaultfs.ini $(DESTDIR)$(SYSCONFDIR)/vaultfs/vaultfs.ini
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/vaultfs
+	rm -f $(DESTDIR)$(BINDIR)/vaultfs $(DESTDIR)$(MANDIR)/man8/vaultfs.8 \
+		$(DESTDIR)$(MANDIR)/man5/vaultfs.ini.5 $(UNITS:%=$(DESTDIR)$(UNITDIR)/%) \
+		$(DESTDIR)$(DOCDIR)/vaultfs.ini.example
+	! cmp -s etc/vaultfs.ini $(DESTDIR)$(SYSCONFDIR)/vaultfs/vaultfs.ini || \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/vaultfs/vaultfs.ini
+	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/vaultfs 2>/dev/null
 
 clean:
 	rm -rf build vaultfs
 
-.PHONY: all deps unit-tests bench check check-unit check-integration check-sanitize demo install uninstall clean
+.PHONY: FORCE all man deps unit-tests bench check check-unit check-integration check-sanitize demo install uninstall clean
 .DELETE_ON_ERROR:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

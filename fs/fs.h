@@ -3,6 +3,7 @@
 #define VAULTFS_FS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct vault;
 
@@ -10,6 +11,7 @@ struct fs_mount {
 	const char *mountpoint;
 	const char *fuse_opts;		/* extra -o options, or NULL */
 	bool debug;
+	int64_t instance_id;		/* > 0: the root shows this instance only */
 	/* Called once the mount is in place and about to serve; nonzero
 	 * aborts. */
 	int (*ready)(void *ctx);

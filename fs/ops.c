@@ -17,6 +17,10 @@
  *
  * Inode numbers come from row ids: an instance is 2*id, a secret 2*id+1;
  * ids are never reused (AUTOINCREMENT), so a stale inode can't alias.
+ *
+ * A single-instance mount (vaultfs mount --instance NAME) shows that
+ * instance's directory as the root: the kernel's inode 1 stands for the
+ * instance's inode, and no other instance is reachable.
  */
 #define FUSE_USE_VERSION 314
 
@@ -59,15 +63,31 @@ struct handle {
 	bool append;
 	bool readonly;		/* opened O_RDONLY: buf never changes */
 	bool dirty;		/* differs from the store */
-	bool written;		/* write() or ftruncate() since open */
+	bool committed;		/* this handle has stored a value */
 	int error;		/* a write failed: never commit, report this */
 	uid_t uid;		/* who opened it: the writer of record */
+	struct secbuf *orig;	/* O_TRUNC: the value found at open */
 };
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
 
+/* The instance shown as the root, 0 for the whole vault. One mount per
+ * process: set once in fs_run() before any request is served. */
+static fuse_ino_t top_ino;
+
+static fuse_ino_t ino_in(fuse_ino_t ino)
+{
+	return ino == ROOT_INO && top_ino ? top_ino : ino;
+}
+
+static fuse_ino_t ino_out(fuse_ino_t ino)
+{
+	return top_ino && ino == top_ino ? ROOT_INO : ino;
+}
+
 static enum kind ino_kind(fuse_ino_t ino)
 {
+	ino = ino_in(ino);
 	if (ino == ROOT_INO)
 		return K_ROOT;
 	return ino & 1 ? K_SECRET : K_INSTANCE;
@@ -75,7 +95,7 @@ static enum kind ino_kind(fuse_ino_t ino)
 
 static int64_t ino_id(fuse_ino_t ino)
 {
-	return (int64_t)(ino >> 1);
+	return (int64_t)(ino_in(ino) >> 1);
 }
 
 static fuse_ino_t instance_ino(int64_t id)
@@ -113,7 +133,7 @@ static void stat_root(struct fs *fs, struct stat *st)
 static void stat_instance(const struct db_instance *in, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_ino = instance_ino(in->id);
+	st->st_ino = ino_out(instance_ino(in->id));
 	st->st_mode = S_IFDIR | (in->mode & 07777);
 	st->st_nlink = 2;
 	st->st_uid = in->uid;
@@ -326,7 +346,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			r = buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :
 				       (size_t)attr->st_size);
 			if (r == 0)
-				h->dirty = h->written = true;
+				h->dirty = true;
 			pthread_mutex_unlock(&h->lock);
 		} else {
 			r = truncate_secret(fs, ino_id(ino), attr->st_size, ctx->uid);
@@ -543,6 +563,7 @@ static void handle_free(struct handle *h)
 	pthread_mutex_lock(&h->lock);
 	pthread_mutex_unlock(&h->lock);
 	secbuf_free(h->buf);
+	secbuf_free(h->orig);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -633,6 +654,10 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (r == 0 && acc != O_RDONLY && (fi->flags & O_TRUNC)) {
 		r = secbuf_new(&h->buf, 0);
 		h->dirty = true;
+		/* Kept to put back if a write fails. A value that no longer
+		 * authenticates can still be overwritten: that's how it is fixed. */
+		if (r == 0 && vault_read(fs->v, h->id, &h->orig, NULL) == -ENOMEM)
+			r = -ENOMEM;
 	} else if (r == 0) {
 		r = vault_read(fs->v, h->id, &h->buf, &meta);
 		/* A writer continues the file as it was written, so
@@ -708,7 +733,7 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		r = buf_resize(fs, h->buf, end);
 	if (r == 0) {
 		memcpy(h->buf->data + pos, data, size);
-		h->dirty = h->written = true;
+		h->dirty = true;
 	} else if (!h->error) {
 		h->error = -r;
 		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
@@ -723,26 +748,37 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		fuse_reply_write(req, size);
 }
 
-/* At flush, only a handle that has been written commits: a shell's
- * `cmd > key` opens with O_TRUNC, dup2()s and closes the first descriptor
- * (a flush) before cmd writes anything, and the old value must survive if
- * cmd's writes then fail. A handle that was only truncated at open commits
- * at release. */
-static int handle_commit(struct fs *fs, struct handle *h, bool force)
+/* Commits a dirty handle: at every flush (close), fsync and release.
+ *
+ * A shell's `cmd > key` opens with O_TRUNC, dup2()s and closes the first
+ * descriptor (a flush, which commits the empty value) before cmd writes
+ * anything. If cmd's writes then fail (EFBIG, ENOMEM), the next flush puts
+ * back the value found at open, so a failed redirect loses nothing. */
+static int handle_commit(struct fs *fs, struct handle *h)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
 	if (h->error) {
+		if (h->committed && h->orig) {
+			r = vault_update(fs->v, h->id, h->orig->data, h->orig->len, h->uid, NULL);
+			if (r == 0 || r == -ENOENT)
+				h->committed = false;
+			else
+				log_err("secret %lld: cannot put back the value after a failed "
+					"write: %s", (long long)h->id, strerror(-r));
+		}
 		r = -h->error;
-	} else if (h->dirty && (h->written || force)) {
+	} else if (h->dirty) {
 		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, h->uid, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
-		if (r == 0)
+		if (r == 0) {
 			h->dirty = false;
-		else
+			h->committed = true;
+		} else {
 			log_err("secret %lld: commit failed: %s", (long long)h->id, strerror(-r));
+		}
 	}
 	pthread_mutex_unlock(&h->lock);
 	return r;
@@ -753,7 +789,7 @@ static void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	reply_err(req, handle_commit(fs_of(req), h, false));
+	reply_err(req, handle_commit(fs_of(req), h));
 }
 
 static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -762,7 +798,7 @@ static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 
 	(void)ino;
 	(void)datasync;
-	reply_err(req, handle_commit(fs_of(req), h, true));
+	reply_err(req, handle_commit(fs_of(req), h));
 }
 
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -770,8 +806,7 @@ static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	if (h->dirty && !h->error)
-		(void)handle_commit(fs_of(req), h, true);
+	(void)handle_commit(fs_of(req), h);
 	handle_free(h);
 	fuse_reply_err(req, 0);
 }
@@ -850,6 +885,8 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	};
 	char opts[512];
 	int r = -1;
+
+	top_ino = m->instance_id > 0 ? instance_ino(m->instance_id) : 0;
 
 	snprintf(opts, sizeof(opts), "fsname=vaultfs,subtype=vaultfs,default_permissions%s",
 		 other_users_allowed() ? ",allow_other" : "");

@@ -141,15 +141,18 @@ int cli_load_config(struct cli *c)
 		path = CONFIG_DEFAULT_PATH;
 	if (path && config_load(&c->conf, path, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
-		return -1;
+		goto fail;
 	}
 	if (c->db && set_path(c->conf.db, c->db, "database") < 0)
-		return -1;
+		goto fail;
 	if (c->key_file && set_path(c->conf.key_file, c->key_file, "key file") < 0)
-		return -1;
+		goto fail;
 	secmem_allow_unlocked(c->conf.allow_unlocked_memory);
 	secmem_set_budget(c->conf.memlock_budget);
 	return 0;
+fail:
+	policy_free(&c->conf);
+	return -1;
 }
 
 void cli_harden(void)

@@ -6,21 +6,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../crypto/secmem.h"
 #include "../fs/fs.h"
 #include "../fs/log.h"
+#include "../fs/name.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
+#include "notify.h"
+
+enum { OPT_INSTANCE = 0x200 };
+
+#define FUSE_SUPER_MAGIC 0x65735546
 
 struct mount_opts {
 	bool foreground;
 	bool debug;
 	const char *fuse_opts;
+	const char *instance;
+	const char *mountpoint;
 	int ready_fd;
 };
 
@@ -38,18 +48,22 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 	case 'o':
 		mo->fuse_opts = arg;
 		return 0;
+	case OPT_INSTANCE:
+		mo->instance = arg;
+		return 0;
 	default:
 		return -1;
 	}
 }
 
-/* In the child: the mount is in place; tell the parent and let go of the
- * terminal. */
+/* The mount is in place: tell a service manager (Type=notify), and in the
+ * background child, tell the parent and let go of the terminal. */
 static int mount_ready(void *ctx)
 {
 	struct mount_opts *mo = ctx;
 	int fd;
 
+	notify_ready(mo->mountpoint);
 	if (mo->ready_fd < 0)
 		return 0;
 	log_to_syslog(true);
@@ -89,18 +103,72 @@ static int wait_child(pid_t pid, int fd)
 	return 1;
 }
 
+/* A daemon that died (kill -9, OOM) leaves its mount behind, answering
+ * ENOTCONN; detaching it lets a restart (systemd Restart=) recover. */
+static int detach_stale(const char *path)
+{
+	if (geteuid() == 0)
+		return umount2(path, MNT_DETACH);
+	pid_t pid = fork();
+	int status;
+
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", "--", path, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0)
+		return -1;
+	return 0;
+}
+
 static int check_mountpoint(const char *path)
 {
+	struct statfs sfs;
 	struct stat st;
 
+	/* statfs always reaches the daemon; stat may answer from the cache. */
+	if (statfs(path, &sfs) < 0 && errno == ENOTCONN) {
+		if (detach_stale(path) < 0) {
+			cli_error("mount point %s: a previous mount died and could not be "
+				  "detached; run: fusermount3 -u -z %s", path, path);
+			return -1;
+		}
+		cli_error("warning: detached the dead mount left on %s", path);
+	}
 	if (stat(path, &st) < 0) {
 		cli_error("mount point %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (statfs(path, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC) {
+		cli_error("mount point %s: already a FUSE mount (unmount it first: "
+			  "fusermount3 -u %s)", path, path);
 		return -1;
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		cli_error("mount point %s: not a directory", path);
 		return -1;
 	}
+	return 0;
+}
+
+/* --instance: the instance must exist (made by its [instance] section or
+ * by mkdir on a whole-vault mount) before it can be the root. */
+static int find_instance(struct cli *c, const char *name, int64_t *id)
+{
+	struct db_instance in;
+	int r = db_instance_find(vault_db(c->vault), name, &in);
+
+	if (r == -ENOENT) {
+		cli_error("instance %s does not exist (add an [instance %s] section to the "
+			  "config, or mkdir it on a whole-vault mount)", name, name);
+		return -1;
+	}
+	if (r < 0) {
+		cli_error("instance %s: %s", name, strerror(-r));
+		return -1;
+	}
+	*id = in.id;
 	return 0;
 }
 
@@ -113,14 +181,18 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	char err[1024];
 	int r;
 
+	mo->mountpoint = mountpoint;
 	if (cli_open_vault(c, 0) < 0)
 		return 1;
 	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return 1;
 	}
+	if (mo->instance && find_instance(c, mo->instance, &m.instance_id) < 0)
+		return 1;
 	log_set_verbose(mo->debug);
 	r = fs_run(c->vault, &m);
+	notify_stopping();
 	if (r != 0) {
 		if (mo->ready_fd >= 0)
 			cli_error("cannot mount on %s (see the messages above)", mountpoint);
@@ -138,10 +210,11 @@ int mount_main(int argc, char **argv)
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "options", required_argument, NULL, 'o' },
+		{ "instance", required_argument, NULL, OPT_INSTANCE },
 		{ 0 },
 	};
 	struct cli c = {
-		.cmd = "mount", .usage = "[OPTIONS] [-f] [-o FUSE_OPTIONS] [MOUNTPOINT]",
+		.cmd = "mount", .usage = "[OPTIONS] [-f] [-o FUSE_OPTIONS] [--instance NAME] [MOUNTPOINT]",
 		.help = "Mounts the vault on MOUNTPOINT (default: mountpoint in the config, else\n"
 			"/run/vault) and serves it: in the background, returning once the mount\n"
 			"is usable, or in the foreground with -f. Stop it with fusermount3 -u,\n"
@@ -149,7 +222,9 @@ int mount_main(int argc, char **argv)
 			"default_permissions, so the kernel enforces each secret's mode.\n\n"
 			"  -f, --foreground     stay in the foreground, log to standard error\n"
 			"  -d, --debug          foreground, with FUSE's request trace\n"
-			"  -o, --options OPTS   extra FUSE mount options\n",
+			"  -o, --options OPTS   extra FUSE mount options\n"
+			"      --instance NAME  show only this instance: its directory is the\n"
+			"                       root of the mount (one mount per container)\n",
 	};
 	struct mount_opts mo = { .ready_fd = -1 };
 	char mountpoint[PATH_MAX];
@@ -159,15 +234,21 @@ int mount_main(int argc, char **argv)
 	i = cli_parse(&c, argc, argv, "fdo:", extra, mount_opt, &mo);
 	if (argc - i > 1)
 		cli_usage_error(&c, "too many arguments");
+	if (mo.instance && !name_valid(mo.instance))
+		cli_usage_error(&c, "--instance %s: not an instance name (1-255 bytes of "
+				"A-Z a-z 0-9 . _ -)", mo.instance);
 	if (cli_load_config(&c) < 0)
 		return 1;
 	if (!realpath(i < argc ? argv[i] : c.conf.mountpoint, mountpoint)) {
 		cli_error("mount point %s: %s", i < argc ? argv[i] : c.conf.mountpoint,
 			  strerror(errno));
+		cli_close(&c);
 		return 1;
 	}
-	if (check_mountpoint(mountpoint) < 0)
+	if (check_mountpoint(mountpoint) < 0) {
+		cli_close(&c);
 		return 1;
+	}
 	if (mo.foreground) {
 		ret = serve(&c, &mo, mountpoint);
 		cli_close(&c);

@@ -53,7 +53,8 @@ static int cmp_names(const void *a, const void *b)
 
 static void names_print_free(struct names *ns)
 {
-	qsort(ns->v, ns->n, sizeof(*ns->v), cmp_names);
+	if (ns->n)
+		qsort(ns->v, ns->n, sizeof(*ns->v), cmp_names);
 	for (size_t i = 0; i < ns->n; i++) {
 		puts(ns->v[i]);
 		free(ns->v[i]);

@@ -450,6 +450,11 @@ static int cfg_instance_add(struct cfg_state *st, const char *name)
 	return 0;
 }
 
+static bool cfg_is_space(char ch)
+{
+	return ch == ' ' || (ch >= '\t' && ch <= '\r');
+}
+
 /* Where inih ends a section name: at ']' or at a ';' comment after a space. */
 static const char *cfg_section_end(const char *s)
 {
@@ -458,14 +463,9 @@ static const char *cfg_section_end(const char *s)
 	for (; *s && *s != ']'; s++) {
 		if (was_space && *s == ';')
 			break;
-		was_space = *s == ' ' || (*s >= '\t' && *s <= '\r');
+		was_space = cfg_is_space(*s);
 	}
 	return s;
-}
-
-static bool cfg_is_space(char ch)
-{
-	return ch == ' ' || (ch >= '\t' && ch <= '\r');
 }
 
 /* s: just after the '['. */
@@ -558,9 +558,9 @@ static int cfg_parse(struct cfg_state *st)
 	bool saved_multiline = ini_allow_multiline;
 	int line;
 
-	/* Debian's inih takes these at run time. An indented line continuing a
-	 * value would hide a mistake, and a line longer than ini_max_line would
-	 * be cut into pieces. */
+	/* Debian's inih takes these at run time (so config_load is not
+	 * thread-safe). An indented line continuing a value would hide a
+	 * mistake, and a line longer than ini_max_line would be cut in pieces. */
 	ini_max_line = CFG_MAX_LINE;
 	ini_stop_on_first_error = true;
 	ini_allow_multiline = false;

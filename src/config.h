@@ -9,8 +9,9 @@
 #define CONFIG_DEFAULT_PATH "/etc/vaultfs/vaultfs.ini"
 
 /* Reads path into c (which holds defaults or earlier settings). On error
- * returns -EINVAL (or -errno if the file can't be read) and writes
- * "FILE:LINE: reason" into err. */
+ * returns -errno (-EINVAL for a bad setting, -EPERM for a file others may
+ * write, -ELOOP for a symlink) and writes "FILE:LINE: reason" or
+ * "FILE: reason" into err; c may be partly filled: policy_free() it. */
 int config_load(struct vault_conf *c, const char *path, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

@@ -9,6 +9,7 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -99,10 +100,14 @@ class Vault:
         self.logs = []
         self.log_path = None
         self.errors = []
-        r = run([VAULTFS_BIN, "keygen", "--out", self.key])
-        assert r.returncode == 0, f"keygen failed: {r.stderr.decode(errors='replace')}"
-        r = run([VAULTFS_BIN, "init", "--db", self.db, "--key-file", self.key])
-        assert r.returncode == 0, f"init failed: {r.stderr.decode(errors='replace')}"
+        try:
+            r = run([VAULTFS_BIN, "keygen", "--out", self.key])
+            assert r.returncode == 0, f"keygen failed: {r.stderr.decode(errors='replace')}"
+            r = run([VAULTFS_BIN, "init", "--db", self.db, "--key-file", self.key])
+            assert r.returncode == 0, f"init failed: {r.stderr.decode(errors='replace')}"
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     # -- paths ---------------------------------------------------------------
     def path(self, *parts):
@@ -283,32 +288,39 @@ def vault_unmounted(vault_factory):
 
 
 # -- other users ---------------------------------------------------------------
+#
+# Names carry the pid of the pytest run, so that two runs at once (a developer
+# and CI, two worktrees) never delete each other's users. Leftovers of runs
+# that died are removed at the next start.
 
-TEAM = "vfs_team"
-USERS = {
-    # alice and carol share vfs_team; bob shares no group with alice.
-    "vfs_alice": [TEAM],
-    "vfs_bob": [],
-    "vfs_carol": [TEAM],
+ROLES = {
+    # alice and carol share the team group; bob shares no group with alice.
+    "alice": True,
+    "bob": False,
+    "carol": True,
 }
+USER_RE = re.compile(r"^vfs_(alice|bob|carol|team)_([0-9]+)$")
 
 
 class Users:
-    def __init__(self):
-        self.uid = {u: pwd.getpwnam(u).pw_uid for u in USERS}
-        self.gid = {u: pwd.getpwnam(u).pw_gid for u in USERS}
-        self.team_gid = grp.getgrnam(TEAM).gr_gid
+    def __init__(self, tag):
+        self.name = {r: f"vfs_{r}_{tag}" for r in ROLES}
+        self.team = f"vfs_team_{tag}"
+        self.uid = {r: pwd.getpwnam(n).pw_uid for r, n in self.name.items()}
+        self.gid = {r: pwd.getpwnam(n).pw_gid for r, n in self.name.items()}
+        self.team_gid = grp.getgrnam(self.team).gr_gid
 
-    def run(self, user, argv, input=None):
-        """Runs argv as user, with that user's groups, umask 022, cwd /."""
+    def run(self, role, argv, input=None):
+        """Runs argv as a role's user, with its groups, umask 022, cwd /."""
+        user = self.name[role]
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + argv
         return run(cmd, input=input, cwd="/", preexec_fn=lambda: os.umask(0o022))
 
-    def sh(self, user, script, input=None):
-        return self.run(user, ["/bin/sh", "-c", script], input=input)
+    def sh(self, role, script, input=None):
+        return self.run(role, ["/bin/sh", "-c", script], input=input)
 
-    def try_open(self, user, path, mode="r"):
-        """Opens path as user: 'OK:<content>' / 'OK' or the errno name."""
+    def try_open(self, role, path, mode="r"):
+        """Opens path as a role's user: 'OK:<content>' / 'OK' or the errno name."""
         code = (
             "import os, sys, errno\n"
             "p, m = sys.argv[1], sys.argv[2]\n"
@@ -323,34 +335,50 @@ class Users:
             "except OSError as e:\n"
             "    sys.stdout.write(errno.errorcode.get(e.errno, str(e.errno)))\n"
         )
-        r = self.run(user, ["/usr/bin/python3", "-c", code, path, mode])
+        r = self.run(role, ["/usr/bin/python3", "-c", code, path, mode])
         assert r.stderr == b"", r.stderr.decode(errors="replace")
         return r.stdout.decode()
 
 
-def _delete_users():
-    for u in USERS:
-        subprocess.run(["userdel", u], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["groupdel", u], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run(["groupdel", TEAM], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _quiet(argv):
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _delete_users(tag):
+    for r in ROLES:
+        _quiet(["userdel", f"vfs_{r}_{tag}"])
+        _quiet(["groupdel", f"vfs_{r}_{tag}"])
+    _quiet(["groupdel", f"vfs_team_{tag}"])
+
+
+def _delete_stale_users():
+    tags = set()
+    for name in [p.pw_name for p in pwd.getpwall()] + [g.gr_name for g in grp.getgrall()]:
+        m = USER_RE.match(name)
+        if m and not os.path.exists(f"/proc/{m.group(2)}"):
+            tags.add(m.group(2))
+    for tag in tags:
+        _delete_users(tag)
 
 
 @pytest.fixture(scope="session")
 def users():
-    """Creates vfs_alice, vfs_bob, vfs_carol and group vfs_team; removes them after."""
-    _delete_users()  # left over from an interrupted run
+    """Creates users alice, bob, carol and a team group (alice, carol); removes
+    them after. Their real names are users.name[role] and users.team."""
+    tag = str(os.getpid())
+    _delete_stale_users()
     try:
-        subprocess.run(["groupadd", TEAM], check=True, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT)
-        for u, groups in USERS.items():
+        subprocess.run(["groupadd", f"vfs_team_{tag}"], check=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for role, in_team in ROLES.items():
             argv = ["useradd", "-M", "-U", "-d", "/nonexistent", "-s", "/usr/sbin/nologin"]
-            if groups:
-                argv += ["-G", ",".join(groups)]
-            subprocess.run(argv + [u], check=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT)
-        yield Users()
+            if in_team:
+                argv += ["-G", f"vfs_team_{tag}"]
+            subprocess.run(argv + [f"vfs_{role}_{tag}"], check=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        yield Users(tag)
     finally:
-        _delete_users()
+        _delete_users(tag)
 
 
 # -- small helpers shared by the tests ----------------------------------------

@@ -186,26 +186,44 @@ def test_redirect_without_output_empties_key(vault):
     assert r.stdout == b"", "`: > key` empties the key, visible right away"
     assert read_file(f"{d}/K") == b""
     assert vault.get("app", "K") == b""
-    # open(O_TRUNC) and close without a write: the same.
-    write_file(f"{d}/K", b"old")
-    os.close(os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC))
-    assert read_file(f"{d}/K") == b"", "a close that returned means the value is committed"
+    # open(O_TRUNC) and close without a write: the same, and committed by the
+    # time close() returns (FUSE sends RELEASE after close() has returned, so
+    # a commit left to release races with the next reader: repeat to catch it).
+    for i in range(200):
+        write_file(f"{d}/K", b"old")
+        os.close(os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC))
+        got = read_file(f"{d}/K")
+        assert got == b"", f"round {i}: read {got!r} after open(O_TRUNC)+close returned"
     assert os.stat(f"{d}/K").st_size == 0
 
 
-def test_redirect_does_not_expose_empty_value(vault):
+def test_redirect_failed_write_puts_back_old_value(vault):
     """`cmd > key`: the shell opens with O_TRUNC, dup2()s and closes the first
-    descriptor before cmd writes. Readers meanwhile see the old value."""
+    descriptor (committing the empty value, as on any filesystem) before cmd
+    writes. If cmd's writes then fail, closing the handle puts back the value
+    the key had before the redirect: a failed rotation loses nothing."""
     d = mkinst(vault)
     write_file(f"{d}/K", b"old")
     fd = os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC)
     fd2 = os.dup(fd)
     os.close(fd)
-    try:
-        assert read_file(f"{d}/K") == b"old", "a reader must not see an empty key mid-write"
-        os.write(fd2, b"new\n")
-    finally:
-        os.close(fd2)
+    assert read_file(f"{d}/K") == b"", "the truncation is committed at the first close"
+    e = oserror(os.pwrite, fd2, b"x", 2 * 1024 * 1024)
+    assert e == errno.EFBIG, errname(e)
+    e = oserror(os.close, fd2)
+    assert e == errno.EFBIG, f"close() reports the failed write: {errname(e)}"
+    assert read_file(f"{d}/K") == b"old", "the value from before the redirect is back"
+    assert vault.get("app", "K") == b"old"
+
+
+def test_redirect_rotates_value(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"old")
+    fd = os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC)
+    fd2 = os.dup(fd)
+    os.close(fd)
+    os.write(fd2, b"new\n")
+    os.close(fd2)
     assert read_file(f"{d}/K") == b"new"
 
 
@@ -411,3 +429,69 @@ def test_empty_file_created_by_touch(vault):
     assert os.listdir(d) == ["EMPTY"]
     assert os.stat(f"{d}/EMPTY").st_size == 0
     assert read_file(f"{d}/EMPTY") == b""
+
+
+def test_two_writers_last_close_wins_whole(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"orig")
+    fd1 = os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC)
+    fd2 = os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd1, b"AAAAAAAA")
+        os.write(fd2, b"BB")
+    finally:
+        os.close(fd1)
+        assert read_file(f"{d}/K") == b"AAAAAAAA"
+        os.close(fd2)
+    # Each close commits its handle's whole value: never "BBAAAAAA".
+    assert read_file(f"{d}/K") == b"BB"
+
+
+def test_write_to_key_renamed_while_open(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"v1")
+    fd = os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"v2")
+        os.rename(f"{d}/K", f"{d}/K2")
+    finally:
+        os.close(fd)
+    # The value follows the key to its new name, and still decrypts there.
+    assert sorted(os.listdir(d)) == ["K2"]
+    assert read_file(f"{d}/K2") == b"v2"
+    assert vault.get("app", "K2") == b"v2"
+
+
+def test_write_to_key_deleted_while_open(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"v1")
+    fd = os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"v2")
+        r = vault.cli("rm", "app", "K")
+        assert r.returncode == 0, r.stderr
+    finally:
+        try:
+            os.close(fd)  # like a write to an unlinked file: may succeed
+        except OSError:
+            pass
+    assert os.listdir(d) == [], "a deleted key must not come back from an open handle"
+    assert vault.cli("get", "app", "K").returncode != 0
+
+
+def test_read_handle_survives_unlink(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"still-readable")
+    with open(f"{d}/K", "rb", buffering=0) as f:
+        os.unlink(f"{d}/K")
+        assert f.read() == b"still-readable"
+    assert os.listdir(d) == []
+
+
+def test_links_and_special_files_refused(vault):
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"v")
+    assert oserror(os.link, f"{d}/K", f"{d}/K2") is not None, "no hard links"
+    assert oserror(os.symlink, "/etc/passwd", f"{d}/L") is not None, "no symlinks"
+    assert oserror(os.mkfifo, f"{d}/F") is not None, "no fifos"
+    assert sorted(os.listdir(d)) == ["K"]

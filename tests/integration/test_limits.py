@@ -1,6 +1,7 @@
 """Names that must be refused and values that are too large."""
 import errno
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -187,3 +188,53 @@ def test_max_value_size_plain_bytes(vault_factory):
     werr, _ = write_all(p, b"z" * 101)
     assert werr == errno.EFBIG, errname(werr)
     assert read_file(p) == b"y" * 100
+
+
+def fill_up(path):
+    """Writes a file until the filesystem is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, errname(e.errno)
+    finally:
+        os.close(fd)
+
+
+def test_disk_full_commit_fails_at_close(vault_factory):
+    """A commit that fails (disk full) is reported by close(); the old value stays."""
+    v = vault_factory(mount=False)
+    v.set("app", "K", b"old-value")
+    small = os.path.join(v.dir, "small")
+    os.mkdir(small, 0o700)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M,mode=0700", "tmpfs", small],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stdout.decode()}")
+    try:
+        db = os.path.join(small, "vault.db")
+        shutil.copy2(v.db, db)
+        v.db = db
+        v.mount()
+        assert read_file(v.path("app", "K")) == b"old-value"
+        fill_up(os.path.join(small, "filler"))
+
+        fd = os.open(v.path("app", "K"), os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, b"N" * 20000)
+        e = oserror(os.close, fd)
+        assert e == errno.ENOSPC, f"close() must report the failed commit: {errname(e)}"
+        assert read_file(v.path("app", "K")) == b"old-value"
+        r = v.cli("set", "app", "K", input=b"M" * 20000)
+        assert r.returncode != 0, "vaultfs set on a full disk must fail"
+        assert v.get("app", "K") == b"old-value"
+
+        os.unlink(os.path.join(small, "filler"))
+        write_file(v.path("app", "K"), b"after-space-freed")
+        assert read_file(v.path("app", "K")) == b"after-space-freed"
+    finally:
+        try:
+            if v.proc is not None:
+                v.unmount()
+        finally:
+            subprocess.run(["umount", "-l", small])

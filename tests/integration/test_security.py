@@ -286,3 +286,20 @@ def test_malformed_key_file_refused(vault_unmounted, tmp_path):
     os.chmod(short, 0o600)
     r = run([VAULTFS_BIN, "ls", "--db", v.db, "--key-file", str(short)])
     assert r.returncode != 0
+
+
+def test_tampered_value_can_be_overwritten(vault):
+    """A value that fails to authenticate reads as EIO, but the owner can
+    still replace it (`echo new > key`), which is how it gets fixed."""
+    import sqlite3
+    os.mkdir(vault.path("app"))
+    write_file(vault.path("app", "K"), b"original")
+    con = sqlite3.connect(vault.db)
+    blob = bytearray(con.execute("SELECT blob FROM secrets WHERE name='K'").fetchone()[0])
+    blob[-1] ^= 1
+    con.execute("UPDATE secrets SET blob=? WHERE name='K'", (bytes(blob),))
+    con.commit()
+    con.close()
+    assert oserror(read_file, vault.path("app", "K")) == errno.EIO
+    write_file(vault.path("app", "K"), b"replaced\n")
+    assert read_file(vault.path("app", "K")) == b"replaced"

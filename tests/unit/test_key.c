@@ -368,7 +368,8 @@ static void test_load_env(void **state)
 static void test_load_env_bad(void **state)
 {
 	static const char *const bad[] = {
-		"", "xyz", HEX "0", "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1g",
+		"", "xyz", HEX "0",
+		"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1g",
 	};
 	struct fx *fx = *state;
 	struct secbuf *key = NULL;
