@@ -327,6 +327,22 @@ class Bench:
         self.rows.append(Row("durable write 40 B (open+write+close)", statistics.median(v), "us",
                              "tmp+fsync+rename", statistics.median(b), r, spread, "≤ 1.5×",
                              r <= 1.5))
+        # A new key each time: created, written, closed; each round in a new
+        # instance so the names are fresh.
+        rounds = {"n": 0}
+
+        def create():
+            rounds["n"] += 1
+            d = os.path.join(vault.mnt, "new%d" % rounds["n"])
+            os.mkdir(d)
+            return float(run([self.vbench, "create", d, VALUE, count]))
+
+        v, b = paired(self.rounds(7), create,
+                      lambda: float(run([self.vbench, "fsync-rename", self.disk, VALUE, count])))
+        r, spread = ratio_stats(v, b)
+        self.rows.append(Row("  same, a new key each time (create+write+close)",
+                             statistics.median(v), "us", "tmp+fsync+rename", statistics.median(b),
+                             r, spread))
         self.note("durable write done")
 
     def bench_cli(self):

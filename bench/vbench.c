@@ -13,6 +13,10 @@
  *       open(O_WRONLY|O_TRUNC) + write + close, COUNT times, each value
  *       different; checks close() and reads the last one back; prints
  *       microseconds per write.
+ *   vbench create DIR VALUE COUNT
+ *       open(O_WRONLY|O_CREAT|O_EXCL) + write + close of COUNT new files
+ *       DIR/N000000 ...; checks close() and reads each back; prints
+ *       microseconds per file.
  *   vbench fsync-rename DIR VALUE COUNT
  *       the durable-write baseline: write DIR/.tmp, fsync, rename it over
  *       DIR/target; prints microseconds per write.
@@ -196,6 +200,39 @@ static int cmd_write(char **argv)
 	return 0;
 }
 
+static int cmd_create(char **argv)
+{
+	long count = atol(argv[2]);
+	size_t len = strlen(argv[1]);
+	char path[4096];
+	double t0;
+	int fd;
+
+	t0 = now();
+	for (long i = 0; i < count; i++) {
+		snprintf(path, sizeof(path), "%s/N%06ld", argv[0], i);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0)
+			die("create", path);
+		if (write_all(fd, argv[1], len) < 0)
+			die("write", path);
+		if (close(fd) < 0)
+			die("close", path);
+	}
+	t0 = now() - t0;
+	for (long i = 0; i < count; i++) {
+		snprintf(path, sizeof(path), "%s/N%06ld", argv[0], i);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || !read_matches(fd, argv[1], len)) {
+			fprintf(stderr, "vbench: %s does not read back\n", path);
+			return 1;
+		}
+		close(fd);
+	}
+	printf("%.1f\n", t0 * 1e6 / (double)count);
+	return 0;
+}
+
 static int durable_write(int dirfd, const char *target, const char *p, size_t len)
 {
 	int fd = openat(dirfd, ".vbench.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -299,6 +336,7 @@ static const struct {
 	{ "read", 4, cmd_read },
 	{ "lookup", 4, cmd_lookup },
 	{ "write", 3, cmd_write },
+	{ "create", 3, cmd_create },
 	{ "fsync-rename", 3, cmd_fsync_rename },
 	{ "put", 1, cmd_put },
 	{ "hold", 3, cmd_hold },
@@ -309,7 +347,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; argc >= 2 && i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (!strcmp(argv[1], cmds[i].name) && argc - 2 == cmds[i].nargs)
 			return cmds[i].fn(argv + 2);
-	fprintf(stderr, "usage: vbench read|lookup|write|fsync-rename|put|hold ARGS "
+	fprintf(stderr, "usage: vbench read|lookup|write|create|fsync-rename|put|hold ARGS "
 		"(see bench/vbench.c)\n");
 	return 2;
 }
