@@ -454,34 +454,49 @@ class Bench:
                              after["VmLck"] <= idle["VmLck"] + 64))
         self.note("memory done")
 
+    def lookup_pass(self, d, first, stride):
+        return float(run([self.vbench, "lookup", d, str(first), "1000", str(stride)]))
+
     def bench_lookup(self):
-        res = {"v1k": [], "v100k": [], "mini": []}
-        for i in range(self.rounds(5)):
+        """stat() of 1,000 names, each once per pass. The first pass after
+        mounting finds the daemon's caches cold; later passes come after the
+        entries expired (attr_timeout), so each stat is again a LOOKUP, with
+        the daemon warm: the steady state."""
+        cold = {"v1k": [], "v100k": [], "mini": []}
+        warm = {"v1k": [], "v100k": [], "mini": []}
+        remount = self.attr_timeout > 2
+        passes = 1 if remount else self.rounds(7)
+        for i in range(self.rounds(5) if remount else 1):
             v1 = self.mount_vault(1000, "lk1")
             v100 = self.mount_vault(100000, "lk100")
             mini = self.mount_minifs("lk-mini")
             try:
-                # 1,000 names never looked up in this mount, each stat()ed once.
                 jobs = [("v1k", os.path.join(v1.mnt, INSTANCE), 0, 1),
                         ("v100k", os.path.join(v100.mnt, INSTANCE), i, 100),
                         ("mini", mini.mnt, i, 100)]
-                if i % 2:
-                    jobs.reverse()
-                for name, d, first, stride in jobs:
-                    res[name].append(float(run([self.vbench, "lookup", d, str(first), "1000",
-                                                str(stride)])))
+                for p in range(passes + (0 if remount else 1)):
+                    into = cold if p == 0 else warm
+                    if remount:
+                        into = warm
+                    for name, d, first, stride in (jobs if p % 2 == 0 else jobs[::-1]):
+                        into[name].append(self.lookup_pass(d, first, stride))
+                    if not remount:
+                        time.sleep(self.attr_timeout + 0.2)
             finally:
                 for d in (v1, v100, mini):
                     self.stop(d)
-        us = [x / 1000 for x in res["mini"]]
         for name, n in (("v1k", 1000), ("v100k", 100000)):
-            r, spread = ratio_stats(res[name], res["mini"])
-            self.rows.append(Row("lookup (stat of an uncached name), {:,} keys".format(n),
-                                 statistics.median(res[name]) / 1000, "us", "minifs",
-                                 statistics.median(us), r, spread))
-        r, spread = ratio_stats(res["v100k"], res["v1k"])
+            r, spread = ratio_stats(warm[name], warm["mini"])
+            self.rows.append(Row("lookup (stat after the entry expired), {:,} keys".format(n),
+                                 statistics.median(warm[name]) / 1000, "us", "minifs",
+                                 statistics.median(warm["mini"]) / 1000, r, spread))
+        r, spread = ratio_stats(warm["v100k"], warm["v1k"])
         self.rows.append(Row("  lookup at 100,000 keys against 1,000", None, None,
-                             "1,000 keys", None, r, spread, "flat (≈ 1×)", r < 1.3))
+                             "1,000 keys", None, r, spread, "flat (< 1.3×)", r < 1.3))
+        if cold["v100k"]:
+            self.rows.append(Row("  first lookups after mounting, 100,000 keys",
+                                 cold["v100k"][0] / 1000, "us", "minifs",
+                                 cold["mini"][0] / 1000, cold["v100k"][0] / cold["mini"][0]))
         self.note("lookup done")
 
     # -- report --------------------------------------------------------------
