@@ -26,6 +26,7 @@
 #include <sqlite3.h>
 
 #include "db.h"
+#include "db_int.h"
 
 #define APPLICATION_ID 0x76666c74	/* "vflt" */
 #define BUSY_TIMEOUT_MS 10000
@@ -107,6 +108,42 @@ static const char *const migrations[] = {
 	"  blob BLOB NOT NULL,"
 	"  UNIQUE (instance_id, name)"
 	");",
+	/* Old values (the current one stays in secrets), deleted secrets kept
+	 * for undelete, and descriptive attributes: see db_versions.c. */
+	"CREATE TABLE versions ("
+	"  secret_id INTEGER NOT NULL,"
+	"  version INTEGER NOT NULL,"
+	"  size INTEGER NOT NULL, flags INTEGER NOT NULL,"
+	"  mtime INTEGER NOT NULL, updated_by INTEGER NOT NULL,"
+	"  blob BLOB NOT NULL,"
+	"  PRIMARY KEY (secret_id, version)"
+	");"
+	"CREATE TABLE trash ("
+	"  secret_id INTEGER PRIMARY KEY,"
+	"  instance_id INTEGER NOT NULL REFERENCES instances (id),"
+	"  name TEXT NOT NULL,"
+	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,"
+	"  ctime INTEGER NOT NULL,"
+	"  deleted INTEGER NOT NULL, deleted_by INTEGER NOT NULL"
+	");"
+	"CREATE INDEX trash_by_name ON trash (instance_id, name, deleted);"
+	"CREATE TABLE secret_attrs ("
+	"  secret_id INTEGER NOT NULL,"
+	"  name TEXT NOT NULL,"
+	"  value BLOB NOT NULL,"
+	"  PRIMARY KEY (secret_id, name)"
+	") WITHOUT ROWID;",
+	/* The audit log (db/db_audit.c): a hash chain; mac covers the row and
+	 * the mac of the row before it. No index on time: it would cost every
+	 * read a fifth more work, for a prune every ten minutes. */
+	"CREATE TABLE audit ("
+	"  seq INTEGER PRIMARY KEY,"
+	"  time INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, pid INTEGER NOT NULL,"
+	"  comm TEXT NOT NULL, instance TEXT NOT NULL, key TEXT NOT NULL,"
+	"  op TEXT NOT NULL, result INTEGER NOT NULL, detail TEXT NOT NULL,"
+	"  mac BLOB NOT NULL"
+	");",
 	/* Directory listings page through an instance in id order: without
 	 * this index each page scanned and sorted the whole instance. */
 	"CREATE INDEX secrets_by_instance ON secrets (instance_id);",
@@ -118,6 +155,10 @@ struct db {
 	pthread_mutex_t lock;
 	char *path;
 	sqlite3_stmt *stmt[ST_COUNT];
+	struct {
+		const char *sql;
+		sqlite3_stmt *st;
+	} xstmt[DBI_XSTMT_MAX];		/* for the other db/ files */
 	unsigned depth;		/* db_begin nesting of the thread holding lock */
 	_Atomic pthread_t owner;	/* the thread in a write transaction, or 0 */
 	pthread_mutex_t readers_lock;
@@ -395,6 +436,8 @@ void db_close(struct db *db)
 	pthread_mutex_destroy(&db->readers_lock);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(db->stmt[i]);
+	for (int i = 0; i < DBI_XSTMT_MAX; i++)
+		sqlite3_finalize(db->xstmt[i].st);
 	if (db->conn)
 		sqlite3_close_v2(db->conn);
 	pthread_mutex_destroy(&db->lock);
@@ -1068,4 +1111,98 @@ int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_b
 int db_secret_delete(struct db *db, int64_t id)
 {
 	return delete_row(db, ST_SEC_DELETE, id);
+}
+
+/* The helpers above, for the other files of db/ (db_int.h). */
+
+void dbi_lock(struct db *db)
+{
+	db_lock(db);
+}
+
+void dbi_unlock(struct db *db)
+{
+	db_unlock(db);
+}
+
+sqlite3 *dbi_conn(struct db *db)
+{
+	return db->conn;
+}
+
+int dbi_rc(struct db *db, int rc)
+{
+	return map_rc(db, rc);
+}
+
+int dbi_exec(struct db *db, const char *sql)
+{
+	return exec_sql(db, sql);
+}
+
+sqlite3_stmt *dbi_stmt(struct db *db, const char *sql, int *err)
+{
+	int i, rc;
+
+	for (i = 0; i < DBI_XSTMT_MAX && db->xstmt[i].sql; i++)
+		if (db->xstmt[i].sql == sql)
+			return db->xstmt[i].st;
+	if (i == DBI_XSTMT_MAX) {
+		*err = -ENOMEM;
+		snprintf(last_error, sizeof(last_error), "statement cache full");
+		return NULL;
+	}
+	rc = sqlite3_prepare_v3(db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT,
+				&db->xstmt[i].st, NULL);
+	if (rc != SQLITE_OK) {
+		*err = map_rc(db, rc);
+		return NULL;
+	}
+	db->xstmt[i].sql = sql;
+	return db->xstmt[i].st;
+}
+
+void dbi_done(sqlite3_stmt *st)
+{
+	stmt_done(st);
+}
+
+int dbi_step_row(struct db *db, sqlite3_stmt *st)
+{
+	return step_row(db, st);
+}
+
+int dbi_step_change(struct db *db, sqlite3_stmt *st, int want)
+{
+	return step_change(db, st, want);
+}
+
+int dbi_column_blob(sqlite3_stmt *st, int col, struct db_blob *out)
+{
+	return column_blob(st, col, out);
+}
+
+void dbi_column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX + 1])
+{
+	column_name(st, col, name);
+}
+
+int dbi_bind_blob(sqlite3_stmt *st, int i, const struct db_blob *b)
+{
+	return bind_blob(st, i, b);
+}
+
+void dbi_row_instance(sqlite3_stmt *st, struct db_instance *in)
+{
+	row_instance(st, in);
+}
+
+int dbi_create_file(const char *path)
+{
+	return create_file(path);
+}
+
+void dbi_set_error(const char *msg)
+{
+	snprintf(last_error, sizeof(last_error), "%s", msg);
 }

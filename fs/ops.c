@@ -38,10 +38,14 @@
 #include <sodium.h>
 
 #include "fs.h"
+#include "guard.h"
+#include "inval.h"
 #include "log.h"
 #include "loop.h"
 #include "name.h"
+#include "reload.h"
 #include "vault.h"
+#include "xattr.h"
 
 #define ROOT_INO FUSE_ROOT_ID
 /* Read connections beside the writer's: reads by concurrent requests run in
@@ -67,6 +71,8 @@ struct handle {
 	int error;		/* a write failed: never commit, report this */
 	uid_t uid;		/* who opened it: the writer of record */
 	struct secbuf *orig;	/* O_TRUNC: the value found at open */
+	uint64_t version;	/* made by this handle's last commit: amended */
+	struct guard_ref ref;	/* and the names, for the audit log */
 };
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
@@ -320,10 +326,19 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct fs *fs = fs_of(req);
 	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+	/* Resizing an open handle is part of a write, audited at commit. */
+	int audited = to_set & ~(h ? FUSE_SET_ATTR_SIZE : 0);
+	struct guard_ref ref;
 	struct stat st;
 	int r;
 
 	if (ino_kind(ino) == K_ROOT) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = guard_setattr(req, fs->v, ino_kind(ino) == K_INSTANCE ? ino_id(ino) : 0,
+			  ino_kind(ino) == K_SECRET ? ino_id(ino) : 0, attr, audited, &ref);
+	if (r == -EPERM) {
 		fuse_reply_err(req, EPERM);
 		return;
 	}
@@ -352,6 +367,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			r = truncate_secret(fs, ino_id(ino), attr->st_size, ctx->uid);
 		}
 	}
+	guard_setattr_done(fs->v, &ref, attr, audited, r);
 	/* Times are the store's to keep: utimens succeeds and changes nothing. */
 	if (r == 0)
 		r = getattr_ino(fs, ino, &st);
@@ -467,6 +483,7 @@ static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fs *fs = fs_of(req);
 	const struct instance_conf *ic;
 	struct fuse_entry_param e;
+	struct guard_ref ref;
 	struct db_instance in;
 	struct stat st;
 	int r;
@@ -482,7 +499,9 @@ static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	ic = policy_instance(fs->conf, name);
 	r = vault_instance_create(fs->v, name, ic && ic->has_owner ? ic->owner : ctx->uid,
 				  ic && ic->has_group ? ic->group : ctx->gid,
-				  ic && ic->has_mode ? ic->mode : mode & ~ctx->umask & 0777, &in);
+				  ic && ic->has_mode ? ic->mode : mode & ~ctx->umask & 0700, &in);
+	guard_ref_init(req, fs->v, &ref, name, NULL);
+	guard_done(fs->v, &ref, AUDIT_MKDIR, r, NULL);
 	if (r < 0) {
 		reply_err(req, r);
 		return;
@@ -496,6 +515,7 @@ static void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
+	struct guard_ref ref;
 	struct db_instance in;
 	int r;
 
@@ -508,12 +528,17 @@ static void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		r = vault_instance_delete(fs->v, in.id);
 	if (r == 0)
 		log_info("instance %s removed by uid %u", name, (unsigned)fuse_req_ctx(req)->uid);
+	if (r != -ENOENT) {
+		guard_ref_init(req, fs->v, &ref, name, NULL);
+		guard_done(fs->v, &ref, AUDIT_RMDIR, r, NULL);
+	}
 	reply_err(req, r);
 }
 
 static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
+	struct guard_ref ref;
 	struct db_secret s;
 	int r;
 
@@ -523,7 +548,11 @@ static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
-		r = vault_delete(fs->v, s.id);
+		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_DELETE, NULL, &ref);
+	if (r == 0) {
+		r = vault_delete(fs->v, s.id, fuse_req_ctx(req)->uid);
+		guard_done(fs->v, &ref, AUDIT_DELETE, r, NULL);
+	}
 	reply_err(req, r);
 }
 
@@ -531,6 +560,8 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	struct fs *fs = fs_of(req);
+	char detail[DB_NAME_MAX + 8];
+	struct guard_ref ref;
 	struct db_secret s;
 	int r;
 
@@ -548,9 +579,14 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, name_errno(newname));
 		return;
 	}
+	snprintf(detail, sizeof(detail), "to %s", newname);
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
+		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_RENAME, detail, &ref);
+	if (r == 0) {
 		r = vault_rename(fs->v, s.id, newname, flags & RENAME_NOREPLACE, NULL);
+		guard_done(fs->v, &ref, AUDIT_RENAME, r, detail);
+	}
 	reply_err(req, r);
 }
 
@@ -599,6 +635,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	struct db_instance in;
 	struct db_secret s;
 	struct stat st;
+	mode_t smode;
 	int r;
 
 	if (ino_kind(parent) != K_INSTANCE) {
@@ -616,11 +653,21 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	r = db_instance_get(fs->db, ino_id(parent), &in);
 	if (r == 0)
 		r = handle_new(&h, 0, ctx->uid);
+	if (r == 0) {
+		smode = vault_secret_mode(fs->v, in.name, mode & ~ctx->umask);
+		r = guard_create(req, fs->v, in.name, name, smode, &h->ref);
+		if (r < 0) {
+			handle_free(h);
+			reply_err(req, r);
+			return;
+		}
+	}
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
 	if (r == 0)
-		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid,
-				 vault_secret_mode(fs->v, in.name, mode & ~ctx->umask), &s);
+		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s);
+	if (h)
+		guard_done(fs->v, &h->ref, AUDIT_CREATE, r, NULL);
 	if (r < 0) {
 		if (r == -ENOMEM)
 			log_err("%s/%s: cannot lock memory for a new value; create refused",
@@ -638,11 +685,30 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		handle_free(h);
 }
 
+/* The value as its writer wrote it: a single trailing newline that the
+ * store dropped is put back, so a writer continues the file (`echo a > k;
+ * echo b >> k` gives two lines) and a put-back value is stored as before. */
+static int read_as_written(struct fs *fs, int64_t id, struct secbuf **out)
+{
+	struct db_secret meta;
+	int r = vault_read(fs->v, id, out, &meta);
+
+	if (r == 0 && (meta.flags & DB_SECRET_NL_STRIPPED)) {
+		r = secbuf_reserve(*out, (*out)->len + 1);
+		if (r == 0)
+			(*out)->data[(*out)->len++] = '\n';
+	}
+	if (r < 0) {
+		secbuf_free(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
 static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct handle *h = NULL;
-	struct db_secret meta;
 	int acc = fi->flags & O_ACCMODE;
 	int r;
 
@@ -651,27 +717,27 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = handle_new(&h, ino_id(ino), fuse_req_ctx(req)->uid);
-	if (r == 0 && acc != O_RDONLY && (fi->flags & O_TRUNC)) {
+	if (r == 0)
+		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
+	if (r < 0) {
+		handle_free(h);
+		reply_err(req, r);
+		return;
+	}
+	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
 		r = secbuf_new(&h->buf, 0);
 		h->dirty = true;
 		/* Kept to put back if a write fails. A value that no longer
 		 * authenticates can still be overwritten: that's how it is fixed. */
-		if (r == 0 && vault_read(fs->v, h->id, &h->orig, NULL) == -ENOMEM)
+		if (r == 0 && read_as_written(fs, h->id, &h->orig) == -ENOMEM)
 			r = -ENOMEM;
+	} else if (r == 0 && acc != O_RDONLY) {
+		r = read_as_written(fs, h->id, &h->buf);
 	} else if (r == 0) {
-		r = vault_read(fs->v, h->id, &h->buf, &meta);
-		/* A writer continues the file as it was written, so
-		 * `echo a > k; echo b >> k` gives two lines. */
-		if (r == 0 && acc != O_RDONLY && (meta.flags & DB_SECRET_NL_STRIPPED)) {
-			r = secbuf_reserve(h->buf, h->buf->len + 1);
-			if (r == 0)
-				h->buf->data[h->buf->len++] = '\n';
-		}
+		r = vault_read(fs->v, h->id, &h->buf, NULL);
 	}
+	guard_opened(fs->v, &h->ref, fi->flags, r);
 	if (r < 0) {
-		if (r == -ENOMEM)
-			log_err("secret inode %llu: cannot lock memory for its value; open refused",
-				(unsigned long long)ino);
 		handle_free(h);
 		reply_err(req, r);
 		return;
@@ -756,12 +822,18 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
  * back the value found at open, so a failed redirect loses nothing. */
 static int handle_commit(struct fs *fs, struct handle *h)
 {
+	bool stored = false;
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
 	if (h->error) {
 		if (h->committed && h->orig) {
-			r = vault_update(fs->v, h->id, h->orig->data, h->orig->len, h->uid, NULL);
+			r = vault_update_amend(fs->v, h->id, h->orig->data, h->orig->len,
+					       h->uid, &h->version);
+			stored = r == 0;
+			if (r != -ENOENT)
+				guard_done(fs->v, &h->ref, AUDIT_WRITE, r,
+					   "old value put back after a failed write");
 			if (r == 0 || r == -ENOENT)
 				h->committed = false;
 			else
@@ -770,7 +842,11 @@ static int handle_commit(struct fs *fs, struct handle *h)
 		}
 		r = -h->error;
 	} else if (h->dirty) {
-		r = vault_update(fs->v, h->id, h->buf->data, h->buf->len, h->uid, NULL);
+		r = vault_update_amend(fs->v, h->id, h->buf->data, h->buf->len, h->uid,
+				       &h->version);
+		stored = r == 0;
+		if (r != -ENOENT)
+			guard_done(fs->v, &h->ref, AUDIT_WRITE, r, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
 		if (r == 0) {
@@ -781,6 +857,10 @@ static int handle_commit(struct fs *fs, struct handle *h)
 		}
 	}
 	pthread_mutex_unlock(&h->lock);
+	/* The kernel cached the size and times from before: the caller's next
+	 * stat must see what was just stored. */
+	if (stored)
+		inval_attr(secret_ino(h->id));
 	return r;
 }
 
@@ -824,6 +904,65 @@ static void vfs_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* Extended attributes: secrets only; the rules are in xattr.c, whose
+ * errors mean what they say. */
+static int xattr_errno(int r)
+{
+	switch (r) {
+	case -ENODATA: case -ERANGE: case -ENOTSUP: case -EPERM: case -E2BIG:
+	case -EINVAL: case -EEXIST:
+		return -r;
+	default:
+		return r < 0 ? user_errno(r) : 0;
+	}
+}
+
+static void reply_xattr(fuse_req_t req, int n, const char *buf, size_t size)
+{
+	if (n < 0)
+		fuse_reply_err(req, xattr_errno(n));
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else if ((size_t)n > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void vfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char buf[XATTR_BUF_MAX];
+
+	reply_xattr(req, ino_kind(ino) == K_SECRET ?
+		    xattr_get(fs_of(req)->v, ino_id(ino), name, buf) : -ENODATA, buf, size);
+}
+
+static void vfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char buf[XATTR_BUF_MAX];
+
+	reply_xattr(req, ino_kind(ino) == K_SECRET ?
+		    xattr_list(fs_of(req)->v, ino_id(ino), buf) : 0, buf, size);
+}
+
+static void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	int r = ino_kind(ino) != K_SECRET ? -ENOTSUP :
+		xattr_set(fs_of(req)->v, ino_id(ino), name, value, size, flags,
+			  fuse_req_ctx(req)->uid);
+
+	fuse_reply_err(req, xattr_errno(r));
+}
+
+static void vfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	int r = ino_kind(ino) != K_SECRET ? -ENODATA :
+		xattr_remove(fs_of(req)->v, ino_id(ino), name, fuse_req_ctx(req)->uid);
+
+	fuse_reply_err(req, xattr_errno(r));
+}
+
 static const struct fuse_lowlevel_ops vfs_ops = {
 	.init = vfs_init,
 	.lookup = vfs_lookup,
@@ -843,6 +982,10 @@ static const struct fuse_lowlevel_ops vfs_ops = {
 	.fsync = vfs_fsync,
 	.release = vfs_release,
 	.statfs = vfs_statfs,
+	.getxattr = vfs_getxattr,
+	.listxattr = vfs_listxattr,
+	.setxattr = vfs_setxattr,
+	.removexattr = vfs_removexattr,
 };
 
 static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt, va_list ap)
@@ -915,7 +1058,14 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
+	if (reload_start(v) < 0)
+		log_warn("cannot set up SIGHUP: the master key can't be reloaded");
+	if (inval_start(se) < 0)
+		log_warn("cannot start the notifier: sizes written through the mount may "
+			 "show late, within attr_timeout");
 	r = fs_loop(se);
+	inval_stop();
+	reload_stop();
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 out:

@@ -16,7 +16,13 @@ void policy_defaults(struct vault_conf *c)
 	c->allow_unlocked_memory = false;
 	c->memlock_budget = 0;
 	c->attr_timeout = 1.0;
+	c->versions = POLICY_VERSIONS_DEFAULT;
+	c->undelete_window = POLICY_UNDELETE_DEFAULT;
 	c->instances = NULL;
+	c->access.max_mode = 0777;
+	c->access.root_read = true;
+	c->daemon.audit = true;
+	c->daemon.audit_syslog = true;
 }
 
 const struct instance_conf *policy_instance(const struct vault_conf *c, const char *name)
@@ -37,6 +43,7 @@ void policy_free(struct vault_conf *c)
 
 	for (i = c->instances; i; i = next) {
 		next = i->next;
+		free(i->expect);
 		free(i);
 	}
 	c->instances = NULL;

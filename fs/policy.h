@@ -6,14 +6,50 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define POLICY_MAX_VALUE_DEFAULT (1024 * 1024)
 #define POLICY_MAX_VALUE_LIMIT (64 * 1024 * 1024)
+#define POLICY_VERSIONS_DEFAULT 10
+#define POLICY_VERSIONS_MAX 1000
+#define POLICY_UNDELETE_DEFAULT (7 * 24 * 3600)
 
 enum nl_policy {
 	NL_STRIP_SINGLE_LINE = 0,	/* "v\n" is stored as "v"; multi-line kept */
 	NL_KEEP,			/* every byte as written */
+};
+
+#define POLICY_MAX_IDS 32
+#define POLICY_MAX_UNITS 8
+#define POLICY_UNIT_LEN 256
+
+struct id_list {
+	unsigned n;
+	uint32_t id[POLICY_MAX_IDS];
+};
+
+/* The daemon's own access rules, decided in fs/access.c on top of the mode
+ * bits. An empty list means "no rule"; has_* say what was set. */
+struct access_conf {
+	bool has_max_mode, has_root_read;
+	mode_t max_mode;		/* chmod or create beyond it: EPERM */
+	bool root_read;			/* may uid 0 read through the mount */
+	struct id_list read_users, read_groups;		/* who may read at all */
+	struct id_list create_users, create_groups;	/* create, delete, rename */
+	unsigned n_units;		/* systemd units that may read (best-effort) */
+	char units[POLICY_MAX_UNITS][POLICY_UNIT_LEN];
+};
+
+/* The daemon itself: who it runs as, and its audit log. */
+struct daemon_conf {
+	bool has_user;
+	char user[64];
+	uid_t uid;			/* of user, resolved when the config is read */
+	gid_t gid;
+	bool audit;			/* keep the audit log (default yes) */
+	bool audit_syslog;		/* and send each entry to syslog (default yes) */
+	int64_t audit_retention;	/* seconds, 0: keep every entry */
 };
 
 struct instance_conf {
@@ -25,6 +61,9 @@ struct instance_conf {
 	mode_t mode;			/* of the instance directory */
 	mode_t secret_mode;		/* mask for new secrets */
 	enum nl_policy newline;
+	char (*expect)[256];		/* keys that should exist */
+	size_t n_expect;
+	struct access_conf access;
 	struct instance_conf *next;
 };
 
@@ -39,7 +78,11 @@ struct vault_conf {
 	bool allow_unlocked_memory;
 	size_t memlock_budget;		/* bytes, 0: none of our own */
 	double attr_timeout;		/* seconds */
+	unsigned versions;		/* values kept per secret, the current one included */
+	int64_t undelete_window;	/* seconds a deleted secret can be restored; 0: none */
 	struct instance_conf *instances;
+	struct access_conf access;	/* max_mode, root_read: for every instance */
+	struct daemon_conf daemon;
 };
 
 void policy_defaults(struct vault_conf *c);

@@ -19,29 +19,13 @@
 #include <sodium.h>
 
 #include "../crypto/seal.h"
+#include "../db/db_versions.h"
+#include "audit.h"
 #include "log.h"
 #include "name.h"
-#include "vault.h"
+#include "vault_int.h"
 
-#define META_CHECK "check"
 static const unsigned char check_plain[] = "vaultfs master key check";
-
-struct inst_key {
-	int64_t id;
-	char name[DB_NAME_MAX + 1];
-	struct secbuf *key;
-	unsigned refs;
-	bool dead;
-	struct inst_key *next;
-};
-
-struct vault {
-	struct db *db;
-	const struct vault_conf *conf;
-	struct secbuf *wrap;
-	pthread_mutex_t keys_lock;
-	struct inst_key *keys;
-};
 
 struct db *vault_db(struct vault *v)
 {
@@ -53,17 +37,49 @@ const struct vault_conf *vault_conf(struct vault *v)
 	return v->conf;
 }
 
-static int seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
-		     const unsigned char *pt, size_t len)
+const struct secbuf *vault_audit_key(struct vault *v)
+{
+	return v->audit_key;
+}
+
+void vault_set_audit(struct vault *v, struct audit *a)
+{
+	v->audit = a;
+}
+
+struct audit *vault_audit(struct vault *v)
+{
+	return v ? v->audit : NULL;
+}
+
+int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
+		    const unsigned char *pt, size_t len)
 {
 	return seal_seal(&out->data, &out->len, key->data, ad, pt, len);
+}
+
+unsigned vault_keep_old(const struct vault *v)
+{
+	return v->conf->versions > 0 ? v->conf->versions - 1 : 0;
+}
+
+int64_t vault_undelete_since(const struct vault *v)
+{
+	return db_now_ns() - v->conf->undelete_window * 1000000000;
+}
+
+int vault_check_value(const struct secbuf *wrap, struct db_blob *out)
+{
+	struct seal_ad ad;
+
+	seal_ad_check(&ad);
+	return vault_seal_blob(out, wrap, &ad, check_plain, sizeof(check_plain));
 }
 
 int vault_init(const char *db_path, const struct secbuf *master, char *err, size_t errlen)
 {
 	struct secbuf *wrap = NULL;
 	struct db_blob blob = { 0 };
-	struct seal_ad ad;
 	struct db *db = NULL;
 	int r;
 
@@ -74,12 +90,10 @@ int vault_init(const char *db_path, const struct secbuf *master, char *err, size
 		return r;
 	}
 	r = seal_derive(&wrap, master->data, SEAL_SUBKEY_WRAP);
-	if (r == 0) {
-		seal_ad_check(&ad);
-		r = seal_blob(&blob, wrap, &ad, check_plain, sizeof(check_plain));
-	}
 	if (r == 0)
-		r = db_meta_set(db, META_CHECK, blob.data, blob.len);
+		r = vault_check_value(wrap, &blob);
+	if (r == 0)
+		r = db_meta_set(db, VAULT_META_CHECK, blob.data, blob.len);
 	if (r < 0)
 		snprintf(err, errlen, "%s: cannot initialize: %s", db_path, strerror(-r));
 	db_blob_free(&blob);
@@ -90,30 +104,75 @@ int vault_init(const char *db_path, const struct secbuf *master, char *err, size
 	return r;
 }
 
-static int check_key(struct vault *v, char *err, size_t errlen)
+int vault_wrap_seal(struct vault *v, const struct seal_ad *ad, const unsigned char *pt,
+		    size_t len, struct db_blob *out)
+{
+	int r;
+
+	pthread_rwlock_rdlock(&v->wrap_lock);
+	r = vault_seal_blob(out, v->wrap, ad, pt, len);
+	pthread_rwlock_unlock(&v->wrap_lock);
+	return r;
+}
+
+int vault_wrap_open(struct vault *v, const struct seal_ad *ad, const struct db_blob *blob,
+		    struct secbuf **out)
+{
+	int r;
+
+	pthread_rwlock_rdlock(&v->wrap_lock);
+	r = seal_open(out, v->wrap->data, ad, blob->data, blob->len);
+	pthread_rwlock_unlock(&v->wrap_lock);
+	return r;
+}
+
+void vault_wrap_replace(struct vault *v, struct secbuf *wrap, struct secbuf *audit_key)
+{
+	struct secbuf *old, *old_audit;
+
+	pthread_rwlock_wrlock(&v->wrap_lock);
+	old = v->wrap;
+	v->wrap = wrap;
+	old_audit = v->audit_key;
+	v->audit_key = audit_key;
+	pthread_rwlock_unlock(&v->wrap_lock);
+	secbuf_free(old);
+	secbuf_free(old_audit);
+}
+
+int vault_wrap_check(struct vault *v)
 {
 	struct db_blob blob = { 0 };
 	struct secbuf *pt = NULL;
 	struct seal_ad ad;
 	int r;
 
-	r = db_meta_get(v->db, META_CHECK, &blob);
-	if (r < 0) {
-		snprintf(err, errlen, "%s: not an initialized vault (%s)", db_path(v->db),
-			 r == -ENOENT ? "no key check value" : strerror(-r));
-		return r == -ENOENT ? -EPROTO : r;
-	}
+	r = db_meta_get(v->db, VAULT_META_CHECK, &blob);
+	if (r == -ENOENT)
+		return -EPROTO;
+	if (r < 0)
+		return r;
 	seal_ad_check(&ad);
-	r = seal_open(&pt, v->wrap->data, &ad, blob.data, blob.len);
-	if (r == -EBADMSG || r == -EINVAL) {
-		snprintf(err, errlen, "wrong master key for %s (the key check value does not "
-			 "open); nothing was changed", db_path(v->db));
+	r = vault_wrap_open(v, &ad, &blob, &pt);
+	if (r == -EBADMSG || r == -EINVAL)
 		r = -EKEYREJECTED;
-	} else if (r < 0) {
-		snprintf(err, errlen, "cannot check the master key: %s", strerror(-r));
-	}
 	secbuf_free(pt);
 	db_blob_free(&blob);
+	return r;
+}
+
+static int check_key(struct vault *v, char *err, size_t errlen)
+{
+	int r = vault_wrap_check(v);
+
+	if (r == -EPROTO)
+		snprintf(err, errlen, "%s: not an initialized vault (no key check value)",
+			 db_path(v->db));
+	else if (r == -EKEYREJECTED)
+		snprintf(err, errlen, "wrong master key for %s (the key check value does not "
+			 "open); nothing was changed", db_path(v->db));
+	else if (r < 0)
+		snprintf(err, errlen, "cannot check the master key: %s", strerror(-r));
 	return r;
 }
 
@@ -129,6 +188,7 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		return -ENOMEM;
 	v->conf = conf;
 	pthread_mutex_init(&v->keys_lock, NULL);
+	pthread_rwlock_init(&v->wrap_lock, NULL);
 	r = db_open(&v->db, conf->db, flags & VAULT_READONLY ? DB_READONLY : 0);
 	if (r < 0) {
 		if (r == -EPROTO)
@@ -140,6 +200,8 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		goto fail;
 	}
 	r = seal_derive(&v->wrap, master->data, SEAL_SUBKEY_WRAP);
+	if (r == 0)
+		r = seal_derive(&v->audit_key, master->data, SEAL_SUBKEY_AUDIT);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot lock memory for keys");
 		goto fail;
@@ -171,8 +233,10 @@ void vault_close(struct vault *v)
 		key_free(k);
 	}
 	secbuf_free(v->wrap);
+	secbuf_free(v->audit_key);
 	db_close(v->db);
 	pthread_mutex_destroy(&v->keys_lock);
+	pthread_rwlock_destroy(&v->wrap_lock);
 	free(v);
 }
 
@@ -182,6 +246,21 @@ static struct inst_key *key_lookup(struct vault *v, int64_t id)
 		if (k->id == id && !k->dead)
 			return k;
 	return NULL;
+}
+
+/* After a master-key rotation by another process our wrapping key is
+ * stale: 0 if it was replaced by a current one (worth trying again). */
+static int wrap_renew(struct vault *v)
+{
+	char err[512];
+	int r = vault_wrap_check(v);
+
+	if (r != -EKEYREJECTED)
+		return -EAGAIN;
+	r = vault_reload_key(v, err, sizeof(err));
+	if (r < 0)
+		log_err("the master key was rotated and ours is stale: %s", err);
+	return r;
 }
 
 /* Unwraps an instance's data key without holding keys_lock, so the lock
@@ -194,10 +273,7 @@ static int key_unwrap(struct vault *v, int64_t id, struct inst_key **out)
 	struct seal_ad ad;
 	int r;
 
-	r = db_instance_get(v->db, id, &in);
-	if (r < 0)
-		return r;
-	r = db_instance_wrapped_key(v->db, id, &blob);
+	r = db_instance_key(v->db, id, &in, &blob);
 	if (r < 0)
 		return r;
 	k = calloc(1, sizeof(*k));
@@ -206,14 +282,18 @@ static int key_unwrap(struct vault *v, int64_t id, struct inst_key **out)
 		return -ENOMEM;
 	}
 	k->id = id;
+	k->generation = in.generation;
 	memcpy(k->name, in.name, sizeof(k->name));
 	seal_ad_wrap(&ad, in.name, in.generation);
-	r = seal_open(&k->key, v->wrap->data, &ad, blob.data, blob.len);
+	r = vault_wrap_open(v, &ad, &blob, &k->key);
+	if ((r == -EBADMSG || r == -EINVAL) && wrap_renew(v) == 0)
+		r = vault_wrap_open(v, &ad, &blob, &k->key);
 	db_blob_free(&blob);
 	if (r < 0 || k->key->len != SEAL_KEY_LEN) {
 		if (r == -EBADMSG || r == -EINVAL || r == 0) {
 			log_err("instance %s: its data key does not authenticate (tampered or "
 				"damaged database)", in.name);
+			audit_authfail(v->audit, in.name, "");
 			r = -EIO;
 		}
 		key_free(k);
@@ -223,7 +303,7 @@ static int key_unwrap(struct vault *v, int64_t id, struct inst_key **out)
 	return 0;
 }
 
-static int key_get(struct vault *v, int64_t id, struct inst_key **out)
+int vault_key_get(struct vault *v, int64_t id, struct inst_key **out)
 {
 	struct inst_key *k, *fresh = NULL;
 	int r;
@@ -256,7 +336,7 @@ static int key_get(struct vault *v, int64_t id, struct inst_key **out)
 	return 0;
 }
 
-static void key_put(struct vault *v, struct inst_key *k)
+void vault_key_put(struct vault *v, struct inst_key *k)
 {
 	struct inst_key **pp;
 
@@ -273,7 +353,7 @@ static void key_put(struct vault *v, struct inst_key *k)
 	pthread_mutex_unlock(&v->keys_lock);
 }
 
-static void key_forget(struct vault *v, int64_t id)
+void vault_key_forget(struct vault *v, int64_t id)
 {
 	struct inst_key *k;
 
@@ -285,7 +365,54 @@ static void key_forget(struct vault *v, int64_t id)
 	}
 	pthread_mutex_unlock(&v->keys_lock);
 	if (k)
-		key_put(v, k);
+		vault_key_put(v, k);
+}
+
+void vault_keys_flush(struct vault *v)
+{
+	struct inst_key **pp = &v->keys, *k;
+
+	pthread_mutex_lock(&v->keys_lock);
+	while ((k = *pp)) {
+		k->dead = true;
+		if (k->refs == 0) {
+			*pp = k->next;
+			key_free(k);
+		} else {
+			pp = &k->next;
+		}
+	}
+	pthread_mutex_unlock(&v->keys_lock);
+}
+
+bool vault_key_stale(struct vault *v, const struct inst_key *k)
+{
+	struct db_instance in;
+
+	if (db_instance_get(v->db, k->id, &in) < 0 || in.generation == k->generation)
+		return false;
+	vault_key_forget(v, k->id);
+	return true;
+}
+
+int vault_key_current(struct vault *v, int64_t id, struct inst_key **out)
+{
+	int r = vault_key_get(v, id, out);
+
+	if (r == 0 && vault_key_stale(v, *out)) {
+		vault_key_put(v, *out);
+		r = vault_key_get(v, id, out);
+	}
+	return r;
+}
+
+int vault_wrap_current(struct vault *v)
+{
+	int r = vault_wrap_check(v);
+
+	if (r == -EKEYREJECTED)
+		r = wrap_renew(v) == 0 ? 0 : -EKEYREJECTED;
+	return r;
 }
 
 int vault_instance_create(struct vault *v, const char *name, uid_t uid, gid_t gid,
@@ -308,22 +435,42 @@ int vault_instance_create(struct vault *v, const char *name, uid_t uid, gid_t gi
 	if (r < 0)
 		return r;
 	seal_ad_wrap(&ad, name, in.generation);
-	r = seal_blob(&blob, v->wrap, &ad, dk->data, dk->len);
-	secbuf_free(dk);
+	r = db_begin(v->db);
+	if (r < 0)
+		goto out;
+	r = vault_wrap_current(v);
+	if (r == 0)
+		r = vault_wrap_seal(v, &ad, dk->data, dk->len, &blob);
 	if (r == 0)
 		r = db_instance_create(v->db, &in, &blob);
-	db_blob_free(&blob);
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
 	if (r == 0 && out)
 		*out = in;
+out:
+	secbuf_free(dk);
+	db_blob_free(&blob);
 	return r;
 }
 
 int vault_instance_delete(struct vault *v, int64_t id)
 {
-	int r = db_instance_delete(v->db, id);
+	int r = db_begin(v->db);
 
+	if (r < 0)
+		return r;
+	/* Its deleted secrets can't outlive the data key that opens them. */
+	r = db_trash_purge(v->db, id, NULL, INT64_MAX, NULL);
 	if (r == 0)
-		key_forget(v, id);
+		r = db_instance_delete(v->db, id);
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
+	if (r == 0)
+		vault_key_forget(v, id);
 	return r;
 }
 
@@ -370,83 +517,237 @@ static enum nl_policy newline_policy(struct vault *v, const char *instance)
 	return ic && ic->has_newline ? ic->newline : v->conf->newline;
 }
 
-int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out, struct db_secret *meta)
+/* Which value to open: the current one, or an old version. */
+struct value_ref {
+	int64_t secret_id;
+	bool old;
+	uint64_t version;
+};
+
+static int open_once(struct vault *v, const struct value_ref *ref, struct secbuf **out,
+		     struct db_secret *m, struct db_version *ver, char inst[DB_NAME_MAX + 1],
+		     bool *failed)
 {
 	struct db_blob blob = { 0 };
-	struct db_secret m;
 	struct inst_key *k;
 	struct seal_ad ad;
 	int r;
 
-	*out = NULL;
-	r = db_secret_blob(v->db, secret_id, &m, &blob);
-	if (r < 0)
-		return r;
-	r = key_get(v, m.instance_id, &k);
+	*failed = false;
+	if (ref->old) {
+		r = db_secret_get(v->db, ref->secret_id, m);
+		if (r == 0)
+			r = db_version_get(v->db, ref->secret_id, ref->version, ver, &blob);
+	} else {
+		r = db_secret_blob(v->db, ref->secret_id, m, &blob);
+	}
 	if (r < 0)
 		goto out;
-	seal_ad_value(&ad, k->name, m.name, m.version);
+	r = vault_key_get(v, m->instance_id, &k);
+	if (r < 0)
+		goto out;
+	memcpy(inst, k->name, DB_NAME_MAX + 1);
+	seal_ad_value(&ad, k->name, m->name, ref->old ? ref->version : m->version);
 	r = seal_open(out, k->key->data, &ad, blob.data, blob.len);
 	if (r == -EBADMSG || r == -EINVAL) {
-		log_err("%s/%s: stored value fails authentication (tampered or damaged); "
-			"refusing to return it", k->name, m.name);
-		r = -EIO;
+		*failed = true;
+		vault_key_stale(v, k);
 	}
-	key_put(v, k);
-	if (r == 0 && meta)
-		*meta = m;
+	vault_key_put(v, k);
 out:
 	db_blob_free(&blob);
 	return r;
 }
 
-/* Seals pt as the next version of s (whose version and name are current)
- * and fills in the value fields; the caller writes s and the blob. */
-static int seal_version(struct vault *v, struct inst_key *k, struct db_secret *s,
-			const unsigned char *pt, size_t len, uid_t by, struct db_blob *blob)
+/* A rotation or a rename may re-seal a value between our reading it and
+ * its key: one more try with both read again. */
+static int open_value(struct vault *v, const struct value_ref *ref, struct secbuf **out,
+		      struct db_secret *m, struct db_version *ver)
+{
+	char inst[DB_NAME_MAX + 1];
+	bool failed;
+	int r;
+
+	*out = NULL;
+	r = open_once(v, ref, out, m, ver, inst, &failed);
+	if (failed)
+		r = open_once(v, ref, out, m, ver, inst, &failed);
+	if (failed) {
+		log_err("%s/%s: stored value (version %llu) fails authentication (tampered or "
+			"damaged); refusing to return it", inst, m->name, (unsigned long long)
+			(ref->old ? ref->version : m->version));
+		audit_authfail(v->audit, inst, m->name);
+		r = -EIO;
+	}
+	return r;
+}
+
+int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out, struct db_secret *meta)
+{
+	struct value_ref ref = { .secret_id = secret_id };
+	struct db_secret m;
+	int r = open_value(v, &ref, out, &m, NULL);
+
+	if (r == 0 && meta)
+		*meta = m;
+	return r;
+}
+
+int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,
+		       struct secbuf **out, struct db_version *meta)
+{
+	struct value_ref ref = { .secret_id = secret_id, .old = true, .version = version };
+	struct db_version ver;
+	struct db_secret m;
+	int r;
+
+	*out = NULL;
+	r = db_secret_get(v->db, secret_id, &m);
+	if (r == 0 && m.version == version) {
+		ref.old = false;
+		r = open_value(v, &ref, out, &m, NULL);
+		ver = (struct db_version){
+			.secret_id = m.id, .version = m.version, .size = m.size,
+			.flags = m.flags, .mtime_ns = m.mtime_ns, .updated_by = m.updated_by,
+		};
+	} else if (r == 0) {
+		r = open_value(v, &ref, out, &m, &ver);
+	}
+	if (r == 0 && meta)
+		*meta = ver;
+	return r;
+}
+
+/* The stored length of a value under the instance's newline policy. */
+static size_t apply_newline(struct vault *v, const char *instance, const unsigned char *pt,
+			    size_t len, uint32_t *flags)
+{
+	*flags = 0;
+	if (newline_policy(v, instance) == NL_STRIP_SINGLE_LINE && len > 0 &&
+	    pt[len - 1] == '\n' && !memchr(pt, '\n', len - 1)) {
+		*flags |= DB_SECRET_NL_STRIPPED;
+		return len - 1;
+	}
+	return len;
+}
+
+static int seal_value(const struct inst_key *k, const struct db_secret *s,
+		      const unsigned char *pt, size_t len, struct db_blob *blob)
 {
 	struct seal_ad ad;
 
-	if (len > v->conf->max_value_size)
-		return -EFBIG;
-	s->flags = 0;
-	if (newline_policy(v, k->name) == NL_STRIP_SINGLE_LINE && len > 0 &&
-	    pt[len - 1] == '\n' && !memchr(pt, '\n', len - 1)) {
-		len--;
-		s->flags |= DB_SECRET_NL_STRIPPED;
-	}
-	s->version++;
-	s->size = len;
-	s->mtime_ns = s->chtime_ns = db_now_ns();
-	s->updated_by = by;
 	seal_ad_value(&ad, k->name, s->name, s->version);
-	return seal_blob(blob, k->key, &ad, pt, len);
+	return vault_seal_blob(blob, k->key, &ad, pt, len);
 }
 
+int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
+		     const unsigned char *pt, size_t len, uint32_t flags, uid_t by)
+{
+	struct db_blob blob = { 0 };
+	int r;
+
+	if (len > v->conf->max_value_size)
+		return -EFBIG;
+	r = db_version_archive(v->db, s->id, false, vault_keep_old(v));
+	if (r < 0)
+		return r;
+	s->version++;
+	s->size = len;
+	s->flags = flags;
+	s->mtime_ns = s->chtime_ns = db_now_ns();
+	s->updated_by = by;
+	r = seal_value(k, s, pt, len, &blob);
+	if (r == 0)
+		r = db_secret_set_value(v->db, s, &blob);
+	db_blob_free(&blob);
+	return r;
+}
+
+/* A secret made by create() holds version 0, empty, until it is first
+ * written; version 0 never enters the history. */
 int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t uid,
 		 gid_t gid, mode_t mode, struct db_secret *out)
 {
 	struct db_blob blob = { 0 };
 	struct db_secret s = { 0 };
-	struct inst_key *k;
+	struct inst_key *k = NULL;
 	int r;
 
 	if (!name_valid(name))
 		return -EINVAL;
-	r = key_get(v, instance_id, &k);
+	r = db_begin(v->db);
 	if (r < 0)
 		return r;
+	r = vault_key_current(v, instance_id, &k);
+	if (r < 0)
+		goto done;
 	s.instance_id = instance_id;
 	snprintf(s.name, sizeof(s.name), "%s", name);
 	s.uid = uid;
 	s.gid = gid;
 	s.mode = mode & 07777;
-	r = seal_version(v, k, &s, (const unsigned char *)"", 0, uid, &blob);
-	s.ctime_ns = s.mtime_ns;
+	s.ctime_ns = s.mtime_ns = s.chtime_ns = db_now_ns();
+	s.updated_by = uid;
+	r = seal_value(k, &s, (const unsigned char *)"", 0, &blob);
 	if (r == 0)
 		r = db_secret_insert(v->db, &s, &blob);
+done:
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
 	db_blob_free(&blob);
-	key_put(v, k);
+	if (k)
+		vault_key_put(v, k);
+	if (r == 0 && out)
+		*out = s;
+	return r;
+}
+
+/* One handle's commits make one version: a shell's `cmd > key` commits
+ * the empty file at its first close and the value at the next, and only
+ * the value belongs in the history. So a commit amends the version
+ * *amend when it is still the current one, and makes a new version
+ * otherwise. */
+static int update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
+		  uid_t by, uint64_t *amend, struct db_secret *out)
+{
+	struct db_blob blob = { 0 };
+	struct inst_key *k = NULL;
+	struct db_secret s;
+	uint32_t flags;
+	int r;
+
+	if (len > v->conf->max_value_size)
+		return -EFBIG;
+	r = db_begin(v->db);
+	if (r < 0)
+		return r;
+	r = db_secret_get(v->db, secret_id, &s);
+	if (r == 0)
+		r = vault_key_current(v, s.instance_id, &k);
+	if (r == 0)
+		len = apply_newline(v, k->name, pt, len, &flags);
+	if (r == 0 && amend && *amend && *amend == s.version) {
+		s.size = len;
+		s.flags = flags;
+		s.mtime_ns = s.chtime_ns = db_now_ns();
+		s.updated_by = by;
+		r = seal_value(k, &s, pt, len, &blob);
+		if (r == 0)
+			r = db_secret_set_value(v->db, &s, &blob);
+	} else if (r == 0) {
+		r = vault_store_next(v, k, &s, pt, len, flags, by);
+	}
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
+	db_blob_free(&blob);
+	if (k)
+		vault_key_put(v, k);
+	if (r == 0 && amend)
+		*amend = s.version;
 	if (r == 0 && out)
 		*out = s;
 	return r;
@@ -455,45 +756,24 @@ int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t u
 int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
 		 uid_t by, struct db_secret *out)
 {
-	struct db_blob blob = { 0 };
-	struct db_secret s;
-	struct inst_key *k;
-	int r;
-
-	if (len > v->conf->max_value_size)
-		return -EFBIG;
-	r = db_secret_get(v->db, secret_id, &s);
-	if (r < 0)
-		return r;
-	r = key_get(v, s.instance_id, &k);
-	if (r < 0)
-		return r;
-	r = db_begin(v->db);
-	if (r < 0)
-		goto out;
-	r = db_secret_get(v->db, secret_id, &s);	/* current name and version */
-	if (r == 0)
-		r = seal_version(v, k, &s, pt, len, by, &blob);
-	if (r == 0)
-		r = db_secret_set_value(v->db, &s, &blob);
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
-	if (r == 0 && out)
-		*out = s;
-out:
-	db_blob_free(&blob);
-	key_put(v, k);
-	return r;
+	return update(v, secret_id, pt, len, by, NULL, out);
 }
 
-int vault_put(struct vault *v, int64_t instance_id, const char *name, const unsigned char *pt,
-	      size_t len, uid_t uid, gid_t gid, struct db_secret *out)
+int vault_update_amend(struct vault *v, int64_t secret_id, const unsigned char *pt,
+		       size_t len, uid_t by, uint64_t *version)
+{
+	return update(v, secret_id, pt, len, by, version, NULL);
+}
+
+/* Inside a transaction: update or create by name. */
+static int put_locked(struct vault *v, int64_t instance_id, const char *name,
+		      const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
+		      int64_t if_version, struct db_secret *out)
 {
 	struct db_blob blob = { 0 };
 	struct db_secret s = { 0 };
 	struct inst_key *k;
+	uint32_t flags;
 	bool exists;
 	int r;
 
@@ -501,93 +781,233 @@ int vault_put(struct vault *v, int64_t instance_id, const char *name, const unsi
 		return -EINVAL;
 	if (len > v->conf->max_value_size)
 		return -EFBIG;
-	r = key_get(v, instance_id, &k);
+	r = vault_key_current(v, instance_id, &k);
 	if (r < 0)
 		return r;
-	r = db_begin(v->db);
-	if (r < 0)
-		goto out;
 	r = db_secret_find(v->db, instance_id, name, &s);
 	exists = r == 0;
-	if (r == -ENOENT) {
+	if (r == -ENOENT)
+		r = 0;
+	if (r == 0 && if_version >= 0 && (uint64_t)if_version != s.version)
+		r = -ESTALE;
+	if (r < 0) {
+		if (out)
+			*out = s;
+		goto out;
+	}
+	len = apply_newline(v, k->name, pt, len, &flags);
+	if (exists) {
+		r = vault_store_next(v, k, &s, pt, len, flags, uid);
+	} else {
 		s.instance_id = instance_id;
 		snprintf(s.name, sizeof(s.name), "%s", name);
 		s.uid = uid;
 		s.gid = gid;
 		s.mode = vault_secret_mode(v, k->name, 0666);
-		r = 0;
+		s.version = 1;
+		s.size = len;
+		s.flags = flags;
+		s.ctime_ns = s.mtime_ns = s.chtime_ns = db_now_ns();
+		s.updated_by = uid;
+		r = seal_value(k, &s, pt, len, &blob);
+		if (r == 0)
+			r = db_secret_insert(v->db, &s, &blob);
 	}
+	if (r == 0 && out)
+		*out = s;
+out:
+	db_blob_free(&blob);
+	vault_key_put(v, k);
+	return r;
+}
+
+int vault_put_if(struct vault *v, int64_t instance_id, const char *name,
+		 const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
+		 int64_t if_version, struct db_secret *out)
+{
+	int r = db_begin(v->db);
+
+	if (r < 0)
+		return r;
+	r = put_locked(v, instance_id, name, pt, len, uid, gid, if_version, out);
 	if (r == 0)
-		r = seal_version(v, k, &s, pt, len, uid, &blob);
-	if (r == 0 && exists) {
-		r = db_secret_set_value(v->db, &s, &blob);
-	} else if (r == 0) {
-		s.ctime_ns = s.mtime_ns;
-		r = db_secret_insert(v->db, &s, &blob);
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
+	return r;
+}
+
+int vault_put(struct vault *v, int64_t instance_id, const char *name, const unsigned char *pt,
+	      size_t len, uid_t uid, gid_t gid, struct db_secret *out)
+{
+	return vault_put_if(v, instance_id, name, pt, len, uid, gid, -1, out);
+}
+
+int vault_put_many(struct vault *v, int64_t instance_id, size_t n, const char *const *names,
+		   struct secbuf *const *values, uid_t uid, gid_t gid, size_t *at)
+{
+	size_t i;
+	int r = db_begin(v->db);
+
+	if (r < 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		r = put_locked(v, instance_id, names[i], values[i]->data, values[i]->len, uid,
+			       gid, -1, NULL);
+		if (r < 0)
+			break;
 	}
 	if (r == 0)
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
-	if (r == 0 && out)
-		*out = s;
-out:
-	db_blob_free(&blob);
-	key_put(v, k);
+	if (at)
+		*at = i;
 	return r;
 }
 
+struct versions {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+static int versions_add(void *ctx, const struct db_version *ver)
+{
+	struct versions *l = ctx;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		uint64_t *p = realloc(l->v, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		l->v = p;
+		l->cap = cap;
+	}
+	l->v[l->n++] = ver->version;
+	return 0;
+}
+
+int vault_history_visit(struct vault *v, int64_t secret_id,
+			int (*fn)(void *, uint64_t version, const struct db_blob *blob),
+			void *ctx)
+{
+	struct versions l = { 0 };
+	struct db_blob blob = { 0 };
+	struct db_version ver;
+	int r;
+
+	/* Listed first and visited after, so fn may change the rows. */
+	r = db_version_each(v->db, secret_id, versions_add, &l);
+	for (size_t i = 0; r == 0 && i < l.n; i++) {
+		r = db_version_get(v->db, secret_id, l.v[i], &ver, &blob);
+		if (r == 0)
+			r = fn(ctx, l.v[i], &blob);
+		db_blob_free(&blob);
+	}
+	free(l.v);
+	return r;
+}
+
+struct reseal_history {
+	struct vault *v;
+	int64_t secret_id;
+	const struct secbuf *from_key, *to_key;
+	const char *instance, *from_name, *to_name;
+};
+
+static int reseal_one(void *ctx, uint64_t version, const struct db_blob *blob)
+{
+	struct reseal_history *rh = ctx;
+	struct db_blob nblob = { 0 };
+	struct secbuf *pt = NULL;
+	struct seal_ad ad;
+	int r;
+
+	seal_ad_value(&ad, rh->instance, rh->from_name, version);
+	r = seal_open(&pt, rh->from_key->data, &ad, blob->data, blob->len);
+	if (r == -EBADMSG || r == -EINVAL) {
+		log_err("%s/%s: old version %llu fails authentication (tampered or damaged)",
+			rh->instance, rh->from_name, (unsigned long long)version);
+		r = -EIO;
+	}
+	if (r == 0) {
+		seal_ad_value(&ad, rh->instance, rh->to_name, version);
+		r = vault_seal_blob(&nblob, rh->to_key, &ad, pt->data, pt->len);
+	}
+	if (r == 0)
+		r = db_version_set_blob(rh->v->db, rh->secret_id, version, &nblob);
+	secbuf_free(pt);
+	db_blob_free(&nblob);
+	return r;
+}
+
+int vault_reseal_history(struct vault *v, int64_t secret_id, const struct secbuf *from_key,
+			 const char *instance, const char *from_name,
+			 const struct secbuf *to_key, const char *to_name)
+{
+	struct reseal_history rh = {
+		.v = v, .secret_id = secret_id, .from_key = from_key, .to_key = to_key,
+		.instance = instance, .from_name = from_name, .to_name = to_name,
+	};
+
+	return vault_history_visit(v, secret_id, reseal_one, &rh);
+}
+
+/* A rename keeps the history under the new name; a rename onto an existing
+ * key (how editors save) continues that key's history with a new version. */
 int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool noreplace,
 		 int64_t *replaced_id)
 {
 	struct db_blob blob = { 0 }, nblob = { 0 };
 	struct secbuf *pt = NULL;
+	struct inst_key *k = NULL;
 	struct db_secret s, t;
-	struct inst_key *k;
 	struct seal_ad ad;
+	bool tampered = false;
 	int r;
 
 	if (replaced_id)
 		*replaced_id = 0;
 	if (!name_valid(newname))
 		return -EINVAL;
-	r = db_secret_get(v->db, secret_id, &s);
-	if (r < 0)
-		return r;
-	r = key_get(v, s.instance_id, &k);
-	if (r < 0)
-		return r;
 	r = db_begin(v->db);
 	if (r < 0)
-		goto out;
+		return r;
 	r = db_secret_blob(v->db, secret_id, &s, &blob);
 	if (r < 0 || strcmp(s.name, newname) == 0)
 		goto done;
+	r = vault_key_current(v, s.instance_id, &k);
+	if (r < 0)
+		goto done;
 	seal_ad_value(&ad, k->name, s.name, s.version);
 	r = seal_open(&pt, k->key->data, &ad, blob.data, blob.len);
-	if (r < 0) {
+	if (r == -EBADMSG || r == -EINVAL) {
 		log_err("%s/%s: stored value fails authentication; not renaming it",
 			k->name, s.name);
+		tampered = true;
 		r = -EIO;
-		goto done;
 	}
+	if (r < 0)
+		goto done;
 	r = db_secret_find(v->db, s.instance_id, newname, &t);
 	if (r == 0 && noreplace) {
 		r = -EEXIST;
 	} else if (r == 0) {
-		r = db_secret_delete(v->db, t.id);
+		r = db_version_archive(v->db, t.id, false, vault_keep_old(v));
+		if (r == 0)
+			r = db_secret_adopt(v->db, s.id, t.id);
+		s.version = t.version + 1;
 		if (r == 0 && replaced_id)
 			*replaced_id = t.id;
 	} else if (r == -ENOENT) {
-		r = 0;
+		r = vault_reseal_history(v, s.id, k->key, k->name, s.name, k->key, newname);
 	}
 	if (r < 0)
 		goto done;
 	snprintf(s.name, sizeof(s.name), "%s", newname);
-	s.version++;
 	s.chtime_ns = db_now_ns();
-	seal_ad_value(&ad, k->name, s.name, s.version);
-	r = seal_blob(&nblob, k->key, &ad, pt->data, pt->len);
+	r = seal_value(k, &s, pt->data, pt->len, &nblob);
 	if (r == 0)
 		r = db_secret_rename(v->db, &s, &nblob);
 done:
@@ -595,15 +1015,37 @@ done:
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
-out:
+	/* Only now: the audit log waits for the store, which this held. */
+	if (tampered)
+		audit_authfail(v->audit, k->name, s.name);
+	if (k)
+		vault_key_put(v, k);
 	secbuf_free(pt);
 	db_blob_free(&blob);
 	db_blob_free(&nblob);
-	key_put(v, k);
 	return r;
 }
 
-int vault_delete(struct vault *v, int64_t secret_id)
+/* Into the trash, restorable for undelete_window; with no window, gone. */
+int vault_delete(struct vault *v, int64_t secret_id, uid_t by)
 {
-	return db_secret_delete(v->db, secret_id);
+	struct db_secret s;
+	int r = db_begin(v->db);
+
+	if (r < 0)
+		return r;
+	r = db_secret_get(v->db, secret_id, &s);
+	if (r == 0)
+		r = db_version_archive(v->db, secret_id, true, v->conf->versions);
+	if (r == 0)
+		r = db_trash_put(v->db, &s, db_now_ns(), by);
+	if (r == 0 && v->conf->undelete_window == 0)
+		r = db_trash_purge(v->db, s.instance_id, s.name, INT64_MAX, NULL);
+	if (r == 0)
+		r = db_trash_purge(v->db, 0, NULL, vault_undelete_since(v), NULL);
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
+	return r;
 }

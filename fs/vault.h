@@ -12,6 +12,7 @@
 #include "policy.h"
 
 struct vault;
+struct audit;
 
 enum {
 	VAULT_READONLY = 0x1,
@@ -27,6 +28,11 @@ int vault_open(struct vault **out, const struct vault_conf *conf,
 void vault_close(struct vault *v);
 struct db *vault_db(struct vault *v);
 const struct vault_conf *vault_conf(struct vault *v);
+/* The audit log's key, derived from the master key at open. */
+const struct secbuf *vault_audit_key(struct vault *v);
+/* The audit log that records authentication failures (NULL: none). */
+void vault_set_audit(struct vault *v, struct audit *a);
+struct audit *vault_audit(struct vault *v);
 
 /* Creates the instances named in the config and applies their owner, group
  * and mode. */
@@ -41,21 +47,80 @@ mode_t vault_secret_mode(struct vault *v, const char *instance, mode_t asked);
  * without the value). meta may be NULL. */
 int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out,
 	       struct db_secret *meta) WUR;
-/* A new, empty secret: -EEXIST if the name is taken. */
+/* Decrypts a version, current or old: -ENOENT if it is not kept. */
+struct db_version;
+int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,
+		       struct secbuf **out, struct db_version *meta) WUR;
+/* A new, empty secret (version 0, which no history keeps): -EEXIST if the
+ * name is taken. */
 int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t uid,
 		 gid_t gid, mode_t mode, struct db_secret *out) WUR;
 /* Seals and stores a new version of a secret in one transaction, applying the
- * newline policy; -EFBIG over the size limit, -ENOENT if it is gone. */
+ * newline policy and keeping the value it replaces as an old version (the
+ * config's `versions` says how many); -EFBIG over the size limit, -ENOENT if
+ * it is gone. */
 int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt,
 		 size_t len, uid_t by, struct db_secret *out) WUR;
+/* The same for successive commits of one open file: *version is the
+ * version its last commit made (0: none yet); while that is still the
+ * current one, it is replaced instead of kept in the history. Updated to
+ * the version this commit made. */
+int vault_update_amend(struct vault *v, int64_t secret_id, const unsigned char *pt,
+		       size_t len, uid_t by, uint64_t *version) WUR;
 /* Update or create by name (the CLI's set). */
 int vault_put(struct vault *v, int64_t instance_id, const char *name,
 	      const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
 	      struct db_secret *out) WUR;
+/* The same, only if the current version is if_version (a missing key counts
+ * as version 0; -1: any): -ESTALE otherwise, with out->version the current
+ * one. */
+int vault_put_if(struct vault *v, int64_t instance_id, const char *name,
+		 const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
+		 int64_t if_version, struct db_secret *out) WUR;
+/* Puts n values in one transaction: all or none. On failure *at (may be
+ * NULL) is the index of the value that failed (n: the commit did). */
+int vault_put_many(struct vault *v, int64_t instance_id, size_t n, const char *const *names,
+		   struct secbuf *const *values, uid_t uid, gid_t gid, size_t *at) WUR;
 /* Renames within the instance, atomically replacing `newname` if it exists
- * (unless noreplace: -EEXIST). */
+ * (unless noreplace: -EEXIST). The history goes with the name; replacing
+ * an existing key continues its history. */
 int vault_rename(struct vault *v, int64_t secret_id, const char *newname,
 		 bool noreplace, int64_t *replaced_id) WUR;
-int vault_delete(struct vault *v, int64_t secret_id) WUR;
+/* Moves a secret to the trash (undelete_window), or erases it if there is
+ * no window; `by` is who deleted it. */
+int vault_delete(struct vault *v, int64_t secret_id, uid_t by) WUR;
+
+/* Makes an old version current again, as a new version: -EALREADY if it
+ * is the current one, -ENOENT if it is not kept. */
+int vault_rollback(struct vault *v, int64_t secret_id, uint64_t version, uid_t by,
+		   struct db_secret *out) WUR;
+/* Brings back the most recently deleted secret of that name, if it was
+ * deleted within the undelete window: -ENOENT if none, -EEXIST if a
+ * secret of that name exists. */
+int vault_undelete(struct vault *v, int64_t instance_id, const char *name,
+		   struct db_secret *out) WUR;
+/* Erases deleted secrets of that name (NULL: every deleted secret of the
+ * instance; instance 0: of every instance) with their history, for good. */
+int vault_purge(struct vault *v, int64_t instance_id, const char *name, int64_t *count) WUR;
+
+/* Re-reads the master key from its source (the key file, or the systemd
+ * credential) and, if it opens the vault, uses it from now on; the cached
+ * data keys are dropped either way while the key in use still opens the
+ * vault. -EKEYREJECTED if the source holds a key that does not open it. */
+int vault_reload_key(struct vault *v, char *err, size_t errlen) WUR;
+/* Called with each instance (and, for an instance rotation, each secret)
+ * done, inside the transaction. */
+typedef void (*vault_progress_fn)(void *ctx, const char *instance, const char *key);
+/* Re-wraps every data key and the check value for a new master key, in one
+ * transaction; afterwards the old key opens nothing. */
+int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
+			vault_progress_fn progress, void *ctx, char *err, size_t errlen) WUR;
+/* A new data key for one instance (generation + 1): every value, old
+ * version and deleted secret is re-sealed with it, in one transaction. */
+int vault_rotate_instance(struct vault *v, int64_t instance_id, vault_progress_fn progress,
+			  void *ctx, char *err, size_t errlen) WUR;
+/* Opens every data key and value, current and old: 0, or -EIO with the
+ * first failure named in err. */
+int vault_verify(struct vault *v, char *err, size_t errlen) WUR;
 
 #endif

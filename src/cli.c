@@ -11,6 +11,8 @@
 
 #include "../crypto/key.h"
 #include "../crypto/secmem.h"
+#include "../fs/name.h"
+#include "../fs/audit.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "config.h"
@@ -44,7 +46,9 @@ static const char common_help[] =
 	"      --db PATH        vault database (overrides the config)\n"
 	"  -k, --key-file PATH  master key file: 32 raw bytes or 64 hex characters;\n"
 	"                       without it: $VAULTFS_KEY, then $CREDENTIALS_DIRECTORY/vaultfs.key\n"
-	"  -h, --help           this help\n";
+	"  -h, --help           this help\n"
+	"Options may come before or after the arguments; -- ends them (for a name\n"
+	"that begins with -).\n";
 
 static void print_help(const struct cli *c)
 {
@@ -72,7 +76,7 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
 	for (; extra && extra->name && n < 31; extra++)
 		opts[n++] = *extra;
 	memset(&opts[n], 0, sizeof(opts[n]));
-	snprintf(sopts, sizeof(sopts), "+c:k:h%s", shortopts ? shortopts : "");
+	snprintf(sopts, sizeof(sopts), "c:k:h%s", shortopts ? shortopts : "");
 	policy_defaults(&c->conf);
 	optind = 1;
 	opterr = 0;
@@ -182,6 +186,22 @@ int cli_load_key(struct cli *c, struct secbuf **key)
 	return 0;
 }
 
+int cli_load_key_file(const char *path, const char *what, struct secbuf **key)
+{
+	struct key_source src = { .file = path };
+	char err[1024], warn[1024];
+
+	if (key_load(key, &src, err, sizeof(err), warn, sizeof(warn)) < 0) {
+		cli_error("%s %s", what, err);
+		return -1;
+	}
+	if (warn[0])
+		cli_error("warning: %s %s", what, warn);
+	return 0;
+}
+
+static int cli_open_audit(struct cli *c, int vault_flags);
+
 int cli_open_vault(struct cli *c, int vault_flags)
 {
 	struct secbuf *key = NULL;
@@ -196,12 +216,116 @@ int cli_open_vault(struct cli *c, int vault_flags)
 		cli_error("%s", err);
 		return -1;
 	}
+	return cli_open_audit(c, vault_flags);
+}
+
+void cli_audit_error(const char *db, int r)
+{
+	if (r == -EKEYREJECTED)
+		cli_error("%s: cannot open the audit log: its key is not sealed for this master "
+			  "key (damaged, or a master key rotation did not re-seal it)", db);
+	else
+		cli_error("%s: cannot open the audit log: %s%s", db, strerror(-r),
+			  r == -EPROTO ? " (is the database older than this vaultfs?)" : "");
+}
+
+/* Every command that opens the vault records what it reads and changes, and
+ * refuses to run when the log can't be written. */
+static int cli_open_audit(struct cli *c, int vault_flags)
+{
+	struct audit *a = NULL;
+	int r;
+
+	if (!c->conf.daemon.audit || (vault_flags & VAULT_READONLY))
+		return 0;
+	r = audit_open(&a, c->conf.db, vault_audit_key(c->vault), &c->conf.daemon);
+	if (r < 0) {
+		cli_audit_error(c->conf.db, r);
+		return -1;
+	}
+	vault_set_audit(c->vault, a);
 	return 0;
+}
+
+void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
+	       int result)
+{
+	audit_record(vault_audit(c->vault), NULL, op, instance, key, result, "vaultfs CLI");
 }
 
 void cli_close(struct cli *c)
 {
+	if (c->vault) {
+		audit_close(vault_audit(c->vault));
+		vault_set_audit(c->vault, NULL);
+	}
 	vault_close(c->vault);
 	c->vault = NULL;
 	policy_free(&c->conf);
+}
+
+int cli_find_instance(struct cli *c, const char *name, struct db_instance *in)
+{
+	int r;
+
+	if (!name_valid(name)) {
+		cli_error("invalid instance name '%s' (1-255 of A-Z a-z 0-9 . _ -)", name);
+		return -1;
+	}
+	r = db_instance_find(vault_db(c->vault), name, in);
+	if (r == -ENOENT)
+		cli_error("no such instance: %s", name);
+	else if (r < 0)
+		cli_error("%s: %s", name, strerror(-r));
+	return r < 0 ? -1 : 0;
+}
+
+int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_secret *s)
+{
+	struct db_instance in;
+	int r;
+
+	if (cli_find_instance(c, inst, &in) < 0)
+		return -1;
+	if (!name_valid(key)) {
+		cli_error("invalid key name '%s' (1-255 of A-Z a-z 0-9 . _ -)", key);
+		return -1;
+	}
+	r = db_secret_find(vault_db(c->vault), in.id, key, s);
+	if (r == -ENOENT)
+		cli_error("no such key: %s/%s", inst, key);
+	else if (r < 0)
+		cli_error("%s/%s: %s", inst, key, strerror(-r));
+	return r < 0 ? -1 : 0;
+}
+
+int cli_instance_open(struct cli *c, const char *name, struct db_instance *in)
+{
+	const struct instance_conf *ic;
+	int r = db_instance_find(vault_db(c->vault), name, in);
+
+	if (r != -ENOENT)
+		return r;
+	ic = policy_instance(&c->conf, name);
+	r = vault_instance_create(c->vault, name, ic && ic->has_owner ? ic->owner : getuid(),
+				  ic && ic->has_group ? ic->group : getgid(),
+				  ic && ic->has_mode ? ic->mode : 0700, in);
+	if (r == 0)
+		cli_error("created instance %s", name);
+	return r;
+}
+
+int cli_parse_version(const char *s, int64_t *out)
+{
+	int64_t v = 0;
+
+	if (!*s)
+		return -EINVAL;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > (INT64_MAX - (*s - '0')) / 10)
+			return -EINVAL;
+		v = v * 10 + (*s - '0');
+	}
+	*out = v;
+	return 0;
 }

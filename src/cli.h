@@ -4,13 +4,19 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 
+#include "../fs/audit.h"
 #include "../fs/policy.h"
 
 struct vault;
 struct secbuf;
+struct db_instance;
+struct db_secret;
 
-enum { EXIT_USAGE = 2 };
+/* 1: an error; 2: a usage error; 3: "no": a check-and-set conflict, or an
+ * expected key missing (vaultfs check). */
+enum { EXIT_USAGE = 2, EXIT_NO = 3 };
 
 struct cli {
 	const char *cmd;
@@ -25,6 +31,10 @@ struct cli {
 
 /* Long options every subcommand takes, and the codes they come back as. */
 enum { OPT_CONFIG = 0x100, OPT_DB, OPT_KEY_FILE, OPT_HELP };
+/* Codes for the subcommands' own long options. */
+enum { OPT_VERSION = 0x200, OPT_IF_VERSION, OPT_ALL, OPT_DELETED, OPT_NEW_KEY_FILE,
+       OPT_INSTANCE, OPT_JSON, OPT_ENV, OPT_DIR, OPT_TYPE, OPT_VERBOSE, OPT_DRY_RUN,
+       OPT_BACKUP_KEY_FILE, OPT_KEY, OPT_SINCE, OPT_VERIFY, OPT_PRUNE };
 
 /* Parses argv with the common options plus `extra` (NULL-terminated, may be
  * NULL) and `shortopts`; calls on_opt for the extra ones (nonzero: usage
@@ -39,7 +49,25 @@ int cli_load_config(struct cli *c);
 int cli_open_vault(struct cli *c, int vault_flags);
 /* Loads the master key alone (for init). */
 int cli_load_key(struct cli *c, struct secbuf **key);
+/* Loads another key from a file (rotate-key's new key, restore's old one);
+ * errors are printed with `what` before them. */
+int cli_load_key_file(const char *path, const char *what, struct secbuf **key);
 void cli_close(struct cli *c);
+/* Prints why the audit log of db could not be opened (r: -errno). */
+void cli_audit_error(const char *db, int r);
+/* Records a CLI read or change of a secret in the audit log. */
+void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
+	       int result);
+
+/* A version number: digits only, at most INT64_MAX. */
+int cli_parse_version(const char *s, int64_t *out);
+
+/* Look-ups by name in the open vault; the error is printed (-1). */
+int cli_find_instance(struct cli *c, const char *name, struct db_instance *in);
+int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_secret *s);
+/* The instance, created (owner, group and mode from the config, else the
+ * caller's, 0700) if it doesn't exist; -errno, nothing printed. */
+int cli_instance_open(struct cli *c, const char *name, struct db_instance *in);
 
 /* No core dumps, not ptrace-able by other users, for any process that holds
  * keys or plaintext. */

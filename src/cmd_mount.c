@@ -15,13 +15,13 @@
 #include "../crypto/secmem.h"
 #include "../fs/fs.h"
 #include "../fs/log.h"
+#include "../fs/audit.h"
 #include "../fs/name.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
 #include "notify.h"
-
-enum { OPT_INSTANCE = 0x200 };
+#include "privdrop.h"
 
 #define FUSE_SUPER_MAGIC 0x65735546
 
@@ -32,6 +32,7 @@ struct mount_opts {
 	const char *instance;
 	const char *mountpoint;
 	int ready_fd;
+	const struct vault_conf *conf;
 };
 
 static int mount_opt(int opt, const char *arg, void *ctx)
@@ -61,8 +62,13 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 static int mount_ready(void *ctx)
 {
 	struct mount_opts *mo = ctx;
+	char err[1024];
 	int fd;
 
+	if (priv_drop(mo->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
 	notify_ready(mo->mountpoint);
 	if (mo->ready_fd < 0)
 		return 0;
@@ -182,6 +188,11 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	int r;
 
 	mo->mountpoint = mountpoint;
+	mo->conf = &c->conf;
+	if (priv_check(&c->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return 1;
+	}
 	if (cli_open_vault(c, 0) < 0)
 		return 1;
 	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {
@@ -190,6 +201,15 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	}
 	if (mo->instance && find_instance(c, mo->instance, &m.instance_id) < 0)
 		return 1;
+	r = vault_audit(c->vault) ? audit_start(vault_audit(c->vault)) : 0;
+	if (r < 0) {
+		cli_error("cannot start the audit log: %s", strerror(-r));
+		return 1;
+	}
+	if (priv_prepare(&c->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return 1;
+	}
 	log_set_verbose(mo->debug);
 	r = fs_run(c->vault, &m);
 	notify_stopping();

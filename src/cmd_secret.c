@@ -1,4 +1,4 @@
-/* vaultfs ls, get, set, rm: the vault without a mount. They work on the
+/* vaultfs get, set, rm: the vault without a mount. They work on the
  * database directly, also while it is mounted (SQLite's locking keeps both
  * consistent). Values pass only through locked memory and stdin/stdout. */
 #include <errno.h>
@@ -16,122 +16,6 @@
 #include "cli.h"
 #include "commands.h"
 
-struct names {
-	char **v;
-	size_t n, cap;
-};
-
-static int names_add(struct names *ns, const char *name)
-{
-	if (ns->n == ns->cap) {
-		size_t cap = ns->cap ? ns->cap * 2 : 64;
-		char **v = realloc(ns->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		ns->v = v;
-		ns->cap = cap;
-	}
-	ns->v[ns->n] = strdup(name);
-	return ns->v[ns->n++] ? 0 : -ENOMEM;
-}
-
-static int instance_name_cb(void *ctx, const struct db_instance *in)
-{
-	return names_add(ctx, in->name);
-}
-
-static int secret_name_cb(void *ctx, const struct db_secret *s)
-{
-	return names_add(ctx, s->name);
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void names_print_free(struct names *ns)
-{
-	if (ns->n)
-		qsort(ns->v, ns->n, sizeof(*ns->v), cmp_names);
-	for (size_t i = 0; i < ns->n; i++) {
-		puts(ns->v[i]);
-		free(ns->v[i]);
-	}
-	free(ns->v);
-}
-
-/* Finds an instance by name, with the error printed. */
-static int find_instance(struct cli *c, const char *name, struct db_instance *in)
-{
-	int r;
-
-	if (!name_valid(name)) {
-		cli_error("invalid instance name '%s' (1-255 of A-Z a-z 0-9 . _ -)", name);
-		return -1;
-	}
-	r = db_instance_find(vault_db(c->vault), name, in);
-	if (r == -ENOENT)
-		cli_error("no such instance: %s", name);
-	else if (r < 0)
-		cli_error("%s: %s", name, strerror(-r));
-	return r < 0 ? -1 : 0;
-}
-
-static int find_secret(struct cli *c, const char *inst, const char *key, struct db_secret *s)
-{
-	struct db_instance in;
-	int r;
-
-	if (find_instance(c, inst, &in) < 0)
-		return -1;
-	if (!name_valid(key)) {
-		cli_error("invalid key name '%s' (1-255 of A-Z a-z 0-9 . _ -)", key);
-		return -1;
-	}
-	r = db_secret_find(vault_db(c->vault), in.id, key, s);
-	if (r == -ENOENT)
-		cli_error("no such key: %s/%s", inst, key);
-	else if (r < 0)
-		cli_error("%s/%s: %s", inst, key, strerror(-r));
-	return r < 0 ? -1 : 0;
-}
-
-int ls_main(int argc, char **argv)
-{
-	struct cli c = {
-		.cmd = "ls", .usage = "[OPTIONS] [INSTANCE]",
-		.help = "Lists the instances, or the keys configured in INSTANCE, one per line.\n"
-			"Values are never shown.\n",
-	};
-	struct names ns = { 0 };
-	struct db_instance in;
-	int i, r, ret = 1;
-
-	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i > 1)
-		cli_usage_error(&c, "too many arguments");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
-		goto out;
-	if (i == argc) {
-		r = db_instance_each(vault_db(c.vault), 0, instance_name_cb, &ns);
-	} else {
-		if (find_instance(&c, argv[i], &in) < 0)
-			goto out;
-		r = db_secret_each(vault_db(c.vault), in.id, 0, secret_name_cb, &ns);
-	}
-	if (r < 0) {
-		cli_error("cannot list: %s", strerror(-r));
-		goto out;
-	}
-	ret = 0;
-out:
-	names_print_free(&ns);
-	cli_close(&c);
-	return ret;
-}
-
 static int write_all(int fd, const unsigned char *p, size_t n)
 {
 	while (n) {
@@ -147,27 +31,45 @@ static int write_all(int fd, const unsigned char *p, size_t n)
 	return 0;
 }
 
+static int version_opt(int opt, const char *arg, void *ctx)
+{
+	return opt == OPT_VERSION && cli_parse_version(arg, ctx) == 0 ? 0 : -1;
+}
+
 int get_main(int argc, char **argv)
 {
+	static const struct option extra[] = {
+		{ "version", required_argument, NULL, OPT_VERSION }, { 0 },
+	};
 	struct cli c = {
-		.cmd = "get", .usage = "[OPTIONS] INSTANCE KEY",
-		.help = "Writes the value of INSTANCE/KEY to standard output, exactly as stored.\n",
+		.cmd = "get", .usage = "[OPTIONS] [--version V] INSTANCE KEY",
+		.help = "Writes the value of INSTANCE/KEY to standard output, exactly as stored.\n\n"
+			"      --version V      an old version (see: vaultfs history)\n",
 	};
 	struct secbuf *val = NULL;
+	int64_t version = -1;
 	struct db_secret s;
 	int i, r, ret = 1;
 
-	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
+	i = cli_parse(&c, argc, argv, NULL, extra, version_opt, &version);
 	if (argc - i != 2)
 		cli_usage_error(&c, "want INSTANCE and KEY");
 	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
 		goto out;
-	if (find_secret(&c, argv[i], argv[i + 1], &s) < 0)
+	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
 		goto out;
-	r = vault_read(c.vault, s.id, &val, NULL);
+	if (version >= 0)
+		r = vault_read_version(c.vault, s.id, (uint64_t)version, &val, NULL);
+	else
+		r = vault_read(c.vault, s.id, &val, NULL);
+	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	if (r == -EIO) {
 		cli_error("%s/%s: the stored value fails authentication (tampered or damaged); "
 			  "refusing to show it", argv[i], argv[i + 1]);
+		goto out;
+	} else if (r == -ENOENT && version >= 0) {
+		cli_error("%s/%s has no version %lld (see: vaultfs history %s %s)", argv[i],
+			  argv[i + 1], (long long)version, argv[i], argv[i + 1]);
 		goto out;
 	} else if (r < 0) {
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
@@ -230,21 +132,35 @@ static int read_value_tty(struct secbuf *b, size_t max, const char *inst, const 
 	return r;
 }
 
+static int if_version_opt(int opt, const char *arg, void *ctx)
+{
+	return opt == OPT_IF_VERSION && cli_parse_version(arg, ctx) == 0 ? 0 : -1;
+}
+
 int set_main(int argc, char **argv)
 {
+	static const struct option extra[] = {
+		{ "if-version", required_argument, NULL, OPT_IF_VERSION }, { 0 },
+	};
 	struct cli c = {
-		.cmd = "set", .usage = "[OPTIONS] INSTANCE KEY < VALUE",
+		.cmd = "set", .usage = "[OPTIONS] [--if-version V] INSTANCE KEY < VALUE",
 		.help = "Stores the value read from standard input as INSTANCE/KEY (never from\n"
 			"the command line, where other users could see it). Creates the key,\n"
 			"and the instance, if they don't exist. A single-line value loses one\n"
-			"trailing newline unless the instance keeps newlines.\n",
+			"trailing newline unless the instance keeps newlines. The value it\n"
+			"replaces is kept as an old version (see: vaultfs history).\n\n"
+			"      --if-version V   only if the key is still at version V (a missing\n"
+			"                       key counts as 0); otherwise change nothing and\n"
+			"                       exit with status 3\n",
 	};
 	struct secbuf *val = NULL;
+	struct db_secret cur = { 0 };
+	int64_t if_version = -1;
 	struct db_instance in;
 	const char *inst, *key;
 	int i, r, ret = 1;
 
-	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
+	i = cli_parse(&c, argc, argv, NULL, extra, if_version_opt, &if_version);
 	if (argc - i != 2)
 		cli_usage_error(&c, "want INSTANCE and KEY (the value comes from standard input)");
 	inst = argv[i];
@@ -268,18 +184,22 @@ int set_main(int argc, char **argv)
 		cli_error("cannot read the value: %s", strerror(-r));
 		goto out;
 	}
-	r = db_instance_find(vault_db(c.vault), inst, &in);
-	if (r == -ENOENT) {
-		const struct instance_conf *ic = policy_instance(&c.conf, inst);
-
-		r = vault_instance_create(c.vault, inst, ic && ic->has_owner ? ic->owner : getuid(),
-					  ic && ic->has_group ? ic->group : getgid(),
-					  ic && ic->has_mode ? ic->mode : 0700, &in);
-		if (r == 0)
-			cli_error("created instance %s", inst);
+	/* A check against a version > 0 fails on a missing instance: don't make one. */
+	r = if_version > 0 ? db_instance_find(vault_db(c.vault), inst, &in) :
+			     cli_instance_open(&c, inst, &in);
+	if (r == -ENOENT && if_version > 0)
+		r = -ESTALE;
+	else if (r == 0)
+		r = vault_put_if(c.vault, in.id, key, val->data, val->len, getuid(), in.gid,
+				 if_version, &cur);
+	cli_audit(&c, AUDIT_WRITE, inst, key, r);
+	if (r == -ESTALE) {
+		cli_error("%s/%s is at version %llu, not %lld: it changed meanwhile; nothing was "
+			  "changed", inst, key, (unsigned long long)cur.version,
+			  (long long)if_version);
+		ret = EXIT_NO;
+		goto out;
 	}
-	if (r == 0)
-		r = vault_put(c.vault, in.id, key, val->data, val->len, getuid(), in.gid, NULL);
 	if (r < 0) {
 		cli_error("%s/%s: %s; nothing was changed", inst, key, strerror(-r));
 		goto out;
@@ -305,9 +225,10 @@ int rm_main(int argc, char **argv)
 		cli_usage_error(&c, "want INSTANCE and KEY");
 	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
 		goto out;
-	if (find_secret(&c, argv[i], argv[i + 1], &s) < 0)
+	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
 		goto out;
-	r = vault_delete(c.vault, s.id);
+	r = vault_delete(c.vault, s.id, getuid());
+	cli_audit(&c, AUDIT_DELETE, argv[i], argv[i + 1], r);
 	if (r < 0) {
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;

@@ -9,5 +9,18 @@ int ls_main(int argc, char **argv);
 int get_main(int argc, char **argv);
 int set_main(int argc, char **argv);
 int rm_main(int argc, char **argv);
+int check_main(int argc, char **argv);
+int export_main(int argc, char **argv);
+int history_main(int argc, char **argv);
+int rollback_main(int argc, char **argv);
+int undelete_main(int argc, char **argv);
+int purge_main(int argc, char **argv);
+int describe_main(int argc, char **argv);
+int rotate_key_main(int argc, char **argv);
+int backup_main(int argc, char **argv);
+int restore_main(int argc, char **argv);
+int import_main(int argc, char **argv);
+int audit_main(int argc, char **argv);
+int doctor_main(int argc, char **argv);
 
 #endif

@@ -3,6 +3,7 @@
 #define VAULTFS_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../fs/policy.h"
 
@@ -19,5 +20,7 @@ int config_load(struct vault_conf *c, const char *path, char *err, size_t errlen
 int config_parse_mode(const char *s, mode_t *out);
 /* "1048576", "512K", "1M" -> bytes. */
 int config_parse_size(const char *s, size_t *out);
+/* "90", "90s", "15m", "12h", "7d" -> seconds. */
+int config_parse_duration(const char *s, int64_t *out);
 
 #endif

@@ -16,14 +16,27 @@ static const struct {
 	{ "ls", ls_main, "List instances, or the keys of an instance" },
 	{ "get", get_main, "Write a secret's value to standard output" },
 	{ "set", set_main, "Store a secret's value read from standard input" },
-	{ "rm", rm_main, "Delete a secret" },
+	{ "rm", rm_main, "Delete a secret (undelete brings it back for a while)" },
+	{ "describe", describe_main, "Set or show a secret's description and type" },
+	{ "history", history_main, "List a secret's kept versions (never values)" },
+	{ "rollback", rollback_main, "Make an old version current again" },
+	{ "undelete", undelete_main, "Bring back a deleted secret" },
+	{ "purge", purge_main, "Erase deleted secrets and their history for good" },
+	{ "check", check_main, "Exit non-zero while a key the config expects is missing" },
+	{ "export", export_main, "List instances and keys as JSON, without values" },
+	{ "import", import_main, "Import a dotenv file or a secrets directory" },
+	{ "backup", backup_main, "Write a consistent backup, also while mounted" },
+	{ "restore", restore_main, "Bring back a backup the master key opens" },
+	{ "rotate-key", rotate_key_main, "Rotate the master key, or an instance's data key" },
+	{ "audit", audit_main, "Show or verify the audit log" },
+	{ "doctor", doctor_main, "Check the host and the vault's files for weak spots" },
 };
 
 static void show_usage(FILE *f)
 {
 	fprintf(f, "usage: vaultfs COMMAND [OPTIONS] [ARGS]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].description);
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].description);
 	fprintf(f, "\n'vaultfs COMMAND --help' describes a command; 'vaultfs --version' "
 		"prints the version.\n");
 }

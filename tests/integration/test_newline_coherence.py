@@ -129,3 +129,17 @@ def test_open_handle_keeps_reading_its_snapshot(vault):
     whole = first + rest
     assert whole in (b"A" * 4000, b"B" * 4000), "a read must never mix two versions"
     assert read_file(p) == b"B" * 4000
+
+
+def test_failed_rewrite_keeps_newline_behaviour(vault_factory):
+    """A value put back after a failed `cmd > key` still continues as a
+    line: appending to it afterwards gives two lines, as before."""
+    v = vault_factory(config="[vault]\nmax_value_size = 16\n")
+    os.mkdir(v.path("app"))
+    k = v.path("app", "K")
+    r = sh(f"echo v > {k}; head -c 20 /dev/zero > {k}")
+    assert r.returncode != 0 and b"too large" in r.stderr.lower(), r.stderr
+    assert read_file(k) == b"v", "the old value is back"
+    assert sh(f"echo b >> {k}").returncode == 0
+    assert read_file(k) == b"v\nb\n"
+

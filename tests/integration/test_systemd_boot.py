@@ -216,8 +216,6 @@ def test_a_mount_namespace_would_hide_the_mount(machine):
              "systemctl daemon-reload")
 
 
-@pytest.mark.xfail(reason="SIGHUP reload comes with issue 4; until then libfuse's handler "
-                          "treats SIGHUP like SIGTERM", strict=False)
 def test_reload_keeps_the_mount(machine):
     m = machine
     m.ok("systemctl start vaultfs.service")

@@ -490,8 +490,34 @@ static const struct err_case err_cases[] = {
 	  "bad mode '2640' for secret_mode (want octal like 0640)" },
 	{ "[instance billing]\nnewline = no\n", 2,
 	  "bad value 'no' for newline (want strip or keep)" },
-	{ "[instance billing]\nexpect = OPENAI_API_KEY\n", 2,
-	  "unknown setting 'expect' in [instance billing]" },
+	{ "[instance billing]\nexpects = OPENAI_API_KEY\n", 2,
+	  "unknown setting 'expects' in [instance billing]" },
+	{ "[instance billing]\nexpect = A, B C\n", 2, "bad key name 'B C' in expect (want a "
+	  "list like A, B of 1 to 255 of A-Z a-z 0-9 . _ -)" },
+	{ "[instance billing]\nexpect = A,,B\n", 2, "bad key name '' in expect (want a "
+	  "list like A, B of 1 to 255 of A-Z a-z 0-9 . _ -)" },
+	{ "[instance billing]\nexpect =\n", 2, "bad key name '' in expect (want a "
+	  "list like A, B of 1 to 255 of A-Z a-z 0-9 . _ -)" },
+	{ "[instance billing]\nexpect = A, ..\n", 2, "bad key name '..' in expect (want a "
+	  "list like A, B of 1 to 255 of A-Z a-z 0-9 . _ -)" },
+	{ "[instance billing]\nexpect = A, B, A\n", 2, "key A is listed twice in expect" },
+	{ "[instance billing]\nexpect = A\nexpect = B\n", 3,
+	  "duplicate setting 'expect' in [instance billing] (first on line 2)" },
+	{ "[vault]\nversions = 0\n", 2, "bad value '0' for versions (want 1 to 1000: how "
+	  "many values of a secret are kept, the current one included)" },
+	{ "[vault]\nversions = 1001\n", 2, "bad value '1001' for versions (want 1 to 1000: "
+	  "how many values of a secret are kept, the current one included)" },
+	{ "[vault]\nversions = ten\n", 2, "bad value 'ten' for versions (want 1 to 1000: "
+	  "how many values of a secret are kept, the current one included)" },
+	{ "[vault]\nundelete_window = 7w\n", 2, "bad duration '7w' for undelete_window (want "
+	  "seconds, or a number with s, m, h or d, like 7d; 0 makes deletes final)" },
+	{ "[vault]\nundelete_window = -1d\n", 2, "bad duration '-1d' for undelete_window "
+	  "(want seconds, or a number with s, m, h or d, like 7d; 0 makes deletes final)" },
+	{ "[vault]\nundelete_window = 1dd\n", 2, "bad duration '1dd' for undelete_window "
+	  "(want seconds, or a number with s, m, h or d, like 7d; 0 makes deletes final)" },
+	{ "[vault]\nundelete_window = 99999999999d\n", 2, "bad duration '99999999999d' for "
+	  "undelete_window (want seconds, or a number with s, m, h or d, like 7d; 0 makes "
+	  "deletes final)" },
 	{ "[instance billing]\ndb = /x.db\n", 2, "unknown setting 'db' in [instance billing]" },
 	{ "[vault]\nowner = root\n", 2, "unknown setting 'owner' in [vault]" },
 	{ "[instance a/b]\n", 1, "bad instance name 'a/b' (want 1 to 255 of A-Z a-z 0-9 . _ -)" },
@@ -519,6 +545,50 @@ static const struct err_case err_cases[] = {
 	  "unknown setting 'colour' in [vault]" },
 	{ "[vault]\ndb x\ncolour = 1\n", 2, "syntax error (want 'key = value' or '[section]')" },
 };
+
+static void test_lifecycle_settings(void **state)
+{
+	struct fx *fx = *state;
+	const struct instance_conf *ic;
+
+	assert_int_equal(fx->c.versions, POLICY_VERSIONS_DEFAULT);
+	assert_int_equal(fx->c.undelete_window, POLICY_UNDELETE_DEFAULT);
+	assert_int_equal(conf_load_text(fx, "[vault]\nversions = 3\nundelete_window = 36h\n"
+					"[instance billing]\n"
+					"expect =  OPENAI_API_KEY ,STRIPE_API_KEY,x.y-z\n"
+					"[instance other]\n"), 0);
+	assert_int_equal(fx->c.versions, 3);
+	assert_int_equal(fx->c.undelete_window, 36 * 3600);
+	ic = policy_instance(&fx->c, "billing");
+	assert_non_null(ic);
+	assert_int_equal(ic->n_expect, 3);
+	assert_string_equal(ic->expect[0], "OPENAI_API_KEY");
+	assert_string_equal(ic->expect[1], "STRIPE_API_KEY");
+	assert_string_equal(ic->expect[2], "x.y-z");
+	ic = policy_instance(&fx->c, "other");
+	assert_int_equal(ic->n_expect, 0);
+	assert_null(ic->expect);
+	assert_int_equal(conf_load_text(fx, "[vault]\nundelete_window = 0\n"), 0);
+	assert_int_equal(fx->c.undelete_window, 0);
+}
+
+static void test_parse_duration(void **state)
+{
+	static const struct { const char *s; int64_t want; } ok[] = {
+		{ "0", 0 }, { "90", 90 }, { "90s", 90 }, { "15m", 900 }, { "12h", 43200 },
+		{ "7d", 604800 },
+	};
+	static const char *const bad[] = { "", "d", "1w", "1.5d", "-1", "1 d", "1ds", "0x10" };
+	int64_t v;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		assert_int_equal(config_parse_duration(ok[i].s, &v), 0);
+		assert_int_equal(v, ok[i].want);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_true(config_parse_duration(bad[i], &v) < 0);
+}
 
 static void test_errors(void **state)
 {
@@ -701,6 +771,8 @@ int main(void)
 		FX_TEST(test_long_line),
 		FX_TEST(test_nul_byte),
 		FX_TEST(test_errors),
+		FX_TEST(test_lifecycle_settings),
+		cmocka_unit_test(test_parse_duration),
 		FX_TEST(test_missing_file),
 		FX_TEST(test_file_checks),
 		FX_TEST(test_not_regular),

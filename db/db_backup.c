@@ -1,0 +1,184 @@
+/*
+ * Backups and restores. Rules this file keeps:
+ *  - a backup is one read transaction on the source, so it is a snapshot
+ *    of committed state, taken while the daemon keeps serving;
+ *  - backup files are created new, mode 0600, and are self-contained
+ *    (rollback journal, not WAL) and synced before we report success;
+ *  - a restore replaces the vault's rows in one transaction: readers see
+ *    the old vault or the restored one.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db_backup.h"
+#include "db_int.h"
+
+/* Tables a restore replaces, parents first. */
+static const char *const restored_tables[] = {
+	"instances", "secrets", "trash", "versions", "secret_attrs",
+};
+#define N_RESTORED (sizeof(restored_tables) / sizeof(restored_tables[0]))
+
+static int copy_into(sqlite3 *src, const char *dst_path)
+{
+	sqlite3_backup *b;
+	sqlite3 *dst = NULL;
+	int rc, r;
+
+	r = dbi_create_file(dst_path);
+	if (r < 0)
+		return r;
+	rc = sqlite3_open_v2(dst_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+	b = sqlite3_backup_init(dst, "main", src, "main");
+	if (!b) {
+		rc = sqlite3_errcode(dst);
+		goto fail;
+	}
+	rc = sqlite3_backup_step(b, -1);
+	sqlite3_backup_finish(b);
+	if (rc != SQLITE_DONE) {
+		rc = rc == SQLITE_OK ? SQLITE_ERROR : rc;
+		goto fail;
+	}
+	rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL;"
+			  "BEGIN IMMEDIATE; COMMIT;", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+	rc = sqlite3_close(dst);
+	dst = NULL;
+	if (rc != SQLITE_OK)
+		goto fail;
+	return 0;
+fail:
+	dbi_set_error(dst ? sqlite3_errmsg(dst) : sqlite3_errstr(rc));
+	sqlite3_close(dst);
+	unlink(dst_path);
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_BUSY: case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOTADB: case SQLITE_CORRUPT:
+		return -EPROTO;
+	default:
+		return -EIO;
+	}
+}
+
+int db_backup(struct db *db, const char *path)
+{
+	int r;
+
+	dbi_lock(db);
+	r = copy_into(dbi_conn(db), path);
+	dbi_unlock(db);
+	return r;
+}
+
+int db_copy_file(const char *src, const char *dst)
+{
+	sqlite3 *conn = NULL;
+	int rc, r;
+
+	rc = sqlite3_open_v2(src, &conn, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW, NULL);
+	if (rc != SQLITE_OK) {
+		dbi_set_error(conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+		sqlite3_close(conn);
+		return (rc & 0xff) == SQLITE_CANTOPEN ? -ENOENT : -EIO;
+	}
+	sqlite3_busy_timeout(conn, 10000);
+	r = copy_into(conn, dst);
+	sqlite3_close(conn);
+	return r;
+}
+
+static int pragma_value(struct db *db, const char *sql, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(dbi_conn(db), sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return dbi_rc(db, rc);
+	r = dbi_step_row(db, st);
+	if (r == 1) {
+		*out = sqlite3_column_int64(st, 0);
+		r = 0;
+	} else if (r == 0) {
+		r = -EPROTO;
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int same_schema(struct db *db)
+{
+	int64_t mine = 0, theirs = -1, app = 0, their_app = -1;
+	int r;
+
+	r = pragma_value(db, "PRAGMA main.user_version", &mine);
+	if (r == 0)
+		r = pragma_value(db, "PRAGMA bak.user_version", &theirs);
+	if (r == 0)
+		r = pragma_value(db, "PRAGMA main.application_id", &app);
+	if (r == 0)
+		r = pragma_value(db, "PRAGMA bak.application_id", &their_app);
+	if (r == 0 && (mine != theirs || app != their_app)) {
+		dbi_set_error("the backup's schema differs from the vault's");
+		r = -EPROTO;
+	}
+	return r;
+}
+
+static int replace_rows(struct db *db)
+{
+	char sql[128];
+	int r = 0;
+
+	for (size_t i = N_RESTORED; r == 0 && i-- > 0;) {
+		snprintf(sql, sizeof(sql), "DELETE FROM main.%s", restored_tables[i]);
+		r = dbi_exec(db, sql);
+	}
+	for (size_t i = 0; r == 0 && i < N_RESTORED; i++) {
+		snprintf(sql, sizeof(sql), "INSERT INTO main.%s SELECT * FROM bak.%s",
+			 restored_tables[i], restored_tables[i]);
+		r = dbi_exec(db, sql);
+	}
+	return r;
+}
+
+int db_restore(struct db *db, const char *path)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, r;
+
+	dbi_lock(db);
+	rc = sqlite3_prepare_v2(dbi_conn(db), "ATTACH DATABASE ?1 AS bak", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_OK && rc != SQLITE_DONE) {
+		r = dbi_rc(db, rc);
+		goto out;
+	}
+	r = same_schema(db);
+	if (r == 0)
+		r = dbi_exec(db, "BEGIN IMMEDIATE");
+	if (r == 0) {
+		r = replace_rows(db);
+		if (r == 0)
+			r = dbi_exec(db, "COMMIT");
+		if (r < 0)
+			sqlite3_exec(dbi_conn(db), "ROLLBACK", NULL, NULL, NULL);
+	}
+	sqlite3_exec(dbi_conn(db), "DETACH DATABASE bak", NULL, NULL, NULL);
+out:
+	dbi_unlock(db);
+	return r;
+}

@@ -1,0 +1,469 @@
+/*
+ * Old versions, the trash, and the rows rotation visits. Rules this file
+ * keeps:
+ *  - blobs are copied from row to row inside SQLite; sealed bytes pass
+ *    through here only on their way to the vault;
+ *  - a purge deletes the rows (secure_delete is on, so the pages are
+ *    zeroed), and ids are never reused, so a secret created again after a
+ *    purge has a history of its own;
+ *  - what changes several rows runs inside the caller's transaction.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_int.h"
+#include "db_versions.h"
+
+#define VERSION_COLS "secret_id, version, size, flags, mtime, updated_by"
+
+static const char sql_archive[] =
+	"INSERT OR REPLACE INTO versions (secret_id, version, size, flags, mtime, updated_by, "
+	"blob) SELECT id, version, size, flags, mtime, updated_by, blob FROM secrets "
+	"WHERE id = ?1 AND (version > 0 OR ?2)";
+static const char sql_prune[] =
+	"DELETE FROM versions WHERE secret_id = ?1 AND version NOT IN "
+	"(SELECT version FROM versions WHERE secret_id = ?1 ORDER BY version DESC LIMIT ?2)";
+static const char sql_version_get[] =
+	"SELECT " VERSION_COLS ", blob FROM versions WHERE secret_id = ?1 AND version = ?2";
+static const char sql_version_each[] =
+	"SELECT " VERSION_COLS " FROM versions WHERE secret_id = ?1 ORDER BY version DESC";
+static const char sql_version_set_blob[] =
+	"UPDATE versions SET blob = ?3 WHERE secret_id = ?1 AND version = ?2";
+
+static const char sql_adopt_drop[] = "DELETE FROM versions WHERE secret_id = ?1";
+static const char sql_adopt_versions[] =
+	"UPDATE versions SET secret_id = ?1 WHERE secret_id = ?2";
+static const char sql_adopt_attrs[] =
+	"UPDATE OR IGNORE secret_attrs SET secret_id = ?1 WHERE secret_id = ?2";
+static const char sql_adopt_attrs_rest[] = "DELETE FROM secret_attrs WHERE secret_id = ?2";
+static const char sql_adopt_ctime[] =
+	"UPDATE secrets SET ctime = (SELECT ctime FROM secrets WHERE id = ?2) WHERE id = ?1";
+static const char sql_adopt_delete[] = "DELETE FROM secrets WHERE id = ?2";
+
+static const char sql_trash_put[] =
+	"INSERT INTO trash (secret_id, instance_id, name, uid, gid, mode, ctime, deleted, "
+	"deleted_by) SELECT id, instance_id, name, uid, gid, mode, ctime, ?2, ?3 FROM secrets "
+	"WHERE id = ?1";
+static const char sql_trash_unlink[] = "DELETE FROM secrets WHERE id = ?1";
+
+#define TRASH_COLS "t.secret_id, t.instance_id, t.name, t.uid, t.gid, t.mode, t.ctime, " \
+		   "t.deleted, t.deleted_by, " \
+		   "coalesce((SELECT max(version) FROM versions v WHERE v.secret_id = t.secret_id), 0), " \
+		   "coalesce((SELECT size FROM versions v WHERE v.secret_id = t.secret_id " \
+		   "ORDER BY version DESC LIMIT 1), 0)"
+static const char sql_trash_find[] =
+	"SELECT " TRASH_COLS " FROM trash t WHERE t.instance_id = ?1 AND t.name = ?2 "
+	"AND t.deleted >= ?3 ORDER BY t.deleted DESC, t.secret_id DESC LIMIT 1";
+static const char sql_trash_each[] =
+	"SELECT " TRASH_COLS " FROM trash t WHERE ?1 = 0 OR t.instance_id = ?1 "
+	"ORDER BY t.deleted DESC, t.secret_id DESC";
+static const char sql_trash_restore[] =
+	"INSERT INTO secrets (id, instance_id, name, uid, gid, mode, version, size, flags, "
+	"ctime, mtime, chtime, updated_by, blob) "
+	"SELECT t.secret_id, t.instance_id, t.name, t.uid, t.gid, t.mode, v.version, v.size, "
+	"v.flags, t.ctime, v.mtime, ?2, v.updated_by, v.blob FROM trash t JOIN versions v "
+	"ON v.secret_id = t.secret_id WHERE t.secret_id = ?1 ORDER BY v.version DESC LIMIT 1";
+static const char sql_trash_taken[] =
+	"SELECT 1 FROM secrets s JOIN trash t ON s.instance_id = t.instance_id "
+	"AND s.name = t.name WHERE t.secret_id = ?1";
+static const char sql_trash_restored[] =
+	"DELETE FROM versions WHERE secret_id = ?1 AND version = "
+	"(SELECT version FROM secrets WHERE id = ?1)";
+static const char sql_trash_drop[] = "DELETE FROM trash WHERE secret_id = ?1";
+
+#define PURGE_WHERE "(?1 = 0 OR instance_id = ?1) AND (?2 IS NULL OR name = ?2) AND deleted < ?3"
+static const char sql_purge_versions[] =
+	"DELETE FROM versions WHERE secret_id IN (SELECT secret_id FROM trash WHERE "
+	PURGE_WHERE ")";
+static const char sql_purge_attrs[] =
+	"DELETE FROM secret_attrs WHERE secret_id IN (SELECT secret_id FROM trash WHERE "
+	PURGE_WHERE ")";
+static const char sql_purge_trash[] = "DELETE FROM trash WHERE " PURGE_WHERE;
+
+static const char sql_ids_live[] =
+	"SELECT id, name FROM secrets WHERE instance_id = ?1 ORDER BY id";
+static const char sql_ids_trash[] =
+	"SELECT secret_id, name FROM trash WHERE instance_id = ?1 ORDER BY secret_id";
+static const char sql_instance_key[] =
+	"SELECT id, name, uid, gid, mode, ctime, mtime, generation, wrapped_key "
+	"FROM instances WHERE id = ?1";
+
+/* Runs sql with ?1 = a, ?2 = b: the common shape here. */
+static int exec_ids(struct db *db, const char *sql, int64_t a, int64_t b, int want)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, a);
+		sqlite3_bind_int64(st, 2, b);
+		r = dbi_step_change(db, st, want);
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+int db_version_archive(struct db *db, int64_t secret_id, bool with_v0, unsigned keep)
+{
+	int r = exec_ids(db, sql_archive, secret_id, with_v0, -1);
+
+	if (r == 0)
+		r = exec_ids(db, sql_prune, secret_id, keep, -1);
+	return r;
+}
+
+static void row_version(sqlite3_stmt *st, struct db_version *v)
+{
+	v->secret_id = sqlite3_column_int64(st, 0);
+	v->version = (uint64_t)sqlite3_column_int64(st, 1);
+	v->size = (uint64_t)sqlite3_column_int64(st, 2);
+	v->flags = (uint32_t)sqlite3_column_int64(st, 3);
+	v->mtime_ns = sqlite3_column_int64(st, 4);
+	v->updated_by = (uid_t)sqlite3_column_int64(st, 5);
+}
+
+int db_version_get(struct db *db, int64_t secret_id, uint64_t version,
+		   struct db_version *out, struct db_blob *blob)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	if (blob) {
+		blob->data = NULL;
+		blob->len = 0;
+	}
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_version_get, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, secret_id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)version);
+		r = dbi_step_row(db, st);
+		if (r == 1) {
+			row_version(st, out);
+			r = blob ? dbi_column_blob(st, 6, blob) : 0;
+		} else if (r == 0) {
+			r = -ENOENT;
+		}
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+int db_version_each(struct db *db, int64_t secret_id,
+		    int (*fn)(void *, const struct db_version *), void *ctx)
+{
+	struct db_version v;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_version_each, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, secret_id);
+		while ((r = dbi_step_row(db, st)) == 1) {
+			row_version(st, &v);
+			r = fn(ctx, &v);
+			if (r)
+				break;
+		}
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+int db_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,
+			const struct db_blob *blob)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_version_set_blob, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, secret_id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)version);
+		dbi_bind_blob(st, 3, blob);
+		r = dbi_step_change(db, st, 1);
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+int db_secret_adopt(struct db *db, int64_t id, int64_t from_id)
+{
+	static const char *const steps[] = {
+		sql_adopt_drop, sql_adopt_versions, sql_adopt_attrs, sql_adopt_attrs_rest,
+		sql_adopt_ctime,
+	};
+	int r = 0;
+
+	if (id == from_id)
+		return -EINVAL;
+	for (size_t i = 0; r == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
+		r = exec_ids(db, steps[i], id, from_id, -1);
+	if (r == 0)
+		r = exec_ids(db, sql_adopt_delete, id, from_id, 1);
+	return r;
+}
+
+int db_trash_put(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_trash_put, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, s->id);
+		sqlite3_bind_int64(st, 2, now_ns);
+		sqlite3_bind_int64(st, 3, by);
+		r = dbi_step_change(db, st, 1);
+		dbi_done(st);
+	}
+	if (r == 0)
+		r = exec_ids(db, sql_trash_unlink, s->id, 0, 1);
+	dbi_unlock(db);
+	return r;
+}
+
+static void row_trash(sqlite3_stmt *st, struct db_trash *t)
+{
+	t->secret_id = sqlite3_column_int64(st, 0);
+	t->instance_id = sqlite3_column_int64(st, 1);
+	dbi_column_name(st, 2, t->name);
+	t->uid = (uid_t)sqlite3_column_int64(st, 3);
+	t->gid = (gid_t)sqlite3_column_int64(st, 4);
+	t->mode = (mode_t)sqlite3_column_int64(st, 5) & 07777;
+	t->ctime_ns = sqlite3_column_int64(st, 6);
+	t->deleted_ns = sqlite3_column_int64(st, 7);
+	t->deleted_by = (uid_t)sqlite3_column_int64(st, 8);
+	t->version = (uint64_t)sqlite3_column_int64(st, 9);
+	t->size = (uint64_t)sqlite3_column_int64(st, 10);
+}
+
+int db_trash_find(struct db *db, int64_t instance_id, const char *name, int64_t since_ns,
+		  struct db_trash *out)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_trash_find, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, instance_id);
+		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, since_ns);
+		r = dbi_step_row(db, st);
+		if (r == 1) {
+			row_trash(st, out);
+			r = 0;
+		} else if (r == 0) {
+			r = -ENOENT;
+		}
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+int db_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_trash_taken, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, secret_id);
+		r = dbi_step_row(db, st);
+		dbi_done(st);
+		if (r == 1)
+			r = -EEXIST;
+	}
+	if (r == 0)
+		r = exec_ids(db, sql_trash_restore, secret_id, now_ns, 1);
+	if (r == 0)
+		r = exec_ids(db, sql_trash_restored, secret_id, 0, 1);
+	if (r == 0)
+		r = exec_ids(db, sql_trash_drop, secret_id, 0, 1);
+	dbi_unlock(db);
+	return r;
+}
+
+int db_trash_each(struct db *db, int64_t instance_id,
+		  int (*fn)(void *, const struct db_trash *), void *ctx)
+{
+	struct db_trash t;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_trash_each, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, instance_id);
+		while ((r = dbi_step_row(db, st)) == 1) {
+			row_trash(st, &t);
+			r = fn(ctx, &t);
+			if (r)
+				break;
+		}
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+static int purge_step(struct db *db, const char *sql, int64_t instance_id, const char *name,
+		      int64_t before_ns)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	st = dbi_stmt(db, sql, &r);
+	if (!st)
+		return r;
+	sqlite3_bind_int64(st, 1, instance_id);
+	if (name)
+		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	sqlite3_bind_int64(st, 3, before_ns);
+	r = dbi_step_change(db, st, -1);
+	dbi_done(st);
+	return r;
+}
+
+int db_trash_purge(struct db *db, int64_t instance_id, const char *name, int64_t before_ns,
+		   int64_t *count)
+{
+	int r;
+
+	dbi_lock(db);
+	r = purge_step(db, sql_purge_versions, instance_id, name, before_ns);
+	if (r == 0)
+		r = purge_step(db, sql_purge_attrs, instance_id, name, before_ns);
+	if (r == 0)
+		r = purge_step(db, sql_purge_trash, instance_id, name, before_ns);
+	if (r == 0 && count)
+		*count = sqlite3_changes(dbi_conn(db));
+	dbi_unlock(db);
+	return r;
+}
+
+int db_wipe_wal(struct db *db)
+{
+	int r;
+
+	dbi_lock(db);
+	r = dbi_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+	dbi_unlock(db);
+	return r;
+}
+
+struct id_list {
+	int64_t *ids;
+	char (*names)[DB_NAME_MAX + 1];
+	bool *live;
+	size_t n, cap;
+};
+
+static int id_list_add(struct id_list *l, int64_t id, const char *name, bool live)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		int64_t *ids = realloc(l->ids, cap * sizeof(*ids));
+		char (*names)[DB_NAME_MAX + 1];
+		bool *lv;
+
+		if (!ids)
+			return -ENOMEM;
+		l->ids = ids;
+		names = realloc(l->names, cap * sizeof(*names));
+		if (!names)
+			return -ENOMEM;
+		l->names = names;
+		lv = realloc(l->live, cap * sizeof(*lv));
+		if (!lv)
+			return -ENOMEM;
+		l->live = lv;
+		l->cap = cap;
+	}
+	l->ids[l->n] = id;
+	memcpy(l->names[l->n], name, DB_NAME_MAX + 1);
+	l->live[l->n++] = live;
+	return 0;
+}
+
+static int collect_ids(struct db *db, const char *sql, int64_t instance_id, bool live,
+		       struct id_list *l)
+{
+	char name[DB_NAME_MAX + 1];
+	sqlite3_stmt *st;
+	int r = 0;
+
+	st = dbi_stmt(db, sql, &r);
+	if (!st)
+		return r;
+	sqlite3_bind_int64(st, 1, instance_id);
+	while ((r = dbi_step_row(db, st)) == 1) {
+		dbi_column_name(st, 1, name);
+		r = id_list_add(l, sqlite3_column_int64(st, 0), name, live);
+		if (r < 0)
+			break;
+	}
+	dbi_done(st);
+	return r;
+}
+
+int db_instance_secret_ids(struct db *db, int64_t instance_id,
+			   int (*fn)(void *, int64_t id, const char *name, bool live),
+			   void *ctx)
+{
+	struct id_list l = { 0 };
+	int r;
+
+	/* Listed first and visited after, so fn may change these rows. */
+	dbi_lock(db);
+	r = collect_ids(db, sql_ids_live, instance_id, true, &l);
+	if (r == 0)
+		r = collect_ids(db, sql_ids_trash, instance_id, false, &l);
+	for (size_t i = 0; r == 0 && i < l.n; i++)
+		r = fn(ctx, l.ids[i], l.names[i], l.live[i]);
+	dbi_unlock(db);
+	free(l.ids);
+	free(l.names);
+	free(l.live);
+	return r;
+}
+
+int db_instance_key(struct db *db, int64_t id, struct db_instance *in, struct db_blob *wrapped)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	wrapped->data = NULL;
+	wrapped->len = 0;
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_instance_key, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, id);
+		r = dbi_step_row(db, st);
+		if (r == 1) {
+			dbi_row_instance(st, in);
+			r = dbi_column_blob(st, 8, wrapped);
+		} else if (r == 0) {
+			r = -ENOENT;
+		}
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}

@@ -1,0 +1,754 @@
+/*
+ * The audit log. Rules this file keeps:
+ *  - an entry holds who (uid, gid, pid, process name), what (instance, key,
+ *    operation, result, a short detail) and when; never a value;
+ *  - entry N is stored with mac_N = BLAKE2b keyed by the audit key over
+ *    mac_N-1 and all of entry N's fields, seq included, so a deleted,
+ *    reordered or edited entry breaks the chain at that entry;
+ *  - the head (last seq and mac) and, after pruning, the anchor (seq and
+ *    mac of the last pruned entry) are kept in meta with a keyed tag, so
+ *    cutting entries off either end is seen too;
+ *  - the chain key is random, in locked memory, and stored only sealed under
+ *    the master key's audit subkey; the master key is never needed here;
+ *  - a successful read is queued and stored in a batch by one thread (no
+ *    fsync per read); every other event waits until it is stored, so a
+ *    write, a denial or a tamper failure is on disk before the caller hears
+ *    back. The queue is bounded: a full queue slows callers, never drops.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "../crypto/seal.h"
+#include "../db/db_audit.h"
+#include "audit.h"
+#include "log.h"
+
+#define QUEUE_CAP 1024
+/* Reads wait this long for company before they are stored: fewer, larger
+ * transactions, and no wakeup of the writer per read. */
+#define GATHER_NS (50LL * 1000000)
+#define GATHER_MAX 256
+#define PRUNE_EVERY_NS (600LL * 1000000000)
+#define META_HEAD "audit_head"
+#define META_ANCHOR "audit_anchor"
+#define MARK_LEN (8 + DB_AUDIT_MAC_LEN + DB_AUDIT_MAC_LEN)	/* seq, mac, tag */
+#define AUDIT_KEY_BLOB_LEN (SEAL_KEY_LEN + SEAL_OVERHEAD)
+
+struct audit {
+	struct db_audit *store;
+	struct secbuf *key;
+	bool syslog;
+	int64_t retention_ns;
+
+	pthread_mutex_t lock;
+	pthread_cond_t not_empty, not_full, stored;
+	struct db_audit_row *ring;
+	struct db_audit_row **batch;
+	unsigned head, count;
+	uint64_t queued, done;		/* tickets: entries queued and handled */
+	uint64_t urgent;		/* the last ticket whose caller waits */
+	bool running, stop;
+	pthread_t thread;
+	int64_t last_prune_ns;
+};
+
+static const char *const op_names[AUDIT_OP_COUNT] = {
+	[AUDIT_READ] = "read", [AUDIT_WRITE] = "write", [AUDIT_CREATE] = "create",
+	[AUDIT_DELETE] = "delete", [AUDIT_RENAME] = "rename", [AUDIT_CHMOD] = "chmod",
+	[AUDIT_CHOWN] = "chown", [AUDIT_TRUNCATE] = "truncate", [AUDIT_MKDIR] = "mkdir",
+	[AUDIT_RMDIR] = "rmdir", [AUDIT_AUTHFAIL] = "authfail",
+};
+
+/* A copy, so a caller that forgets to clear it leaves no dangling pointer. */
+static __thread struct audit_who tls_caller;
+static __thread bool tls_caller_set;
+
+const char *audit_op_name(enum audit_op op)
+{
+	return op < AUDIT_OP_COUNT ? op_names[op] : "?";
+}
+
+/* -- the chain key ----------------------------------------------------- */
+
+/* The chain is keyed by a random key of its own, kept in meta sealed under
+ * the master key's audit subkey: rotating the master key re-seals this one
+ * key (audit_reseal_key), and every entry still verifies. */
+
+static void chain_key_ad(struct seal_ad *ad)
+{
+	static const char domain[] = "vaultfs/audit-key/1";
+
+	memcpy(ad->buf, domain, sizeof(domain) - 1);
+	ad->len = sizeof(domain) - 1;
+}
+
+static int chain_key_open(struct audit *a, const struct secbuf *wrap)
+{
+	unsigned char blob[AUDIT_KEY_BLOB_LEN];
+	struct seal_ad ad;
+	int r;
+
+	r = db_audit_meta_get(a->store, AUDIT_META_KEY, blob, sizeof(blob));
+	if (r == -EPROTO)
+		return -EKEYREJECTED;
+	if (r < 0)
+		return r;
+	chain_key_ad(&ad);
+	r = seal_open(&a->key, wrap->data, &ad, blob, sizeof(blob));
+	if (r == -EBADMSG || r == -EINVAL)
+		return -EKEYREJECTED;
+	if (r == 0 && a->key->len != SEAL_KEY_LEN)
+		r = -EKEYREJECTED;
+	return r;
+}
+
+/* Seals a fresh chain key for a log that has none; of two processes doing
+ * this at once, the first one stored wins and both use it. */
+static int chain_key_create(struct audit *a, const struct secbuf *wrap)
+{
+	struct secbuf *k = NULL;
+	unsigned char *blob = NULL;
+	size_t len = 0;
+	struct seal_ad ad;
+	int r;
+
+	r = seal_keygen(&k);
+	if (r == 0) {
+		chain_key_ad(&ad);
+		r = seal_seal(&blob, &len, wrap->data, &ad, k->data, k->len);
+	}
+	if (r == 0)
+		r = db_audit_meta_add(a->store, AUDIT_META_KEY, blob, len);
+	free(blob);
+	secbuf_free(k);
+	return r == -EEXIST ? 0 : r;
+}
+
+static int chain_key_load(struct audit *a, const struct secbuf *wrap)
+{
+	int r = chain_key_open(a, wrap);
+
+	if (r != -ENOENT)
+		return r;
+	r = chain_key_create(a, wrap);
+	return r < 0 ? r : chain_key_open(a, wrap);
+}
+
+int audit_reseal_key(struct audit *a, const struct secbuf *new_wrap, unsigned char **blob,
+		     size_t *len)
+{
+	struct seal_ad ad;
+
+	chain_key_ad(&ad);
+	return seal_seal(blob, len, new_wrap->data, &ad, a->key->data, a->key->len);
+}
+
+int audit_rotate_master(struct db *db, const struct secbuf *old_wrap,
+			const struct secbuf *new_master)
+{
+	struct secbuf *k = NULL, *new_wrap = NULL;
+	struct db_blob blob = { 0 };
+	unsigned char *sealed = NULL;
+	struct seal_ad ad;
+	size_t len = 0;
+	int r;
+
+	r = db_meta_get(db, AUDIT_META_KEY, &blob);
+	if (r == -ENOENT)
+		return 0;	/* no log yet: its key will be made under the new one */
+	if (r < 0)
+		return r;
+	chain_key_ad(&ad);
+	r = seal_open(&k, old_wrap->data, &ad, blob.data, blob.len);
+	if (r == -EBADMSG || r == -EINVAL)
+		r = -EKEYREJECTED;
+	if (r == 0)
+		r = seal_derive(&new_wrap, new_master->data, SEAL_SUBKEY_AUDIT);
+	if (r == 0)
+		r = seal_seal(&sealed, &len, new_wrap->data, &ad, k->data, k->len);
+	if (r == 0)
+		r = db_meta_set(db, AUDIT_META_KEY, sealed, len);
+	free(sealed);
+	secbuf_free(new_wrap);
+	secbuf_free(k);
+	db_blob_free(&blob);
+	return r;
+}
+
+/* -- the chain --------------------------------------------------------- */
+
+static void put_u64(crypto_generichash_state *h, uint64_t v)
+{
+	unsigned char b[8];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)(v >> (56 - 8 * i));
+	crypto_generichash_update(h, b, sizeof(b));
+}
+
+static void put_str(crypto_generichash_state *h, const char *s)
+{
+	size_t n = strlen(s);
+
+	put_u64(h, n);
+	crypto_generichash_update(h, (const unsigned char *)s, n);
+}
+
+static void hash_init(const struct audit *a, crypto_generichash_state *h, const char *domain)
+{
+	crypto_generichash_init(h, a->key->data, a->key->len, DB_AUDIT_MAC_LEN);
+	put_str(h, domain);
+}
+
+static void hash_final(crypto_generichash_state *h, unsigned char out[DB_AUDIT_MAC_LEN])
+{
+	crypto_generichash_final(h, out, DB_AUDIT_MAC_LEN);
+	sodium_memzero(h, sizeof(*h));
+}
+
+static void entry_mac(const struct audit *a, const unsigned char prev[DB_AUDIT_MAC_LEN],
+		      const struct db_audit_row *r, unsigned char out[DB_AUDIT_MAC_LEN])
+{
+	crypto_generichash_state h;
+
+	hash_init(a, &h, "vaultfs/audit/entry/1");
+	crypto_generichash_update(&h, prev, DB_AUDIT_MAC_LEN);
+	put_u64(&h, (uint64_t)r->seq);
+	put_u64(&h, (uint64_t)r->time_ns);
+	put_u64(&h, r->uid);
+	put_u64(&h, r->gid);
+	put_u64(&h, (uint64_t)(int64_t)r->pid);
+	put_u64(&h, (uint64_t)(int64_t)r->result);
+	put_str(&h, r->comm);
+	put_str(&h, r->instance);
+	put_str(&h, r->key);
+	put_str(&h, r->op);
+	put_str(&h, r->detail);
+	hash_final(&h, out);
+}
+
+/* A mark (the head or the anchor): seq and mac, tagged with the key. */
+struct mark {
+	int64_t seq;
+	unsigned char mac[DB_AUDIT_MAC_LEN];
+};
+
+static void mark_tag(const struct audit *a, const char *which, const struct mark *m,
+		     unsigned char out[DB_AUDIT_MAC_LEN])
+{
+	crypto_generichash_state h;
+
+	hash_init(a, &h, which);
+	put_u64(&h, (uint64_t)m->seq);
+	crypto_generichash_update(&h, m->mac, DB_AUDIT_MAC_LEN);
+	hash_final(&h, out);
+}
+
+static int mark_store(struct audit *a, const char *which, const struct mark *m)
+{
+	unsigned char b[MARK_LEN];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)((uint64_t)m->seq >> (56 - 8 * i));
+	memcpy(b + 8, m->mac, DB_AUDIT_MAC_LEN);
+	mark_tag(a, which, m, b + 8 + DB_AUDIT_MAC_LEN);
+	return db_audit_meta_set(a->store, which, b, sizeof(b));
+}
+
+/* 0, -ENOENT if absent, -EBADMSG if its tag does not verify. */
+static int mark_load(struct audit *a, const char *which, struct mark *m)
+{
+	unsigned char b[MARK_LEN], tag[DB_AUDIT_MAC_LEN];
+	uint64_t seq = 0;
+	int r;
+
+	r = db_audit_meta_get(a->store, which, b, sizeof(b));
+	if (r == -EPROTO)
+		return -EBADMSG;
+	if (r < 0)
+		return r;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | b[i];
+	m->seq = (int64_t)seq;
+	memcpy(m->mac, b + 8, DB_AUDIT_MAC_LEN);
+	mark_tag(a, which, m, tag);
+	return sodium_memcmp(tag, b + 8 + DB_AUDIT_MAC_LEN, sizeof(tag)) ? -EBADMSG : 0;
+}
+
+/* Where the next entry goes: after the head, else after the last row, else
+ * after the anchor, else at 1. A damaged head still gives its position:
+ * verification reports it. */
+static int chain_tip(struct audit *a, struct mark *tip, struct db_audit_row *tmp)
+{
+	int r = mark_load(a, META_HEAD, tip);
+
+	if (r == 0 || r == -EBADMSG)
+		return 0;
+	if (r != -ENOENT)
+		return r;
+	r = db_audit_last(a->store, tmp);
+	if (r == 0) {
+		tip->seq = tmp->seq;
+		memcpy(tip->mac, tmp->mac, DB_AUDIT_MAC_LEN);
+		return 0;
+	}
+	if (r != -ENOENT)
+		return r;
+	r = mark_load(a, META_ANCHOR, tip);
+	if (r == -ENOENT) {
+		memset(tip, 0, sizeof(*tip));
+		r = 0;
+	}
+	return r == -EBADMSG ? 0 : r;
+}
+
+/* Chains and stores rows in one transaction. */
+static int chain_append(struct audit *a, struct db_audit_row *const *rows, size_t n)
+{
+	struct db_audit_row tmp;
+	struct mark tip;
+	int r;
+
+	r = db_audit_begin(a->store);
+	if (r < 0)
+		return r;
+	r = chain_tip(a, &tip, &tmp);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		rows[i]->seq = ++tip.seq;
+		entry_mac(a, tip.mac, rows[i], rows[i]->mac);
+		memcpy(tip.mac, rows[i]->mac, DB_AUDIT_MAC_LEN);
+		r = db_audit_insert(a->store, rows[i]);
+	}
+	if (r == 0)
+		r = mark_store(a, META_HEAD, &tip);
+	if (r == 0)
+		return db_audit_commit(a->store);
+	db_audit_rollback(a->store);
+	return r;
+}
+
+/* -- syslog ------------------------------------------------------------ */
+
+/* Process names are chosen by the process: keep them printable. */
+static void printable(char *dst, size_t size, const char *src)
+{
+	size_t i;
+
+	for (i = 0; src[i] && i + 1 < size; i++)
+		dst[i] = src[i] > 0x20 && src[i] < 0x7f && src[i] != '"' ? src[i] : '?';
+	dst[i] = '\0';
+}
+
+static void send_syslog(const struct db_audit_row *r)
+{
+	char comm[sizeof(r->comm)], detail[sizeof(r->detail)];
+
+	printable(comm, sizeof(comm), r->comm);
+	printable(detail, sizeof(detail), r->detail);
+	syslog(LOG_AUTHPRIV | (r->result ? LOG_NOTICE : LOG_INFO),
+	       "audit seq=%lld uid=%u gid=%u pid=%d comm=\"%s\" op=%s instance=%s key=%s "
+	       "result=%s%s%s", (long long)r->seq, (unsigned)r->uid, (unsigned)r->gid,
+	       (int)r->pid, comm, r->op, r->instance[0] ? r->instance : "-",
+	       r->key[0] ? r->key : "-", r->result ? strerror(r->result) : "ok",
+	       detail[0] ? " detail=" : "", detail);
+}
+
+static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)
+{
+	int r = chain_append(a, rows, n);
+
+	if (r == -EBUSY)
+		r = chain_append(a, rows, n);
+	if (r < 0)
+		log_err("audit: %zu entries could not be stored (%s); they went to syslog only",
+			n, strerror(-r));
+	for (size_t i = 0; a->syslog && i < n; i++)
+		send_syslog(rows[i]);
+}
+
+/* -- the queue --------------------------------------------------------- */
+
+static void maybe_prune(struct audit *a)
+{
+	int64_t now = db_now_ns(), pruned = 0;
+
+	if (!a->retention_ns || now - a->last_prune_ns < PRUNE_EVERY_NS)
+		return;
+	a->last_prune_ns = now;
+	if (audit_prune(a, now, &pruned) < 0)
+		log_err("audit: pruning old entries failed");
+}
+
+/* With only reads queued, waits a little for more (lock held). */
+static void gather(struct audit *a)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += GATHER_NS;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (a->urgent <= a->done && !a->stop && a->count < GATHER_MAX)
+		if (pthread_cond_timedwait(&a->not_empty, &a->lock, &until) == ETIMEDOUT)
+			break;
+}
+
+static void *flusher(void *arg)
+{
+	struct audit *a = arg;
+	unsigned n;
+
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		while (!a->count && !a->stop)
+			pthread_cond_wait(&a->not_empty, &a->lock);
+		if (!a->count)
+			break;
+		gather(a);
+		/* Producers only fill free slots: these stay ours unlocked. */
+		n = a->count;
+		for (unsigned i = 0; i < n; i++)
+			a->batch[i] = &a->ring[(a->head + i) % QUEUE_CAP];
+		pthread_mutex_unlock(&a->lock);
+		store_rows(a, a->batch, n);
+		maybe_prune(a);
+		pthread_mutex_lock(&a->lock);
+		a->head = (a->head + n) % QUEUE_CAP;
+		a->count -= n;
+		a->done += n;
+		pthread_cond_broadcast(&a->not_full);
+		pthread_cond_broadcast(&a->stored);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+static void enqueue(struct audit *a, const struct db_audit_row *row, bool wait)
+{
+	uint64_t ticket;
+
+	pthread_mutex_lock(&a->lock);
+	while (a->count == QUEUE_CAP)
+		pthread_cond_wait(&a->not_full, &a->lock);
+	a->ring[(a->head + a->count) % QUEUE_CAP] = *row;
+	a->count++;
+	ticket = ++a->queued;
+	if (wait)
+		a->urgent = ticket;
+	/* The writer sleeps until the first entry, then gathers reads. */
+	if (a->count == 1 || wait || a->count == GATHER_MAX)
+		pthread_cond_signal(&a->not_empty);
+	while (wait && a->done < ticket)
+		pthread_cond_wait(&a->stored, &a->lock);
+	pthread_mutex_unlock(&a->lock);
+}
+
+int audit_open(struct audit **out, const char *path, const struct secbuf *key,
+	       const struct daemon_conf *conf)
+{
+	struct audit *a;
+	int r;
+
+	*out = NULL;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->not_empty, NULL);
+	pthread_cond_init(&a->not_full, NULL);
+	pthread_cond_init(&a->stored, NULL);
+	a->syslog = conf->audit_syslog;
+	a->retention_ns = conf->audit_retention * 1000000000;
+	r = db_audit_open(&a->store, path, false);
+	if (r == 0)
+		r = chain_key_load(a, key);
+	if (r < 0) {
+		audit_close(a);
+		return r;
+	}
+	*out = a;
+	return 0;
+}
+
+int audit_start(struct audit *a)
+{
+	int r;
+
+	a->ring = calloc(QUEUE_CAP, sizeof(*a->ring));
+	a->batch = calloc(QUEUE_CAP, sizeof(*a->batch));
+	if (!a->ring || !a->batch)
+		return -ENOMEM;
+	if (a->syslog)
+		openlog("vaultfs", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	r = -pthread_create(&a->thread, NULL, flusher, a);
+	if (r == 0)
+		a->running = true;
+	return r;
+}
+
+void audit_close(struct audit *a)
+{
+	if (!a)
+		return;
+	if (a->running) {
+		pthread_mutex_lock(&a->lock);
+		a->stop = true;
+		pthread_cond_signal(&a->not_empty);
+		pthread_mutex_unlock(&a->lock);
+		pthread_join(a->thread, NULL);
+	}
+	free(a->ring);
+	free(a->batch);
+	db_audit_close(a->store);
+	secbuf_free(a->key);
+	pthread_cond_destroy(&a->stored);
+	pthread_cond_destroy(&a->not_full);
+	pthread_cond_destroy(&a->not_empty);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+}
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+	snprintf(dst, size, "%s", src ? src : "");
+}
+
+void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
+		  const char *instance, const char *key, int result, const char *detail)
+{
+	struct db_audit_row row, *p = &row;
+	struct audit_who self;
+
+	if (!a)
+		return;
+	if (!who) {
+		audit_who_self(&self);
+		who = &self;
+	}
+	memset(&row, 0, sizeof(row));
+	row.time_ns = db_now_ns();
+	row.uid = who->uid;
+	row.gid = who->gid;
+	row.pid = who->pid;
+	row.result = result < 0 ? -result : result;
+	copy_str(row.comm, sizeof(row.comm), who->comm);
+	copy_str(row.instance, sizeof(row.instance), instance);
+	copy_str(row.key, sizeof(row.key), key);
+	copy_str(row.op, sizeof(row.op), audit_op_name(op));
+	copy_str(row.detail, sizeof(row.detail), detail);
+	if (a->running)
+		enqueue(a, &row, op != AUDIT_READ || result != 0);
+	else
+		store_rows(a, &p, 1);
+}
+
+void audit_set_caller(const struct audit_who *who)
+{
+	if (who)
+		tls_caller = *who;
+	tls_caller_set = who != NULL;
+}
+
+void audit_authfail(struct audit *a, const char *instance, const char *key)
+{
+	audit_record(a, tls_caller_set ? &tls_caller : NULL, AUDIT_AUTHFAIL, instance, key,
+		     -EBADMSG, "stored value fails authentication");
+}
+
+static void read_comm(pid_t pid, char *comm, size_t size)
+{
+	char path[64];
+	ssize_t n = -1;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	fd = pid > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd >= 0) {
+		n = read(fd, comm, size - 1);
+		close(fd);
+	}
+	if (n <= 0) {
+		snprintf(comm, size, "?");
+		return;
+	}
+	if (comm[n - 1] == '\n')
+		n--;
+	comm[n] = '\0';
+}
+
+void audit_who_fill_comm(struct audit_who *who)
+{
+	read_comm(who->pid, who->comm, sizeof(who->comm));
+}
+
+void audit_who_self(struct audit_who *who)
+{
+	who->uid = getuid();
+	who->gid = getgid();
+	who->pid = getpid();
+	audit_who_fill_comm(who);
+}
+
+/* -- pruning and verification ------------------------------------------ */
+
+int audit_prune(struct audit *a, int64_t now_ns, int64_t *pruned)
+{
+	struct db_audit_row last;
+	struct mark anchor;
+	int r;
+
+	*pruned = 0;
+	if (!a->retention_ns)
+		return 0;
+	r = db_audit_begin(a->store);
+	if (r < 0)
+		return r;
+	r = db_audit_last_before(a->store, now_ns - a->retention_ns, &last);
+	if (r == -ENOENT) {
+		db_audit_rollback(a->store);
+		return 0;
+	}
+	if (r == 0)
+		r = db_audit_delete_upto(a->store, last.seq);
+	if (r == 0) {
+		anchor.seq = last.seq;
+		memcpy(anchor.mac, last.mac, DB_AUDIT_MAC_LEN);
+		r = mark_store(a, META_ANCHOR, &anchor);
+	}
+	if (r < 0) {
+		db_audit_rollback(a->store);
+		return r;
+	}
+	r = db_audit_commit(a->store);
+	if (r == 0) {
+		*pruned = last.seq;
+		log_info("audit: entries up to %lld are past the retention and were removed",
+			 (long long)last.seq);
+	}
+	return r;
+}
+
+struct walk {
+	struct audit *a;
+	struct audit_verdict *v;
+	struct mark prev;
+};
+
+static void verdict_bad(struct audit_verdict *v, int64_t seq, const struct db_audit_row *row,
+			const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void verdict_bad(struct audit_verdict *v, int64_t seq, const struct db_audit_row *row,
+			const char *fmt, ...)
+{
+	va_list ap;
+
+	v->ok = false;
+	v->bad_seq = seq;
+	va_start(ap, fmt);
+	vsnprintf(v->reason, sizeof(v->reason), fmt, ap);
+	va_end(ap);
+	if (row && v->bad_row) {
+		*v->bad_row = *row;
+		v->has_row = true;
+	}
+}
+
+static int walk_row(void *ctx, const struct db_audit_row *row)
+{
+	struct walk *w = ctx;
+	unsigned char mac[DB_AUDIT_MAC_LEN];
+	int64_t want = w->prev.seq + 1;
+
+	if (row->seq != want) {
+		verdict_bad(w->v, want, NULL, "entry %lld is missing (the log goes from "
+			    "entry %lld to entry %lld)", (long long)want,
+			    (long long)w->prev.seq, (long long)row->seq);
+		return 1;
+	}
+	entry_mac(w->a, w->prev.mac, row, mac);
+	if (sodium_memcmp(mac, row->mac, sizeof(mac))) {
+		verdict_bad(w->v, row->seq, row, "entry %lld was altered, replaced or moved "
+			    "(its MAC does not match)", (long long)row->seq);
+		return 1;
+	}
+	if (!w->v->entries)
+		w->v->first_seq = row->seq;
+	w->v->entries++;
+	w->v->last_seq = row->seq;
+	w->prev.seq = row->seq;
+	memcpy(w->prev.mac, row->mac, DB_AUDIT_MAC_LEN);
+	return 0;
+}
+
+static void check_head(struct walk *w)
+{
+	struct mark head;
+	int r = mark_load(w->a, META_HEAD, &head);
+
+	if (r == -ENOENT && w->prev.seq == 0)
+		return;		/* nothing was ever logged */
+	if (r == -ENOENT)
+		verdict_bad(w->v, w->prev.seq, NULL, "the head record (last entry and its MAC) "
+			    "is missing");
+	else if (r < 0)
+		verdict_bad(w->v, w->prev.seq, NULL, "the head record was altered");
+	else if (head.seq > w->prev.seq)
+		verdict_bad(w->v, w->prev.seq + 1, NULL, "entry %lld is missing (entries %lld "
+			    "to %lld were cut off the end)", (long long)w->prev.seq + 1,
+			    (long long)w->prev.seq + 1, (long long)head.seq);
+	else if (head.seq < w->prev.seq ||
+		 sodium_memcmp(head.mac, w->prev.mac, DB_AUDIT_MAC_LEN))
+		verdict_bad(w->v, head.seq, NULL, "the head record does not match entry %lld",
+			    (long long)w->prev.seq);
+}
+
+int audit_verify(struct audit *a, struct audit_verdict *v)
+{
+	struct walk w = { .a = a, .v = v };
+	int r;
+
+	memset(v, 0, sizeof(*v));
+	v->ok = true;
+	v->bad_row = calloc(1, sizeof(*v->bad_row));
+	if (!v->bad_row)
+		return -ENOMEM;
+	r = mark_load(a, META_ANCHOR, &w.prev);
+	if (r == -ENOENT) {
+		memset(&w.prev, 0, sizeof(w.prev));
+	} else if (r == -EBADMSG) {
+		verdict_bad(v, 1, NULL, "the anchor (the last pruned entry's MAC) was altered");
+		return 0;
+	} else if (r < 0) {
+		return r;
+	}
+	r = db_audit_each(a->store, NULL, walk_row, &w);
+	if (r < 0)
+		return r;
+	if (v->ok)
+		check_head(&w);
+	return 0;
+}
+
+void audit_verdict_free(struct audit_verdict *v)
+{
+	free(v->bad_row);
+	v->bad_row = NULL;
+}
+
+int audit_each(struct audit *a, const struct db_audit_filter *f,
+	       int (*fn)(void *, const struct db_audit_row *), void *ctx)
+{
+	return db_audit_each(a->store, f, fn, ctx);
+}

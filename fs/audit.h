@@ -1,0 +1,108 @@
+/* The audit log: who opened, changed or was refused which secret, kept in
+ * the store as a hash chain keyed from the master key, and sent to syslog.
+ * Never a value. */
+#ifndef VAULTFS_AUDIT_H
+#define VAULTFS_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../crypto/secmem.h"
+#include "policy.h"
+
+struct audit;
+struct db_audit_row;
+
+struct audit_who {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;		/* a hint: the calling thread, 0 across namespaces */
+	char comm[16];		/* process name, "?" if unknown */
+};
+
+enum audit_op {
+	AUDIT_READ,		/* open for reading */
+	AUDIT_WRITE,		/* a committed value */
+	AUDIT_CREATE,
+	AUDIT_DELETE,
+	AUDIT_RENAME,
+	AUDIT_CHMOD,
+	AUDIT_CHOWN,
+	AUDIT_TRUNCATE,
+	AUDIT_MKDIR,
+	AUDIT_RMDIR,
+	AUDIT_AUTHFAIL,		/* a stored blob failed to authenticate */
+	AUDIT_OP_COUNT
+};
+
+const char *audit_op_name(enum audit_op op);
+
+/* Where the chain key is kept, sealed (see audit_reseal_key). */
+#define AUDIT_META_KEY "audit_key"
+
+/* Opens the log in the database at path. wrap (SEAL_SUBKEY_AUDIT of the
+ * master key) opens the chain key, which is made on first use.
+ * -EKEYREJECTED if it does not open it. */
+int audit_open(struct audit **out, const char *path, const struct secbuf *wrap,
+	       const struct daemon_conf *conf) WUR;
+/* For master key rotation: the chain key sealed under the new master key's
+ * audit subkey, to store in meta under AUDIT_META_KEY in the same
+ * transaction that re-wraps the instance keys. blob is malloc'd. */
+int audit_reseal_key(struct audit *a, const struct secbuf *new_wrap, unsigned char **blob,
+		     size_t *len) WUR;
+/* The same without an open log: re-seals the stored chain key (if there is
+ * one) from old_wrap (vault_audit_key) to new_master's audit subkey, with
+ * db_meta_set; call it inside the rotation's transaction. */
+struct db;
+int audit_rotate_master(struct db *db, const struct secbuf *old_wrap,
+			const struct secbuf *new_master) WUR;
+/* Moves storing to a background thread that writes entries in batches: a
+ * successful read returns without waiting for the disk; everything else
+ * waits until its entry is stored. Without it, every entry is stored at
+ * once (the CLI). */
+int audit_start(struct audit *a) WUR;
+/* Stores what is queued, stops the thread and frees; NULL is fine. */
+void audit_close(struct audit *a);
+
+/* Records one event; result is 0 or -errno; detail may be NULL. A NULL
+ * audit records nothing. Never call it inside a write transaction on the
+ * store: it may wait for the store's write lock. */
+void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
+		  const char *instance, const char *key, int result, const char *detail);
+
+/* Who the calling thread is working for (NULL: this process), for entries
+ * recorded deep in the vault, such as an authentication failure. */
+void audit_set_caller(const struct audit_who *who);
+void audit_authfail(struct audit *a, const char *instance, const char *key);
+
+void audit_who_self(struct audit_who *who);
+/* Fills comm from /proc/PID/comm. */
+void audit_who_fill_comm(struct audit_who *who);
+
+/* Deletes entries older than the retention, keeping the chain verifiable:
+ * the MAC of the last one deleted is kept, authenticated, as the anchor. */
+int audit_prune(struct audit *a, int64_t now_ns, int64_t *pruned) WUR;
+
+struct audit_verdict {
+	bool ok;
+	int64_t entries;
+	int64_t first_seq, last_seq;
+	int64_t bad_seq;		/* the first bad entry, 0 if none */
+	char reason[256];
+	bool has_row;			/* bad_row holds the entry at bad_seq */
+	struct db_audit_row *bad_row;
+};
+
+/* Walks the chain. 0 with v->ok false when it is broken; -errno when the
+ * log can't be read. */
+int audit_verify(struct audit *a, struct audit_verdict *v) WUR;
+void audit_verdict_free(struct audit_verdict *v);
+
+/* Entries in order, for `vaultfs audit`. */
+struct db_audit_filter;
+int audit_each(struct audit *a, const struct db_audit_filter *f,
+	       int (*fn)(void *, const struct db_audit_row *), void *ctx) WUR;
+
+#endif

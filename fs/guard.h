@@ -1,0 +1,53 @@
+/* Where FUSE requests meet the access rules (access.h) and the audit log
+ * (audit.h): ops.c calls these before and after the work. */
+#ifndef VAULTFS_GUARD_H
+#define VAULTFS_GUARD_H
+
+#define FUSE_USE_VERSION 314
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <fuse_lowlevel.h>
+
+#include "../db/db.h"
+#include "audit.h"
+
+struct vault;
+
+/* Who asked, and about what: kept on an open handle for its commit. */
+struct guard_ref {
+	struct audit_who who;
+	char instance[DB_NAME_MAX + 1];
+	char key[DB_NAME_MAX + 1];
+};
+
+/* Before an open: looks up the names, and applies the read rules to an open
+ * that reads. 0, or -errno (a denial is recorded). */
+int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
+	       struct guard_ref *ref);
+/* After it: records a reading open's outcome. */
+void guard_opened(struct vault *v, const struct guard_ref *ref, int flags, int result);
+
+/* Before a create: the create rules and max_mode for the new secret's
+ * mode. 0 or -errno (recorded). */
+int guard_create(fuse_req_t req, struct vault *v, const char *instance, const char *name,
+		 mode_t mode, struct guard_ref *ref);
+/* Before unlink or rename: the create rules. */
+int guard_change(fuse_req_t req, struct vault *v, int64_t instance_id, const char *name,
+		 enum audit_op op, const char *detail, struct guard_ref *ref);
+/* Before chmod, chown or truncate of an instance (secret_id 0) or a secret:
+ * max_mode for a secret's new mode. */
+int guard_setattr(fuse_req_t req, struct vault *v, int64_t instance_id, int64_t secret_id,
+		  const struct stat *attr, int to_set, struct guard_ref *ref);
+void guard_setattr_done(struct vault *v, const struct guard_ref *ref,
+			const struct stat *attr, int to_set, int result);
+/* For requests with nothing to decide (mkdir, rmdir). */
+void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
+		    const char *instance, const char *key);
+
+/* Records the outcome of an operation on ref. */
+void guard_done(struct vault *v, const struct guard_ref *ref, enum audit_op op, int result,
+		const char *detail);
+
+#endif

@@ -1,0 +1,300 @@
+/* vaultfs audit: shows the audit log, checks its chain, prunes it. */
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../db/db_audit.h"
+#include "../fs/audit.h"
+#include "../fs/name.h"
+#include "../fs/vault.h"
+#include "cli.h"
+#include "commands.h"
+#include "config.h"
+
+struct audit_opts {
+	const char *instance;
+	const char *key;
+	const char *since;
+	bool json;
+	bool verify;
+	bool prune;
+};
+
+static int audit_opt(int opt, const char *arg, void *ctx)
+{
+	struct audit_opts *o = ctx;
+
+	switch (opt) {
+	case OPT_INSTANCE:
+		o->instance = arg;
+		return name_valid(arg) ? 0 : -1;
+	case OPT_KEY:
+		o->key = arg;
+		return name_valid(arg) ? 0 : -1;
+	case OPT_SINCE:
+		o->since = arg;
+		return 0;
+	case OPT_JSON:
+		o->json = true;
+		return 0;
+	case OPT_VERIFY:
+		o->verify = true;
+		return 0;
+	case OPT_PRUNE:
+		o->prune = true;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* "2024-05-01", "2024-05-01T12:00:00" (UTC, optional Z), "@1714564800", or a
+ * duration back from now ("90m", "2h", "7d"). */
+static int parse_since(const char *s, int64_t *out_ns)
+{
+	struct tm tm = { 0 };
+	const char *end;
+	int64_t secs;
+	time_t t;
+	char *e;
+
+	if (s[0] == '@') {
+		long long v = strtoll(s + 1, &e, 10);
+
+		if (e == s + 1 || *e || v < 0 || v > INT64_MAX / 1000000000)
+			return -EINVAL;
+		*out_ns = (int64_t)v * 1000000000;
+		return 0;
+	}
+	if (config_parse_duration(s, &secs) == 0) {
+		*out_ns = db_now_ns() - secs * 1000000000;
+		return 0;
+	}
+	end = strptime(s, "%Y-%m-%d", &tm);
+	if (end && (*end == 'T' || *end == ' '))
+		end = strptime(end + 1, "%H:%M:%S", &tm);
+	if (end && *end == 'Z')
+		end++;
+	if (!end || *end)
+		return -EINVAL;
+	t = timegm(&tm);
+	/* Nanoseconds end in 2262: later is "after every entry". */
+	*out_ns = t > INT64_MAX / 1000000000 ? INT64_MAX : (int64_t)t * 1000000000;
+	return 0;
+}
+
+static void format_time(int64_t ns, char *buf, size_t size)
+{
+	time_t t = (time_t)(ns / 1000000000);
+	struct tm tm;
+	size_t n;
+
+	gmtime_r(&t, &tm);
+	n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, size - n, ".%03dZ", (int)(ns / 1000000 % 1000));
+}
+
+static const char *result_name(int32_t result)
+{
+	static char buf[32];
+
+	if (!result)
+		return "ok";
+	snprintf(buf, sizeof(buf), "%s", strerrorname_np(result) ? strerrorname_np(result) : "");
+	if (!buf[0])
+		snprintf(buf, sizeof(buf), "errno %d", (int)result);
+	return buf;
+}
+
+static void json_str(const char *name, const char *s)
+{
+	printf("\"%s\":\"", name);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20 || *p >= 0x7f)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	putchar('"');
+}
+
+static int print_json(void *ctx, const struct db_audit_row *r)
+{
+	char t[64];
+
+	(void)ctx;
+	format_time(r->time_ns, t, sizeof(t));
+	printf("{\"seq\":%lld,\"time\":\"%s\",\"time_ns\":%lld,\"uid\":%u,\"gid\":%u,"
+	       "\"pid\":%d,", (long long)r->seq, t, (long long)r->time_ns, (unsigned)r->uid,
+	       (unsigned)r->gid, (int)r->pid);
+	json_str("comm", r->comm);
+	putchar(',');
+	json_str("instance", r->instance);
+	putchar(',');
+	json_str("key", r->key);
+	putchar(',');
+	json_str("op", r->op);
+	printf(",\"result\":\"%s\",\"errno\":%d,", result_name(r->result), (int)r->result);
+	json_str("detail", r->detail);
+	printf("}\n");
+	return 0;
+}
+
+/* Process names come from the processes: print them harmlessly. */
+static void safe_print(const char *s, bool spaces)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		putchar((*p > 0x20 || (spaces && *p == ' ')) && *p < 0x7f ? *p : '?');
+}
+
+static void print_line(const struct db_audit_row *r)
+{
+	struct passwd *pw = getpwuid(r->uid);
+	char t[64];
+
+	format_time(r->time_ns, t, sizeof(t));
+	printf("%lld %s uid=%u", (long long)r->seq, t, (unsigned)r->uid);
+	if (pw)
+		printf("(%s)", pw->pw_name);
+	printf(" gid=%u pid=%d comm=", (unsigned)r->gid, (int)r->pid);
+	safe_print(r->comm[0] ? r->comm : "?", false);
+	printf(" %s %s%s%s %s", r->op, r->instance[0] ? r->instance : "-",
+	       r->key[0] ? "/" : "", r->key, result_name(r->result));
+	if (r->detail[0]) {
+		printf(" (");
+		safe_print(r->detail, true);
+		printf(")");
+	}
+	putchar('\n');
+}
+
+static int print_text(void *ctx, const struct db_audit_row *r)
+{
+	(void)ctx;
+	print_line(r);
+	return 0;
+}
+
+static int do_verify(struct audit *a)
+{
+	struct audit_verdict v;
+	int r = audit_verify(a, &v);
+
+	if (r < 0) {
+		cli_error("cannot read the audit log: %s", strerror(-r));
+		return 1;
+	}
+	if (v.ok) {
+		if (v.entries)
+			printf("audit log intact: %lld entries (%lld to %lld), chain verified\n",
+			       (long long)v.entries, (long long)v.first_seq, (long long)v.last_seq);
+		else
+			printf("audit log intact: no entries\n");
+	} else {
+		printf("audit log BROKEN at entry %lld: %s\n", (long long)v.bad_seq, v.reason);
+		if (v.has_row) {
+			printf("  as stored: ");
+			print_line(v.bad_row);
+		}
+		if (v.entries)
+			printf("  entries %lld to %lld before it verify\n", (long long)v.first_seq,
+			       (long long)v.last_seq);
+	}
+	audit_verdict_free(&v);
+	return v.ok ? 0 : 1;
+}
+
+static int do_prune(struct cli *c, struct audit *a)
+{
+	int64_t upto = 0;
+	int r;
+
+	if (!c->conf.daemon.audit_retention) {
+		cli_error("no audit_retention in the config: every entry is kept");
+		return 1;
+	}
+	r = audit_prune(a, db_now_ns(), &upto);
+	if (r < 0) {
+		cli_error("cannot prune the audit log: %s", strerror(-r));
+		return 1;
+	}
+	if (upto)
+		printf("removed entries up to %lld\n", (long long)upto);
+	else
+		printf("no entry is older than the retention\n");
+	return 0;
+}
+
+int audit_main(int argc, char **argv)
+{
+	static const struct option extra[] = {
+		{ "instance", required_argument, NULL, OPT_INSTANCE },
+		{ "key", required_argument, NULL, OPT_KEY },
+		{ "since", required_argument, NULL, OPT_SINCE },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "verify", no_argument, NULL, OPT_VERIFY },
+		{ "prune", no_argument, NULL, OPT_PRUNE },
+		{ 0 },
+	};
+	struct cli c = {
+		.cmd = "audit", .usage = "[OPTIONS] [--instance X] [--key K] [--since T] [--json] "
+			"| --verify | --prune",
+		.help = "Shows the audit log: who read, changed or was refused which secret,\n"
+			"oldest first, one entry per line. Values are never recorded.\n\n"
+			"      --instance X     only entries about instance X\n"
+			"      --key K          only entries about key K\n"
+			"      --since T        only entries since T: 2024-05-01, 2024-05-01T12:00:00\n"
+			"                       (UTC), @EPOCH_SECONDS, or a duration back from now\n"
+			"                       (30m, 12h, 7d)\n"
+			"      --json           one JSON object per line\n"
+			"      --verify         check the hash chain; exits 1 naming the first bad\n"
+			"                       entry if one was deleted, edited or moved\n"
+			"      --prune          remove entries older than audit_retention now\n",
+	};
+	struct audit_opts o = { 0 };
+	struct db_audit_filter f = { .since_ns = INT64_MIN };
+	struct audit *own = NULL, *a;
+	int i, r, ret = 1;
+
+	i = cli_parse(&c, argc, argv, NULL, extra, audit_opt, &o);
+	if (i != argc)
+		cli_usage_error(&c, "unexpected argument %s", argv[i]);
+	if (o.since && parse_since(o.since, &f.since_ns) < 0)
+		cli_usage_error(&c, "bad time '%s' for --since", o.since);
+	if (o.verify + o.prune > 1 || ((o.verify || o.prune) && (o.instance || o.key ||
+								 o.since || o.json)))
+		cli_usage_error(&c, "--verify and --prune take no other option");
+	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+		goto out;
+	a = vault_audit(c.vault);
+	if (!a) {	/* audit = no: the log may still hold older entries */
+		r = audit_open(&own, c.conf.db, vault_audit_key(c.vault), &c.conf.daemon);
+		if (r < 0) {
+			cli_audit_error(c.conf.db, r);
+			goto out;
+		}
+		a = own;
+	}
+	if (o.verify) {
+		ret = do_verify(a);
+	} else if (o.prune) {
+		ret = do_prune(&c, a);
+	} else {
+		f.instance = o.instance;
+		f.key = o.key;
+		r = audit_each(a, &f, o.json ? print_json : print_text, NULL);
+		if (r < 0)
+			cli_error("cannot read the audit log: %s", strerror(-r));
+		else
+			ret = 0;
+	}
+out:
+	audit_close(own);
+	cli_close(&c);
+	return ret;
+}

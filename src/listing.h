@@ -1,0 +1,48 @@
+/* What an instance holds, for ls, check and export: its secrets with their
+ * metadata, in name order, merged with the keys the config expects. Never
+ * values. */
+#ifndef VAULTFS_LISTING_H
+#define VAULTFS_LISTING_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "../db/db.h"
+#include "../fs/meta.h"
+
+struct cli;
+
+struct entry {
+	char name[DB_NAME_MAX + 1];
+	bool exists;
+	bool expected;
+	struct db_secret s;			/* if it exists */
+	char description[META_DESCRIPTION_MAX + 1];
+	char type[META_TYPE_MAX + 1];
+};
+
+struct listing {
+	struct entry *e;
+	size_t n, cap;
+};
+
+/* in may be NULL: an instance the config names but the vault doesn't have
+ * (its expected keys are all missing). */
+int listing_load(struct cli *c, const char *instance, const struct db_instance *in,
+		 struct listing *out);
+void listing_free(struct listing *l);
+
+/* "configured", "empty" (exists without a value: touched, or set to
+ * nothing) or "missing". */
+const char *entry_state(const struct entry *e);
+bool entry_ok(const struct entry *e);
+
+/* "-rw-r-----" */
+void mode_string(mode_t mode, bool dir, char out[static 11]);
+/* A user or group name, or the number. */
+void user_name(uid_t uid, char *buf, size_t size);
+void group_name(gid_t gid, char *buf, size_t size);
+/* A JSON string, quoted and escaped. */
+void json_string(FILE *f, const char *s, size_t len);
+
+#endif

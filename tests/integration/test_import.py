@@ -1,0 +1,146 @@
+"""vaultfs import: dotenv files and secrets directories, all or nothing."""
+import os
+
+from conftest import read_file, write_file
+
+DOTENV = r"""# a comment, then a blank line
+
+export EXPORTED=from-export
+PLAIN=plain value   # a comment after a blank
+NOSPACE=a#b
+SPACED = around equals
+EMPTY=
+EQUALS=a=b=c
+SINGLE='literal \n $HOME "x" # not a comment'
+DOUBLE="tab\there \"quoted\" back\\slash \$HOME # kept"
+UNKNOWN_ESCAPE="\q"
+PEM="-----BEGIN KEY-----
+line two
+-----END KEY-----"
+AFTER_PEM=still-read  
+"""
+
+WANT = {
+    "EXPORTED": b"from-export",
+    "PLAIN": b"plain value",
+    "NOSPACE": b"a#b",
+    "SPACED": b"around equals",
+    "EMPTY": b"",
+    "EQUALS": b"a=b=c",
+    "SINGLE": b'literal \\n $HOME "x" # not a comment',
+    "DOUBLE": b'tab\there "quoted" back\\slash $HOME # kept',
+    "UNKNOWN_ESCAPE": b"\\q",
+    "PEM": b"-----BEGIN KEY-----\nline two\n-----END KEY-----",
+    "AFTER_PEM": b"still-read",
+}
+
+
+def test_dotenv_edge_cases(vault):
+    env = os.path.join(vault.dir, "app.env")
+    write_file(env, DOTENV)
+    r = vault.cli("import", "app", "--env", env)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == b"vaultfs: imported 11 keys into app (11 new, 0 updated)\n"
+    assert sorted(os.listdir(vault.path("app"))) == sorted(WANT)
+    for k, want in WANT.items():
+        assert read_file(vault.path("app", k)) == want, k
+    assert read_file(vault.path("app", "PEM")) == WANT["PEM"]
+    # Importing again makes new versions, and says so.
+    write_file(env, "PLAIN=second\r\nCRLF='x'\r\n")
+    r = vault.cli("import", "app", "--env", env)
+    assert r.returncode == 0 and b"(1 new, 1 updated)" in r.stdout
+    assert read_file(vault.path("app", "PLAIN")) == b"second"
+    assert read_file(vault.path("app", "CRLF")) == b"x"
+    assert vault.cli("get", "--version", "1", "app", "PLAIN").stdout == b"plain value"
+
+
+def test_dotenv_problems_reported_nothing_imported(vault_unmounted):
+    v = vault_unmounted
+    v.set("app", "KEEP", "old")
+    text = ("GOOD=sk-secret-good\n"          # 1
+            "bad name=sk-secret-1\n"         # 2
+            "sk-secret-no-equals\n"          # 3
+            "GOOD=sk-secret-again\n"         # 4
+            "ÜBER=sk-secret-2\n"             # 5
+            "KEEP=new\n"                     # 6
+            "Q='x' trailing\n"               # 7
+            "OPEN=\"sk-secret-unterminated\n"
+            "MORE=1\n")
+    r = v.cli("import", "app", "--env", "-", input=text)
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "(standard input):2: invalid key name 'bad name'" in err, err
+    assert "(standard input):3: no '=' (want NAME=VALUE)" in err
+    assert "(standard input):4: GOOD is set again (first on line 1)" in err
+    assert "(standard input):5: invalid key name '\u00dcBER'" in err
+    assert "(standard input):7: unexpected text after the closing quote" in err
+    assert "(standard input):8: OPEN: unterminated \" quote" in err
+    assert err.rstrip().endswith("vaultfs: nothing was imported")
+    assert "sk-secret" not in err, "problems name lines and keys, never values"
+    assert v.cli("ls", "app").stdout == b"KEEP\n", "nothing half-imported"
+    assert v.get("app", "KEEP") == b"old"
+
+
+def test_dotenv_value_too_large_nothing_imported(vault_factory):
+    v = vault_factory(config="[vault]\nmax_value_size = 16\n", mount=False)
+    r = v.cli("import", "app", "--env", "-", input="A=small\nB=" + "x" * 17 + "\n")
+    assert r.returncode == 1
+    assert b"B: larger than max_value_size (16 bytes); nothing was imported" in r.stderr
+    assert v.cli("ls", "app").stdout == b""
+
+
+def test_import_secrets_directory_docker_and_kubernetes(vault, tmp_path):
+    docker = tmp_path / "run-secrets"
+    docker.mkdir()
+    (docker / "DB_PASSWORD").write_bytes(b"pw\n")
+    (docker / "TLS_KEY").write_bytes(b"-----BEGIN-----\nabc\n-----END-----\n")
+    r = vault.cli("import", "--dir", str(docker), "app")
+    assert r.returncode == 0, r.stderr.decode()
+    assert read_file(vault.path("app", "DB_PASSWORD")) == b"pw", \
+        "one trailing newline of a single-line value goes, as with echo"
+    assert read_file(vault.path("app", "TLS_KEY")) == b"-----BEGIN-----\nabc\n-----END-----\n"
+
+    # Kubernetes: keys are symlinks into ..data, a symlink to a timestamped dir.
+    k8s = tmp_path / "k8s"
+    (k8s / "..2024_01_01_00_00_00.123").mkdir(parents=True)
+    (k8s / "..2024_01_01_00_00_00.123" / "api-key").write_bytes(b"k8s-value")
+    os.symlink("..2024_01_01_00_00_00.123", k8s / "..data")
+    os.symlink("..data/api-key", k8s / "api-key")
+    r = vault.cli("import", "k8s", "--dir", str(k8s))
+    assert r.returncode == 0, r.stderr.decode()
+    assert os.listdir(vault.path("k8s")) == ["api-key"]
+    assert read_file(vault.path("k8s", "api-key")) == b"k8s-value"
+
+
+def test_import_directory_problems(vault_unmounted, tmp_path):
+    v = vault_unmounted
+    d = tmp_path / "secrets"
+    d.mkdir()
+    (d / "GOOD").write_bytes(b"good")
+    (d / "has space").write_bytes(b"x")
+    (d / "sub").mkdir()
+    os.symlink("/nonexistent/target", d / "DANGLING")
+    r = v.cli("import", "app", "--dir", str(d))
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert f"{d}/has space: invalid key name" in err, err
+    assert f"{d}/sub: not a regular file" in err
+    assert f"{d}/DANGLING: No such file or directory" in err
+    assert "nothing was imported" in err
+    assert v.cli("ls").stdout == b"", "not even the instance was created"
+    r = v.cli("import", "app", "--dir", str(tmp_path / "nope"))
+    assert r.returncode == 1 and b"No such file or directory" in r.stderr
+
+
+def test_import_usage(vault_unmounted):
+    v = vault_unmounted
+    r = v.cli("import", "app")
+    assert r.returncode == 2 and b"want --env FILE or --dir DIR" in r.stderr
+    r = v.cli("import", "app", "--env", "a", "--dir", "b")
+    assert r.returncode == 2
+    r = v.cli("import", "bad/name", "--env", "-", input="A=1\n")
+    assert r.returncode == 1 and b"invalid instance name 'bad/name'" in r.stderr
+    r = v.cli("import", "-n", "app", "--env", "-", input="A=1\nB=2\n")
+    assert r.returncode == 0 and r.stdout.startswith(b"A\nB\n")
+    assert b"2 keys would be imported" in r.stdout
+    assert v.cli("ls").stdout == b"", "a dry run stores nothing"
