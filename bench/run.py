@@ -201,6 +201,8 @@ class Bench:
     def setup(self):
         with open(self.config, "w") as f:
             f.write("[vault]\n")
+            for setting in self.args.set or ():
+                f.write(setting + "\n")
             if self.attr_timeout is not None:
                 f.write("attr_timeout = %g\n" % self.attr_timeout)
             else:
@@ -516,8 +518,9 @@ class Bench:
     def report(self, load_before, load_after, seconds):
         print()
         print("vaultfs benchmark: %s" % self.machine())
-        print("load average %.1f before, %.1f after; %.0f s; attr_timeout %g s" % (
-            load_before, load_after, seconds, self.attr_timeout))
+        print("load average %.1f before, %.1f after; %.0f s; attr_timeout %g s%s" % (
+            load_before, load_after, seconds, self.attr_timeout,
+            "".join("; " + x for x in self.args.set or ())))
         print()
         print("| measurement | vaultfs | baseline | ratio | spread | target |")
         print("|---|---:|---|---:|---|---|")
@@ -570,6 +573,8 @@ def main():
                     help="attr_timeout for vaultfs and minifs (default: the shipped one)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--only", help="comma-separated parts: " + ",".join(PARTS))
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a [vault] setting for vaultfs, e.g. --set 'audit = no'")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py mounts FUSE filesystems and a tmpfs: run it as root", file=sys.stderr)
