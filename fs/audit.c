@@ -363,8 +363,16 @@ static void send_syslog(const struct db_audit_row *r)
 	       detail[0] ? " detail=" : "", detail);
 }
 
+/* Without a syslog socket glibc drops each message after trying socket()
+ * and connect() again for it: look once per batch instead. */
+static bool syslog_socket_present(void)
+{
+	return access(_PATH_LOG, F_OK) == 0;
+}
+
 static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)
 {
+	bool to_syslog = a->syslog && syslog_socket_present();
 	int r = chain_append(a, rows, n);
 
 	if (r == -EBUSY)
@@ -372,7 +380,7 @@ static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t
 	if (r < 0)
 		log_err("audit: %zu entries could not be stored (%s); they went to syslog only",
 			n, strerror(-r));
-	for (size_t i = 0; a->syslog && i < n; i++)
+	for (size_t i = 0; to_syslog && i < n; i++)
 		send_syslog(rows[i]);
 }
 
