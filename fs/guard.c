@@ -98,12 +98,16 @@ static int names_of(struct vault *v, int64_t secret_id, struct guard_ref *ref)
 	int r;
 
 	r = db_secret_get(vault_db(v), secret_id, &s);
-	if (r == 0)
-		r = db_instance_get(vault_db(v), s.instance_id, &in);
+	if (r < 0)
+		return r;
+	memcpy(ref->key, s.name, sizeof(ref->key));
+	/* Every open asks: the cache spares a query per open. */
+	if (vault_instance_name_cached(v, s.instance_id, ref->instance))
+		return 0;
+	r = db_instance_get(vault_db(v), s.instance_id, &in);
 	if (r < 0)
 		return r;
 	memcpy(ref->instance, in.name, sizeof(ref->instance));
-	memcpy(ref->key, s.name, sizeof(ref->key));
 	return 0;
 }
 

@@ -303,6 +303,18 @@ static int key_unwrap(struct vault *v, int64_t id, struct inst_key **out)
 	return 0;
 }
 
+bool vault_instance_name_cached(struct vault *v, int64_t id, char name[static DB_NAME_MAX + 1])
+{
+	struct inst_key *k;
+
+	pthread_mutex_lock(&v->keys_lock);
+	k = key_lookup(v, id);
+	if (k)
+		memcpy(name, k->name, DB_NAME_MAX + 1);
+	pthread_mutex_unlock(&v->keys_lock);
+	return k != NULL;
+}
+
 int vault_key_get(struct vault *v, int64_t id, struct inst_key **out)
 {
 	struct inst_key *k, *fresh = NULL;

@@ -33,6 +33,9 @@ const struct secbuf *vault_audit_key(struct vault *v);
 /* The audit log that records authentication failures (NULL: none). */
 void vault_set_audit(struct vault *v, struct audit *a);
 struct audit *vault_audit(struct vault *v);
+/* An instance's name without a query, from the cache of unwrapped data
+ * keys (names never change); false if its key is not cached. */
+bool vault_instance_name_cached(struct vault *v, int64_t id, char name[static DB_NAME_MAX + 1]);
 
 /* Creates the instances named in the config and applies their owner, group
  * and mode. */
