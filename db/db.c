@@ -165,6 +165,7 @@ struct db {
 	struct db *readers;	/* idle read connections */
 	struct db *next_reader;
 	unsigned readers_max, readers_open;
+	sqlite3_stmt *pin_begin, *pin_end;	/* a reader's BEGIN and COMMIT */
 };
 
 static __thread char last_error[512];
@@ -434,6 +435,8 @@ void db_close(struct db *db)
 		db_close(rd);
 	}
 	pthread_mutex_destroy(&db->readers_lock);
+	sqlite3_finalize(db->pin_begin);
+	sqlite3_finalize(db->pin_end);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(db->stmt[i]);
 	for (int i = 0; i < DBI_XSTMT_MAX; i++)
@@ -459,6 +462,14 @@ static bool txn_open(struct db *db)
 	return atomic_load(&db->owner) != (pthread_t)0;
 }
 
+static bool in_own_txn(struct db *db)
+{
+	return pthread_equal(atomic_load(&db->owner), pthread_self());
+}
+
+/* The read connection db_read_begin pinned to this thread, and its db. */
+static __thread struct db *pinned_db, *pinned_rd;
+
 /* A read connection for the calling thread, or NULL: then the writer's
  * connection serves the read. It does while a write transaction is open:
  * its own thread must see its changes, and the others wait for the commit,
@@ -469,7 +480,11 @@ static struct db *reader_take(struct db *db)
 	struct db *rd = NULL;
 	bool open_one = false;
 
-	if (!db->readers_max || txn_open(db))
+	if (!db->readers_max)
+		return NULL;
+	if (pinned_db == db)
+		return in_own_txn(db) ? NULL : pinned_rd;
+	if (txn_open(db))
 		return NULL;
 	pthread_mutex_lock(&db->readers_lock);
 	if (db->readers) {
@@ -489,14 +504,55 @@ static struct db *reader_take(struct db *db)
 	return rd;
 }
 
-/* Returns rd to the idle list; passes r through. */
+/* Returns rd to the idle list (unless pinned); passes r through. */
 static int reader_give(struct db *db, struct db *rd, int r)
 {
+	if (rd == pinned_rd)
+		return r;
 	pthread_mutex_lock(&db->readers_lock);
 	rd->next_reader = db->readers;
 	db->readers = rd;
 	pthread_mutex_unlock(&db->readers_lock);
 	return r;
+}
+
+static int step_stmt(struct db *rd, sqlite3_stmt **st, const char *sql)
+{
+	int rc = SQLITE_OK;
+
+	if (!*st)
+		rc = sqlite3_prepare_v3(rd->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(*st);
+		sqlite3_reset(*st);
+	}
+	return rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : map_rc(rd, rc);
+}
+
+void db_read_begin(struct db *db)
+{
+	struct db *rd;
+
+	if (pinned_db || !(rd = reader_take(db)))
+		return;
+	if (step_stmt(rd, &rd->pin_begin, "BEGIN") < 0) {
+		reader_give(db, rd, 0);
+		return;
+	}
+	pinned_db = db;
+	pinned_rd = rd;
+}
+
+void db_read_end(struct db *db)
+{
+	struct db *rd = pinned_rd;
+
+	if (pinned_db != db)
+		return;
+	if (step_stmt(rd, &rd->pin_end, "COMMIT") < 0)
+		sqlite3_exec(rd->conn, "ROLLBACK", NULL, NULL, NULL);
+	pinned_db = pinned_rd = NULL;
+	reader_give(db, rd, 0);
 }
 
 static void txn_leave(struct db *db)

@@ -64,6 +64,12 @@ void db_close(struct db *db);
  * reads still wait for it. For a server's threads; a one-shot command
  * needs none. */
 void db_set_readers(struct db *db, unsigned max);
+/* Holds one read connection for the calling thread, in one read
+ * transaction, until db_read_end: the reads between see one snapshot and
+ * pay for one transaction. Does nothing without readers, while a write
+ * transaction is open, or when the thread already holds one. */
+void db_read_begin(struct db *db);
+void db_read_end(struct db *db);
 const char *db_errmsg(struct db *db);
 const char *db_path(struct db *db);
 

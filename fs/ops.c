@@ -717,9 +717,12 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = handle_new(&h, ino_id(ino), fuse_req_ctx(req)->uid);
+	/* The names for the access rules and the value: one snapshot. */
+	db_read_begin(fs->db);
 	if (r == 0)
 		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
 	if (r < 0) {
+		db_read_end(fs->db);
 		handle_free(h);
 		reply_err(req, r);
 		return;
@@ -736,6 +739,7 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (r == 0) {
 		r = vault_read(fs->v, h->id, &h->buf, NULL);
 	}
+	db_read_end(fs->db);
 	guard_opened(fs->v, &h->ref, fi->flags, r);
 	if (r < 0) {
 		handle_free(h);

@@ -582,8 +582,10 @@ static int open_value(struct vault *v, const struct value_ref *ref, struct secbu
 
 	*out = NULL;
 	r = open_once(v, ref, out, m, ver, inst, &failed);
-	if (failed)
+	if (failed) {
+		db_read_end(v->db);	/* the retry must see what was committed since */
 		r = open_once(v, ref, out, m, ver, inst, &failed);
+	}
 	if (failed) {
 		log_err("%s/%s: stored value (version %llu) fails authentication (tampered or "
 			"damaged); refusing to return it", inst, m->name, (unsigned long long)

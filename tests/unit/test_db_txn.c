@@ -212,6 +212,49 @@ static void test_readers_coherent(void **state)
 	}
 }
 
+struct writer {
+	struct fx *fx;
+	int r;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+
+	w->r = insert(w->fx, "LATER", "l");
+	return NULL;
+}
+
+/* Between db_read_begin and db_read_end a thread reads one snapshot: a
+ * commit made meanwhile shows after db_read_end, and the thread's own
+ * writes show at once. */
+static void test_pinned_snapshot(void **state)
+{
+	struct fx *fx = *state;
+	struct writer w = { .fx = fx };
+	pthread_t t;
+
+	db_set_readers(fx->db, 2);
+	assert_int_equal(insert(fx, "FIRST", "f"), 0);
+	db_read_begin(fx->db);
+	assert_true(exists(fx->db, fx->inst, "FIRST"));
+	assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(w.r, 0);
+	assert_false(exists(fx->db, fx->inst, "LATER"));	/* the snapshot */
+	assert_int_equal(db_secret_count(fx->db, fx->inst), 1);
+
+	assert_int_equal(db_begin(fx->db), 0);		/* our own write... */
+	assert_int_equal(insert(fx, "OWN", "o"), 0);
+	assert_true(exists(fx->db, fx->inst, "OWN"));	/* ...is seen */
+	db_rollback(fx->db);
+
+	db_read_end(fx->db);
+	assert_true(exists(fx->db, fx->inst, "LATER"));
+	assert_false(exists(fx->db, fx->inst, "OWN"));
+	db_read_end(fx->db);				/* unpaired: nothing */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -219,6 +262,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nested_outer_rollback, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_readers_wait_for_writer, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_readers_coherent, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_pinned_snapshot, fx_setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
