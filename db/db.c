@@ -639,8 +639,13 @@ static int column_blob(sqlite3_stmt *st, int col, struct db_blob *out)
 static void column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX + 1])
 {
 	const unsigned char *s = sqlite3_column_text(st, col);
+	size_t n = s ? (size_t)sqlite3_column_bytes(st, col) : 0;
 
-	snprintf(name, DB_NAME_MAX + 1, "%s", s ? (const char *)s : "");
+	/* Every row read has one: a plain copy, not snprintf's machinery. */
+	if (n > DB_NAME_MAX)
+		n = DB_NAME_MAX;
+	memcpy(name, s ? (const void *)s : "", n);
+	name[n] = '\0';
 }
 
 static void row_instance(sqlite3_stmt *st, struct db_instance *in)

@@ -528,9 +528,14 @@ void audit_close(struct audit *a)
 	free(a);
 }
 
+/* Every read is recorded: a plain copy, not snprintf's format machinery. */
 static void copy_str(char *dst, size_t size, const char *src)
 {
-	snprintf(dst, size, "%s", src ? src : "");
+	size_t i;
+
+	for (i = 0; src && src[i] && i + 1 < size; i++)
+		dst[i] = src[i];
+	dst[i] = '\0';
 }
 
 void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,

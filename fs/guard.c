@@ -21,6 +21,16 @@
 
 #define GROUPS_FIRST 64
 
+/* Runs on every open: a plain copy, not snprintf's format machinery. */
+static void copy_name(char *dst, size_t size, const char *src)
+{
+	size_t i;
+
+	for (i = 0; src && src[i] && i + 1 < size; i++)
+		dst[i] = src[i];
+	dst[i] = '\0';
+}
+
 void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
 		    const char *instance, const char *key)
 {
@@ -33,8 +43,8 @@ void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
 		audit_who_fill_comm(&ref->who);
 	else
 		snprintf(ref->who.comm, sizeof(ref->who.comm), "?");
-	snprintf(ref->instance, sizeof(ref->instance), "%s", instance ? instance : "");
-	snprintf(ref->key, sizeof(ref->key), "%s", key ? key : "");
+	copy_name(ref->instance, sizeof(ref->instance), instance);
+	copy_name(ref->key, sizeof(ref->key), key);
 }
 
 void guard_done(struct vault *v, const struct guard_ref *ref, enum audit_op op, int result,
