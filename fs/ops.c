@@ -707,8 +707,10 @@ static int read_as_written(struct fs *fs, int64_t id, struct secbuf **out)
 
 static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct db_blob sealed = { 0 };
 	struct fs *fs = fs_of(req);
 	struct handle *h = NULL;
+	struct db_secret meta;
 	int acc = fi->flags & O_ACCMODE;
 	int r;
 
@@ -717,11 +719,15 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = handle_new(&h, ino_id(ino), fuse_req_ctx(req)->uid);
-	/* The names for the access rules and the value: one snapshot. */
+	/* The names for the access rules and the value: one snapshot, and for
+	 * a reader one query. */
 	db_read_begin(fs->db);
-	if (r == 0)
+	if (r == 0 && acc == O_RDONLY)
+		r = guard_open_fetch(req, fs->v, h->id, fi->flags, &h->ref, &meta, &sealed);
+	else if (r == 0)
 		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
 	if (r < 0) {
+		db_blob_free(&sealed);
 		db_read_end(fs->db);
 		handle_free(h);
 		reply_err(req, r);
@@ -737,8 +743,9 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (r == 0 && acc != O_RDONLY) {
 		r = read_as_written(fs, h->id, &h->buf);
 	} else if (r == 0) {
-		r = vault_read(fs->v, h->id, &h->buf, NULL);
+		r = vault_read_fetched(fs->v, &meta, &sealed, &h->buf);
 	}
+	db_blob_free(&sealed);
 	db_read_end(fs->db);
 	guard_opened(fs->v, &h->ref, fi->flags, r);
 	if (r < 0) {

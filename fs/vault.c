@@ -607,6 +607,28 @@ int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out, struct d
 	return r;
 }
 
+int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct db_blob *blob,
+		       struct secbuf **out)
+{
+	struct inst_key *k;
+	struct seal_ad ad;
+	int r;
+
+	*out = NULL;
+	r = vault_key_get(v, m->instance_id, &k);
+	if (r < 0)
+		return r;
+	seal_ad_value(&ad, k->name, m->name, m->version);
+	r = seal_open(out, k->key->data, &ad, blob->data, blob->len);
+	vault_key_put(v, k);
+	if (r != -EBADMSG && r != -EINVAL)
+		return r;
+	/* A rotation or a rename may have re-sealed it since: read both again,
+	 * which also reports a value that really fails. */
+	db_read_end(v->db);
+	return vault_read(v, m->id, out, NULL);
+}
+
 int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,
 		       struct secbuf **out, struct db_version *meta)
 {

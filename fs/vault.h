@@ -50,6 +50,9 @@ mode_t vault_secret_mode(struct vault *v, const char *instance, mode_t asked);
  * without the value). meta may be NULL. */
 int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out,
 	       struct db_secret *meta) WUR;
+/* vault_read for a value already fetched with db_secret_blob (meta m). */
+int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct db_blob *blob,
+		       struct secbuf **out) WUR;
 /* Decrypts a version, current or old: -ENOENT if it is not kept. */
 struct db_version;
 int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,
