@@ -940,11 +940,20 @@ static void reply_xattr(fuse_req_t req, int n, const char *buf, size_t size)
 		fuse_reply_buf(req, buf, (size_t)n);
 }
 
+/* Only user.* names exist here. ENOTSUP rather than ENODATA for the others
+ * says so, and ls -l, which asks every file for security.selinux and
+ * system.posix_acl_access, then stops asking for the rest of the listing:
+ * two FUSE round trips fewer per file listed. */
+static bool xattr_namespace_ours(const char *name)
+{
+	return strncmp(name, "user.", 5) == 0;
+}
+
 static void vfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	char buf[XATTR_BUF_MAX];
 
-	reply_xattr(req, ino_kind(ino) == K_SECRET ?
+	reply_xattr(req, !xattr_namespace_ours(name) ? -ENOTSUP : ino_kind(ino) == K_SECRET ?
 		    xattr_get(fs_of(req)->v, ino_id(ino), name, buf) : -ENODATA, buf, size);
 }
 
