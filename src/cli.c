@@ -264,14 +264,20 @@ void cli_close(struct cli *c)
 	policy_free(&c->conf);
 }
 
+bool cli_name_ok(const char *what, const char *name)
+{
+	if (name_valid(name))
+		return true;
+	cli_error("invalid %s name '%s' (1-255 of A-Z a-z 0-9 . _ -)", what, name);
+	return false;
+}
+
 int cli_find_instance(struct cli *c, const char *name, struct db_instance *in)
 {
 	int r;
 
-	if (!name_valid(name)) {
-		cli_error("invalid instance name '%s' (1-255 of A-Z a-z 0-9 . _ -)", name);
+	if (!cli_name_ok("instance", name))
 		return -1;
-	}
 	r = db_instance_find(vault_db(c->vault), name, in);
 	if (r == -ENOENT)
 		cli_error("no such instance: %s", name);
@@ -287,10 +293,8 @@ int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_
 
 	if (cli_find_instance(c, inst, &in) < 0)
 		return -1;
-	if (!name_valid(key)) {
-		cli_error("invalid key name '%s' (1-255 of A-Z a-z 0-9 . _ -)", key);
+	if (!cli_name_ok("key", key))
 		return -1;
-	}
 	r = db_secret_find(vault_db(c->vault), in.id, key, s);
 	if (r == -ENOENT)
 		cli_error("no such key: %s/%s", inst, key);

@@ -63,6 +63,8 @@ void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char
 int cli_parse_version(const char *s, int64_t *out);
 
 /* Look-ups by name in the open vault; the error is printed (-1). */
+/* Prints "invalid WHAT name ..." for a bad name. */
+bool cli_name_ok(const char *what, const char *name);
 int cli_find_instance(struct cli *c, const char *name, struct db_instance *in);
 int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_secret *s);
 /* The instance, created (owner, group and mode from the config, else the

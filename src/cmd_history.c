@@ -9,7 +9,6 @@
 
 #include "../db/db_versions.h"
 #include "../fs/meta.h"
-#include "../fs/name.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
@@ -128,10 +127,8 @@ int undelete_main(int argc, char **argv)
 		goto out;
 	if (cli_find_instance(&c, argv[i], &in) < 0)
 		goto out;
-	if (!name_valid(argv[i + 1])) {
-		cli_error("invalid key name '%s' (1-255 of A-Z a-z 0-9 . _ -)", argv[i + 1]);
+	if (!cli_name_ok("key", argv[i + 1]))
 		goto out;
-	}
 	r = vault_undelete(c.vault, in.id, argv[i + 1], &s);
 	if (r == -ENOENT) {
 		cli_error("%s/%s: no deleted key of that name within the undelete window (see: "
@@ -175,10 +172,8 @@ int purge_main(int argc, char **argv)
 		goto out;
 	if (cli_find_instance(&c, argv[i], &in) < 0)
 		goto out;
-	if (key && !name_valid(key)) {
-		cli_error("invalid key name '%s' (1-255 of A-Z a-z 0-9 . _ -)", key);
+	if (key && !cli_name_ok("key", key))
 		goto out;
-	}
 	r = vault_purge(c.vault, in.id, key, &count);
 	if (r < 0) {
 		cli_error("%s: %s", argv[i], strerror(-r));

@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "dotenv.h"
+#include "secio.h"
 
 #define MAX_REPORTED 50
 
@@ -39,30 +40,6 @@ static int import_opt(int opt, const char *arg, void *ctx)
 	else
 		return -1;
 	return 0;
-}
-
-/* All of fd into locked memory, at most max bytes (-EFBIG beyond). */
-static int read_fd(int fd, struct secbuf *b, size_t max)
-{
-	ssize_t n;
-	int r;
-
-	b->len = 0;
-	for (;;) {
-		r = secbuf_reserve(b, b->len + 4096 > max + 1 ? max + 1 : b->len + 4096);
-		if (r < 0)
-			return r;
-		if (b->len > max)
-			return -EFBIG;
-		n = read(fd, b->data + b->len, b->cap - b->len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return 0;
-		b->len += (size_t)n;
-	}
 }
 
 struct reporter {
@@ -91,7 +68,7 @@ static int load_env(struct cli *c, const char *path, struct dotenv *d)
 	}
 	r = secbuf_new(&text, 4096);
 	if (r == 0)
-		r = read_fd(fd, text, POLICY_MAX_VALUE_LIMIT);
+		r = secio_read(fd, text, POLICY_MAX_VALUE_LIMIT, false);
 	if (fd != STDIN_FILENO)
 		close(fd);
 	if (r < 0) {
@@ -136,7 +113,7 @@ static bool load_one(struct cli *c, int dfd, const char *dir, const char *name,
 	}
 	r = secbuf_new(&v, (size_t)st.st_size + 1);
 	if (r == 0)
-		r = read_fd(fd, v, c->conf.max_value_size);
+		r = secio_read(fd, v, c->conf.max_value_size, false);
 	close(fd);
 	if (r == -EFBIG)
 		cli_error("%s/%s: larger than max_value_size (%zu bytes)", dir, name,
@@ -229,10 +206,8 @@ int import_main(int argc, char **argv)
 		cli_usage_error(&c, "want INSTANCE");
 	if (!o.env == !o.dir)
 		cli_usage_error(&c, "want --env FILE or --dir DIR");
-	if (!name_valid(argv[i])) {
-		cli_error("invalid instance name '%s' (1-255 of A-Z a-z 0-9 . _ -)", argv[i]);
+	if (!cli_name_ok("instance", argv[i]))
 		return 1;
-	}
 	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
 		goto out;
 	if ((o.env ? load_env(&c, o.env, &d) : load_dir(&c, o.dir, &d)) < 0) {

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "../db/db_versions.h"
-#include "../fs/name.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
@@ -165,10 +164,8 @@ static int instance_or_expected(struct cli *c, const char *name, struct db_insta
 	int r;
 
 	*out = NULL;
-	if (!name_valid(name)) {
-		cli_error("invalid instance name '%s' (1-255 of A-Z a-z 0-9 . _ -)", name);
+	if (!cli_name_ok("instance", name))
 		return -1;
-	}
 	r = db_instance_find(vault_db(c->vault), name, in);
 	if (r == 0)
 		*out = in;

@@ -11,25 +11,10 @@
 #include <sodium.h>
 
 #include "../crypto/secmem.h"
-#include "../fs/name.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
-
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
+#include "secio.h"
 
 static int version_opt(int opt, const char *arg, void *ctx)
 {
@@ -75,7 +60,7 @@ int get_main(int argc, char **argv)
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;
 	}
-	r = write_all(STDOUT_FILENO, val->data, val->len);
+	r = secio_write_all(STDOUT_FILENO, val->data, val->len);
 	if (r < 0) {
 		cli_error("standard output: %s", strerror(-r));
 		goto out;
@@ -87,34 +72,7 @@ out:
 	return ret;
 }
 
-/* Reads all of stdin into locked memory; a terminal gets a prompt, no echo,
- * and one line. */
-static int read_value(struct secbuf *b, size_t max, bool tty)
-{
-	ssize_t n;
-	int r;
-
-	b->len = 0;
-	for (;;) {
-		r = secbuf_reserve(b, b->len + 4096 > max + 1 ? max + 1 : b->len + 4096);
-		if (r < 0)
-			return r;
-		if (b->len == max + 1)
-			return -EFBIG;
-		n = read(STDIN_FILENO, b->data + b->len, b->cap - b->len > max + 1 - b->len ?
-			 max + 1 - b->len : b->cap - b->len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return 0;
-		b->len += (size_t)n;
-		if (tty && b->data[b->len - 1] == '\n')
-			return 0;
-	}
-}
-
+/* A terminal gets a prompt, no echo, and one line. */
 static int read_value_tty(struct secbuf *b, size_t max, const char *inst, const char *key)
 {
 	struct termios old, quiet;
@@ -122,11 +80,11 @@ static int read_value_tty(struct secbuf *b, size_t max, const char *inst, const 
 
 	fprintf(stderr, "value for %s/%s (not echoed): ", inst, key);
 	if (tcgetattr(STDIN_FILENO, &old) < 0)
-		return read_value(b, max, true);
+		return secio_read(STDIN_FILENO, b, max, true);
 	quiet = old;
 	quiet.c_lflag &= ~(tcflag_t)ECHO;
 	tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
-	r = read_value(b, max, true);
+	r = secio_read(STDIN_FILENO, b, max, true);
 	tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
 	fputc('\n', stderr);
 	return r;
@@ -165,17 +123,14 @@ int set_main(int argc, char **argv)
 		cli_usage_error(&c, "want INSTANCE and KEY (the value comes from standard input)");
 	inst = argv[i];
 	key = argv[i + 1];
-	if (!name_valid(inst) || !name_valid(key)) {
-		cli_error("invalid name '%s' (1-255 of A-Z a-z 0-9 . _ -)",
-			  name_valid(inst) ? key : inst);
+	if (!cli_name_ok("instance", inst) || !cli_name_ok("key", key))
 		return 1;
-	}
 	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
 		goto out;
 	r = secbuf_new(&val, 4096);
 	if (r == 0)
 		r = isatty(STDIN_FILENO) ? read_value_tty(val, c.conf.max_value_size, inst, key) :
-					   read_value(val, c.conf.max_value_size, false);
+					   secio_read(STDIN_FILENO, val, c.conf.max_value_size, false);
 	if (r == -EFBIG) {
 		cli_error("value too large: the limit is %zu bytes; nothing was changed",
 			  c.conf.max_value_size);
