@@ -195,10 +195,18 @@ class Bench:
         os.makedirs(p, exist_ok=True)
         return p
 
-    def vault_opts(self, n):
-        return ["--config", self.config, "--db", self.db(n), "--key-file", self.key]
+    def vault_opts(self, n, config=None):
+        return ["--config", config or self.config, "--db", self.db(n), "--key-file", self.key]
 
     def setup(self):
+        # The same settings without the audit log, to show what it costs.
+        self.config_noaudit = self.config.replace(".ini", "-noaudit.ini")
+        with open(self.config_noaudit, "w") as f:
+            f.write("[vault]\naudit = no\n")
+            for setting in self.args.set or ():
+                f.write(setting + "\n")
+            if self.attr_timeout is not None:
+                f.write("attr_timeout = %g\n" % self.attr_timeout)
         with open(self.config, "w") as f:
             f.write("[vault]\n")
             for setting in self.args.set or ():
@@ -224,9 +232,9 @@ class Bench:
                 os.close(fd)
         os.makedirs(self.disk)
 
-    def mount_vault(self, n, name=None):
+    def mount_vault(self, n, name=None, config=None):
         mnt = self.mnt(name or "v%d" % n)
-        d = Daemon([self.vaultfs, "mount", "-f"] + self.vault_opts(n) + [mnt], mnt,
+        d = Daemon([self.vaultfs, "mount", "-f"] + self.vault_opts(n, config) + [mnt], mnt,
                    os.path.join(self.dir, "vaultfs.log"))
         self.daemons.append(d)
         return d
@@ -272,14 +280,16 @@ class Bench:
             return ops, None
         return ops, (cpu_ns(daemon.pid) - before) / 1000.0 / (ops * self.args.seconds)
 
-    def bench_read(self, vault, mini):
+    def bench_read(self, vault, mini, quiet):
         vfile = os.path.join(vault.mnt, INSTANCE, key_name(0))
+        qfile = os.path.join(quiet.mnt, INSTANCE, key_name(0))
         mfile = os.path.join(mini.mnt, key_name(0))
         tfile = os.path.join(self.tmpfs, "k1000", key_name(0))
         for threads in (1, 4):
-            v, m, t = [], [], []
+            v, q, m, t = [], [], [], []
             for i in range(self.rounds(11)):
-                order = [(v, vfile, vault), (m, mfile, mini), (t, tfile, None)]
+                order = [(v, vfile, vault), (m, mfile, mini), (t, tfile, None),
+                         (q, qfile, quiet)]
                 for lst, path, d in (order if i % 2 == 0 else order[::-1]):
                     lst.append(self.read_ops(path, threads, d))
             what = "open+read+close 40 B, %d thread%s" % (threads, "s" if threads > 1 else "")
@@ -294,6 +304,13 @@ class Bench:
             r, spread = ratio_stats(vc, mc)
             self.rows.append(Row("  daemon CPU time per open+read+close", statistics.median(vc),
                                  "us", "minifs", statistics.median(mc), r, spread))
+            qo, qc = [x[0] for x in q], [x[1] for x in q]
+            r, spread = ratio_stats(qo, mo)
+            self.rows.append(Row("  same, audit = no", statistics.median(qo), "ops/s", "minifs",
+                                 statistics.median(mo), r, spread))
+            r, spread = ratio_stats(qc, mc)
+            self.rows.append(Row("  daemon CPU time, audit = no", statistics.median(qc), "us",
+                                 "minifs", statistics.median(mc), r, spread))
             self.note("read %d thread(s) done" % threads)
 
     def ls_time(self, path, n):
@@ -317,9 +334,10 @@ class Bench:
                                  "tmpfs", statistics.median(t), r, spread, target, ok))
             self.note("ls %d done" % n)
 
-    def bench_write(self, vault):
+    def bench_write(self, vault, quiet):
         # Writes go to the 10,000-key vault: the 1,000-key one stays as loaded.
         vfile = os.path.join(vault.mnt, INSTANCE, key_name(9999))
+        qfile = os.path.join(quiet.mnt, INSTANCE, key_name(9997))
         count = "50" if self.quick else "100"
         v, b = paired(self.rounds(7),
                       lambda: float(run([self.vbench, "write", vfile, VALUE[:30], count])),
@@ -329,6 +347,13 @@ class Bench:
         self.rows.append(Row("durable write 40 B (open+write+close)", statistics.median(v), "us",
                              "tmp+fsync+rename", statistics.median(b), r, spread, "≤ 1.5×",
                              r <= 1.5))
+        v, b = paired(self.rounds(7),
+                      lambda: float(run([self.vbench, "write", qfile, VALUE[:30], count])),
+                      lambda: float(run([self.vbench, "fsync-rename", self.disk, VALUE[:30],
+                                         count])))
+        r, spread = ratio_stats(v, b)
+        self.rows.append(Row("  same, audit = no", statistics.median(v), "us",
+                             "tmp+fsync+rename", statistics.median(b), r, spread))
         # A new key each time: created, written, closed; each round in a new
         # instance so the names are fresh.
         rounds = {"n": 0}
@@ -543,18 +568,22 @@ class Bench:
         self.setup()
         vault = {n: self.mount_vault(n) for n in SIZES}
         mini = self.mount_minifs()
+        quiet = {n: self.mount_vault(n, "v%d-noaudit" % n, self.config_noaudit)
+                 for n in (1000, 10000)}
         if "read" in parts:
-            self.bench_read(vault[1000], mini)
+            self.bench_read(vault[1000], mini, quiet[1000])
         if "ls" in parts:
             self.bench_ls(vault)
         if "write" in parts:
-            self.bench_write(vault[10000])
+            self.bench_write(vault[10000], quiet[10000])
         # While mounted, as people use it: the CLI is then never the last
         # connection, which would checkpoint the WAL on exit.
         if "cli" in parts:
             self.bench_cli()
         for n in SIZES:
             self.stop(vault[n])
+        for d in quiet.values():
+            self.stop(d)
         self.stop(mini)
         for name in ("mount", "memory", "lookup"):
             if name in parts:
