@@ -6,6 +6,7 @@
 #   make check-valgrind  unit tests under valgrind memcheck, leaks are errors
 #   make fuzz       each libFuzzer target FUZZ_TIME seconds from fuzz/corpus
 #   make soak       the torture tests at VAULTFS_TORTURE_SCALE=SOAK_SCALE
+#   make bench      benchmarks against tmpfs and a minimal FUSE filesystem (as root)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 PREFIX ?= /usr/local
@@ -19,12 +20,13 @@ SYSCONFDIR ?= /etc
 CFLAGS ?= -O2 -g
 BUILD ?= build
 PYTEST ?= /usr/bin/python3 -m pytest
+PYTHON ?= /usr/bin/python3
 VERSION := 0.1.0
 
 PKGS := fuse3 libsodium sqlite3 inih
 # Debian packages the build, the demo and the tests need.
 DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
-	sqlite3 libinih-dev libcmocka-dev python3-pytest attr util-linux passwd \
+	sqlite3 libinih-dev libcmocka-dev python3 python3-pytest attr util-linux passwd \
 	libsystemd-dev scdoc man-db systemd systemd-container docker.io busybox-static \
 	e2fsprogs clang libclang-rt-14-dev valgrind
 
@@ -93,6 +95,23 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
 
 unit-tests: $(UNIT_BINS)
 
+BENCH_BINS := $(BUILD)/bench/minifs $(BUILD)/bench/vbench $(BUILD)/bench/loadvault
+
+$(BUILD)/bench/minifs: bench/minifs.c $(BUILD)/fs/loop.o
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(PKG_LIBS) -lpthread
+
+$(BUILD)/bench/vbench: bench/vbench.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+
+$(BUILD)/bench/loadvault: bench/loadvault.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(PKG_LIBS) -lpthread
+
 # Installs missing Debian packages when run as root; otherwise names them.
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -117,6 +136,11 @@ check: deps
 	@$(MAKE) --no-print-directory $(BIN) unit-tests
 	@$(MAKE) --no-print-directory check-unit
 	@$(MAKE) --no-print-directory check-integration
+
+# Measures against baselines run at the same time; prints one table.
+bench: deps
+	@$(MAKE) --no-print-directory $(BIN) $(BENCH_BINS)
+	$(PYTHON) bench/run.py --vaultfs $(abspath $(BIN)) --tools $(abspath $(BUILD)/bench)
 
 check-sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build/san SANITIZE=1 check
@@ -239,7 +263,7 @@ uninstall:
 clean:
 	rm -rf build vaultfs
 
-.PHONY: FORCE all man deps unit-tests check check-unit check-integration check-sanitize \
+.PHONY: FORCE all man deps unit-tests bench check check-unit check-integration check-sanitize \
 	check-valgrind soak fuzz fuzz-build demo install uninstall clean
 .DELETE_ON_ERROR:
 

@@ -5,9 +5,15 @@
  *  - sodium_malloc ignores a failed mlock, so the lock is checked here and a
  *    buffer that could not be locked is refused unless explicitly allowed;
  *  - a budget of our own caps how much is locked at once, so a storm of
- *    opens fails cleanly instead of exhausting RLIMIT_MEMLOCK.
+ *    opens fails cleanly instead of exhausting RLIMIT_MEMLOCK;
+ *  - small regions are kept for reuse in a short pool, wiped as they enter
+ *    it: each open then costs no mmap/mprotect/mlock system calls. Pooled
+ *    regions keep their guard pages and their lock, the pool is emptied in
+ *    a forked child (locks are not inherited) and at exit, and nothing is
+ *    pooled once unlocked memory has been allowed.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,18 +27,81 @@
  * overflowing. */
 #define SECMEM_MAX ((size_t)1 << 40)
 
+/* Free small regions kept locked for reuse: enough for every request
+ * thread to have one in flight, little enough to keep idle memory small. */
+#define POOL_MAX 16
+/* Room libsodium may take from a page for its canary, with margin. */
+#define CANARY_ROOM 64
+
 static atomic_size_t locked_bytes;
 static size_t budget;
 static bool allow_unlocked;
 static size_t page_size = 4096;
+static size_t small_cap = 4096 - CANARY_ROOM;	/* the size the pool holds */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char *pool[POOL_MAX];
+static unsigned pool_len;
+static bool pool_off;
+
+static void pool_drain(void)
+{
+	pthread_mutex_lock(&pool_lock);
+	while (pool_len)
+		sodium_free(pool[--pool_len]);
+	pthread_mutex_unlock(&pool_lock);
+}
+
+/* The child of a fork holds copies that are no longer locked. */
+static void pool_drop_in_child(void)
+{
+	pthread_mutex_init(&pool_lock, NULL);
+	while (pool_len)
+		sodium_free(pool[--pool_len]);
+}
+
+static unsigned char *pool_take(void)
+{
+	unsigned char *p = NULL;
+
+	pthread_mutex_lock(&pool_lock);
+	if (pool_len)
+		p = pool[--pool_len];
+	pthread_mutex_unlock(&pool_lock);
+	return p;
+}
+
+/* Wipes p and keeps it; false if the pool is full or off. */
+static bool pool_put(unsigned char *p)
+{
+	bool kept = false;
+
+	sodium_memzero(p, small_cap);
+	pthread_mutex_lock(&pool_lock);
+	if (!pool_off && pool_len < POOL_MAX) {
+		pool[pool_len++] = p;
+		kept = true;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	return kept;
+}
 
 int secmem_init(void)
 {
+	static bool registered;
 	long ps = sysconf(_SC_PAGESIZE);
 
 	if (ps > 0)
 		page_size = (size_t)ps;
-	return sodium_init() < 0 ? -EIO : 0;
+	small_cap = page_size - CANARY_ROOM;
+	if (sodium_init() < 0)
+		return -EIO;
+	if (!registered) {
+		registered = true;
+		pthread_atfork(NULL, NULL, pool_drop_in_child);
+		atexit(pool_drain);
+	}
+	return 0;
 }
 
 void secmem_set_budget(size_t bytes)
@@ -43,6 +112,11 @@ void secmem_set_budget(size_t bytes)
 void secmem_allow_unlocked(bool allow)
 {
 	allow_unlocked = allow;
+	if (allow) {
+		pthread_mutex_lock(&pool_lock);
+		pool_off = true;	/* a region might now be unlocked */
+		pthread_mutex_unlock(&pool_lock);
+	}
 }
 
 size_t secmem_locked_bytes(void)
@@ -78,6 +152,8 @@ static unsigned char *region_new(size_t cap)
 
 	if (charge(round_page(cap)) < 0)
 		return NULL;
+	if (cap == small_cap && (p = pool_take()))
+		return p;
 	p = sodium_malloc(cap);
 	if (!p) {
 		uncharge(round_page(cap));
@@ -95,7 +171,8 @@ static void region_free(unsigned char *p, size_t cap)
 {
 	if (!p)
 		return;
-	sodium_free(p);		/* wipes before unmapping */
+	if (cap != small_cap || !pool_put(p))
+		sodium_free(p);		/* wipes before unmapping */
 	uncharge(round_page(cap));
 }
 
@@ -109,7 +186,7 @@ int secbuf_new(struct secbuf **out, size_t cap)
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
-	b->cap = cap ? cap : 1;
+	b->cap = cap <= small_cap ? small_cap : cap;
 	b->data = region_new(b->cap);
 	if (!b->data) {
 		free(b);

@@ -6,12 +6,17 @@
  *    journal files the database file's mode);
  *  - one connection, used by one thread at a time under a recursive mutex; a
  *    write transaction holds the mutex from db_begin to commit or rollback;
+ *  - with db_set_readers, reads while no write transaction is open go to
+ *    separate read-only connections (WAL lets them run side by side); while
+ *    one is open they wait for it on the writer's connection, as before, so
+ *    a value committed by an earlier request is what a later one reads;
  *  - SQLite's result codes become -errno here and go no further.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +32,10 @@
 #define APPLICATION_ID 0x76666c74	/* "vflt" */
 #define BUSY_TIMEOUT_MS 10000
 #define WAL_PATH_MAX (PATH_MAX + 8)
+#define DB_READER 0x100		/* internal: a connection for db_set_readers */
+#define READER_CACHE_KIB 512	/* each reader's page cache */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 
 enum stmt_id {
 	ST_META_GET, ST_META_SET,
@@ -137,6 +146,9 @@ static const char *const migrations[] = {
 	"  op TEXT NOT NULL, result INTEGER NOT NULL, detail TEXT NOT NULL,"
 	"  mac BLOB NOT NULL"
 	");",
+	/* Directory listings page through an instance in id order: without
+	 * this index each page scanned and sorted the whole instance. */
+	"CREATE INDEX secrets_by_instance ON secrets (instance_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -152,6 +164,13 @@ struct db {
 	bool wal_known;		/* the -wal file we opened, to notice it replaced */
 	dev_t wal_dev;
 	ino_t wal_ino;
+	unsigned depth;		/* db_begin nesting of the thread holding lock */
+	_Atomic pthread_t owner;	/* the thread in a write transaction, or 0 */
+	pthread_mutex_t readers_lock;
+	struct db *readers;	/* idle read connections */
+	struct db *next_reader;
+	unsigned readers_max, readers_open;
+	sqlite3_stmt *pin_begin, *pin_end;	/* a reader's BEGIN and COMMIT */
 };
 
 static __thread char last_error[512];
@@ -443,6 +462,9 @@ static int configure(struct db *db, int flags)
 
 	sqlite3_busy_timeout(db->conn, BUSY_TIMEOUT_MS);
 	sqlite3_extended_result_codes(db->conn, 1);
+	if (flags & DB_READER)
+		return exec_sql(db, "PRAGMA query_only = ON; PRAGMA cache_size = -"
+				    STRINGIFY(READER_CACHE_KIB));
 	r = exec_sql(db, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;");
 	if (r == 0 && !(flags & DB_READONLY))
 		r = exec_sql(db, "PRAGMA journal_mode = WAL");
@@ -451,8 +473,17 @@ static int configure(struct db *db, int flags)
 	return r;
 }
 
+/* Before SQLite initializes: without memory statistics its allocator takes
+ * no global mutex, which every connection's queries otherwise contend on
+ * (Debian's build has no lookaside, so each query mallocs). */
+static void sqlite_setup(void)
+{
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int db_open(struct db **out, const char *path, int flags)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct db *db;
 	struct stat st;
 	int oflags, rc, r;
@@ -460,6 +491,7 @@ int db_open(struct db **out, const char *path, int flags)
 
 	*out = NULL;
 	last_error[0] = '\0';
+	pthread_once(&once, sqlite_setup);
 	db = calloc(1, sizeof(*db));
 	if (!db || !(db->path = strdup(path))) {
 		free(db);
@@ -470,6 +502,7 @@ int db_open(struct db **out, const char *path, int flags)
 	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
 	pthread_mutex_init(&db->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
+	pthread_mutex_init(&db->readers_lock, NULL);
 
 	if (flags & DB_CREATE) {
 		r = create_file(path);
@@ -492,7 +525,7 @@ int db_open(struct db **out, const char *path, int flags)
 		goto fail_created;
 	}
 	r = configure(db, flags);
-	if (r == 0)
+	if (r == 0 && !(flags & DB_READER))
 		r = migrate(db, flags & DB_CREATE);
 	if (r < 0)
 		goto fail_created;
@@ -513,8 +546,17 @@ fail:
 
 void db_close(struct db *db)
 {
+	struct db *rd;
+
 	if (!db)
 		return;
+	while ((rd = db->readers)) {
+		db->readers = rd->next_reader;
+		db_close(rd);
+	}
+	pthread_mutex_destroy(&db->readers_lock);
+	sqlite3_finalize(db->pin_begin);
+	sqlite3_finalize(db->pin_end);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(db->stmt[i]);
 	for (int i = 0; i < DBI_XSTMT_MAX; i++)
@@ -593,31 +635,168 @@ out:
 	return r;
 }
 
+/* Reads outside a write transaction run on a connection of their own,
+ * opened on first need, up to max (0: none; reads share the writer's). */
+void db_set_readers(struct db *db, unsigned max)
+{
+	pthread_mutex_lock(&db->readers_lock);
+	db->readers_max = max;
+	pthread_mutex_unlock(&db->readers_lock);
+}
+
+static bool txn_open(struct db *db)
+{
+	return atomic_load(&db->owner) != (pthread_t)0;
+}
+
+static bool in_own_txn(struct db *db)
+{
+	return pthread_equal(atomic_load(&db->owner), pthread_self());
+}
+
+/* The read connection db_read_begin pinned to this thread, and its db. */
+static __thread struct db *pinned_db, *pinned_rd;
+
+/* A read connection for the calling thread, or NULL: then the writer's
+ * connection serves the read. It does while a write transaction is open:
+ * its own thread must see its changes, and the others wait for the commit,
+ * since FUSE sends RELEASE (which may commit) without waiting for it, and
+ * the open that follows a close must see what the close committed. */
+static struct db *reader_take(struct db *db)
+{
+	struct db *rd = NULL;
+	bool open_one = false;
+
+	if (!db->readers_max)
+		return NULL;
+	if (pinned_db == db)
+		return in_own_txn(db) ? NULL : pinned_rd;
+	if (txn_open(db))
+		return NULL;
+	pthread_mutex_lock(&db->readers_lock);
+	if (db->readers) {
+		rd = db->readers;
+		db->readers = rd->next_reader;
+	} else if (db->readers_open < db->readers_max) {
+		db->readers_open++;
+		open_one = true;
+	}
+	pthread_mutex_unlock(&db->readers_lock);
+	if (open_one && db_open(&rd, db->path, DB_READER) < 0) {
+		pthread_mutex_lock(&db->readers_lock);
+		db->readers_open--;
+		pthread_mutex_unlock(&db->readers_lock);
+		rd = NULL;
+	}
+	return rd;
+}
+
+/* Returns rd to the idle list (unless pinned); passes r through. */
+static int reader_give(struct db *db, struct db *rd, int r)
+{
+	if (rd == pinned_rd)
+		return r;
+	pthread_mutex_lock(&db->readers_lock);
+	rd->next_reader = db->readers;
+	db->readers = rd;
+	pthread_mutex_unlock(&db->readers_lock);
+	return r;
+}
+
+static int step_stmt(struct db *rd, sqlite3_stmt **st, const char *sql)
+{
+	int rc = SQLITE_OK;
+
+	if (!*st)
+		rc = sqlite3_prepare_v3(rd->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(*st);
+		sqlite3_reset(*st);
+	}
+	return rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : map_rc(rd, rc);
+}
+
+void db_read_begin(struct db *db)
+{
+	struct db *rd;
+
+	if (pinned_db || !(rd = reader_take(db)))
+		return;
+	if (step_stmt(rd, &rd->pin_begin, "BEGIN") < 0) {
+		reader_give(db, rd, 0);
+		return;
+	}
+	pinned_db = db;
+	pinned_rd = rd;
+}
+
+void db_read_end(struct db *db)
+{
+	struct db *rd = pinned_rd;
+
+	if (pinned_db != db)
+		return;
+	if (step_stmt(rd, &rd->pin_end, "COMMIT") < 0)
+		sqlite3_exec(rd->conn, "ROLLBACK", NULL, NULL, NULL);
+	pinned_db = pinned_rd = NULL;
+	reader_give(db, rd, 0);
+}
+
+static void txn_leave(struct db *db)
+{
+	if (--db->depth == 0)
+		atomic_store(&db->owner, (pthread_t)0);
+}
+
+/* A db_begin on the thread that already holds the transaction is a
+ * savepoint inside it, so a batch can wrap calls that begin their own. */
 int db_begin(struct db *db)
 {
 	int r;
 
 	db_lock(db);
-	r = exec_sql(db, "BEGIN IMMEDIATE");
-	if (r < 0)
+	r = exec_sql(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
+	if (r < 0) {
 		db_unlock(db);
+		return r;
+	}
+	if (db->depth++ == 0)
+		atomic_store(&db->owner, pthread_self());
+	return 0;
+}
+
+static int release_nested(struct db *db)
+{
+	int r = exec_sql(db, "RELEASE nested");
+
+	if (r < 0)
+		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	return r;
 }
 
 int db_commit(struct db *db)
 {
-	int r = exec_sql(db, "COMMIT");
+	int r;
 
-	if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
-		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	if (db->depth > 1) {
+		r = release_nested(db);
+	} else {
+		r = exec_sql(db, "COMMIT");
+		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
+			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	}
+	txn_leave(db);
 	db_unlock(db);
 	return r;
 }
 
 void db_rollback(struct db *db)
 {
-	if (sqlite3_get_autocommit(db->conn) == 0)
+	if (db->depth > 1)
+		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
+	else if (sqlite3_get_autocommit(db->conn) == 0)
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	txn_leave(db);
 	db_unlock(db);
 }
 
@@ -647,8 +826,13 @@ static int column_blob(sqlite3_stmt *st, int col, struct db_blob *out)
 static void column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX + 1])
 {
 	const unsigned char *s = sqlite3_column_text(st, col);
+	size_t n = s ? (size_t)sqlite3_column_bytes(st, col) : 0;
 
-	snprintf(name, DB_NAME_MAX + 1, "%s", s ? (const char *)s : "");
+	/* Every row read has one: a plain copy, not snprintf's machinery. */
+	if (n > DB_NAME_MAX)
+		n = DB_NAME_MAX;
+	memcpy(name, s ? (const void *)s : "", n);
+	name[n] = '\0';
 }
 
 static void row_instance(sqlite3_stmt *st, struct db_instance *in)
@@ -713,9 +897,12 @@ static int step_row(struct db *db, sqlite3_stmt *st)
 
 int db_meta_get(struct db *db, const char *key, struct db_blob *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_meta_get(rd, key, out));
 	out->data = NULL;
 	out->len = 0;
 	db_lock(db);
@@ -780,9 +967,12 @@ int db_instance_create(struct db *db, struct db_instance *in, const struct db_bl
 static int instance_query(struct db *db, enum stmt_id id, int64_t rowid, const char *name,
 			  struct db_instance *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, instance_query(rd, id, rowid, name, out));
 	db_lock(db);
 	st = stmt_get(db, id, &r);
 	if (st) {
@@ -815,9 +1005,12 @@ int db_instance_find(struct db *db, const char *name, struct db_instance *out)
 
 int db_instance_wrapped_key(struct db *db, int64_t id, struct db_blob *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_instance_wrapped_key(rd, id, out));
 	out->data = NULL;
 	out->len = 0;
 	db_lock(db);
@@ -920,10 +1113,13 @@ int db_instance_delete(struct db *db, int64_t id)
 int db_instance_each(struct db *db, int64_t after_id,
 		     int (*fn)(void *, const struct db_instance *), void *ctx)
 {
+	struct db *rd;
 	struct db_instance in;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_instance_each(rd, after_id, fn, ctx));
 	db_lock(db);
 	st = stmt_get(db, ST_INST_EACH, &r);
 	if (st) {
@@ -942,10 +1138,16 @@ int db_instance_each(struct db *db, int64_t after_id,
 
 static int64_t count_rows(struct db *db, enum stmt_id id, int64_t rowid)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int64_t n = -1;
 	int r = 0;
 
+	if ((rd = reader_take(db))) {
+		n = count_rows(rd, id, rowid);
+		reader_give(db, rd, 0);
+		return n;
+	}
 	db_lock(db);
 	st = stmt_get(db, id, &r);
 	if (st) {
@@ -971,9 +1173,12 @@ int64_t db_secret_count(struct db *db, int64_t instance_id)
 
 int db_secret_get(struct db *db, int64_t id, struct db_secret *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_secret_get(rd, id, out));
 	db_lock(db);
 	st = stmt_get(db, ST_SEC_GET, &r);
 	if (st) {
@@ -993,9 +1198,12 @@ int db_secret_get(struct db *db, int64_t id, struct db_secret *out)
 
 int db_secret_find(struct db *db, int64_t instance_id, const char *name, struct db_secret *out)
 {
+	struct db *rd;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_secret_find(rd, instance_id, name, out));
 	db_lock(db);
 	st = stmt_get(db, ST_SEC_FIND, &r);
 	if (st) {
@@ -1016,10 +1224,13 @@ int db_secret_find(struct db *db, int64_t instance_id, const char *name, struct 
 
 int db_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db_blob *out)
 {
+	struct db *rd;
 	struct db_secret tmp;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_secret_blob(rd, id, meta, out));
 	out->data = NULL;
 	out->len = 0;
 	db_lock(db);
@@ -1042,10 +1253,13 @@ int db_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db_
 int db_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
 		   int (*fn)(void *, const struct db_secret *), void *ctx)
 {
+	struct db *rd;
 	struct db_secret s;
 	sqlite3_stmt *st;
 	int r = 0;
 
+	if ((rd = reader_take(db)))
+		return reader_give(db, rd, db_secret_each(rd, instance_id, after_id, fn, ctx));
 	db_lock(db);
 	st = stmt_get(db, ST_SEC_EACH, &r);
 	if (st) {

@@ -62,11 +62,24 @@ void db_close(struct db *db);
 /* SQLite's quick_check of the whole file: 0, or -EPROTO with the first
  * problem found in db_errmsg(). */
 int db_check(struct db *db) WUR;
+/* Lets reads use up to max connections of their own, opened when first
+ * needed, so they run side by side. While a write transaction is open,
+ * reads still wait for it. For a server's threads; a one-shot command
+ * needs none. */
+void db_set_readers(struct db *db, unsigned max);
+/* Holds one read connection for the calling thread, in one read
+ * transaction, until db_read_end: the reads between see one snapshot and
+ * pay for one transaction. Does nothing without readers, while a write
+ * transaction is open, or when the thread already holds one. */
+void db_read_begin(struct db *db);
+void db_read_end(struct db *db);
 const char *db_errmsg(struct db *db);
 const char *db_path(struct db *db);
 
 /* A write transaction (BEGIN IMMEDIATE) held by the calling thread; other
- * threads wait. Every other call is atomic on its own. */
+ * threads wait. Every other call is atomic on its own. A db_begin nested in
+ * the calling thread's transaction is a savepoint: its rollback undoes only
+ * its own changes, and its commit becomes durable with the outermost one. */
 int db_begin(struct db *db) WUR;
 int db_commit(struct db *db) WUR;
 void db_rollback(struct db *db);

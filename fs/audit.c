@@ -363,8 +363,16 @@ static void send_syslog(const struct db_audit_row *r)
 	       detail[0] ? " detail=" : "", detail);
 }
 
+/* Without a syslog socket glibc drops each message after trying socket()
+ * and connect() again for it: look once per batch instead. */
+static bool syslog_socket_present(void)
+{
+	return access(_PATH_LOG, F_OK) == 0;
+}
+
 static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)
 {
+	bool to_syslog = a->syslog && syslog_socket_present();
 	int r = chain_append(a, rows, n);
 
 	if (r == -EBUSY)
@@ -372,7 +380,7 @@ static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t
 	if (r < 0)
 		log_err("audit: %zu entries could not be stored (%s); they went to syslog only",
 			n, strerror(-r));
-	for (size_t i = 0; a->syslog && i < n; i++)
+	for (size_t i = 0; to_syslog && i < n; i++)
 		send_syslog(rows[i]);
 }
 
@@ -520,9 +528,14 @@ void audit_close(struct audit *a)
 	free(a);
 }
 
+/* Every read is recorded: a plain copy, not snprintf's format machinery. */
 static void copy_str(char *dst, size_t size, const char *src)
 {
-	snprintf(dst, size, "%s", src ? src : "");
+	size_t i;
+
+	for (i = 0; src && src[i] && i + 1 < size; i++)
+		dst[i] = src[i];
+	dst[i] = '\0';
 }
 
 void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,

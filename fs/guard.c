@@ -21,6 +21,16 @@
 
 #define GROUPS_FIRST 64
 
+/* Runs on every open: a plain copy, not snprintf's format machinery. */
+static void copy_name(char *dst, size_t size, const char *src)
+{
+	size_t i;
+
+	for (i = 0; src && src[i] && i + 1 < size; i++)
+		dst[i] = src[i];
+	dst[i] = '\0';
+}
+
 void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
 		    const char *instance, const char *key)
 {
@@ -33,8 +43,8 @@ void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
 		audit_who_fill_comm(&ref->who);
 	else
 		snprintf(ref->who.comm, sizeof(ref->who.comm), "?");
-	snprintf(ref->instance, sizeof(ref->instance), "%s", instance ? instance : "");
-	snprintf(ref->key, sizeof(ref->key), "%s", key ? key : "");
+	copy_name(ref->instance, sizeof(ref->instance), instance);
+	copy_name(ref->key, sizeof(ref->key), key);
 }
 
 void guard_done(struct vault *v, const struct guard_ref *ref, enum audit_op op, int result,
@@ -91,19 +101,26 @@ static int decide(fuse_req_t req, struct vault *v, const char *instance, int nee
 	return r;
 }
 
-static int names_of(struct vault *v, int64_t secret_id, struct guard_ref *ref)
+/* The secret's row (with its sealed value too if blob is not NULL) and the
+ * names in it. */
+static int names_of(struct vault *v, int64_t secret_id, struct guard_ref *ref,
+		    struct db_secret *s, struct db_blob *blob)
 {
 	struct db_instance in;
-	struct db_secret s;
 	int r;
 
-	r = db_secret_get(vault_db(v), secret_id, &s);
-	if (r == 0)
-		r = db_instance_get(vault_db(v), s.instance_id, &in);
+	r = blob ? db_secret_blob(vault_db(v), secret_id, s, blob) :
+		   db_secret_get(vault_db(v), secret_id, s);
+	if (r < 0)
+		return r;
+	memcpy(ref->key, s->name, sizeof(ref->key));
+	/* Every open asks: the cache spares a query per open. */
+	if (vault_instance_name_cached(v, s->instance_id, ref->instance))
+		return 0;
+	r = db_instance_get(vault_db(v), s->instance_id, &in);
 	if (r < 0)
 		return r;
 	memcpy(ref->instance, in.name, sizeof(ref->instance));
-	memcpy(ref->key, s.name, sizeof(ref->key));
 	return 0;
 }
 
@@ -112,14 +129,14 @@ static bool reads(int flags)
 	return (flags & O_ACCMODE) != O_WRONLY;
 }
 
-int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
-	       struct guard_ref *ref)
+static int open_checked(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
+			struct guard_ref *ref, struct db_secret *s, struct db_blob *blob)
 {
 	const char *why = "";
 	int r;
 
 	guard_ref_init(req, v, ref, NULL, NULL);
-	r = names_of(v, secret_id, ref);
+	r = names_of(v, secret_id, ref, s, blob);
 	if (r < 0)
 		return r;
 	if (reads(flags))
@@ -130,6 +147,20 @@ int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
 	else
 		audit_set_caller(&ref->who);	/* for an authentication failure */
 	return r;
+}
+
+int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
+	       struct guard_ref *ref)
+{
+	struct db_secret s;
+
+	return open_checked(req, v, secret_id, flags, ref, &s, NULL);
+}
+
+int guard_open_fetch(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
+		     struct guard_ref *ref, struct db_secret *s, struct db_blob *blob)
+{
+	return open_checked(req, v, secret_id, flags, ref, s, blob);
 }
 
 void guard_opened(struct vault *v, const struct guard_ref *ref, int flags, int result)
@@ -218,13 +249,14 @@ int guard_setattr(fuse_req_t req, struct vault *v, int64_t instance_id, int64_t 
 		  const struct stat *attr, int to_set, struct guard_ref *ref)
 {
 	struct db_instance in;
+	struct db_secret s;
 	char detail[128], msg[192];
 	const char *why = "";
 	int r;
 
 	guard_ref_init(req, v, ref, NULL, NULL);
 	if (secret_id) {
-		r = names_of(v, secret_id, ref);
+		r = names_of(v, secret_id, ref, &s, NULL);
 	} else {
 		r = db_instance_get(vault_db(v), instance_id, &in);
 		if (r == 0)

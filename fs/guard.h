@@ -26,6 +26,11 @@ struct guard_ref {
  * that reads. 0, or -errno (a denial is recorded). */
 int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
 	       struct guard_ref *ref);
+/* The same, handing back the row and its sealed value (for
+ * vault_read_fetched), so a reader's open queries the store once. blob
+ * must be freed whatever the result. */
+int guard_open_fetch(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
+		     struct guard_ref *ref, struct db_secret *s, struct db_blob *blob);
 /* After it: records a reading open's outcome. */
 void guard_opened(struct vault *v, const struct guard_ref *ref, int flags, int result);
 

@@ -41,12 +41,16 @@
 #include "guard.h"
 #include "inval.h"
 #include "log.h"
+#include "loop.h"
 #include "name.h"
 #include "reload.h"
 #include "vault.h"
 #include "xattr.h"
 
 #define ROOT_INO FUSE_ROOT_ID
+/* Read connections beside the writer's: reads by concurrent requests run in
+ * parallel instead of queueing on the writer's lock. */
+#define FS_READERS 8
 
 struct fs {
 	struct vault *v;
@@ -63,6 +67,7 @@ struct handle {
 	int64_t id;
 	struct secbuf *buf;
 	bool append;
+	bool readonly;		/* opened O_RDONLY: buf never changes */
 	bool dirty;		/* differs from the store */
 	bool committed;		/* this handle has stored a value */
 	int error;		/* a write failed: never commit, report this */
@@ -626,6 +631,10 @@ static void handle_free(struct fs *fs, struct handle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&fs->handles_lock);
+	/* read() replies while holding the lock, and the kernel may send
+	 * RELEASE as soon as that reply is out: let that thread unlock first. */
+	pthread_mutex_lock(&h->lock);
+	pthread_mutex_unlock(&h->lock);
 	secbuf_free(h->buf);
 	secbuf_free(h->orig);
 	pthread_mutex_destroy(&h->lock);
@@ -742,8 +751,10 @@ static int read_as_written(struct fs *fs, int64_t id, struct secbuf **out)
 
 static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct db_blob sealed = { 0 };
 	struct fs *fs = fs_of(req);
 	struct handle *h = NULL;
+	struct db_secret meta;
 	int acc = fi->flags & O_ACCMODE;
 	int r;
 
@@ -752,9 +763,16 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = handle_new(fs, &h, ino_id(ino), fuse_req_ctx(req)->uid, fuse_req_ctx(req)->pid);
-	if (r == 0)
+	/* The names for the access rules and the value: one snapshot, and for
+	 * a reader one query. */
+	db_read_begin(fs->db);
+	if (r == 0 && acc == O_RDONLY)
+		r = guard_open_fetch(req, fs->v, h->id, fi->flags, &h->ref, &meta, &sealed);
+	else if (r == 0)
 		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
 	if (r < 0) {
+		db_blob_free(&sealed);
+		db_read_end(fs->db);
 		handle_free(fs, h);
 		reply_err(req, r);
 		return;
@@ -769,8 +787,10 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (r == 0 && acc != O_RDONLY) {
 		r = read_as_written(fs, h->id, &h->buf);
 	} else if (r == 0) {
-		r = vault_read(fs->v, h->id, &h->buf, NULL);
+		r = vault_read_fetched(fs->v, &meta, &sealed, &h->buf);
 	}
+	db_blob_free(&sealed);
+	db_read_end(fs->db);
 	guard_opened(fs->v, &h->ref, fi->flags, r);
 	if (r < 0) {
 		handle_free(fs, h);
@@ -778,9 +798,23 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	h->append = fi->flags & O_APPEND;
+	h->readonly = acc == O_RDONLY;
 	open_reply_fi(fi, h);
+	/* Nothing to commit on a reader's close: spare it the FLUSH round trip. */
+	fi->noflush = acc == O_RDONLY;
 	if (fuse_reply_open(req, fi) != 0)
 		handle_free(fs, h);
+}
+
+static void reply_read(fuse_req_t req, const struct secbuf *b, size_t size, off_t off)
+{
+	if (off < 0 || (size_t)off >= b->len) {
+		fuse_reply_buf(req, NULL, 0);
+	} else {
+		size_t n = b->len - (size_t)off;
+
+		fuse_reply_buf(req, (const char *)b->data + off, n < size ? n : size);
+	}
 }
 
 static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -789,14 +823,14 @@ static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	pthread_mutex_lock(&h->lock);
-	if (off < 0 || (size_t)off >= h->buf->len) {
-		fuse_reply_buf(req, NULL, 0);
-	} else {
-		size_t n = h->buf->len - (size_t)off;
-
-		fuse_reply_buf(req, (const char *)h->buf->data + off, n < size ? n : size);
+	/* A reader's buffer never changes: no lock, so RELEASE, which may
+	 * come the moment the reply is out, never waits for this thread. */
+	if (h->readonly) {
+		reply_read(req, h->buf, size, off);
+		return;
 	}
+	pthread_mutex_lock(&h->lock);
+	reply_read(req, h->buf, size, off);
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -1008,11 +1042,20 @@ static void reply_xattr(fuse_req_t req, int n, const char *buf, size_t size)
 		fuse_reply_buf(req, buf, (size_t)n);
 }
 
+/* Only user.* names exist here. ENOTSUP rather than ENODATA for the others
+ * says so, and ls -l, which asks every file for security.selinux and
+ * system.posix_acl_access, then stops asking for the rest of the listing:
+ * two FUSE round trips fewer per file listed. */
+static bool xattr_namespace_ours(const char *name)
+{
+	return strncmp(name, "user.", 5) == 0;
+}
+
 static void vfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	char buf[XATTR_BUF_MAX];
 
-	reply_xattr(req, ino_kind(ino) == K_SECRET ?
+	reply_xattr(req, !xattr_namespace_ours(name) ? -ENOTSUP : ino_kind(ino) == K_SECRET ?
 		    xattr_get(fs_of(req)->v, ino_id(ino), name, buf) : -ENODATA, buf, size);
 }
 
@@ -1103,7 +1146,6 @@ static bool other_users_allowed(void)
 int fs_run(struct vault *v, const struct fs_mount *m)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config *lc = NULL;
 	struct fuse_session *se = NULL;
 	struct fs fs = {
 		.v = v, .db = vault_db(v), .conf = vault_conf(v),
@@ -1127,6 +1169,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 			      fuse_opt_add_arg(&args, m->fuse_opts))) ||
 	    (m->debug && fuse_opt_add_arg(&args, "-d")))
 		goto out;
+	db_set_readers(fs.db, FS_READERS);
 	se = fuse_session_new(&args, &vfs_ops, sizeof(vfs_ops), &fs);
 	if (!se)
 		goto out;
@@ -1141,27 +1184,17 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
-	lc = fuse_loop_cfg_create();
-	if (!lc)
-		goto unmount;
-	fuse_loop_cfg_set_clone_fd(lc, 0);
-	fuse_loop_cfg_set_max_threads(lc, 16);
 	if (reload_start(v) < 0)
 		log_warn("cannot set up SIGHUP: the master key can't be reloaded");
 	if (inval_start(se) < 0)
 		log_warn("cannot start the notifier: sizes written through the mount may "
 			 "show late, within attr_timeout");
-	r = fuse_session_loop_mt(se, lc);
+	r = fs_loop(se);
 	inval_stop();
 	reload_stop();
-	/* A signal ends the loop with its number: that is a clean stop. */
-	if (r > 0)
-		r = 0;
-unmount:
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 out:
-	fuse_loop_cfg_destroy(lc);
 	if (se)
 		fuse_session_destroy(se);
 	fuse_opt_free_args(&args);

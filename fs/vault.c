@@ -303,6 +303,18 @@ static int key_unwrap(struct vault *v, int64_t id, struct inst_key **out)
 	return 0;
 }
 
+bool vault_instance_name_cached(struct vault *v, int64_t id, char name[static DB_NAME_MAX + 1])
+{
+	struct inst_key *k;
+
+	pthread_mutex_lock(&v->keys_lock);
+	k = key_lookup(v, id);
+	if (k)
+		memcpy(name, k->name, DB_NAME_MAX + 1);
+	pthread_mutex_unlock(&v->keys_lock);
+	return k != NULL;
+}
+
 int vault_key_get(struct vault *v, int64_t id, struct inst_key **out)
 {
 	struct inst_key *k, *fresh = NULL;
@@ -570,8 +582,10 @@ static int open_value(struct vault *v, const struct value_ref *ref, struct secbu
 
 	*out = NULL;
 	r = open_once(v, ref, out, m, ver, inst, &failed);
-	if (failed)
+	if (failed) {
+		db_read_end(v->db);	/* the retry must see what was committed since */
 		r = open_once(v, ref, out, m, ver, inst, &failed);
+	}
 	if (failed) {
 		log_err("%s/%s: stored value (version %llu) fails authentication (tampered or "
 			"damaged); refusing to return it", inst, m->name, (unsigned long long)
@@ -591,6 +605,28 @@ int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out, struct d
 	if (r == 0 && meta)
 		*meta = m;
 	return r;
+}
+
+int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct db_blob *blob,
+		       struct secbuf **out)
+{
+	struct inst_key *k;
+	struct seal_ad ad;
+	int r;
+
+	*out = NULL;
+	r = vault_key_get(v, m->instance_id, &k);
+	if (r < 0)
+		return r;
+	seal_ad_value(&ad, k->name, m->name, m->version);
+	r = seal_open(out, k->key->data, &ad, blob->data, blob->len);
+	vault_key_put(v, k);
+	if (r != -EBADMSG && r != -EINVAL)
+		return r;
+	/* A rotation or a rename may have re-sealed it since: read both again,
+	 * which also reports a value that really fails. */
+	db_read_end(v->db);
+	return vault_read(v, m->id, out, NULL);
 }
 
 int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,

@@ -33,6 +33,9 @@ const struct secbuf *vault_audit_key(struct vault *v);
 /* The audit log that records authentication failures (NULL: none). */
 void vault_set_audit(struct vault *v, struct audit *a);
 struct audit *vault_audit(struct vault *v);
+/* An instance's name without a query, from the cache of unwrapped data
+ * keys (names never change); false if its key is not cached. */
+bool vault_instance_name_cached(struct vault *v, int64_t id, char name[static DB_NAME_MAX + 1]);
 
 /* Creates the instances named in the config and applies their owner, group
  * and mode. */
@@ -47,6 +50,9 @@ mode_t vault_secret_mode(struct vault *v, const char *instance, mode_t asked);
  * without the value). meta may be NULL. */
 int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out,
 	       struct db_secret *meta) WUR;
+/* vault_read for a value already fetched with db_secret_blob (meta m). */
+int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct db_blob *blob,
+		       struct secbuf **out) WUR;
 /* Decrypts a version, current or old: -ENOENT if it is not kept. */
 struct db_version;
 int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,
