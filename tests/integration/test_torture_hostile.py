@@ -26,6 +26,7 @@ ROLE = "alice"
 CLEAR = {"OK", "EINVAL", "ENAMETOOLONG", "ENOENT", "EISDIR", "ENOTDIR", "EEXIST", "EPERM",
          "EACCES", "ENOTSUP", "EOPNOTSUPP", "ENODATA", "ERANGE", "E2BIG", "EXDEV", "EBUSY",
          "EFBIG", "ENOSPC", "ENOTEMPTY", "ValueError"}
+FD_SLACK = 32
 NAME_RE = re.compile(rb"[A-Za-z0-9._-]{1,255}")
 
 
@@ -146,46 +147,58 @@ def settle(pid, want_lck, timeout=30.0):
     return st
 
 
+def storm_round(hostile, n):
+    """Three storms of n at once, as three processes of the user."""
+    out = [None] * 3
+    errs = []
+
+    def one(i):
+        try:
+            out[i] = hostile("storm", n)
+        except BaseException as e:     # reported below, in the test's thread
+            errs.append(e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(900)
+    assert not any(t.is_alive() for t in threads), "a storm did not finish"
+    if errs:
+        raise errs[0]
+    for o in out:
+        assert o["errors"] == {}, f"errors during the storm: {o['errors']}"
+        assert o["held"] >= 1000, f"only {o['held']} handles could be held at once"
+    return sum(o["held"] for o in out)
+
+
 def test_hostile_storms_leave_no_memory_behind(hostile):
     v = hostile.v
     pid = v.proc.pid
     n = scaled(4000)
-    hostile("storm", 200)                        # warm up: threads, caches, keys
+    # Warm up with the same shape of load: threads, caches, keys and the
+    # database connections for parallel reads are in place before measuring.
+    storm_round(hostile, 300)
     time.sleep(0.5)
     base = settle(pid, proc_status(pid)["VmLck"])
     base_fds = fd_count(pid)
     rss = []
     held = 0
     for round_ in range(2):
-        out = [None] * 3
-        errs = []
-
-        def one(i):
-            try:
-                out[i] = hostile("storm", n)
-            except BaseException as e:     # reported below, in the test's thread
-                errs.append(e)
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(900)
-        assert not any(t.is_alive() for t in threads), "a storm did not finish"
-        if errs:
-            raise errs[0]
-        for o in out:
-            assert o["errors"] == {}, f"errors during the storm: {o['errors']}"
-            assert o["held"] >= 1000, f"only {o['held']} handles could be held at once"
-            held += o["held"]
+        held += storm_round(hostile, n)
         st = settle(pid, base["VmLck"])
         assert st["VmLck"] == base["VmLck"], (
             f"after storm {round_ + 1} the daemon holds {st['VmLck'] - base['VmLck']} more "
             f"bytes of locked memory than before")
-        assert fd_count(pid) == base_fds, "the daemon leaks file descriptors"
+        # The daemon may open another database connection for parallel
+        # reads; a descriptor kept per open file would be thousands here.
+        fds = fd_count(pid)
+        assert fds <= base_fds + FD_SLACK, (
+            f"the daemon holds {fds - base_fds} more file descriptors after storm "
+            f"{round_ + 1} than before")
         rss.append(st["VmRSS"])
     growth = rss[1] - rss[0]
     report("hostile-storms", opens=3 * 2 * (n + n // 10 + n // 20) + held, held=held,
-           rss_before=base["VmRSS"], rss_after=rss, lck=base["VmLck"],
+           rss_before=base["VmRSS"], rss_after=rss, lck=base["VmLck"], fds=base_fds,
            sanitized=int(SANITIZED))
     if not SANITIZED:       # ASan keeps freed memory in quarantine on purpose
         assert growth <= 4 << 20, (
