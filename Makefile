@@ -204,16 +204,16 @@ DEMO_DIR ?= $(CURDIR)/.demo
 DEMO_MNT ?= $(if $(filter 0,$(shell id -u)),/run/vault,$(XDG_RUNTIME_DIR)/vault)
 
 demo: deps
-	@$(MAKE) --no-print-directory vaultfs
+	@$(MAKE) --no-print-directory $(BIN)
 	@mkdir -p $(DEMO_DIR) && chmod 0700 $(DEMO_DIR)
 	@install -m 0600 etc/demo.ini $(DEMO_DIR)/demo.ini
-	@test -e $(DEMO_DIR)/master.key || ./vaultfs keygen --out $(DEMO_DIR)/master.key
-	@test -e $(DEMO_DIR)/vault.db || ./vaultfs init --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key
+	@test -e $(DEMO_DIR)/master.key || ./$(BIN) keygen --out $(DEMO_DIR)/master.key
+	@test -e $(DEMO_DIR)/vault.db || ./$(BIN) init --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key
 	@if mountpoint -q $(DEMO_MNT); then echo "$(DEMO_MNT) is already mounted"; else \
-		mkdir -p $(DEMO_MNT) && ./vaultfs mount --config $(DEMO_DIR)/demo.ini --db $(DEMO_DIR)/vault.db \
+		mkdir -p $(DEMO_MNT) && ./$(BIN) mount --config $(DEMO_DIR)/demo.ini --db $(DEMO_DIR)/vault.db \
 			--key-file $(DEMO_DIR)/master.key $(DEMO_MNT); fi
-	@./vaultfs get --config $(DEMO_DIR)/demo.ini --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key \
-		demo GREETING >/dev/null 2>&1 || printf 'hello from vaultfs\n' | ./vaultfs set --config $(DEMO_DIR)/demo.ini \
+	@./$(BIN) get --config $(DEMO_DIR)/demo.ini --db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key \
+		demo GREETING >/dev/null 2>&1 || printf 'hello from vaultfs\n' | ./$(BIN) set --config $(DEMO_DIR)/demo.ini \
 		--db $(DEMO_DIR)/vault.db --key-file $(DEMO_DIR)/master.key demo GREETING
 	@echo
 	@echo "A demo vault is mounted on $(DEMO_MNT) (database and key in $(DEMO_DIR))."

@@ -32,6 +32,7 @@
 #include "../db/db_audit.h"
 #include "audit.h"
 #include "log.h"
+#include "thread.h"
 
 #define QUEUE_CAP 1024
 /* Reads wait this long for company before they are stored: fewer, larger
@@ -351,16 +352,18 @@ static void printable(char *dst, size_t size, const char *src)
 
 static void send_syslog(const struct db_audit_row *r)
 {
-	char comm[sizeof(r->comm)], detail[sizeof(r->detail)];
+	char comm[sizeof(r->comm)], detail[sizeof(r->detail)], msg[1024];
 
 	printable(comm, sizeof(comm), r->comm);
 	printable(detail, sizeof(detail), r->detail);
-	syslog(LOG_AUTHPRIV | (r->result ? LOG_NOTICE : LOG_INFO),
-	       "audit seq=%lld uid=%u gid=%u pid=%d comm=\"%s\" op=%s instance=%s key=%s "
-	       "result=%s%s%s", (long long)r->seq, (unsigned)r->uid, (unsigned)r->gid,
-	       (int)r->pid, comm, r->op, r->instance[0] ? r->instance : "-",
-	       r->key[0] ? r->key : "-", r->result ? strerror(r->result) : "ok",
-	       detail[0] ? " detail=" : "", detail);
+	snprintf(msg, sizeof(msg),
+		 "audit seq=%lld uid=%u gid=%u pid=%d comm=\"%s\" op=%s instance=%s key=%s "
+		 "result=%s%s%s", (long long)r->seq, (unsigned)r->uid, (unsigned)r->gid,
+		 (int)r->pid, comm, r->op, r->instance[0] ? r->instance : "-",
+		 r->key[0] ? r->key : "-", r->result ? strerror(r->result) : "ok",
+		 detail[0] ? " detail=" : "", detail);
+	/* The chain in the database is the record; this copy never waits. */
+	log_syslog_send(LOG_AUTHPRIV | (r->result ? LOG_NOTICE : LOG_INFO), msg);
 }
 
 /* Without a syslog socket glibc drops each message after trying socket()
@@ -498,9 +501,7 @@ int audit_start(struct audit *a)
 	a->batch = calloc(QUEUE_CAP, sizeof(*a->batch));
 	if (!a->ring || !a->batch)
 		return -ENOMEM;
-	if (a->syslog)
-		openlog("vaultfs", LOG_PID | LOG_NDELAY, LOG_DAEMON);
-	r = -pthread_create(&a->thread, NULL, flusher, a);
+	r = thread_start(&a->thread, "vaultfs-audit", flusher, a);
 	if (r == 0)
 		a->running = true;
 	return r;

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "inval.h"
+#include "thread.h"
 
 #define QUEUE_MAX 64
 
@@ -67,9 +68,9 @@ int inval_start(struct fuse_session *se)
 	nt.se = se;
 	nt.stop = false;
 	nt.n = 0;
-	r = pthread_create(&nt.thread, NULL, inval_thread, NULL);
+	r = thread_start(&nt.thread, "vaultfs-inval", inval_thread, NULL);
 	if (r)
-		return -r;
+		return r;
 	nt.running = true;
 	return 0;
 }

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "reload.h"
+#include "thread.h"
 #include "vault.h"
 
 static int pipe_fds[2] = { -1, -1 };
@@ -58,7 +59,7 @@ int reload_start(struct vault *v)
 	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
 		return -errno;
 	fcntl(pipe_fds[1], F_SETFL, O_NONBLOCK);
-	r = -pthread_create(&thread, NULL, reload_thread, v);
+	r = thread_start(&thread, "vaultfs-reload", reload_thread, v);
 	if (r < 0) {
 		close(pipe_fds[0]);
 		close(pipe_fds[1]);
