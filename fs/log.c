@@ -1,17 +1,79 @@
 /* Log lines go to stderr in the foreground and to syslog (the journal) once
  * daemonized. Callers never pass values; names and errno only. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "log.h"
 
 static bool use_syslog;
 static bool verbose;
+static int syslog_fd = -1;
+static pthread_mutex_t syslog_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_ulong syslog_dropped;
+
+/* glibc's syslog() blocks while the reader of /dev/log is behind, and a
+ * blocked log line would stall the filesystem: messages go out on a
+ * non-blocking socket instead, and one that doesn't fit is dropped and
+ * counted. */
+static int syslog_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = "/dev/log" };
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+bool log_syslog_send(int prio, const char *msg)
+{
+	char line[2048];
+	int n, tries;
+	bool sent = false;
+
+	n = snprintf(line, sizeof(line), "<%d>vaultfs[%d]: %s", prio, (int)getpid(), msg);
+	if (n < 0)
+		return false;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	pthread_mutex_lock(&syslog_lock);
+	for (tries = 0; tries < 2 && !sent; tries++) {
+		if (syslog_fd < 0)
+			syslog_fd = syslog_connect();
+		if (syslog_fd < 0)
+			break;
+		if (send(syslog_fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) == n) {
+			sent = true;
+		} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+			close(syslog_fd);	/* the log daemon restarted: reconnect */
+			syslog_fd = -1;
+		} else {
+			break;
+		}
+	}
+	pthread_mutex_unlock(&syslog_lock);
+	if (!sent)
+		atomic_fetch_add(&syslog_dropped, 1);
+	return sent;
+}
+
+unsigned long log_syslog_dropped(void)
+{
+	return atomic_load(&syslog_dropped);
+}
 
 void log_to_syslog(bool on)
 {
-	if (on && !use_syslog)
-		openlog("vaultfs", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 	use_syslog = on;
 }
 
@@ -28,7 +90,10 @@ void log_msg(int prio, const char *fmt, ...)
 		return;
 	va_start(ap, fmt);
 	if (use_syslog) {
-		vsyslog(prio, fmt, ap);
+		char msg[1024];
+
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		log_syslog_send(LOG_DAEMON | prio, msg);
 	} else {
 		fputs("vaultfs: ", stderr);
 		vfprintf(stderr, fmt, ap);

@@ -6,6 +6,10 @@
 #include <syslog.h>
 
 void log_to_syslog(bool on);
+/* One message to /dev/log without ever blocking; false if it was dropped
+ * (no log daemon, or its queue is full). */
+bool log_syslog_send(int prio, const char *msg);
+unsigned long log_syslog_dropped(void);
 void log_set_verbose(bool on);
 void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
