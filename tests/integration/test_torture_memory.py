@@ -1,9 +1,10 @@
 """Secrets in memory: once a value has been written and read through the
 mount and the files are closed, the daemon's memory holds no copy of it;
-and the CLI holds none when it exits after `set` or `get`.
+and the CLI holds none when it exits after `set`, `get` or `import`.
 
 What a user relies on: a secret is in the clear only while someone has it
-open. A core dump that escapes the hardening, a debugger attached later,
+open (and a value replaced through an O_TRUNC open, kept aside to be put
+back if the write fails, no longer than that file is open). A core dump that escapes the hardening, a debugger attached later,
 or a memory-disclosure bug finds nothing of values no longer in use.
 
 Root reads /proc/PID/mem of the non-dumpable daemon (CAP_SYS_PTRACE); the
@@ -73,7 +74,10 @@ def test_daemon_memory_holds_no_closed_value(vault):
     medium = unique_value(100)
     large = unique_value(5000)      # several pages of FUSE request
     via_cli = unique_value(70)      # only ever decrypted by the daemon
-    values = [short, medium, large, via_cli]
+    replaced = unique_value(60)     # kept aside by an O_TRUNC open, to put back
+    values = [short, medium, large, via_cli, replaced]
+    with open(v.path("app", "S"), "wb") as f:
+        f.write(replaced)
     for name, val in (("S", short), ("M", medium), ("L", large)):
         with open(v.path("app", name), "wb") as f:
             f.write(val)
@@ -182,4 +186,18 @@ def test_cli_memory_holds_no_value_at_exit(vault_unmounted):
             if cmd == "get":
                 assert out == val
             checked += 1
+    # import reads a whole dotenv file into locked memory and parses it there.
+    vals = [unique_value(50), unique_value(300)]
+    text = b"# imported\nA=" + vals[0] + b'\nexport B="' + vals[1] + b'"\n'
+    needles, index = needles_of(vals)
+    needles.append(control)
+    argv = [VAULTFS_BIN, "import"] + v.base_opts() + ["app", "--env", "-"]
+    code, _, err, hits = traced_run(argv, text, needles)
+    assert code == 0, err.decode(errors="replace")
+    assert v.get("app", "A") == vals[0] and v.get("app", "B") == vals[1]
+    assert any(i == len(needles) - 1 for i, _, _ in hits)
+    leaks = [(index[i], a, w) for i, a, w in hits if i < len(index)]
+    assert not leaks, ("`vaultfs import` exits with values still in its memory:\n" +
+                       format_hits(leaks, vals))
+    checked += 1
     report("memory-cli", runs=checked)
