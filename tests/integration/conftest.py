@@ -34,6 +34,13 @@ BAD_LOG_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
 KEY_ENV_VARS = ("VAULTFS_KEY", "CREDENTIALS_DIRECTORY")
 
 
+def default_sigint():
+    """A shell starts background jobs with SIGINT ignored, and libfuse leaves
+    an ignored signal alone: give the daemon the default, as a terminal
+    would, so the tests don't depend on how the suite was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def clean_env(extra=None):
     env = {k: v for k, v in os.environ.items() if k not in KEY_ENV_VARS}
     if extra:
@@ -173,7 +180,8 @@ class Vault:
         log = open(self.log_path, "wb")
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=clean_env())
+                                         stderr=subprocess.STDOUT, env=clean_env(),
+                                         preexec_fn=default_sigint)
         finally:
             log.close()
         ok = wait_for(lambda: os.path.ismount(self.mnt) or self.proc.poll() is not None,
