@@ -14,6 +14,7 @@
 #include "../crypto/secmem.h"
 #include "../fs/name.h"
 #include "../fs/vault.h"
+#include "beneath.h"
 #include "cli.h"
 #include "commands.h"
 #include "dotenv.h"
@@ -85,14 +86,85 @@ static int load_env(struct cli *c, const char *path, struct dotenv *d)
 	return r == 0 ? 0 : -1;
 }
 
-static int cmp_dirent(const struct dirent **a, const struct dirent **b)
+static int cmp_name(const void *a, const void *b)
 {
-	return strcmp((*a)->d_name, (*b)->d_name);
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static const char *file_kind(mode_t m)
+{
+	if (S_ISDIR(m))
+		return "a directory";
+	if (S_ISFIFO(m))
+		return "a fifo";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISCHR(m) || S_ISBLK(m))
+		return "a device";
+	return "not a regular file";
+}
+
+/* Why the file behind pfd may not be imported from a directory owned by
+ * dir_uid, or NULL. Root's files and the directory owner's are taken; a
+ * file of anyone else was planted, and a hard link the owner doesn't own
+ * could be anything on this filesystem. */
+static const char *refuse_file(const struct stat *st, uid_t dir_uid, char *why, size_t n)
+{
+	if (!S_ISREG(st->st_mode))
+		return file_kind(st->st_mode);
+	if (st->st_uid != 0 && st->st_uid != dir_uid) {
+		snprintf(why, n, "owned by uid %u, neither root nor the directory's owner",
+			 (unsigned)st->st_uid);
+		return why;
+	}
+	if (st->st_nlink > 1 && st->st_uid != dir_uid)
+		return "a hard link to a file the directory's owner does not own";
+	return NULL;
+}
+
+static const char *open_error(int r)
+{
+	if (r == -EXDEV)
+		return "a symbolic link that leads outside the directory";
+	if (r == -ELOOP)
+		return "too many levels of symbolic links";
+	return strerror(-r);
+}
+
+/* Opens name beneath dfd for reading; reports and returns -1 if it may not
+ * be imported. Kubernetes' keys are links into ..data: followed while they
+ * stay inside the directory. */
+static int open_member(int dfd, uid_t dir_uid, const char *dir, const char *name)
+{
+	struct stat st;
+	const char *why = NULL;
+	char buf[96];
+	int pfd, fd = -1;
+
+	pfd = beneath_open_path(dfd, name);
+	if (pfd < 0) {
+		cli_error("%s/%s: %s", dir, name, open_error(pfd));
+		return -1;
+	}
+	if (fstat(pfd, &st) < 0)
+		why = strerror(errno);
+	else
+		why = refuse_file(&st, dir_uid, buf, sizeof(buf));
+	/* The checked inode itself, not whatever the name leads to by now. */
+	if (!why) {
+		fd = beneath_reopen(pfd);
+		if (fd < 0)
+			why = strerror(-fd);
+	}
+	close(pfd);
+	if (why)
+		cli_error("%s/%s: %s", dir, name, why);
+	return why ? -1 : fd;
 }
 
 /* One file of a secrets directory into d; false (reported) if it can't be. */
-static bool load_one(struct cli *c, int dfd, const char *dir, const char *name,
-		     struct dotenv *d)
+static bool load_one(struct cli *c, int dfd, uid_t dir_uid, const char *dir,
+		     const char *name, struct dotenv *d)
 {
 	struct secbuf *v = NULL;
 	struct stat st;
@@ -103,15 +175,10 @@ static bool load_one(struct cli *c, int dfd, const char *dir, const char *name,
 			  NAME_MAX_LEN);
 		return false;
 	}
-	/* Kubernetes' keys are symlinks into ..data: follow them. */
-	fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		cli_error("%s/%s: %s", dir, name, fd < 0 ? strerror(errno) : "not a regular file");
-		if (fd >= 0)
-			close(fd);
+	fd = open_member(dfd, dir_uid, dir, name);
+	if (fd < 0)
 		return false;
-	}
-	r = secbuf_new(&v, (size_t)st.st_size + 1);
+	r = fstat(fd, &st) < 0 ? -errno : secbuf_new(&v, (size_t)st.st_size + 1);
 	if (r == 0)
 		r = secio_read(fd, v, c->conf.max_value_size, false);
 	close(fd);
@@ -142,32 +209,73 @@ static bool load_one(struct cli *c, int dfd, const char *dir, const char *name,
 	return true;
 }
 
+/* The names in the directory dfd (a duplicate is read, dfd stays open),
+ * sorted, without ., .. and Kubernetes' own ..data and ..2024_01_01_...;
+ * -errno. */
+static int list_dir(int dfd, char ***names, size_t *n)
+{
+	struct dirent *de;
+	char **v = NULL, **nv;
+	size_t cap = 0;
+	DIR *dp;
+	int fd, r = 0;
+
+	*n = 0;
+	fd = dup(dfd);
+	dp = fd < 0 ? NULL : fdopendir(fd);
+	if (!dp) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	rewinddir(dp);
+	while (r == 0 && (errno = 0, de = readdir(dp))) {
+		if (!strcmp(de->d_name, ".") || !strncmp(de->d_name, "..", 2))
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 32;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				r = -ENOMEM;
+				break;
+			}
+			v = nv;
+		}
+		v[*n] = strdup(de->d_name);
+		r = v[*n] ? 0 : -ENOMEM;
+		*n += r == 0;
+	}
+	if (r == 0 && errno)
+		r = -errno;
+	closedir(dp);
+	if (v)
+		qsort(v, *n, sizeof(*v), cmp_name);
+	*names = v;
+	return r;
+}
+
 static int load_dir(struct cli *c, const char *dir, struct dotenv *d)
 {
-	struct dirent **list = NULL;
-	int n, dfd, bad = 0;
+	char **names = NULL;
+	struct stat st;
+	size_t n = 0;
+	int dfd, r, bad = 0;
 
 	memset(d, 0, sizeof(*d));
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	n = dfd < 0 ? -1 : scandir(dir, &list, NULL, cmp_dirent);
-	if (n < 0) {
-		cli_error("%s: %s", dir, strerror(errno));
-		if (dfd >= 0)
-			close(dfd);
-		return -1;
-	}
-	for (int i = 0; i < n; i++) {
-		const char *name = list[i]->d_name;
-
-		/* ., .., and Kubernetes' own ..data and ..2024_01_01_... */
-		if (strncmp(name, "..", 2) && strcmp(name, ".") &&
-		    !load_one(c, dfd, dir, name, d))
+	r = dfd < 0 || fstat(dfd, &st) < 0 ? -errno : list_dir(dfd, &names, &n);
+	if (r < 0)
+		cli_error("%s: %s", dir, strerror(-r));
+	for (size_t i = 0; i < n; i++) {
+		if (r == 0 && !load_one(c, dfd, st.st_uid, dir, names[i], d))
 			bad++;
-		free(list[i]);
+		free(names[i]);
 	}
-	free(list);
-	close(dfd);
-	return bad ? -1 : 0;
+	free(names);
+	if (dfd >= 0)
+		close(dfd);
+	return r < 0 || bad ? -1 : 0;
 }
 
 int import_main(int argc, char **argv)
@@ -188,8 +296,9 @@ int import_main(int argc, char **argv)
 			"                       and \"double\" quotes (\\n \\t \\\\ \\\" escapes), quoted\n"
 			"                       values over several lines; no ${VAR} expansion\n"
 			"      --dir DIR        one file per secret, named after it (a Docker or\n"
-			"                       Kubernetes secrets directory; symlinks followed,\n"
-			"                       Kubernetes' ..data entries skipped)\n"
+			"                       Kubernetes secrets directory): regular files only,\n"
+			"                       owned by root or the directory's owner; symlinks\n"
+			"                       followed only inside DIR; ..data entries skipped\n"
 			"  -n, --dry-run        check and list what would be imported, store nothing\n",
 	};
 	struct import_opts o = { 0 };

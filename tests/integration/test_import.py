@@ -1,5 +1,8 @@
 """vaultfs import: dotenv files and secrets directories, all or nothing."""
 import os
+import pathlib
+import shutil
+import socket
 
 from conftest import read_file, write_file
 
@@ -119,13 +122,15 @@ def test_import_directory_problems(vault_unmounted, tmp_path):
     (d / "GOOD").write_bytes(b"good")
     (d / "has space").write_bytes(b"x")
     (d / "sub").mkdir()
-    os.symlink("/nonexistent/target", d / "DANGLING")
+    os.symlink("nonexistent-target", d / "DANGLING")
+    os.symlink("/nonexistent/target", d / "ABSOLUTE")
     r = v.cli("import", "app", "--dir", str(d))
     assert r.returncode == 1
     err = r.stderr.decode()
     assert f"{d}/has space: invalid key name" in err, err
-    assert f"{d}/sub: not a regular file" in err
+    assert f"{d}/sub: a directory" in err
     assert f"{d}/DANGLING: No such file or directory" in err
+    assert f"{d}/ABSOLUTE: a symbolic link that leads outside the directory" in err
     assert "nothing was imported" in err
     assert v.cli("ls").stdout == b"", "not even the instance was created"
     r = v.cli("import", "app", "--dir", str(tmp_path / "nope"))
@@ -144,3 +149,80 @@ def test_import_usage(vault_unmounted):
     assert r.returncode == 0 and r.stdout.startswith(b"A\nB\n")
     assert b"2 keys would be imported" in r.stdout
     assert v.cli("ls").stdout == b"", "a dry run stores nothing"
+
+
+def _hostile_dir(users, vault, name):
+    """A directory owned by alice, as handed to root by an ordinary user."""
+    d = pathlib.Path(vault.dir) / name
+    d.mkdir()
+    os.chown(d, users.uid["alice"], users.gid["alice"])
+    return d
+
+
+def test_import_dir_refuses_what_leads_outside_or_was_planted(vault, users):
+    """Root imports a directory alice handed over, as a runbook would. The
+    links alice planted to /etc/shadow and to the master key, a fifo, a
+    socket, a device, bob's file and a hard link are each refused by name;
+    nothing is imported; what alice may legitimately hand over (her files,
+    root's, a Kubernetes ..data layout) imports."""
+    d = _hostile_dir(users, vault, "handed-over")
+    as_alice = f"cd {d} && "
+    r = users.sh("alice", as_alice +
+                 "printf ok > GOOD && ln -s /etc/shadow SHADOW && "
+                 f"ln -s {vault.key} MASTERKEY && ln -s ../../../../../etc/passwd UP && "
+                 "mkdir ..2024_01_01 && printf kv > ..2024_01_01/API && "
+                 "ln -s ..2024_01_01 ..data && ln -s ..data/API API && "
+                 "ln -s ..data/../GOOD INSIDE && mkfifo FIFO")
+    assert r.returncode == 0, r.stderr.decode()
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(d / "SOCK"))
+    os.mknod(d / "NULLDEV", 0o600 | 0o020000, os.makedev(1, 3))
+    write_file(str(d / "ROOTS"), "root-made")
+    os.link(vault.key, d / "HARDLINK")          # root's file, not alice's
+    bobs = pathlib.Path(vault.dir) / "bobs"
+    write_file(str(bobs), "planted")
+    os.chown(bobs, users.uid["bob"], users.gid["bob"])
+    shutil.move(str(bobs), str(d / "BOBS"))
+
+    r = vault.cli("import", "app", "--dir", str(d))
+    s.close()
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    outside = "a symbolic link that leads outside the directory"
+    assert f"{d}/SHADOW: {outside}" in err, err
+    assert f"{d}/MASTERKEY: {outside}" in err
+    assert f"{d}/UP: {outside}" in err
+    assert f"{d}/FIFO: a fifo" in err
+    assert f"{d}/SOCK: a socket" in err
+    assert f"{d}/NULLDEV: a device" in err
+    assert f"{d}/BOBS: owned by uid {users.uid['bob']}, neither root nor the " \
+        "directory's owner" in err
+    assert f"{d}/HARDLINK: a hard link to a file the directory's owner does not own" in err
+    for fine in ("GOOD", "API", "INSIDE", "ROOTS"):
+        assert f"{d}/{fine}:" not in err, err
+    assert err.rstrip().endswith("nothing was imported")
+    assert "root:" not in err and vault.key_hex() not in err
+    assert os.listdir(vault.path()) == [], "not even the instance was created"
+
+    # Without the traps, the same directory imports, links inside included.
+    for trap in ("SHADOW", "MASTERKEY", "UP", "FIFO", "SOCK", "NULLDEV", "BOBS",
+                 "HARDLINK"):
+        os.unlink(d / trap)
+    r = vault.cli("import", "app", "--dir", str(d))
+    assert r.returncode == 0, r.stderr.decode()
+    assert sorted(os.listdir(vault.path("app"))) == ["API", "GOOD", "INSIDE", "ROOTS"]
+    assert read_file(vault.path("app", "API")) == b"kv"
+    assert read_file(vault.path("app", "INSIDE")) == b"ok"
+
+
+def test_import_dir_kubernetes_data_link_out_of_the_directory(vault, users):
+    """A ..data that alice points at /etc makes every KEY -> ..data/KEY leave
+    the directory: refused, nothing imported."""
+    d = _hostile_dir(users, vault, "k8s")
+    r = users.sh("alice", f"cd {d} && ln -s /etc ..data && ln -s ..data/shadow shadow")
+    assert r.returncode == 0, r.stderr.decode()
+    r = vault.cli("import", "app", "--dir", str(d))
+    assert r.returncode == 1
+    assert f"{d}/shadow: a symbolic link that leads outside the directory" in \
+        r.stderr.decode()
+    assert os.listdir(vault.path()) == []
