@@ -2,7 +2,8 @@
  * libFuzzer target: the dotenv parser behind `vaultfs import` (src/dotenv.c).
  *
  * Beyond not crashing, leaking or hitting undefined behaviour: every entry
- * has a valid, unique name and a value; every problem is reported with a
+ * has a valid (and, unless the first byte is odd, plausible), unique name
+ * and a value; every problem is reported with a
  * line that exists; and the entries, written back out as double-quoted
  * dotenv, parse again to exactly the same names and values.
  */
@@ -81,10 +82,14 @@ static unsigned char *serialize(const struct dotenv *d, size_t *out_len)
 	return buf;
 }
 
-static void check_entries(const struct dotenv *d)
+static void check_entries(const struct dotenv *d, unsigned flags)
 {
 	for (size_t i = 0; i < d->n; i++) {
-		if (!name_valid(d->e[i].name) || !d->e[i].value)
+		const char *name = d->e[i].name;
+
+		if (!name_valid(name) || !d->e[i].value)
+			abort();
+		if (!(flags & DOTENV_ANY_NAME) && !dotenv_name_plausible(name, strlen(name)))
 			abort();
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(d->e[i].name, d->e[j].name))
@@ -96,24 +101,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct reports rp = { .max_line = 1 };
 	struct dotenv d, again;
+	unsigned flags = size && (data[0] & 1) ? DOTENV_ANY_NAME : 0;
 	unsigned char *text;
 	size_t len;
 	int r;
 
 	for (size_t i = 0; i < size; i++)
 		rp.max_line += data[i] == '\n';
-	r = dotenv_parse(data, size, &d, report, &rp);
+	r = dotenv_parse(data, size, flags, &d, report, &rp);
 	if (r == -ENOMEM)
 		return 0;
 	if (r < 0 || r != rp.n)
 		abort();	/* the count returned is the problems reported */
-	check_entries(&d);
+	check_entries(&d, flags);
 	text = serialize(&d, &len);
 	rp.max_line = 1;
 	for (size_t i = 0; i < len; i++)
 		rp.max_line += text[i] == '\n';
 	rp.n = 0;
-	r = dotenv_parse(text ? text : (const unsigned char *)"", len, &again, report, &rp);
+	r = dotenv_parse(text ? text : (const unsigned char *)"", len, flags, &again, report,
+			 &rp);
 	if (r != 0 || again.n != d.n)
 		abort();
 	for (size_t i = 0; i < d.n; i++) {

@@ -22,10 +22,13 @@
 
 #define MAX_REPORTED 50
 
+enum { OPT_ANY_NAME = 0x300 };
+
 struct import_opts {
 	const char *env;
 	const char *dir;
 	bool dry_run;
+	bool any_name;
 };
 
 static int import_opt(int opt, const char *arg, void *ctx)
@@ -38,6 +41,8 @@ static int import_opt(int opt, const char *arg, void *ctx)
 		o->dir = arg;
 	else if (opt == 'n' || opt == OPT_DRY_RUN)
 		o->dry_run = true;
+	else if (opt == OPT_ANY_NAME)
+		o->any_name = true;
 	else
 		return -1;
 	return 0;
@@ -56,7 +61,7 @@ static void report(void *ctx, unsigned line, const char *msg)
 		cli_error("%s:%u: %s", rp->where, line, msg);
 }
 
-static int load_env(struct cli *c, const char *path, struct dotenv *d)
+static int load_env(struct cli *c, const char *path, unsigned flags, struct dotenv *d)
 {
 	struct reporter rp = { .where = strcmp(path, "-") ? path : "(standard input)" };
 	struct secbuf *text = NULL;
@@ -77,7 +82,7 @@ static int load_env(struct cli *c, const char *path, struct dotenv *d)
 		secbuf_free(text);
 		return -1;
 	}
-	r = dotenv_parse(text->data, text->len, d, report, &rp);
+	r = dotenv_parse(text->data, text->len, flags, d, report, &rp);
 	secbuf_free(text);
 	if (r < 0)
 		cli_error("%s: %s", rp.where, strerror(-r));
@@ -284,17 +289,21 @@ int import_main(int argc, char **argv)
 		{ "env", required_argument, NULL, OPT_ENV },
 		{ "dir", required_argument, NULL, OPT_DIR },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+		{ "any-name", no_argument, NULL, OPT_ANY_NAME },
 		{ 0 },
 	};
 	struct cli c = {
-		.cmd = "import", .usage = "[OPTIONS] INSTANCE (--env FILE | --dir DIR) [-n]",
+		.cmd = "import", .usage = "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]",
 		.help = "Stores many secrets in INSTANCE at once, all or nothing: every problem\n"
 			"is reported (with its line number) and then nothing is imported.\n"
 			"Existing keys get a new version. Creates INSTANCE if needed.\n\n"
 			"      --env FILE       a dotenv file (- for standard input): NAME=VALUE\n"
 			"                       lines, # comments, an optional `export`, 'single'\n"
 			"                       and \"double\" quotes (\\n \\t \\\\ \\\" escapes), quoted\n"
-			"                       values over several lines; no ${VAR} expansion\n"
+			"                       values over several lines; no ${VAR} expansion.\n"
+			"                       Names: a letter or _, then letters, digits, _ . -\n"
+			"                       (at most 128), not looking like a token\n"
+			"      --any-name       with --env: take any key name (A-Z a-z 0-9 . _ -)\n"
 			"      --dir DIR        one file per secret, named after it (a Docker or\n"
 			"                       Kubernetes secrets directory): regular files only,\n"
 			"                       owned by root or the directory's owner; symlinks\n"
@@ -319,7 +328,9 @@ int import_main(int argc, char **argv)
 		return 1;
 	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
 		goto out;
-	if ((o.env ? load_env(&c, o.env, &d) : load_dir(&c, o.dir, &d)) < 0) {
+	r = o.env ? load_env(&c, o.env, o.any_name ? DOTENV_ANY_NAME : 0, &d) :
+		    load_dir(&c, o.dir, &d);
+	if (r < 0) {
 		cli_error("nothing was imported");
 		goto out;
 	}

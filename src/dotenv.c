@@ -1,5 +1,5 @@
 /* The dotenv parser. It reads bytes and writes values only into secbufs;
- * what it reports names lines and keys, never a value. */
+ * what it reports is a line number and a reason, never a byte of input. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,6 +15,7 @@ struct parser {
 	struct dotenv *out;
 	void (*report)(void *, unsigned, const char *);
 	void *ctx;
+	unsigned flags;
 	int problems;
 };
 
@@ -163,10 +164,72 @@ static int add(struct dotenv *d, const char *name, unsigned line, struct secbuf 
 	return 0;
 }
 
+static bool is_alpha(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static bool is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* A part of a name that a tokenizer, not a person, made. */
+static bool part_random(const char *p, size_t n)
+{
+	size_t upper = 0, lower = 0, digit = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		upper += p[i] >= 'A' && p[i] <= 'Z';
+		lower += p[i] >= 'a' && p[i] <= 'z';
+		digit += is_digit((unsigned char)p[i]);
+	}
+	return (n >= 10 && upper && lower && digit) || (n >= 16 && digit >= 3);
+}
+
+bool dotenv_name_plausible(const char *name, size_t len)
+{
+	size_t start = 0;
+
+	if (len == 0 || len > DOTENV_NAME_MAX)
+		return false;
+	if (!is_alpha((unsigned char)name[0]) && name[0] != '_')
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		unsigned char c = i < len ? (unsigned char)name[i] : '_';
+
+		if (c == '_' || c == '.' || c == '-') {
+			if (part_random(name + start, i - start))
+				return false;
+			start = i + 1;
+		} else if (!is_alpha(c) && !is_digit(c)) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Why a name may not be taken, or NULL. */
+static const char *name_problem(const struct parser *ps, const char *name, size_t len)
+{
+	if (ps->flags & DOTENV_ANY_NAME)
+		return name_valid_len(name, len) ? NULL :
+		       "invalid key name (want 1-255 of A-Z a-z 0-9 . _ -)";
+	if (dotenv_name_plausible(name, len))
+		return NULL;
+	if (!name_valid_len(name, len) || len > DOTENV_NAME_MAX ||
+	    (!is_alpha((unsigned char)name[0]) && name[0] != '_'))
+		return "not a variable name (want a letter or _, then letters, digits, "
+		       "_ . -; at most 128)";
+	return "the name looks like secret material, not a variable name (--any-name "
+	       "takes it)";
+}
+
 /* The name of an entry, up to '='; false (reported) if there is none. */
 static bool entry_name(struct parser *ps, char name[static NAME_MAX_LEN + 1])
 {
 	const unsigned char *start = ps->p;
+	const char *why;
 	size_t len;
 
 	while (!at_eol(ps) && *ps->p != '=')
@@ -179,9 +242,9 @@ static bool entry_name(struct parser *ps, char name[static NAME_MAX_LEN + 1])
 	len = (size_t)(ps->p - start);
 	while (len && (start[len - 1] == ' ' || start[len - 1] == '\t'))
 		len--;
-	if (!name_valid_len((const char *)start, len)) {
-		problem(ps, ps->line, "invalid key name '%.*s' (want 1-%d of A-Z a-z 0-9 . _ -)",
-			(int)(len > 64 ? 64 : len), start, NAME_MAX_LEN);
+	why = name_problem(ps, (const char *)start, len);
+	if (why) {
+		problem(ps, ps->line, "%s", why);
 		skip_line(ps);
 		return false;
 	}
@@ -216,8 +279,8 @@ static int entry(struct parser *ps)
 
 		open = quoted(ps, q, v);
 		if (open > 0) {
-			problem(ps, line, "%s: unterminated %c quote (the rest of the file is "
-				"not read)", name, q);
+			problem(ps, line, "unterminated %c quote (the rest of the file is "
+				"not read)", q);
 			secbuf_free(v);
 			ps->p = ps->end;
 			return 0;
@@ -232,7 +295,7 @@ static int entry(struct parser *ps)
 	}
 	dup = r == 0 ? find(ps->out, name) : NULL;
 	if (dup)
-		problem(ps, line, "%s is set again (first on line %u)", name, dup->line);
+		problem(ps, line, "the name is set again (first on line %u)", dup->line);
 	if (r == 0 && !dup)
 		r = add(ps->out, name, line, v);
 	if (r < 0 || dup)
@@ -240,11 +303,11 @@ static int entry(struct parser *ps)
 	return r;
 }
 
-int dotenv_parse(const unsigned char *text, size_t len, struct dotenv *out,
+int dotenv_parse(const unsigned char *text, size_t len, unsigned flags, struct dotenv *out,
 		 void (*report)(void *ctx, unsigned line, const char *msg), void *ctx)
 {
 	struct parser ps = { .p = text, .end = text + len, .line = 1, .out = out,
-			     .report = report, .ctx = ctx };
+			     .report = report, .ctx = ctx, .flags = flags };
 	int r = 0;
 
 	memset(out, 0, sizeof(*out));

@@ -58,30 +58,56 @@ def test_dotenv_edge_cases(vault):
 
 
 def test_dotenv_problems_reported_nothing_imported(vault_unmounted):
+    """Each problem is one line number and a reason: the user sees where to
+    look, and no byte of the file (a wrong name may be a pasted token)."""
     v = vault_unmounted
     v.set("app", "KEEP", "old")
     text = ("GOOD=sk-secret-good\n"          # 1
             "bad name=sk-secret-1\n"         # 2
             "sk-secret-no-equals\n"          # 3
             "GOOD=sk-secret-again\n"         # 4
-            "ÜBER=sk-secret-2\n"             # 5
+            "\u00dcBER=sk-secret-2\n"         # 5
             "KEEP=new\n"                     # 6
             "Q='x' trailing\n"               # 7
+            "sk_live_51H8xYz/AbCdEf+GhIjKl=\n"   # 8: a token, and a '/'
+            "sk-live-abcdEFGH12345=\n"       # 9: a token that could be a name
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC=\n"  # 10: a PEM body line
             "OPEN=\"sk-secret-unterminated\n"
             "MORE=1\n")
     r = v.cli("import", "app", "--env", "-", input=text)
     assert r.returncode == 1
     err = r.stderr.decode()
-    assert "(standard input):2: invalid key name 'bad name'" in err, err
+    not_a_name = ("not a variable name (want a letter or _, then letters, digits, "
+                  "_ . -; at most 128)")
+    token = "the name looks like secret material, not a variable name (--any-name takes it)"
+    assert f"(standard input):2: {not_a_name}" in err, err
     assert "(standard input):3: no '=' (want NAME=VALUE)" in err
-    assert "(standard input):4: GOOD is set again (first on line 1)" in err
-    assert "(standard input):5: invalid key name '\u00dcBER'" in err
+    assert "(standard input):4: the name is set again (first on line 1)" in err
+    assert f"(standard input):5: {not_a_name}" in err
     assert "(standard input):7: unexpected text after the closing quote" in err
-    assert "(standard input):8: OPEN: unterminated \" quote" in err
+    assert f"(standard input):8: {not_a_name}" in err
+    assert f"(standard input):9: {token}" in err
+    assert f"(standard input):10: {token}" in err
+    assert "(standard input):11: unterminated \" quote" in err
     assert err.rstrip().endswith("vaultfs: nothing was imported")
-    assert "sk-secret" not in err, "problems name lines and keys, never values"
+    for leak in ("sk-", "sk_", "GOOD", "bad name", "BER", "OPEN", "MIIE", "abcd", "51H8"):
+        assert leak not in err, f"{leak!r} quoted in an error:\n{err}"
     assert v.cli("ls", "app").stdout == b"KEEP\n", "nothing half-imported"
     assert v.get("app", "KEEP") == b"old"
+
+
+def test_dotenv_any_name_takes_odd_names(vault):
+    """--any-name is the way to import names that look like tokens (on
+    purpose); names vaultfs can't store are still refused."""
+    r = vault.cli("import", "app", "--env", "-", input="sk-live-abcdEFGH12345=v\n")
+    assert r.returncode == 1 and os.listdir(vault.path()) == []
+    r = vault.cli("import", "app", "--any-name", "--env", "-",
+                  input="sk-live-abcdEFGH12345=v\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert read_file(vault.path("app", "sk-live-abcdEFGH12345")) == b"v"
+    r = vault.cli("import", "app", "--any-name", "--env", "-", input="a/b=v\n")
+    assert r.returncode == 1
+    assert b"1: invalid key name (want 1-255 of A-Z a-z 0-9 . _ -)" in r.stderr
 
 
 def test_dotenv_value_too_large_nothing_imported(vault_factory):
