@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../crypto/secmem.h"
 #include "access.h"
@@ -216,6 +217,21 @@ int guard_change(fuse_req_t req, struct vault *v, int64_t instance_id, const cha
 		audit_set_caller(&ref->who);
 	}
 	return r;
+}
+
+int guard_sticky(struct vault *v, int64_t instance_id, uid_t secret_owner,
+		 const struct guard_ref *ref, enum audit_op op)
+{
+	struct db_instance in;
+	uid_t uid = ref->who.uid;
+	int r = db_instance_get(vault_db(v), instance_id, &in);
+
+	if (r < 0)
+		return r;
+	if (!(in.mode & S_ISVTX) || uid == 0 || uid == secret_owner || uid == in.uid)
+		return 0;
+	guard_done(v, ref, op, -EPERM, "sticky instance: not the owner of the secret");
+	return -EPERM;
 }
 
 static enum audit_op setattr_op(int to_set)

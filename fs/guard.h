@@ -41,6 +41,11 @@ int guard_create(fuse_req_t req, struct vault *v, const char *instance, const ch
 /* Before unlink or rename: the create rules. */
 int guard_change(fuse_req_t req, struct vault *v, int64_t instance_id, const char *name,
 		 enum audit_op op, const char *detail, struct guard_ref *ref);
+/* After guard_change, for each secret an unlink or rename removes or
+ * replaces: in a sticky instance (mode 01000) only the secret's owner, the
+ * instance's owner or root may. 0 or -EPERM (recorded). */
+int guard_sticky(struct vault *v, int64_t instance_id, uid_t secret_owner,
+		 const struct guard_ref *ref, enum audit_op op);
 /* Before chmod, chown or truncate of an instance (secret_id 0) or a secret:
  * max_mode for a secret's new mode. */
 int guard_setattr(fuse_req_t req, struct vault *v, int64_t instance_id, int64_t secret_id,

@@ -352,7 +352,9 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 	if (r == 0 && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		uid_t uid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid : st.st_uid;
 		gid_t gid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid : st.st_gid;
-		mode_t mode = to_set & FUSE_SET_ATTR_MODE ? attr->st_mode & 0777 : st.st_mode & 0777;
+		/* An instance keeps its sticky bit; a secret has only rwx bits. */
+		mode_t bits = ino_kind(ino) == K_INSTANCE ? 01777 : 0777;
+		mode_t mode = (to_set & FUSE_SET_ATTR_MODE ? attr->st_mode : st.st_mode) & bits;
 
 		if (ino_kind(ino) == K_INSTANCE)
 			r = db_instance_set_attr(fs->db, ino_id(ino), uid, gid, mode, db_now_ns());
@@ -557,6 +559,8 @@ static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
 		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_DELETE, NULL, &ref);
+	if (r == 0)
+		r = guard_sticky(fs->v, ino_id(parent), s.uid, &ref, AUDIT_DELETE);
 	if (r == 0) {
 		r = vault_delete(fs->v, s.id, fuse_req_ctx(req)->uid);
 		guard_done(fs->v, &ref, AUDIT_DELETE, r, NULL);
@@ -591,7 +595,7 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fs *fs = fs_of(req);
 	char detail[DB_NAME_MAX + 8];
 	struct guard_ref ref;
-	struct db_secret s;
+	struct db_secret s, t;
 	int r;
 
 	if (flags & RENAME_EXCHANGE) {
@@ -612,8 +616,14 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
 		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_RENAME, detail, &ref);
+	/* Sticky: the secret moved, and the one it would replace. */
+	if (r == 0)
+		r = guard_sticky(fs->v, ino_id(parent), s.uid, &ref, AUDIT_RENAME);
+	if (r == 0 && db_secret_find(fs->db, ino_id(parent), newname, &t) == 0 && t.id != s.id)
+		r = guard_sticky(fs->v, ino_id(parent), t.uid, &ref, AUDIT_RENAME);
 	if (r == 0) {
-		r = vault_rename(fs->v, s.id, newname, flags & RENAME_NOREPLACE, NULL);
+		r = vault_rename(fs->v, s.id, newname, flags & RENAME_NOREPLACE,
+				 fuse_req_ctx(req)->uid, NULL);
 		guard_done(fs->v, &ref, AUDIT_RENAME, r, detail);
 	}
 	reply_err(req, r);

@@ -990,10 +990,30 @@ int vault_reseal_history(struct vault *v, int64_t secret_id, const struct secbuf
 	return vault_history_visit(v, secret_id, reseal_one, &rh);
 }
 
+/* Moves the secret to the trash inside the caller's transaction. */
+static int trash_in_txn(struct vault *v, int64_t secret_id, uid_t by)
+{
+	struct db_secret s;
+	int r = db_secret_get(v->db, secret_id, &s);
+
+	if (r == 0)
+		r = db_version_archive(v->db, secret_id, true, v->conf->versions);
+	if (r == 0)
+		r = db_trash_put(v->db, &s, db_now_ns(), by);
+	if (r == 0 && v->conf->undelete_window == 0)
+		r = db_trash_purge(v->db, s.instance_id, s.name, INT64_MAX, NULL);
+	if (r == 0)
+		r = db_trash_purge(v->db, 0, NULL, vault_undelete_since(v), NULL);
+	return r;
+}
+
 /* A rename keeps the history under the new name; a rename onto an existing
- * key (how editors save) continues that key's history with a new version. */
+ * key (how editors save) continues that key's history with a new version,
+ * when `by` owns that key or is root. Anyone else's rename over it moves
+ * it, history and all, to the trash: its history is never handed to the
+ * renamer's row. */
 int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool noreplace,
-		 int64_t *replaced_id)
+		 uid_t by, int64_t *replaced_id)
 {
 	struct db_blob blob = { 0 }, nblob = { 0 };
 	struct secbuf *pt = NULL;
@@ -1029,6 +1049,13 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool n
 	r = db_secret_find(v->db, s.instance_id, newname, &t);
 	if (r == 0 && noreplace) {
 		r = -EEXIST;
+	} else if (r == 0 && by != 0 && by != t.uid) {
+		r = trash_in_txn(v, t.id, by);
+		if (r == 0)
+			r = vault_reseal_history(v, s.id, k->key, k->name, s.name, k->key,
+						 newname);
+		if (r == 0 && replaced_id)
+			*replaced_id = t.id;
 	} else if (r == 0) {
 		r = db_version_archive(v->db, t.id, false, vault_keep_old(v));
 		if (r == 0)
@@ -1065,20 +1092,11 @@ done:
 /* Into the trash, restorable for undelete_window; with no window, gone. */
 int vault_delete(struct vault *v, int64_t secret_id, uid_t by)
 {
-	struct db_secret s;
 	int r = db_begin(v->db);
 
 	if (r < 0)
 		return r;
-	r = db_secret_get(v->db, secret_id, &s);
-	if (r == 0)
-		r = db_version_archive(v->db, secret_id, true, v->conf->versions);
-	if (r == 0)
-		r = db_trash_put(v->db, &s, db_now_ns(), by);
-	if (r == 0 && v->conf->undelete_window == 0)
-		r = db_trash_purge(v->db, s.instance_id, s.name, INT64_MAX, NULL);
-	if (r == 0)
-		r = db_trash_purge(v->db, 0, NULL, vault_undelete_since(v), NULL);
+	r = trash_in_txn(v, secret_id, by);
 	if (r == 0)
 		r = db_commit(v->db);
 	else

@@ -89,9 +89,10 @@ int vault_put_many(struct vault *v, int64_t instance_id, size_t n, const char *c
 		   struct secbuf *const *values, uid_t uid, gid_t gid, size_t *at) WUR;
 /* Renames within the instance, atomically replacing `newname` if it exists
  * (unless noreplace: -EEXIST). The history goes with the name; replacing
- * an existing key continues its history. */
+ * an existing key continues its history if `by` owns it or is root, else
+ * the replaced key goes to the trash with its history. */
 int vault_rename(struct vault *v, int64_t secret_id, const char *newname,
-		 bool noreplace, int64_t *replaced_id) WUR;
+		 bool noreplace, uid_t by, int64_t *replaced_id) WUR;
 /* Moves a secret to the trash (undelete_window), or erases it if there is
  * no window; `by` is who deleted it. */
 int vault_delete(struct vault *v, int64_t secret_id, uid_t by) WUR;

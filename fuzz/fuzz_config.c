@@ -62,7 +62,7 @@ static void check_accepted(const struct vault_conf *c)
 	for (ic = c->instances; ic; ic = ic->next) {
 		if (!name_valid(ic->name))
 			abort();
-		if ((ic->has_mode && (ic->mode & ~0777u)) ||
+		if ((ic->has_mode && (ic->mode & ~01777u)) ||
 		    (ic->has_secret_mode && (ic->secret_mode & ~0777u)))
 			abort();
 	}

@@ -376,10 +376,16 @@ static int cfg_inst_group(struct cfg_state *st, const char *key, const char *v)
 	return 0;
 }
 
+/* An instance's mode may also have the sticky bit: 1770, 1777. */
 static int cfg_inst_mode(struct cfg_state *st, const char *key, const char *v)
 {
-	if (cfg_mode(st, key, v, &st->inst->mode))
-		return st->ret;
+	bool sticky = strlen(v) == 4 && v[0] == '1';
+
+	if (config_parse_mode(sticky ? v + 1 : v, &st->inst->mode))
+		return cfg_fail(st, -EINVAL, "bad mode '%s' for %s (want octal like 0750, "
+				"or 1770 with the sticky bit)", v, key);
+	if (sticky)
+		st->inst->mode |= S_ISVTX;
 	st->inst->has_mode = true;
 	return 0;
 }

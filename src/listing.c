@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../fs/policy.h"
 #include "../fs/vault.h"
@@ -120,6 +121,8 @@ void mode_string(mode_t mode, bool dir, char out[static 11])
 	out[0] = dir ? 'd' : '-';
 	for (int i = 0; i < 9; i++)
 		out[i + 1] = mode & (0400 >> i) ? rwx[i] : '-';
+	if (mode & S_ISVTX)
+		out[9] = mode & 01 ? 't' : 'T';
 	out[10] = '\0';
 }
 
