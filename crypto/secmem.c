@@ -6,6 +6,11 @@
  *    buffer that could not be locked is refused unless explicitly allowed;
  *  - a budget of our own caps how much is locked at once, so a storm of
  *    opens fails cleanly instead of exhausting RLIMIT_MEMLOCK;
+ *  - on top of it, a buffer made while an account is current (secmem_use)
+ *    is charged to that account, up to its limit, and one whose account has
+ *    no reserve must also fit under the shared limit: one user's storm of
+ *    opens fails for that user, and leaves the rest to the others and the
+ *    reserve to root and trusted readers;
  *  - small regions are kept for reuse in a short pool, wiped as they enter
  *    it: each open then costs no mmap/mprotect/mlock system calls. Pooled
  *    regions keep their guard pages and their lock, the pool is emptied in
@@ -34,7 +39,10 @@
 #define CANARY_ROOM 64
 
 static atomic_size_t locked_bytes;
+static atomic_size_t shared_bytes;	/* locked by accounts without reserve */
 static size_t budget;
+static size_t shared_limit;
+static _Thread_local struct secmem_account *current;
 static bool allow_unlocked;
 static size_t page_size = 4096;
 static size_t small_cap = 4096 - CANARY_ROOM;	/* the size the pool holds */
@@ -109,6 +117,19 @@ void secmem_set_budget(size_t bytes)
 	budget = bytes;
 }
 
+void secmem_set_shared_limit(size_t bytes)
+{
+	shared_limit = bytes;
+}
+
+struct secmem_account *secmem_use(struct secmem_account *a)
+{
+	struct secmem_account *was = current;
+
+	current = a;
+	return was;
+}
+
 void secmem_allow_unlocked(bool allow)
 {
 	allow_unlocked = allow;
@@ -129,51 +150,75 @@ static size_t round_page(size_t n)
 	return (n + page_size - 1) / page_size * page_size;
 }
 
-static int charge(size_t n)
+/* Adds n to *counter unless that would pass limit (0: none). */
+static bool add_within(atomic_size_t *counter, size_t n, size_t limit)
 {
-	size_t cur = atomic_load(&locked_bytes);
+	size_t cur = atomic_load(counter);
 
 	do {
-		if (budget && cur + n > budget)
-			return -ENOMEM;
-	} while (!atomic_compare_exchange_weak(&locked_bytes, &cur, cur + n));
+		if (limit && (cur > limit || n > limit - cur))
+			return false;
+	} while (!atomic_compare_exchange_weak(counter, &cur, cur + n));
+	return true;
+}
+
+static void uncharge(size_t n, struct secmem_account *a)
+{
+	atomic_fetch_sub(&locked_bytes, n);
+	if (a) {
+		atomic_fetch_sub(&a->bytes, n);
+		if (!a->reserve)
+			atomic_fetch_sub(&shared_bytes, n);
+	}
+}
+
+static int charge(size_t n, struct secmem_account *a)
+{
+	if (a && !add_within(&a->bytes, n, a->limit))
+		return -ENOMEM;
+	if (a && !a->reserve && !add_within(&shared_bytes, n, shared_limit)) {
+		atomic_fetch_sub(&a->bytes, n);
+		return -ENOMEM;
+	}
+	if (!add_within(&locked_bytes, n, budget)) {
+		if (a)
+			atomic_fetch_sub(&a->bytes, n);
+		if (a && !a->reserve)
+			atomic_fetch_sub(&shared_bytes, n);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
-static void uncharge(size_t n)
-{
-	atomic_fetch_sub(&locked_bytes, n);
-}
-
-/* A locked region of at least cap bytes (cap > 0). */
-static unsigned char *region_new(size_t cap)
+/* A locked region of at least cap bytes (cap > 0), charged to a. */
+static unsigned char *region_new(size_t cap, struct secmem_account *a)
 {
 	unsigned char *p;
 
-	if (charge(round_page(cap)) < 0)
+	if (charge(round_page(cap), a) < 0)
 		return NULL;
 	if (cap == small_cap && (p = pool_take()))
 		return p;
 	p = sodium_malloc(cap);
 	if (!p) {
-		uncharge(round_page(cap));
+		uncharge(round_page(cap), a);
 		return NULL;
 	}
 	if (sodium_mlock(p, cap) != 0 && !allow_unlocked) {
 		sodium_free(p);
-		uncharge(round_page(cap));
+		uncharge(round_page(cap), a);
 		return NULL;
 	}
 	return p;
 }
 
-static void region_free(unsigned char *p, size_t cap)
+static void region_free(unsigned char *p, size_t cap, struct secmem_account *a)
 {
 	if (!p)
 		return;
 	if (cap != small_cap || !pool_put(p))
 		sodium_free(p);		/* wipes before unmapping */
-	uncharge(round_page(cap));
+	uncharge(round_page(cap), a);
 }
 
 int secbuf_new(struct secbuf **out, size_t cap)
@@ -187,7 +232,8 @@ int secbuf_new(struct secbuf **out, size_t cap)
 	if (!b)
 		return -ENOMEM;
 	b->cap = cap <= small_cap ? small_cap : cap;
-	b->data = region_new(b->cap);
+	b->acct = current;
+	b->data = region_new(b->cap, b->acct);
 	if (!b->data) {
 		free(b);
 		return -ENOMEM;
@@ -207,11 +253,11 @@ int secbuf_reserve(struct secbuf *b, size_t cap)
 		return -ENOMEM;
 	while (ncap < cap)
 		ncap = ncap < page_size ? page_size : ncap * 2;
-	p = region_new(ncap);
+	p = region_new(ncap, b->acct);
 	if (!p)
 		return -ENOMEM;
 	memcpy(p, b->data, b->len);
-	region_free(b->data, b->cap);
+	region_free(b->data, b->cap, b->acct);
 	b->data = p;
 	b->cap = ncap;
 	return 0;
@@ -235,6 +281,6 @@ void secbuf_free(struct secbuf *b)
 {
 	if (!b)
 		return;
-	region_free(b->data, b->cap);
+	region_free(b->data, b->cap, b->acct);
 	free(b);
 }

@@ -2,21 +2,40 @@
 #ifndef VAULTFS_SECMEM_H
 #define VAULTFS_SECMEM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #define WUR __attribute__((warn_unused_result))
+
+struct secmem_account;
 
 /* A growable buffer whose bytes live only in sodium_malloc memory. */
 struct secbuf {
 	unsigned char *data;
 	size_t len;
 	size_t cap;
+	struct secmem_account *acct;	/* charged for it, NULL: nobody's */
+};
+
+/* One user's share of locked memory. A buffer is charged to the account
+ * that was current in its thread when it was made (secmem_use), and so are
+ * its growth and its release, whichever thread does them. */
+struct secmem_account {
+	_Atomic size_t bytes;	/* locked now */
+	size_t limit;		/* its share, 0: none */
+	bool reserve;		/* may lock into the reserve (root, trusted readers) */
 };
 
 int secmem_init(void) WUR;
 /* Total bytes that may be locked by secbufs at once; 0 means no budget. */
 void secmem_set_budget(size_t bytes);
+/* The most that buffers of accounts without `reserve` may lock together
+ * (the budget less a reserve); 0: no such limit. */
+void secmem_set_shared_limit(size_t bytes);
+/* Buffers made by this thread from now on are charged to a (NULL: to
+ * nobody); returns the account that was current, to put back. */
+struct secmem_account *secmem_use(struct secmem_account *a);
 /* Hold plaintext in memory that could not be locked (config opt-in). */
 void secmem_allow_unlocked(bool allow);
 size_t secmem_locked_bytes(void);

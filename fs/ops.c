@@ -43,6 +43,7 @@
 #include "log.h"
 #include "loop.h"
 #include "name.h"
+#include "quota.h"
 #include "reload.h"
 #include "vault.h"
 #include "xattr.h"
@@ -78,6 +79,7 @@ struct handle {
 	struct secbuf *orig;	/* O_TRUNC: the value found at open */
 	uint64_t version;	/* made by this handle's last commit: amended */
 	struct guard_ref ref;	/* and the names, for the audit log */
+	struct quota_user *qu;	/* the opener's share, charged for buf and orig */
 	struct handle *prev, *next;
 };
 
@@ -210,7 +212,7 @@ static int user_errno(int r)
 	switch (r) {
 	case -ENOENT: case -EEXIST: case -ENOTEMPTY: case -ENOSPC: case -EROFS:
 	case -EFBIG: case -EINVAL: case -ENOMEM: case -EACCES: case -EPERM:
-	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR:
+	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR: case -EMFILE:
 		return -r;
 	default:
 		return EIO;
@@ -647,17 +649,27 @@ static void handle_free(struct fs *fs, struct handle *h)
 	pthread_mutex_unlock(&h->lock);
 	secbuf_free(h->buf);
 	secbuf_free(h->orig);
+	quota_close(h->qu);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
 
+/* A handle for uid, counted in its share (-EMFILE at its limit). Until
+ * handle_charged(), buffers this thread makes are charged to that share. */
 static int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid, pid_t opener)
 {
 	struct handle *h = calloc(1, sizeof(*h));
+	int r;
 
 	*out = NULL;
 	if (!h)
 		return -ENOMEM;
+	r = quota_open(uid, &h->qu);
+	if (r < 0) {
+		free(h);
+		return r;
+	}
+	secmem_use(quota_account(h->qu));
 	pthread_mutex_init(&h->lock, NULL);
 	h->id = id;
 	h->uid = uid;
@@ -670,6 +682,13 @@ static int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid,
 	pthread_mutex_unlock(&fs->handles_lock);
 	*out = h;
 	return 0;
+}
+
+/* The handle's buffers are made: nothing more of this thread's is the
+ * opener's. */
+static void handle_charged(void)
+{
+	secmem_use(NULL);
 }
 
 static void open_reply_fi(struct fuse_file_info *fi, struct handle *h)
@@ -711,6 +730,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		smode = vault_secret_mode(fs->v, in.name, mode & ~ctx->umask);
 		r = guard_create(req, fs->v, in.name, name, smode, &h->ref);
 		if (r < 0) {
+			handle_charged();
 			handle_free(fs, h);
 			reply_err(req, r);
 			return;
@@ -718,6 +738,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
+	handle_charged();
 	if (r == 0)
 		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s);
 	if (h)
@@ -781,6 +802,7 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	else if (r == 0)
 		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
 	if (r < 0) {
+		handle_charged();
 		db_blob_free(&sealed);
 		db_read_end(fs->db);
 		handle_free(fs, h);
@@ -799,6 +821,7 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (r == 0) {
 		r = vault_read_fetched(fs->v, &meta, &sealed, &h->buf);
 	}
+	handle_charged();
 	db_blob_free(&sealed);
 	db_read_end(fs->db);
 	guard_opened(fs->v, &h->ref, fi->flags, r);
@@ -1166,6 +1189,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	int r = -1;
 
 	top_ino = m->instance_id > 0 ? instance_ino(m->instance_id) : 0;
+	quota_init(fs.conf);
 
 	snprintf(opts, sizeof(opts), "fsname=vaultfs,subtype=vaultfs,default_permissions%s",
 		 other_users_allowed() ? ",allow_other" : "");

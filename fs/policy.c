@@ -15,6 +15,8 @@ void policy_defaults(struct vault_conf *c)
 	c->secret_mode = 0600;
 	c->allow_unlocked_memory = false;
 	c->memlock_budget = 0;
+	c->user_memlock = POLICY_USER_MEMLOCK_DEFAULT;
+	c->user_handles = POLICY_USER_HANDLES_DEFAULT;
 	c->attr_timeout = 1.0;
 	c->versions = POLICY_VERSIONS_DEFAULT;
 	c->undelete_window = POLICY_UNDELETE_DEFAULT;

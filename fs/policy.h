@@ -14,6 +14,8 @@
 #define POLICY_VERSIONS_DEFAULT 10
 #define POLICY_VERSIONS_MAX 1000
 #define POLICY_UNDELETE_DEFAULT (7 * 24 * 3600)
+#define POLICY_USER_HANDLES_DEFAULT 1024
+#define POLICY_USER_MEMLOCK_DEFAULT (16 * 1024 * 1024)
 
 enum nl_policy {
 	NL_STRIP_SINGLE_LINE = 0,	/* "v\n" is stored as "v"; multi-line kept */
@@ -77,6 +79,10 @@ struct vault_conf {
 	mode_t secret_mode;		/* default mask for new secrets */
 	bool allow_unlocked_memory;
 	size_t memlock_budget;		/* bytes, 0: none of our own */
+	bool has_memlock_reserve;
+	size_t memlock_reserve;		/* for root and trusted readers only */
+	size_t user_memlock;		/* locked bytes per uid, 0: no limit */
+	unsigned user_handles;		/* open files per uid, 0: no limit */
 	double attr_timeout;		/* seconds */
 	unsigned versions;		/* values kept per secret, the current one included */
 	int64_t undelete_window;	/* seconds a deleted secret can be restored; 0: none */

@@ -317,6 +317,7 @@ bool vault_instance_name_cached(struct vault *v, int64_t id, char name[static DB
 
 int vault_key_get(struct vault *v, int64_t id, struct inst_key **out)
 {
+	struct secmem_account *acct;
 	struct inst_key *k, *fresh = NULL;
 	int r;
 
@@ -329,7 +330,10 @@ int vault_key_get(struct vault *v, int64_t id, struct inst_key **out)
 		*out = k;
 		return 0;
 	}
+	/* The cache's, not the user's whose open brought it here. */
+	acct = secmem_use(NULL);
 	r = key_unwrap(v, id, &fresh);
+	secmem_use(acct);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&v->keys_lock);

@@ -328,6 +328,34 @@ static int cfg_vault_memlock_budget(struct cfg_state *st, const char *key, const
 	return 0;
 }
 
+static int cfg_vault_memlock_reserve(struct cfg_state *st, const char *key, const char *v)
+{
+	if (config_parse_size(v, &st->c->memlock_reserve))
+		return cfg_fail(st, -EINVAL, "bad size '%s' for %s (want bytes, with an "
+				"optional K, M or G)", v, key);
+	st->c->has_memlock_reserve = true;
+	return 0;
+}
+
+static int cfg_vault_user_memlock(struct cfg_state *st, const char *key, const char *v)
+{
+	if (config_parse_size(v, &st->c->user_memlock))
+		return cfg_fail(st, -EINVAL, "bad size '%s' for %s (want bytes, with an "
+				"optional K, M or G; 0 for no limit)", v, key);
+	return 0;
+}
+
+static int cfg_vault_user_handles(struct cfg_state *st, const char *key, const char *v)
+{
+	uint64_t n;
+
+	if (cfg_parse_u64(v, &n) || n > 1000000)
+		return cfg_fail(st, -EINVAL, "bad value '%s' for %s (want 0 to 1000000 open "
+				"files per user; 0 for no limit)", v, key);
+	st->c->user_handles = (unsigned)n;
+	return 0;
+}
+
 static int cfg_vault_attr_timeout(struct cfg_state *st, const char *key, const char *v)
 {
 	if (cfg_parse_seconds(v, &st->c->attr_timeout))
@@ -678,6 +706,9 @@ static const struct cfg_key cfg_vault_keys[] = {
 	{ "secret_mode", cfg_vault_secret_mode },
 	{ "allow_unlocked_memory", cfg_vault_unlocked },
 	{ "memlock_budget", cfg_vault_memlock_budget },
+	{ "memlock_reserve", cfg_vault_memlock_reserve },
+	{ "user_memlock", cfg_vault_user_memlock },
+	{ "user_handles", cfg_vault_user_handles },
 	{ "attr_timeout", cfg_vault_attr_timeout },
 	{ "versions", cfg_vault_versions },
 	{ "undelete_window", cfg_vault_undelete_window },

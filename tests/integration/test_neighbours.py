@@ -81,3 +81,137 @@ def test_renaming_over_someone_elses_secret_never_hands_over_its_history(vault, 
     write_file(os.path.join(d, "T"), "root-3")
     os.rename(os.path.join(d, "T"), os.path.join(d, "K"))
     assert [n for n, *_ in history(vault, "open", "K")] == [3, 2, 1]
+
+
+# -- one user's open files can't starve the others ------------------------------
+
+HOARD = r"""
+import errno, os, resource, sys
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fds = []
+err = "none"
+while len(fds) < int(sys.argv[2]):
+    try:
+        fds.append(os.open(sys.argv[1], os.O_RDONLY))
+    except OSError as e:
+        err = errno.errorcode[e.errno]
+        break
+print(len(fds), err, flush=True)
+sys.stdin.read()          # hold them until told
+"""
+
+
+class Hoarder:
+    """A user's process that opens one secret until refused and keeps every
+    descriptor open until stop()."""
+
+    def __init__(self, users, role, path, limit=200000):
+        import subprocess
+        self.proc = subprocess.Popen(
+            ["setpriv", f"--reuid={users.name[role]}", f"--regid={users.name[role]}",
+             "--init-groups", "--", "/usr/bin/python3", "-c", HOARD, path, str(limit)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd="/")
+        line = self.proc.stdout.readline().decode().split()
+        assert len(line) == 2, self.proc.stderr.read().decode()
+        self.count, self.error = int(line[0]), line[1]
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def own_secret(vault, users, role, inst="team", key=None):
+    key = key or role.upper()
+    p = vault.path(inst, key)
+    assert users.sh(role, f"printf x > {p}").returncode == 0
+    return p
+
+
+def team_instance(vault):
+    os.mkdir(vault.path("team"))
+    os.chmod(vault.path("team"), 0o1777)
+
+
+def others_still_work(vault, users, who):
+    """What everyone else sees while a hoarder holds its share: their own
+    reads and creates work."""
+    for role in who:
+        p = vault.path("team", role.upper())
+        assert users.try_open(role, p) == "OK:x", f"{role} can't read its secret"
+        r = users.sh(role, f"printf new > {vault.path('team', role.upper() + '_NEW')}")
+        assert r.returncode == 0, f"{role} can't create: {r.stderr.decode()}"
+    assert read_file(vault.path("team", "ROOT")) == b"root"
+    write_file(vault.path("team", "ROOT_NEW"), "new")
+
+
+def test_a_user_at_their_handle_limit_gets_emfile_and_nobody_else_does(vault, users):
+    """With the defaults (user_handles = 1024)."""
+    v = vault
+    team_instance(v)
+    mine = own_secret(v, users, "alice")
+    own_secret(v, users, "bob")
+    write_file(v.path("team", "ROOT"), "root")
+    h = Hoarder(users, "alice", mine)
+    try:
+        # alice sees "Too many open files" at her 1025th descriptor...
+        assert (h.count, h.error) == (1024, "EMFILE")
+        # ... bob and root read and create as before.
+        others_still_work(v, users, ["bob"])
+        assert users.try_open("alice", mine) == "EMFILE"
+    finally:
+        h.stop()
+    assert users.try_open("alice", mine) == "OK:x", "her share is back once closed"
+
+
+def test_a_user_at_their_memory_share_gets_enomem_and_nobody_else_does(vault_factory, users):
+    v = vault_factory(config="[vault]\nuser_handles = 0\nuser_memlock = 1M\n")
+    team_instance(v)
+    mine = own_secret(v, users, "alice")
+    own_secret(v, users, "bob")
+    write_file(v.path("team", "ROOT"), "root")
+    h = Hoarder(users, "alice", mine)
+    try:
+        # One page of locked memory per open value: 1 MiB is 256 of them.
+        assert h.error == "ENOMEM" and 200 <= h.count <= 256, (h.count, h.error)
+        others_still_work(v, users, ["bob"])
+    finally:
+        h.stop()
+
+
+def test_users_together_cannot_take_the_reserve_of_root_and_trusted_readers(
+        vault_factory, users):
+    """alice takes her whole share, bob what is left of the part of the budget
+    for ordinary users: then root and carol, a configured reader (read_users
+    of svc), still read and create, from the reserve nobody else may use."""
+    v = vault_factory(config=(
+        "[vault]\nuser_handles = 0\nmemlock_budget = 4M\nmemlock_reserve = 1M\n"
+        "user_memlock = 2M\n"
+        "[instance ops]\nmode = 1777\n"
+        f"[instance svc]\nmode = 1777\nread_users = root, {users.name['carol']}\n"),
+        mount=False)
+    v.mount()
+    a = own_secret(v, users, "alice", inst="ops")
+    b = own_secret(v, users, "bob", inst="ops")
+    c = own_secret(v, users, "carol", inst="svc")
+    write_file(v.path("svc", "ROOT"), "root")
+    hoarders = []
+    try:
+        hoarders.append(Hoarder(users, "alice", a))
+        hoarders.append(Hoarder(users, "bob", b))
+        alice, bob = hoarders
+        # 4 KiB a value: alice's 2 MiB share is ~512 opens; bob gets only
+        # the rest of the 3 MiB for ordinary users.
+        assert alice.error == "ENOMEM" and 400 <= alice.count <= 512, alice.count
+        assert bob.error == "ENOMEM" and bob.count <= 300, bob.count
+        assert users.try_open("bob", b) == "ENOMEM"
+        assert users.try_open("carol", c) == "OK:x"
+        r = users.sh("carol", f"printf new > {v.path('svc', 'CAROL_NEW')}")
+        assert r.returncode == 0, r.stderr.decode()
+        assert read_file(v.path("svc", "ROOT")) == b"root"
+        write_file(v.path("svc", "ROOT_NEW"), "new")
+    finally:
+        for h in hoarders:
+            h.stop()
+    assert users.try_open("bob", b) == "OK:x"

@@ -35,10 +35,12 @@ def name_valid(n):
 
 
 @pytest.fixture
-def hostile(vault, users):
+def hostile(vault_factory, users):
     """A mounted vault with instance "alice" owned by the alice user (0700),
-    and a runner for hostile_user.py phases as that user (or as root)."""
-    v = vault
+    and a runner for hostile_user.py phases as that user (or as root). The
+    storms hold thousands of handles at once as one user, so the per-user
+    shares are off here (test_neighbours.py tests them)."""
+    v = vault_factory(config="[vault]\nuser_handles = 0\nuser_memlock = 0\n")
     d = v.path("alice")
     os.mkdir(d)
     os.chown(d, users.uid[ROLE], users.gid[ROLE])

@@ -115,6 +115,9 @@ static void test_defaults(void **state)
 	assert_int_equal(c.secret_mode, 0600);
 	assert_false(c.allow_unlocked_memory);
 	assert_int_equal(c.memlock_budget, 0);
+	assert_false(c.has_memlock_reserve);
+	assert_int_equal(c.user_memlock, 16 * 1024 * 1024);
+	assert_int_equal(c.user_handles, 1024);
 	assert_true(c.attr_timeout == 1.0);
 	assert_null(c.instances);
 	assert_null(policy_instance(&c, "billing"));
@@ -482,6 +485,14 @@ static const struct err_case err_cases[] = {
 	{ "[instance billing]\nowner = 99999999999999999999999\n", 2,
 	  "bad uid '99999999999999999999999' for owner" },
 	{ "[instance billing]\ngroup = 4294967295\n", 2, "bad gid '4294967295' for group" },
+	{ "[vault]\nuser_handles = -1\n", 2, "bad value '-1' for user_handles (want 0 to "
+	  "1000000 open files per user; 0 for no limit)" },
+	{ "[vault]\nuser_handles = 1000001\n", 2, "bad value '1000001' for user_handles (want "
+	  "0 to 1000000 open files per user; 0 for no limit)" },
+	{ "[vault]\nuser_memlock = lots\n", 2, "bad size 'lots' for user_memlock (want bytes, "
+	  "with an optional K, M or G; 0 for no limit)" },
+	{ "[vault]\nmemlock_reserve = 1T\n", 2, "bad size '1T' for memlock_reserve (want "
+	  "bytes, with an optional K, M or G)" },
 	{ "[instance billing]\nmode = 0800\n", 2,
 	  "bad mode '0800' for mode (want octal like 0750, or 1770 with the sticky bit)" },
 	{ "[instance billing]\nmode = 1800\n", 2,

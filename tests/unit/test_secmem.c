@@ -28,6 +28,8 @@ static int group_setup(void **state)
 static int reset(void **state)
 {
 	secmem_set_budget(0);
+	secmem_set_shared_limit(0);
+	secmem_use(NULL);
 	secmem_allow_unlocked(false);
 	return 0;
 }
@@ -152,6 +154,55 @@ static void test_budget(void **state)
 	assert_int_equal(secmem_locked_bytes(), before);
 }
 
+/* Accounts: each has its limit; those without reserve share a part of the
+ * budget; a buffer stays charged to the account it was made under, also
+ * when it grows or is freed with another account current. */
+static void test_accounts(void **state)
+{
+	struct secmem_account alice = { .limit = 2 * page }, bob = { 0 };
+	struct secmem_account root = { .reserve = true };
+	struct secbuf *a1 = NULL, *a2 = NULL, *b1 = NULL, *b2 = NULL, *r1 = NULL, *k = NULL;
+	size_t before = secmem_locked_bytes();
+
+	secmem_set_budget(before + 5 * page);
+	secmem_set_shared_limit(3 * page);
+
+	assert_null(secmem_use(&alice));
+	assert_int_equal(secbuf_new(&a1, 1), 0);
+	assert_int_equal(secbuf_new(&a2, 1), 0);
+	assert_int_equal(secbuf_reserve(a2, 2 * page), -ENOMEM);	/* her limit */
+	assert_int_equal(secbuf_new(&k, 1), -ENOMEM);
+	assert_int_equal(atomic_load(&alice.bytes), 2 * page);
+
+	assert_ptr_equal(secmem_use(&bob), &alice);
+	assert_int_equal(secbuf_new(&b1, 1), 0);
+	assert_int_equal(secbuf_new(&b2, 1), -ENOMEM);		/* shared part full */
+	assert_int_equal(atomic_load(&bob.bytes), page);
+
+	secmem_use(&root);
+	assert_int_equal(secbuf_new(&r1, 1), 0);		/* the reserve */
+	secmem_use(NULL);
+	assert_int_equal(secbuf_new(&k, 1), 0);			/* nobody's */
+	assert_int_equal(secbuf_new(&b2, 1), -ENOMEM);		/* the budget */
+
+	/* Freed under bob, alice's buffer gives back to alice. */
+	secmem_use(&bob);
+	secbuf_free(a1);
+	assert_int_equal(atomic_load(&alice.bytes), page);
+	assert_int_equal(atomic_load(&bob.bytes), page);
+	assert_int_equal(secbuf_new(&b2, 1), 0);
+	secmem_use(NULL);
+	secbuf_free(a2);
+	secbuf_free(b1);
+	secbuf_free(b2);
+	secbuf_free(r1);
+	secbuf_free(k);
+	assert_int_equal(atomic_load(&alice.bytes), 0);
+	assert_int_equal(atomic_load(&bob.bytes), 0);
+	assert_int_equal(atomic_load(&root.bytes), 0);
+	assert_int_equal(secmem_locked_bytes(), before);
+}
+
 static void test_many(void **state)
 {
 	size_t before = secmem_locked_bytes();
@@ -260,6 +311,7 @@ int main(void)
 		cmocka_unit_test_setup(test_zero_cap, reset),
 		cmocka_unit_test_setup(test_reserve_grows_and_keeps, reset),
 		cmocka_unit_test_setup(test_budget, reset),
+		cmocka_unit_test_setup(test_accounts, reset),
 		cmocka_unit_test_setup(test_many, reset),
 		cmocka_unit_test_setup(test_huge, reset),
 		cmocka_unit_test_setup(test_lock_failure, reset),
