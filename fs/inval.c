@@ -3,11 +3,13 @@
  * attr_timeout); the handler queues the inode and waits until the thread
  * has told the kernel. Attribute-only invalidation (offset -1) touches no
  * page cache and takes no inode lock, so the waiting request can't block
- * it. */
+ * it. Page and name invalidations are queued without waiting: they may
+ * need locks that a request in flight holds until it is answered. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "log.h"
@@ -16,20 +18,41 @@
 
 #define QUEUE_MAX 64
 
+enum inval_kind { INVAL_ATTR, INVAL_DATA, INVAL_ENTRY };
+
+struct inval_item {
+	enum inval_kind kind;
+	fuse_ino_t ino;			/* the inode, or the parent of name */
+	char name[256];
+};
+
 static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct fuse_session *se;
 	pthread_t thread;
 	bool running, stop;
-	fuse_ino_t queue[QUEUE_MAX];
+	struct inval_item queue[QUEUE_MAX];
 	size_t n;
 	uint64_t posted, done;
 } nt = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
+static int inval_send(const struct inval_item *it)
+{
+	switch (it->kind) {
+	case INVAL_ATTR:
+		return fuse_lowlevel_notify_inval_inode(nt.se, it->ino, -1, 0);
+	case INVAL_DATA:
+		return fuse_lowlevel_notify_inval_inode(nt.se, it->ino, 0, 0);
+	default:
+		return fuse_lowlevel_notify_inval_entry(nt.se, it->ino, it->name,
+							strlen(it->name));
+	}
+}
+
 static void *inval_thread(void *arg)
 {
-	fuse_ino_t batch[QUEUE_MAX];
+	static struct inval_item batch[QUEUE_MAX];
 	uint64_t upto;
 	size_t n;
 	int r;
@@ -47,10 +70,10 @@ static void *inval_thread(void *arg)
 		upto = nt.posted;
 		pthread_mutex_unlock(&nt.lock);
 		for (size_t i = 0; i < n; i++) {
-			r = fuse_lowlevel_notify_inval_inode(nt.se, batch[i], -1, 0);
+			r = inval_send(&batch[i]);
 			if (r < 0 && r != -ENOENT)
-				log_debug("inode %llu: attribute invalidation failed: %s",
-					  (unsigned long long)batch[i], strerror(-r));
+				log_debug("inode %llu: invalidation failed: %s",
+					  (unsigned long long)batch[i].ino, strerror(-r));
 		}
 		pthread_mutex_lock(&nt.lock);
 		nt.done = upto;
@@ -87,8 +110,10 @@ void inval_stop(void)
 	nt.running = false;
 }
 
-void inval_attr(fuse_ino_t ino)
+/* Queues it; with wait, returns once the kernel has been told. */
+static void post(enum inval_kind kind, fuse_ino_t ino, const char *name, bool wait)
 {
+	struct inval_item *it;
 	uint64_t mine;
 
 	pthread_mutex_lock(&nt.lock);
@@ -99,11 +124,34 @@ void inval_attr(fuse_ino_t ino)
 	while (nt.n == QUEUE_MAX && !nt.stop)
 		pthread_cond_wait(&nt.cond, &nt.lock);
 	if (!nt.stop) {
-		nt.queue[nt.n++] = ino;
+		it = &nt.queue[nt.n++];
+		it->kind = kind;
+		it->ino = ino;
+		snprintf(it->name, sizeof(it->name), "%s", name ? name : "");
 		mine = ++nt.posted;
 		pthread_cond_broadcast(&nt.cond);
-		while (nt.done < mine && !nt.stop)
+		while (wait && nt.done < mine && !nt.stop)
 			pthread_cond_wait(&nt.cond, &nt.lock);
 	}
 	pthread_mutex_unlock(&nt.lock);
+}
+
+void inval_attr(fuse_ino_t ino)
+{
+	post(INVAL_ATTR, ino, NULL, true);
+}
+
+void inval_attr_later(fuse_ino_t ino)
+{
+	post(INVAL_ATTR, ino, NULL, false);
+}
+
+void inval_data(fuse_ino_t ino)
+{
+	post(INVAL_DATA, ino, NULL, false);
+}
+
+void inval_entry(fuse_ino_t parent, const char *name)
+{
+	post(INVAL_ENTRY, parent, name, false);
 }

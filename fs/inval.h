@@ -12,5 +12,12 @@ void inval_stop(void);
  * stat. The notification is sent by a thread of our own, never from the
  * request's own path. A no-op when not started. */
 void inval_attr(fuse_ino_t ino);
+/* The same without waiting. */
+void inval_attr_later(fuse_ino_t ino);
+/* Drops the kernel's cached pages of ino (and its attributes), without
+ * waiting: what a private mmap read into the page cache. */
+void inval_data(fuse_ino_t ino);
+/* Drops the kernel's cached name in directory parent, without waiting. */
+void inval_entry(fuse_ino_t parent, const char *name);
 
 #endif

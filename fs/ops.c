@@ -80,6 +80,7 @@ struct handle {
 	uint64_t version;	/* made by this handle's last commit: amended */
 	struct guard_ref ref;	/* and the names, for the audit log */
 	struct quota_user *qu;	/* the opener's share, charged for buf and orig */
+	bool paged;		/* read into the page cache (mmap): drop it at release */
 	struct handle *prev, *next;
 };
 
@@ -856,6 +857,10 @@ static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
+	/* A read(2) names its caller's descriptor table (lock_owner); a read
+	 * into the page cache, for a private mmap or readahead, names none. */
+	if (!fi->lock_owner)
+		__atomic_store_n(&h->paged, true, __ATOMIC_RELAXED);
 	/* A reader's buffer never changes: no lock, so RELEASE, which may
 	 * come the moment the reply is out, never waits for this thread. */
 	if (h->readonly) {
@@ -1014,11 +1019,15 @@ static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	bool paged = __atomic_load_n(&h->paged, __ATOMIC_RELAXED);
 
-	(void)ino;
 	(void)handle_commit(fs_of(req), h, true, NULL);
 	handle_free(fs_of(req), h);
 	fuse_reply_err(req, 0);
+	/* The last mapping went with this file: no plaintext page may stay
+	 * cached until the next open. */
+	if (paged)
+		inval_data(ino);
 }
 
 /* The session is over with handles still open: a signal or a lazy unmount

@@ -215,3 +215,60 @@ def test_users_together_cannot_take_the_reserve_of_root_and_trusted_readers(
         for h in hoarders:
             h.stop()
     assert users.try_open("bob", b) == "OK:x"
+
+
+# -- no plaintext page stays in the page cache -----------------------------------
+
+MAPPER = r"""
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+m = mmap.mmap(fd, 0, mmap.MAP_PRIVATE, mmap.PROT_READ)
+sys.stdout.write(m[:].decode() + "\n")
+sys.stdout.flush()
+sys.stdin.read()          # keep the mapping until told
+m.close()
+os.close(fd)
+"""
+
+
+def cached_pages(fd):
+    """Pages of fd's file in the page cache: the cachestat system call."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    rng = struct.pack("QQ", 0, 0)          # the whole file
+    out = ctypes.create_string_buffer(40)
+    if libc.syscall(451, fd, ctypes.c_char_p(rng), out, 0) < 0:
+        raise OSError(ctypes.get_errno(), "cachestat")
+    return struct.unpack("5Q", out.raw)[0]
+
+
+def test_a_private_mmap_leaves_no_page_cached_after_the_last_close(vault, users):
+    import subprocess
+    from conftest import wait_for
+    os.mkdir(vault.path("app"))
+    os.chown(vault.path("app"), users.uid["alice"], users.gid["alice"])
+    p = vault.path("app", "TOKEN")
+    assert users.sh("alice", f"printf sk-live-mapped > {p}").returncode == 0
+    watch = os.open(p, os.O_RDONLY)       # root's window on the page cache
+    try:
+        assert cached_pages(watch) == 0, "read(2) never caches a value"
+        proc = subprocess.Popen(
+            ["setpriv", f"--reuid={users.name['alice']}", f"--regid={users.name['alice']}",
+             "--init-groups", "--", "/usr/bin/python3", "-c", MAPPER, p],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/")
+        # alice sees her value through the mapping, and while it lives the
+        # page is cached (so the check below can see a cached page).
+        assert proc.stdout.readline() == b"sk-live-mapped\n"
+        assert cached_pages(watch) == 1
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+        # Her last close is the daemon's cue: the page goes (the release
+        # reaches the daemon just after close() returns, so allow it a moment).
+        assert wait_for(lambda: cached_pages(watch) == 0, 5.0), \
+            "the value's page is still in the page cache after the last close"
+        # Reading it with read(2) still works, and still caches nothing.
+        assert users.try_open("alice", p) == "OK:sk-live-mapped"
+        assert cached_pages(watch) == 0
+    finally:
+        os.close(watch)
