@@ -171,6 +171,9 @@ struct db {
 	struct db *next_reader;
 	unsigned readers_max, readers_open;
 	sqlite3_stmt *pin_begin, *pin_end;	/* a reader's BEGIN and COMMIT */
+	int64_t change_dv;	/* data_version at the last db_change_seq */
+	char change_fp[160];	/* and the fingerprint of the metadata then */
+	uint64_t change_seq;
 };
 
 static __thread char last_error[512];
@@ -1359,6 +1362,63 @@ int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_b
 int db_secret_delete(struct db *db, int64_t id)
 {
 	return delete_row(db, ST_SEC_DELETE, id);
+}
+
+/* What the mounts show of every row: any change to names, owners, modes,
+ * values, times or keys changes it (times in ns, low 32 bits summed: no
+ * overflow, and two changes of one row have different times). */
+static const char sql_change_fp[] =
+	"SELECT (SELECT count(*) || ':' || ifnull(max(id), 0) || ':' || "
+	"ifnull(sum(chtime & 4294967295), 0) || ':' || ifnull(sum(version), 0) || ':' || "
+	"ifnull(sum(uid), 0) || ':' || ifnull(sum(gid), 0) || ':' || ifnull(sum(mode), 0) "
+	"FROM secrets) || '/' || (SELECT count(*) || ':' || ifnull(max(id), 0) || ':' || "
+	"ifnull(sum(mtime & 4294967295), 0) || ':' || ifnull(sum(generation), 0) || ':' || "
+	"ifnull(sum(uid), 0) || ':' || ifnull(sum(gid), 0) || ':' || ifnull(sum(mode), 0) "
+	"FROM instances)";
+
+static int change_fingerprint(struct db *db, char *out, size_t size)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db->conn, sql_change_fp, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return map_rc(db, rc);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		snprintf(out, size, "%s", (const char *)sqlite3_column_text(st, 0));
+		r = 0;
+	} else {
+		r = map_rc(db, rc);
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* SQLite's data_version moves when another connection commits, and only
+ * then: asked on the writing connection, our own commits don't count. The
+ * audit log's connection commits too, without changing what mounts show:
+ * the fingerprint of the tables tells the two apart. */
+int db_change_seq(struct db *db, uint64_t *out)
+{
+	char fp[sizeof(db->change_fp)];
+	int64_t dv = 0;
+	int r;
+
+	db_lock(db);
+	r = pragma_int(db, "PRAGMA data_version", &dv);
+	if (r == 0 && (dv != db->change_dv || !db->change_fp[0])) {
+		r = change_fingerprint(db, fp, sizeof(fp));
+		if (r == 0 && strcmp(fp, db->change_fp)) {
+			memcpy(db->change_fp, fp, sizeof(fp));
+			db->change_seq++;
+		}
+		if (r == 0)
+			db->change_dv = dv;
+	}
+	*out = db->change_seq;
+	db_unlock(db);
+	return r;
 }
 
 /* The helpers above, for the other files of db/ (db_int.h). */

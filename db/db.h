@@ -84,6 +84,15 @@ int db_begin(struct db *db) WUR;
 int db_commit(struct db *db) WUR;
 void db_rollback(struct db *db);
 
+/* The change feed: a number that moves whenever someone else commits a
+ * change to instances or secrets (another process; with a shared store,
+ * another host), and not for this handle's own commits nor for audit
+ * entries. Compare two readings to know that something changed; what
+ * changed is for the caller to find (fs/watch.c). Cheap enough to poll
+ * every few milliseconds: with SQLite, a pragma, and a pass over the
+ * metadata only after some other connection has committed. */
+int db_change_seq(struct db *db, uint64_t *out) WUR;
+
 int db_meta_get(struct db *db, const char *key, struct db_blob *out) WUR;
 int db_meta_set(struct db *db, const char *key, const unsigned char *v, size_t len) WUR;
 

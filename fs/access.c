@@ -222,3 +222,38 @@ int access_unit_of(pid_t pid, char *unit, size_t len)
 	text[n] = '\0';
 	return access_unit_from_cgroup(text, unit, len);
 }
+
+static bool is_member(const struct access_who *w, gid_t group)
+{
+	if (w->gid == group)
+		return true;
+	for (int i = 0; i < w->ngroups; i++)
+		if (w->groups[i] == group)
+			return true;
+	return false;
+}
+
+bool access_mode_permits(const struct access_who *w, uid_t owner, gid_t group, mode_t mode,
+			 int want)
+{
+	mode_t bits;
+
+	want &= R_OK | W_OK | X_OK;
+	if (w->uid == 0)
+		return true;
+	if (w->uid == owner)
+		bits = mode >> 6;
+	else if (is_member(w, group))
+		bits = mode >> 3;
+	else
+		bits = mode;
+	return (bits & (mode_t)want) == (mode_t)want;
+}
+
+bool access_mode_needs_groups(const struct access_who *w, uid_t owner, gid_t group,
+			      mode_t mode, int want)
+{
+	want &= R_OK | W_OK | X_OK;
+	return w->uid != 0 && w->uid != owner && w->gid != group &&
+	       ((mode >> 3) & (mode_t)want) != (mode & (mode_t)want);
+}

@@ -39,6 +39,19 @@ int access_mode_allowed(const struct vault_conf *c, const char *instance, mode_t
 			const char **why);
 mode_t access_max_mode(const struct vault_conf *c, const char *instance);
 
+/* The mode bits' answer, as the kernel gives it, for w wanting `want`
+ * (R_OK, W_OK, X_OK) of a file with this owner, group and mode: root may
+ * do anything; otherwise the owner's bits for the owner, the group's for a
+ * member, the others' for the rest. The daemon asks at each open, from the
+ * stored row, because the kernel asks with attributes it may have cached
+ * before someone else's chmod. */
+bool access_mode_permits(const struct access_who *w, uid_t owner, gid_t group, mode_t mode,
+			 int want);
+/* Whether that answer depends on w's supplementary groups (to load them
+ * only then). */
+bool access_mode_needs_groups(const struct access_who *w, uid_t owner, gid_t group,
+			      mode_t mode, int want);
+
 /* The systemd unit in a /proc/PID/cgroup text (the unified hierarchy, else
  * name=systemd): the first path component after the slices. -ENOENT if
  * none. */

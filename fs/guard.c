@@ -130,6 +130,46 @@ static bool reads(int flags)
 	return (flags & O_ACCMODE) != O_WRONLY;
 }
 
+/* The mode bits of a directory and, if s, of a secret in it, as stored
+ * now: another mount or the command line may have changed them since the
+ * kernel cached the attributes it checked. -EACCES with *why. */
+static int stored_modes(fuse_req_t req, const struct db_instance *in, int dir_want,
+			const struct db_secret *s, int want, const char **why)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct access_who w = { .uid = ctx->uid, .gid = ctx->gid };
+	gid_t *groups = NULL;
+	int r = 0;
+
+	if (access_mode_needs_groups(&w, in->uid, in->gid, in->mode, dir_want) ||
+	    (s && access_mode_needs_groups(&w, s->uid, s->gid, s->mode, want))) {
+		w.ngroups = load_groups(req, &groups);
+		w.groups = groups;
+	}
+	if (!access_mode_permits(&w, in->uid, in->gid, in->mode, dir_want)) {
+		*why = "the instance's mode bits (as stored)";
+		r = -EACCES;
+	} else if (s && !access_mode_permits(&w, s->uid, s->gid, s->mode, want)) {
+		*why = "the secret's mode bits (as stored)";
+		r = -EACCES;
+	}
+	free(groups);
+	return r;
+}
+
+static int open_modes(fuse_req_t req, struct vault *v, const struct db_secret *s, int flags,
+		      const char **why)
+{
+	int want = (reads(flags) ? R_OK : 0) | ((flags & O_ACCMODE) != O_RDONLY ? W_OK : 0);
+	struct db_instance in;
+	int r;
+
+	if (fuse_req_ctx(req)->uid == 0)
+		return 0;
+	r = db_instance_get(vault_db(v), s->instance_id, &in);
+	return r < 0 ? r : stored_modes(req, &in, X_OK, s, want, why);
+}
+
 static int open_checked(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
 			struct guard_ref *ref, struct db_secret *s, struct db_blob *blob)
 {
@@ -140,11 +180,12 @@ static int open_checked(fuse_req_t req, struct vault *v, int64_t secret_id, int 
 	r = names_of(v, secret_id, ref, s, blob);
 	if (r < 0)
 		return r;
-	if (reads(flags))
+	r = open_modes(req, v, s, flags, &why);
+	if (r == 0 && reads(flags))
 		r = decide(req, v, ref->instance, access_read_needs(vault_conf(v), ref->instance),
 			   access_may_read, &why);
 	if (r < 0)
-		guard_done(v, ref, AUDIT_READ, r, why);
+		guard_done(v, ref, reads(flags) ? AUDIT_READ : AUDIT_WRITE, r, why);
 	else
 		audit_set_caller(&ref->who);	/* for an authentication failure */
 	return r;
@@ -176,16 +217,20 @@ void guard_opened(struct vault *v, const struct guard_ref *ref, int flags, int r
 			   result == -ENOMEM ? "memory could not be locked" : NULL);
 }
 
-int guard_create(fuse_req_t req, struct vault *v, const char *instance, const char *name,
-		 mode_t mode, struct guard_ref *ref)
+int guard_create(fuse_req_t req, struct vault *v, const struct db_instance *in,
+		 const char *name, mode_t mode, struct guard_ref *ref)
 {
 	const struct vault_conf *c = vault_conf(v);
+	const char *instance = in->name;
 	char detail[64];
 	const char *why = "";
 	int r;
 
 	guard_ref_init(req, v, ref, instance, name);
-	r = decide(req, v, instance, access_create_needs(c, instance), access_may_create, &why);
+	r = stored_modes(req, in, W_OK | X_OK, NULL, 0, &why);
+	if (r == 0)
+		r = decide(req, v, instance, access_create_needs(c, instance), access_may_create,
+			   &why);
 	if (r == 0)
 		r = access_mode_allowed(c, instance, mode, &why);
 	if (r < 0) {
@@ -209,7 +254,10 @@ int guard_change(fuse_req_t req, struct vault *v, int64_t instance_id, const cha
 	guard_ref_init(req, v, ref, r == 0 ? in.name : NULL, name);
 	if (r < 0)
 		return r;
-	r = decide(req, v, in.name, access_create_needs(c, in.name), access_may_create, &why);
+	r = stored_modes(req, &in, W_OK | X_OK, NULL, 0, &why);
+	if (r == 0)
+		r = decide(req, v, in.name, access_create_needs(c, in.name), access_may_create,
+			   &why);
 	if (r < 0) {
 		snprintf(msg, sizeof(msg), "%s%s%s", why, detail ? "; " : "", detail ? detail : "");
 		guard_done(v, ref, op, r, msg);

@@ -22,8 +22,9 @@ struct guard_ref {
 	char key[DB_NAME_MAX + 1];
 };
 
-/* Before an open: looks up the names, and applies the read rules to an open
- * that reads. 0, or -errno (a denial is recorded). */
+/* Before an open: looks up the names, checks the stored mode bits of the
+ * secret and its instance (the kernel checked cached ones), and applies the
+ * read rules to an open that reads. 0, or -errno (a denial is recorded). */
 int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
 	       struct guard_ref *ref);
 /* The same, handing back the row and its sealed value (for
@@ -34,11 +35,12 @@ int guard_open_fetch(fuse_req_t req, struct vault *v, int64_t secret_id, int fla
 /* After it: records a reading open's outcome. */
 void guard_opened(struct vault *v, const struct guard_ref *ref, int flags, int result);
 
-/* Before a create: the create rules and max_mode for the new secret's
- * mode. 0 or -errno (recorded). */
-int guard_create(fuse_req_t req, struct vault *v, const char *instance, const char *name,
-		 mode_t mode, struct guard_ref *ref);
-/* Before unlink or rename: the create rules. */
+/* Before a create: the instance's stored mode bits, the create rules and
+ * max_mode for the new secret's mode. 0 or -errno (recorded). */
+int guard_create(fuse_req_t req, struct vault *v, const struct db_instance *in,
+		 const char *name, mode_t mode, struct guard_ref *ref);
+/* Before unlink or rename: the instance's stored mode bits, the create
+ * rules. */
 int guard_change(fuse_req_t req, struct vault *v, int64_t instance_id, const char *name,
 		 enum audit_op op, const char *detail, struct guard_ref *ref);
 /* After guard_change, for each secret an unlink or rename removes or

@@ -46,6 +46,7 @@
 #include "quota.h"
 #include "reload.h"
 #include "vault.h"
+#include "watch.h"
 #include "xattr.h"
 
 #define ROOT_INO FUSE_ROOT_ID
@@ -729,7 +730,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		r = handle_new(fs, &h, 0, ctx->uid, ctx->pid);
 	if (r == 0) {
 		smode = vault_secret_mode(fs->v, in.name, mode & ~ctx->umask);
-		r = guard_create(req, fs->v, in.name, name, smode, &h->ref);
+		r = guard_create(req, fs->v, &in, name, smode, &h->ref);
 		if (r < 0) {
 			handle_charged();
 			handle_free(fs, h);
@@ -1232,7 +1233,11 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	if (inval_start(se) < 0)
 		log_warn("cannot start the notifier: sizes written through the mount may "
 			 "show late, within attr_timeout");
+	else if (watch_start(fs.db, m->instance_id) < 0)
+		log_warn("cannot follow the store's changes: others' changes show within "
+			 "attr_timeout");
 	r = fs_loop(se);
+	watch_stop();
 	inval_stop();
 	reload_stop();
 	fuse_session_unmount(se);

@@ -272,3 +272,111 @@ def test_a_private_mmap_leaves_no_page_cached_after_the_last_close(vault, users)
         assert cached_pages(watch) == 0
     finally:
         os.close(watch)
+
+
+# -- a revoke takes effect at every mount at once ------------------------------
+
+class SecondMount:
+    """Another daemon on the same vault: `vaultfs mount --instance INST`, as
+    a container's mount would be, with attributes cached for an hour."""
+
+    def __init__(self, vault, instance):
+        import subprocess
+        from conftest import MOUNT_TIMEOUT, clean_env, default_sigint, wait_for, VAULTFS_BIN
+        self.mnt = os.path.join(vault.dir, "mnt-" + instance)
+        os.mkdir(self.mnt, 0o755)
+        self.log_path = os.path.join(vault.dir, "daemon-" + instance + ".log")
+        argv = [VAULTFS_BIN, "mount"] + vault.base_opts() + \
+            ["-f", "--instance", instance, self.mnt]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=clean_env(),
+                                         preexec_fn=default_sigint)
+        assert wait_for(lambda: os.path.ismount(self.mnt), MOUNT_TIMEOUT), \
+            open(self.log_path).read()
+
+    def path(self, *parts):
+        return os.path.join(self.mnt, *parts)
+
+    def stop(self):
+        from conftest import force_unmount, run
+        r = run(["fusermount3", "-u", self.mnt])
+        rc = self.proc.wait(timeout=10)
+        force_unmount(self.mnt)
+        log = open(self.log_path).read()
+        assert r.returncode == 0 and rc == 0, log
+        assert "AddressSanitizer" not in log and "runtime error:" not in log, log
+
+
+LONG_CACHE = "[vault]\nattr_timeout = 3600\n"
+
+
+def test_a_revoke_through_one_mount_holds_at_the_other_at_once(vault_factory, users):
+    """A whole-vault mount and a container's --instance mount, both caching
+    attributes for an hour. Each change made through one (or the CLI) is
+    obeyed by the other at the very next open: no sleep in between."""
+    from conftest import wait_for
+    v = vault_factory(config=LONG_CACHE)
+    os.mkdir(v.path("app"))
+    os.chmod(v.path("app"), 0o755)
+    write_file(v.path("app", "TOKEN"), "v1")
+    os.chmod(v.path("app", "TOKEN"), 0o644)
+    other = SecondMount(v, "app")
+    try:
+        tok = other.path("TOKEN")
+        assert users.try_open("bob", tok) == "OK:v1"       # now cached at `other`
+        # chmod 600 through the whole-vault mount: bob is refused there...
+        os.chmod(v.path("app", "TOKEN"), 0o600)
+        assert users.try_open("bob", tok) == "EACCES"
+        # ... and `stat` at the other mount shows the new mode soon after
+        # (its cache is dropped by the change feed, not by the hour passing).
+        assert wait_for(lambda: stat.S_IMODE(os.stat(tok).st_mode) == 0o600, 5.0)
+
+        # chown to bob with 0600 grants him, and alice (group) nothing.
+        os.chmod(v.path("app", "TOKEN"), 0o640)
+        os.chown(v.path("app", "TOKEN"), users.uid["bob"], users.gid["alice"])
+        assert users.try_open("alice", tok) == "OK:v1"
+        os.chown(v.path("app", "TOKEN"), users.uid["bob"], 0)
+        assert users.try_open("alice", tok) == "EACCES"
+        assert users.try_open("bob", tok) == "OK:v1"
+
+        # The instance closed (chmod 700 on its directory): no more reads.
+        os.chmod(v.path("app"), 0o700)
+        assert users.try_open("bob", tok) == "EACCES"
+        os.chmod(v.path("app"), 0o755)
+        assert users.try_open("bob", tok) == "OK:v1"
+
+        # A rotation with the CLI: the next read is the new value.
+        v.set("app", "TOKEN", "v2")
+        assert users.try_open("bob", tok) == "OK:v2"
+
+        # rm with the CLI: the other mount's cached name goes too.
+        assert v.cli("rm", "app", "TOKEN").returncode == 0
+        assert users.try_open("bob", tok) == "ENOENT"
+        assert wait_for(lambda: not os.path.exists(tok), 5.0)
+    finally:
+        other.stop()
+
+
+def test_the_other_mount_enforces_a_sticky_bit_it_has_not_seen(vault_factory, users):
+    """The sticky bit set through one mount binds at the other at once: the
+    daemon checks it at unlink and rename from the stored mode while that
+    kernel still has the old mode cached, and the kernel itself once the
+    change feed (every 20 ms) has dropped its cache; bob is refused either
+    way."""
+    v = vault_factory(config=LONG_CACHE)
+    os.mkdir(v.path("shared"))
+    os.chmod(v.path("shared"), 0o777)
+    other = SecondMount(v, "shared")
+    try:
+        assert users.sh("alice", f"printf a > {other.path('A')}").returncode == 0
+        assert stat.S_IMODE(os.stat(other.mnt).st_mode) == 0o777    # cached
+        os.chmod(v.path("shared"), 0o1777)
+        r = users.sh("bob", f"rm -f {other.path('A')}")
+        assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+        r = users.sh("bob", f"printf b > {other.path('B')} && mv {other.path('B')} "
+                     f"{other.path('A')}")
+        assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+        assert v.get("shared", "A") == b"a"
+    finally:
+        other.stop()

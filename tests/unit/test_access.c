@@ -332,6 +332,38 @@ static void test_unit_from_cgroup(void **state)
 			 -ENAMETOOLONG);
 }
 
+/* The mode bits as the kernel reads them: one class per caller. */
+static void test_mode_permits(void **state)
+{
+	static const gid_t extra[] = { 300 };
+	struct access_who owner = { .uid = 100, .gid = 100 };
+	struct access_who member = { .uid = 200, .gid = 200, .groups = extra, .ngroups = 1 };
+	struct access_who other = { .uid = 201, .gid = 201 };
+	struct access_who unknown = { .uid = 202, .gid = 202, .ngroups = -1 };
+	struct access_who root = { .uid = 0, .gid = 0 };
+
+	(void)state;
+	assert_true(access_mode_permits(&owner, 100, 300, 0600, R_OK | W_OK));
+	assert_false(access_mode_permits(&owner, 100, 300, 0066, R_OK));	/* owner class */
+	assert_true(access_mode_permits(&member, 100, 300, 0640, R_OK));
+	assert_false(access_mode_permits(&member, 100, 300, 0640, W_OK));
+	assert_false(access_mode_permits(&member, 100, 300, 0604, R_OK));	/* group class */
+	assert_true(access_mode_permits(&other, 100, 300, 0644, R_OK));
+	assert_false(access_mode_permits(&other, 100, 300, 0640, R_OK));
+	assert_false(access_mode_permits(&unknown, 100, 300, 0640, R_OK));
+	assert_true(access_mode_permits(&root, 100, 300, 0000, R_OK | W_OK | X_OK));
+	assert_true(access_mode_permits(&other, 100, 300, 0711, X_OK));
+	assert_false(access_mode_permits(&other, 100, 300, 01770, X_OK));
+
+	/* Groups matter only where the group's bits and the others' differ. */
+	assert_true(access_mode_needs_groups(&other, 100, 300, 0640, R_OK));
+	assert_false(access_mode_needs_groups(&other, 100, 300, 0644, R_OK));
+	assert_false(access_mode_needs_groups(&other, 100, 300, 0600, R_OK));
+	assert_false(access_mode_needs_groups(&owner, 100, 300, 0640, R_OK));
+	assert_false(access_mode_needs_groups(&root, 100, 300, 0640, R_OK));
+	assert_false(access_mode_needs_groups(&other, 100, 201, 0640, R_OK));
+}
+
 #define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 int main(void)
@@ -348,6 +380,7 @@ int main(void)
 		FX_TEST(test_create_rules),
 		FX_TEST(test_max_mode),
 		cmocka_unit_test(test_unit_from_cgroup),
+		cmocka_unit_test(test_mode_permits),
 	};
 
 	return cmocka_run_group_tests_name("access", tests, NULL, NULL);
