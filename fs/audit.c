@@ -728,6 +728,28 @@ static void check_head(struct walk *w)
 			    (long long)w->prev.seq);
 }
 
+/* Anchor, entries and head come from one read snapshot: entries committed
+ * while the walk runs are neither half seen nor taken for a cut tail. */
+static int verify_snapshot(struct walk *w)
+{
+	int r = mark_load(w->a, META_ANCHOR, &w->prev);
+
+	if (r == -ENOENT) {
+		memset(&w->prev, 0, sizeof(w->prev));
+	} else if (r == -EBADMSG) {
+		verdict_bad(w->v, 1, NULL, "the anchor (the last pruned entry's MAC) was altered");
+		return 0;
+	} else if (r < 0) {
+		return r;
+	}
+	r = db_audit_each(w->a->store, NULL, walk_row, w);
+	if (r < 0)
+		return r;
+	if (w->v->ok)
+		check_head(w);
+	return 0;
+}
+
 int audit_verify(struct audit *a, struct audit_verdict *v)
 {
 	struct walk w = { .a = a, .v = v };
@@ -738,21 +760,12 @@ int audit_verify(struct audit *a, struct audit_verdict *v)
 	v->bad_row = calloc(1, sizeof(*v->bad_row));
 	if (!v->bad_row)
 		return -ENOMEM;
-	r = mark_load(a, META_ANCHOR, &w.prev);
-	if (r == -ENOENT) {
-		memset(&w.prev, 0, sizeof(w.prev));
-	} else if (r == -EBADMSG) {
-		verdict_bad(v, 1, NULL, "the anchor (the last pruned entry's MAC) was altered");
-		return 0;
-	} else if (r < 0) {
-		return r;
-	}
-	r = db_audit_each(a->store, NULL, walk_row, &w);
+	r = db_audit_read_begin(a->store);
 	if (r < 0)
 		return r;
-	if (v->ok)
-		check_head(&w);
-	return 0;
+	r = verify_snapshot(&w);
+	db_audit_read_end(a->store);
+	return r;
 }
 
 void audit_verdict_free(struct audit_verdict *v)
