@@ -366,16 +366,9 @@ static void send_syslog(const struct db_audit_row *r)
 	log_syslog_send(LOG_AUTHPRIV | (r->result ? LOG_NOTICE : LOG_INFO), msg);
 }
 
-/* Without a syslog socket glibc drops each message after trying socket()
- * and connect() again for it: look once per batch instead. */
-static bool syslog_socket_present(void)
-{
-	return access(_PATH_LOG, F_OK) == 0;
-}
-
 static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)
 {
-	bool to_syslog = a->syslog && syslog_socket_present();
+	bool to_syslog = a->syslog && log_syslog_present();
 	int r = chain_append(a, rows, n);
 
 	if (r == -EBUSY)
