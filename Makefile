@@ -28,7 +28,7 @@ PKGS := fuse3 libsodium sqlite3 inih
 DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
 	sqlite3 libinih-dev libcmocka-dev python3 python3-pytest attr util-linux passwd \
 	libsystemd-dev scdoc man-db systemd systemd-container docker.io busybox-static \
-	e2fsprogs clang libclang-rt-14-dev valgrind
+	e2fsprogs clang libclang-rt-14-dev valgrind openssl vim-tiny
 
 # libsystemd is optional: with it, `mount` tells systemd when the mount is
 # ready (Type=notify). WITH_SYSTEMD=0 builds without it even where present.
