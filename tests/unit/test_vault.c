@@ -240,8 +240,8 @@ static void test_rename_over_continues_history(void **state)
 	put(fx, "K", "k1");
 	put(fx, "K", "k2");
 	put(fx, "TMP", "new");
-	assert_int_equal(vault_rename(fx->v, id_of(fx, "TMP"), "K", true, NULL), -EEXIST);
-	assert_int_equal(vault_rename(fx->v, id_of(fx, "TMP"), "K", false, &replaced), 0);
+	assert_int_equal(vault_rename(fx->v, id_of(fx, "TMP"), "K", true, 0, NULL), -EEXIST);
+	assert_int_equal(vault_rename(fx->v, id_of(fx, "TMP"), "K", false, 0, &replaced), 0);
 	assert_true(replaced > 0);
 	assert_value(fx, "K", "new");
 	assert_int_equal(vault_read_version(fx->v, id_of(fx, "K"), 2, &b, NULL), 0);
@@ -249,6 +249,33 @@ static void test_rename_over_continues_history(void **state)
 	secbuf_free(b);
 	assert_int_equal(db_secret_find(vault_db(fx->v), fx->inst, "TMP", &(struct db_secret){ 0 }),
 			 -ENOENT);
+}
+
+/* Someone else's rename over a key (not its owner, not root) sends that
+ * key to the trash with its history; the renamer's key keeps its own. */
+static void test_rename_over_by_another_user(void **state)
+{
+	struct fx *fx = *state;
+	struct secbuf *b = NULL;
+	struct db_secret s;
+	struct db_trash t;
+
+	assert_int_equal(vault_put(fx->v, fx->inst, "K", (const unsigned char *)"k1", 2, 1000, 0,
+				   &s), 0);
+	put(fx, "K", "k2");
+	assert_int_equal(vault_put(fx->v, fx->inst, "T", (const unsigned char *)"t1", 2, 2000, 0,
+				   &s), 0);
+	assert_int_equal(vault_rename(fx->v, id_of(fx, "T"), "K", false, 2000, NULL), 0);
+	assert_value(fx, "K", "t1");
+	assert_int_equal(db_secret_find(vault_db(fx->v), fx->inst, "K", &s), 0);
+	assert_int_equal(s.uid, 2000);
+	assert_int_equal(s.version, 1);
+	assert_int_equal(vault_read_version(fx->v, s.id, 2, &b, NULL), -ENOENT);
+	assert_null(b);
+	assert_int_equal(db_trash_find(vault_db(fx->v), fx->inst, "K", 0, &t), 0);
+	assert_true(t.secret_id != s.id);
+	assert_int_equal(t.uid, 1000);
+	assert_int_equal(t.version, 2);		/* its history went with it */
 }
 
 static void test_delete_undelete_purge(void **state)
@@ -356,6 +383,7 @@ int main(void)
 		FX_TEST(test_check_and_set),
 		FX_TEST(test_put_many_all_or_nothing),
 		FX_TEST(test_rename_over_continues_history),
+		FX_TEST(test_rename_over_by_another_user),
 		FX_TEST(test_delete_undelete_purge),
 		FX_TEST(test_rollback),
 		FX_TEST(test_rotate_instance_keeps_values),
