@@ -3,13 +3,14 @@
  * attr_timeout); the handler queues the inode and waits until the thread
  * has told the kernel. Attribute-only invalidation (offset -1) touches no
  * page cache and takes no inode lock, so the waiting request can't block
- * it. Page and name invalidations are queued without waiting: they may
- * need locks that a request in flight holds until it is answered. */
+ * it. Page invalidations are queued without waiting, and only for a file
+ * nobody has open (no read into its pages can be in flight); names are
+ * never invalidated from here, since that takes the directory's lock,
+ * which a request waiting for our answer may hold. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "log.h"
@@ -18,12 +19,11 @@
 
 #define QUEUE_MAX 64
 
-enum inval_kind { INVAL_ATTR, INVAL_DATA, INVAL_ENTRY };
+enum inval_kind { INVAL_ATTR, INVAL_DATA };
 
 struct inval_item {
 	enum inval_kind kind;
-	fuse_ino_t ino;			/* the inode, or the parent of name */
-	char name[256];
+	fuse_ino_t ino;
 };
 
 static struct {
@@ -39,15 +39,8 @@ static struct {
 
 static int inval_send(const struct inval_item *it)
 {
-	switch (it->kind) {
-	case INVAL_ATTR:
-		return fuse_lowlevel_notify_inval_inode(nt.se, it->ino, -1, 0);
-	case INVAL_DATA:
-		return fuse_lowlevel_notify_inval_inode(nt.se, it->ino, 0, 0);
-	default:
-		return fuse_lowlevel_notify_inval_entry(nt.se, it->ino, it->name,
-							strlen(it->name));
-	}
+	return fuse_lowlevel_notify_inval_inode(nt.se, it->ino,
+						it->kind == INVAL_DATA ? 0 : -1, 0);
 }
 
 static void *inval_thread(void *arg)
@@ -111,7 +104,7 @@ void inval_stop(void)
 }
 
 /* Queues it; with wait, returns once the kernel has been told. */
-static void post(enum inval_kind kind, fuse_ino_t ino, const char *name, bool wait)
+static void post(enum inval_kind kind, fuse_ino_t ino, bool wait)
 {
 	struct inval_item *it;
 	uint64_t mine;
@@ -127,7 +120,6 @@ static void post(enum inval_kind kind, fuse_ino_t ino, const char *name, bool wa
 		it = &nt.queue[nt.n++];
 		it->kind = kind;
 		it->ino = ino;
-		snprintf(it->name, sizeof(it->name), "%s", name ? name : "");
 		mine = ++nt.posted;
 		pthread_cond_broadcast(&nt.cond);
 		while (wait && nt.done < mine && !nt.stop)
@@ -138,20 +130,15 @@ static void post(enum inval_kind kind, fuse_ino_t ino, const char *name, bool wa
 
 void inval_attr(fuse_ino_t ino)
 {
-	post(INVAL_ATTR, ino, NULL, true);
+	post(INVAL_ATTR, ino, true);
 }
 
 void inval_attr_later(fuse_ino_t ino)
 {
-	post(INVAL_ATTR, ino, NULL, false);
+	post(INVAL_ATTR, ino, false);
 }
 
 void inval_data(fuse_ino_t ino)
 {
-	post(INVAL_DATA, ino, NULL, false);
-}
-
-void inval_entry(fuse_ino_t parent, const char *name)
-{
-	post(INVAL_ENTRY, parent, name, false);
+	post(INVAL_DATA, ino, false);
 }

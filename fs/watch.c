@@ -6,8 +6,9 @@
  *    a restore, later another host) is found by comparing what the mount
  *    can see now with what it saw before, so no writer has to say what it
  *    changed;
- *  - what changed loses its cached attributes, and what went away or was
- *    renamed its cached name, through the notifier thread (inval.h);
+ *  - what changed or went away loses its cached attributes, through the
+ *    notifier thread (inval.h), never a name: that would wait for a
+ *    directory lock that a request in flight may hold;
  *  - it only ever drops caches: access is decided at each open from the
  *    stored row (guard.c), so a late or missed notice delays what `stat`
  *    shows, never a revoke.
@@ -149,13 +150,6 @@ static fuse_ino_t item_ino(const struct item *it)
 	return !it->secret && it->id == w.only ? FUSE_ROOT_ID : ino;
 }
 
-static fuse_ino_t parent_ino(const struct item *it)
-{
-	if (!it->secret || it->parent == w.only)
-		return FUSE_ROOT_ID;
-	return (fuse_ino_t)it->parent << 1;
-}
-
 static bool same(const struct item *a, const struct item *b)
 {
 	return a->uid == b->uid && a->gid == b->gid && a->mode == b->mode &&
@@ -174,11 +168,12 @@ static unsigned tell(const struct snapshot *old, const struct snapshot *now)
 		const struct item *b = j < now->n ? &now->v[j] : NULL;
 		int c = !a ? 1 : !b ? -1 : cmp_item(a, b);
 
-		if (c < 0 || (c == 0 && strcmp(a->name, b->name))) {
-			/* Gone, or renamed: its old name must not lead to it. */
-			if (!(a->secret == false && a->id == w.only))
-				inval_entry(parent_ino(a), a->name);
-		}
+		/* Attributes only, even for what went away or was renamed: a
+		 * name's invalidation waits for its directory's lock, which a
+		 * request in flight may hold until we answer it. Stale names
+		 * are harmless: a removed key's getattr says ESTALE and the
+		 * kernel looks the name up again, and every open is decided
+		 * from the stored row. */
 		if (c <= 0 && (c < 0 || !same(a, b))) {
 			inval_attr_later(item_ino(a));
 			told++;
