@@ -15,9 +15,8 @@ void inval_attr(fuse_ino_t ino);
 /* The same without waiting. */
 void inval_attr_later(fuse_ino_t ino);
 /* Drops the kernel's cached pages of ino (and its attributes), without
- * waiting: what a private mmap read into the page cache. Only for a file
- * with no open handle: a read into its pages holds page locks until it is
- * answered. */
+ * waiting, from a thread of its own: what a private mmap read into the
+ * page cache. */
 void inval_data(fuse_ino_t ino);
 
 #endif
