@@ -1398,17 +1398,30 @@ static int change_fingerprint(struct db *db, char *out, size_t size)
 /* SQLite's data_version moves when another connection commits, and only
  * then: asked on the writing connection, our own commits don't count. The
  * audit log's connection commits too, without changing what mounts show:
- * the fingerprint of the tables tells the two apart. */
+ * the fingerprint of the tables tells the two apart. One thread polls
+ * (the change_* fields are its own). */
 int db_change_seq(struct db *db, uint64_t *out)
 {
 	char fp[sizeof(db->change_fp)];
 	int64_t dv = 0;
 	int r;
 
+	struct db *rd;
+
 	db_lock(db);
 	r = pragma_int(db, "PRAGMA data_version", &dv);
+	db_unlock(db);
 	if (r == 0 && (dv != db->change_dv || !db->change_fp[0])) {
-		r = change_fingerprint(db, fp, sizeof(fp));
+		/* On a read connection where there is one: the writer's stays
+		 * free for commits meanwhile. */
+		rd = reader_take(db);
+		if (rd) {
+			r = reader_give(db, rd, change_fingerprint(rd, fp, sizeof(fp)));
+		} else {
+			db_lock(db);
+			r = change_fingerprint(db, fp, sizeof(fp));
+			db_unlock(db);
+		}
 		if (r == 0 && strcmp(fp, db->change_fp)) {
 			memcpy(db->change_fp, fp, sizeof(fp));
 			db->change_seq++;
@@ -1417,7 +1430,6 @@ int db_change_seq(struct db *db, uint64_t *out)
 			db->change_dv = dv;
 	}
 	*out = db->change_seq;
-	db_unlock(db);
 	return r;
 }
 

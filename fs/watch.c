@@ -163,7 +163,7 @@ static unsigned tell(const struct snapshot *old, const struct snapshot *now)
 	size_t i = 0, j = 0;
 	unsigned told = 0;
 
-	while (i < old->n || j < now->n) {
+	while ((i < old->n || j < now->n) && !w.stop) {
 		const struct item *a = i < old->n ? &old->v[i] : NULL;
 		const struct item *b = j < now->n ? &now->v[j] : NULL;
 		int c = !a ? 1 : !b ? -1 : cmp_item(a, b);
@@ -201,7 +201,7 @@ static void *watch_thread(void *arg)
 	(void)arg;
 	while (!w.stop) {
 		sleep_ms(WATCH_PERIOD_MS);
-		if (db_change_seq(w.db, &seq) < 0 || seq == w.seq)
+		if (w.stop || db_change_seq(w.db, &seq) < 0 || seq == w.seq || w.stop)
 			continue;
 		if (scan(&now) < 0) {
 			if (!failed)
