@@ -18,6 +18,7 @@
 
 #include <sodium.h>
 
+#include "../crypto/mac.h"
 #include "../crypto/seal.h"
 #include "../db/db_versions.h"
 #include "audit.h"
@@ -72,7 +73,7 @@ int vault_check_value(const struct secbuf *wrap, struct db_blob *out)
 {
 	struct seal_ad ad;
 
-	seal_ad_check(&ad);
+	seal_ad_check(&ad, 2);
 	return vault_seal_blob(out, wrap, &ad, check_plain, sizeof(check_plain));
 }
 
@@ -126,18 +127,83 @@ int vault_wrap_open(struct vault *v, const struct seal_ad *ad, const struct db_b
 	return r;
 }
 
-void vault_wrap_replace(struct vault *v, struct secbuf *wrap, struct secbuf *audit_key)
+int vault_keys_derive(struct vault_keys *k, const struct secbuf *master)
 {
-	struct secbuf *old, *old_audit;
+	int r;
+
+	*k = (struct vault_keys){ 0 };
+	r = seal_derive(&k->wrap, master->data, SEAL_SUBKEY_WRAP);
+	if (r == 0)
+		r = seal_derive(&k->audit, master->data, SEAL_SUBKEY_AUDIT);
+	if (r == 0)
+		r = seal_derive(&k->row, master->data, SEAL_SUBKEY_ROWMAC);
+	if (r < 0)
+		vault_keys_free(k);
+	return r;
+}
+
+void vault_keys_free(struct vault_keys *k)
+{
+	secbuf_free(k->wrap);
+	secbuf_free(k->audit);
+	secbuf_free(k->row);
+	*k = (struct vault_keys){ 0 };
+}
+
+void vault_wrap_replace(struct vault *v, struct vault_keys *k)
+{
+	struct vault_keys old;
 
 	pthread_rwlock_wrlock(&v->wrap_lock);
-	old = v->wrap;
-	v->wrap = wrap;
-	old_audit = v->audit_key;
-	v->audit_key = audit_key;
+	old = (struct vault_keys){ v->wrap, v->audit_key, v->row_key };
+	v->wrap = k->wrap;
+	v->audit_key = k->audit;
+	v->row_key = k->row;
 	pthread_rwlock_unlock(&v->wrap_lock);
-	secbuf_free(old);
-	secbuf_free(old_audit);
+	*k = (struct vault_keys){ 0 };
+	vault_keys_free(&old);
+}
+
+static void row_mac(void *ctx, const unsigned char *msg, size_t len,
+		    unsigned char out[DB_MAC_LEN])
+{
+	struct vault *v = ctx;
+
+	pthread_rwlock_rdlock(&v->wrap_lock);
+	mac_compute(out, v->row_key->data, msg, len);
+	pthread_rwlock_unlock(&v->wrap_lock);
+}
+
+static void row_mac_with(void *ctx, const unsigned char *msg, size_t len,
+			 unsigned char out[DB_MAC_LEN])
+{
+	const struct secbuf *key = ctx;
+
+	mac_compute(out, key->data, msg, len);
+}
+
+void vault_auth_for(struct db_auth *auth, const struct secbuf *row_key)
+{
+	*auth = (struct db_auth){ .mac = row_mac_with, .ctx = (void *)row_key };
+}
+
+static int wrap_renew(struct vault *v);
+
+/* Another process rotated the master key: our tag key is stale too. */
+static bool row_renew(void *ctx)
+{
+	return wrap_renew(ctx) == 0;
+}
+
+/* A row that fails its tag is handled like a value that fails: logged
+ * and audited by name, never used. */
+static void row_failed(void *ctx, const char *what)
+{
+	struct vault *v = ctx;
+
+	log_err("%s: %s fails authentication (tampered or damaged database); refusing "
+		"to use it", db_path(v->db), what);
+	audit_authfail_row(v->audit, what);
 }
 
 int vault_wrap_check(struct vault *v)
@@ -152,7 +218,7 @@ int vault_wrap_check(struct vault *v)
 		return -EPROTO;
 	if (r < 0)
 		return r;
-	seal_ad_check(&ad);
+	seal_ad_check(&ad, 2);
 	r = vault_wrap_open(v, &ad, &blob, &pt);
 	if (r == -EBADMSG || r == -EINVAL)
 		r = -EKEYREJECTED;
@@ -161,10 +227,65 @@ int vault_wrap_check(struct vault *v)
 	return r;
 }
 
-static int check_key(struct vault *v, char *err, size_t errlen)
+/* A vault from before row tags has a check value of era 1: then, and only
+ * then, its rows are tagged now, under the master key that opens it, and
+ * its check value moves to era 2 in the same transaction. */
+static int legacy_check(struct vault *v)
+{
+	struct db_blob blob = { 0 };
+	struct secbuf *pt = NULL;
+	struct seal_ad ad;
+	int r;
+
+	r = db_meta_get(v->db, VAULT_META_CHECK, &blob);
+	if (r < 0)
+		return r;
+	seal_ad_check(&ad, 1);
+	r = vault_wrap_open(v, &ad, &blob, &pt);
+	secbuf_free(pt);
+	db_blob_free(&blob);
+	return r == -EBADMSG || r == -EINVAL ? -EKEYREJECTED : r;
+}
+
+static int upgrade_rows(struct vault *v, char *err, size_t errlen)
+{
+	struct db_blob blob = { 0 };
+	int r;
+
+	r = db_begin(v->db);
+	if (r < 0)
+		goto out;
+	r = db_auth_upgrade(v->db);
+	if (r == 0)
+		r = vault_check_value(v->wrap, &blob);
+	if (r == 0)
+		r = db_meta_set(v->db, VAULT_META_CHECK, blob.data, blob.len);
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
+out:
+	if (r < 0)
+		snprintf(err, errlen, "%s: cannot add row authentication to this vault from an "
+			 "older vaultfs: %s (%s)", db_path(v->db), strerror(-r),
+			 db_errmsg(v->db));
+	db_blob_free(&blob);
+	return r;
+}
+
+static int check_key(struct vault *v, bool readonly, char *err, size_t errlen)
 {
 	int r = vault_wrap_check(v);
 
+	if (r == -EKEYREJECTED && legacy_check(v) == 0) {
+		if (readonly) {
+			snprintf(err, errlen, "%s was made by an older vaultfs: open it once "
+				 "for writing (any command) to add row authentication",
+				 db_path(v->db));
+			return -EROFS;
+		}
+		return upgrade_rows(v, err, errlen);
+	}
 	if (r == -EPROTO)
 		snprintf(err, errlen, "%s: not an initialized vault (no key check value)",
 			 db_path(v->db));
@@ -179,6 +300,7 @@ static int check_key(struct vault *v, char *err, size_t errlen)
 int vault_open(struct vault **out, const struct vault_conf *conf, const struct secbuf *master,
 	       int flags, char *err, size_t errlen)
 {
+	struct vault_keys keys;
 	struct vault *v;
 	int r;
 
@@ -194,19 +316,24 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		if (r == -EPROTO)
 			snprintf(err, errlen, "%s: not a vaultfs database, or damaged (%s)",
 				 conf->db, db_errmsg(NULL));
+		else if (r == -EUCLEAN)
+			snprintf(err, errlen, "%s", db_errmsg(NULL));
 		else
 			snprintf(err, errlen, "%s: %s", conf->db, r == -ENOENT ?
 				 "no such vault (create it with: vaultfs init)" : db_errmsg(NULL));
 		goto fail;
 	}
-	r = seal_derive(&v->wrap, master->data, SEAL_SUBKEY_WRAP);
-	if (r == 0)
-		r = seal_derive(&v->audit_key, master->data, SEAL_SUBKEY_AUDIT);
+	r = vault_keys_derive(&keys, master);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot lock memory for keys");
 		goto fail;
 	}
-	r = check_key(v, err, errlen);
+	vault_wrap_replace(v, &keys);
+	v->auth = (struct db_auth){
+		.mac = row_mac, .renew = row_renew, .failed = row_failed, .ctx = v,
+	};
+	db_set_auth(v->db, &v->auth);
+	r = check_key(v, flags & VAULT_READONLY, err, errlen);
 	if (r < 0)
 		goto fail;
 	*out = v;
@@ -232,9 +359,10 @@ void vault_close(struct vault *v)
 		next = k->next;
 		key_free(k);
 	}
+	db_close(v->db);
 	secbuf_free(v->wrap);
 	secbuf_free(v->audit_key);
-	db_close(v->db);
+	secbuf_free(v->row_key);
 	pthread_mutex_destroy(&v->keys_lock);
 	pthread_rwlock_destroy(&v->wrap_lock);
 	free(v);

@@ -25,6 +25,8 @@ struct vault {
 	pthread_rwlock_t wrap_lock;	/* wrap changes on reload and rotation */
 	struct secbuf *wrap;
 	struct secbuf *audit_key;	/* keys the audit chain's MACs */
+	struct secbuf *row_key;		/* keys the rows' tags (db_set_auth) */
+	struct db_auth auth;
 	struct audit *audit;
 	pthread_mutex_t keys_lock;
 	struct inst_key *keys;
@@ -57,10 +59,18 @@ int vault_wrap_current(struct vault *v) WUR;
 /* The check value for a wrapping key, sealed. */
 #define VAULT_META_CHECK "check"
 int vault_check_value(const struct secbuf *wrap, struct db_blob *out) WUR;
-/* Replaces the wrapping key (wrap is taken over). */
-/* Takes over the keys derived from a new master key: the wrapping key and
- * the audit subkey (which seals the audit chain's key). */
-void vault_wrap_replace(struct vault *v, struct secbuf *wrap, struct secbuf *audit_key);
+/* The keys derived from one master key. */
+struct vault_keys {
+	struct secbuf *wrap, *audit, *row;
+};
+int vault_keys_derive(struct vault_keys *k, const struct secbuf *master) WUR;
+void vault_keys_free(struct vault_keys *k);
+/* Takes over the keys derived from a new master key (k is emptied): the
+ * wrapping key, the audit subkey (which seals the audit chain's key) and
+ * the rows' tag key. */
+void vault_wrap_replace(struct vault *v, struct vault_keys *k);
+/* Row tags under a key that is not (yet) the vault's: for a rotation. */
+void vault_auth_for(struct db_auth *auth, const struct secbuf *row_key);
 
 int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
 		    const unsigned char *pt, size_t len) WUR;
