@@ -287,6 +287,21 @@ static int each_table(struct db *db, const char *fmt)
 	return r;
 }
 
+int dbi_auth_check_attached(struct db *db, const char *schema)
+{
+	char sql[512];
+	int r = 0;
+
+	if (!dbi_auth(db))
+		return -EACCES;
+	for (size_t i = 0; r == 0 && i < N_TAGGED; i++) {
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s.%s WHERE NOT dba_check(mac, %s)",
+			 schema, tagged[i].table, tagged[i].fields);
+		r = dbi_exec(db, sql);
+	}
+	return r;
+}
+
 int db_auth_upgrade(struct db *db)
 {
 	if (!dbi_auth(db))

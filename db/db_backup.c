@@ -5,7 +5,9 @@
  *  - backup files are created new, mode 0600, and are self-contained
  *    (rollback journal, not WAL) and synced before we report success;
  *  - a restore replaces the vault's rows in one transaction: readers see
- *    the old vault or the restored one.
+ *    the old vault or the restored one; every row of the backup has its
+ *    tag checked first, in that transaction, so a doctored one changes
+ *    nothing.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -170,8 +172,11 @@ int db_restore(struct db *db, const char *path)
 	r = same_schema(db);
 	if (r == 0)
 		r = dbi_exec(db, "BEGIN IMMEDIATE");
+	/* Every row of the backup is checked before anything is replaced. */
 	if (r == 0) {
-		r = replace_rows(db);
+		r = dbi_auth_check_attached(db, "bak");
+		if (r == 0)
+			r = replace_rows(db);
 		if (r == 0)
 			r = dbi_exec(db, "COMMIT");
 		if (r < 0)

@@ -54,6 +54,9 @@ int dbi_auth_register(struct db *db);
  * 0, or -EIO (reported) or -EACCES (no auth). what names the row. */
 int dbi_row_verify(struct db *db, sqlite3_stmt *st, const char *tag, const int *cols,
 		   int ncols, int maccol, const char *what, int64_t id);
+/* Checks every row of the attached database `schema` (dba_check): 0, or
+ * -EIO naming the first row that fails. */
+int dbi_auth_check_attached(struct db *db, const char *schema);
 /* A tag failure inside SQL (dba_check): the -errno to return, 0 if none. */
 int dbi_auth_sql_failed(void);
 /* After the outermost commit or rollback: reports failures found inside it. */

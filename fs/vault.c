@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -297,6 +298,46 @@ static int check_key(struct vault *v, bool readonly, char *err, size_t errlen)
 	return r;
 }
 
+/* Whoever can write the database, its -wal or its -shm can destroy
+ * secrets: only the user the daemon runs as may (root, or the `user =`
+ * account, which owns it by design after the drop). */
+static int file_safe(const struct vault_conf *conf, const char *path, char *err,
+		     size_t errlen)
+{
+	const struct daemon_conf *d = &conf->daemon;
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return 0;	/* missing: db_open says so */
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen, "%s is writable by group or others (mode %04o): "
+			 "refusing it, since whoever can write it can destroy secrets; run: "
+			 "chmod go-w %s", path, (unsigned)(st.st_mode & 07777), path);
+		return -EPERM;
+	}
+	if (st.st_uid != geteuid() && !(d->has_user && st.st_uid == d->uid)) {
+		snprintf(err, errlen, "%s is owned by uid %u, not by the user vaultfs runs as "
+			 "(uid %u%s%s): refusing it; run: chown %s %s", path,
+			 (unsigned)st.st_uid, (unsigned)geteuid(), d->has_user ? " or " : "",
+			 d->has_user ? d->user : "", d->has_user ? d->user : "root", path);
+		return -EPERM;
+	}
+	return 0;
+}
+
+static int files_safe(const struct vault_conf *conf, char *err, size_t errlen)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm" };
+	char path[sizeof(conf->db) + 8];
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < 3; i++) {
+		snprintf(path, sizeof(path), "%s%s", conf->db, suffix[i]);
+		r = file_safe(conf, path, err, errlen);
+	}
+	return r;
+}
+
 int vault_open(struct vault **out, const struct vault_conf *conf, const struct secbuf *master,
 	       int flags, char *err, size_t errlen)
 {
@@ -311,6 +352,9 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 	v->conf = conf;
 	pthread_mutex_init(&v->keys_lock, NULL);
 	pthread_rwlock_init(&v->wrap_lock, NULL);
+	r = files_safe(conf, err, errlen);
+	if (r < 0)
+		goto fail;
 	r = db_open(&v->db, conf->db, flags & VAULT_READONLY ? DB_READONLY : 0);
 	if (r < 0) {
 		if (r == -EPROTO)

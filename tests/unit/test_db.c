@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "../../db/db.h"
+#include "test_auth.h"
 
 struct fx {
 	char dir[64];

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "../../db/db.h"
+#include "test_auth.h"
 
 struct fx {
 	char dir[64];

@@ -18,6 +18,7 @@
 #include "../../db/db_attrs.h"
 #include "../../db/db_backup.h"
 #include "../../db/db_versions.h"
+#include "test_auth.h"
 
 struct fx {
 	char dir[64];
