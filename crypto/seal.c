@@ -77,6 +77,12 @@ void seal_ad_check(struct seal_ad *ad, int era)
 	ad_put_str(ad, era >= 2 ? "vaultfs/check/2" : "vaultfs/check/1");
 }
 
+void seal_ad_row_key(struct seal_ad *ad)
+{
+	ad->len = 0;
+	ad_put_str(ad, "vaultfs/row-key/1");
+}
+
 int seal_derive(struct secbuf **out, const unsigned char master[static SEAL_KEY_LEN],
 		enum seal_subkey id)
 {

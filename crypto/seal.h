@@ -14,7 +14,6 @@
 enum seal_subkey {
 	SEAL_SUBKEY_WRAP = 1,	/* wraps instance data keys and the check value */
 	SEAL_SUBKEY_AUDIT = 2,	/* keys the audit hash chain */
-	SEAL_SUBKEY_ROWMAC = 3,	/* authenticates rows' access and identity fields */
 };
 
 /* Associated data: what a sealed blob is bound to. */
@@ -28,6 +27,8 @@ void seal_ad_value(struct seal_ad *ad, const char *instance, const char *key,
 void seal_ad_wrap(struct seal_ad *ad, const char *instance, uint64_t generation);
 /* era 1: before rows were authenticated; era 2: since. */
 void seal_ad_check(struct seal_ad *ad, int era);
+/* The key of the rows' tags, sealed under the wrapping key. */
+void seal_ad_row_key(struct seal_ad *ad);
 
 /* Derives subkey `id` of the master key into a locked buffer. */
 int seal_derive(struct secbuf **out, const unsigned char master[static SEAL_KEY_LEN],

@@ -3,9 +3,9 @@
  * rotating an instance's data key. Rules this file keeps:
  *  - a rotation is one transaction: after a crash the vault opens with
  *    exactly one of the two keys, the old or the new, and nothing else;
- *  - a master-key rotation re-wraps the data keys and the check value; the
- *    values themselves are untouched, so a mounted daemon's cached data
- *    keys stay good and it only needs the new wrapping key for new
+ *  - a master-key rotation re-wraps the data keys, the rows' tag key and
+ *    the check value; the values and the row tags are untouched, so a
+ *    mounted daemon's cached data keys and tag key stay good and it only needs the new wrapping key for new
  *    instances (reload, or wrap_renew when it finds its key stale);
  *  - an instance rotation re-seals every value of the instance, old
  *    versions and deleted secrets included, then wraps the new data key as
@@ -131,8 +131,7 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 			vault_progress_fn progress, void *ctx, char *err, size_t errlen)
 {
 	struct vault_keys nk;
-	struct db_auth next;
-	struct db_blob check = { 0 };
+	struct db_blob check = { 0 }, rk = { 0 };
 	struct id_array a = { 0 };
 	char name[DB_NAME_MAX + 1];
 	int r;
@@ -146,7 +145,6 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 		vault_keys_free(&nk);
 		return -EINVAL;
 	}
-	vault_auth_for(&next, nk.row);
 	r = db_begin(v->db);
 	if (r < 0)
 		goto out;
@@ -165,9 +163,11 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 	/* The audit chain's key, sealed under the master key, moves with it. */
 	if (r == 0)
 		r = audit_rotate_master(v->db, v->audit_key, new_master);
-	/* Every row's tag: checked under the old key, made under the new. */
+	/* The rows' tag key is re-sealed; the tags stay as they are. */
 	if (r == 0)
-		r = db_auth_rekey(v->db, &next);
+		r = vault_row_key_seal(nk.wrap, v->row_key, &rk);
+	if (r == 0)
+		r = db_meta_set(v->db, VAULT_META_ROW_KEY, rk.data, rk.len);
 	if (r == 0)
 		r = db_commit(v->db);
 	else
@@ -178,6 +178,7 @@ out:
 	if (r < 0 && !err[0])
 		snprintf(err, errlen, "%s; nothing was changed", strerror(-r));
 	db_blob_free(&check);
+	db_blob_free(&rk);
 	vault_keys_free(&nk);
 	free(a.ids);
 	return r;

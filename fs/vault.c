@@ -80,8 +80,8 @@ int vault_check_value(const struct secbuf *wrap, struct db_blob *out)
 
 int vault_init(const char *db_path, const struct secbuf *master, char *err, size_t errlen)
 {
-	struct secbuf *wrap = NULL;
-	struct db_blob blob = { 0 };
+	struct secbuf *wrap = NULL, *row_key = NULL;
+	struct db_blob blob = { 0 }, kblob = { 0 };
 	struct db *db = NULL;
 	int r;
 
@@ -96,10 +96,18 @@ int vault_init(const char *db_path, const struct secbuf *master, char *err, size
 		r = vault_check_value(wrap, &blob);
 	if (r == 0)
 		r = db_meta_set(db, VAULT_META_CHECK, blob.data, blob.len);
+	if (r == 0)
+		r = seal_keygen(&row_key);
+	if (r == 0)
+		r = vault_row_key_seal(wrap, row_key, &kblob);
+	if (r == 0)
+		r = db_meta_set(db, VAULT_META_ROW_KEY, kblob.data, kblob.len);
 	if (r < 0)
 		snprintf(err, errlen, "%s: cannot initialize: %s", db_path, strerror(-r));
 	db_blob_free(&blob);
+	db_blob_free(&kblob);
 	secbuf_free(wrap);
+	secbuf_free(row_key);
 	db_close(db);
 	if (r < 0)
 		unlink(db_path);
@@ -136,8 +144,6 @@ int vault_keys_derive(struct vault_keys *k, const struct secbuf *master)
 	r = seal_derive(&k->wrap, master->data, SEAL_SUBKEY_WRAP);
 	if (r == 0)
 		r = seal_derive(&k->audit, master->data, SEAL_SUBKEY_AUDIT);
-	if (r == 0)
-		r = seal_derive(&k->row, master->data, SEAL_SUBKEY_ROWMAC);
 	if (r < 0)
 		vault_keys_free(k);
 	return r;
@@ -147,7 +153,6 @@ void vault_keys_free(struct vault_keys *k)
 {
 	secbuf_free(k->wrap);
 	secbuf_free(k->audit);
-	secbuf_free(k->row);
 	*k = (struct vault_keys){ 0 };
 }
 
@@ -156,10 +161,9 @@ void vault_wrap_replace(struct vault *v, struct vault_keys *k)
 	struct vault_keys old;
 
 	pthread_rwlock_wrlock(&v->wrap_lock);
-	old = (struct vault_keys){ v->wrap, v->audit_key, v->row_key };
+	old = (struct vault_keys){ v->wrap, v->audit_key };
 	v->wrap = k->wrap;
 	v->audit_key = k->audit;
-	v->row_key = k->row;
 	pthread_rwlock_unlock(&v->wrap_lock);
 	*k = (struct vault_keys){ 0 };
 	vault_keys_free(&old);
@@ -175,25 +179,51 @@ static void row_mac(void *ctx, const unsigned char *msg, size_t len,
 	pthread_rwlock_unlock(&v->wrap_lock);
 }
 
-static void row_mac_with(void *ctx, const unsigned char *msg, size_t len,
-			 unsigned char out[DB_MAC_LEN])
+int vault_row_key_seal(const struct secbuf *wrap, const struct secbuf *row_key,
+		       struct db_blob *out)
 {
-	const struct secbuf *key = ctx;
+	struct seal_ad ad;
 
-	mac_compute(out, key->data, msg, len);
+	seal_ad_row_key(&ad);
+	return vault_seal_blob(out, wrap, &ad, row_key->data, row_key->len);
 }
 
-void vault_auth_for(struct db_auth *auth, const struct secbuf *row_key)
+static int row_key_load(struct vault *v)
 {
-	*auth = (struct db_auth){ .mac = row_mac_with, .ctx = (void *)row_key };
+	struct db_blob blob = { 0 };
+	struct secbuf *k = NULL;
+	struct seal_ad ad;
+	int r;
+
+	r = db_meta_get(v->db, VAULT_META_ROW_KEY, &blob);
+	seal_ad_row_key(&ad);
+	if (r == 0)
+		r = vault_wrap_open(v, &ad, &blob, &k);
+	if (r == 0 && k->len != MAC_KEY_LEN)
+		r = -EBADMSG;
+	db_blob_free(&blob);
+	if (r < 0) {
+		secbuf_free(k);
+		return r == -ENOENT || r == -EINVAL || r == -EBADMSG ? -EIO : r;
+	}
+	secbuf_free(v->row_key);
+	v->row_key = k;
+	return 0;
 }
 
-static int wrap_renew(struct vault *v);
-
-/* Another process rotated the master key: our tag key is stale too. */
-static bool row_renew(void *ctx)
+/* A fresh tag key for a vault that has none, sealed into *out. */
+static int row_key_new(struct vault *v, struct db_blob *out)
 {
-	return wrap_renew(ctx) == 0;
+	int r = seal_keygen(&v->row_key);
+
+	if (r == 0)
+		r = vault_row_key_seal(v->wrap, v->row_key, out);
+	return r;
+}
+
+int vault_retag_for(struct vault *src, struct vault *dst)
+{
+	return db_auth_rekey(src->db, &dst->auth);
 }
 
 /* A row that fails its tag is handled like a value that fails: logged
@@ -251,12 +281,17 @@ static int legacy_check(struct vault *v)
 static int upgrade_rows(struct vault *v, char *err, size_t errlen)
 {
 	struct db_blob blob = { 0 };
+	struct db_blob kblob = { 0 };
 	int r;
 
 	r = db_begin(v->db);
 	if (r < 0)
 		goto out;
-	r = db_auth_upgrade(v->db);
+	r = row_key_new(v, &kblob);
+	if (r == 0)
+		r = db_meta_set(v->db, VAULT_META_ROW_KEY, kblob.data, kblob.len);
+	if (r == 0)
+		r = db_auth_upgrade(v->db);
 	if (r == 0)
 		r = vault_check_value(v->wrap, &blob);
 	if (r == 0)
@@ -271,6 +306,7 @@ out:
 			 "older vaultfs: %s (%s)", db_path(v->db), strerror(-r),
 			 db_errmsg(v->db));
 	db_blob_free(&blob);
+	db_blob_free(&kblob);
 	return r;
 }
 
@@ -374,10 +410,13 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 	}
 	vault_wrap_replace(v, &keys);
 	v->auth = (struct db_auth){
-		.mac = row_mac, .renew = row_renew, .failed = row_failed, .ctx = v,
+		.mac = row_mac, .failed = row_failed, .ctx = v,
 	};
 	db_set_auth(v->db, &v->auth);
 	r = check_key(v, flags & VAULT_READONLY, err, errlen);
+	if (r == 0 && !v->row_key && (r = row_key_load(v)) < 0)
+		snprintf(err, errlen, "%s: the key of its row tags is missing or does not "
+			 "open (tampered or damaged database)", conf->db);
 	if (r < 0)
 		goto fail;
 	*out = v;

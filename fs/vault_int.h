@@ -61,16 +61,19 @@ int vault_wrap_current(struct vault *v) WUR;
 int vault_check_value(const struct secbuf *wrap, struct db_blob *out) WUR;
 /* The keys derived from one master key. */
 struct vault_keys {
-	struct secbuf *wrap, *audit, *row;
+	struct secbuf *wrap, *audit;
 };
 int vault_keys_derive(struct vault_keys *k, const struct secbuf *master) WUR;
 void vault_keys_free(struct vault_keys *k);
 /* Takes over the keys derived from a new master key (k is emptied): the
- * wrapping key, the audit subkey (which seals the audit chain's key) and
- * the rows' tag key. */
+ * wrapping key and the audit subkey (which seals the audit chain's key). */
 void vault_wrap_replace(struct vault *v, struct vault_keys *k);
-/* Row tags under a key that is not (yet) the vault's: for a rotation. */
-void vault_auth_for(struct db_auth *auth, const struct secbuf *row_key);
+/* The rows' tag key is random, like the data keys, and stored sealed under
+ * the wrapping key: a master-key rotation re-seals it and no row changes,
+ * so a daemon keeps checking rows with the key it holds. */
+#define VAULT_META_ROW_KEY "row_key"
+int vault_row_key_seal(const struct secbuf *wrap, const struct secbuf *row_key,
+		       struct db_blob *out) WUR;
 
 int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
 		    const unsigned char *pt, size_t len) WUR;
