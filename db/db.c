@@ -174,7 +174,9 @@ static const char *const migrations[] = {
 	"ALTER TABLE secrets ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
 	"ALTER TABLE versions ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
 	"ALTER TABLE trash ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
-	"ALTER TABLE secret_attrs ADD COLUMN mac BLOB NOT NULL DEFAULT x'';",
+	"ALTER TABLE secret_attrs ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
+	"ALTER TABLE instances ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE instances ADD COLUMN state BLOB NOT NULL DEFAULT x'';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -198,6 +200,8 @@ struct db {
 	unsigned readers_max, readers_open;
 	sqlite3_stmt *pin_begin, *pin_end;	/* a reader's BEGIN and COMMIT */
 	const struct db_auth *auth, *auth_next;	/* row tags: db_auth.c */
+	int64_t *dirty;		/* instances whose state this transaction remakes */
+	size_t ndirty, dirty_cap;
 	int64_t schema_cookie;	/* schema_version when its objects were checked */
 };
 
@@ -729,6 +733,7 @@ void db_close(struct db *db)
 	if (db->conn)
 		sqlite3_close_v2(db->conn);
 	pthread_mutex_destroy(&db->lock);
+	free(db->dirty);
 	free(db->path);
 	free(db);
 }
@@ -947,6 +952,46 @@ static int release_nested(struct db *db)
 	return r;
 }
 
+/* At the outermost commit: the state of each instance whose live secrets
+ * changed, made afresh. */
+static int states_update(struct db *db)
+{
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < db->ndirty; i++)
+		r = dbi_state_update(db, db->dirty[i], db->auth, true);
+	if (r == 0 && db->ndirty)
+		r = dbi_floor_update(db, db->auth);
+	db->ndirty = 0;
+	return r;
+}
+
+int dbi_state_touch(struct db *db, int64_t inst, bool fresh)
+{
+	int64_t *p;
+	int r;
+
+	if (!in_own_txn(db)) {
+		snprintf(last_error, sizeof(last_error), "internal: a change to live secrets "
+			 "outside a transaction");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < db->ndirty; i++)
+		if (db->dirty[i] == inst)
+			return 0;
+	if (!fresh && (r = dbi_state_verify(db, inst)) < 0)
+		return r;
+	if (db->ndirty == db->dirty_cap) {
+		p = realloc(db->dirty, (db->dirty_cap ? db->dirty_cap * 2 : 8) * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		db->dirty = p;
+		db->dirty_cap = db->dirty_cap ? db->dirty_cap * 2 : 8;
+	}
+	db->dirty[db->ndirty++] = inst;
+	return 0;
+}
+
 int db_commit(struct db *db)
 {
 	bool last = db->depth == 1;
@@ -954,6 +999,8 @@ int db_commit(struct db *db)
 
 	if (db->depth > 1) {
 		r = release_nested(db);
+	} else if ((r = states_update(db)) < 0) {
+		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
 	} else {
 		r = exec_sql(db, "COMMIT");
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
@@ -970,6 +1017,8 @@ void db_rollback(struct db *db)
 {
 	bool last = db->depth == 1;
 
+	if (last)
+		db->ndirty = 0;
 	if (db->depth > 1)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	else if (sqlite3_get_autocommit(db->conn) == 0)
@@ -1155,7 +1204,7 @@ int db_meta_set(struct db *db, const char *key, const unsigned char *v, size_t l
 	return r;
 }
 
-int db_instance_create(struct db *db, struct db_instance *in, const struct db_blob *wrapped_key)
+static int db_instance_create_now(struct db *db, struct db_instance *in, const struct db_blob *wrapped_key)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -1495,7 +1544,7 @@ int db_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
 	return r;
 }
 
-int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *blob)
+static int db_secret_insert_now(struct db *db, struct db_secret *s, const struct db_blob *blob)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -1527,7 +1576,7 @@ int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *b
 	return r;
 }
 
-int db_secret_set_value(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+static int db_secret_set_value_now(struct db *db, const struct db_secret *s, const struct db_blob *blob)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -1556,7 +1605,7 @@ int db_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t m
 	return set_attr(db, ST_SEC_SET_ATTR, id, uid, gid, mode, now_ns);
 }
 
-int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+static int db_secret_rename_now(struct db *db, const struct db_secret *s, const struct db_blob *blob)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -1576,7 +1625,7 @@ int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_b
 	return r;
 }
 
-int db_secret_delete(struct db *db, int64_t id)
+static int db_secret_delete_now(struct db *db, int64_t id)
 {
 	return delete_row(db, ST_SEC_DELETE, id);
 }
@@ -1708,4 +1757,128 @@ int dbi_create_file(const char *path)
 void dbi_set_error(const char *msg)
 {
 	snprintf(last_error, sizeof(last_error), "%s", msg);
+}
+
+/* Changes to which version of which secret is live run in a transaction
+ * of their own (a savepoint inside the caller's), whose outermost commit
+ * remakes the instance's state. */
+static int live_end(struct db *db, int r)
+{
+	if (r == 0)
+		return db_commit(db);
+	db_rollback(db);
+	return r;
+}
+
+int db_instance_create(struct db *db, struct db_instance *in, const struct db_blob *wrapped_key)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = db_instance_create_now(db, in, wrapped_key);
+	if (r == 0)
+		r = dbi_state_touch(db, in->id, true);
+	return live_end(db, r);
+}
+
+int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *blob)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch(db, s->instance_id, false);
+	if (r == 0)
+		r = db_secret_insert_now(db, s, blob);
+	return live_end(db, r);
+}
+
+int db_secret_set_value(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, s->id, false);
+	if (r == 0)
+		r = db_secret_set_value_now(db, s, blob);
+	return live_end(db, r);
+}
+
+int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, s->id, false);
+	if (r == 0)
+		r = db_secret_rename_now(db, s, blob);
+	return live_end(db, r);
+}
+
+int db_secret_delete(struct db *db, int64_t id)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, id, false);
+	if (r == 0)
+		r = db_secret_delete_now(db, id);
+	return live_end(db, r);
+}
+
+int dbi_state_touch_secret(struct db *db, int64_t secret_id, bool trash)
+{
+	static const char live_sql[] = "SELECT instance_id FROM secrets WHERE id = ?1";
+	static const char trash_sql[] = "SELECT instance_id FROM trash WHERE secret_id = ?1";
+	sqlite3_stmt *st;
+	int64_t inst = 0;
+	int r = 0;
+
+	db_lock(db);
+	st = dbi_stmt(db, trash ? trash_sql : live_sql, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, secret_id);
+		r = step_row(db, st);
+		if (r == 1)
+			inst = sqlite3_column_int64(st, 0);
+		r = r == 1 ? 0 : r == 0 ? -ENOENT : r;
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r < 0 ? r : dbi_state_touch(db, inst, false);
+}
+
+int dbi_each_instance(struct db *db, int (*fn)(struct db *, int64_t, void *), void *ctx)
+{
+	static const char sql[] = "SELECT id FROM instances ORDER BY id";
+	int64_t *ids = NULL, *p;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = dbi_stmt(db, sql, &r);
+	while (st && (r = step_row(db, st)) == 1) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			p = realloc(ids, cap * sizeof(*p));
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			ids = p;
+		}
+		ids[n++] = sqlite3_column_int64(st, 0);
+	}
+	if (st)
+		stmt_done(st);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = fn(db, ids[i], ctx);
+	db_unlock(db);
+	free(ids);
+	return r;
 }

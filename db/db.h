@@ -157,6 +157,20 @@ int db_auth_rekey(struct db *db, const struct db_auth *next) WUR;
  * failed, or another -errno. */
 int db_auth_check_all(struct db *db, void (*fn)(void *, const char *what), void *ctx) WUR;
 
+/* An instance's state: seq (bumped by each transaction that changes which
+ * version of which secret is live) and, for db_state_check, the (id,
+ * version) of each live secret, checked against the instance's tagged
+ * state in one snapshot: -EIO (reported) if they differ. */
+int db_instance_seq(struct db *db, int64_t instance_id, int64_t *seq) WUR;
+int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
+		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx) WUR;
+
+/* The highest audit entry the log had reached at the last write to live
+ * secrets (checked): -ENOENT if none was recorded, -EIO if it fails. */
+int db_audit_floor(struct db *db, int64_t *floor) WUR;
+/* The first len bytes of audit entry seq's chain MAC: -ENOENT if none. */
+int db_audit_entry_mac(struct db *db, int64_t seq, unsigned char *out, size_t len) WUR;
+
 void db_blob_free(struct db_blob *b);
 int64_t db_now_ns(void);
 

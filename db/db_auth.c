@@ -18,7 +18,7 @@
 
 #include "db_int.h"
 
-#define MSG_MAX 1024
+#define MSG_MAX 4096	/* a 1024-byte description, two 255-byte names and more */
 #define PENDING_MAX 8
 #define WHAT_MAX 96
 
@@ -302,11 +302,35 @@ int dbi_auth_check_attached(struct db *db, const char *schema)
 	return r;
 }
 
+static int state_make(struct db *db, int64_t inst, void *ctx)
+{
+	return dbi_state_update(db, inst, ctx, false);
+}
+
+static int state_remake(struct db *db, int64_t inst, void *ctx)
+{
+	int r = dbi_state_verify(db, inst);
+
+	return r < 0 ? r : dbi_state_update(db, inst, ctx, false);
+}
+
 int db_auth_upgrade(struct db *db)
 {
+	int r;
+
 	if (!dbi_auth(db))
 		return -EACCES;
-	return each_table(db, "UPDATE %s SET mac = dba_mac(%s)%.0s");
+	r = each_table(db, "UPDATE %s SET mac = dba_mac(%s)%.0s");
+	if (r == 0)
+		r = dbi_state_remake_all(db);
+	return r;
+}
+
+int dbi_state_remake_all(struct db *db)
+{
+	int r = dbi_each_instance(db, state_make, (void *)dbi_auth(db));
+
+	return r < 0 ? r : dbi_floor_update(db, dbi_auth(db));
 }
 
 int db_auth_rekey(struct db *db, const struct db_auth *next)
@@ -316,8 +340,10 @@ int db_auth_rekey(struct db *db, const struct db_auth *next)
 	if (!dbi_auth(db))
 		return -EACCES;
 	dbi_lock(db);
+	r = dbi_each_instance(db, state_remake, (void *)next);
 	dbi_set_auth_next(db, next);
-	r = each_table(db, "UPDATE %s SET mac = dba_mac(%s) WHERE dba_check(mac, %s)");
+	if (r == 0)
+		r = each_table(db, "UPDATE %s SET mac = dba_mac(%s) WHERE dba_check(mac, %s)");
 	dbi_set_auth_next(db, NULL);
 	dbi_unlock(db);
 	return r;
@@ -366,4 +392,318 @@ int db_auth_check_all(struct db *db, void (*fn)(void *, const char *what), void 
 		r = check_table(db, t, fn, ctx, &bad);
 	dbi_unlock(db);
 	return r < 0 ? r : bad ? -EIO : 0;
+}
+
+/*
+ * Instance state: which version of each live secret is current. Rules:
+ *  - an instance row holds seq, bumped by every transaction that changes
+ *    the (id, version) set of its live secrets, and state, a keyed chain
+ *    over (instance id, seq) and that set in id order;
+ *  - the state is checked before a transaction changes the set and made
+ *    afresh at its commit, so a write never launders a row put back from
+ *    an older copy, from versions or from another secret;
+ *  - readers compare a row's version with the set (fs/vault.c).
+ */
+#define STATE_CHUNK (MSG_MAX - 64)
+
+struct state_calc {
+	const struct db_auth *auth;
+	struct msg m;
+};
+
+static void state_begin(struct state_calc *c, const struct db_auth *auth, int64_t inst,
+			int64_t seq)
+{
+	c->auth = auth;
+	msg_init(&c->m, "state");
+	put_u64(&c->m, (uint64_t)inst);
+	put_u64(&c->m, (uint64_t)seq);
+}
+
+static void state_add(struct state_calc *c, int64_t id, int64_t version)
+{
+	unsigned char h[DB_MAC_LEN];
+
+	if (c->m.len > STATE_CHUNK) {
+		c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, h);
+		msg_init(&c->m, "state+");
+		put(&c->m, h, sizeof(h));
+	}
+	put_u64(&c->m, (uint64_t)id);
+	put_u64(&c->m, (uint64_t)version);
+}
+
+static void state_end(struct state_calc *c, unsigned char out[DB_MAC_LEN])
+{
+	c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, out);
+}
+
+static const char sql_state_scan[] =
+	"SELECT i.seq, i.state, s.id, s.version FROM instances i LEFT JOIN secrets s "
+	"ON s.instance_id = i.id WHERE i.id = ?1 ORDER BY s.id";
+static const char sql_state_set[] =
+	"UPDATE instances SET seq = ?2, state = ?3 WHERE id = ?1";
+static const char sql_instance_seq[] = "SELECT seq FROM instances WHERE id = ?1";
+
+/* One statement, so one snapshot: seq (plus delta), state and the set;
+ * with check, compares the state made with the stored one; fn gets each
+ * (id, version). */
+static int state_scan(struct db *db, int64_t inst, const struct db_auth *auth, int64_t *seq,
+		      int64_t delta, unsigned char out[DB_MAC_LEN], bool check,
+		      int (*fn)(void *, int64_t, uint64_t), void *ctx)
+{
+	struct state_calc c;
+	sqlite3_stmt *st;
+	const void *stored = NULL;
+	size_t stored_len = 0;
+	unsigned char stored_buf[DB_MAC_LEN];
+	bool first = true;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_state_scan, &r);
+	if (!st)
+		goto out;
+	sqlite3_bind_int64(st, 1, inst);
+	while ((r = dbi_step_row(db, st)) == 1) {
+		if (first) {
+			*seq = sqlite3_column_int64(st, 0) + delta;
+			stored = sqlite3_column_blob(st, 1);
+			stored_len = (size_t)sqlite3_column_bytes(st, 1);
+			if (stored && stored_len == DB_MAC_LEN)
+				memcpy(stored_buf, stored, DB_MAC_LEN);
+			state_begin(&c, auth, inst, *seq);
+			first = false;
+		}
+		if (sqlite3_column_type(st, 2) == SQLITE_NULL)
+			continue;
+		state_add(&c, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+		if (fn && (r = fn(ctx, sqlite3_column_int64(st, 2),
+				  (uint64_t)sqlite3_column_int64(st, 3))) != 0)
+			break;
+	}
+	dbi_done(st);
+	if (r == 0 && first)
+		r = -ENOENT;
+	if (r == 0) {
+		state_end(&c, out);
+		if (check && !(stored && stored_len == DB_MAC_LEN && same_tag(out, stored_buf,
+									  DB_MAC_LEN)))
+			r = -EBADMSG;
+	}
+out:
+	dbi_unlock(db);
+	return r;
+}
+
+static int state_failed(struct db *db, int64_t inst)
+{
+	char what[WHAT_MAX];
+
+	snprintf(what, sizeof(what), "instances row %lld state (its live secrets' versions)",
+		 (long long)inst);
+	auth_fail(db, what);
+	return -EIO;
+}
+
+int db_state_check(struct db *db, int64_t inst, int64_t *seq,
+		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
+{
+	const struct db_auth *auth = dbi_auth(db);
+	unsigned char out[DB_MAC_LEN];
+	int r;
+
+	if (!auth)
+		return -EACCES;
+	r = state_scan(db, inst, auth, seq, 0, out, true, fn, ctx);
+	return r == -EBADMSG ? state_failed(db, inst) : r;
+}
+
+int db_instance_seq(struct db *db, int64_t inst, int64_t *seq)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_instance_seq, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, inst);
+		r = dbi_step_row(db, st);
+		if (r == 1)
+			*seq = sqlite3_column_int64(st, 0);
+		r = r == 1 ? 0 : r == 0 ? -ENOENT : r;
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+int dbi_state_verify(struct db *db, int64_t inst)
+{
+	int64_t seq;
+
+	return db_state_check(db, inst, &seq, NULL, NULL);
+}
+
+/* Inside the write transaction: seq + 1 (if bump) and the state of the set
+ * as it is now, made with auth. */
+int dbi_state_update(struct db *db, int64_t inst, const struct db_auth *auth, bool bump)
+{
+	unsigned char out[DB_MAC_LEN];
+	struct db_blob b = { out, sizeof(out) };
+	sqlite3_stmt *st;
+	int64_t seq = 0;
+	int r;
+
+	if (!auth)
+		return -EACCES;
+	r = state_scan(db, inst, auth, &seq, bump, out, false, NULL, NULL);
+	if (r == -ENOENT)
+		return 0;	/* the instance went in this transaction */
+	if (r < 0)
+		return r;
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_state_set, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, inst);
+		sqlite3_bind_int64(st, 2, seq);
+		dbi_bind_blob(st, 3, &b);
+		r = dbi_step_change(db, st, 1);
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+/*
+ * The audit log's floor: the highest entry the log had reached when a
+ * write to the live secrets committed, tagged, in meta. Every such commit
+ * raises it, so a log whose entries (or head) were removed down below it
+ * is seen by `vaultfs audit --verify` even though its chain still holds.
+ */
+#define FLOOR_KEY "audit_floor"
+
+static void floor_tag(const struct db_auth *auth, int64_t floor, unsigned char out[DB_MAC_LEN])
+{
+	struct msg m;
+
+	msg_init(&m, FLOOR_KEY);
+	put_u64(&m, (uint64_t)floor);
+	auth->mac(auth->ctx, m.buf, m.len, out);
+}
+
+/* Whether any transaction ever changed live secrets (an instance's seq). */
+static bool db_any_write(struct db *db)
+{
+	static const char sql[] = "SELECT coalesce(max(seq), 0) FROM instances";
+	sqlite3_stmt *st;
+	bool any = true;	/* can't tell: fail safe */
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql, &r);
+	if (st) {
+		if (dbi_step_row(db, st) == 1)
+			any = sqlite3_column_int64(st, 0) > 0;
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return any;
+}
+
+static int floor_read(struct db *db, int64_t *floor, bool missing_ok);
+
+int db_audit_floor(struct db *db, int64_t *floor)
+{
+	return floor_read(db, floor, false);
+}
+
+static int floor_read(struct db *db, int64_t *floor, bool missing_ok)
+{
+	const struct db_auth *auth = dbi_auth(db);
+	unsigned char want[DB_MAC_LEN];
+	struct db_blob b = { 0 };
+	uint64_t v = 0;
+	int r;
+
+	if (!auth)
+		return -EACCES;
+	r = db_meta_get(db, FLOOR_KEY, &b);
+	if (r == -ENOENT && !missing_ok && db_any_write(db)) {
+		auth_fail(db, "meta row audit_floor (missing)");
+		return -EIO;
+	}
+	if (r < 0)
+		return r;
+	if (b.len != 8 + DB_MAC_LEN) {
+		db_blob_free(&b);
+		auth_fail(db, "meta row audit_floor");
+		return -EIO;
+	}
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | b.data[i];
+	floor_tag(auth, (int64_t)v, want);
+	r = same_tag(want, b.data + 8, DB_MAC_LEN) ? 0 : -EIO;
+	db_blob_free(&b);
+	if (r < 0) {
+		auth_fail(db, "meta row audit_floor");
+		return r;
+	}
+	*floor = (int64_t)v;
+	return 0;
+}
+
+int dbi_floor_update(struct db *db, const struct db_auth *auth)
+{
+	static const char sql[] = "SELECT coalesce(max(seq), 0) FROM audit";
+	unsigned char b[8 + DB_MAC_LEN];
+	int64_t floor = 0, top = 0;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	if (!auth)
+		return -EACCES;
+	r = floor_read(db, &floor, true);
+	if (r == -ENOENT)
+		r = 0;
+	if (r < 0)
+		return r;
+	dbi_lock(db);
+	st = dbi_stmt(db, sql, &r);
+	if (st) {
+		r = dbi_step_row(db, st);
+		if (r == 1)
+			top = sqlite3_column_int64(st, 0);
+		r = r == 1 ? 0 : r == 0 ? -EPROTO : r;
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	if (r < 0)
+		return r;
+	if (top > floor)
+		floor = top;
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)((uint64_t)floor >> (56 - 8 * i));
+	floor_tag(auth, floor, b + 8);
+	return db_meta_set(db, FLOOR_KEY, b, sizeof(b));
+}
+
+int db_audit_entry_mac(struct db *db, int64_t seq, unsigned char *out, size_t len)
+{
+	static const char sql[] = "SELECT mac FROM audit WHERE seq = ?1";
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, seq);
+		r = dbi_step_row(db, st);
+		if (r == 1 && (size_t)sqlite3_column_bytes(st, 0) >= len)
+			memcpy(out, sqlite3_column_blob(st, 0), len);
+		r = r == 1 ? 0 : r == 0 ? -ENOENT : r;
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
 }

@@ -136,10 +136,21 @@ static int same_schema(struct db *db)
 	return r;
 }
 
-static int replace_rows(struct db *db)
+static int bump_seq(struct db *db, int64_t base)
 {
 	char sql[128];
-	int r = 0;
+
+	snprintf(sql, sizeof(sql), "UPDATE main.instances SET seq = seq + %lld + 1",
+		 (long long)base);
+	return dbi_exec(db, sql);
+}
+
+static int replace_rows(struct db *db, int64_t *seq_base)
+{
+	char sql[128];
+	int r;
+
+	r = pragma_value(db, "SELECT coalesce(max(seq), 0) FROM main.instances", seq_base);
 
 	for (size_t i = N_RESTORED; r == 0 && i-- > 0;) {
 		snprintf(sql, sizeof(sql), "DELETE FROM main.%s", restored_tables[i]);
@@ -155,6 +166,7 @@ static int replace_rows(struct db *db)
 
 int db_restore(struct db *db, const char *path)
 {
+	int64_t seq_base = 0;
 	sqlite3_stmt *st = NULL;
 	int rc, r;
 
@@ -176,7 +188,13 @@ int db_restore(struct db *db, const char *path)
 	if (r == 0) {
 		r = dbi_auth_check_attached(db, "bak");
 		if (r == 0)
-			r = replace_rows(db);
+			r = replace_rows(db, &seq_base);
+		/* seq only grows: a daemon that saw the vault before takes the
+		 * restored state for a newer one, not for a rollback. */
+		if (r == 0)
+			r = bump_seq(db, seq_base);
+		if (r == 0)
+			r = dbi_state_remake_all(db);
 		if (r == 0)
 			r = dbi_exec(db, "COMMIT");
 		if (r < 0)

@@ -62,4 +62,20 @@ int dbi_auth_sql_failed(void);
 /* After the outermost commit or rollback: reports failures found inside it. */
 void dbi_auth_flush(struct db *db);
 
+/* Instance state (db_auth.c). */
+int dbi_state_verify(struct db *db, int64_t inst);
+int dbi_state_update(struct db *db, int64_t inst, const struct db_auth *auth, bool bump);
+/* Inside a write transaction, before a change to the live secrets of an
+ * instance (fresh: one created in it): checks its state the first time,
+ * and has it made afresh at the outermost commit. */
+int dbi_state_touch(struct db *db, int64_t inst, bool fresh);
+/* The same for the instance of a live (or, with trash, deleted) secret. */
+int dbi_state_touch_secret(struct db *db, int64_t secret_id, bool trash);
+/* Raises the audit floor to the log's last entry (db_auth.c). */
+int dbi_floor_update(struct db *db, const struct db_auth *auth);
+/* Every instance's state made afresh (after a restore). */
+int dbi_state_remake_all(struct db *db);
+/* Calls fn for every instance id, listed first. */
+int dbi_each_instance(struct db *db, int (*fn)(struct db *, int64_t, void *), void *ctx);
+
 #endif

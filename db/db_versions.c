@@ -224,7 +224,7 @@ int db_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,
 	return r;
 }
 
-int db_secret_adopt(struct db *db, int64_t id, int64_t from_id)
+static int db_secret_adopt_now(struct db *db, int64_t id, int64_t from_id)
 {
 	static const char *const steps[] = {
 		sql_adopt_drop, sql_adopt_versions, sql_adopt_attrs, sql_adopt_attrs_rest,
@@ -241,7 +241,7 @@ int db_secret_adopt(struct db *db, int64_t id, int64_t from_id)
 	return r;
 }
 
-int db_trash_put(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
+static int db_trash_put_now(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -306,7 +306,7 @@ int db_trash_find(struct db *db, int64_t instance_id, const char *name, int64_t 
 	return r;
 }
 
-int db_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
+static int db_trash_restore_now(struct db *db, int64_t secret_id, int64_t now_ns)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -500,4 +500,52 @@ int db_instance_key(struct db *db, int64_t id, struct db_instance *in, struct db
 	}
 	dbi_unlock(db);
 	return r;
+}
+
+static int live_end(struct db *db, int r)
+{
+	if (r == 0)
+		return db_commit(db);
+	db_rollback(db);
+	return r;
+}
+
+/* Each changes which secrets are live: in a transaction that remakes the
+ * instance's state (db_auth.c). */
+int db_secret_adopt(struct db *db, int64_t id, int64_t from_id)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, id, false);
+	if (r == 0)
+		r = dbi_state_touch_secret(db, from_id, false);
+	if (r == 0)
+		r = db_secret_adopt_now(db, id, from_id);
+	return live_end(db, r);
+}
+
+int db_trash_put(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, s->id, false);
+	if (r == 0)
+		r = db_trash_put_now(db, s, now_ns, by);
+	return live_end(db, r);
+}
+
+int db_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, secret_id, true);
+	if (r == 0)
+		r = db_trash_restore_now(db, secret_id, now_ns);
+	return live_end(db, r);
 }

@@ -29,6 +29,24 @@
 
 static const unsigned char check_plain[] = "vaultfs master key check";
 
+struct inst_state {
+	int64_t id, seq;
+	size_t n, cap;
+	int64_t *ids;
+	uint64_t *vers;
+	struct inst_state *next;
+};
+
+static void state_free(struct inst_state *st)
+{
+	if (!st)
+		return;
+	free(st->ids);
+	free(st->vers);
+	free(st);
+}
+
+
 struct db *vault_db(struct vault *v)
 {
 	return v->db;
@@ -387,6 +405,7 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		return -ENOMEM;
 	v->conf = conf;
 	pthread_mutex_init(&v->keys_lock, NULL);
+	pthread_mutex_init(&v->states_lock, NULL);
 	pthread_rwlock_init(&v->wrap_lock, NULL);
 	r = files_safe(conf, err, errlen);
 	if (r < 0)
@@ -442,6 +461,13 @@ void vault_close(struct vault *v)
 		next = k->next;
 		key_free(k);
 	}
+	while (v->states) {
+		struct inst_state *st = v->states;
+
+		v->states = st->next;
+		state_free(st);
+	}
+	pthread_mutex_destroy(&v->states_lock);
 	db_close(v->db);
 	secbuf_free(v->wrap);
 	secbuf_free(v->audit_key);
@@ -740,6 +766,115 @@ static enum nl_policy newline_policy(struct vault *v, const char *instance)
 	return ic && ic->has_newline ? ic->newline : v->conf->newline;
 }
 
+/* Which version of each live secret an instance's tagged state says is
+ * current, checked once per seq; each read then compares its row's
+ * version, so a row put back from an older copy, from versions or from
+ * another secret is refused. seq never goes down. */
+static int state_add(void *ctx, int64_t id, uint64_t version)
+{
+	struct inst_state *st = ctx;
+
+	if (st->n == st->cap) {
+		size_t cap = st->cap ? st->cap * 2 : 32;
+		int64_t *ids = realloc(st->ids, cap * sizeof(*ids));
+		uint64_t *vers;
+
+		if (!ids)
+			return -ENOMEM;
+		st->ids = ids;
+		vers = realloc(st->vers, cap * sizeof(*vers));
+		if (!vers)
+			return -ENOMEM;
+		st->vers = vers;
+		st->cap = cap;
+	}
+	st->ids[st->n] = id;
+	st->vers[st->n++] = version;
+	return 0;
+}
+
+/* Under states_lock: true if the state lists (id, version). */
+static bool state_has(const struct inst_state *st, int64_t id, uint64_t version)
+{
+	size_t lo = 0, hi = st->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (st->ids[mid] == id)
+			return st->vers[mid] == version;
+		if (st->ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+static struct inst_state **state_slot(struct vault *v, int64_t id)
+{
+	struct inst_state **pp;
+
+	for (pp = &v->states; *pp; pp = &(*pp)->next)
+		if ((*pp)->id == id)
+			break;
+	return pp;
+}
+
+/* 0: m's version is the current one; -ESTALE: it is not, as this snapshot
+ * shows (read again before believing it); -EIO: the instance's state does
+ * not match its rows (reported by the store). */
+static int version_current(struct vault *v, const struct db_secret *m)
+{
+	struct inst_state *fresh, **pp;
+	int64_t seq;
+	int r = db_instance_seq(v->db, m->instance_id, &seq);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&v->states_lock);
+	pp = state_slot(v, m->instance_id);
+	if (*pp && seq <= (*pp)->seq) {
+		r = seq == (*pp)->seq && state_has(*pp, m->id, m->version) ? 0 : -ESTALE;
+		pthread_mutex_unlock(&v->states_lock);
+		return r;
+	}
+	pthread_mutex_unlock(&v->states_lock);
+	fresh = calloc(1, sizeof(*fresh));
+	if (!fresh)
+		return -ENOMEM;
+	fresh->id = m->instance_id;
+	r = db_state_check(v->db, m->instance_id, &fresh->seq, state_add, fresh);
+	if (r < 0) {
+		state_free(fresh);
+		return r;
+	}
+	r = state_has(fresh, m->id, m->version) ? 0 : -ESTALE;
+	pthread_mutex_lock(&v->states_lock);
+	pp = state_slot(v, m->instance_id);
+	if (!*pp || (*pp)->seq < fresh->seq) {
+		fresh->next = *pp ? (*pp)->next : NULL;
+		state_free(*pp);
+		*pp = fresh;
+		fresh = NULL;
+	}
+	pthread_mutex_unlock(&v->states_lock);
+	state_free(fresh);
+	return r;
+}
+
+static void version_refused(struct vault *v, const char *inst, const struct db_secret *m)
+{
+	char what[2 * DB_NAME_MAX + 96];
+
+	log_err("%s/%s: its stored row (version %llu) is not the current version the "
+		"instance's state records (a row put back from an older copy?); refusing "
+		"to serve it", inst, m->name, (unsigned long long)m->version);
+	snprintf(what, sizeof(what), "secrets row %lld not current (version %llu)",
+		 (long long)m->id, (unsigned long long)m->version);
+	audit_authfail_row(v->audit, what);
+}
+
 /* Which value to open: the current one, or an old version. */
 struct value_ref {
 	int64_t secret_id;
@@ -793,9 +928,21 @@ static int open_value(struct vault *v, const struct value_ref *ref, struct secbu
 
 	*out = NULL;
 	r = open_once(v, ref, out, m, ver, inst, &failed);
-	if (failed) {
+	if (r == 0 && !ref->old && (r = version_current(v, m)) == -ESTALE) {
+		secbuf_free(*out);
+		*out = NULL;
+		failed = false;
+		r = -ESTALE;
+	}
+	if (failed || r == -ESTALE) {
 		db_read_end(v->db);	/* the retry must see what was committed since */
 		r = open_once(v, ref, out, m, ver, inst, &failed);
+		if (r == 0 && !ref->old && (r = version_current(v, m)) == -ESTALE) {
+			secbuf_free(*out);
+			*out = NULL;
+			version_refused(v, inst, m);
+			r = -EIO;
+		}
 	}
 	if (failed) {
 		log_err("%s/%s: stored value (version %llu) fails authentication (tampered or "
@@ -832,6 +979,11 @@ int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct 
 	seal_ad_value(&ad, k->name, m->name, m->version);
 	r = seal_open(out, k->key->data, &ad, blob->data, blob->len);
 	vault_key_put(v, k);
+	if (r == 0 && (r = version_current(v, m)) == -ESTALE) {
+		secbuf_free(*out);
+		*out = NULL;
+		r = -EBADMSG;	/* read both again below */
+	}
 	if (r != -EBADMSG && r != -EINVAL)
 		return r;
 	/* A rotation or a rename may have re-sealed it since: read both again,

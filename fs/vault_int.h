@@ -30,6 +30,8 @@ struct vault {
 	struct audit *audit;
 	pthread_mutex_t keys_lock;
 	struct inst_key *keys;
+	pthread_mutex_t states_lock;
+	struct inst_state *states;	/* checked instance states (vault.c) */
 };
 
 /* A data key by instance id: cached, or unwrapped now. */

@@ -393,3 +393,136 @@ def test_upgraded_vault_is_not_tagged_again(vault_factory):
     sql(v.db, "UPDATE secrets SET mode = 438, mac = x''")
     r = v.cli("get", "app", "API_KEY")
     assert r.returncode == 1 and "fails authentication" in r.stderr.decode()
+
+
+# -- anti-rollback ---------------------------------------------------------------
+
+def saved_row(path, table, where):
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        cur = conn.execute(f"SELECT * FROM {table} WHERE {where}")
+        return [d[0] for d in cur.description], cur.fetchone()
+    finally:
+        conn.close()
+
+
+def put_back(path, table, where, saved):
+    cols, row = saved
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        conn.execute(f"UPDATE {table} SET " + ", ".join(f"{c} = ?" for c in cols) +
+                     f" WHERE {where}", row)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_older_copy_of_its_own_row_is_refused(secret_vault, users):
+    """The attacker saved K's row (tag included) while it held the revoked
+    v1... here v3, then root writes v4: the saved row put back is refused
+    by the mount and by a fresh `vaultfs get` (the instance's state says v4
+    is current)."""
+    v = secret_vault
+    old = saved_row(v.db, "secrets", "name = 'K'")
+    r = subprocess.run(["sh", "-c", f"echo v4 > {v.path('app', 'K')}"])
+    assert r.returncode == 0
+    assert read_as_root(v.path("app", "K")) == b"v4"
+    put_back(v.db, "secrets", "name = 'K'", old)
+    assert read_as_root(v.path("app", "K")) == 5
+    r = v.cli("get", "app", "K")
+    assert (r.returncode, r.stdout) == (1, b""), r.stderr
+    assert "state" in r.stderr.decode() or "not the current" in r.stderr.decode()
+    wait_authfail(v, "not current")
+    # Writing through the mount does not launder it into a new state.
+    r = subprocess.run(["sh", "-c", f"echo v5 > {v.path('app', 'K')}"],
+                       stderr=subprocess.PIPE)
+    assert r.returncode != 0
+    assert read_as_root(v.path("app", "K")) == 5
+
+
+def test_older_copy_of_row_and_instance_is_refused_by_the_daemon(secret_vault):
+    """K's row and its instance's row both put back from before the last
+    write: a consistent older state, which a running daemon refuses (the
+    instance's seq went back); a fresh process can't tell it from an older
+    copy of the whole file (README: what is not detected)."""
+    v = secret_vault
+    old_k = saved_row(v.db, "secrets", "name = 'K'")
+    old_i = saved_row(v.db, "instances", "name = 'app'")
+    r = subprocess.run(["sh", "-c", f"echo v4 > {v.path('app', 'K')}"])
+    assert r.returncode == 0
+    assert read_as_root(v.path("app", "K")) == b"v4"
+    put_back(v.db, "secrets", "name = 'K'", old_k)
+    put_back(v.db, "instances", "name = 'app'", old_i)
+    assert read_as_root(v.path("app", "K")) == 5
+
+
+def test_undelete_and_rename_keep_the_state(secret_vault):
+    v = secret_vault
+    os.rename(v.path("app", "K"), v.path("app", "K2"))
+    assert read_as_root(v.path("app", "K2")) == b"v3"
+    os.unlink(v.path("app", "K2"))
+    r = v.cli("undelete", "app", "K2")
+    assert r.returncode == 0, r.stderr
+    assert read_as_root(v.path("app", "K2")) == b"v3"
+    assert v.get("app", "K2") == b"v3"
+    r = v.cli("audit", "--verify")
+    assert r.returncode == 0, r.stdout
+
+
+# -- the audit log's length ------------------------------------------------------
+
+def test_audit_log_erased_is_broken(secret_vault):
+    """DELETE FROM audit and its head and anchor: --verify says BROKEN, not
+    'intact: no entries'."""
+    v = secret_vault
+    r = v.cli("audit", "--verify")
+    assert r.returncode == 0, r.stdout
+    sql(v.db, "DELETE FROM audit",
+        "DELETE FROM meta WHERE key IN ('audit_head', 'audit_anchor')")
+    r = v.cli("audit", "--verify")
+    out = r.stdout.decode()
+    assert r.returncode == 1 and "BROKEN" in out and "were removed" in out, out
+
+
+def test_audit_tail_cut_with_older_head_is_broken(secret_vault):
+    """The head saved, more entries made by writes, those entries deleted
+    and the old head put back: BROKEN."""
+    v = secret_vault
+    head = sql_one(v.db, "SELECT value FROM meta WHERE key = 'audit_head'")[0]
+    top = sql_one(v.db, "SELECT max(seq) FROM audit")[0]
+    for val in ("v4", "v5"):
+        r = subprocess.run(["sh", "-c", f"echo {val} > {v.path('app', 'K')}"])
+        assert r.returncode == 0
+    assert wait_for(lambda: sql_one(v.db, "SELECT max(seq) FROM audit")[0] > top + 1, 10)
+    sql(v.db, f"DELETE FROM audit WHERE seq > {top}")
+    conn = sqlite3.connect(v.db, timeout=10)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", (head,))
+    conn.commit()
+    conn.close()
+    r = v.cli("audit", "--verify")
+    out = r.stdout.decode()
+    assert r.returncode == 1 and "BROKEN" in out, out
+
+
+def test_expect_head_catches_an_older_copy(vault_unmounted, tmp_path):
+    """The whole file replaced by an older copy can't be told from inside
+    it: the head an operator recorded (--expect-head) can."""
+    v = vault_unmounted
+    v.set("app", "K", b"one")
+    old = str(tmp_path / "old.db")
+    shutil.copy(v.db, old)
+    v.set("app", "K", b"two")
+    r = v.cli("audit", "--verify")
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    head = out.rsplit("head ", 1)[1].split()[0]
+    assert ":" in head, out
+    for p in v.db_files():
+        if os.path.exists(p):
+            os.unlink(p)
+    shutil.copy(old, v.db)
+    os.chmod(v.db, 0o600)
+    assert v.get("app", "K") == b"one"  # not detectable from inside the file
+    r = v.cli("audit", "--verify", "--expect-head", head)
+    out = r.stdout.decode()
+    assert r.returncode == 1 and "BROKEN" in out and "--expect-head" in out, out
