@@ -526,3 +526,17 @@ def test_expect_head_catches_an_older_copy(vault_unmounted, tmp_path):
     r = v.cli("audit", "--verify", "--expect-head", head)
     out = r.stdout.decode()
     assert r.returncode == 1 and "BROKEN" in out and "--expect-head" in out, out
+
+
+def test_doctor_names_each_failing_row(vault_unmounted):
+    v = vault_unmounted
+    v.set("app", "K", b"one")
+    v.set("app", "K", b"two")
+    r = v.cli("doctor")
+    assert "stored rows: every row's tag" in r.stdout.decode(), r.stdout
+    sql(v.db, "UPDATE versions SET size = 99", "UPDATE instances SET gid = 4242")
+    r = v.cli("doctor")
+    out = r.stdout.decode()
+    assert r.returncode == 1, out
+    assert "insecure stored row: versions row" in out, out
+    assert "insecure stored row: instances row" in out, out
