@@ -332,6 +332,11 @@ static void check_rows(struct report *rep, struct cli *c)
 	struct key_source src = { .file = c->conf.key_file };
 	int r;
 
+	secmem_allow_unlocked(c->conf.allow_unlocked_memory);
+	if (secmem_init() < 0) {
+		say(rep, WEAK, "stored rows: not checked (no locked memory for the key)");
+		return;
+	}
 	if (key_load(&key, &src, err, sizeof(err), warn, sizeof(warn)) < 0) {
 		say(rep, WEAK, "stored rows: not checked (%s)", err);
 		return;
