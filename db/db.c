@@ -902,6 +902,21 @@ void db_read_begin(struct db *db)
 	pinned_rd = rd;
 }
 
+bool db_read_pinned(struct db *db)
+{
+	return pinned_db == db;
+}
+
+struct db *dbi_reader_take(struct db *db)
+{
+	return reader_take(db);
+}
+
+int dbi_reader_give(struct db *db, struct db *rd, int r)
+{
+	return reader_give(db, rd, r);
+}
+
 void db_read_end(struct db *db)
 {
 	struct db *rd = pinned_rd;

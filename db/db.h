@@ -73,6 +73,8 @@ void db_set_readers(struct db *db, unsigned max);
  * transaction is open, or when the thread already holds one. */
 void db_read_begin(struct db *db);
 void db_read_end(struct db *db);
+/* Whether the calling thread holds a db_read_begin snapshot of db. */
+bool db_read_pinned(struct db *db);
 const char *db_errmsg(struct db *db);
 const char *db_path(struct db *db);
 
@@ -162,6 +164,8 @@ int db_auth_check_all(struct db *db, void (*fn)(void *, const char *what), void 
  * version) of each live secret, checked against the instance's tagged
  * state in one snapshot: -EIO (reported) if they differ. */
 int db_instance_seq(struct db *db, int64_t instance_id, int64_t *seq) WUR;
+/* The same, as last committed, whatever snapshot the thread holds. */
+int db_instance_seq_latest(struct db *db, int64_t instance_id, int64_t *seq) WUR;
 int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
 		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx) WUR;
 

@@ -511,8 +511,11 @@ int db_state_check(struct db *db, int64_t inst, int64_t *seq,
 {
 	const struct db_auth *auth = dbi_auth(db);
 	unsigned char out[DB_MAC_LEN];
+	struct db *rd;
 	int r;
 
+	if ((rd = dbi_reader_take(db)))
+		return dbi_reader_give(db, rd, db_state_check(rd, inst, seq, fn, ctx));
 	if (!auth)
 		return -EACCES;
 	r = state_scan(db, inst, auth, seq, 0, out, true, fn, ctx);
@@ -520,6 +523,15 @@ int db_state_check(struct db *db, int64_t inst, int64_t *seq,
 }
 
 int db_instance_seq(struct db *db, int64_t inst, int64_t *seq)
+{
+	struct db *rd;
+
+	if ((rd = dbi_reader_take(db)))
+		return dbi_reader_give(db, rd, db_instance_seq_latest(rd, inst, seq));
+	return db_instance_seq_latest(db, inst, seq);
+}
+
+int db_instance_seq_latest(struct db *db, int64_t inst, int64_t *seq)
 {
 	sqlite3_stmt *st;
 	int r = 0;

@@ -36,6 +36,12 @@ int dbi_bind_blob(sqlite3_stmt *st, int i, const struct db_blob *b);
 /* The columns of INST_COLS in db.c, from column 0: 0 or -EIO (its tag). */
 int dbi_row_instance(struct db *db, sqlite3_stmt *st, struct db_instance *in);
 
+/* A read connection for the calling thread (the pinned one, if any), or
+ * NULL: then db itself serves the read. Give it back with dbi_reader_give,
+ * which passes r through. */
+struct db *dbi_reader_take(struct db *db);
+int dbi_reader_give(struct db *db, struct db *rd, int r);
+
 /* Row tags (db_auth.c): what each table's tag covers, as SQL over the
  * row's own columns, the table's name first. A tag binds the row's id, so
  * rows can't be swapped, and the table, so a row can't move to another. */

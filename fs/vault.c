@@ -821,25 +821,56 @@ static struct inst_state **state_slot(struct vault *v, int64_t id)
 	return pp;
 }
 
+/* The state in this snapshot (not cached: an older one than the cache). */
+static int version_in_snapshot(struct vault *v, const struct db_secret *m)
+{
+	struct inst_state tmp = { .id = m->instance_id };
+	int r = db_state_check(v->db, m->instance_id, &tmp.seq, state_add, &tmp);
+
+	if (r == 0)
+		r = state_has(&tmp, m->id, m->version) ? 0 : -ESTALE;
+	free(tmp.ids);
+	free(tmp.vers);
+	return r;
+}
+
 /* 0: m's version is the current one; -ESTALE: it is not, as this snapshot
  * shows (read again before believing it); -EIO: the instance's state does
- * not match its rows (reported by the store). */
+ * not match its rows, or went back (reported). m, the seq and the state
+ * are read in the caller's snapshot (db_read_begin). */
 static int version_current(struct vault *v, const struct db_secret *m)
 {
 	struct inst_state *fresh, **pp;
-	int64_t seq;
+	int64_t seq, cached = -1, latest;
+	char what[96];
+	bool has = false;
 	int r = db_instance_seq(v->db, m->instance_id, &seq);
 
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&v->states_lock);
 	pp = state_slot(v, m->instance_id);
-	if (*pp && seq <= (*pp)->seq) {
-		r = seq == (*pp)->seq && state_has(*pp, m->id, m->version) ? 0 : -ESTALE;
-		pthread_mutex_unlock(&v->states_lock);
-		return r;
+	if (*pp) {
+		cached = (*pp)->seq;
+		has = state_has(*pp, m->id, m->version);
 	}
 	pthread_mutex_unlock(&v->states_lock);
+	if (seq == cached)
+		return has ? 0 : -ESTALE;
+	if (seq < cached) {
+		/* This snapshot is older than the cache's, or the state went
+		 * back, which the last commit shows. */
+		r = db_instance_seq_latest(v->db, m->instance_id, &latest);
+		if (r == 0 && latest < cached) {
+			snprintf(what, sizeof(what), "instances row %lld state went back from "
+				 "seq %lld to %lld", (long long)m->instance_id, (long long)cached,
+				 (long long)latest);
+			log_err("%s: %s (rows put back from an older copy?)", db_path(v->db), what);
+			audit_authfail_row(v->audit, what);
+			return -EIO;
+		}
+		return r < 0 ? r : version_in_snapshot(v, m);
+	}
 	fresh = calloc(1, sizeof(*fresh));
 	if (!fresh)
 		return -ENOMEM;
@@ -918,15 +949,22 @@ out:
 }
 
 /* A rotation or a rename may re-seal a value between our reading it and
- * its key: one more try with both read again. */
+ * its key, and a commit may change the row between our reading it and its
+ * instance's state: all is read again, a few times. */
+#define OPEN_TRIES 8
+
 static int open_value(struct vault *v, const struct value_ref *ref, struct secbuf **out,
 		      struct db_secret *m, struct db_version *ver)
 {
 	char inst[DB_NAME_MAX + 1];
-	bool failed;
+	bool failed, pinned;
 	int r;
 
 	*out = NULL;
+	/* The row, the instance's seq and its state: one snapshot. */
+	pinned = db_read_pinned(v->db);
+	if (!pinned)
+		db_read_begin(v->db);
 	r = open_once(v, ref, out, m, ver, inst, &failed);
 	if (r == 0 && !ref->old && (r = version_current(v, m)) == -ESTALE) {
 		secbuf_free(*out);
@@ -934,15 +972,22 @@ static int open_value(struct vault *v, const struct value_ref *ref, struct secbu
 		failed = false;
 		r = -ESTALE;
 	}
-	if (failed || r == -ESTALE) {
+	/* Each retry follows a commit that raced with our reads (a snapshot
+	 * can't be held while a write transaction is open); a row that really
+	 * is not current fails every time. */
+	for (int tries = 0; tries < OPEN_TRIES && (failed || r == -ESTALE); tries++) {
 		db_read_end(v->db);	/* the retry must see what was committed since */
+		db_read_begin(v->db);
+		pinned = false;
 		r = open_once(v, ref, out, m, ver, inst, &failed);
 		if (r == 0 && !ref->old && (r = version_current(v, m)) == -ESTALE) {
 			secbuf_free(*out);
 			*out = NULL;
-			version_refused(v, inst, m);
-			r = -EIO;
 		}
+	}
+	if (r == -ESTALE) {
+		version_refused(v, inst, m);
+		r = -EIO;
 	}
 	if (failed) {
 		log_err("%s/%s: stored value (version %llu) fails authentication (tampered or "
@@ -951,6 +996,8 @@ static int open_value(struct vault *v, const struct value_ref *ref, struct secbu
 		audit_authfail(v->audit, inst, m->name);
 		r = -EIO;
 	}
+	if (!pinned)
+		db_read_end(v->db);
 	return r;
 }
 

@@ -222,11 +222,11 @@ static int print_text(void *ctx, const struct db_audit_row *r)
 /* What the chain alone can't show: a log cut at its end (or emptied)
  * together with its head. The vault's tagged floor, raised by each write,
  * and the operator's own record of the head (--expect-head) catch it. */
-static void check_length(struct cli *c, struct audit_verdict *v, const struct audit_opts *o)
+static void check_length(struct cli *c, struct audit_verdict *v, const struct audit_opts *o,
+			 int r, int64_t floor)
 {
-	int64_t last = v->entries ? v->last_seq : 0, floor = 0, expect = o->expect_head;
+	int64_t last = v->entries ? v->last_seq : 0, expect = o->expect_head;
 	char fp[HEAD_FP_LEN * 2 + 1];
-	int r = db_audit_floor(vault_db(c->vault), &floor);
 
 	if (!v->ok)
 		return;
@@ -264,13 +264,17 @@ static int do_verify(struct cli *c, struct audit *a, const struct audit_opts *o)
 {
 	char fp[HEAD_FP_LEN * 2 + 1];
 	struct audit_verdict v;
+	int64_t floor = 0;
+	/* The floor first: the log only grows after it, so a chain read later
+	 * that ends below it was cut. */
+	int fr = db_audit_floor(vault_db(c->vault), &floor);
 	int r = audit_verify(a, &v);
 
 	if (r < 0) {
 		cli_error("cannot read the audit log: %s", strerror(-r));
 		return 1;
 	}
-	check_length(c, &v, o);
+	check_length(c, &v, o, fr, floor);
 	if (v.ok) {
 		head_fp(vault_db(c->vault), v.last_seq, fp);
 		if (v.entries)
