@@ -1015,6 +1015,7 @@ int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out, struct d
 int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct db_blob *blob,
 		       struct secbuf **out)
 {
+	struct secbuf *fetched = NULL;
 	struct inst_key *k;
 	struct seal_ad ad;
 	int r;
@@ -1027,16 +1028,25 @@ int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct 
 	r = seal_open(out, k->key->data, &ad, blob->data, blob->len);
 	vault_key_put(v, k);
 	if (r == 0 && (r = version_current(v, m)) == -ESTALE) {
-		secbuf_free(*out);
+		fetched = *out;
 		*out = NULL;
 		r = -EBADMSG;	/* read both again below */
 	}
 	if (r != -EBADMSG && r != -EINVAL)
 		return r;
-	/* A rotation or a rename may have re-sealed it since: read both again,
-	 * which also reports a value that really fails. */
+	/* A rotation or a rename may have re-sealed it since, or a commit
+	 * changed it between our reads (which then were not one snapshot):
+	 * read all again, which also reports a value that really fails. A
+	 * row a commit replaced or deleted since (a rename onto it) serves
+	 * the value it held, as a read that came first would have. */
 	db_read_end(v->db);
-	return vault_read(v, m->id, out, NULL);
+	r = vault_read(v, m->id, out, NULL);
+	if (r == -ENOENT && fetched) {
+		*out = fetched;
+		return 0;
+	}
+	secbuf_free(fetched);
+	return r;
 }
 
 int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,
