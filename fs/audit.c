@@ -574,6 +574,12 @@ void audit_authfail(struct audit *a, const char *instance, const char *key)
 		     -EBADMSG, "stored value fails authentication");
 }
 
+void audit_authfail_row(struct audit *a, const char *what)
+{
+	audit_record(a, tls_caller_set ? &tls_caller : NULL, AUDIT_AUTHFAIL, "", "", -EBADMSG,
+		     what);
+}
+
 static void read_comm(pid_t pid, char *comm, size_t size)
 {
 	char path[64];

@@ -76,6 +76,8 @@ void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op
  * recorded deep in the vault, such as an authentication failure. */
 void audit_set_caller(const struct audit_who *who);
 void audit_authfail(struct audit *a, const char *instance, const char *key);
+/* A stored row (what: "secrets row 12") fails its tag. */
+void audit_authfail_row(struct audit *a, const char *what);
 
 void audit_who_self(struct audit_who *who);
 /* Fills comm from /proc/PID/comm. */

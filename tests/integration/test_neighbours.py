@@ -178,6 +178,10 @@ def test_a_user_at_their_memory_share_gets_enomem_and_nobody_else_does(vault_fac
         others_still_work(v, users, ["bob"])
     finally:
         h.stop()
+    # Her closes reach the daemon just after her process exits.
+    from conftest import wait_for
+    assert wait_for(lambda: users.try_open("alice", mine) == "OK:x", 10.0), \
+        "her share is not back once her files are closed"
 
 
 def test_users_together_cannot_take_the_reserve_of_root_and_trusted_readers(
