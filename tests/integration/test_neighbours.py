@@ -104,10 +104,14 @@ sys.stdin.read()          # hold them until told
 
 class Hoarder:
     """A user's process that opens one secret until refused and keeps every
-    descriptor open until stop()."""
+    descriptor open until stop(), which returns once the daemon has released
+    them all (its locked memory is back where it was)."""
 
-    def __init__(self, users, role, path, limit=200000):
+    def __init__(self, users, role, path, limit=200000, daemon=None):
         import subprocess
+        from torture import proc_status
+        self.daemon = daemon
+        self.lck = proc_status(daemon.pid)["VmLck"] if daemon else None
         self.proc = subprocess.Popen(
             ["setpriv", f"--reuid={users.name[role]}", f"--regid={users.name[role]}",
              "--init-groups", "--", "/usr/bin/python3", "-c", HOARD, path, str(limit)],
@@ -117,9 +121,18 @@ class Hoarder:
         assert len(line) == 2, self.proc.stderr.read().decode()
         self.count, self.error = int(line[0]), line[1]
 
-    def stop(self):
-        self.proc.stdin.close()
+    def stop(self, settle=True):
+        from conftest import wait_for
+        from torture import proc_status
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
         self.proc.wait(timeout=30)
+        if self.daemon and settle:
+            # RELEASE reaches the daemon after the process is gone; the
+            # pool may keep a few pages locked for reuse.
+            assert wait_for(lambda: proc_status(self.daemon.pid)["VmLck"] <=
+                            self.lck + 16 * 4096, 30.0), \
+                "the daemon still holds the hoarder's locked memory"
 
 
 def own_secret(vault, users, role, inst="team", key=None):
@@ -153,7 +166,7 @@ def test_a_user_at_their_handle_limit_gets_emfile_and_nobody_else_does(vault, us
     mine = own_secret(v, users, "alice")
     own_secret(v, users, "bob")
     write_file(v.path("team", "ROOT"), "root")
-    h = Hoarder(users, "alice", mine)
+    h = Hoarder(users, "alice", mine, daemon=v.proc)
     try:
         # alice sees "Too many open files" at her 1025th descriptor...
         assert (h.count, h.error) == (1024, "EMFILE")
@@ -171,7 +184,7 @@ def test_a_user_at_their_memory_share_gets_enomem_and_nobody_else_does(vault_fac
     mine = own_secret(v, users, "alice")
     own_secret(v, users, "bob")
     write_file(v.path("team", "ROOT"), "root")
-    h = Hoarder(users, "alice", mine)
+    h = Hoarder(users, "alice", mine, daemon=v.proc)
     try:
         # One page of locked memory per open value: 1 MiB is 256 of them.
         assert h.error == "ENOMEM" and 200 <= h.count <= 256, (h.count, h.error)
@@ -202,8 +215,8 @@ def test_users_together_cannot_take_the_reserve_of_root_and_trusted_readers(
     write_file(v.path("svc", "ROOT"), "root")
     hoarders = []
     try:
-        hoarders.append(Hoarder(users, "alice", a))
-        hoarders.append(Hoarder(users, "bob", b))
+        hoarders.append(Hoarder(users, "alice", a, daemon=v.proc))
+        hoarders.append(Hoarder(users, "bob", b, daemon=v.proc))
         alice, bob = hoarders
         # 4 KiB a value: alice's 2 MiB share is ~512 opens; bob gets only
         # the rest of the 3 MiB for ordinary users.
@@ -216,8 +229,8 @@ def test_users_together_cannot_take_the_reserve_of_root_and_trusted_readers(
         assert read_file(v.path("svc", "ROOT")) == b"root"
         write_file(v.path("svc", "ROOT_NEW"), "new")
     finally:
-        for h in hoarders:
-            h.stop()
+        for h in reversed(hoarders):      # the first one's baseline is the daemon's
+            h.stop(settle=h is hoarders[0])
     assert users.try_open("bob", b) == "OK:x"
 
 
