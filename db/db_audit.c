@@ -3,7 +3,9 @@
  *  - rows are written and read as given: it neither computes nor checks
  *    the chain (fs/audit.c does, with the key);
  *  - its own SQLite connection with synchronous=FULL, used by one thread at
- *    a time under a recursive mutex held from begin to commit;
+ *    a time under a recursive mutex held from begin to commit; or, attached
+ *    (db_audit_attach), the store's own connection and lock, so entries
+ *    commit in the transaction of the change they record;
  *  - SQLite's result codes become -errno here.
  */
 #include <errno.h>
@@ -15,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "db_audit.h"
+#include "db_int.h"
 
 #define BUSY_TIMEOUT_MS 10000
 #define ROW_COLS "seq, time, uid, gid, pid, comm, instance, key, op, result, detail, mac"
@@ -41,6 +44,7 @@ static const char *const audit_sql[AS_COUNT] = {
 };
 
 struct db_audit {
+	struct db *db;		/* attached: the store's connection, else NULL */
 	sqlite3 *conn;
 	pthread_mutex_t lock;
 	sqlite3_stmt *stmt[AS_COUNT];
@@ -70,10 +74,28 @@ static int audit_errno(int rc)
 	}
 }
 
+static void a_lock(struct db_audit *a)
+{
+	if (a->db)
+		dbi_lock(a->db);
+	else
+		pthread_mutex_lock(&a->lock);
+}
+
+static void a_unlock(struct db_audit *a)
+{
+	if (a->db)
+		dbi_unlock(a->db);
+	else
+		pthread_mutex_unlock(&a->lock);
+}
+
 static sqlite3_stmt *stmt_get(struct db_audit *a, enum audit_stmt id, int *err)
 {
 	int rc;
 
+	if (a->db)
+		return dbi_stmt(a->db, audit_sql[id], err);
 	if (!a->stmt[id]) {
 		rc = sqlite3_prepare_v3(a->conn, audit_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
 					&a->stmt[id], NULL);
@@ -133,6 +155,10 @@ void db_audit_close(struct db_audit *a)
 {
 	if (!a)
 		return;
+	if (a->db) {		/* the statements are the store's */
+		free(a);
+		return;
+	}
 	for (int i = 0; i < AS_COUNT; i++)
 		sqlite3_finalize(a->stmt[i]);
 	sqlite3_close_v2(a->conn);
@@ -140,10 +166,24 @@ void db_audit_close(struct db_audit *a)
 	free(a);
 }
 
+int db_audit_attach(struct db_audit **out, struct db *db)
+{
+	struct db_audit *a = calloc(1, sizeof(*a));
+
+	*out = a;
+	if (!a)
+		return -ENOMEM;
+	a->db = db;
+	a->conn = dbi_conn(db);
+	return 0;
+}
+
 int db_audit_begin(struct db_audit *a)
 {
 	int r;
 
+	if (a->db)
+		return db_begin(a->db);
 	pthread_mutex_lock(&a->lock);
 	r = exec_sql(a, "BEGIN IMMEDIATE");
 	if (r < 0)
@@ -153,7 +193,11 @@ int db_audit_begin(struct db_audit *a)
 
 int db_audit_commit(struct db_audit *a)
 {
-	int r = exec_sql(a, "COMMIT");
+	int r;
+
+	if (a->db)
+		return db_commit(a->db);
+	r = exec_sql(a, "COMMIT");
 
 	if (r < 0 && !sqlite3_get_autocommit(a->conn))
 		sqlite3_exec(a->conn, "ROLLBACK", NULL, NULL, NULL);
@@ -163,6 +207,10 @@ int db_audit_commit(struct db_audit *a)
 
 void db_audit_rollback(struct db_audit *a)
 {
+	if (a->db) {
+		db_rollback(a->db);
+		return;
+	}
 	if (!sqlite3_get_autocommit(a->conn))
 		sqlite3_exec(a->conn, "ROLLBACK", NULL, NULL, NULL);
 	pthread_mutex_unlock(&a->lock);
@@ -209,7 +257,7 @@ int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
 	sqlite3_stmt *st;
 	int r = 0;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, AS_INSERT, &r);
 	if (st) {
 		sqlite3_bind_int64(st, 1, row->seq);
@@ -227,7 +275,7 @@ int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
 		r = audit_errno(sqlite3_step(st));
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -238,7 +286,7 @@ static int one_row(struct db_audit *a, enum audit_stmt id, const int64_t *arg,
 	sqlite3_stmt *st;
 	int r = 0, rc;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, id, &r);
 	if (st) {
 		if (arg)
@@ -249,7 +297,7 @@ static int one_row(struct db_audit *a, enum audit_stmt id, const int64_t *arg,
 		r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : audit_errno(rc);
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -268,14 +316,14 @@ int db_audit_delete_upto(struct db_audit *a, int64_t seq)
 	sqlite3_stmt *st;
 	int r = 0;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, AS_DELETE_UPTO, &r);
 	if (st) {
 		sqlite3_bind_int64(st, 1, seq);
 		r = audit_errno(sqlite3_step(st));
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -286,7 +334,7 @@ int db_audit_each(struct db_audit *a, const struct db_audit_filter *f,
 	sqlite3_stmt *st;
 	int r = 0, rc;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, AS_EACH, &r);
 	if (st) {
 		if (f && f->instance)
@@ -304,7 +352,7 @@ int db_audit_each(struct db_audit *a, const struct db_audit_filter *f,
 			r = audit_errno(rc);
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -313,7 +361,7 @@ int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, s
 	sqlite3_stmt *st;
 	int r = 0, rc;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, AS_META_GET, &r);
 	if (st) {
 		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -328,7 +376,7 @@ int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, s
 		}
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -338,7 +386,7 @@ static int meta_write(struct db_audit *a, enum audit_stmt id, const char *key,
 	sqlite3_stmt *st;
 	int r = 0;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, id, &r);
 	if (st) {
 		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -348,7 +396,7 @@ static int meta_write(struct db_audit *a, enum audit_stmt id, const char *key,
 			r = -EEXIST;
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 

@@ -36,6 +36,10 @@ struct db_audit_filter {
 
 int db_audit_open(struct db_audit **out, const char *path, bool readonly) WUR;
 void db_audit_close(struct db_audit *a);
+/* The log on the store's own connection: begin, commit and rollback are
+ * db_begin, db_commit and db_rollback, so inside the caller's write
+ * transaction rows commit with it. Close it before the store. */
+int db_audit_attach(struct db_audit **out, struct db *db) WUR;
 
 /* A write transaction held by the calling thread, as db_begin(). */
 int db_audit_begin(struct db_audit *a) WUR;

@@ -47,6 +47,8 @@
 
 struct audit {
 	struct db_audit *store;
+	struct db_audit *txn_store;	/* on the vault's connection (audit_record_txn) */
+	struct db *txn_db;
 	struct secbuf *key;
 	bool syslog;
 	int64_t retention_ns;
@@ -255,7 +257,8 @@ static void mark_tag(const struct audit *a, const char *which, const struct mark
 	hash_final(&h, out);
 }
 
-static int mark_store(struct audit *a, const char *which, const struct mark *m)
+static int mark_store_in(struct audit *a, struct db_audit *store, const char *which,
+			 const struct mark *m)
 {
 	unsigned char b[MARK_LEN];
 
@@ -263,17 +266,23 @@ static int mark_store(struct audit *a, const char *which, const struct mark *m)
 		b[i] = (unsigned char)((uint64_t)m->seq >> (56 - 8 * i));
 	memcpy(b + 8, m->mac, DB_AUDIT_MAC_LEN);
 	mark_tag(a, which, m, b + 8 + DB_AUDIT_MAC_LEN);
-	return db_audit_meta_set(a->store, which, b, sizeof(b));
+	return db_audit_meta_set(store, which, b, sizeof(b));
+}
+
+static int mark_store(struct audit *a, const char *which, const struct mark *m)
+{
+	return mark_store_in(a, a->store, which, m);
 }
 
 /* 0, -ENOENT if absent, -EBADMSG if its tag does not verify. */
-static int mark_load(struct audit *a, const char *which, struct mark *m)
+static int mark_load_in(struct audit *a, struct db_audit *store, const char *which,
+			struct mark *m)
 {
 	unsigned char b[MARK_LEN], tag[DB_AUDIT_MAC_LEN];
 	uint64_t seq = 0;
 	int r;
 
-	r = db_audit_meta_get(a->store, which, b, sizeof(b));
+	r = db_audit_meta_get(store, which, b, sizeof(b));
 	if (r == -EPROTO)
 		return -EBADMSG;
 	if (r < 0)
@@ -286,18 +295,24 @@ static int mark_load(struct audit *a, const char *which, struct mark *m)
 	return sodium_memcmp(tag, b + 8 + DB_AUDIT_MAC_LEN, sizeof(tag)) ? -EBADMSG : 0;
 }
 
+static int mark_load(struct audit *a, const char *which, struct mark *m)
+{
+	return mark_load_in(a, a->store, which, m);
+}
+
 /* Where the next entry goes: after the head, else after the last row, else
  * after the anchor, else at 1. A damaged head still gives its position:
  * verification reports it. */
-static int chain_tip(struct audit *a, struct mark *tip, struct db_audit_row *tmp)
+static int chain_tip(struct audit *a, struct db_audit *store, struct mark *tip,
+		     struct db_audit_row *tmp)
 {
-	int r = mark_load(a, META_HEAD, tip);
+	int r = mark_load_in(a, store, META_HEAD, tip);
 
 	if (r == 0 || r == -EBADMSG)
 		return 0;
 	if (r != -ENOENT)
 		return r;
-	r = db_audit_last(a->store, tmp);
+	r = db_audit_last(store, tmp);
 	if (r == 0) {
 		tip->seq = tmp->seq;
 		memcpy(tip->mac, tmp->mac, DB_AUDIT_MAC_LEN);
@@ -305,7 +320,7 @@ static int chain_tip(struct audit *a, struct mark *tip, struct db_audit_row *tmp
 	}
 	if (r != -ENOENT)
 		return r;
-	r = mark_load(a, META_ANCHOR, tip);
+	r = mark_load_in(a, store, META_ANCHOR, tip);
 	if (r == -ENOENT) {
 		memset(tip, 0, sizeof(*tip));
 		r = 0;
@@ -313,28 +328,30 @@ static int chain_tip(struct audit *a, struct mark *tip, struct db_audit_row *tmp
 	return r == -EBADMSG ? 0 : r;
 }
 
-/* Chains and stores rows in one transaction. */
-static int chain_append(struct audit *a, struct db_audit_row *const *rows, size_t n)
+/* Chains and stores rows in one transaction (nested in the caller's, for
+ * the vault's store). */
+static int chain_append(struct audit *a, struct db_audit *store,
+			struct db_audit_row *const *rows, size_t n)
 {
 	struct db_audit_row tmp;
 	struct mark tip;
 	int r;
 
-	r = db_audit_begin(a->store);
+	r = db_audit_begin(store);
 	if (r < 0)
 		return r;
-	r = chain_tip(a, &tip, &tmp);
+	r = chain_tip(a, store, &tip, &tmp);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		rows[i]->seq = ++tip.seq;
 		entry_mac(a, tip.mac, rows[i], rows[i]->mac);
 		memcpy(tip.mac, rows[i]->mac, DB_AUDIT_MAC_LEN);
-		r = db_audit_insert(a->store, rows[i]);
+		r = db_audit_insert(store, rows[i]);
 	}
 	if (r == 0)
-		r = mark_store(a, META_HEAD, &tip);
+		r = mark_store_in(a, store, META_HEAD, &tip);
 	if (r == 0)
-		return db_audit_commit(a->store);
-	db_audit_rollback(a->store);
+		return db_audit_commit(store);
+	db_audit_rollback(store);
 	return r;
 }
 
@@ -376,10 +393,10 @@ static bool syslog_socket_present(void)
 static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)
 {
 	bool to_syslog = a->syslog && syslog_socket_present();
-	int r = chain_append(a, rows, n);
+	int r = chain_append(a, a->store, rows, n);
 
 	if (r == -EBUSY)
-		r = chain_append(a, rows, n);
+		r = chain_append(a, a->store, rows, n);
 	if (r < 0)
 		log_err("audit: %zu entries could not be stored (%s); they went to syslog only",
 			n, strerror(-r));
@@ -520,6 +537,7 @@ void audit_close(struct audit *a)
 	}
 	free(a->ring);
 	free(a->batch);
+	db_audit_close(a->txn_store);
 	db_audit_close(a->store);
 	secbuf_free(a->key);
 	pthread_cond_destroy(&a->stored);
@@ -539,33 +557,66 @@ static void copy_str(char *dst, size_t size, const char *src)
 	dst[i] = '\0';
 }
 
-void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
-		  const char *instance, const char *key, int result, const char *detail)
+static void row_fill(struct db_audit_row *row, const struct audit_who *who,
+		     enum audit_op op, const char *instance, const char *key, int result,
+		     const char *detail)
 {
-	struct db_audit_row row, *p = &row;
 	struct audit_who self;
 
-	if (!a)
-		return;
 	if (!who) {
 		audit_who_self(&self);
 		who = &self;
 	}
-	memset(&row, 0, sizeof(row));
-	row.time_ns = db_now_ns();
-	row.uid = who->uid;
-	row.gid = who->gid;
-	row.pid = who->pid;
-	row.result = result < 0 ? -result : result;
-	copy_str(row.comm, sizeof(row.comm), who->comm);
-	copy_str(row.instance, sizeof(row.instance), instance);
-	copy_str(row.key, sizeof(row.key), key);
-	copy_str(row.op, sizeof(row.op), audit_op_name(op));
-	copy_str(row.detail, sizeof(row.detail), detail);
+	memset(row, 0, sizeof(*row));
+	row->time_ns = db_now_ns();
+	row->uid = who->uid;
+	row->gid = who->gid;
+	row->pid = who->pid;
+	row->result = result < 0 ? -result : result;
+	copy_str(row->comm, sizeof(row->comm), who->comm);
+	copy_str(row->instance, sizeof(row->instance), instance);
+	copy_str(row->key, sizeof(row->key), key);
+	copy_str(row->op, sizeof(row->op), audit_op_name(op));
+	copy_str(row->detail, sizeof(row->detail), detail);
+}
+
+void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
+		  const char *instance, const char *key, int result, const char *detail)
+{
+	struct db_audit_row row, *p = &row;
+
+	if (!a)
+		return;
+	row_fill(&row, who, op, instance, key, result, detail);
 	if (a->running)
 		enqueue(a, &row, op != AUDIT_READ || result != 0);
 	else
 		store_rows(a, &p, 1);
+}
+
+int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e)
+{
+	struct db_audit_row row, *p = &row;
+	int r = 0;
+
+	if (!a || !e)
+		return 0;
+	/* The caller holds db's write transaction, hence its lock: one
+	 * thread at a time gets here. */
+	if (!a->txn_store) {
+		r = db_audit_attach(&a->txn_store, db);
+		if (r == 0)
+			a->txn_db = db;
+	}
+	if (r == 0 && a->txn_db != db)
+		r = -EINVAL;
+	if (r < 0)
+		return r;
+	row_fill(&row, e->who, e->op, e->instance, e->key, 0, e->detail);
+	r = chain_append(a, a->txn_store, &p, 1);
+	if (r == 0 && a->syslog && syslog_socket_present())
+		send_syslog(&row);
+	return r;
 }
 
 void audit_set_caller(const struct audit_who *who)

@@ -13,6 +13,7 @@
 #include "policy.h"
 
 struct audit;
+struct db;
 struct db_audit_row;
 
 struct audit_who {
@@ -55,7 +56,6 @@ int audit_reseal_key(struct audit *a, const struct secbuf *new_wrap, unsigned ch
 /* The same without an open log: re-seals the stored chain key (if there is
  * one) from old_wrap (vault_audit_key) to new_master's audit subkey, with
  * db_meta_set; call it inside the rotation's transaction. */
-struct db;
 int audit_rotate_master(struct db *db, const struct secbuf *old_wrap,
 			const struct secbuf *new_master) WUR;
 /* Moves storing to a background thread that writes entries in batches: a
@@ -71,6 +71,18 @@ void audit_close(struct audit *a);
  * store: it may wait for the store's write lock. */
 void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
 		  const char *instance, const char *key, int result, const char *detail);
+
+/* A change's entry, stored in the change's own transaction. */
+struct audit_entry {
+	const struct audit_who *who;	/* NULL: this process */
+	enum audit_op op;
+	const char *instance, *key, *detail;	/* detail may be NULL */
+};
+struct db;
+/* Inside the calling thread's write transaction on db (the vault's store):
+ * chains e, as a success, into that transaction, so the change and its
+ * entry are stored together or not at all. NULL a or e: nothing. */
+int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e) WUR;
 
 /* Who the calling thread is working for (NULL: this process), for entries
  * recorded deep in the vault, such as an authentication failure. */

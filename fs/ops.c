@@ -546,6 +546,7 @@ static void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
+	struct audit_entry ae;
 	struct guard_ref ref;
 	struct db_secret s;
 	int r;
@@ -558,8 +559,11 @@ static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (r == 0)
 		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_DELETE, NULL, &ref);
 	if (r == 0) {
-		r = vault_delete(fs->v, s.id, fuse_req_ctx(req)->uid);
-		guard_done(fs->v, &ref, AUDIT_DELETE, r, NULL);
+		guard_entry(&ref, AUDIT_DELETE, NULL, &ae);
+		r = vault_delete(fs->v, s.id, fuse_req_ctx(req)->uid, &ae);
+		audit_set_caller(NULL);
+		if (r < 0)
+			guard_done(fs->v, &ref, AUDIT_DELETE, r, NULL);
 	}
 	reply_err(req, r);
 }
@@ -675,6 +679,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
+	struct audit_entry ae;
 	struct handle *h = NULL;
 	struct db_instance in;
 	struct db_secret s;
@@ -708,9 +713,11 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
-	if (r == 0)
-		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s);
-	if (h)
+	if (r == 0) {
+		guard_entry(&h->ref, AUDIT_CREATE, NULL, &ae);
+		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s, &ae);
+	}
+	if (h && r < 0)
 		guard_done(fs->v, &h->ref, AUDIT_CREATE, r, NULL);
 	if (r < 0) {
 		if (r == -ENOMEM)
@@ -909,6 +916,7 @@ static bool closer_is_writer(const struct handle *h, const struct closer *c)
 
 static int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct closer *c)
 {
+	struct audit_entry ae;
 	bool stored = false;
 	int r = 0;
 
@@ -918,10 +926,11 @@ static int handle_commit(struct fs *fs, struct handle *h, bool closing, const st
 	if (closing)
 		h->closed = true;
 	if (!h->error && h->dirty) {
+		guard_entry(&h->ref, AUDIT_WRITE, NULL, &ae);
 		r = vault_update_amend(fs->v, h->id, h->buf->data, h->buf->len, h->uid,
-				       &h->version);
+				       &h->version, &ae);
 		stored = r == 0;
-		if (r != -ENOENT)
+		if (r < 0 && r != -ENOENT)
 			guard_done(fs->v, &h->ref, AUDIT_WRITE, r, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
@@ -937,10 +946,12 @@ static int handle_commit(struct fs *fs, struct handle *h, bool closing, const st
 	}
 	if (h->error) {
 		if (h->committed && h->orig) {
+			guard_entry(&h->ref, AUDIT_WRITE, "old value put back after a failed write",
+				    &ae);
 			r = vault_update_amend(fs->v, h->id, h->orig->data, h->orig->len,
-					       h->uid, &h->version);
+					       h->uid, &h->version, &ae);
 			stored = r == 0;
-			if (r != -ENOENT)
+			if (r < 0 && r != -ENOENT)
 				guard_done(fs->v, &h->ref, AUDIT_WRITE, r,
 					   "old value put back after a failed write");
 			if (r == 0 || r == -ENOENT)

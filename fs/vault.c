@@ -676,6 +676,19 @@ static int seal_value(const struct inst_key *k, const struct db_secret *s,
 	return vault_seal_blob(blob, k->key, &ad, pt, len);
 }
 
+/* Ends a write transaction: the change's audit entry joins it, and both
+ * are committed, or both rolled back. */
+static int commit_audited(struct vault *v, int r, const struct audit_entry *audit)
+{
+	if (r == 0)
+		r = audit_record_txn(v->audit, v->db, audit);
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
+	return r;
+}
+
 int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 		     const unsigned char *pt, size_t len, uint32_t flags, uid_t by)
 {
@@ -702,7 +715,8 @@ int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 /* A secret made by create() holds version 0, empty, until it is first
  * written; version 0 never enters the history. */
 int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t uid,
-		 gid_t gid, mode_t mode, struct db_secret *out)
+		 gid_t gid, mode_t mode, struct db_secret *out,
+		 const struct audit_entry *audit)
 {
 	struct db_blob blob = { 0 };
 	struct db_secret s = { 0 };
@@ -728,10 +742,7 @@ int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t u
 	if (r == 0)
 		r = db_secret_insert(v->db, &s, &blob);
 done:
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
+	r = commit_audited(v, r, audit);
 	db_blob_free(&blob);
 	if (k)
 		vault_key_put(v, k);
@@ -746,7 +757,8 @@ done:
  * *amend when it is still the current one, and makes a new version
  * otherwise. */
 static int update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
-		  uid_t by, uint64_t *amend, struct db_secret *out)
+		  uid_t by, uint64_t *amend, struct db_secret *out,
+		  const struct audit_entry *audit)
 {
 	struct db_blob blob = { 0 };
 	struct inst_key *k = NULL;
@@ -775,10 +787,7 @@ static int update(struct vault *v, int64_t secret_id, const unsigned char *pt, s
 	} else if (r == 0) {
 		r = vault_store_next(v, k, &s, pt, len, flags, by);
 	}
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
+	r = commit_audited(v, r, audit);
 	db_blob_free(&blob);
 	if (k)
 		vault_key_put(v, k);
@@ -792,13 +801,14 @@ static int update(struct vault *v, int64_t secret_id, const unsigned char *pt, s
 int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
 		 uid_t by, struct db_secret *out)
 {
-	return update(v, secret_id, pt, len, by, NULL, out);
+	return update(v, secret_id, pt, len, by, NULL, out, NULL);
 }
 
 int vault_update_amend(struct vault *v, int64_t secret_id, const unsigned char *pt,
-		       size_t len, uid_t by, uint64_t *version)
+		       size_t len, uid_t by, uint64_t *version,
+		       const struct audit_entry *audit)
 {
-	return update(v, secret_id, pt, len, by, version, NULL);
+	return update(v, secret_id, pt, len, by, version, NULL, audit);
 }
 
 /* Inside a transaction: update or create by name. */
@@ -859,24 +869,21 @@ out:
 
 int vault_put_if(struct vault *v, int64_t instance_id, const char *name,
 		 const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
-		 int64_t if_version, struct db_secret *out)
+		 int64_t if_version, struct db_secret *out,
+		 const struct audit_entry *audit)
 {
 	int r = db_begin(v->db);
 
 	if (r < 0)
 		return r;
 	r = put_locked(v, instance_id, name, pt, len, uid, gid, if_version, out);
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
-	return r;
+	return commit_audited(v, r, audit);
 }
 
 int vault_put(struct vault *v, int64_t instance_id, const char *name, const unsigned char *pt,
 	      size_t len, uid_t uid, gid_t gid, struct db_secret *out)
 {
-	return vault_put_if(v, instance_id, name, pt, len, uid, gid, -1, out);
+	return vault_put_if(v, instance_id, name, pt, len, uid, gid, -1, out, NULL);
 }
 
 int vault_put_many(struct vault *v, int64_t instance_id, size_t n, const char *const *names,
@@ -1063,7 +1070,8 @@ done:
 }
 
 /* Into the trash, restorable for undelete_window; with no window, gone. */
-int vault_delete(struct vault *v, int64_t secret_id, uid_t by)
+int vault_delete(struct vault *v, int64_t secret_id, uid_t by,
+		 const struct audit_entry *audit)
 {
 	struct db_secret s;
 	int r = db_begin(v->db);
@@ -1079,9 +1087,5 @@ int vault_delete(struct vault *v, int64_t secret_id, uid_t by)
 		r = db_trash_purge(v->db, s.instance_id, s.name, INT64_MAX, NULL);
 	if (r == 0)
 		r = db_trash_purge(v->db, 0, NULL, vault_undelete_since(v), NULL);
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
-	return r;
+	return commit_audited(v, r, audit);
 }

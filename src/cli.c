@@ -247,6 +247,17 @@ static int cli_open_audit(struct cli *c, int vault_flags)
 	return 0;
 }
 
+struct audit_entry *cli_entry(struct audit_entry *e, enum audit_op op, const char *instance,
+			      const char *key)
+{
+	e->who = NULL;
+	e->op = op;
+	e->instance = instance;
+	e->key = key;
+	e->detail = "vaultfs CLI";
+	return e;
+}
+
 void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
 	       int result)
 {

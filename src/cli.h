@@ -55,7 +55,12 @@ int cli_load_key_file(const char *path, const char *what, struct secbuf **key);
 void cli_close(struct cli *c);
 /* Prints why the audit log of db could not be opened (r: -errno). */
 void cli_audit_error(const char *db, int r);
-/* Records a CLI read or change of a secret in the audit log. */
+/* The entry for a change this command makes, stored with the change
+ * (audit_record_txn); returns e. */
+struct audit_entry *cli_entry(struct audit_entry *e, enum audit_op op, const char *instance,
+			      const char *key);
+/* Records a CLI read, or a change's failure, in the audit log (a change's
+ * success is stored with the change). */
 void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
 	       int result);
 
