@@ -360,6 +360,31 @@ static void test_background_writer(void **state)
 	assert_int_equal(verify(fx, NULL, 0), 0);
 }
 
+/* A change's entry goes in the change's transaction: rolled back with it,
+ * committed with it, and chained with entries stored on the log's own
+ * connection. */
+static void test_entry_in_transaction(void **state)
+{
+	struct fx *fx = *state;
+	struct audit_entry e = { .who = &alice, .op = AUDIT_WRITE, .instance = "billing",
+				 .key = "K" };
+
+	record_n(fx, 2);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(audit_record_txn(fx->a, fx->db, &e), 0);
+	db_rollback(fx->db);
+	assert_int_equal(sql_int(fx, "SELECT count(*) FROM audit"), 2);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(audit_record_txn(fx->a, fx->db, &e), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	assert_int_equal(sql_int(fx, "SELECT count(*) FROM audit"), 3);
+	assert_int_equal(sql_int(fx, "SELECT seq FROM audit WHERE key = 'K'"), 3);
+	record_n(fx, 2);
+	assert_int_equal(verify(fx, NULL, 0), 0);
+	assert_int_equal(audit_record_txn(fx->a, fx->db, NULL), 0);
+	assert_int_equal(audit_record_txn(NULL, fx->db, &e), 0);
+}
+
 static void test_authfail_caller(void **state)
 {
 	struct fx *fx = *state;
@@ -430,6 +455,7 @@ int main(void)
 		FX_TEST(test_rotate_master_without_log),
 		FX_TEST(test_background_writer),
 		FX_TEST(test_authfail_caller),
+		FX_TEST(test_entry_in_transaction),
 	};
 
 	return cmocka_run_group_tests_name("audit", tests, NULL, NULL);
