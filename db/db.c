@@ -149,6 +149,10 @@ static const char *const migrations[] = {
 	/* Directory listings page through an instance in id order: without
 	 * this index each page scanned and sorted the whole instance. */
 	"CREATE INDEX secrets_by_instance ON secrets (instance_id);",
+	/* Folded audit entries: count events of one kind from first_time to
+	 * time (NULL: the one event at time). */
+	"ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE audit ADD COLUMN first_time INTEGER;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -468,6 +472,9 @@ static int configure(struct db *db, int flags)
 	r = exec_sql(db, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;");
 	if (r == 0 && !(flags & DB_READONLY))
 		r = exec_sql(db, "PRAGMA journal_mode = WAL");
+	/* After a burst of writes, a WAL that starts over is cut back to this. */
+	if (r == 0 && !(flags & DB_READONLY))
+		r = exec_sql(db, "PRAGMA journal_size_limit = 4194304");
 	if (r == 0)
 		r = exec_sql(db, "PRAGMA synchronous = FULL");
 	return r;

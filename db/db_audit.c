@@ -20,7 +20,9 @@
 #include "db_int.h"
 
 #define BUSY_TIMEOUT_MS 10000
-#define ROW_COLS "seq, time, uid, gid, pid, comm, instance, key, op, result, detail, mac"
+#define WAL_LIMIT "4194304"	/* bytes a reset WAL is cut back to */
+#define ROW_COLS "seq, time, uid, gid, pid, comm, instance, key, op, result, detail, mac, " \
+		 "count, first_time"
 
 enum audit_stmt {
 	AS_INSERT, AS_LAST, AS_LAST_BEFORE, AS_DELETE_UPTO, AS_EACH, AS_META_GET,
@@ -29,7 +31,7 @@ enum audit_stmt {
 
 static const char *const audit_sql[AS_COUNT] = {
 	[AS_INSERT] = "INSERT INTO audit (" ROW_COLS ") VALUES "
-		      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+		      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
 	[AS_LAST] = "SELECT " ROW_COLS " FROM audit ORDER BY seq DESC LIMIT 1",
 	[AS_LAST_BEFORE] = "SELECT " ROW_COLS " FROM audit WHERE seq = "
 			   "(SELECT max(seq) FROM audit WHERE time < ?1)",
@@ -138,11 +140,12 @@ int db_audit_open(struct db_audit **out, const char *path, bool readonly)
 	if (r == 0) {
 		sqlite3_busy_timeout(a->conn, BUSY_TIMEOUT_MS);
 		sqlite3_extended_result_codes(a->conn, 1);
-		r = exec_sql(a, "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;");
+		r = exec_sql(a, "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; "
+			     "PRAGMA journal_size_limit = " WAL_LIMIT ";");
 	}
 	/* The table comes with the schema (db.c's migrations); check it is there. */
 	if (r == 0)
-		r = exec_sql(a, "SELECT 1 FROM audit LIMIT 0");
+		r = exec_sql(a, "SELECT count, first_time FROM audit LIMIT 0");
 	if (r < 0) {
 		db_audit_close(a);
 		return r;
@@ -250,6 +253,9 @@ static void row_read(sqlite3_stmt *st, struct db_audit_row *r)
 	/* A mac of the wrong length stays zero: it will not verify. */
 	if (mac && n == DB_AUDIT_MAC_LEN)
 		memcpy(r->mac, mac, n);
+	r->count = sqlite3_column_int64(st, 12);
+	r->first_ns = sqlite3_column_type(st, 13) == SQLITE_NULL ? r->time_ns :
+		      sqlite3_column_int64(st, 13);
 }
 
 int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
@@ -272,6 +278,9 @@ int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
 		sqlite3_bind_int64(st, 10, row->result);
 		sqlite3_bind_text(st, 11, row->detail, -1, SQLITE_STATIC);
 		sqlite3_bind_blob(st, 12, row->mac, DB_AUDIT_MAC_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 13, row->count);
+		if (row->first_ns != row->time_ns)
+			sqlite3_bind_int64(st, 14, row->first_ns);
 		r = audit_errno(sqlite3_step(st));
 		stmt_done(st);
 	}
@@ -354,6 +363,18 @@ int db_audit_each(struct db_audit *a, const struct db_audit_filter *f,
 	}
 	a_unlock(a);
 	return r;
+}
+
+int db_audit_checkpoint(struct db_audit *a)
+{
+	int rc;
+
+	a_lock(a);
+	sqlite3_busy_timeout(a->conn, 0);
+	rc = sqlite3_wal_checkpoint_v2(a->conn, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	sqlite3_busy_timeout(a->conn, BUSY_TIMEOUT_MS);
+	a_unlock(a);
+	return audit_errno(rc);
 }
 
 int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, size_t len)

@@ -16,7 +16,9 @@ struct db_audit;
 
 struct db_audit_row {
 	int64_t seq;		/* position in the chain, from 1 */
-	int64_t time_ns;
+	int64_t time_ns;	/* of the last event it records */
+	int64_t first_ns;	/* of the first (time_ns for a single event) */
+	int64_t count;		/* events folded into it, 1 or more */
 	uint32_t uid, gid;
 	int32_t pid;
 	int32_t result;		/* 0 or an errno */
@@ -56,6 +58,10 @@ int db_audit_delete_upto(struct db_audit *a, int64_t seq) WUR;
 /* Rows in seq order; fn returns nonzero to stop, and that is returned. */
 int db_audit_each(struct db_audit *a, const struct db_audit_filter *f,
 		  int (*fn)(void *, const struct db_audit_row *), void *ctx) WUR;
+
+/* Copies the WAL back into the database and truncates it, without waiting
+ * for anyone: -EBUSY if a reader or writer is in the way. */
+int db_audit_checkpoint(struct db_audit *a);
 
 /* A meta value of exactly len bytes: -ENOENT if absent, -EPROTO if its
  * length differs. */

@@ -40,10 +40,21 @@
 #define GATHER_NS (50LL * 1000000)
 #define GATHER_MAX 256
 #define PRUNE_EVERY_NS (600LL * 1000000000)
+/* Kinds of event whose repeats are being counted at one time. */
+#define FOLD_SLOTS 64
+/* Quiet for this long: the WAL is checkpointed and cut short. */
+#define TIDY_AFTER_NS (2LL * 1000000000)
 #define META_HEAD "audit_head"
 #define META_ANCHOR "audit_anchor"
 #define MARK_LEN (8 + DB_AUDIT_MAC_LEN + DB_AUDIT_MAC_LEN)	/* seq, mac, tag */
 #define AUDIT_KEY_BLOB_LEN (SEAL_KEY_LEN + SEAL_OVERHEAD)
+
+/* A window in which repeats of one event are counted into row. */
+struct fold {
+	bool open;
+	int64_t until_ns;
+	struct db_audit_row row;	/* count 0: no repeat yet */
+};
 
 struct audit {
 	struct db_audit *store;
@@ -63,6 +74,10 @@ struct audit {
 	bool running, stop;
 	pthread_t thread;
 	int64_t last_prune_ns;
+	int64_t fold_ns;		/* 0: no folding */
+	struct fold *folds;
+	int64_t next_close_ns;		/* of the first open window, 0: none */
+	int64_t tidy_ns;		/* when to tidy the WAL, 0: done */
 };
 
 static const char *const op_names[AUDIT_OP_COUNT] = {
@@ -219,13 +234,24 @@ static void hash_final(crypto_generichash_state *h, unsigned char out[DB_AUDIT_M
 	sodium_memzero(h, sizeof(*h));
 }
 
+static bool folded(const struct db_audit_row *r)
+{
+	return r->count != 1 || r->first_ns != r->time_ns;
+}
+
+/* A folded entry's MAC covers its count and first time too, under a
+ * domain of its own; a single event's is as it always was. */
 static void entry_mac(const struct audit *a, const unsigned char prev[DB_AUDIT_MAC_LEN],
 		      const struct db_audit_row *r, unsigned char out[DB_AUDIT_MAC_LEN])
 {
 	crypto_generichash_state h;
 
-	hash_init(a, &h, "vaultfs/audit/entry/1");
+	hash_init(a, &h, folded(r) ? "vaultfs/audit/entry/2" : "vaultfs/audit/entry/1");
 	crypto_generichash_update(&h, prev, DB_AUDIT_MAC_LEN);
+	if (folded(r)) {
+		put_u64(&h, (uint64_t)r->count);
+		put_u64(&h, (uint64_t)r->first_ns);
+	}
 	put_u64(&h, (uint64_t)r->seq);
 	put_u64(&h, (uint64_t)r->time_ns);
 	put_u64(&h, r->uid);
@@ -417,33 +443,139 @@ static void maybe_prune(struct audit *a)
 		log_err("audit: pruning old entries failed");
 }
 
+static void abs_time(int64_t ns, struct timespec *ts)
+{
+	ts->tv_sec = (time_t)(ns / 1000000000);
+	ts->tv_nsec = (long)(ns % 1000000000);
+}
+
 /* With only reads queued, waits a little for more (lock held). */
 static void gather(struct audit *a)
 {
 	struct timespec until;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += GATHER_NS;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	abs_time(db_now_ns() + GATHER_NS, &until);
 	while (a->urgent <= a->done && !a->stop && a->count < GATHER_MAX)
 		if (pthread_cond_timedwait(&a->not_empty, &a->lock, &until) == ETIMEDOUT)
 			break;
 }
 
+/* -- folding ----------------------------------------------------------- */
+
+/* Events of one kind: who (but the pid, which changes with every thread
+ * and process of a flood), what, and the outcome. */
+static bool same_kind(const struct db_audit_row *x, const struct db_audit_row *y)
+{
+	return x->uid == y->uid && x->gid == y->gid && x->result == y->result &&
+	       strcmp(x->op, y->op) == 0 && strcmp(x->key, y->key) == 0 &&
+	       strcmp(x->instance, y->instance) == 0 && strcmp(x->comm, y->comm) == 0 &&
+	       strcmp(x->detail, y->detail) == 0;
+}
+
+/* Counts row into an open window of its kind (lock held): true if it was,
+ * and then it is not stored on its own. Otherwise opens a window for its
+ * kind when there is room, and the caller stores it. */
+static bool fold(struct audit *a, const struct db_audit_row *row)
+{
+	struct fold *free_slot = NULL;
+
+	for (unsigned i = 0; i < FOLD_SLOTS; i++) {
+		struct fold *f = &a->folds[i];
+
+		if (!f->open) {
+			free_slot = free_slot ? free_slot : f;
+		} else if (row->time_ns < f->until_ns && same_kind(&f->row, row)) {
+			if (!f->row.count++) {
+				f->row.first_ns = row->time_ns;
+				f->row.pid = row->pid;
+			}
+			f->row.time_ns = row->time_ns;
+			return true;
+		}
+	}
+	if (free_slot) {
+		free_slot->open = true;
+		free_slot->until_ns = row->time_ns + a->fold_ns;
+		free_slot->row = *row;
+		free_slot->row.count = 0;
+		if (free_slot->until_ns < a->next_close_ns || !a->next_close_ns)
+			a->next_close_ns = free_slot->until_ns;
+	}
+	return false;
+}
+
+/* Queues the folded entries of the windows that have closed (all of them
+ * when stopping), as far as the queue has room (lock held). */
+static void folds_close(struct audit *a, int64_t now)
+{
+	a->next_close_ns = 0;
+	for (unsigned i = 0; i < FOLD_SLOTS && a->folds; i++) {
+		struct fold *f = &a->folds[i];
+
+		if (!f->open)
+			continue;
+		if ((now >= f->until_ns || a->stop) && (!f->row.count || a->count < QUEUE_CAP)) {
+			if (f->row.count) {
+				a->ring[(a->head + a->count) % QUEUE_CAP] = f->row;
+				a->count++;
+				a->queued++;
+			}
+			f->open = false;
+		} else if (!a->next_close_ns || f->until_ns < a->next_close_ns) {
+			a->next_close_ns = f->until_ns;
+		}
+	}
+}
+
+/* -- the writer thread ------------------------------------------------- */
+
+/* Once the log has been quiet for a while: the WAL's pages go back into
+ * the database and the file is cut short, if no one is in the way. */
+static void tidy(struct audit *a, int64_t now)
+{
+	if (a->tidy_ns && now >= a->tidy_ns) {
+		a->tidy_ns = 0;
+		(void)db_audit_checkpoint(a->store);
+	}
+}
+
+/* Sleeps until there is something to store, a window closes, or it is
+ * time to tidy up (lock held). */
+static void wait_for_work(struct audit *a)
+{
+	int64_t until = a->next_close_ns;
+	struct timespec ts;
+
+	if (a->tidy_ns && (!until || a->tidy_ns < until))
+		until = a->tidy_ns;
+	if (!until) {
+		pthread_cond_wait(&a->not_empty, &a->lock);
+		return;
+	}
+	abs_time(until, &ts);
+	pthread_cond_timedwait(&a->not_empty, &a->lock, &ts);
+}
+
 static void *flusher(void *arg)
 {
 	struct audit *a = arg;
+	int64_t now;
 	unsigned n;
 
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
-		while (!a->count && !a->stop)
-			pthread_cond_wait(&a->not_empty, &a->lock);
-		if (!a->count)
+		now = db_now_ns();
+		folds_close(a, now);
+		if (!a->count && a->stop)
 			break;
+		if (!a->count) {
+			pthread_mutex_unlock(&a->lock);
+			tidy(a, now);
+			pthread_mutex_lock(&a->lock);
+			if (!a->count && !a->stop)
+				wait_for_work(a);
+			continue;
+		}
 		gather(a);
 		/* Producers only fill free slots: these stay ours unlocked. */
 		n = a->count;
@@ -453,6 +585,7 @@ static void *flusher(void *arg)
 		store_rows(a, a->batch, n);
 		maybe_prune(a);
 		pthread_mutex_lock(&a->lock);
+		a->tidy_ns = db_now_ns() + TIDY_AFTER_NS;
 		a->head = (a->head + n) % QUEUE_CAP;
 		a->count -= n;
 		a->done += n;
@@ -463,11 +596,17 @@ static void *flusher(void *arg)
 	return NULL;
 }
 
+/* A repeat of an event whose window is open is only counted: neither
+ * stored now nor waited for. */
 static void enqueue(struct audit *a, const struct db_audit_row *row, bool wait)
 {
 	uint64_t ticket;
 
 	pthread_mutex_lock(&a->lock);
+	if (a->fold_ns && fold(a, row)) {
+		pthread_mutex_unlock(&a->lock);
+		return;
+	}
 	while (a->count == QUEUE_CAP)
 		pthread_cond_wait(&a->not_full, &a->lock);
 	a->ring[(a->head + a->count) % QUEUE_CAP] = *row;
@@ -499,6 +638,7 @@ int audit_open(struct audit **out, const char *path, const struct secbuf *key,
 	pthread_cond_init(&a->stored, NULL);
 	a->syslog = conf->audit_syslog;
 	a->retention_ns = conf->audit_retention * 1000000000;
+	a->fold_ns = conf->audit_fold * 1000000000;
 	r = db_audit_open(&a->store, path, false);
 	if (r == 0)
 		r = chain_key_load(a, key);
@@ -516,7 +656,8 @@ int audit_start(struct audit *a)
 
 	a->ring = calloc(QUEUE_CAP, sizeof(*a->ring));
 	a->batch = calloc(QUEUE_CAP, sizeof(*a->batch));
-	if (!a->ring || !a->batch)
+	a->folds = calloc(FOLD_SLOTS, sizeof(*a->folds));
+	if (!a->ring || !a->batch || !a->folds)
 		return -ENOMEM;
 	r = thread_start(&a->thread, "vaultfs-audit", flusher, a);
 	if (r == 0)
@@ -537,6 +678,7 @@ void audit_close(struct audit *a)
 	}
 	free(a->ring);
 	free(a->batch);
+	free(a->folds);
 	db_audit_close(a->txn_store);
 	db_audit_close(a->store);
 	secbuf_free(a->key);
@@ -568,7 +710,8 @@ static void row_fill(struct db_audit_row *row, const struct audit_who *who,
 		who = &self;
 	}
 	memset(row, 0, sizeof(*row));
-	row->time_ns = db_now_ns();
+	row->time_ns = row->first_ns = db_now_ns();
+	row->count = 1;
 	row->uid = who->uid;
 	row->gid = who->gid;
 	row->pid = who->pid;

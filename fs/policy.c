@@ -23,6 +23,7 @@ void policy_defaults(struct vault_conf *c)
 	c->access.root_read = true;
 	c->daemon.audit = true;
 	c->daemon.audit_syslog = true;
+	c->daemon.audit_fold = 2;
 }
 
 const struct instance_conf *policy_instance(const struct vault_conf *c, const char *name)

@@ -50,6 +50,7 @@ struct daemon_conf {
 	bool audit;			/* keep the audit log (default yes) */
 	bool audit_syslog;		/* and send each entry to syslog (default yes) */
 	int64_t audit_retention;	/* seconds, 0: keep every entry */
+	int64_t audit_fold;		/* seconds repeats are counted into one entry, 0: never */
 };
 
 struct instance_conf {

@@ -141,7 +141,10 @@ static int print_json(void *ctx, const struct db_audit_row *r)
 	json_str("op", r->op);
 	printf(",\"result\":\"%s\",\"errno\":%d,", result_name(r->result), (int)r->result);
 	json_str("detail", r->detail);
-	printf("}\n");
+	/* A folded entry stands for count events from first_time to time. */
+	format_time(r->first_ns, t, sizeof(t));
+	printf(",\"count\":%lld,\"first_time\":\"%s\",\"first_time_ns\":%lld}\n",
+	       (long long)r->count, t, (long long)r->first_ns);
 	return 0;
 }
 
@@ -169,6 +172,12 @@ static void print_line(const struct db_audit_row *r)
 		printf(" (");
 		safe_print(r->detail, true);
 		printf(")");
+	}
+	if (r->count != 1 || r->first_ns != r->time_ns) {
+		char first[64];
+
+		format_time(r->first_ns, first, sizeof(first));
+		printf(" [%lld times from %s to %s]", (long long)r->count, first, t);
 	}
 	putchar('\n');
 }
