@@ -323,3 +323,66 @@ def test_tampered_rename_recorded(vault_unmounted):
     assert [(r["op"], r["result"]) for r in rows[-2:]] == [("authfail", "EBADMSG"),
                                                            ("rename", "EIO")], rows
     assert "could not be stored" not in v.log()
+
+
+FLOOD = """\
+import errno, sys, threading, time
+path, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+counts = [0] * threads
+def flood(i):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            open(path, "rb").close()
+            sys.exit("opened a secret it may not read")
+        except OSError as e:
+            assert e.errno == errno.EACCES, e
+            counts[i] += 1
+ts = [threading.Thread(target=flood, args=(i,)) for i in range(threads)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(sum(counts))
+"""
+
+
+def test_denial_flood_is_folded_and_the_wal_shrinks_back(users, vault_factory):
+    """carol, who may not read app/K, opens it from 16 threads for 3 s while
+    alice keeps writing her own key: the log gets a handful of entries
+    whose counts add up to every attempt, the chain verifies, and once it is
+    quiet the WAL is checkpointed and cut back to nothing."""
+    v = vault_factory(config=CONFIG.format(alice=users.name["alice"], bob=users.name["bob"],
+                                           team=users.team))
+    p = v.path("app", "K")
+    r = users.sh("alice", f"printf s3cret-value > {p}")
+    assert r.returncode == 0, r.stderr
+    writer = subprocess.Popen(
+        ["setpriv", f"--reuid={users.name['alice']}", f"--regid={users.name['alice']}",
+         "--init-groups", "--", "/bin/sh", "-c",
+         f"i=0; while [ $i -lt 400 ]; do echo value-$i > {v.path('app', 'W')}; "
+         f"i=$((i+1)); done"], stderr=subprocess.PIPE)
+    r = users.run("carol", ["/usr/bin/python3", "-c", FLOOD, p, "16", "3"])
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    attempts = int(r.stdout)
+    assert attempts > 200, "too few attempts to call it a flood"
+    assert writer.wait(60) == 0, writer.stderr.read()
+    carol = users.uid["carol"]
+
+    def denied(rows):
+        return [e for e in rows if e["uid"] == carol and e["op"] == "read"]
+
+    rows = wait_entries(v, lambda rows: sum(e["count"] for e in denied(rows)) >= attempts)
+    flood = denied(rows)
+    assert sum(e["count"] for e in flood) == attempts, "each attempt counted exactly once"
+    assert len(flood) <= 8, f"{attempts} denials in {len(flood)} entries"
+    for e in flood:
+        assert e["result"] == "EACCES" and e["key"] == "K" and e["comm"] == "python3"
+        assert e["first_time_ns"] <= e["time_ns"]
+    assert any(e["count"] > 1 and e["first_time_ns"] < e["time_ns"] for e in flood)
+    text = v.cli("audit", "--instance", "app", "--key", "K").stdout.decode()
+    assert " times from " in text
+    code, out = verify(v)
+    assert code == 0, out
+    # alice's 400 writes went through the WAL; quiet now, it goes back to 0.
+    wal = v.db + "-wal"
+    assert wait_for(lambda: not os.path.exists(wal) or os.path.getsize(wal) == 0, 15.0), \
+        f"the WAL is still {os.path.getsize(wal)} bytes after a quiet spell"
