@@ -775,17 +775,58 @@ void audit_authfail(struct audit *a, const char *instance, const char *key)
 		     -EBADMSG, "stored value fails authentication");
 }
 
+/* Process names, for every open: reading /proc/PID/comm afresh costs an
+ * openat (a path walk in procfs), a read and a close. Each slot keeps the
+ * file open instead, and a read at offset 0 gives the name as it is now.
+ * That descriptor belongs to the task it was opened for, not to its
+ * number: once that task is gone the read fails (ESRCH) even if a new
+ * task has the same pid, and the slot opens the new one's file. So a
+ * reused pid never gets its predecessor's name, and a renamed process
+ * shows its new one. One system call per open, instead of three. */
+#define COMM_SLOTS 128
+
+struct comm_slot {
+	pthread_mutex_t lock;
+	pid_t pid;
+	int fd;			/* /proc/pid/comm of that very task, or -1 */
+};
+
+static struct comm_slot comm_slots[COMM_SLOTS];
+static pthread_once_t comm_once = PTHREAD_ONCE_INIT;
+
+static void comm_init(void)
+{
+	for (unsigned i = 0; i < COMM_SLOTS; i++) {
+		pthread_mutex_init(&comm_slots[i].lock, NULL);
+		comm_slots[i].fd = -1;
+	}
+}
+
+static ssize_t comm_read(struct comm_slot *c, char *comm, size_t size)
+{
+	return c->fd >= 0 ? pread(c->fd, comm, size - 1, 0) : -1;
+}
+
 static void read_comm(pid_t pid, char *comm, size_t size)
 {
-	char path[64];
+	struct comm_slot *c = &comm_slots[(unsigned)pid % COMM_SLOTS];
+	char path[32];
 	ssize_t n = -1;
-	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	fd = pid > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-	if (fd >= 0) {
-		n = read(fd, comm, size - 1);
-		close(fd);
+	if (pid > 0) {
+		pthread_once(&comm_once, comm_init);
+		pthread_mutex_lock(&c->lock);
+		if (c->pid == pid)
+			n = comm_read(c, comm, size);
+		if (n <= 0) {
+			if (c->fd >= 0)
+				close(c->fd);
+			snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+			c->fd = open(path, O_RDONLY | O_CLOEXEC);
+			c->pid = pid;
+			n = comm_read(c, comm, size);
+		}
+		pthread_mutex_unlock(&c->lock);
 	}
 	if (n <= 0) {
 		snprintf(comm, size, "?");

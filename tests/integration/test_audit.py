@@ -386,3 +386,34 @@ def test_denial_flood_is_folded_and_the_wal_shrinks_back(users, vault_factory):
     wal = v.db + "-wal"
     assert wait_for(lambda: not os.path.exists(wal) or os.path.getsize(wal) == 0, 15.0), \
         f"the WAL is still {os.path.getsize(wal)} bytes after a quiet spell"
+
+
+def test_reused_pid_gets_its_own_process_name(vault, tmp_path):
+    """The daemon keeps process names between opens; a process that gets the
+    pid of one that read before it (forced with ns_last_pid) is logged with
+    its own name, not its predecessor's."""
+    os.mkdir(vault.path("app"))
+    p = vault.path("app", "K")
+    write_file(p, b"v")
+    alpha, beta = str(tmp_path / "alphacat"), str(tmp_path / "betacat")
+    for name in (alpha, beta):
+        shutil.copy("/bin/cat", name)
+    first = subprocess.run([alpha, p], stdout=subprocess.PIPE)
+    assert first.stdout == b"v"
+    # The pid alphacat had, found in the log.
+    rows = wait_entries(vault, lambda rows: find(rows, comm="alphacat"))
+    pid = find(rows, comm="alphacat")[0]["pid"]
+    reused = False
+    for _ in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        second = subprocess.Popen([beta, p], stdout=subprocess.PIPE)
+        out, _ = second.communicate()
+        assert out == b"v"
+        if second.pid == pid:
+            reused = True
+            break
+    assert reused, "could not get the kernel to hand out the same pid again"
+    rows = wait_entries(vault, lambda rows: find(rows, comm="betacat"))
+    assert find(rows, comm="betacat", pid=pid), rows
+    assert len(find(rows, comm="alphacat")) == 1, "alphacat read once, and only alphacat"
