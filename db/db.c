@@ -169,6 +169,8 @@ struct db {
 	dev_t wal_dev;
 	ino_t wal_ino;
 	unsigned depth;		/* db_begin nesting of the thread holding lock */
+	bool resync;		/* synchronous = FULL still to be restored */
+	bool lazy;		/* the next db_begin is db_begin_lazy's */
 	_Atomic pthread_t owner;	/* the thread in a write transaction, or 0 */
 	pthread_mutex_t readers_lock;
 	struct db *readers;	/* idle read connections */
@@ -755,6 +757,15 @@ static void txn_leave(struct db *db)
 		atomic_store(&db->owner, (pthread_t)0);
 }
 
+/* Back to synced commits after a db_begin_lazy transaction (lock held). */
+static int resync(struct db *db)
+{
+	if (db->resync && sqlite3_get_autocommit(db->conn) &&
+	    exec_sql(db, "PRAGMA synchronous = FULL") == 0)
+		db->resync = false;
+	return db->resync ? -EIO : 0;
+}
+
 /* A db_begin on the thread that already holds the transaction is a
  * savepoint inside it, so a batch can wrap calls that begin their own. */
 int db_begin(struct db *db)
@@ -762,7 +773,12 @@ int db_begin(struct db *db)
 	int r;
 
 	db_lock(db);
-	r = exec_sql(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
+	r = 0;
+	if (!db->depth && !db->lazy)
+		r = resync(db);
+	db->lazy = false;
+	if (r == 0)
+		r = exec_sql(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
 	if (r < 0) {
 		db_unlock(db);
 		return r;
@@ -770,6 +786,27 @@ int db_begin(struct db *db)
 	if (db->depth++ == 0)
 		atomic_store(&db->owner, pthread_self());
 	return 0;
+}
+
+/* SQLite takes a change of synchronous only outside a transaction: set
+ * here, and put back (under the same lock) when the transaction ends. */
+int db_begin_lazy(struct db *db)
+{
+	int r;
+
+	db_lock(db);
+	if (db->depth)
+		r = -EBUSY;
+	else
+		r = exec_sql(db, "PRAGMA synchronous = NORMAL");
+	if (r == 0) {
+		db->resync = db->lazy = true;
+		r = db_begin(db);
+	}
+	if (r < 0)
+		(void)resync(db);
+	db_unlock(db);
+	return r;
 }
 
 static int release_nested(struct db *db)
@@ -791,6 +828,7 @@ int db_commit(struct db *db)
 		r = exec_sql(db, "COMMIT");
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		(void)resync(db);
 	}
 	txn_leave(db);
 	db_unlock(db);
@@ -803,6 +841,8 @@ void db_rollback(struct db *db)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	else if (sqlite3_get_autocommit(db->conn) == 0)
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	if (db->depth == 1)
+		(void)resync(db);
 	txn_leave(db);
 	db_unlock(db);
 }

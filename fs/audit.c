@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,10 +411,20 @@ static void send_syslog(const struct db_audit_row *r)
 }
 
 /* Without a syslog socket glibc drops each message after trying socket()
- * and connect() again for it: look once per batch instead. */
+ * and connect() again for it: look at most once a second instead. */
+#define SYSLOG_LOOK_NS 1000000000LL
+
 static bool syslog_socket_present(void)
 {
-	return access(_PATH_LOG, F_OK) == 0;
+	static _Atomic int64_t looked_ns;
+	static _Atomic bool present;
+	int64_t now = db_now_ns(), then = atomic_load(&looked_ns);
+
+	if (now - then >= SYSLOG_LOOK_NS || now < then) {
+		atomic_store(&present, access(_PATH_LOG, F_OK) == 0);
+		atomic_store(&looked_ns, now);
+	}
+	return atomic_load(&present);
 }
 
 static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)

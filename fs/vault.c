@@ -689,6 +689,8 @@ static int commit_audited(struct vault *v, int r, const struct audit_entry *audi
 	return r;
 }
 
+
+
 int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 		     const unsigned char *pt, size_t len, uint32_t flags, uid_t by)
 {
@@ -713,7 +715,11 @@ int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 }
 
 /* A secret made by create() holds version 0, empty, until it is first
- * written; version 0 never enters the history. */
+ * written; version 0 never enters the history. Its commit is not synced:
+ * the commit of its first value (or any later one) makes it durable, as
+ * a file created on a local filesystem is by the sync of its data; its
+ * audit entry is in the same transaction, so the two stand or fall
+ * together. One sync per new key written, as for a key updated. */
 int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t uid,
 		 gid_t gid, mode_t mode, struct db_secret *out,
 		 const struct audit_entry *audit)
@@ -725,7 +731,7 @@ int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t u
 
 	if (!name_valid(name))
 		return -EINVAL;
-	r = db_begin(v->db);
+	r = db_begin_lazy(v->db);
 	if (r < 0)
 		return r;
 	r = vault_key_current(v, instance_id, &k);
