@@ -27,16 +27,8 @@ PKGS := fuse3 libsodium sqlite3 inih
 # Debian packages the build, the demo and the tests need.
 DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
 	sqlite3 libinih-dev libcmocka-dev python3 python3-pytest attr util-linux passwd \
-	libsystemd-dev scdoc man-db systemd systemd-container docker.io busybox-static \
+	scdoc man-db systemd systemd-container docker.io busybox-static \
 	e2fsprogs clang libclang-rt-14-dev valgrind
-
-# libsystemd is optional: with it, `mount` tells systemd when the mount is
-# ready (Type=notify). WITH_SYSTEMD=0 builds without it even where present.
-WITH_SYSTEMD ?= $(shell pkg-config --exists libsystemd 2>/dev/null && echo 1 || echo 0)
-ifeq ($(WITH_SYSTEMD),1)
-PKGS += libsystemd
-override CFLAGS += -DHAVE_SYSTEMD
-endif
 
 # Recursive on purpose: pkg-config runs once `deps` has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -76,11 +68,6 @@ all: $(BIN) man
 $(BIN): $(LIB_OBJS) $(MAIN_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
-
-# notify.o follows WITH_SYSTEMD: the flag file changes when it does.
-$(BUILD)/systemd.flag: FORCE
-	@mkdir -p $(BUILD); echo $(WITH_SYSTEMD) | cmp -s - $@ || echo $(WITH_SYSTEMD) > $@
-$(BUILD)/src/notify.o: $(BUILD)/systemd.flag
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

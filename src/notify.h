@@ -1,5 +1,5 @@
-/* Service-manager notifications (systemd Type=notify). Without libsystemd at
- * build time these only warn when a service manager is listening. */
+/* Service-manager notifications (systemd Type=notify), sent when
+ * $NOTIFY_SOCKET names a socket. */
 #ifndef VAULTFS_NOTIFY_H
 #define VAULTFS_NOTIFY_H
 
