@@ -194,6 +194,13 @@ int db_audit_begin(struct db_audit *a)
 	return r;
 }
 
+int db_audit_begin_lazy(struct db_audit *a)
+{
+	int r = a->db ? db_begin_lazy(a->db) : -EBUSY;
+
+	return r == -EBUSY ? db_audit_begin(a) : r;
+}
+
 int db_audit_commit(struct db_audit *a)
 {
 	int r;

@@ -45,6 +45,9 @@ int db_audit_attach(struct db_audit **out, struct db *db) WUR;
 
 /* A write transaction held by the calling thread, as db_begin(). */
 int db_audit_begin(struct db_audit *a) WUR;
+/* The same, committed without waiting for the disk (db_begin_lazy) when
+ * attached; as db_audit_begin otherwise. */
+int db_audit_begin_lazy(struct db_audit *a) WUR;
 int db_audit_commit(struct db_audit *a) WUR;
 void db_audit_rollback(struct db_audit *a);
 

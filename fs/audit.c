@@ -358,13 +358,13 @@ static int chain_tip(struct audit *a, struct db_audit *store, struct mark *tip,
 /* Chains and stores rows in one transaction (nested in the caller's, for
  * the vault's store). */
 static int chain_append(struct audit *a, struct db_audit *store,
-			struct db_audit_row *const *rows, size_t n)
+			struct db_audit_row *const *rows, size_t n, bool lazy)
 {
 	struct db_audit_row tmp;
 	struct mark tip;
 	int r;
 
-	r = db_audit_begin(store);
+	r = lazy ? db_audit_begin_lazy(store) : db_audit_begin(store);
 	if (r < 0)
 		return r;
 	r = chain_tip(a, store, &tip, &tmp);
@@ -427,13 +427,13 @@ static bool syslog_socket_present(void)
 	return atomic_load(&present);
 }
 
-static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)
+static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n, bool lazy)
 {
 	bool to_syslog = a->syslog && syslog_socket_present();
-	int r = chain_append(a, a->store, rows, n);
+	int r = chain_append(a, a->store, rows, n, lazy);
 
 	if (r == -EBUSY)
-		r = chain_append(a, a->store, rows, n);
+		r = chain_append(a, a->store, rows, n, lazy);
 	if (r < 0)
 		log_err("audit: %zu entries could not be stored (%s); they went to syslog only",
 			n, strerror(-r));
@@ -593,7 +593,7 @@ static void *flusher(void *arg)
 		for (unsigned i = 0; i < n; i++)
 			a->batch[i] = &a->ring[(a->head + i) % QUEUE_CAP];
 		pthread_mutex_unlock(&a->lock);
-		store_rows(a, a->batch, n);
+		store_rows(a, a->batch, n, false);
 		maybe_prune(a);
 		pthread_mutex_lock(&a->lock);
 		a->tidy_ns = db_now_ns() + TIDY_AFTER_NS;
@@ -633,8 +633,8 @@ static void enqueue(struct audit *a, const struct db_audit_row *row, bool wait)
 	pthread_mutex_unlock(&a->lock);
 }
 
-int audit_open(struct audit **out, const char *path, const struct secbuf *key,
-	       const struct daemon_conf *conf)
+static int open_log(struct audit **out, const char *path, struct db *db,
+		    const struct secbuf *key, const struct daemon_conf *conf)
 {
 	struct audit *a;
 	int r;
@@ -650,7 +650,7 @@ int audit_open(struct audit **out, const char *path, const struct secbuf *key,
 	a->syslog = conf->audit_syslog;
 	a->retention_ns = conf->audit_retention * 1000000000;
 	a->fold_ns = conf->audit_fold * 1000000000;
-	r = db_audit_open(&a->store, path, false);
+	r = db ? db_audit_attach(&a->store, db) : db_audit_open(&a->store, path, false);
 	if (r == 0)
 		r = chain_key_load(a, key);
 	if (r < 0) {
@@ -659,6 +659,18 @@ int audit_open(struct audit **out, const char *path, const struct secbuf *key,
 	}
 	*out = a;
 	return 0;
+}
+
+int audit_open(struct audit **out, const char *path, const struct secbuf *key,
+	       const struct daemon_conf *conf)
+{
+	return open_log(out, path, NULL, key, conf);
+}
+
+int audit_open_db(struct audit **out, struct db *db, const struct secbuf *key,
+		  const struct daemon_conf *conf)
+{
+	return open_log(out, NULL, db, key, conf);
 }
 
 int audit_start(struct audit *a)
@@ -742,10 +754,13 @@ void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op
 	if (!a)
 		return;
 	row_fill(&row, who, op, instance, key, result, detail);
+	/* A command's successful read need not wait for the disk either: a
+	 * crash of the machine may lose it, as it may the daemon's queued
+	 * reads; the next synced commit makes it durable. */
 	if (a->running)
 		enqueue(a, &row, op != AUDIT_READ || result != 0);
 	else
-		store_rows(a, &p, 1);
+		store_rows(a, &p, 1, op == AUDIT_READ && result == 0);
 }
 
 int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e)
@@ -767,7 +782,7 @@ int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e
 	if (r < 0)
 		return r;
 	row_fill(&row, e->who, e->op, e->instance, e->key, 0, e->detail);
-	r = chain_append(a, a->txn_store, &p, 1);
+	r = chain_append(a, a->txn_store, &p, 1, false);
 	if (r == 0 && a->syslog && syslog_socket_present())
 		send_syslog(&row);
 	return r;

@@ -48,6 +48,10 @@ const char *audit_op_name(enum audit_op op);
  * -EKEYREJECTED if it does not open it. */
 int audit_open(struct audit **out, const char *path, const struct secbuf *wrap,
 	       const struct daemon_conf *conf) WUR;
+/* The same on the vault's own connection to the store, for a command:
+ * no second connection to open. Not for audit_start. */
+int audit_open_db(struct audit **out, struct db *db, const struct secbuf *wrap,
+		  const struct daemon_conf *conf) WUR;
 /* For master key rotation: the chain key sealed under the new master key's
  * audit subkey, to store in meta under AUDIT_META_KEY in the same
  * transaction that re-wraps the instance keys. blob is malloc'd. */

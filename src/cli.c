@@ -238,7 +238,7 @@ static int cli_open_audit(struct cli *c, int vault_flags)
 
 	if (!c->conf.daemon.audit || (vault_flags & VAULT_READONLY))
 		return 0;
-	r = audit_open(&a, c->conf.db, vault_audit_key(c->vault), &c->conf.daemon);
+	r = audit_open_db(&a, vault_db(c->vault), vault_audit_key(c->vault), &c->conf.daemon);
 	if (r < 0) {
 		cli_audit_error(c->conf.db, r);
 		return -1;

@@ -280,15 +280,14 @@ int audit_main(int argc, char **argv)
 		cli_usage_error(&c, "--verify and --prune take no other option");
 	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
 		goto out;
-	a = vault_audit(c.vault);
-	if (!a) {	/* audit = no: the log may still hold older entries */
-		r = audit_open(&own, c.conf.db, vault_audit_key(c.vault), &c.conf.daemon);
-		if (r < 0) {
-			cli_audit_error(c.conf.db, r);
-			goto out;
-		}
-		a = own;
+	/* A connection of its own, also with audit = no (the log may still
+	 * hold older entries): reading the whole log never holds the vault's. */
+	r = audit_open(&own, c.conf.db, vault_audit_key(c.vault), &c.conf.daemon);
+	if (r < 0) {
+		cli_audit_error(c.conf.db, r);
+		goto out;
 	}
+	a = own;
 	if (o.verify) {
 		ret = do_verify(a);
 	} else if (o.prune) {
