@@ -40,6 +40,7 @@
 #include "fs.h"
 #include "guard.h"
 #include "inval.h"
+#include "penalty.h"
 #include "log.h"
 #include "loop.h"
 #include "name.h"
@@ -228,6 +229,16 @@ static int name_errno(const char *name)
 static void reply_err(fuse_req_t req, int r)
 {
 	fuse_reply_err(req, r < 0 ? user_errno(r) : r);
+}
+
+/* A refusal by the access rules: a user who keeps asking is answered late
+ * (penalty.c), so a flood of them doesn't crowd out everyone else. */
+static void reply_denied(fuse_req_t req, int r)
+{
+	if (r == -EACCES || r == -EPERM)
+		penalty_reply(req, fuse_req_ctx(req)->uid, -r);
+	else
+		reply_err(req, r);
 }
 
 static void vfs_init(void *userdata, struct fuse_conn_info *conn)
@@ -707,7 +718,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		r = guard_create(req, fs->v, in.name, name, smode, &h->ref);
 		if (r < 0) {
 			handle_free(fs, h);
-			reply_err(req, r);
+			reply_denied(req, r);
 			return;
 		}
 	}
@@ -781,7 +792,7 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		db_blob_free(&sealed);
 		db_read_end(fs->db);
 		handle_free(fs, h);
-		reply_err(req, r);
+		reply_denied(req, r);
 		return;
 	}
 	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
@@ -1200,7 +1211,10 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	if (inval_start(se) < 0)
 		log_warn("cannot start the notifier: sizes written through the mount may "
 			 "show late, within attr_timeout");
+	if (penalty_start() < 0)
+		log_warn("cannot start the penalty thread: repeated denials are answered at once");
 	r = fs_loop(se);
+	penalty_stop();
 	inval_stop();
 	reload_stop();
 	fuse_session_unmount(se);

@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -417,3 +418,53 @@ def test_reused_pid_gets_its_own_process_name(vault, tmp_path):
     rows = wait_entries(vault, lambda rows: find(rows, comm="betacat"))
     assert find(rows, comm="betacat", pid=pid), rows
     assert len(find(rows, comm="alphacat")) == 1, "alphacat read once, and only alphacat"
+
+
+FLOOD_UNTIL_GONE = """\
+import errno, sys, threading
+path, threads = sys.argv[1], int(sys.argv[2])
+seen, lock = {}, threading.Lock()
+def flood():
+    while True:
+        try:
+            open(path, "rb").close()
+            sys.exit("opened a secret it may not read")
+        except OSError as e:
+            with lock:
+                seen[e.errno] = seen.get(e.errno, 0) + 1
+            if e.errno != errno.EACCES:
+                return
+ts = [threading.Thread(target=flood) for i in range(threads)]
+print("started", flush=True)
+for t in ts: t.start()
+for t in ts: t.join()
+print(" ".join("%s=%d" % (errno.errorcode.get(k, k), n) for k, n in sorted(seen.items())))
+"""
+
+
+def test_daemon_stops_cleanly_while_denials_wait(users, vault_factory):
+    """A flood's later denials are answered late, from a queue: stopping the
+    daemon meanwhile answers every one of them (EACCES, never a hang), and
+    the daemon exits 0."""
+    v = vault_factory(config=CONFIG.format(alice=users.name["alice"], bob=users.name["bob"],
+                                           team=users.team))
+    p = v.path("app", "K")
+    r = users.sh("alice", f"printf s3cret-value > {p}")
+    assert r.returncode == 0, r.stderr
+    flooder = subprocess.Popen(
+        ["setpriv", f"--reuid={users.name['carol']}", f"--regid={users.name['carol']}",
+         "--init-groups", "--", "/usr/bin/python3", "-c", FLOOD_UNTIL_GONE, p, "16"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+    assert flooder.stdout.readline() == b"started\n"
+    # Past the first window (2 s): answers have been coming late for a while.
+    assert wait_for(lambda: any(e["count"] > 1 for e in entries(v, "--key", "K")), 10.0)
+    proc, v.proc = v.proc, None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0, read_file(v.log_path).decode(errors="replace")
+    out, err = flooder.communicate(timeout=10)
+    assert flooder.returncode == 0, err.decode(errors="replace")
+    counts = dict(kv.split("=") for kv in out.decode().split())
+    assert int(counts.get("EACCES", 0)) > 16 * 2, counts
+    # Once the daemon is gone, the kernel answers the next opens.
+    assert set(counts) <= {"EACCES", "ECONNABORTED", "ENOTCONN", "ENOENT"}, counts
+    v.check_log(v.log())
