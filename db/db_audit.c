@@ -215,6 +215,24 @@ int db_audit_commit(struct db_audit *a)
 	return r;
 }
 
+int db_audit_read_begin(struct db_audit *a)
+{
+	int r;
+
+	a_lock(a);
+	r = exec_sql(a, "BEGIN DEFERRED");
+	if (r < 0)
+		a_unlock(a);
+	return r;
+}
+
+void db_audit_read_end(struct db_audit *a)
+{
+	if (!sqlite3_get_autocommit(a->conn) && exec_sql(a, "COMMIT") < 0)
+		sqlite3_exec(a->conn, "ROLLBACK", NULL, NULL, NULL);
+	a_unlock(a);
+}
+
 void db_audit_rollback(struct db_audit *a)
 {
 	if (a->db) {

@@ -19,7 +19,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,26 +409,9 @@ static void send_syslog(const struct db_audit_row *r)
 	log_syslog_send(LOG_AUTHPRIV | (r->result ? LOG_NOTICE : LOG_INFO), msg);
 }
 
-/* Without a syslog socket glibc drops each message after trying socket()
- * and connect() again for it: look at most once a second instead. */
-#define SYSLOG_LOOK_NS 1000000000LL
-
-static bool syslog_socket_present(void)
-{
-	static _Atomic int64_t looked_ns;
-	static _Atomic bool present;
-	int64_t now = db_now_ns(), then = atomic_load(&looked_ns);
-
-	if (now - then >= SYSLOG_LOOK_NS || now < then) {
-		atomic_store(&present, access(_PATH_LOG, F_OK) == 0);
-		atomic_store(&looked_ns, now);
-	}
-	return atomic_load(&present);
-}
-
 static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n, bool lazy)
 {
-	bool to_syslog = a->syslog && syslog_socket_present();
+	bool to_syslog = a->syslog && log_syslog_present();
 	int r = chain_append(a, a->store, rows, n, lazy);
 
 	if (r == -EBUSY)
@@ -783,7 +765,7 @@ int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e
 		return r;
 	row_fill(&row, e->who, e->op, e->instance, e->key, 0, e->detail);
 	r = chain_append(a, a->txn_store, &p, 1, false);
-	if (r == 0 && a->syslog && syslog_socket_present())
+	if (r == 0 && a->syslog && log_syslog_present())
 		send_syslog(&row);
 	return r;
 }
@@ -989,6 +971,28 @@ static void check_head(struct walk *w)
 			    (long long)w->prev.seq);
 }
 
+/* Anchor, entries and head come from one read snapshot: entries committed
+ * while the walk runs are neither half seen nor taken for a cut tail. */
+static int verify_snapshot(struct walk *w)
+{
+	int r = mark_load(w->a, META_ANCHOR, &w->prev);
+
+	if (r == -ENOENT) {
+		memset(&w->prev, 0, sizeof(w->prev));
+	} else if (r == -EBADMSG) {
+		verdict_bad(w->v, 1, NULL, "the anchor (the last pruned entry's MAC) was altered");
+		return 0;
+	} else if (r < 0) {
+		return r;
+	}
+	r = db_audit_each(w->a->store, NULL, walk_row, w);
+	if (r < 0)
+		return r;
+	if (w->v->ok)
+		check_head(w);
+	return 0;
+}
+
 int audit_verify(struct audit *a, struct audit_verdict *v)
 {
 	struct walk w = { .a = a, .v = v };
@@ -999,21 +1003,12 @@ int audit_verify(struct audit *a, struct audit_verdict *v)
 	v->bad_row = calloc(1, sizeof(*v->bad_row));
 	if (!v->bad_row)
 		return -ENOMEM;
-	r = mark_load(a, META_ANCHOR, &w.prev);
-	if (r == -ENOENT) {
-		memset(&w.prev, 0, sizeof(w.prev));
-	} else if (r == -EBADMSG) {
-		verdict_bad(v, 1, NULL, "the anchor (the last pruned entry's MAC) was altered");
-		return 0;
-	} else if (r < 0) {
-		return r;
-	}
-	r = db_audit_each(a->store, NULL, walk_row, &w);
+	r = db_audit_read_begin(a->store);
 	if (r < 0)
 		return r;
-	if (v->ok)
-		check_head(&w);
-	return 0;
+	r = verify_snapshot(&w);
+	db_audit_read_end(a->store);
+	return r;
 }
 
 void audit_verdict_free(struct audit_verdict *v)

@@ -24,6 +24,7 @@ void policy_defaults(struct vault_conf *c)
 	c->daemon.audit = true;
 	c->daemon.audit_syslog = true;
 	c->daemon.audit_fold = 2;
+	snprintf(c->daemon.syslog_socket, sizeof(c->daemon.syslog_socket), "%s", "/dev/log");
 }
 
 const struct instance_conf *policy_instance(const struct vault_conf *c, const char *name)

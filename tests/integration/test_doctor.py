@@ -107,3 +107,13 @@ def test_doctor_needs_no_key(vault_unmounted):
     v = vault_unmounted
     code, checks = doctor(v, key=False)
     assert verdict(checks, "key:")[0] == "weak"
+
+
+def test_reports_only_this_vaults_daemon(vault_factory):
+    """With two vaults mounted, doctor run for one names that vault's
+    daemon, never the other's."""
+    a, b = vault_factory(), vault_factory()
+    code, checks = doctor(a)
+    cores = [c for c in checks if "core dumps: off for the daemon" in c]
+    assert any(f"(pid {a.proc.pid})" in c for c in cores), checks
+    assert not any(f"(pid {b.proc.pid})" in c for c in cores), checks
