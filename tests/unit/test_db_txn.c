@@ -16,10 +16,12 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include "../../db/db.h"
 
 struct fx {
-	char dir[64];
+	struct tmpdir tmp;
 	char path[128];
 	struct db *db;
 	int64_t inst;
@@ -34,10 +36,9 @@ static int fx_setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-txn-XXXXXX");
-	if (!mkdtemp(fx->dir))
+	if (tmpdir_make(&fx->tmp, "txn") < 0)
 		return -1;
-	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->dir);
+	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->tmp.path);
 	snprintf(in.name, sizeof(in.name), "app");
 	if (db_open(&fx->db, fx->path, DB_CREATE) || db_instance_create(fx->db, &in, &wrapped))
 		return -1;
@@ -49,15 +50,9 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
-	char p[160];
 
 	db_close(fx->db);
-	unlink(fx->path);
-	snprintf(p, sizeof(p), "%s-wal", fx->path);
-	unlink(p);
-	snprintf(p, sizeof(p), "%s-shm", fx->path);
-	unlink(p);
-	rmdir(fx->dir);
+	tmpdir_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }
