@@ -387,7 +387,10 @@ class Bench:
         with open(target, "w") as f:
             f.write(VALUE)
         rfile = os.path.join(vault.mnt, INSTANCE, key_name(1))
-        wfile = os.path.join(vault.mnt, INSTANCE, key_name(999))
+        # Written in the flood's instance: the 1,000-key one stays as loaded.
+        wfile = os.path.join(vault.mnt, "flood", "W")
+        with open(wfile, "w") as f:
+            f.write(VALUE)
         count = "20" if self.quick else "40"
 
         def read_us():
