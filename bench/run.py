@@ -217,11 +217,16 @@ class Bench:
                 f.write("attr_timeout = %g\n" % self.attr_timeout)
             else:
                 self.attr_timeout = 1.0		# the shipped default
-            # A secret everyone can reach and only root may read: nobody's
-            # denied opens are the flood.
-            f.write("[instance flood]\nmode = 0755\nsecret_mode = 0644\nread_users = root\n")
+
         # mkdtemp made it 0700: the flood's user must reach the mount.
         os.chmod(self.dir, 0o711)
+        # The 1,000-key vault's daemon also has a secret everyone can reach
+        # and only root may read: nobody's denied opens are the flood. Its
+        # own config, as modes in a config are applied at every mount.
+        self.config_flood = self.config.replace(".ini", "-flood.ini")
+        with open(self.config) as src, open(self.config_flood, "w") as f:
+            f.write(src.read())
+            f.write("[instance flood]\nmode = 0755\nsecret_mode = 0644\nread_users = root\n")
         run([self.vaultfs, "keygen", "--out", self.key])
         for n in SIZES:
             run([self.vaultfs, "init"] + self.vault_opts(n)[2:])
@@ -623,7 +628,8 @@ class Bench:
         load_before = os.getloadavg()[0]
         parts = self.args.only.split(",") if self.args.only else PARTS
         self.setup()
-        vault = {n: self.mount_vault(n) for n in SIZES}
+        vault = {n: self.mount_vault(n, config=self.config_flood if n == 1000 else None)
+                 for n in SIZES}
         mini = self.mount_minifs()
         quiet = {n: self.mount_vault(n, "v%d-noaudit" % n, self.config_noaudit)
                  for n in (1000, 10000)}

@@ -45,7 +45,10 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
 /* Loads the config (given, or the default one if it exists) and applies the
  * command-line overrides. Prints the error and returns -1 on failure. */
 int cli_load_config(struct cli *c);
-/* Hardens the process, loads the master key and opens the vault. */
+/* Hardens the process, loads the master key and opens the vault, and its
+ * audit log unless CLI_NO_AUDIT: for a command that reads no value and
+ * changes nothing, so records nothing (and need not unseal the log's key). */
+#define CLI_NO_AUDIT 0x100
 int cli_open_vault(struct cli *c, int vault_flags);
 /* Loads the master key alone (for init). */
 int cli_load_key(struct cli *c, struct secbuf **key);

@@ -278,7 +278,7 @@ int audit_main(int argc, char **argv)
 	if (o.verify + o.prune > 1 || ((o.verify || o.prune) && (o.instance || o.key ||
 								 o.since || o.json)))
 		cli_usage_error(&c, "--verify and --prune take no other option");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
 		goto out;
 	/* A connection of its own, also with audit = no (the log may still
 	 * hold older entries): reading the whole log never holds the vault's. */
