@@ -10,10 +10,17 @@
  *    cutting entries off either end is seen too;
  *  - the chain key is random, in locked memory, and stored only sealed under
  *    the master key's audit subkey; the master key is never needed here;
+ *  - a folded entry (count > 1, or a first time of its own) is MACed with
+ *    its count and first time too, under a domain of its own;
+ *  - a change's entry is chained inside the change's own transaction on the
+ *    store's connection (audit_record_txn): both are stored, or neither;
  *  - a successful read is queued and stored in a batch by one thread (no
- *    fsync per read); every other event waits until it is stored, so a
- *    write, a denial or a tamper failure is on disk before the caller hears
- *    back. The queue is bounded: a full queue slows callers, never drops.
+ *    fsync per read); every other queued event waits until it is stored,
+ *    so a denial or a tamper failure is on disk before the caller hears
+ *    back. The queue is bounded: a full queue slows callers, never drops;
+ *  - repeats of a queued event within audit_fold are counted, not queued:
+ *    the first of a kind is stored as above, the window's count when it
+ *    closes; a crash loses at most the counts of the open windows.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -64,8 +64,9 @@ int audit_rotate_master(struct db *db, const struct secbuf *old_wrap,
 			const struct secbuf *new_master) WUR;
 /* Moves storing to a background thread that writes entries in batches: a
  * successful read returns without waiting for the disk; everything else
- * waits until its entry is stored. Without it, every entry is stored at
- * once (the CLI). */
+ * waits until its entry is stored, except repeats within conf's
+ * audit_fold, which are counted into one entry stored when the window
+ * closes. Without it, every entry is stored at once (the CLI). */
 int audit_start(struct audit *a) WUR;
 /* Stores what is queued, stops the thread and frees; NULL is fine. */
 void audit_close(struct audit *a);
