@@ -533,10 +533,8 @@ static void folds_close(struct audit *a, int64_t now)
  * the database and the file is cut short, if no one is in the way. */
 static void tidy(struct audit *a, int64_t now)
 {
-	if (a->tidy_ns && now >= a->tidy_ns) {
-		a->tidy_ns = 0;
-		(void)db_audit_checkpoint(a->store);
-	}
+	if (a->tidy_ns && now >= a->tidy_ns)
+		a->tidy_ns = db_audit_checkpoint(a->store) == -EBUSY ? now + TIDY_AFTER_NS : 0;
 }
 
 /* Sleeps until there is something to store, a window closes, or it is
