@@ -948,6 +948,7 @@ static int walk_row(void *ctx, const struct db_audit_row *row)
 	if (!w->v->entries)
 		w->v->first_seq = row->seq;
 	w->v->entries++;
+	w->v->events += row->count;
 	w->v->last_seq = row->seq;
 	w->prev.seq = row->seq;
 	memcpy(w->prev.mac, row->mac, DB_AUDIT_MAC_LEN);

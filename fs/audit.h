@@ -105,6 +105,7 @@ int audit_prune(struct audit *a, int64_t now_ns, int64_t *pruned) WUR;
 struct audit_verdict {
 	bool ok;
 	int64_t entries;
+	int64_t events;			/* what they record: folded entries count more */
 	int64_t first_seq, last_seq;
 	int64_t bad_seq;		/* the first bad entry, 0 if none */
 	char reason[256];

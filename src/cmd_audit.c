@@ -200,8 +200,9 @@ static int do_verify(struct audit *a)
 	}
 	if (v.ok) {
 		if (v.entries)
-			printf("audit log intact: %lld entries (%lld to %lld), chain verified\n",
-			       (long long)v.entries, (long long)v.first_seq, (long long)v.last_seq);
+			printf("audit log intact: %lld entries (%lld to %lld) recording %lld "
+			       "events, chain verified\n", (long long)v.entries,
+			       (long long)v.first_seq, (long long)v.last_seq, (long long)v.events);
 		else
 			printf("audit log intact: no entries\n");
 	} else {

@@ -4,6 +4,7 @@ someone holding the database file would)."""
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -386,6 +387,11 @@ def test_denial_flood_is_folded_and_the_wal_shrinks_back(users, vault_factory):
     assert " times from " in text
     code, out = verify(v)
     assert code == 0, out
+    # --verify counts what the entries it checked record, folded ones too.
+    m = re.search(r"\(\d+ to (\d+)\) recording (\d+) events", out)
+    assert m, out
+    upto, events = int(m.group(1)), int(m.group(2))
+    assert events == sum(e["count"] for e in entries(v) if e["seq"] <= upto)
     # alice's 400 writes went through the WAL; quiet now, it goes back to 0.
     wal = v.db + "-wal"
     assert wait_for(lambda: not os.path.exists(wal) or os.path.getsize(wal) == 0, 15.0), \
