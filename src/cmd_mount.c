@@ -19,6 +19,7 @@
 #include "../fs/name.h"
 #include "../fs/vault.h"
 #include "cli.h"
+#include "holder.h"
 #include "commands.h"
 #include "notify.h"
 #include "privdrop.h"
@@ -32,6 +33,7 @@ struct mount_opts {
 	const char *instance;
 	const char *mountpoint;
 	int ready_fd;
+	int worker_fd;			/* --worker: the holder's control socket */
 	const struct vault_conf *conf;
 };
 
@@ -52,9 +54,34 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 	case OPT_INSTANCE:
 		mo->instance = arg;
 		return 0;
+	case OPT_WORKER:
+		mo->worker_fd = atoi(arg);
+		return mo->worker_fd >= 3 ? 0 : -1;
 	default:
 		return -1;
 	}
+}
+
+static int mount_ready_detach(struct mount_opts *mo)
+{
+	int fd;
+
+	log_to_syslog(true);
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	if (mo->ready_fd < 0)
+		return 0;
+	if (write(mo->ready_fd, "1", 1) != 1)
+		return -1;
+	close(mo->ready_fd);
+	mo->ready_fd = -1;
+	return 0;
 }
 
 /* The mount is in place: tell a service manager (Type=notify), and in the
@@ -69,8 +96,11 @@ static int mount_ready(void *ctx)
 		cli_error("%s", err);
 		return -1;
 	}
-	notify_ready(mo->mountpoint);
-	if (mo->ready_fd < 0)
+	if (mo->worker_fd >= 0 && mo->foreground)
+		return 0;
+	if (mo->worker_fd < 0)
+		notify_ready(mo->mountpoint);
+	if (mo->ready_fd < 0 && mo->worker_fd < 0)
 		return 0;
 	log_to_syslog(true);
 	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -81,11 +111,22 @@ static int mount_ready(void *ctx)
 		if (fd > STDERR_FILENO)
 			close(fd);
 	}
+	if (mo->ready_fd < 0)
+		return 0;
 	if (write(mo->ready_fd, "1", 1) != 1)
 		return -1;
 	close(mo->ready_fd);
 	mo->ready_fd = -1;
 	return 0;
+}
+
+static void holder_ready(void *ctx)
+{
+	struct mount_opts *mo = ctx;
+
+	notify_ready(mo->mountpoint);
+	if (mo->ready_fd >= 0 && mount_ready_detach(mo) < 0)
+		log_warn("cannot tell the caller the mount is ready");
 }
 
 /* The parent: waits for "ready" or for the child to fail. */
@@ -182,7 +223,7 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 {
 	struct fs_mount m = {
 		.mountpoint = mountpoint, .fuse_opts = mo->fuse_opts, .debug = mo->debug,
-		.ready = mount_ready, .ready_ctx = mo,
+		.ready = mount_ready, .ready_ctx = mo, .ctl_fd = mo->worker_fd,
 	};
 	char err[1024];
 	int r;
@@ -214,13 +255,15 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 		cli_error("cannot start the audit log: %s", strerror(-r));
 		return 1;
 	}
-	if (priv_prepare(&c->conf, err, sizeof(err)) < 0) {
+	/* Under a holder the holder mounts, as the user that started it. */
+	if (mo->worker_fd < 0 && priv_prepare(&c->conf, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return 1;
 	}
 	log_set_verbose(mo->debug);
 	r = fs_run(c->vault, &m);
-	notify_stopping();
+	if (mo->worker_fd < 0)
+		notify_stopping();
 	if (r != 0) {
 		if (mo->ready_fd >= 0)
 			cli_error("cannot mount on %s (see the messages above)", mountpoint);
@@ -228,8 +271,41 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 			log_err("stopped with an error (%d)", r);
 		return 1;
 	}
-	log_info("unmounted %s", mountpoint);
+	if (mo->worker_fd < 0)
+		log_info("unmounted %s", mountpoint);
 	return 0;
+}
+
+/* The holder's part: workers are this command again, with --worker. */
+static int hold(struct cli *c, struct mount_opts *mo, const char *mountpoint, int argc,
+		char **argv)
+{
+	struct fs_mount m = {
+		.mountpoint = mountpoint, .fuse_opts = mo->fuse_opts, .debug = mo->debug,
+		.ctl_fd = -1,
+	};
+	struct holder_conf hc = { .mount = &m, .ready = holder_ready, .ready_ctx = mo };
+	char **wargv = calloc((size_t)argc + 3, sizeof(*wargv));
+	int ret;
+
+	if (!wargv)
+		return 1;
+	mo->mountpoint = mountpoint;
+	mo->conf = &c->conf;
+	wargv[0] = argv[0];
+	wargv[1] = "mount";
+	wargv[2] = "--worker=3";
+	for (int i = 1; i < argc; i++)
+		wargv[i + 2] = argv[i];
+	hc.worker_argv = wargv;
+	cli_harden();
+	log_set_verbose(mo->debug);
+	ret = holder_run(&hc);
+	notify_stopping();
+	if (ret == 0)
+		log_info("unmounted %s", mountpoint);
+	free(wargv);
+	return ret;
 }
 
 int mount_main(int argc, char **argv)
@@ -239,6 +315,7 @@ int mount_main(int argc, char **argv)
 		{ "debug", no_argument, NULL, 'd' },
 		{ "options", required_argument, NULL, 'o' },
 		{ "instance", required_argument, NULL, OPT_INSTANCE },
+		{ "worker", required_argument, NULL, OPT_WORKER },
 		{ 0 },
 	};
 	struct cli c = {
@@ -254,7 +331,7 @@ int mount_main(int argc, char **argv)
 			"      --instance NAME  show only this instance: its directory is the\n"
 			"                       root of the mount (one mount per container)\n",
 	};
-	struct mount_opts mo = { .ready_fd = -1 };
+	struct mount_opts mo = { .ready_fd = -1, .worker_fd = -1 };
 	char mountpoint[PATH_MAX];
 	int fds[2], i, ret;
 	pid_t pid;
@@ -273,12 +350,17 @@ int mount_main(int argc, char **argv)
 		cli_close(&c);
 		return 1;
 	}
+	if (mo.worker_fd >= 0) {
+		ret = serve(&c, &mo, mountpoint);
+		cli_close(&c);
+		return ret;
+	}
 	if (check_mountpoint(mountpoint) < 0) {
 		cli_close(&c);
 		return 1;
 	}
 	if (mo.foreground) {
-		ret = serve(&c, &mo, mountpoint);
+		ret = hold(&c, &mo, mountpoint, argc, argv);
 		cli_close(&c);
 		return ret;
 	}
@@ -301,7 +383,7 @@ int mount_main(int argc, char **argv)
 	setsid();
 	if (chdir("/") < 0)
 		return 1;
-	ret = serve(&c, &mo, mountpoint);
+	ret = hold(&c, &mo, mountpoint, argc, argv);
 	cli_close(&c);
 	return ret;
 }

@@ -1,0 +1,20 @@
+/* The holder: the process that mounts and keeps the FUSE connection while
+ * serving processes (workers) come and go. */
+#ifndef VAULTFS_HOLDER_H
+#define VAULTFS_HOLDER_H
+
+#include "../fs/fs.h"
+
+struct holder_conf {
+	const struct fs_mount *mount;	/* mount point and options */
+	char *const *worker_argv;	/* argv[0] is replaced by the binary's path */
+	/* Called once, when the first worker serves. */
+	void (*ready)(void *ctx);
+	void *ready_ctx;
+};
+
+/* Mounts, serves through workers until stopped or unmounted. Returns the
+ * exit status: 0 after a clean stop, else the first worker's. */
+int holder_run(const struct holder_conf *hc);
+
+#endif
