@@ -19,6 +19,9 @@ struct fs_mount {
 	/* >= 0: a worker under a holder (src/holder.c): the connection comes
 	 * over this control socket instead of being mounted. */
 	int ctl_fd;
+	/* Tests only (hidden option): hold each OPEN this long before serving
+	 * it, so a test can kill a worker with a request inside. */
+	unsigned test_hold_open_ms;
 };
 
 /* Mounts and serves until unmounted or signalled. 0 on a clean exit. */

@@ -58,6 +58,12 @@ static struct {
 };
 
 static __thread bool tls_busy;
+static unsigned test_hold_open_ms;
+
+void session_test_hold_open(unsigned ms)
+{
+	test_hold_open_ms = ms;
+}
 
 static int send_msg(int type, const void *a, size_t alen, const void *b, size_t blen)
 {
@@ -243,6 +249,10 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		return n;
 	}
 	n = read(fd, buf, len);
+	if (n >= (ssize_t)sizeof(*ih) && ih->opcode == FUSE_OPEN && test_hold_open_ms) {
+		log_info("test: holding an OPEN request for %u ms", test_hold_open_ms);
+		usleep(test_hold_open_ms * 1000);
+	}
 	if (n > 0) {
 		request_taken();
 		if (n >= (ssize_t)sizeof(*ih) && ih->opcode == FUSE_INIT && !S.init_sent) {

@@ -34,6 +34,7 @@ struct mount_opts {
 	const char *mountpoint;
 	int ready_fd;
 	int worker_fd;			/* --worker: the holder's control socket */
+	unsigned test_hold_open_ms;	/* --test-hold-open MS (hidden, tests) */
 	const struct vault_conf *conf;
 };
 
@@ -53,6 +54,9 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 		return 0;
 	case OPT_INSTANCE:
 		mo->instance = arg;
+		return 0;
+	case OPT_TEST_HOLD:
+		mo->test_hold_open_ms = (unsigned)atoi(arg);
 		return 0;
 	case OPT_WORKER:
 		mo->worker_fd = atoi(arg);
@@ -224,6 +228,7 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	struct fs_mount m = {
 		.mountpoint = mountpoint, .fuse_opts = mo->fuse_opts, .debug = mo->debug,
 		.ready = mount_ready, .ready_ctx = mo, .ctl_fd = mo->worker_fd,
+		.test_hold_open_ms = mo->test_hold_open_ms,
 	};
 	char err[1024];
 	int r;
@@ -316,6 +321,7 @@ int mount_main(int argc, char **argv)
 		{ "options", required_argument, NULL, 'o' },
 		{ "instance", required_argument, NULL, OPT_INSTANCE },
 		{ "worker", required_argument, NULL, OPT_WORKER },
+		{ "test-hold-open", required_argument, NULL, OPT_TEST_HOLD },
 		{ 0 },
 	};
 	struct cli c = {
