@@ -303,6 +303,7 @@ static int hold(struct cli *c, struct mount_opts *mo, const char *mountpoint, in
 	for (int i = 1; i < argc; i++)
 		wargv[i + 2] = argv[i];
 	hc.worker_argv = wargv;
+	hc.db = c->conf.db;
 	cli_harden();
 	log_set_verbose(mo->debug);
 	ret = holder_run(&hc);

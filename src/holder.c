@@ -33,6 +33,7 @@
 #include "../fs/log.h"
 #include "../fs/session.h"
 #include "holder.h"
+#include "status.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -69,6 +70,7 @@ static struct {
 	bool served, stopping, gone;
 	int64_t spawn_at_ms;	/* > 0: start a worker then */
 	int status;
+	struct mount_status st;
 } H = { .cwd = -1, .sfd = -1, .dev = -1, .cur = { .ctl = -1 }, .next = { .ctl = -1 } };
 
 static int64_t now_ms(void)
@@ -230,6 +232,10 @@ static void on_message(struct worker *w, const unsigned char *m, size_t n)
 	case SESS_SERVING:
 		w->serving = true;
 		H.fails = 0;
+		H.st.worker = w->pid;
+		H.st.serving_since = time(NULL);
+		H.st.restarts = H.restarts;
+		status_write(&H.st);
 		if (!H.served) {
 			H.served = true;
 			if (H.hc->ready)
@@ -431,7 +437,12 @@ int holder_run(const struct holder_conf *hc)
 		log_err("cannot start the serving process: %s", strerror(errno));
 		return 1;
 	}
+	H.st.holder = getpid();
+	H.st.started = time(NULL);
+	snprintf(H.st.mountpoint, sizeof(H.st.mountpoint), "%s", hc->mount->mountpoint);
+	snprintf(H.st.db, sizeof(H.st.db), "%s", hc->db ? hc->db : "");
 	loop();
+	status_remove();
 	if (H.cur.pid > 0)
 		kill(H.cur.pid, SIGTERM);
 	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)

@@ -8,6 +8,7 @@
 struct holder_conf {
 	const struct fs_mount *mount;	/* mount point and options */
 	char *const *worker_argv;	/* argv[0] is replaced by the binary's path */
+	const char *db;			/* for vaultfs status */
 	/* Called once, when the first worker serves. */
 	void (*ready)(void *ctx);
 	void *ready_ctx;

@@ -223,3 +223,81 @@ def test_sigterm_to_the_holder_stops_everything(busy_vault):
     assert not os.path.ismount(v.mnt)
     assert wait_for(lambda: not os.path.exists(f"/proc/{worker}"), 10), \
         "the worker is left behind"
+
+
+UPGRADES = 5
+
+
+def install_copy(src, dst):
+    """Installs src at dst the way a package manager does: a new file
+    renamed over the old one (the running binary is never written)."""
+    tmp = dst + ".new"
+    with open(src, "rb") as i, open(tmp, "wb") as o:
+        o.write(i.read())
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, dst)
+    return os.stat(dst).st_ino
+
+
+def test_upgrade_five_times_fails_nothing(vault_factory, monkeypatch):
+    import conftest
+    v = vault_factory(mount=False)
+    binary = os.path.join(v.dir, "bin", "vaultfs")
+    os.mkdir(os.path.dirname(binary))
+    install_copy(VAULTFS_BIN, binary)
+    monkeypatch.setattr(conftest, "VAULTFS_BIN", binary)
+    v.mount()
+    os.mkdir(v.path("app"))
+    write_file(v.path("app", "K"), b"init")
+    load = Load(v)
+    load.start()
+    try:
+        for _ in range(UPGRADES):
+            load.wait_progress()
+            old = v.worker_pid()
+            ino = install_copy(VAULTFS_BIN, binary)
+            r = run([binary, "reload", "--upgrade", v.mnt])
+            assert r.returncode == 0, r.stderr.decode() + v.log()
+            new = serving_pid_changed(v, old)
+            assert f"took over from {old}" in r.stdout.decode()
+            # The new worker runs the file installed now, not the old one.
+            assert os.stat(f"/proc/{new}/exe").st_ino == ino
+            assert wait_for(lambda: not os.path.exists(f"/proc/{old}"), 10), \
+                "the old worker retired"
+        load.wait_progress()
+    finally:
+        results = load.finish()
+    report(f"{UPGRADES} upgrades", results, load)
+    check(results, load)
+    assert "killed by signal" not in v.log(), "a retired worker exits by itself"
+
+
+def test_status_shows_holder_worker_and_restarts(busy_vault):
+    v = busy_vault
+
+    def status():
+        r = run([VAULTFS_BIN, "status", "--json", v.mnt])
+        assert r.returncode == 0, r.stderr
+        (s,) = json.loads(r.stdout)
+        return s
+    s = status()
+    assert s["mountpoint"] == v.mnt and s["database"] == v.db
+    assert s["holder_pid"] == v.proc.pid and s["worker_pid"] == v.worker_pid()
+    assert s["restarts"] == 0 and s["uptime_seconds"] >= 0
+    old = v.worker_pid()
+    os.kill(old, signal.SIGKILL)
+    new = serving_pid_changed(v, old)
+    assert wait_for(lambda: status()["worker_pid"] == new, 10)
+    assert status()["restarts"] == 1
+    r = run([VAULTFS_BIN, "status"])
+    assert v.mnt in r.stdout.decode() and f"worker:     {new}" in r.stdout.decode()
+    r = run([VAULTFS_BIN, "status", v.dir])
+    assert r.returncode != 0 and b"no vaultfs mount" in r.stderr
+
+
+def test_reload_still_reloads_the_master_key(busy_vault):
+    v = busy_vault
+    r = run([VAULTFS_BIN, "reload", v.mnt])
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: "master key reloaded" in v.log(), 10), v.log()
+    assert read_file(v.path("app", "K")) == b"init"
