@@ -307,9 +307,10 @@ static int hold(struct cli *c, struct mount_opts *mo, const char *mountpoint, in
 	cli_harden();
 	log_set_verbose(mo->debug);
 	ret = holder_run(&hc);
-	notify_stopping();
-	if (ret == 0)
+	if (ret == 0) {
+		notify_stopping();
 		log_info("unmounted %s", mountpoint);
+	}
 	free(wargv);
 	return ret;
 }
@@ -358,6 +359,7 @@ int mount_main(int argc, char **argv)
 		return 1;
 	}
 	if (mo.worker_fd >= 0) {
+		unsetenv("NOTIFY_SOCKET");	/* the holder speaks to systemd */
 		ret = serve(&c, &mo, mountpoint);
 		cli_close(&c);
 		return ret;

@@ -334,6 +334,20 @@ static void reaped(pid_t pid, int status)
 	}
 }
 
+/* $VAULTFS_KEY went to the first worker; the holder keeps no key, so a
+ * later worker needs the key file or the credential. */
+static void forget_env_key(void)
+{
+	char *env = getenv("VAULTFS_KEY");
+
+	if (!env)
+		return;
+	explicit_bzero(env, strlen(env));
+	unsetenv("VAULTFS_KEY");
+	log_warn("the master key came from $VAULTFS_KEY, which only the first worker "
+		 "gets: a restart or an upgrade needs key_file or a systemd credential");
+}
+
 static void upgrade(void)
 {
 	if (H.stopping || H.next.pid > 0 || H.cur.pid <= 0 || !H.cur.going) {
@@ -437,6 +451,7 @@ int holder_run(const struct holder_conf *hc)
 		log_err("cannot start the serving process: %s", strerror(errno));
 		return 1;
 	}
+	forget_env_key();
 	H.st.holder = getpid();
 	H.st.started = time(NULL);
 	snprintf(H.st.mountpoint, sizeof(H.st.mountpoint), "%s", hc->mount->mountpoint);
