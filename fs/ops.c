@@ -381,6 +381,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			if (r == 0) {
 				h->dirty = true;
 				h->closed = false;
+				handle_record(fs, h);
 			}
 			pthread_mutex_unlock(&h->lock);
 		} else {

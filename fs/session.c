@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <linux/fuse.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,10 @@
 
 /* Debian 12's linux/fuse.h predates it. */
 #define SESS_NOTIFY_RESEND 7
+/* Threads that may block in read(2) of the device at once. */
+#define READERS_MAX 64
+/* Interrupts a read(2) of the device when retiring (no SA_RESTART). */
+#define SIG_RETIRE SIGUSR1
 
 static struct {
 	int ctl;
@@ -48,6 +53,9 @@ static struct {
 	pthread_mutex_t send_lock;
 	atomic_bool retiring;
 	atomic_int busy;
+	pthread_t reading[READERS_MAX];	/* threads inside read(2), under lock */
+	bool in_read[READERS_MAX];
+	int n_reading;
 	void (*on_retire)(void *);
 	void *retire_ctx;
 	pthread_t thread;
@@ -232,29 +240,77 @@ static ssize_t feed_init(void *buf, size_t len)
 	return n;
 }
 
+static void park(void)
+{
+	for (;;)
+		pause();	/* the retiring thread exits the process */
+}
+
+/* Marks this thread as inside read(2) (slot >= 0), unless retiring. */
+static int reading_enter(void)
+{
+	int slot = -1;
+
+	pthread_mutex_lock(&S.lock);
+	if (!atomic_load(&S.retiring)) {
+		for (int i = 0; i < READERS_MAX && slot < 0; i++)
+			if (!S.in_read[i])
+				slot = i;
+		if (slot >= 0) {
+			S.in_read[slot] = true;
+			S.reading[slot] = pthread_self();
+			S.n_reading++;
+		}
+	}
+	pthread_mutex_unlock(&S.lock);
+	return slot;
+}
+
+/* Out of read(2): a request read is counted before the retiring thread
+ * can see this thread gone from the readers. */
+static void reading_leave(int slot, ssize_t n)
+{
+	pthread_mutex_lock(&S.lock);
+	if (n > 0)
+		request_taken();
+	S.in_read[slot] = false;
+	S.n_reading--;
+	pthread_cond_broadcast(&S.cond);
+	pthread_mutex_unlock(&S.lock);
+}
+
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	struct fuse_in_header *ih = buf;
 	ssize_t n;
+	int slot;
 
 	(void)userdata;
 	request_done();
 	if (atomic_load(&S.retiring))
-		for (;;)
-			pause();	/* the retiring thread exits the process */
+		park();
 	n = S.init ? feed_init(buf, len) : 0;
 	if (n != 0) {
 		if (n > 0)
 			request_taken();
 		return n;
 	}
+	slot = reading_enter();
+	if (slot < 0) {
+		if (atomic_load(&S.retiring))
+			park();
+		errno = EINTR;		/* more readers than slots: libfuse asks again */
+		return -1;
+	}
 	n = read(fd, buf, len);
+	reading_leave(slot, n);
+	if (n < 0 && errno == EINTR && atomic_load(&S.retiring))
+		park();
 	if (n >= (ssize_t)sizeof(*ih) && ih->opcode == FUSE_OPEN && test_hold_open_ms) {
 		log_info("test: holding an OPEN request for %u ms", test_hold_open_ms);
 		usleep(test_hold_open_ms * 1000);
 	}
 	if (n > 0) {
-		request_taken();
 		if (n >= (ssize_t)sizeof(*ih) && ih->opcode == FUSE_INIT && !S.init_sent) {
 			S.init_sent = true;
 			if (send_msg(SESS_INIT, buf, (size_t)n, NULL, 0) < 0)
@@ -311,12 +367,16 @@ static void *retire_thread(void *arg)
 	} while (n > 0 && buf[0] != SESS_RETIRE);
 	if (n < 0 && n != -ECONNRESET)
 		return NULL;
-	/* Told to retire, or the holder is gone: stop taking requests, let
-	 * the ones in hand finish, then leave the connection to the next. */
+	/* Told to retire, or the holder is gone: stop taking requests (the
+	 * threads blocked in read(2) are interrupted), let the ones in hand
+	 * finish, then leave the connection to the next worker. */
+	pthread_mutex_lock(&S.lock);
 	atomic_store(&S.retiring, true);
 	log_info("retiring: finishing the requests in hand");
-	pthread_mutex_lock(&S.lock);
-	while (atomic_load(&S.busy) > 0) {
+	while (S.n_reading > 0 || atomic_load(&S.busy) > 0) {
+		for (int i = 0; i < READERS_MAX; i++)
+			if (S.in_read[i])
+				pthread_kill(S.reading[i], SIG_RETIRE);
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 10 * 1000 * 1000;
 		if (ts.tv_nsec >= 1000000000L) {
@@ -331,9 +391,18 @@ static void *retire_thread(void *arg)
 	_exit(0);
 }
 
+static void on_retire_signal(int sig)
+{
+	(void)sig;
+}
+
 int session_serving(void (*on_retire)(void *), void *ctx)
 {
+	struct sigaction sa = { .sa_handler = on_retire_signal };
 	int r;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIG_RETIRE, &sa, NULL);	/* no SA_RESTART: read(2) returns */
 
 	S.on_retire = on_retire;
 	S.retire_ctx = ctx;

@@ -23,9 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -348,6 +350,44 @@ static void forget_env_key(void)
 		 "gets: a restart or an upgrade needs key_file or a systemd credential");
 }
 
+/* Started by root, the holder keeps what it needs to unmount and what its
+ * workers need to read a root-only key, become the `user =` account and
+ * lock memory; every other capability leaves the bounding set, for it and
+ * every worker. No setuid program is needed as root: no_new_privs too. */
+static void limit_privileges(void)
+{
+	static const int keep[] = {
+		CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_SYS_RESOURCE, CAP_IPC_LOCK,
+		CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_CHOWN,
+	};
+
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2] = { 0 }, now[2];
+	uint32_t want[2] = { 0 };
+
+	if (geteuid() != 0 || syscall(SYS_capget, &hdr, now) < 0)
+		return;
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+		want[keep[i] / 32] |= 1U << (keep[i] % 32);
+	for (int i = 0; i < 2; i++) {
+		data[i].permitted = now[i].permitted & want[i];
+		data[i].effective = now[i].effective & want[i];
+	}
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
+		bool kept = false;
+
+		for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+			kept |= keep[i] == cap;
+		if (!kept && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 &&
+		    prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+			log_debug("cannot drop capability %d: %s", cap, strerror(errno));
+	}
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		log_debug("cannot limit capabilities: %s", strerror(errno));
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		log_debug("cannot set no_new_privs: %s", strerror(errno));
+}
+
 static void upgrade(void)
 {
 	if (H.stopping || H.next.pid > 0 || H.cur.pid <= 0 || !H.cur.going) {
@@ -439,6 +479,7 @@ int holder_run(const struct holder_conf *hc)
 	if (n > 10 && !strcmp(H.exe + n - 10, " (deleted)"))
 		H.exe[n - 10] = '\0';
 	H.cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	limit_privileges();
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGTERM);

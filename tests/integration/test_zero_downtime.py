@@ -121,7 +121,8 @@ def report(what, results, load):
 
 def check(results, load):
     for r in results:
-        assert r["fails"] == 0 and r["torn"] == 0, f"a reader saw failures: {r['errors']}"
+        assert r["fails"] == 0 and r["torn"] == 0, \
+            f"a reader saw failures: {r['errors']}\n{load.v.log()[-3000:]}"
         assert r["reads"] > 0
     assert not load.failures, "\n".join(load.failures[:10])
     # The last acknowledged write is the value now.
@@ -301,3 +302,32 @@ def test_reload_still_reloads_the_master_key(busy_vault):
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: "master key reloaded" in v.log(), 10), v.log()
     assert read_file(v.path("app", "K")) == b"init"
+
+
+def test_holder_holds_no_key_no_value_and_few_privileges(busy_vault):
+    """The holder keeps the connection and open writers' records, and
+    nothing that opens a secret: no master key, no value, no database."""
+    from torture import fragments, scan_memory
+    v = busy_vault
+    value = os.urandom(24).hex().encode()
+    # A writer open across a crash: its record goes through the holder.
+    f = open(v.path("app", "K"), "wb", buffering=0)
+    f.write(value)
+    old = v.worker_pid()
+    os.kill(old, signal.SIGKILL)
+    serving_pid_changed(v, old)
+    f.close()
+    assert read_file(v.path("app", "K")) == value
+    holder = v.proc.pid
+    with open(v.key, "rb") as k:
+        key_hex = k.read().strip()
+    needles = fragments(value) + [key_hex, bytes.fromhex(key_hex.decode())]
+    assert scan_memory(holder, needles) == [], "the holder's memory holds the key or a value"
+    opened = {os.path.realpath(f"/proc/{holder}/fd/{fd}") for fd in os.listdir(f"/proc/{holder}/fd")}
+    assert not opened & {v.db, v.db + "-wal", v.key}, opened
+    status = dict(line.split(":", 1) for line in open(f"/proc/{holder}/status"))
+    bounding = int(status["CapBnd"], 16)
+    for cap in (12, 16, 17, 19):   # NET_ADMIN, SYS_MODULE, SYS_RAWIO, SYS_PTRACE
+        assert not bounding & (1 << cap), f"the holder keeps capability {cap}"
+    assert int(status["CapEff"], 16) == bounding
+    assert status["NoNewPrivs"].strip() == "1"
