@@ -24,11 +24,13 @@ PYTHON ?= /usr/bin/python3
 VERSION := 0.1.0
 
 PKGS := fuse3 libsodium sqlite3 inih
-# Debian packages the build, the demo and the tests need.
-DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
-	sqlite3 libinih-dev libcmocka-dev python3 python3-pytest attr util-linux passwd \
-	libsystemd-dev scdoc man-db systemd systemd-container docker.io busybox-static \
-	e2fsprogs clang libclang-rt-14-dev valgrind
+# Debian packages that building and mounting need (make deps), and those the
+# tests, fuzzers and benchmarks add (make test-deps, run by make check).
+BUILD_DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
+	libinih-dev libsystemd-dev scdoc
+TEST_DEB_PKGS := $(BUILD_DEB_PKGS) sqlite3 libcmocka-dev python3 python3-pytest attr \
+	util-linux passwd man-db systemd systemd-container docker.io busybox-static \
+	e2fsprogs clang libclang-rt-14-dev valgrind openssl vim-tiny
 
 # libsystemd is optional: with it, `mount` tells systemd when the mount is
 # ready (Type=notify). WITH_SYSTEMD=0 builds without it even where present.
@@ -42,9 +44,19 @@ endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 
-override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+# Warnings are errors for developers and CI (make WERROR=1, set by .ci/run),
+# not for a distribution's build with the next compiler.
+WERROR ?= 0
+override CFLAGS += -std=gnu11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-unused-parameter -D_GNU_SOURCE \
-	-DVAULTFS_VERSION='"$(VERSION)"' -fstack-protector-strong -fPIE -MMD -MP
+	-fstack-protector-strong -fstack-clash-protection -fPIE -MMD -MP
+ifeq ($(WERROR),1)
+override CFLAGS += -Werror
+endif
+# Control-flow protection where the compiler has it for this target (x86).
+CF_PROTECTION := $(shell $(CC) -fcf-protection -E -x c /dev/null >/dev/null 2>&1 && \
+	echo -fcf-protection)
+override CFLAGS += $(CF_PROTECTION)
 ifeq ($(SANITIZE),1)
 override CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
@@ -53,7 +65,7 @@ ifeq ($(FUZZ),1)
 override CFLAGS += -fsanitize=fuzzer-no-link
 endif
 else
-override CFLAGS += -D_FORTIFY_SOURCE=2
+override CFLAGS += -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3
 endif
 override LDFLAGS += -pie -Wl,-z,relro,-z,now
 
@@ -81,6 +93,12 @@ $(BIN): $(LIB_OBJS) $(MAIN_OBJ)
 $(BUILD)/systemd.flag: FORCE
 	@mkdir -p $(BUILD); echo $(WITH_SYSTEMD) | cmp -s - $@ || echo $(WITH_SYSTEMD) > $@
 $(BUILD)/src/notify.o: $(BUILD)/systemd.flag
+
+# main.o embeds the version: a new one rebuilds it.
+$(BUILD)/version.flag: FORCE
+	@mkdir -p $(BUILD); echo $(VERSION) | cmp -s - $@ || echo $(VERSION) > $@
+$(BUILD)/src/main.o: $(BUILD)/version.flag
+$(BUILD)/src/main.o: override CFLAGS += -DVAULTFS_VERSION='"$(VERSION)"'
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -113,8 +131,8 @@ $(BUILD)/bench/loadvault: bench/loadvault.c $(LIB_OBJS)
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(PKG_LIBS) -lpthread
 
 # Installs missing Debian packages when run as root; otherwise names them.
-deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+define install_missing
+	@missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -125,6 +143,13 @@ deps:
 			echo "missing Debian packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
 		fi; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(BUILD_DEB_PKGS))
+
+test-deps:
+	$(call install_missing,$(TEST_DEB_PKGS))
 
 check-unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
@@ -132,23 +157,23 @@ check-unit: $(UNIT_BINS)
 check-integration: $(BIN)
 	VAULTFS_BIN=$(abspath $(BIN)) VAULTFS_SANITIZE=$(SANITIZE) $(PYTEST) -q tests/integration
 
-check: deps
+check: test-deps
 	@$(MAKE) --no-print-directory $(BIN) unit-tests
 	@$(MAKE) --no-print-directory check-unit
 	@$(MAKE) --no-print-directory check-integration
 
 # Measures against baselines run at the same time; prints one table.
-bench: deps
+bench: test-deps
 	@$(MAKE) --no-print-directory $(BIN) $(BENCH_BINS)
 	$(PYTHON) bench/run.py --vaultfs $(abspath $(BIN)) --tools $(abspath $(BUILD)/bench)
 
-check-sanitize: deps
+check-sanitize: test-deps
 	@$(MAKE) --no-print-directory BUILD=build/san SANITIZE=1 check
 
 VALGRIND ?= valgrind -q --error-exitcode=99 --leak-check=full \
 	--errors-for-leak-kinds=definite,indirect
 
-check-valgrind: deps
+check-valgrind: test-deps
 	@$(MAKE) --no-print-directory unit-tests
 	@fail=0; for t in $(UNIT_BINS); do \
 		echo "  VALGRIND $$t"; $(VALGRIND) $$t >/dev/null || fail=1; \
@@ -178,7 +203,7 @@ $(BUILD)/fuzz/%: fuzz/%.c $(LIB_OBJS)
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
 		$(PKG_LIBS) -lpthread
 
-fuzz-build: deps
+fuzz-build: test-deps
 	@$(MAKE) --no-print-directory BUILD=$(FUZZ_DIR) CC=$(FUZZ_CC) SANITIZE=1 FUZZ=1 \
 		$(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz/%)
 
@@ -263,7 +288,7 @@ uninstall:
 clean:
 	rm -rf build vaultfs
 
-.PHONY: FORCE all man deps unit-tests bench check check-unit check-integration check-sanitize \
+.PHONY: FORCE all man deps test-deps unit-tests bench check check-unit check-integration check-sanitize \
 	check-valgrind soak fuzz fuzz-build demo install uninstall clean
 .DELETE_ON_ERROR:
 

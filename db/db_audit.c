@@ -161,6 +161,24 @@ int db_audit_commit(struct db_audit *a)
 	return r;
 }
 
+int db_audit_read_begin(struct db_audit *a)
+{
+	int r;
+
+	pthread_mutex_lock(&a->lock);
+	r = exec_sql(a, "BEGIN DEFERRED");
+	if (r < 0)
+		pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
+void db_audit_read_end(struct db_audit *a)
+{
+	if (!sqlite3_get_autocommit(a->conn) && exec_sql(a, "COMMIT") < 0)
+		sqlite3_exec(a->conn, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&a->lock);
+}
+
 void db_audit_rollback(struct db_audit *a)
 {
 	if (!sqlite3_get_autocommit(a->conn))

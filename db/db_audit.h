@@ -42,6 +42,12 @@ int db_audit_begin(struct db_audit *a) WUR;
 int db_audit_commit(struct db_audit *a) WUR;
 void db_audit_rollback(struct db_audit *a);
 
+/* A read snapshot held by the calling thread: every read until
+ * db_audit_read_end() sees the same committed state, whatever other
+ * connections commit meanwhile. */
+int db_audit_read_begin(struct db_audit *a) WUR;
+void db_audit_read_end(struct db_audit *a);
+
 int db_audit_insert(struct db_audit *a, const struct db_audit_row *row) WUR;
 /* The row with the highest seq; -ENOENT if the log is empty. */
 int db_audit_last(struct db_audit *a, struct db_audit_row *out) WUR;

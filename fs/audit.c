@@ -366,16 +366,9 @@ static void send_syslog(const struct db_audit_row *r)
 	log_syslog_send(LOG_AUTHPRIV | (r->result ? LOG_NOTICE : LOG_INFO), msg);
 }
 
-/* Without a syslog socket glibc drops each message after trying socket()
- * and connect() again for it: look once per batch instead. */
-static bool syslog_socket_present(void)
-{
-	return access(_PATH_LOG, F_OK) == 0;
-}
-
 static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)
 {
-	bool to_syslog = a->syslog && syslog_socket_present();
+	bool to_syslog = a->syslog && log_syslog_present();
 	int r = chain_append(a, rows, n);
 
 	if (r == -EBUSY)
@@ -728,6 +721,28 @@ static void check_head(struct walk *w)
 			    (long long)w->prev.seq);
 }
 
+/* Anchor, entries and head come from one read snapshot: entries committed
+ * while the walk runs are neither half seen nor taken for a cut tail. */
+static int verify_snapshot(struct walk *w)
+{
+	int r = mark_load(w->a, META_ANCHOR, &w->prev);
+
+	if (r == -ENOENT) {
+		memset(&w->prev, 0, sizeof(w->prev));
+	} else if (r == -EBADMSG) {
+		verdict_bad(w->v, 1, NULL, "the anchor (the last pruned entry's MAC) was altered");
+		return 0;
+	} else if (r < 0) {
+		return r;
+	}
+	r = db_audit_each(w->a->store, NULL, walk_row, w);
+	if (r < 0)
+		return r;
+	if (w->v->ok)
+		check_head(w);
+	return 0;
+}
+
 int audit_verify(struct audit *a, struct audit_verdict *v)
 {
 	struct walk w = { .a = a, .v = v };
@@ -738,21 +753,12 @@ int audit_verify(struct audit *a, struct audit_verdict *v)
 	v->bad_row = calloc(1, sizeof(*v->bad_row));
 	if (!v->bad_row)
 		return -ENOMEM;
-	r = mark_load(a, META_ANCHOR, &w.prev);
-	if (r == -ENOENT) {
-		memset(&w.prev, 0, sizeof(w.prev));
-	} else if (r == -EBADMSG) {
-		verdict_bad(v, 1, NULL, "the anchor (the last pruned entry's MAC) was altered");
-		return 0;
-	} else if (r < 0) {
-		return r;
-	}
-	r = db_audit_each(a->store, NULL, walk_row, &w);
+	r = db_audit_read_begin(a->store);
 	if (r < 0)
 		return r;
-	if (v->ok)
-		check_head(&w);
-	return 0;
+	r = verify_snapshot(&w);
+	db_audit_read_end(a->store);
+	return r;
 }
 
 void audit_verdict_free(struct audit_verdict *v)

@@ -16,6 +16,7 @@
 static bool use_syslog;
 static bool verbose;
 static int syslog_fd = -1;
+static char syslog_path[108] = "/dev/log";
 static pthread_mutex_t syslog_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_ulong syslog_dropped;
 
@@ -25,9 +26,10 @@ static atomic_ulong syslog_dropped;
  * counted. */
 static int syslog_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = "/dev/log" };
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
+	memcpy(sa.sun_path, syslog_path, sizeof(syslog_path));
 	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		close(fd);
 		fd = -1;
@@ -70,6 +72,26 @@ bool log_syslog_send(int prio, const char *msg)
 unsigned long log_syslog_dropped(void)
 {
 	return atomic_load(&syslog_dropped);
+}
+
+void log_syslog_socket(const char *path)
+{
+	pthread_mutex_lock(&syslog_lock);
+	snprintf(syslog_path, sizeof(syslog_path), "%s", path);
+	if (syslog_fd >= 0)
+		close(syslog_fd);
+	syslog_fd = -1;
+	pthread_mutex_unlock(&syslog_lock);
+}
+
+bool log_syslog_present(void)
+{
+	char path[sizeof(syslog_path)];
+
+	pthread_mutex_lock(&syslog_lock);
+	memcpy(path, syslog_path, sizeof(path));
+	pthread_mutex_unlock(&syslog_lock);
+	return access(path, F_OK) == 0;
 }
 
 void log_to_syslog(bool on)

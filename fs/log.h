@@ -6,6 +6,11 @@
 #include <syslog.h>
 
 void log_to_syslog(bool on);
+/* Where syslog listens, /dev/log unless the config says otherwise. */
+void log_syslog_socket(const char *path);
+/* Whether that socket exists: without one, a batch of copies is skipped
+ * instead of each failing to connect. */
+bool log_syslog_present(void);
 /* One message to /dev/log without ever blocking; false if it was dropped
  * (no log daemon, or its queue is full). */
 bool log_syslog_send(int prio, const char *msg);

@@ -62,6 +62,9 @@ struct fs {
 	int64_t mount_ns;
 	pthread_mutex_t handles_lock;
 	struct handle *handles;	/* open, for the wipe at unmount */
+	unsigned creating;	/* handles with ->creating set, under handles_lock */
+	unsigned limbo;		/* and with ->limbo set */
+	pthread_cond_t limbo_cond;	/* a handle left limbo */
 };
 
 struct handle {
@@ -74,6 +77,12 @@ struct handle {
 	bool committed;		/* this handle has stored a value */
 	int error;		/* a write failed: never commit, report this */
 	bool closed;		/* flushed by its writer since the last change */
+	bool trunc_pending;	/* O_TRUNC, and nothing written since */
+	bool creating;		/* made the key, which others can't open yet */
+	bool limbo;		/* trunc_pending, and its writer closed once */
+	bool have_st;		/* a reader: st is the key as it was opened */
+	struct stat st;
+	unsigned trunc_flushes;	/* its writer's closes while trunc_pending */
 	uint64_t owner;		/* lock owner of the last write(), 0: unknown */
 	pid_t opener;		/* thread that opened it, 0: unknown */
 	uid_t uid;		/* who opened it: the writer of record */
@@ -98,6 +107,79 @@ enum kind { K_ROOT, K_INSTANCE, K_SECRET };
 /* The instance shown as the root, 0 for the whole vault. One mount per
  * process: set once in fs_run() before any request is served. */
 static fuse_ino_t top_ino;
+
+/* A key made through the mount appears to other processes with its first
+ * value: until its creator's first commit (or close, for a key left empty
+ * on purpose), their opens find no such key, instead of an empty value. */
+static void creating_set(struct fs *fs, struct handle *h, bool on)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->creating != on)
+		fs->creating += on ? 1 : -1;
+	h->creating = on;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+/* An O_TRUNC handle whose writer closed it once without writing is in
+ * limbo: it is a shell's redirection whose command has yet to write, or a
+ * program that emptied the key on purpose and is about to be released
+ * (FUSE sends RELEASE after close() returned). A reader opening the key
+ * meanwhile waits a moment for the next step, so that it reads the empty
+ * value of a release that came first, and otherwise the old value. */
+#define LIMBO_WAIT_NS 50000000L
+
+static void limbo_set(struct fs *fs, struct handle *h, bool on)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->limbo != on) {
+		fs->limbo += on ? 1 : -1;
+		if (!on)
+			pthread_cond_broadcast(&fs->limbo_cond);
+	}
+	h->limbo = on;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+/* Under h->lock: h was written to or resized. */
+static void trunc_done(struct fs *fs, struct handle *h)
+{
+	h->trunc_pending = false;
+	if (h->limbo)
+		limbo_set(fs, h, false);
+}
+
+static void limbo_wait(struct fs *fs, int64_t id)
+{
+	struct timespec until;
+	bool in = true;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += LIMBO_WAIT_NS;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&fs->handles_lock);
+	while (in) {
+		in = false;
+		for (struct handle *h = fs->limbo ? fs->handles : NULL; h && !in; h = h->next)
+			in = h->limbo && h->id == id;
+		if (in && pthread_cond_timedwait(&fs->limbo_cond, &fs->handles_lock, &until))
+			break;
+	}
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static bool created_by_other(struct fs *fs, int64_t id, pid_t pid)
+{
+	bool hidden = false;
+
+	pthread_mutex_lock(&fs->handles_lock);
+	for (struct handle *h = fs->creating ? fs->handles : NULL; h && !hidden; h = h->next)
+		hidden = h->creating && h->id == id && h->opener != pid;
+	pthread_mutex_unlock(&fs->handles_lock);
+	return hidden;
+}
 
 static fuse_ino_t ino_in(fuse_ino_t ino)
 {
@@ -222,7 +304,7 @@ static int user_errno(int r)
 	switch (r) {
 	case -ENOENT: case -EEXIST: case -ENOTEMPTY: case -ENOSPC: case -EROFS:
 	case -EFBIG: case -EINVAL: case -ENOMEM: case -EACCES: case -EPERM:
-	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR:
+	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR: case -ESTALE:
 		return -r;
 	default:
 		return EIO;
@@ -288,6 +370,23 @@ static void vfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_entry(req, &e);
 }
 
+/* A key renamed over or removed while a reader has it open still has the
+ * attributes it was opened with, as an unlinked file does: the reader's
+ * fstat() (which FUSE sends without the handle) must not fail. */
+static bool getattr_open(struct fs *fs, fuse_ino_t ino, struct stat *st)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&fs->handles_lock);
+	for (struct handle *h = fs->handles; h && !found; h = h->next) {
+		found = h->have_st && h->st.st_ino == ino;
+		if (found)
+			*st = h->st;
+	}
+	pthread_mutex_unlock(&fs->handles_lock);
+	return found;
+}
+
 static void vfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -295,7 +394,11 @@ static void vfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	int r = getattr_ino(fs, ino, &st);
 
 	(void)fi;
-	if (r < 0)
+	if (r == -ENOENT && ino_kind(ino) == K_SECRET && getattr_open(fs, ino, &st))
+		fuse_reply_attr(req, &st, 0);
+	else if (r == -ENOENT && ino_kind(ino) == K_SECRET)
+		reply_err(req, -ESTALE);	/* the path walk looks the name up again */
+	else if (r < 0)
 		reply_err(req, r);
 	else
 		fuse_reply_attr(req, &st, fs->timeout);
@@ -381,6 +484,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			if (r == 0) {
 				h->dirty = true;
 				h->closed = false;
+				trunc_done(fs, h);
 				handle_record(fs, h);
 			}
 			pthread_mutex_unlock(&h->lock);
@@ -638,6 +742,12 @@ static void handle_free(struct fs *fs, struct handle *h)
 		return;
 	fh_release(h);
 	pthread_mutex_lock(&fs->handles_lock);
+	if (h->creating)
+		fs->creating--;
+	if (h->limbo) {
+		fs->limbo--;
+		pthread_cond_broadcast(&fs->limbo_cond);
+	}
 	if (h->prev)
 		h->prev->next = h->next;
 	else if (fs->handles == h)
@@ -715,7 +825,8 @@ struct handle_rec {
 	int32_t opener;
 	uint32_t uid;
 	int32_t error;
-	uint8_t append, dirty, committed, closed;
+	uint32_t trunc_flushes;
+	uint8_t append, dirty, committed, closed, trunc_pending, creating;
 	struct guard_ref ref;
 };
 
@@ -814,6 +925,10 @@ static struct handle *reader_rebuild(struct fs *fs, fuse_ino_t ino, uint64_t fh)
 		handle_free(fs, h);
 		return NULL;
 	}
+	if (getattr_ino(fs, ino, &h->st) == 0) {
+		h->st.st_size = (off_t)h->buf->len;
+		h->have_st = true;
+	}
 	h->fh = fh;
 	pthread_mutex_lock(&ht.lock);
 	found = fh_find(fh);
@@ -861,6 +976,8 @@ static void handle_record(struct fs *fs, struct handle *h)
 		.id = h->id, .version = h->version, .owner = h->owner, .opener = h->opener,
 		.uid = h->uid, .error = h->error, .append = h->append, .dirty = h->dirty,
 		.committed = h->committed, .closed = h->closed, .ref = h->ref,
+		.trunc_pending = h->trunc_pending, .trunc_flushes = h->trunc_flushes,
+		.creating = h->creating,
 	};
 	unsigned char *blob = NULL, *rec = NULL;
 	struct seal_ad ad;
@@ -917,6 +1034,8 @@ static void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
 		h->dirty = hr.dirty;
 		h->committed = hr.committed;
 		h->closed = hr.closed;
+		h->trunc_pending = hr.trunc_pending;
+		h->trunc_flushes = hr.trunc_flushes;
 		h->ref = hr.ref;
 		h->fh = fh;
 		h->recorded = true;
@@ -924,6 +1043,10 @@ static void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
 		r = slot_put(h);
 		pthread_mutex_unlock(&ht.lock);
 	}
+	if (r == 0 && hr.creating)
+		creating_set(fs, h, true);
+	if (r == 0 && hr.trunc_pending && hr.trunc_flushes)
+		limbo_set(fs, h, true);
 out:
 	if (r < 0) {
 		log_warn("cannot adopt an open writer of the previous worker: %s", strerror(-r));
@@ -1020,6 +1143,8 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	h->id = s.id;
 	h->append = fi->flags & O_APPEND;
+	h->trunc_pending = fi->flags & O_TRUNC;
+	creating_set(fs, h, true);
 	stat_secret(&s, &st);
 	entry_init(fs, &e, &st);
 	open_reply_fi(fi, h);
@@ -1061,6 +1186,17 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
+	/* Linux filesystems empty the file; a reader's open never destroys a
+	 * secret here. (The kernel let only a caller who may write this far.) */
+	if (acc == O_RDONLY && (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	limbo_wait(fs, ino_id(ino));
 	r = handle_new(fs, &h, ino_id(ino), fuse_req_ctx(req)->uid, fuse_req_ctx(req)->pid);
 	/* The names for the access rules and the value: one snapshot, and for
 	 * a reader one query. */
@@ -1073,12 +1209,16 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		db_blob_free(&sealed);
 		db_read_end(fs->db);
 		handle_free(fs, h);
-		reply_err(req, r);
+		/* Renamed over or removed since the caller's lookup: the kernel
+		 * looks the name up again, so a reader racing an editor's
+		 * rename-over opens the new key instead of failing. */
+		reply_err(req, r == -ENOENT ? -ESTALE : r);
 		return;
 	}
 	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
 		r = secbuf_new(&h->buf, 0);
 		h->dirty = true;
+		h->trunc_pending = true;
 		/* Kept to put back if a write fails. A value that no longer
 		 * authenticates can still be overwritten: that's how it is fixed. */
 		if (r == 0 && read_as_written(fs, h->id, &h->orig) == -ENOMEM)
@@ -1087,6 +1227,11 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = read_as_written(fs, h->id, &h->buf);
 	} else if (r == 0) {
 		r = vault_read_fetched(fs->v, &meta, &sealed, &h->buf);
+		if (r == 0) {
+			stat_secret(&meta, &h->st);
+			h->st.st_size = (off_t)h->buf->len;
+			h->have_st = true;
+		}
 	}
 	db_blob_free(&sealed);
 	db_read_end(fs->db);
@@ -1165,6 +1310,7 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		memcpy(h->buf->data + pos, data, size);
 		h->dirty = true;
 		h->closed = false;
+		trunc_done(fs, h);
 		h->owner = fi->lock_owner;
 		handle_record(fs, h);
 	} else if (!h->error) {
@@ -1189,12 +1335,21 @@ static bool store_error(int r)
 /* Commits a dirty handle: at every flush (close) by its writer, at fsync
  * and at release.
  *
- * A shell's `cmd > key` opens with O_TRUNC, dup2()s and closes the first
- * descriptor (a flush, which commits the empty value) before cmd writes
- * anything. If cmd's writes then fail (EFBIG, ENOMEM), or their commit
- * does (ENOSPC), the flush puts back the value found at open, so a failed
- * redirect loses nothing; and a handle that failed never commits later,
- * behind the back of a caller told it failed.
+ * Others see a value change only to one its writer finished. A shell's
+ * `cmd > key` opens with O_TRUNC, dup2()s and closes the first descriptor
+ * before cmd writes anything: had that close committed the empty value,
+ * every reader opening before cmd's output arrived would read nothing. So
+ * an O_TRUNC handle that nothing was written to (nor resized) commits
+ * nothing at its writer's first close and is in limbo (see limbo_wait).
+ * Its empty value is committed at the writer's next close (a shell's
+ * `: > key` closes twice), at fsync, or at release (a program that opens,
+ * writes nothing and closes once).
+ *
+ * A handle whose writes failed (EFBIG, ENOMEM) or whose commit did (ENOSPC)
+ * never commits later, behind the back of a caller told it failed; if it
+ * had committed before (fsync, or a compound `{ a; b; } > key` whose first
+ * command closed), its flush puts back the value found at open, so a failed
+ * redirect loses nothing.
  *
  * Only the writer's own close commits: every process that inherited the
  * descriptor flushes when it closes its copy, and a child that a writing
@@ -1225,6 +1380,10 @@ static int handle_commit(struct fs *fs, struct handle *h, bool closing, const st
 	pthread_mutex_lock(&h->lock);
 	if (!closer_is_writer(h, c))
 		goto out;
+	if (c && h->trunc_pending && !h->error && h->trunc_flushes++ == 0) {
+		limbo_set(fs, h, true);	/* a redirection's first close, or the only one */
+		goto out;
+	}
 	if (closing)
 		h->closed = true;
 	if (!h->error && h->dirty) {
@@ -1238,6 +1397,7 @@ static int handle_commit(struct fs *fs, struct handle *h, bool closing, const st
 		if (r == 0) {
 			h->dirty = false;
 			h->committed = true;
+			trunc_done(fs, h);
 		} else {
 			h->error = -r;
 			log_err("secret %lld: commit failed: %s%s%s%s", (long long)h->id,
@@ -1261,9 +1421,10 @@ static int handle_commit(struct fs *fs, struct handle *h, bool closing, const st
 		}
 		r = -h->error;
 	}
+	if (h->creating)	/* after the commit: others see the value at once */
+		creating_set(fs, h, false);
 out:
-	if (stored || h->error)
-		handle_record(fs, h);
+	handle_record(fs, h);
 	pthread_mutex_unlock(&h->lock);
 	/* The kernel cached the size and times from before: the caller's next
 	 * stat must see what was just stored. */
@@ -1534,6 +1695,18 @@ static int fs_adopt(struct fs *fs, struct fuse_session *se, const struct fs_moun
 	return 0;
 }
 
+static int limbo_init(struct fs *fs)
+{
+	pthread_condattr_t attr;
+	int r;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	r = pthread_cond_init(&fs->limbo_cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return r;
+}
+
 int fs_run(struct vault *v, const struct fs_mount *m)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
@@ -1553,6 +1726,8 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	if (fs_args(m, &args) < 0)
 		goto out;
 	db_set_readers(fs.db, FS_READERS);
+	if (limbo_init(&fs) != 0)
+		goto out;
 	se = fuse_session_new(&args, &vfs_ops, sizeof(vfs_ops), &fs);
 	if (!se)
 		goto out;

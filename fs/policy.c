@@ -23,6 +23,7 @@ void policy_defaults(struct vault_conf *c)
 	c->access.root_read = true;
 	c->daemon.audit = true;
 	c->daemon.audit_syslog = true;
+	snprintf(c->daemon.syslog_socket, sizeof(c->daemon.syslog_socket), "%s", "/dev/log");
 }
 
 const struct instance_conf *policy_instance(const struct vault_conf *c, const char *name)

@@ -49,6 +49,7 @@ struct daemon_conf {
 	gid_t gid;
 	bool audit;			/* keep the audit log (default yes) */
 	bool audit_syslog;		/* and send each entry to syslog (default yes) */
+	char syslog_socket[108];	/* syslog's datagram socket (default /dev/log) */
 	int64_t audit_retention;	/* seconds, 0: keep every entry */
 };
 

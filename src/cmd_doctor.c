@@ -1,7 +1,6 @@
 /* vaultfs doctor: one line per check, secure / weak / insecure, about the
  * host and the vault's files; exits 1 if anything is insecure. It needs no
  * key and changes nothing. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -18,6 +17,7 @@
 #include "../crypto/secmem.h"
 #include "cli.h"
 #include "commands.h"
+#include "daemons.h"
 
 enum verdict { SECURE, WEAK, INSECURE };
 
@@ -123,33 +123,6 @@ static void check_memlock(struct report *rep, const struct vault_conf *c)
 	    budget, limit);
 }
 
-/* Running daemons: processes of this binary's name started with "mount". */
-static int daemon_pids(pid_t *pids, int max)
-{
-	char path[64], buf[512];
-	struct dirent *de;
-	int n = 0, len;
-	DIR *d = opendir("/proc");
-
-	while (d && (de = readdir(d)) && n < max) {
-		pid_t pid = (pid_t)atoi(de->d_name);
-
-		if (pid <= 0 || pid == getpid())
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-		len = read_small(path, buf, sizeof(buf));
-		if (len <= 0)
-			continue;
-		if (strcmp(basename(buf), "vaultfs") || (size_t)len <= strlen(buf) + 1 ||
-		    strcmp(buf + strlen(buf) + 1, "mount"))
-			continue;
-		pids[n++] = pid;
-	}
-	if (d)
-		closedir(d);
-	return n;
-}
-
 static long core_limit(pid_t pid)
 {
 	char path[64], buf[4096], *p;
@@ -163,11 +136,12 @@ static long core_limit(pid_t pid)
 	return strncmp(p, "unlimited", 9) ? strtol(p, NULL, 10) : -2;
 }
 
-static void check_cores(struct report *rep)
+/* Only the daemons of this vault: those with its database open. */
+static void check_cores(struct report *rep, const struct vault_conf *c)
 {
 	char pattern[256] = "", dumpable[16] = "0";
 	pid_t pids[16];
-	int n = daemon_pids(pids, 16);
+	int n = daemons_find(c->db, pids, 16);
 	long lim;
 
 	read_small("/proc/sys/kernel/core_pattern", pattern, sizeof(pattern));
@@ -327,7 +301,7 @@ int doctor_main(int argc, char **argv)
 	cli_harden();
 	check_swap(&rep);
 	check_memlock(&rep, &c.conf);
-	check_cores(&rep);
+	check_cores(&rep, &c.conf);
 	check_mounts(&rep);
 	check_files(&rep, &c.conf);
 	check_daemon_conf(&rep, &c.conf);

@@ -235,6 +235,7 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 
 	mo->mountpoint = mountpoint;
 	mo->conf = &c->conf;
+	log_syslog_socket(c->conf.daemon.syslog_socket);
 	if (priv_check(&c->conf, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return 1;

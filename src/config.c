@@ -655,6 +655,17 @@ static int cfg_vault_audit_syslog(struct cfg_state *st, const char *key, const c
 	return 0;
 }
 
+static int cfg_vault_syslog_socket(struct cfg_state *st, const char *key, const char *v)
+{
+	char *dst = st->c->daemon.syslog_socket;
+
+	if (v[0] != '/' || strlen(v) >= sizeof(st->c->daemon.syslog_socket))
+		return cfg_fail(st, -EINVAL, "bad path '%s' for %s (want an absolute path of at "
+				"most %zu bytes)", v, key, sizeof(st->c->daemon.syslog_socket) - 1);
+	memcpy(dst, v, strlen(v) + 1);
+	return 0;
+}
+
 static int cfg_vault_audit_retention(struct cfg_state *st, const char *key, const char *v)
 {
 	if (config_parse_duration(v, &st->c->daemon.audit_retention))
@@ -680,6 +691,7 @@ static const struct cfg_key cfg_vault_keys[] = {
 	{ "root_read", cfg_vault_root_read },
 	{ "audit", cfg_vault_audit },
 	{ "audit_syslog", cfg_vault_audit_syslog },
+	{ "syslog_socket", cfg_vault_syslog_socket },
 	{ "audit_retention", cfg_vault_audit_retention },
 	{ NULL, NULL },
 };

@@ -62,7 +62,7 @@ static bool has_open(const char *pid, const struct stat *db)
 	return found;
 }
 
-int daemons_signal(const char *db_path, int sig)
+int daemons_find(const char *db_path, pid_t *pids, int max)
 {
 	struct dirent *de;
 	struct stat db;
@@ -74,13 +74,22 @@ int daemons_signal(const char *db_path, int sig)
 	d = opendir("/proc");
 	if (!d)
 		return 0;
-	while ((de = readdir(d))) {
+	while (n < max && (de = readdir(d))) {
 		if (!isdigit((unsigned char)de->d_name[0]) || atoi(de->d_name) == getpid())
 			continue;
-		if (is_mount_daemon(de->d_name) && has_open(de->d_name, &db) &&
-		    kill(atoi(de->d_name), sig) == 0)
-			n++;
+		if (is_mount_daemon(de->d_name) && has_open(de->d_name, &db))
+			pids[n++] = (pid_t)atoi(de->d_name);
 	}
 	closedir(d);
 	return n;
+}
+
+int daemons_signal(const char *db_path, int sig)
+{
+	pid_t pids[64];
+	int n = daemons_find(db_path, pids, 64), sent = 0;
+
+	for (int i = 0; i < n; i++)
+		sent += kill(pids[i], sig) == 0;
+	return sent;
 }

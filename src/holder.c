@@ -350,7 +350,8 @@ static void forget_env_key(void)
 		 "gets: a restart or an upgrade needs key_file or a systemd credential");
 }
 
-/* Started by root, the holder keeps what it needs to unmount and what its
+/* Started by root, the holder keeps what it needs to unmount and signal
+ * a worker that runs as another user, and what its
  * workers need to read a root-only key, become the `user =` account and
  * lock memory; every other capability leaves the bounding set, for it and
  * every worker. No setuid program is needed as root: no_new_privs too. */
@@ -358,7 +359,7 @@ static void limit_privileges(void)
 {
 	static const int keep[] = {
 		CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_SYS_RESOURCE, CAP_IPC_LOCK,
-		CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_CHOWN,
+		CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_CHOWN, CAP_KILL,
 	};
 
 	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };

@@ -8,6 +8,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -267,22 +268,24 @@ def test_audit_off(vault_factory):
 
 
 @pytest.fixture
-def devlog():
-    """A datagram socket at /dev/log standing in for syslog, when there is
-    none; syslog(3) has no other address."""
-    if os.path.exists("/dev/log"):
-        pytest.skip("/dev/log belongs to a running syslog here")
+def syslog_vault(vault_factory):
+    """A vault whose daemon sends to a datagram socket of the test's own
+    (syslog_socket in the config), standing in for syslog: the host's
+    /dev/log, whoever reads it, is left alone."""
+    d = tempfile.mkdtemp(prefix="vaultfs-syslog-", dir="/tmp")
+    path = os.path.join(d, "log.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind("/dev/log")
+    s.bind(path)
     s.settimeout(0.1)
     try:
-        yield s
+        yield vault_factory(config=f"[vault]\nsyslog_socket = {path}\n"), s
     finally:
         s.close()
-        os.unlink("/dev/log")
+        shutil.rmtree(d, ignore_errors=True)
 
 
-def test_entries_go_to_syslog(devlog, vault):
+def test_entries_go_to_syslog(syslog_vault):
+    vault, devlog = syslog_vault
     os.mkdir(vault.path("app"))
     write_file(vault.path("app", "K"), b"syslog-secret-value")
     assert read_file(vault.path("app", "K")) == b"syslog-secret-value"

@@ -45,7 +45,8 @@ def test_healthy_vault(vault):
 
 def test_core_dumps_of_running_daemon(vault):
     code, checks = doctor(vault)
-    assert any(f"core dumps: off for the daemon (pid {vault.proc.pid})" in c and
+    # The daemon that holds keys is the serving process, the holder's worker.
+    assert any(f"core dumps: off for the daemon (pid {vault.worker_pid()})" in c and
                c.startswith("secure") for c in checks), checks
 
 
@@ -107,3 +108,13 @@ def test_doctor_needs_no_key(vault_unmounted):
     v = vault_unmounted
     code, checks = doctor(v, key=False)
     assert verdict(checks, "key:")[0] == "weak"
+
+
+def test_reports_only_this_vaults_daemon(vault_factory):
+    """With two vaults mounted, doctor run for one names that vault's
+    daemon, never the other's."""
+    a, b = vault_factory(), vault_factory()
+    code, checks = doctor(a)
+    cores = [c for c in checks if "core dumps: off for the daemon" in c]
+    assert any(f"(pid {a.worker_pid()})" in c for c in cores), checks
+    assert not any(f"(pid {b.worker_pid()})" in c for c in cores), checks

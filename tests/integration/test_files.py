@@ -199,15 +199,16 @@ def test_redirect_without_output_empties_key(vault):
 
 def test_redirect_failed_write_puts_back_old_value(vault):
     """`cmd > key`: the shell opens with O_TRUNC, dup2()s and closes the first
-    descriptor (committing the empty value, as on any filesystem) before cmd
-    writes. If cmd's writes then fail, closing the handle puts back the value
-    the key had before the redirect: a failed rotation loses nothing."""
+    descriptor before cmd writes. Readers keep reading the old value (the
+    empty one is never shown); if cmd's writes then fail, nothing is
+    committed: a failed rotation loses nothing."""
     d = mkinst(vault)
     write_file(f"{d}/K", b"old")
     fd = os.open(f"{d}/K", os.O_WRONLY | os.O_TRUNC)
     fd2 = os.dup(fd)
     os.close(fd)
-    assert read_file(f"{d}/K") == b"", "the truncation is committed at the first close"
+    assert read_file(f"{d}/K") == b"old", "the first close commits nothing"
+    assert os.stat(f"{d}/K").st_size == 3, "and stat shows the old size"
     e = oserror(os.pwrite, fd2, b"x", 2 * 1024 * 1024)
     assert e == errno.EFBIG, errname(e)
     e = oserror(os.close, fd2)
@@ -495,3 +496,57 @@ def test_links_and_special_files_refused(vault):
     assert oserror(os.symlink, "/etc/passwd", f"{d}/L") is not None, "no symlinks"
     assert oserror(os.mkfifo, f"{d}/F") is not None, "no fifos"
     assert sorted(os.listdir(d)) == ["K"]
+
+
+def test_read_only_open_with_truncation_refused(vault):
+    """open(O_RDONLY|O_TRUNC) empties the file on Linux filesystems; here the
+    caller, though allowed to write, gets EINVAL and the value stays."""
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"keep-me")
+    e = oserror(os.open, f"{d}/K", os.O_RDONLY | os.O_TRUNC)
+    assert e == errno.EINVAL, errname(e)
+    assert read_file(f"{d}/K") == b"keep-me"
+    assert os.stat(f"{d}/K").st_size == 7
+
+
+def test_new_key_appears_with_its_first_value(vault):
+    """Between a creating open and its writer's close, other processes find
+    no key (never an empty one); the creator itself can use it."""
+    d = mkinst(vault)
+    fd = os.open(f"{d}/NEW", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        r = sh(f"cat {d}/NEW")
+        assert r.returncode == 1 and b"No such file or directory" in r.stderr, r
+        os.write(fd, b"first")
+        r = sh(f"cat {d}/NEW")
+        assert r.returncode == 1, "nothing is visible before the creator's close"
+    finally:
+        os.close(fd)
+    r = sh(f"cat {d}/NEW")
+    assert r.returncode == 0 and r.stdout == b"first", r
+    # a key created empty on purpose (touch) is there once touch returns
+    r = sh(f"touch {d}/EMPTY && cat {d}/EMPTY && echo ok")
+    assert r.returncode == 0 and r.stdout == b"ok\n", r
+
+
+def test_shell_rotation_keeps_old_value_until_command_writes(vault):
+    """`slow > key`: while the command runs, before and after its first
+    write, others read the old value whole and stat shows its size."""
+    d = mkinst(vault)
+    write_file(f"{d}/K", b"old-value")
+    p = subprocess.Popen(["sh", "-c", 'read go; printf new-value-1; read go; '
+                          'printf -- -more', "sh"], stdin=subprocess.PIPE,
+                         stdout=open(f"{d}/K", "wb"))
+    try:
+        assert sh(f"cat {d}/K").stdout == b"old-value"
+        assert os.stat(f"{d}/K").st_size == 9
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        assert sh(f"cat {d}/K").stdout == b"old-value"
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        assert p.wait(20) == 0
+    finally:
+        p.kill()
+    assert sh(f"cat {d}/K").stdout == b"new-value-1-more"
+    assert os.stat(f"{d}/K").st_size == 16

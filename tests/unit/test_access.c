@@ -12,12 +12,14 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include "../../fs/access.h"
 #include "../../fs/policy.h"
 #include "../../src/config.h"
 
 struct fx {
-	char dir[64];
+	struct tmpdir tmp;
 	char path[128];
 	char err[4096];
 	struct vault_conf c;
@@ -29,12 +31,11 @@ static int fx_setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-access-XXXXXX");
-	if (!mkdtemp(fx->dir)) {
+	if (tmpdir_make(&fx->tmp, "access") < 0) {
 		free(fx);
 		return -1;
 	}
-	snprintf(fx->path, sizeof(fx->path), "%s/vaultfs.ini", fx->dir);
+	snprintf(fx->path, sizeof(fx->path), "%s/vaultfs.ini", fx->tmp.path);
 	policy_defaults(&fx->c);
 	*state = fx;
 	return 0;
@@ -45,8 +46,7 @@ static int fx_teardown(void **state)
 	struct fx *fx = *state;
 
 	policy_free(&fx->c);
-	unlink(fx->path);
-	rmdir(fx->dir);
+	tmpdir_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "fixture.h"
 #include <sodium.h>
 #include <sqlite3.h>
 
@@ -22,7 +24,7 @@
 #include "../../fs/audit.h"
 
 struct fx {
-	char dir[64];
+	struct tmpdir tmp;
 	char path[128];
 	struct db *db;
 	struct secbuf *key;
@@ -36,10 +38,9 @@ static int fx_setup(void **state)
 
 	if (!fx || secmem_init() < 0)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-audit-XXXXXX");
-	if (!mkdtemp(fx->dir))
+	if (tmpdir_make(&fx->tmp, "audit") < 0)
 		return -1;
-	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->dir);
+	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->tmp.path);
 	if (db_open(&fx->db, fx->path, DB_CREATE) < 0 || secbuf_new(&fx->key, 32) < 0)
 		return -1;
 	randombytes_buf(fx->key->data, 32);
@@ -54,16 +55,11 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
-	char p[160];
 
 	audit_close(fx->a);
 	db_close(fx->db);
 	secbuf_free(fx->key);
-	for (const char *const *s = (const char *const[]){ "", "-wal", "-shm", NULL }; *s; s++) {
-		snprintf(p, sizeof(p), "%s%s", fx->path, *s);
-		unlink(p);
-	}
-	rmdir(fx->dir);
+	tmpdir_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }

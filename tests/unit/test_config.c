@@ -17,11 +17,13 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include "../../fs/policy.h"
 #include "../../src/config.h"
 
 struct fx {
-	char dir[64];
+	struct tmpdir tmp;
 	char path[128];
 	char err[8192];
 	struct vault_conf c;
@@ -33,8 +35,7 @@ static int fx_setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-config-XXXXXX");
-	if (!mkdtemp(fx->dir) || chmod(fx->dir, 0700)) {
+	if (tmpdir_make(&fx->tmp, "config") < 0) {
 		free(fx);
 		return -1;
 	}
@@ -46,22 +47,9 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
-	char p[PATH_MAX];
-	struct dirent *de;
-	DIR *d;
 
 	policy_free(&fx->c);
-	d = opendir(fx->dir);
-	while (d && (de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", fx->dir, de->d_name);
-		if (unlink(p))
-			rmdir(p);
-	}
-	if (d)
-		closedir(d);
-	rmdir(fx->dir);
+	tmpdir_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }
@@ -71,7 +59,7 @@ static const char *conf_write_len(struct fx *fx, const char *text, size_t len, m
 {
 	int fd;
 
-	snprintf(fx->path, sizeof(fx->path), "%s/vaultfs-XXXXXX", fx->dir);
+	snprintf(fx->path, sizeof(fx->path), "%s/vaultfs-XXXXXX", fx->tmp.path);
 	fd = mkstemp(fx->path);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, text, len), (ssize_t)len);
@@ -610,7 +598,7 @@ static void test_missing_file(void **state)
 	struct fx *fx = *state;
 	char path[PATH_MAX], want[PATH_MAX + 64];
 
-	snprintf(path, sizeof(path), "%s/nosuch.ini", fx->dir);
+	snprintf(path, sizeof(path), "%s/nosuch.ini", fx->tmp.path);
 	assert_int_equal(conf_load(fx, path), -ENOENT);
 	snprintf(want, sizeof(want), "%s: No such file or directory", path);
 	assert_string_equal(fx->err, want);
@@ -645,20 +633,20 @@ static void test_not_regular(void **state)
 	char link[PATH_MAX], want[2 * PATH_MAX];
 
 	conf_write(fx, "[vault]\n");
-	snprintf(link, sizeof(link), "%s/link.ini", fx->dir);
+	snprintf(link, sizeof(link), "%s/link.ini", fx->tmp.path);
 	assert_int_equal(symlink(fx->path, link), 0);
 	assert_int_equal(conf_load(fx, link), -ELOOP);
 	snprintf(want, sizeof(want), "%s: must not be a symbolic link", link);
 	assert_string_equal(fx->err, want);
 
-	snprintf(link, sizeof(link), "%s/sub.ini", fx->dir);
+	snprintf(link, sizeof(link), "%s/sub.ini", fx->tmp.path);
 	assert_int_equal(mkdir(link, 0700), 0);
 	assert_true(conf_load(fx, link) < 0);
 	snprintf(want, sizeof(want), "%s: not a regular file", link);
 	assert_string_equal(fx->err, want);
 
 	/* Must not block waiting for a writer. */
-	snprintf(link, sizeof(link), "%s/fifo.ini", fx->dir);
+	snprintf(link, sizeof(link), "%s/fifo.ini", fx->tmp.path);
 	assert_int_equal(mkfifo(link, 0600), 0);
 	assert_true(conf_load(fx, link) < 0);
 	snprintf(want, sizeof(want), "%s: not a regular file", link);

@@ -14,12 +14,14 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "fixture.h"
 #include <sqlite3.h>
 
 #include "../../db/db.h"
 
 struct fx {
-	char dir[64];
+	struct tmpdir tmp;
 	char path[128];
 	struct db *db;
 	int64_t inst;		/* "billing", created by fx_setup_open */
@@ -31,12 +33,11 @@ static int fx_setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-db-XXXXXX");
-	if (!mkdtemp(fx->dir) || chmod(fx->dir, 0700)) {
+	if (tmpdir_make(&fx->tmp, "db") < 0) {
 		free(fx);
 		return -1;
 	}
-	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->dir);
+	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->tmp.path);
 	*state = fx;
 	return 0;
 }
@@ -62,22 +63,9 @@ static int fx_setup_open(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
-	char p[PATH_MAX];
-	struct dirent *de;
-	DIR *d;
 
 	db_close(fx->db);
-	d = opendir(fx->dir);
-	while (d && (de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", fx->dir, de->d_name);
-		if (unlink(p))
-			rmdir(p);
-	}
-	if (d)
-		closedir(d);
-	rmdir(fx->dir);
+	tmpdir_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }
@@ -227,7 +215,7 @@ static void test_open_missing(void **state)
 	db = (struct db *)&db;
 	assert_int_equal(db_open(&db, fx->path, DB_READONLY), -ENOENT);
 	assert_null(db);
-	snprintf(p, sizeof(p), "%s/nosuch/vault.db", fx->dir);
+	snprintf(p, sizeof(p), "%s/nosuch/vault.db", fx->tmp.path);
 	assert_int_equal(db_open(&db, p, DB_CREATE), -ENOENT);
 	assert_null(db);
 }

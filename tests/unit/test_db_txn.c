@@ -10,14 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include "../../db/db.h"
 
 struct fx {
-	char dir[64];
+	struct tmpdir tmp;
 	char path[128];
 	struct db *db;
 	int64_t inst;
@@ -32,10 +36,9 @@ static int fx_setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-txn-XXXXXX");
-	if (!mkdtemp(fx->dir))
+	if (tmpdir_make(&fx->tmp, "txn") < 0)
 		return -1;
-	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->dir);
+	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->tmp.path);
 	snprintf(in.name, sizeof(in.name), "app");
 	if (db_open(&fx->db, fx->path, DB_CREATE) || db_instance_create(fx->db, &in, &wrapped))
 		return -1;
@@ -47,15 +50,9 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
-	char p[160];
 
 	db_close(fx->db);
-	unlink(fx->path);
-	snprintf(p, sizeof(p), "%s-wal", fx->path);
-	unlink(p);
-	snprintf(p, sizeof(p), "%s-shm", fx->path);
-	unlink(p);
-	rmdir(fx->dir);
+	tmpdir_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }
@@ -130,6 +127,8 @@ static void test_nested_outer_rollback(void **state)
 
 struct peek {
 	struct fx *fx;
+	pthread_barrier_t started;
+	pid_t tid;
 	int found;		/* db_secret_find's result for "PENDING" */
 	int64_t count;
 };
@@ -139,9 +138,28 @@ static void *peek_main(void *arg)
 	struct peek *pk = arg;
 	struct db_secret s;
 
+	pk->tid = (pid_t)syscall(SYS_gettid);
+	pthread_barrier_wait(&pk->started);
 	pk->found = db_secret_find(pk->fx->db, pk->fx->inst, "PENDING", &s);
 	pk->count = db_secret_count(pk->fx->db, pk->fx->inst);
 	return NULL;
+}
+
+/* Whether thread tid sleeps in futex(2), as a thread waiting for a lock
+ * does: the first field of /proc/self/task/TID/syscall. */
+static bool blocked_on_lock(pid_t tid)
+{
+	char path[64], buf[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = '\0';
+	fclose(f);
+	return atol(buf) == SYS_futex;
 }
 
 /* With readers, a read that comes while another thread's write transaction
@@ -160,10 +178,18 @@ static void test_readers_wait_for_writer(void **state)
 	assert_int_equal(db_begin(fx->db), 0);
 	assert_int_equal(insert(fx, "PENDING", "p"), 0);
 	assert_int_equal(db_secret_find(fx->db, fx->inst, "PENDING", &s), 0);
+	pthread_barrier_init(&pk.started, NULL, 2);
 	assert_int_equal(pthread_create(&t, NULL, peek_main, &pk), 0);
-	usleep(100 * 1000);	/* let it reach the read */
+	pthread_barrier_wait(&pk.started);
+	/* The read must wait for the transaction: it blocks, whatever the
+	 * scheduling, and stays blocked until the commit. */
+	for (int i = 0; i < 10000 && !blocked_on_lock(pk.tid); i++)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	assert_true(blocked_on_lock(pk.tid));
+	assert_int_equal(pk.count, 0);
 	assert_int_equal(db_commit(fx->db), 0);
 	assert_int_equal(pthread_join(t, NULL), 0);
+	pthread_barrier_destroy(&pk.started);
 	assert_int_equal(pk.found, 0);
 	assert_int_equal(pk.count, 2);
 

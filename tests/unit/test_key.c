@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include "../../crypto/key.h"
 #include "../../crypto/secmem.h"
 
@@ -31,7 +33,7 @@ static const unsigned char key_bytes[KEY_LEN] = {
 };
 
 struct fx {
-	char dir[64];
+	struct tmpdir tmp;
 	char path[128];
 	char err[512];
 	char warn[512];
@@ -48,12 +50,11 @@ static int fx_setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-key-XXXXXX");
-	if (!mkdtemp(fx->dir) || chmod(fx->dir, 0700)) {
+	if (tmpdir_make(&fx->tmp, "key") < 0) {
 		free(fx);
 		return -1;
 	}
-	snprintf(fx->path, sizeof(fx->path), "%s/master.key", fx->dir);
+	snprintf(fx->path, sizeof(fx->path), "%s/master.key", fx->tmp.path);
 	unsetenv(KEY_ENV);
 	unsetenv("CREDENTIALS_DIRECTORY");
 	*state = fx;
@@ -63,23 +64,10 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
-	char p[PATH_MAX];
-	struct dirent *de;
-	DIR *d;
 
 	unsetenv(KEY_ENV);
 	unsetenv("CREDENTIALS_DIRECTORY");
-	d = opendir(fx->dir);
-	while (d && (de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", fx->dir, de->d_name);
-		if (unlink(p))
-			rmdir(p);
-	}
-	if (d)
-		closedir(d);
-	rmdir(fx->dir);
+	tmpdir_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }
@@ -250,14 +238,14 @@ static void test_write_file(void **state)
 	assert_int_equal(st.st_size, 3);
 
 	/* Nor is a file reached through a symlink, dangling or not. */
-	snprintf(buf, sizeof(buf), "%s/link.key", fx->dir);
+	snprintf(buf, sizeof(buf), "%s/link.key", fx->tmp.path);
 	assert_int_equal(symlink(fx->path, buf), 0);
 	assert_int_equal(key_write_file(buf, hex), -EEXIST);
 	assert_int_equal(unlink(fx->path), 0);
 	assert_int_equal(key_write_file(buf, hex), -EEXIST);
 	assert_int_equal(access(fx->path, F_OK), -1);
 
-	snprintf(buf, sizeof(buf), "%s/nosuch/master.key", fx->dir);
+	snprintf(buf, sizeof(buf), "%s/nosuch/master.key", fx->tmp.path);
 	assert_int_equal(key_write_file(buf, hex), -ENOENT);
 	secbuf_free(hex);
 }
@@ -326,19 +314,19 @@ static void test_load_file_bad(void **state)
 	assert_true(load(fx, fx->path, &key) < 0);
 	assert_null(key);
 
-	snprintf(p, sizeof(p), "%s/nosuch.key", fx->dir);
+	snprintf(p, sizeof(p), "%s/nosuch.key", fx->tmp.path);
 	assert_int_equal(load(fx, p, &key), -ENOENT);
 	assert_null(key);
 	assert_non_null(strstr(fx->err, p));
 
-	snprintf(p, sizeof(p), "%s/sub", fx->dir);
+	snprintf(p, sizeof(p), "%s/sub", fx->tmp.path);
 	assert_int_equal(mkdir(p, 0700), 0);
 	assert_true(load(fx, p, &key) < 0);
 	assert_null(key);
 	assert_non_null(strstr(fx->err, p));
 
 	file_write(fx->path, HEX "\n", 65, 0600);
-	snprintf(p, sizeof(p), "%s/link.key", fx->dir);
+	snprintf(p, sizeof(p), "%s/link.key", fx->tmp.path);
 	assert_int_equal(symlink(fx->path, p), 0);
 	assert_true(load(fx, p, &key) < 0);
 	assert_null(key);
@@ -420,9 +408,9 @@ static void test_load_credential(void **state)
 	struct secbuf *key = NULL;
 	char p[PATH_MAX];
 
-	snprintf(p, sizeof(p), "%s/%s", fx->dir, KEY_CREDENTIAL);
+	snprintf(p, sizeof(p), "%s/%s", fx->tmp.path, KEY_CREDENTIAL);
 	file_write(p, HEX, 64, 0400);
-	assert_int_equal(setenv("CREDENTIALS_DIRECTORY", fx->dir, 1), 0);
+	assert_int_equal(setenv("CREDENTIALS_DIRECTORY", fx->tmp.path, 1), 0);
 	assert_int_equal(load(fx, NULL, &key), 0);
 	assert_non_null(key);
 	assert_memory_equal(key->data, key_bytes, KEY_LEN);

@@ -15,12 +15,14 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include "../../db/db_attrs.h"
 #include "../../db/db_backup.h"
 #include "../../db/db_versions.h"
 
 struct fx {
-	char dir[64];
+	struct tmpdir tmp;
 	char path[128];
 	struct db *db;
 	int64_t inst;
@@ -35,10 +37,9 @@ static int fx_setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-versions-XXXXXX");
-	if (!mkdtemp(fx->dir))
+	if (tmpdir_make(&fx->tmp, "versions") < 0)
 		return -1;
-	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->dir);
+	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->tmp.path);
 	snprintf(in.name, sizeof(in.name), "app");
 	if (db_open(&fx->db, fx->path, DB_CREATE) || db_instance_create(fx->db, &in, &wrap1))
 		return -1;
@@ -50,21 +51,9 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
-	char p[PATH_MAX];
-	struct dirent *de;
-	DIR *d;
 
 	db_close(fx->db);
-	d = opendir(fx->dir);
-	while (d && (de = readdir(d))) {
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", fx->dir, de->d_name);
-			unlink(p);
-		}
-	}
-	if (d)
-		closedir(d);
-	rmdir(fx->dir);
+	tmpdir_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }
@@ -310,8 +299,8 @@ static void test_backup_and_restore(void **state)
 	struct db_blob b;
 
 	write_next(fx, &s, "before-2", 9);
-	snprintf(bak, sizeof(bak), "%s/backup.db", fx->dir);
-	snprintf(copy, sizeof(copy), "%s/copy.db", fx->dir);
+	snprintf(bak, sizeof(bak), "%s/backup.db", fx->tmp.path);
+	snprintf(copy, sizeof(copy), "%s/copy.db", fx->tmp.path);
 	assert_int_equal(db_backup(fx->db, bak), 0);
 	assert_int_equal(stat(bak, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
@@ -331,7 +320,7 @@ static void test_backup_and_restore(void **state)
 	got = put_secret(fx, "NEWER", "x");
 	assert_true(got.id > s.id + 1);
 	/* Not a vault. */
-	snprintf(copy, sizeof(copy), "%s/junk.db", fx->dir);
+	snprintf(copy, sizeof(copy), "%s/junk.db", fx->tmp.path);
 	assert_int_equal(db_copy_file("/nonexistent/x.db", copy), -ENOENT);
 }
 
