@@ -18,10 +18,9 @@ from conftest import (VAULTFS_BIN, read_file, run, serving_pid_changed, wait_for
 KILLS = 20
 READERS = 4
 PAD = "x" * 40
-# b"": a shell redirect's first close (after dup2) commits the truncated
-# value today, with or without restarts; issue 10 makes a value visible
-# only at its writer's final close. Tighten this then.
-VALUE_RE = rb"^(|init|w\d+-" + PAD.encode() + rb")$"
+# Whole values only: never empty (a shell redirect's value shows at its
+# writer's final close), never a mix.
+VALUE_RE = rb"^(init|w\d+-" + PAD.encode() + rb")$"
 
 # A reader process: open, read, close in a loop until the stop file exists;
 # counts failures by errno and values that are not whole, and measures the
