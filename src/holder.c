@@ -295,8 +295,8 @@ static bool connection_gone(void)
 
 static void reaped(pid_t pid, int status)
 {
-	bool was_serving = H.cur.serving;
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+	bool was_serving;
 
 	if (pid == H.next.pid) {
 		log_warn("the new worker %d died before it took over (status %d)", (int)pid, code);
@@ -305,6 +305,8 @@ static void reaped(pid_t pid, int status)
 	}
 	if (pid != H.cur.pid)
 		return;
+	drain(&H.cur, true);	/* its last messages, "serving" among them */
+	was_serving = H.cur.serving;
 	worker_gone(&H.cur);
 	if (WIFSIGNALED(status))
 		log_warn("worker %d was killed by signal %d", (int)pid, WTERMSIG(status));
