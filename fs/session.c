@@ -289,7 +289,9 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	request_done();
 	if (atomic_load(&S.retiring))
 		park();
-	n = S.init ? feed_init(buf, len) : 0;
+	n = 0;
+	if (S.init && !__atomic_load_n(&S.init_done, __ATOMIC_ACQUIRE))
+		n = feed_init(buf, len);
 	if (n != 0) {
 		if (n > 0)
 			request_taken();
@@ -334,7 +336,7 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		if (S.resend)
 			send_resend(fd);
 		pthread_mutex_lock(&S.lock);
-		S.init_done = true;
+		__atomic_store_n(&S.init_done, true, __ATOMIC_RELEASE);
 		pthread_cond_broadcast(&S.cond);
 		pthread_mutex_unlock(&S.lock);
 		return total;
