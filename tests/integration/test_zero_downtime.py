@@ -330,3 +330,13 @@ def test_holder_holds_no_key_no_value_and_few_privileges(busy_vault):
         assert not bounding & (1 << cap), f"the holder keeps capability {cap}"
     assert int(status["CapEff"], 16) == bounding
     assert status["NoNewPrivs"].strip() == "1"
+
+
+def test_fusermount_u_stops_holder_and_worker(busy_vault):
+    v = busy_vault
+    worker = v.worker_pid()
+    v.unmount()    # fusermount3 -u; the holder must exit 0 with a clean log
+    assert wait_for(lambda: not os.path.exists(f"/proc/{worker}"), 10), \
+        "the worker is left behind"
+    r = run([VAULTFS_BIN, "status", "--json"])
+    assert v.mnt not in r.stdout.decode(), "the holder's status is gone with it"
