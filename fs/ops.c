@@ -108,9 +108,11 @@ enum kind { K_ROOT, K_INSTANCE, K_SECRET };
  * process: set once in fs_run() before any request is served. */
 static fuse_ino_t top_ino;
 
-/* A key made through the mount appears to other processes with its first
- * value: until its creator's first commit (or close, for a key left empty
- * on purpose), their opens find no such key, instead of an empty value. */
+/* A key made through the mount appears to other processes' reads with its
+ * first value: until its creator's first commit (or close, for a key left
+ * empty on purpose), their read-only opens find no such key, instead of an
+ * empty value. Writers open it (FUSE doesn't say whether their open had
+ * O_CREAT, and two writers creating one key at once must both succeed). */
 static void creating_set(struct fs *fs, struct handle *h, bool on)
 {
 	pthread_mutex_lock(&fs->handles_lock);
@@ -1192,7 +1194,7 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
+	if (acc == O_RDONLY && created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}

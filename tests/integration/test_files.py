@@ -550,3 +550,16 @@ def test_shell_rotation_keeps_old_value_until_command_writes(vault):
         p.kill()
     assert sh(f"cat {d}/K").stdout == b"new-value-1-more"
     assert os.stat(f"{d}/K").st_size == 16
+
+
+def test_two_writers_creating_one_key_both_succeed(vault):
+    """Two processes run `cmd > NEW` at once: the second opens the key the
+    first is creating, instead of being told it does not exist."""
+    d = mkinst(vault)
+    fd = os.open(f"{d}/NEW", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        r = sh(f"printf second > {d}/NEW && echo ok")
+        assert r.returncode == 0 and r.stdout == b"ok\n", r
+    finally:
+        os.close(fd)
+    assert read_file(f"{d}/NEW") == b"second"
