@@ -944,13 +944,22 @@ static struct handle *reader_rebuild(struct fs *fs, fuse_ino_t ino, uint64_t fh)
 	return found;
 }
 
-static struct handle *handle_get(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
+/* The handle fi names, if this worker has it: made or adopted here, or
+ * rebuilt since. */
+static struct handle *handle_find(const struct fuse_file_info *fi)
 {
 	struct handle *h;
 
 	pthread_mutex_lock(&ht.lock);
 	h = fi->fh ? fh_find(fi->fh) : NULL;
 	pthread_mutex_unlock(&ht.lock);
+	return h;
+}
+
+static struct handle *handle_get(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_find(fi);
+
 	if (!h && (fi->fh & FH_READER))
 		h = reader_rebuild(fs, ino, fi->fh);
 	if (!h)
@@ -1461,8 +1470,11 @@ static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = handle_get(fs_of(req), ino, fi);
+	/* A reader of an earlier worker that this one never served: nothing
+	 * to rebuild just to let it go. */
+	struct handle *h = handle_find(fi);
 
+	(void)ino;
 	if (h) {
 		(void)handle_commit(fs_of(req), h, true, NULL);
 		handle_free(fs_of(req), h);
