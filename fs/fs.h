@@ -16,7 +16,7 @@ struct fs_mount {
 	 * aborts. */
 	int (*ready)(void *ctx);
 	void *ready_ctx;
-	/* >= 0: a worker under a holder (src/holder.c): the connection comes
+	/* > 0: a worker under a holder (src/holder.c): the connection comes
 	 * over this control socket instead of being mounted. */
 	int ctl_fd;
 	/* Tests only (hidden option): hold each OPEN this long before serving

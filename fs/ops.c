@@ -1734,7 +1734,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 
 	top_ino = m->instance_id > 0 ? instance_ino(m->instance_id) : 0;
 
-	if (m->ctl_fd < 0 && !other_users_allowed())
+	if (m->ctl_fd <= 0 && !other_users_allowed())
 		log_warn("not root and no user_allow_other in /etc/fuse.conf: only this user "
 			 "can use the mount");
 	if (fs_args(m, &args) < 0)
@@ -1747,13 +1747,13 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 		goto out;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
-	if (m->ctl_fd >= 0 ? fs_adopt(&fs, se, m) != 0 :
+	if (m->ctl_fd > 0 ? fs_adopt(&fs, se, m) != 0 :
 	    fuse_session_mount(se, m->mountpoint) != 0) {
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
 	if ((m->ready && m->ready(m->ready_ctx) != 0) ||
-	    (m->ctl_fd >= 0 && session_serving(handles_wipe, &fs) != 0)) {
+	    (m->ctl_fd > 0 && session_serving(handles_wipe, &fs) != 0)) {
 		fuse_session_unmount(se);
 		fuse_remove_signal_handlers(se);
 		goto out;
