@@ -35,6 +35,7 @@ struct mount_opts {
 	int ready_fd;
 	int worker_fd;			/* --worker: the holder's control socket */
 	unsigned test_hold_open_ms;	/* --test-hold-open MS (hidden, tests) */
+	bool fd_store;			/* --fd-store */
 	const struct vault_conf *conf;
 };
 
@@ -54,6 +55,9 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 		return 0;
 	case OPT_INSTANCE:
 		mo->instance = arg;
+		return 0;
+	case OPT_FD_STORE:
+		mo->fd_store = true;
 		return 0;
 	case OPT_TEST_HOLD:
 		mo->test_hold_open_ms = (unsigned)atoi(arg);
@@ -290,7 +294,9 @@ static int hold(struct cli *c, struct mount_opts *mo, const char *mountpoint, in
 		.mountpoint = mountpoint, .fuse_opts = mo->fuse_opts, .debug = mo->debug,
 		.ctl_fd = -1,
 	};
-	struct holder_conf hc = { .mount = &m, .ready = holder_ready, .ready_ctx = mo };
+	struct holder_conf hc = {
+		.mount = &m, .ready = holder_ready, .ready_ctx = mo, .fd_store = mo->fd_store,
+	};
 	char **wargv = calloc((size_t)argc + 3, sizeof(*wargv));
 	int ret;
 
@@ -325,6 +331,7 @@ int mount_main(int argc, char **argv)
 		{ "instance", required_argument, NULL, OPT_INSTANCE },
 		{ "worker", required_argument, NULL, OPT_WORKER },
 		{ "test-hold-open", required_argument, NULL, OPT_TEST_HOLD },
+		{ "fd-store", no_argument, NULL, OPT_FD_STORE },
 		{ 0 },
 	};
 	struct cli c = {
@@ -338,10 +345,15 @@ int mount_main(int argc, char **argv)
 			"  -d, --debug          foreground, with FUSE's request trace\n"
 			"  -o, --options OPTS   extra FUSE mount options\n"
 			"      --instance NAME  show only this instance: its directory is the\n"
-			"                       root of the mount (one mount per container)\n",
+			"                       root of the mount (one mount per container)\n"
+			"      --fd-store       under systemd (FileDescriptorStoreMax=): keep the\n"
+			"                       connection in the service's file descriptor store,\n"
+			"                       so a restart after the holder died adopts it\n",
 	};
 	struct mount_opts mo = { .ready_fd = -1, .worker_fd = -1 };
 	char mountpoint[PATH_MAX];
+	const char *mp;
+	bool adopting;
 	int fds[2], i, ret;
 	pid_t pid;
 
@@ -353,9 +365,15 @@ int mount_main(int argc, char **argv)
 				"A-Z a-z 0-9 . _ -)", mo.instance);
 	if (cli_load_config(&c) < 0)
 		return 1;
-	if (!realpath(i < argc ? argv[i] : c.conf.mountpoint, mountpoint)) {
-		cli_error("mount point %s: %s", i < argc ? argv[i] : c.conf.mountpoint,
-			  strerror(errno));
+	mp = i < argc ? argv[i] : c.conf.mountpoint;
+	/* A worker's mount point, or one whose connection systemd kept for us,
+	 * is a mount that nobody serves yet: resolving the path would be a
+	 * request to it, answered by no one. */
+	adopting = mo.fd_store && mp[0] == '/' && notify_stored_fd(HOLDER_FD_NAME) >= 0;
+	if (mo.worker_fd >= 0 || adopting) {
+		snprintf(mountpoint, sizeof(mountpoint), "%s", mp);
+	} else if (!realpath(mp, mountpoint)) {
+		cli_error("mount point %s: %s", mp, strerror(errno));
 		cli_close(&c);
 		return 1;
 	}
@@ -365,7 +383,9 @@ int mount_main(int argc, char **argv)
 		cli_close(&c);
 		return ret;
 	}
-	if (check_mountpoint(mountpoint) < 0) {
+	/* A connection kept for us by systemd may be mounted there already:
+	 * the holder adopts it if it still is, else mounts. */
+	if (!adopting && check_mountpoint(mountpoint) < 0) {
 		cli_close(&c);
 		return 1;
 	}

@@ -24,7 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -35,6 +39,7 @@
 #include "../fs/log.h"
 #include "../fs/session.h"
 #include "holder.h"
+#include "notify.h"
 #include "status.h"
 
 #define BACKOFF_MIN_MS 100
@@ -70,6 +75,8 @@ static struct {
 	uint32_t epoch;
 	unsigned restarts, fails;
 	bool served, stopping, gone;
+	bool adopted;		/* the connection came from the fd store */
+	uint64_t mnt_dev;	/* st_dev of the mount: which connection it shows */
 	int64_t spawn_at_ms;	/* > 0: start a worker then */
 	int status;
 	struct mount_status st;
@@ -162,7 +169,7 @@ static int send_go(struct worker *w)
 		struct cmsghdr h;
 		char b[CMSG_SPACE(sizeof(int))];
 	} cbuf;
-	struct sess_go go = { .epoch = ++H.epoch, .resend = H.served };
+	struct sess_go go = { .epoch = ++H.epoch, .resend = H.served || H.adopted };
 	unsigned char t = SESS_GO;
 	struct iovec iov[3] = { { &t, 1 }, { &go, sizeof(go) }, { H.init, H.init_len } };
 	struct msghdr mh = {
@@ -197,6 +204,41 @@ static void fail_first(int status)
 	H.gone = true;
 }
 
+/* The device of the mount on mnt, from /proc/self/mountinfo: a stat() of
+ * the mount point would be a FUSE request that nobody serves yet. 0 if it
+ * is not a mount point. */
+static uint64_t mount_dev(const char *mnt)
+{
+	char line[PATH_MAX * 2 + 256], path[PATH_MAX + 1];
+	unsigned maj, min;
+	uint64_t dev = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	size_t j;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char *p = line, *q;
+
+		if (sscanf(line, "%*d %*d %u:%u", &maj, &min) != 2)
+			continue;
+		for (int k = 0; k < 4 && p; k++)	/* to the mount point field */
+			p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+		for (j = 0, q = p; q && *q && *q != ' ' && j < PATH_MAX; j++) {
+			if (q[0] == '\\' && q[1] >= '0' && q[1] <= '3') {
+				path[j] = (char)((q[1] - '0') * 64 + (q[2] - '0') * 8 + (q[3] - '0'));
+				q += 4;
+			} else {
+				path[j] = *q++;
+			}
+		}
+		path[j] = '\0';
+		if (p && !strcmp(path, mnt))
+			dev = makedev(maj, min);	/* the last one is on top */
+	}
+	if (f)
+		fclose(f);
+	return dev;
+}
+
 /* The first worker is ready: only now is anything mounted. */
 static void mount_and_go(struct worker *w)
 {
@@ -208,9 +250,30 @@ static void mount_and_go(struct worker *w)
 			fail_first(1);
 			return;
 		}
+		H.mnt_dev = mount_dev(H.hc->mount->mountpoint);
+		if (H.hc->fd_store && notify_store_fd(H.dev, HOLDER_FD_NAME) < 0)
+			log_warn("cannot keep the connection in the service's file "
+				 "descriptor store (FileDescriptorStoreMax=?)");
 	}
 	if (send_go(w) < 0)
 		log_warn("worker %d: cannot hand the connection over", (int)w->pid);
+}
+
+/* The INIT goes into the fd store beside the connection: the holder that
+ * adopts the connection after this one died feeds it to its workers. */
+static void store_init(void)
+{
+	int fd;
+
+	if (!H.hc->fd_store)
+		return;
+	fd = memfd_create("vaultfs-init", MFD_CLOEXEC);
+	if (fd < 0 || write(fd, &H.mnt_dev, sizeof(H.mnt_dev)) != (ssize_t)sizeof(H.mnt_dev) ||
+	    write(fd, H.init, H.init_len) != (ssize_t)H.init_len ||
+	    notify_store_fd(fd, HOLDER_FD_NAME "-init") < 0)
+		log_warn("cannot keep FUSE_INIT in the file descriptor store");
+	if (fd >= 0)
+		close(fd);
 }
 
 static void on_message(struct worker *w, const unsigned char *m, size_t n)
@@ -229,6 +292,7 @@ static void on_message(struct worker *w, const unsigned char *m, size_t n)
 		if (!H.init && n > 1 && (H.init = malloc(n - 1))) {
 			memcpy(H.init, m + 1, n - 1);
 			H.init_len = n - 1;
+			store_init();
 		}
 		break;
 	case SESS_SERVING:
@@ -466,6 +530,72 @@ static void loop(void)
 	}
 }
 
+/* A connection a dead holder of this service left in the fd store, still
+ * alive and still the one mounted on the mount point (same device), with
+ * its INIT: adopted instead of mounting again. A dead one is detached. */
+static void adopt_stored(void)
+{
+	const char *mnt = H.hc->mount->mountpoint;
+	int fd = notify_stored_fd(HOLDER_FD_NAME);
+	int ifd = notify_stored_fd(HOLDER_FD_NAME "-init");
+	uint64_t dev = 0;
+	struct stat st;
+	size_t len = 0;
+	bool dead;
+
+	if (fd < 0)
+		return;
+	H.dev = fd;
+	dead = connection_gone();
+	H.dev = -1;
+	if (ifd >= 0 && fstat(ifd, &st) == 0 && st.st_size > (off_t)sizeof(dev) &&
+	    pread(ifd, &dev, sizeof(dev), 0) == (ssize_t)sizeof(dev))
+		len = (size_t)st.st_size - sizeof(dev);
+	if (!dead && len && dev && mount_dev(mnt) == dev && (H.init = malloc(len)) &&
+	    pread(ifd, H.init, len, sizeof(dev)) == (ssize_t)len) {
+		H.init_len = len;
+		H.dev = fd;
+		H.mnt_dev = dev;
+		H.adopted = true;
+		log_info("adopted the connection on %s that the previous holder left", mnt);
+		return;
+	}
+	free(H.init);
+	H.init = NULL;
+	log_info("the connection a previous holder left is gone or unmounted: mounting anew");
+	notify_remove_fd(HOLDER_FD_NAME);
+	notify_remove_fd(HOLDER_FD_NAME "-init");
+	close(fd);
+	if (ifd >= 0)
+		close(ifd);
+	/* Its mount, dead, would answer ENOTCONN under the new one. */
+	if (dead && dev && mount_dev(mnt) == dev && umount2(mnt, MNT_DETACH) == 0)
+		log_warn("detached the dead mount left on %s", mnt);
+}
+
+/* The holder that adopted a connection has no libfuse session to unmount
+ * it with. */
+static void unmount_adopted(void)
+{
+	const char *mnt = H.hc->mount->mountpoint;
+	pid_t pid;
+
+	if (!H.adopted || connection_gone())
+		return;
+	if (geteuid() == 0) {
+		if (umount2(mnt, MNT_DETACH) < 0)
+			log_warn("cannot unmount %s: %s", mnt, strerror(errno));
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", "--", mnt, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+}
+
 int holder_run(const struct holder_conf *hc)
 {
 	sigset_t set;
@@ -482,6 +612,8 @@ int holder_run(const struct holder_conf *hc)
 	if (n > 10 && !strcmp(H.exe + n - 10, " (deleted)"))
 		H.exe[n - 10] = '\0';
 	H.cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (hc->fd_store)
+		adopt_stored();
 	limit_privileges();
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
@@ -507,5 +639,6 @@ int holder_run(const struct holder_conf *hc)
 	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
 		;
 	fs_unhold(H.se);
+	unmount_adopted();
 	return H.status;
 }
