@@ -192,3 +192,20 @@ def test_mlock_failure_after_drop(users, vault_factory):
     assert oserror(read_file, v.path("app", "BIG")) == errno.ENOMEM
     assert read_file(v.path("app", "SMALL")) == b"small"
     assert "app/BIG: cannot lock memory" in read_text(v.log_path)
+
+
+def test_upgrade_and_crash_keep_the_user(users, dropped):
+    """A worker started by the holder after a crash or an upgrade drops to
+    the user = account too, and the mount stays root's."""
+    from conftest import run, serving_pid_changed
+    v = dropped
+    write_file(v.path("app", "K"), b"kept")
+    old = v.worker_pid()
+    os.kill(old, signal.SIGKILL)
+    new = serving_pid_changed(v, old)
+    r = run([VAULTFS_BIN, "reload", "--upgrade", v.mnt])
+    assert r.returncode == 0, r.stderr.decode()
+    newer = serving_pid_changed(v, new)
+    assert status(newer)["Uid"] == [str(users.uid["alice"])] * 4
+    assert users.try_open("bob", v.path("app", "K")) == "OK:kept"
+    assert "user_id=0" in mount_options(v.mnt)
