@@ -340,3 +340,19 @@ def test_fusermount_u_stops_holder_and_worker(busy_vault):
         "the worker is left behind"
     r = run([VAULTFS_BIN, "status", "--json"])
     assert v.mnt not in r.stdout.decode(), "the holder's status is gone with it"
+
+
+def test_unrecorded_writer_fails_loudly_across_a_crash(busy_vault):
+    """A value too large to record with the holder: if the worker dies while
+    it is being written, close() says EIO and the old value stays, never a
+    silent loss or a partial value."""
+    v = busy_vault
+    f = open(v.path("app", "K"), "wb", buffering=0)
+    f.write(os.urandom(200 * 1024))
+    old = v.worker_pid()
+    os.kill(old, signal.SIGKILL)
+    serving_pid_changed(v, old)
+    with pytest.raises(OSError) as e:
+        f.close()
+    assert e.value.errno == 5  # EIO
+    assert read_file(v.path("app", "K")) == b"init"
