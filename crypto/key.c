@@ -1,8 +1,9 @@
 /*
  * The master key. Rules this file keeps:
  *  - the key is read with read(2) straight into locked memory, never stdio;
- *  - key files are opened with O_NOFOLLOW and checked with fstat; access by
- *    group or others earns a warning;
+ *  - key files are opened with O_NOFOLLOW and checked with fstat; one that
+ *    group or others may read or write, or that someone other than root or
+ *    the reader owns, is refused;
  *  - $VAULTFS_KEY is wiped in place and removed from the environment once
  *    read, so /proc/PID/environ and children don't see it;
  *  - hex is decoded with libsodium's constant-time decoder;
@@ -93,10 +94,22 @@ static int load_file(struct secbuf *key, const char *path, const char *what,
 		snprintf(err, errlen, "%s %s: not a regular file", what, path);
 		goto out;
 	}
-	if (st.st_mode & 077)
-		snprintf(warn, warnlen, "%s %s is readable or writable by group or others "
-			 "(mode %04o); run: chmod 600 %s", what, path,
+	/* Whoever reads the key reads every secret; whoever writes it decides
+	 * which key seals new ones. */
+	if (st.st_mode & 077) {
+		snprintf(err, errlen, "%s %s is readable or writable by group or others "
+			 "(mode %04o): refusing it; run: chmod 600 %s", what, path,
 			 (unsigned)(st.st_mode & 07777), path);
+		r = -EPERM;
+		goto out;
+	}
+	if (st.st_uid != 0 && st.st_uid != geteuid()) {
+		snprintf(err, errlen, "%s %s is owned by uid %u, not by root or uid %u that "
+			 "reads it: refusing it; run: chown %u %s", what, path,
+			 (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid(), path);
+		r = -EPERM;
+		goto out;
+	}
 	r = secbuf_new(&raw, KEY_READ_MAX);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot lock memory for the master key");

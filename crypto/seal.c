@@ -67,10 +67,20 @@ void seal_ad_wrap(struct seal_ad *ad, const char *instance, uint64_t generation)
 	ad_put_u64(ad, generation);
 }
 
-void seal_ad_check(struct seal_ad *ad)
+/* The check value of a vault whose rows carry tags is sealed for era 2: a
+ * store can't be passed off as one from before row tags (whose tags would
+ * then be computed afresh over whatever the rows hold) without an older
+ * copy of its check value. */
+void seal_ad_check(struct seal_ad *ad, int era)
 {
 	ad->len = 0;
-	ad_put_str(ad, "vaultfs/check/1");
+	ad_put_str(ad, era >= 2 ? "vaultfs/check/2" : "vaultfs/check/1");
+}
+
+void seal_ad_row_key(struct seal_ad *ad)
+{
+	ad->len = 0;
+	ad_put_str(ad, "vaultfs/row-key/1");
 }
 
 int seal_derive(struct secbuf **out, const unsigned char master[static SEAL_KEY_LEN],

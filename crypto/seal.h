@@ -25,7 +25,10 @@ struct seal_ad {
 void seal_ad_value(struct seal_ad *ad, const char *instance, const char *key,
 		   uint64_t version);
 void seal_ad_wrap(struct seal_ad *ad, const char *instance, uint64_t generation);
-void seal_ad_check(struct seal_ad *ad);
+/* era 1: before rows were authenticated; era 2: since. */
+void seal_ad_check(struct seal_ad *ad, int era);
+/* The key of the rows' tags, sealed under the wrapping key. */
+void seal_ad_row_key(struct seal_ad *ad);
 
 /* Derives subkey `id` of the master key into a locked buffer. */
 int seal_derive(struct secbuf **out, const unsigned char master[static SEAL_KEY_LEN],

@@ -43,12 +43,18 @@ enum stmt_id {
 	ST_INST_SET_ATTR, ST_INST_DELETE, ST_INST_EACH, ST_INST_COUNT, ST_INST_HAS_SECRETS,
 	ST_SEC_GET, ST_SEC_FIND, ST_SEC_BLOB, ST_SEC_EACH, ST_SEC_COUNT, ST_SEC_INSERT,
 	ST_SEC_SET_VALUE, ST_SEC_SET_ATTR, ST_SEC_RENAME, ST_SEC_DELETE,
+	ST_INST_TAG, ST_SEC_TAG, ST_SCHEMA_VERSION,
 	ST_COUNT
 };
 
-#define INST_COLS "id, name, uid, gid, mode, ctime, mtime, generation"
+/* Each ends with the row's tag: INST_MAC and SEC_MAC are its column. */
+#define INST_COLS "id, name, uid, gid, mode, ctime, mtime, generation, mac"
+#define INST_MAC 8
 #define SEC_COLS "id, instance_id, name, uid, gid, mode, version, size, flags, ctime, " \
-		 "mtime, chtime, updated_by"
+		 "mtime, chtime, updated_by, mac"
+#define SEC_MAC 13
+#define CHECK_INST "dba_check(mac, " DBA_INSTANCES ")"
+#define CHECK_SEC "dba_check(mac, " DBA_SECRETS ")"
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
@@ -59,10 +65,12 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_INST_GET] = "SELECT " INST_COLS " FROM instances WHERE id = ?1",
 	[ST_INST_FIND] = "SELECT " INST_COLS " FROM instances WHERE name = ?1",
 	[ST_INST_KEY] = "SELECT wrapped_key FROM instances WHERE id = ?1",
-	[ST_INST_SET_KEY] = "UPDATE instances SET generation = ?2, wrapped_key = ?3 "
-			    "WHERE id = ?1",
-	[ST_INST_SET_ATTR] = "UPDATE instances SET uid = ?2, gid = ?3, mode = ?4, mtime = ?5 "
-			     "WHERE id = ?1",
+	[ST_INST_SET_KEY] = "UPDATE instances SET generation = ?2, wrapped_key = ?3, "
+			    "mac = dba_mac('instances', id, name, uid, gid, mode, ?2) "
+			    "WHERE id = ?1 AND " CHECK_INST,
+	[ST_INST_SET_ATTR] = "UPDATE instances SET uid = ?2, gid = ?3, mode = ?4, mtime = ?5, "
+			     "mac = dba_mac('instances', id, name, ?2, ?3, ?4, generation) "
+			     "WHERE id = ?1 AND " CHECK_INST,
 	[ST_INST_DELETE] = "DELETE FROM instances WHERE id = ?1",
 	[ST_INST_EACH] = "SELECT " INST_COLS " FROM instances WHERE id > ?1 ORDER BY id",
 	[ST_INST_COUNT] = "SELECT count(*) FROM instances",
@@ -77,12 +85,23 @@ static const char *const stmt_sql[ST_COUNT] = {
 			  "size, flags, ctime, mtime, chtime, updated_by, blob) "
 			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 	[ST_SEC_SET_VALUE] = "UPDATE secrets SET version = ?2, size = ?3, flags = ?4, "
-			     "mtime = ?5, chtime = ?6, updated_by = ?7, blob = ?8 WHERE id = ?1",
-	[ST_SEC_SET_ATTR] = "UPDATE secrets SET uid = ?2, gid = ?3, mode = ?4, chtime = ?5 "
-			    "WHERE id = ?1",
-	[ST_SEC_RENAME] = "UPDATE secrets SET name = ?2, version = ?3, chtime = ?4, blob = ?5 "
-			  "WHERE id = ?1",
+			     "mtime = ?5, chtime = ?6, updated_by = ?7, blob = ?8, "
+			     "mac = dba_mac('secrets', id, instance_id, name, uid, gid, mode, "
+			     "?2, ?3, ?4) WHERE id = ?1 AND " CHECK_SEC,
+	[ST_SEC_SET_ATTR] = "UPDATE secrets SET uid = ?2, gid = ?3, mode = ?4, chtime = ?5, "
+			    "mac = dba_mac('secrets', id, instance_id, name, ?2, ?3, ?4, "
+			    "version, size, flags) WHERE id = ?1 AND " CHECK_SEC,
+	[ST_SEC_RENAME] = "UPDATE secrets SET name = ?2, version = ?3, chtime = ?4, blob = ?5, "
+			  "mac = dba_mac('secrets', id, instance_id, ?2, uid, gid, mode, ?3, "
+			  "size, flags) WHERE id = ?1 AND " CHECK_SEC,
 	[ST_SEC_DELETE] = "DELETE FROM secrets WHERE id = ?1",
+	/* A row this transaction just inserted, untagged: its id is known only
+	 * now. */
+	[ST_INST_TAG] = "UPDATE instances SET mac = dba_mac(" DBA_INSTANCES ") "
+			"WHERE id = ?1 AND mac = x''",
+	[ST_SEC_TAG] = "UPDATE secrets SET mac = dba_mac(" DBA_SECRETS ") "
+		       "WHERE id = ?1 AND mac = x''",
+	[ST_SCHEMA_VERSION] = "PRAGMA schema_version",
 };
 
 /* Schema versions; migrations[i] takes a database from version i to i+1. */
@@ -149,6 +168,15 @@ static const char *const migrations[] = {
 	/* Directory listings page through an instance in id order: without
 	 * this index each page scanned and sorted the whole instance. */
 	"CREATE INDEX secrets_by_instance ON secrets (instance_id);",
+	/* Row tags (db_auth.c): the vault computes them under its master key
+	 * when it first opens the upgraded file. */
+	"ALTER TABLE instances ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
+	"ALTER TABLE secrets ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
+	"ALTER TABLE versions ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
+	"ALTER TABLE trash ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
+	"ALTER TABLE secret_attrs ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
+	"ALTER TABLE instances ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE instances ADD COLUMN state BLOB NOT NULL DEFAULT x'';",
 	/* Folded audit entries: count events of one kind from first_time to
 	 * time (NULL: the one event at time). */
 	"ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
@@ -177,6 +205,10 @@ struct db {
 	struct db *next_reader;
 	unsigned readers_max, readers_open;
 	sqlite3_stmt *pin_begin, *pin_end;	/* a reader's BEGIN and COMMIT */
+	const struct db_auth *auth, *auth_next;	/* row tags: db_auth.c */
+	int64_t *dirty;		/* instances whose state this transaction remakes */
+	size_t ndirty, dirty_cap;
+	int64_t schema_cookie;	/* schema_version when its objects were checked */
 };
 
 static __thread char last_error[512];
@@ -257,6 +289,8 @@ static int map_rc(struct db *db, int rc)
 	}
 	snprintf(last_error, sizeof(last_error), "%s", db && db->conn ?
 		 sqlite3_errmsg(db->conn) : sqlite3_errstr(rc));
+	if (dbi_auth_sql_failed())
+		return -EIO;
 	switch (prim) {
 	case SQLITE_OK: case SQLITE_ROW: case SQLITE_DONE:
 		return 0;
@@ -403,6 +437,139 @@ static int migrate(struct db *db, bool created)
 
 _Static_assert(APPLICATION_ID == 1986423924, "application_id literal in migrate()");
 
+/* The schema objects vaultfs makes: those of a fresh database built by
+ * the same migrations, kept as one string of (type, name, table, sql). */
+#define SCHEMA_SQL "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master " \
+		   "ORDER BY type, name"
+#define SCHEMA_MAX 64
+struct schema_obj {
+	char type[16], name[64], tbl[64];
+	char *sql;
+};
+static struct schema_obj expected[SCHEMA_MAX];
+static int n_expected = -1;
+
+static void schema_build(void)
+{
+	sqlite3 *mem = NULL;
+	sqlite3_stmt *st = NULL;
+	int n = 0;
+
+	if (sqlite3_open_v2(":memory:", &mem, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+		goto out;
+	for (int v = 0; v < SCHEMA_VERSION; v++)
+		if (sqlite3_exec(mem, migrations[v], NULL, NULL, NULL) != SQLITE_OK)
+			goto out;
+	if (sqlite3_prepare_v2(mem, SCHEMA_SQL, -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	while (n < SCHEMA_MAX && sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(expected[n].type, sizeof(expected[n].type), "%s",
+			 (const char *)sqlite3_column_text(st, 0));
+		snprintf(expected[n].name, sizeof(expected[n].name), "%s",
+			 (const char *)sqlite3_column_text(st, 1));
+		snprintf(expected[n].tbl, sizeof(expected[n].tbl), "%s",
+			 (const char *)sqlite3_column_text(st, 2));
+		expected[n].sql = strdup((const char *)sqlite3_column_text(st, 3));
+		if (!expected[n].sql)
+			goto out;
+		n++;
+	}
+	n_expected = n;
+out:
+	sqlite3_finalize(st);
+	sqlite3_close(mem);
+}
+
+/* 0: the same as expected[i]; <0 / >0 as the file's object sorts before /
+ * after it. */
+static int schema_cmp(sqlite3_stmt *st, int i)
+{
+	int c;
+
+	if (i >= n_expected)
+		return -1;
+	c = strcmp((const char *)sqlite3_column_text(st, 0), expected[i].type);
+	if (c == 0)
+		c = strcmp((const char *)sqlite3_column_text(st, 1), expected[i].name);
+	return c;
+}
+
+static int schema_refuse(struct db *db, const char *type, const char *name, const char *why)
+{
+	bool extra = strcmp(why, "did not create") == 0;
+	char fix[256] = "";
+
+	if (extra)
+		snprintf(fix, sizeof(fix), " (or, once you know, drop it: sqlite3 %.100s "
+			 "'DROP %s \"%.64s\"')", db->path, type, name);
+	snprintf(last_error, sizeof(last_error), "%s holds %s %s %.64s that vaultfs %s; "
+		 "refusing to use it. Find out who changed it, then restore the vault from "
+		 "a backup%s", db->path, strchr("aeiou", type[0]) ? "an" : "a", type, name, why,
+		 fix);
+	return -EUCLEAN;
+}
+
+/* Triggers, views, tables or indexes that vaultfs did not make (a trigger
+ * could undo root's chmod, a view stand in for a table) or changed ones
+ * are refused: the file's sqlite_master must be exactly ours. */
+static int schema_check(struct db *db)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	sqlite3_stmt *st = NULL;
+	int i = 0, c, rc, r = 0;
+
+	pthread_once(&once, schema_build);
+	if (n_expected < 0) {
+		snprintf(last_error, sizeof(last_error), "cannot build vaultfs's schema to "
+			 "compare with");
+		return -ENOMEM;
+	}
+	rc = sqlite3_prepare_v2(db->conn, SCHEMA_SQL, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return map_rc(db, rc);
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		c = schema_cmp(st, i);
+		if (c < 0)
+			r = schema_refuse(db, (const char *)sqlite3_column_text(st, 0),
+					  (const char *)sqlite3_column_text(st, 1),
+					  "did not create");
+		else if (c > 0)
+			r = schema_refuse(db, "no", expected[i].name, "needs (damaged)");
+		else if (strcmp((const char *)sqlite3_column_text(st, 3), expected[i].sql) ||
+			 strcmp((const char *)sqlite3_column_text(st, 2), expected[i].tbl))
+			r = schema_refuse(db, expected[i].type, expected[i].name,
+					  "made differently (altered)");
+		i++;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = map_rc(db, rc);
+	if (r == 0 && i < n_expected)
+		r = schema_refuse(db, "no", expected[i].name, "needs (damaged)");
+	sqlite3_finalize(st);
+	if (r == 0)
+		r = pragma_int(db, "PRAGMA schema_version", &db->schema_cookie);
+	return r;
+}
+
+static int step_row(struct db *db, sqlite3_stmt *st);
+
+/* At each write transaction: the schema was changed since it was checked
+ * (a trigger added while we run) only if its cookie moved. */
+static int schema_recheck(struct db *db)
+{
+	sqlite3_stmt *st;
+	int64_t cookie = -1;
+	int r = 0;
+
+	st = stmt_get(db, ST_SCHEMA_VERSION, &r);
+	if (!st)
+		return r;
+	if (step_row(db, st) == 1)
+		cookie = sqlite3_column_int64(st, 0);
+	stmt_done(st);
+	return cookie == db->schema_cookie ? 0 : schema_check(db);
+}
+
 static int create_file(const char *path)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -536,6 +703,8 @@ int db_open(struct db **out, const char *path, int flags)
 	r = configure(db, flags);
 	if (r == 0 && !(flags & DB_READER))
 		r = migrate(db, flags & DB_CREATE);
+	if (r == 0 && !(flags & DB_READER))
+		r = schema_check(db);
 	if (r < 0)
 		goto fail_created;
 	wal_remember(db);
@@ -573,6 +742,7 @@ void db_close(struct db *db)
 	if (db->conn)
 		sqlite3_close_v2(db->conn);
 	pthread_mutex_destroy(&db->lock);
+	free(db->dirty);
 	free(db->path);
 	free(db);
 }
@@ -697,6 +867,8 @@ static struct db *reader_take(struct db *db)
 		pthread_mutex_unlock(&db->readers_lock);
 		rd = NULL;
 	}
+	if (rd)
+		rd->auth = db->auth;
 	return rd;
 }
 
@@ -737,6 +909,21 @@ void db_read_begin(struct db *db)
 	}
 	pinned_db = db;
 	pinned_rd = rd;
+}
+
+bool db_read_pinned(struct db *db)
+{
+	return pinned_db == db;
+}
+
+struct db *dbi_reader_take(struct db *db)
+{
+	return reader_take(db);
+}
+
+int dbi_reader_give(struct db *db, struct db *rd, int r)
+{
+	return reader_give(db, rd, r);
 }
 
 void db_read_end(struct db *db)
@@ -783,8 +970,14 @@ int db_begin(struct db *db)
 		db_unlock(db);
 		return r;
 	}
-	if (db->depth++ == 0)
+	if (db->depth++ == 0) {
 		atomic_store(&db->owner, pthread_self());
+		r = schema_recheck(db);
+		if (r < 0) {
+			db_rollback(db);
+			return r;
+		}
+	}
 	return 0;
 }
 
@@ -818,12 +1011,56 @@ static int release_nested(struct db *db)
 	return r;
 }
 
+/* At the outermost commit: the state of each instance whose live secrets
+ * changed, made afresh. */
+static int states_update(struct db *db)
+{
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < db->ndirty; i++)
+		r = dbi_state_update(db, db->dirty[i], db->auth, true);
+	if (r == 0 && db->ndirty)
+		r = dbi_floor_update(db, db->auth);
+	db->ndirty = 0;
+	return r;
+}
+
+int dbi_state_touch(struct db *db, int64_t inst, bool fresh)
+{
+	int64_t *p;
+	int r;
+
+	if (!in_own_txn(db)) {
+		snprintf(last_error, sizeof(last_error), "internal: a change to live secrets "
+			 "outside a transaction");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < db->ndirty; i++)
+		if (db->dirty[i] == inst)
+			return 0;
+	if (!fresh && (r = dbi_state_verify(db, inst)) < 0)
+		return r;
+	if (db->ndirty == db->dirty_cap) {
+		p = realloc(db->dirty, (db->dirty_cap ? db->dirty_cap * 2 : 8) * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		db->dirty = p;
+		db->dirty_cap = db->dirty_cap ? db->dirty_cap * 2 : 8;
+	}
+	db->dirty[db->ndirty++] = inst;
+	return 0;
+}
+
 int db_commit(struct db *db)
 {
+	bool last = db->depth == 1;
 	int r;
 
 	if (db->depth > 1) {
 		r = release_nested(db);
+	} else if ((r = states_update(db)) < 0) {
+		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		(void)resync(db);
 	} else {
 		r = exec_sql(db, "COMMIT");
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
@@ -832,11 +1069,17 @@ int db_commit(struct db *db)
 	}
 	txn_leave(db);
 	db_unlock(db);
+	if (last)
+		dbi_auth_flush(db);
 	return r;
 }
 
 void db_rollback(struct db *db)
 {
+	bool last = db->depth == 1;
+
+	if (last)
+		db->ndirty = 0;
 	if (db->depth > 1)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	else if (sqlite3_get_autocommit(db->conn) == 0)
@@ -845,6 +1088,8 @@ void db_rollback(struct db *db)
 		(void)resync(db);
 	txn_leave(db);
 	db_unlock(db);
+	if (last)
+		dbi_auth_flush(db);
 }
 
 void db_blob_free(struct db_blob *b)
@@ -882,8 +1127,17 @@ static void column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX 
 	name[n] = '\0';
 }
 
-static void row_instance(sqlite3_stmt *st, struct db_instance *in)
+static const int inst_tagged[] = { 0, 1, 2, 3, 4, 7 };
+static const int sec_tagged[] = { 0, 1, 2, 3, 4, 5, 6, 7, 8 };
+#define NCOLS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static int row_instance(struct db *db, sqlite3_stmt *st, struct db_instance *in)
 {
+	int r = dbi_row_verify(db, st, "instances", inst_tagged, NCOLS(inst_tagged), INST_MAC,
+			       NULL, sqlite3_column_int64(st, 0));
+
+	if (r < 0)
+		return r;
 	in->id = sqlite3_column_int64(st, 0);
 	column_name(st, 1, in->name);
 	in->uid = (uid_t)sqlite3_column_int64(st, 2);
@@ -892,10 +1146,16 @@ static void row_instance(sqlite3_stmt *st, struct db_instance *in)
 	in->ctime_ns = sqlite3_column_int64(st, 5);
 	in->mtime_ns = sqlite3_column_int64(st, 6);
 	in->generation = (uint64_t)sqlite3_column_int64(st, 7);
+	return 0;
 }
 
-static void row_secret(sqlite3_stmt *st, struct db_secret *s)
+static int row_secret(struct db *db, sqlite3_stmt *st, struct db_secret *s)
 {
+	int r = dbi_row_verify(db, st, "secrets", sec_tagged, NCOLS(sec_tagged), SEC_MAC,
+			       NULL, sqlite3_column_int64(st, 0));
+
+	if (r < 0)
+		return r;
 	s->id = sqlite3_column_int64(st, 0);
 	s->instance_id = sqlite3_column_int64(st, 1);
 	column_name(st, 2, s->name);
@@ -909,6 +1169,7 @@ static void row_secret(sqlite3_stmt *st, struct db_secret *s)
 	s->mtime_ns = sqlite3_column_int64(st, 10);
 	s->chtime_ns = sqlite3_column_int64(st, 11);
 	s->updated_by = (uid_t)sqlite3_column_int64(st, 12);
+	return 0;
 }
 
 static int bind_blob(sqlite3_stmt *st, int i, const struct db_blob *b)
@@ -940,6 +1201,26 @@ static int step_row(struct db *db, sqlite3_stmt *st)
 	if (rc == SQLITE_DONE)
 		return 0;
 	return map_rc(db, rc);
+}
+
+static int delete_row(struct db *db, enum stmt_id id, int64_t rowid);
+
+/* An insert and its tag are one change: outside a caller's transaction,
+ * the row is removed again if it can't be tagged. */
+static int tag_new_row(struct db *db, enum stmt_id id, int64_t rowid)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	st = stmt_get(db, id, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, rowid);
+		r = step_change(db, st, 1);
+		stmt_done(st);
+	}
+	if (r < 0 && !in_own_txn(db))
+		(void)delete_row(db, id == ST_INST_TAG ? ST_INST_DELETE : ST_SEC_DELETE, rowid);
+	return r;
 }
 
 int db_meta_get(struct db *db, const char *key, struct db_blob *out)
@@ -986,7 +1267,7 @@ int db_meta_set(struct db *db, const char *key, const unsigned char *v, size_t l
 	return r;
 }
 
-int db_instance_create(struct db *db, struct db_instance *in, const struct db_blob *wrapped_key)
+static int db_instance_create_now(struct db *db, struct db_instance *in, const struct db_blob *wrapped_key)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -1007,6 +1288,8 @@ int db_instance_create(struct db *db, struct db_instance *in, const struct db_bl
 			in->id = sqlite3_last_insert_rowid(db->conn);
 		stmt_done(st);
 	}
+	if (r == 0)
+		r = tag_new_row(db, ST_INST_TAG, in->id);
 	db_unlock(db);
 	return r;
 }
@@ -1029,8 +1312,7 @@ static int instance_query(struct db *db, enum stmt_id id, int64_t rowid, const c
 			sqlite3_bind_int64(st, 1, rowid);
 		r = step_row(db, st);
 		if (r == 1) {
-			row_instance(st, out);
-			r = 0;
+			r = row_instance(db, st, out);
 		} else if (r == 0) {
 			r = -ENOENT;
 		}
@@ -1172,8 +1454,9 @@ int db_instance_each(struct db *db, int64_t after_id,
 	if (st) {
 		sqlite3_bind_int64(st, 1, after_id);
 		while ((r = step_row(db, st)) == 1) {
-			row_instance(st, &in);
-			r = fn(ctx, &in);
+			r = row_instance(db, st, &in);
+			if (r == 0)
+				r = fn(ctx, &in);
 			if (r)
 				break;
 		}
@@ -1232,8 +1515,7 @@ int db_secret_get(struct db *db, int64_t id, struct db_secret *out)
 		sqlite3_bind_int64(st, 1, id);
 		r = step_row(db, st);
 		if (r == 1) {
-			row_secret(st, out);
-			r = 0;
+			r = row_secret(db, st, out);
 		} else if (r == 0) {
 			r = -ENOENT;
 		}
@@ -1258,8 +1540,7 @@ int db_secret_find(struct db *db, int64_t instance_id, const char *name, struct 
 		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
 		r = step_row(db, st);
 		if (r == 1) {
-			row_secret(st, out);
-			r = 0;
+			r = row_secret(db, st, out);
 		} else if (r == 0) {
 			r = -ENOENT;
 		}
@@ -1286,8 +1567,9 @@ int db_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db_
 		sqlite3_bind_int64(st, 1, id);
 		r = step_row(db, st);
 		if (r == 1) {
-			row_secret(st, meta ? meta : &tmp);
-			r = column_blob(st, 13, out);
+			r = row_secret(db, st, meta ? meta : &tmp);
+			if (r == 0)
+				r = column_blob(st, SEC_MAC + 1, out);
 		} else if (r == 0) {
 			r = -ENOENT;
 		}
@@ -1313,8 +1595,9 @@ int db_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
 		sqlite3_bind_int64(st, 1, instance_id);
 		sqlite3_bind_int64(st, 2, after_id);
 		while ((r = step_row(db, st)) == 1) {
-			row_secret(st, &s);
-			r = fn(ctx, &s);
+			r = row_secret(db, st, &s);
+			if (r == 0)
+				r = fn(ctx, &s);
 			if (r)
 				break;
 		}
@@ -1324,7 +1607,7 @@ int db_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
 	return r;
 }
 
-int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *blob)
+static int db_secret_insert_now(struct db *db, struct db_secret *s, const struct db_blob *blob)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -1350,11 +1633,13 @@ int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *b
 			s->id = sqlite3_last_insert_rowid(db->conn);
 		stmt_done(st);
 	}
+	if (r == 0)
+		r = tag_new_row(db, ST_SEC_TAG, s->id);
 	db_unlock(db);
 	return r;
 }
 
-int db_secret_set_value(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+static int db_secret_set_value_now(struct db *db, const struct db_secret *s, const struct db_blob *blob)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -1383,7 +1668,7 @@ int db_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t m
 	return set_attr(db, ST_SEC_SET_ATTR, id, uid, gid, mode, now_ns);
 }
 
-int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+static int db_secret_rename_now(struct db *db, const struct db_secret *s, const struct db_blob *blob)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -1403,7 +1688,7 @@ int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_b
 	return r;
 }
 
-int db_secret_delete(struct db *db, int64_t id)
+static int db_secret_delete_now(struct db *db, int64_t id)
 {
 	return delete_row(db, ST_SEC_DELETE, id);
 }
@@ -1487,9 +1772,44 @@ int dbi_bind_blob(sqlite3_stmt *st, int i, const struct db_blob *b)
 	return bind_blob(st, i, b);
 }
 
-void dbi_row_instance(sqlite3_stmt *st, struct db_instance *in)
+int dbi_row_instance(struct db *db, sqlite3_stmt *st, struct db_instance *in)
 {
-	row_instance(st, in);
+	return row_instance(db, st, in);
+}
+
+const struct db_auth *dbi_auth(struct db *db)
+{
+	return db->auth;
+}
+
+const struct db_auth *dbi_auth_next(struct db *db)
+{
+	return db->auth_next;
+}
+
+void dbi_set_auth_next(struct db *db, const struct db_auth *next)
+{
+	db->auth_next = next;
+}
+
+bool dbi_in_own_txn(struct db *db)
+{
+	return in_own_txn(db);
+}
+
+void db_set_auth(struct db *db, const struct db_auth *auth)
+{
+	struct db *rd;
+
+	db_lock(db);
+	db->auth = auth;
+	if (dbi_auth_register(db) < 0)
+		db->auth = NULL;	/* fails closed: rows are refused */
+	pthread_mutex_lock(&db->readers_lock);
+	for (rd = db->readers; rd; rd = rd->next_reader)
+		rd->auth = db->auth;
+	pthread_mutex_unlock(&db->readers_lock);
+	db_unlock(db);
 }
 
 int dbi_create_file(const char *path)
@@ -1500,4 +1820,128 @@ int dbi_create_file(const char *path)
 void dbi_set_error(const char *msg)
 {
 	snprintf(last_error, sizeof(last_error), "%s", msg);
+}
+
+/* Changes to which version of which secret is live run in a transaction
+ * of their own (a savepoint inside the caller's), whose outermost commit
+ * remakes the instance's state. */
+static int live_end(struct db *db, int r)
+{
+	if (r == 0)
+		return db_commit(db);
+	db_rollback(db);
+	return r;
+}
+
+int db_instance_create(struct db *db, struct db_instance *in, const struct db_blob *wrapped_key)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = db_instance_create_now(db, in, wrapped_key);
+	if (r == 0)
+		r = dbi_state_touch(db, in->id, true);
+	return live_end(db, r);
+}
+
+int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *blob)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch(db, s->instance_id, false);
+	if (r == 0)
+		r = db_secret_insert_now(db, s, blob);
+	return live_end(db, r);
+}
+
+int db_secret_set_value(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, s->id, false);
+	if (r == 0)
+		r = db_secret_set_value_now(db, s, blob);
+	return live_end(db, r);
+}
+
+int db_secret_rename(struct db *db, const struct db_secret *s, const struct db_blob *blob)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, s->id, false);
+	if (r == 0)
+		r = db_secret_rename_now(db, s, blob);
+	return live_end(db, r);
+}
+
+int db_secret_delete(struct db *db, int64_t id)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, id, false);
+	if (r == 0)
+		r = db_secret_delete_now(db, id);
+	return live_end(db, r);
+}
+
+int dbi_state_touch_secret(struct db *db, int64_t secret_id, bool trash)
+{
+	static const char live_sql[] = "SELECT instance_id FROM secrets WHERE id = ?1";
+	static const char trash_sql[] = "SELECT instance_id FROM trash WHERE secret_id = ?1";
+	sqlite3_stmt *st;
+	int64_t inst = 0;
+	int r = 0;
+
+	db_lock(db);
+	st = dbi_stmt(db, trash ? trash_sql : live_sql, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, secret_id);
+		r = step_row(db, st);
+		if (r == 1)
+			inst = sqlite3_column_int64(st, 0);
+		r = r == 1 ? 0 : r == 0 ? -ENOENT : r;
+		stmt_done(st);
+	}
+	db_unlock(db);
+	return r < 0 ? r : dbi_state_touch(db, inst, false);
+}
+
+int dbi_each_instance(struct db *db, int (*fn)(struct db *, int64_t, void *), void *ctx)
+{
+	static const char sql[] = "SELECT id FROM instances ORDER BY id";
+	int64_t *ids = NULL, *p;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	db_lock(db);
+	st = dbi_stmt(db, sql, &r);
+	while (st && (r = step_row(db, st)) == 1) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			p = realloc(ids, cap * sizeof(*p));
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			ids = p;
+		}
+		ids[n++] = sqlite3_column_int64(st, 0);
+	}
+	if (st)
+		stmt_done(st);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = fn(db, ids[i], ctx);
+	db_unlock(db);
+	free(ids);
+	return r;
 }

@@ -73,6 +73,8 @@ void db_set_readers(struct db *db, unsigned max);
  * transaction is open, or when the thread already holds one. */
 void db_read_begin(struct db *db);
 void db_read_end(struct db *db);
+/* Whether the calling thread holds a db_read_begin snapshot of db. */
+bool db_read_pinned(struct db *db);
 const char *db_errmsg(struct db *db);
 const char *db_path(struct db *db);
 
@@ -131,6 +133,54 @@ int db_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid,
 int db_secret_rename(struct db *db, const struct db_secret *s,
 		     const struct db_blob *blob) WUR;
 int db_secret_delete(struct db *db, int64_t id) WUR;
+
+/* Row authentication. Each row of instances, secrets, versions, trash and
+ * secret_attrs carries a tag over its access and identity fields and its
+ * id, made by auth->mac with a key the store never sees. Every read of such
+ * a row checks its tag, every write makes a new one after checking the row
+ * it replaces or copies; a row that fails is -EIO, named in db_errmsg and
+ * handed to auth->failed (outside the caller's write transaction, so it
+ * may write an audit entry). A store without auth refuses those rows
+ * (-EACCES). */
+#define DB_MAC_LEN 32
+struct db_auth {
+	void (*mac)(void *ctx, const unsigned char *msg, size_t len,
+		    unsigned char out[DB_MAC_LEN]);
+	/* The key may be stale (another process rotated the master key):
+	 * true if it was renewed and the check is worth repeating. May be NULL. */
+	bool (*renew)(void *ctx);
+	/* what: "secrets row 12", for logs and the audit log. May be NULL. */
+	void (*failed)(void *ctx, const char *what);
+	void *ctx;
+};
+/* auth must outlive the store; set before the first read. */
+void db_set_auth(struct db *db, const struct db_auth *auth);
+/* Inside the caller's transaction: tags every row afresh, trusting what it
+ * holds (a vault from before row tags, upgraded under its master key). */
+int db_auth_upgrade(struct db *db) WUR;
+/* Inside the caller's transaction: checks every row under the current auth
+ * and tags it with next (a master-key rotation); the caller then makes
+ * next's key the current one. */
+int db_auth_rekey(struct db *db, const struct db_auth *next) WUR;
+/* Checks every row; fn(ctx, what) for each that fails. 0, -EIO if any
+ * failed, or another -errno. */
+int db_auth_check_all(struct db *db, void (*fn)(void *, const char *what), void *ctx) WUR;
+
+/* An instance's state: seq (bumped by each transaction that changes which
+ * version of which secret is live) and, for db_state_check, the (id,
+ * version) of each live secret, checked against the instance's tagged
+ * state in one snapshot: -EIO (reported) if they differ. */
+int db_instance_seq(struct db *db, int64_t instance_id, int64_t *seq) WUR;
+/* The same, as last committed, whatever snapshot the thread holds. */
+int db_instance_seq_latest(struct db *db, int64_t instance_id, int64_t *seq) WUR;
+int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
+		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx) WUR;
+
+/* The highest audit entry the log had reached at the last write to live
+ * secrets (checked): -ENOENT if none was recorded, -EIO if it fails. */
+int db_audit_floor(struct db *db, int64_t *floor) WUR;
+/* The first len bytes of audit entry seq's chain MAC: -ENOENT if none. */
+int db_audit_entry_mac(struct db *db, int64_t seq, unsigned char *out, size_t len) WUR;
 
 void db_blob_free(struct db_blob *b);
 int64_t db_now_ns(void);

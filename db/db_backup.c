@@ -5,7 +5,9 @@
  *  - backup files are created new, mode 0600, and are self-contained
  *    (rollback journal, not WAL) and synced before we report success;
  *  - a restore replaces the vault's rows in one transaction: readers see
- *    the old vault or the restored one.
+ *    the old vault or the restored one; every row of the backup has its
+ *    tag checked first, in that transaction, so a doctored one changes
+ *    nothing.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -134,10 +136,21 @@ static int same_schema(struct db *db)
 	return r;
 }
 
-static int replace_rows(struct db *db)
+static int bump_seq(struct db *db, int64_t base)
 {
 	char sql[128];
-	int r = 0;
+
+	snprintf(sql, sizeof(sql), "UPDATE main.instances SET seq = seq + %lld + 1",
+		 (long long)base);
+	return dbi_exec(db, sql);
+}
+
+static int replace_rows(struct db *db, int64_t *seq_base)
+{
+	char sql[128];
+	int r;
+
+	r = pragma_value(db, "SELECT coalesce(max(seq), 0) FROM main.instances", seq_base);
 
 	for (size_t i = N_RESTORED; r == 0 && i-- > 0;) {
 		snprintf(sql, sizeof(sql), "DELETE FROM main.%s", restored_tables[i]);
@@ -153,6 +166,7 @@ static int replace_rows(struct db *db)
 
 int db_restore(struct db *db, const char *path)
 {
+	int64_t seq_base = 0;
 	sqlite3_stmt *st = NULL;
 	int rc, r;
 
@@ -170,8 +184,17 @@ int db_restore(struct db *db, const char *path)
 	r = same_schema(db);
 	if (r == 0)
 		r = dbi_exec(db, "BEGIN IMMEDIATE");
+	/* Every row of the backup is checked before anything is replaced. */
 	if (r == 0) {
-		r = replace_rows(db);
+		r = dbi_auth_check_attached(db, "bak");
+		if (r == 0)
+			r = replace_rows(db, &seq_base);
+		/* seq only grows: a daemon that saw the vault before takes the
+		 * restored state for a newer one, not for a rollback. */
+		if (r == 0)
+			r = bump_seq(db, seq_base);
+		if (r == 0)
+			r = dbi_state_remake_all(db);
 		if (r == 0)
 			r = dbi_exec(db, "COMMIT");
 		if (r < 0)

@@ -12,8 +12,9 @@ int db_backup(struct db *db, const char *path) WUR;
 int db_copy_file(const char *src, const char *dst) WUR;
 /* Replaces the instances and secrets, their old versions, trash and
  * attributes with those in the store at `path`, in one transaction. That
- * store must have this schema version (-EPROTO otherwise); the caller has
- * made sure its keys open it. Row ids keep their values and are never
+ * store must have this schema version (-EPROTO otherwise) and every row's
+ * tag must hold under this store's auth (-EIO otherwise: nothing changes);
+ * the caller has made sure its keys open it. Row ids keep their values and are never
  * handed out again. */
 int db_restore(struct db *db, const char *path) WUR;
 

@@ -3,6 +3,8 @@
 #ifndef VAULTFS_DB_INT_H
 #define VAULTFS_DB_INT_H
 
+#include <stdbool.h>
+
 #include <sqlite3.h>
 
 #include "db.h"
@@ -31,7 +33,55 @@ int dbi_step_change(struct db *db, sqlite3_stmt *st, int want);
 int dbi_column_blob(sqlite3_stmt *st, int col, struct db_blob *out);
 void dbi_column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX + 1]);
 int dbi_bind_blob(sqlite3_stmt *st, int i, const struct db_blob *b);
-/* The columns of INST_COLS in db.c, from column 0. */
-void dbi_row_instance(sqlite3_stmt *st, struct db_instance *in);
+/* The columns of INST_COLS in db.c, from column 0: 0 or -EIO (its tag). */
+int dbi_row_instance(struct db *db, sqlite3_stmt *st, struct db_instance *in);
+
+/* A read connection for the calling thread (the pinned one, if any), or
+ * NULL: then db itself serves the read. Give it back with dbi_reader_give,
+ * which passes r through. */
+struct db *dbi_reader_take(struct db *db);
+int dbi_reader_give(struct db *db, struct db *rd, int r);
+
+/* Row tags (db_auth.c): what each table's tag covers, as SQL over the
+ * row's own columns, the table's name first. A tag binds the row's id, so
+ * rows can't be swapped, and the table, so a row can't move to another. */
+#define DBA_INSTANCES "'instances', id, name, uid, gid, mode, generation"
+#define DBA_SECRETS "'secrets', id, instance_id, name, uid, gid, mode, version, size, flags"
+#define DBA_VERSIONS "'versions', secret_id, version, size, flags"
+#define DBA_TRASH "'trash', secret_id, instance_id, name, uid, gid, mode"
+#define DBA_ATTRS "'secret_attrs', secret_id, name, value"
+const struct db_auth *dbi_auth(struct db *db);
+const struct db_auth *dbi_auth_next(struct db *db);
+void dbi_set_auth_next(struct db *db, const struct db_auth *next);
+bool dbi_in_own_txn(struct db *db);
+/* Registers dba_mac() and dba_check() on the connection. */
+int dbi_auth_register(struct db *db);
+/* Checks the tag in column maccol of st's row over tag and columns cols:
+ * 0, or -EIO (reported) or -EACCES (no auth). what names the row. */
+int dbi_row_verify(struct db *db, sqlite3_stmt *st, const char *tag, const int *cols,
+		   int ncols, int maccol, const char *what, int64_t id);
+/* Checks every row of the attached database `schema` (dba_check): 0, or
+ * -EIO naming the first row that fails. */
+int dbi_auth_check_attached(struct db *db, const char *schema);
+/* A tag failure inside SQL (dba_check): the -errno to return, 0 if none. */
+int dbi_auth_sql_failed(void);
+/* After the outermost commit or rollback: reports failures found inside it. */
+void dbi_auth_flush(struct db *db);
+
+/* Instance state (db_auth.c). */
+int dbi_state_verify(struct db *db, int64_t inst);
+int dbi_state_update(struct db *db, int64_t inst, const struct db_auth *auth, bool bump);
+/* Inside a write transaction, before a change to the live secrets of an
+ * instance (fresh: one created in it): checks its state the first time,
+ * and has it made afresh at the outermost commit. */
+int dbi_state_touch(struct db *db, int64_t inst, bool fresh);
+/* The same for the instance of a live (or, with trash, deleted) secret. */
+int dbi_state_touch_secret(struct db *db, int64_t secret_id, bool trash);
+/* Raises the audit floor to the log's last entry (db_auth.c). */
+int dbi_floor_update(struct db *db, const struct db_auth *auth);
+/* Every instance's state made afresh (after a restore). */
+int dbi_state_remake_all(struct db *db);
+/* Calls fn for every instance id, listed first. */
+int dbi_each_instance(struct db *db, int (*fn)(struct db *, int64_t, void *), void *ctx);
 
 #endif

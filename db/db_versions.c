@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,25 +19,31 @@
 
 #define VERSION_COLS "secret_id, version, size, flags, mtime, updated_by"
 
+/* Every copy checks the tag of the row it copies (dba_check) and tags the
+ * copy for its new table (dba_mac): db_auth.c. */
 static const char sql_archive[] =
 	"INSERT OR REPLACE INTO versions (secret_id, version, size, flags, mtime, updated_by, "
-	"blob) SELECT id, version, size, flags, mtime, updated_by, blob FROM secrets "
-	"WHERE id = ?1 AND (version > 0 OR ?2)";
+	"blob, mac) SELECT id, version, size, flags, mtime, updated_by, blob, "
+	"dba_mac('versions', id, version, size, flags) FROM secrets "
+	"WHERE id = ?1 AND (version > 0 OR ?2) AND dba_check(mac, " DBA_SECRETS ")";
 static const char sql_prune[] =
 	"DELETE FROM versions WHERE secret_id = ?1 AND version NOT IN "
 	"(SELECT version FROM versions WHERE secret_id = ?1 ORDER BY version DESC LIMIT ?2)";
+#define VERSION_MAC 6
 static const char sql_version_get[] =
-	"SELECT " VERSION_COLS ", blob FROM versions WHERE secret_id = ?1 AND version = ?2";
+	"SELECT " VERSION_COLS ", mac, blob FROM versions WHERE secret_id = ?1 AND version = ?2";
 static const char sql_version_each[] =
-	"SELECT " VERSION_COLS " FROM versions WHERE secret_id = ?1 ORDER BY version DESC";
+	"SELECT " VERSION_COLS ", mac FROM versions WHERE secret_id = ?1 ORDER BY version DESC";
 static const char sql_version_set_blob[] =
 	"UPDATE versions SET blob = ?3 WHERE secret_id = ?1 AND version = ?2";
 
 static const char sql_adopt_drop[] = "DELETE FROM versions WHERE secret_id = ?1";
 static const char sql_adopt_versions[] =
-	"UPDATE versions SET secret_id = ?1 WHERE secret_id = ?2";
+	"UPDATE versions SET secret_id = ?1, mac = dba_mac('versions', ?1, version, size, flags) "
+	"WHERE secret_id = ?2 AND dba_check(mac, " DBA_VERSIONS ")";
 static const char sql_adopt_attrs[] =
-	"UPDATE OR IGNORE secret_attrs SET secret_id = ?1 WHERE secret_id = ?2";
+	"UPDATE OR IGNORE secret_attrs SET secret_id = ?1, mac = dba_mac('secret_attrs', ?1, "
+	"name, value) WHERE secret_id = ?2 AND dba_check(mac, " DBA_ATTRS ")";
 static const char sql_adopt_attrs_rest[] = "DELETE FROM secret_attrs WHERE secret_id = ?2";
 static const char sql_adopt_ctime[] =
 	"UPDATE secrets SET ctime = (SELECT ctime FROM secrets WHERE id = ?2) WHERE id = ?1";
@@ -44,15 +51,17 @@ static const char sql_adopt_delete[] = "DELETE FROM secrets WHERE id = ?2";
 
 static const char sql_trash_put[] =
 	"INSERT INTO trash (secret_id, instance_id, name, uid, gid, mode, ctime, deleted, "
-	"deleted_by) SELECT id, instance_id, name, uid, gid, mode, ctime, ?2, ?3 FROM secrets "
-	"WHERE id = ?1";
+	"deleted_by, mac) SELECT id, instance_id, name, uid, gid, mode, ctime, ?2, ?3, "
+	"dba_mac('trash', id, instance_id, name, uid, gid, mode) FROM secrets "
+	"WHERE id = ?1 AND dba_check(mac, " DBA_SECRETS ")";
 static const char sql_trash_unlink[] = "DELETE FROM secrets WHERE id = ?1";
 
 #define TRASH_COLS "t.secret_id, t.instance_id, t.name, t.uid, t.gid, t.mode, t.ctime, " \
 		   "t.deleted, t.deleted_by, " \
 		   "coalesce((SELECT max(version) FROM versions v WHERE v.secret_id = t.secret_id), 0), " \
 		   "coalesce((SELECT size FROM versions v WHERE v.secret_id = t.secret_id " \
-		   "ORDER BY version DESC LIMIT 1), 0)"
+		   "ORDER BY version DESC LIMIT 1), 0), t.mac"
+#define TRASH_MAC 11
 static const char sql_trash_find[] =
 	"SELECT " TRASH_COLS " FROM trash t WHERE t.instance_id = ?1 AND t.name = ?2 "
 	"AND t.deleted >= ?3 ORDER BY t.deleted DESC, t.secret_id DESC LIMIT 1";
@@ -61,10 +70,14 @@ static const char sql_trash_each[] =
 	"ORDER BY t.deleted DESC, t.secret_id DESC";
 static const char sql_trash_restore[] =
 	"INSERT INTO secrets (id, instance_id, name, uid, gid, mode, version, size, flags, "
-	"ctime, mtime, chtime, updated_by, blob) "
+	"ctime, mtime, chtime, updated_by, blob, mac) "
 	"SELECT t.secret_id, t.instance_id, t.name, t.uid, t.gid, t.mode, v.version, v.size, "
-	"v.flags, t.ctime, v.mtime, ?2, v.updated_by, v.blob FROM trash t JOIN versions v "
-	"ON v.secret_id = t.secret_id WHERE t.secret_id = ?1 ORDER BY v.version DESC LIMIT 1";
+	"v.flags, t.ctime, v.mtime, ?2, v.updated_by, v.blob, dba_mac('secrets', t.secret_id, "
+	"t.instance_id, t.name, t.uid, t.gid, t.mode, v.version, v.size, v.flags) "
+	"FROM trash t JOIN versions v ON v.secret_id = t.secret_id WHERE t.secret_id = ?1 "
+	"AND dba_check(t.mac, 'trash', t.secret_id, t.instance_id, t.name, t.uid, t.gid, "
+	"t.mode) AND dba_check(v.mac, 'versions', v.secret_id, v.version, v.size, v.flags) "
+	"ORDER BY v.version DESC LIMIT 1";
 static const char sql_trash_taken[] =
 	"SELECT 1 FROM secrets s JOIN trash t ON s.instance_id = t.instance_id "
 	"AND s.name = t.name WHERE t.secret_id = ?1";
@@ -87,7 +100,7 @@ static const char sql_ids_live[] =
 static const char sql_ids_trash[] =
 	"SELECT secret_id, name FROM trash WHERE instance_id = ?1 ORDER BY secret_id";
 static const char sql_instance_key[] =
-	"SELECT id, name, uid, gid, mode, ctime, mtime, generation, wrapped_key "
+	"SELECT id, name, uid, gid, mode, ctime, mtime, generation, mac, wrapped_key "
 	"FROM instances WHERE id = ?1";
 
 /* Runs sql with ?1 = a, ?2 = b: the common shape here. */
@@ -117,14 +130,26 @@ int db_version_archive(struct db *db, int64_t secret_id, bool with_v0, unsigned 
 	return r;
 }
 
-static void row_version(sqlite3_stmt *st, struct db_version *v)
+static const int version_tagged[] = { 0, 1, 2, 3 };
+static const int trash_tagged[] = { 0, 1, 2, 3, 4, 5 };
+
+static int row_version(struct db *db, sqlite3_stmt *st, struct db_version *v)
 {
+	char what[48];
+	int r;
+
+	snprintf(what, sizeof(what), " (version %lld)", (long long)sqlite3_column_int64(st, 1));
+	r = dbi_row_verify(db, st, "versions", version_tagged, 4, VERSION_MAC, what,
+			   sqlite3_column_int64(st, 0));
+	if (r < 0)
+		return r;
 	v->secret_id = sqlite3_column_int64(st, 0);
 	v->version = (uint64_t)sqlite3_column_int64(st, 1);
 	v->size = (uint64_t)sqlite3_column_int64(st, 2);
 	v->flags = (uint32_t)sqlite3_column_int64(st, 3);
 	v->mtime_ns = sqlite3_column_int64(st, 4);
 	v->updated_by = (uid_t)sqlite3_column_int64(st, 5);
+	return 0;
 }
 
 int db_version_get(struct db *db, int64_t secret_id, uint64_t version,
@@ -144,8 +169,9 @@ int db_version_get(struct db *db, int64_t secret_id, uint64_t version,
 		sqlite3_bind_int64(st, 2, (sqlite3_int64)version);
 		r = dbi_step_row(db, st);
 		if (r == 1) {
-			row_version(st, out);
-			r = blob ? dbi_column_blob(st, 6, blob) : 0;
+			r = row_version(db, st, out);
+			if (r == 0 && blob)
+				r = dbi_column_blob(st, VERSION_MAC + 1, blob);
 		} else if (r == 0) {
 			r = -ENOENT;
 		}
@@ -167,8 +193,9 @@ int db_version_each(struct db *db, int64_t secret_id,
 	if (st) {
 		sqlite3_bind_int64(st, 1, secret_id);
 		while ((r = dbi_step_row(db, st)) == 1) {
-			row_version(st, &v);
-			r = fn(ctx, &v);
+			r = row_version(db, st, &v);
+			if (r == 0)
+				r = fn(ctx, &v);
 			if (r)
 				break;
 		}
@@ -197,7 +224,7 @@ int db_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,
 	return r;
 }
 
-int db_secret_adopt(struct db *db, int64_t id, int64_t from_id)
+static int db_secret_adopt_now(struct db *db, int64_t id, int64_t from_id)
 {
 	static const char *const steps[] = {
 		sql_adopt_drop, sql_adopt_versions, sql_adopt_attrs, sql_adopt_attrs_rest,
@@ -214,7 +241,7 @@ int db_secret_adopt(struct db *db, int64_t id, int64_t from_id)
 	return r;
 }
 
-int db_trash_put(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
+static int db_trash_put_now(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -234,8 +261,13 @@ int db_trash_put(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t
 	return r;
 }
 
-static void row_trash(sqlite3_stmt *st, struct db_trash *t)
+static int row_trash(struct db *db, sqlite3_stmt *st, struct db_trash *t)
 {
+	int r = dbi_row_verify(db, st, "trash", trash_tagged, 6, TRASH_MAC, NULL,
+			       sqlite3_column_int64(st, 0));
+
+	if (r < 0)
+		return r;
 	t->secret_id = sqlite3_column_int64(st, 0);
 	t->instance_id = sqlite3_column_int64(st, 1);
 	dbi_column_name(st, 2, t->name);
@@ -247,6 +279,7 @@ static void row_trash(sqlite3_stmt *st, struct db_trash *t)
 	t->deleted_by = (uid_t)sqlite3_column_int64(st, 8);
 	t->version = (uint64_t)sqlite3_column_int64(st, 9);
 	t->size = (uint64_t)sqlite3_column_int64(st, 10);
+	return 0;
 }
 
 int db_trash_find(struct db *db, int64_t instance_id, const char *name, int64_t since_ns,
@@ -263,8 +296,7 @@ int db_trash_find(struct db *db, int64_t instance_id, const char *name, int64_t 
 		sqlite3_bind_int64(st, 3, since_ns);
 		r = dbi_step_row(db, st);
 		if (r == 1) {
-			row_trash(st, out);
-			r = 0;
+			r = row_trash(db, st, out);
 		} else if (r == 0) {
 			r = -ENOENT;
 		}
@@ -274,7 +306,7 @@ int db_trash_find(struct db *db, int64_t instance_id, const char *name, int64_t 
 	return r;
 }
 
-int db_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
+static int db_trash_restore_now(struct db *db, int64_t secret_id, int64_t now_ns)
 {
 	sqlite3_stmt *st;
 	int r = 0;
@@ -310,8 +342,9 @@ int db_trash_each(struct db *db, int64_t instance_id,
 	if (st) {
 		sqlite3_bind_int64(st, 1, instance_id);
 		while ((r = dbi_step_row(db, st)) == 1) {
-			row_trash(st, &t);
-			r = fn(ctx, &t);
+			r = row_trash(db, st, &t);
+			if (r == 0)
+				r = fn(ctx, &t);
 			if (r)
 				break;
 		}
@@ -457,8 +490,9 @@ int db_instance_key(struct db *db, int64_t id, struct db_instance *in, struct db
 		sqlite3_bind_int64(st, 1, id);
 		r = dbi_step_row(db, st);
 		if (r == 1) {
-			dbi_row_instance(st, in);
-			r = dbi_column_blob(st, 8, wrapped);
+			r = dbi_row_instance(db, st, in);
+			if (r == 0)
+				r = dbi_column_blob(st, 9, wrapped);
 		} else if (r == 0) {
 			r = -ENOENT;
 		}
@@ -466,4 +500,52 @@ int db_instance_key(struct db *db, int64_t id, struct db_instance *in, struct db
 	}
 	dbi_unlock(db);
 	return r;
+}
+
+static int live_end(struct db *db, int r)
+{
+	if (r == 0)
+		return db_commit(db);
+	db_rollback(db);
+	return r;
+}
+
+/* Each changes which secrets are live: in a transaction that remakes the
+ * instance's state (db_auth.c). */
+int db_secret_adopt(struct db *db, int64_t id, int64_t from_id)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, id, false);
+	if (r == 0)
+		r = dbi_state_touch_secret(db, from_id, false);
+	if (r == 0)
+		r = db_secret_adopt_now(db, id, from_id);
+	return live_end(db, r);
+}
+
+int db_trash_put(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, s->id, false);
+	if (r == 0)
+		r = db_trash_put_now(db, s, now_ns, by);
+	return live_end(db, r);
+}
+
+int db_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
+{
+	int r = db_begin(db);
+
+	if (r < 0)
+		return r;
+	r = dbi_state_touch_secret(db, secret_id, true);
+	if (r == 0)
+		r = db_trash_restore_now(db, secret_id, now_ns);
+	return live_end(db, r);
 }

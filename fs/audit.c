@@ -788,6 +788,12 @@ void audit_authfail(struct audit *a, const char *instance, const char *key)
 		     -EBADMSG, "stored value fails authentication");
 }
 
+void audit_authfail_row(struct audit *a, const char *what)
+{
+	audit_record(a, tls_caller_set ? &tls_caller : NULL, AUDIT_AUTHFAIL, "", "", -EBADMSG,
+		     what);
+}
+
 /* Process names, for every open: reading /proc/PID/comm afresh costs an
  * openat (a path walk in procfs), a read and a close. Each slot keeps the
  * file open instead, and a read at offset 0 gives the name as it is now.

@@ -93,6 +93,8 @@ int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e
  * recorded deep in the vault, such as an authentication failure. */
 void audit_set_caller(const struct audit_who *who);
 void audit_authfail(struct audit *a, const char *instance, const char *key);
+/* A stored row (what: "secrets row 12") fails its tag. */
+void audit_authfail_row(struct audit *a, const char *what);
 
 void audit_who_self(struct audit_who *who);
 /* Fills comm from /proc/PID/comm. */

@@ -3,9 +3,9 @@
  * rotating an instance's data key. Rules this file keeps:
  *  - a rotation is one transaction: after a crash the vault opens with
  *    exactly one of the two keys, the old or the new, and nothing else;
- *  - a master-key rotation re-wraps the data keys and the check value; the
- *    values themselves are untouched, so a mounted daemon's cached data
- *    keys stay good and it only needs the new wrapping key for new
+ *  - a master-key rotation re-wraps the data keys, the rows' tag key and
+ *    the check value; the values and the row tags are untouched, so a
+ *    mounted daemon's cached data keys and tag key stay good and it only needs the new wrapping key for new
  *    instances (reload, or wrap_renew when it finds its key stale);
  *  - an instance rotation re-seals every value of the instance, old
  *    versions and deleted secrets included, then wraps the new data key as
@@ -35,7 +35,7 @@ static int wrap_opens_vault(struct vault *v, const struct secbuf *wrap)
 	r = db_meta_get(v->db, VAULT_META_CHECK, &blob);
 	if (r < 0)
 		return r == -ENOENT ? -EPROTO : r;
-	seal_ad_check(&ad);
+	seal_ad_check(&ad, 2);
 	r = seal_open(&pt, wrap->data, &ad, blob.data, blob.len);
 	if (r == -EBADMSG || r == -EINVAL)
 		r = -EKEYREJECTED;
@@ -47,18 +47,17 @@ static int wrap_opens_vault(struct vault *v, const struct secbuf *wrap)
 int vault_reload_key(struct vault *v, char *err, size_t errlen)
 {
 	struct key_source src = { .file = v->conf->key_file };
-	struct secbuf *master = NULL, *wrap = NULL, *audit_key = NULL;
+	struct secbuf *master = NULL;
+	struct vault_keys keys = { 0 };
 	char warn[512];
 	int r;
 
 	r = key_load(&master, &src, err, errlen, warn, sizeof(warn));
 	if (r == 0)
-		r = seal_derive(&wrap, master->data, SEAL_SUBKEY_WRAP);
-	if (r == 0)
-		r = seal_derive(&audit_key, master->data, SEAL_SUBKEY_AUDIT);
+		r = vault_keys_derive(&keys, master);
 	secbuf_free(master);
 	if (r == 0) {
-		r = wrap_opens_vault(v, wrap);
+		r = wrap_opens_vault(v, keys.wrap);
 		if (r == -EKEYREJECTED)
 			snprintf(err, errlen, "the key in %s does not open %s (is the new key "
 				 "installed there?)", src.file && src.file[0] ? src.file :
@@ -66,16 +65,13 @@ int vault_reload_key(struct vault *v, char *err, size_t errlen)
 		else if (r < 0)
 			snprintf(err, errlen, "cannot check the key: %s", strerror(-r));
 	}
-	if (r == 0) {
-		vault_wrap_replace(v, wrap, audit_key);
-		wrap = audit_key = NULL;
-	}
+	if (r == 0)
+		vault_wrap_replace(v, &keys);
 	/* Data keys are unwrapped again when needed, which also picks up an
 	 * instance rotation or a restore; not while our key is stale. */
 	if (r == 0 || vault_wrap_check(v) == 0)
 		vault_keys_flush(v);
-	secbuf_free(wrap);
-	secbuf_free(audit_key);
+	vault_keys_free(&keys);
 	return r;
 }
 
@@ -134,24 +130,19 @@ static int rewrap_instance(struct vault *v, int64_t id, const struct secbuf *new
 int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 			vault_progress_fn progress, void *ctx, char *err, size_t errlen)
 {
-	struct secbuf *new_wrap = NULL, *new_audit = NULL;
-	struct db_blob check = { 0 };
+	struct vault_keys nk;
+	struct db_blob check = { 0 }, rk = { 0 };
 	struct id_array a = { 0 };
 	char name[DB_NAME_MAX + 1];
 	int r;
 
 	err[0] = '\0';
-	r = seal_derive(&new_wrap, new_master->data, SEAL_SUBKEY_WRAP);
-	if (r == 0)
-		r = seal_derive(&new_audit, new_master->data, SEAL_SUBKEY_AUDIT);
-	if (r < 0) {
-		secbuf_free(new_wrap);
+	r = vault_keys_derive(&nk, new_master);
+	if (r < 0)
 		return r;
-	}
-	if (wrap_opens_vault(v, new_wrap) == 0) {
+	if (wrap_opens_vault(v, nk.wrap) == 0) {
 		snprintf(err, errlen, "the new key is the key in use");
-		secbuf_free(new_wrap);
-		secbuf_free(new_audit);
+		vault_keys_free(&nk);
 		return -EINVAL;
 	}
 	r = db_begin(v->db);
@@ -161,31 +152,34 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 	 * and be left wrapped with the old key. */
 	r = db_instance_each(v->db, 0, instance_id_add, &a);
 	for (size_t i = 0; r == 0 && i < a.n; i++) {
-		r = rewrap_instance(v, a.ids[i], new_wrap, name, err, errlen);
+		r = rewrap_instance(v, a.ids[i], nk.wrap, name, err, errlen);
 		if (r == 0 && progress)
 			progress(ctx, name, NULL);
 	}
 	if (r == 0)
-		r = vault_check_value(new_wrap, &check);
+		r = vault_check_value(nk.wrap, &check);
 	if (r == 0)
 		r = db_meta_set(v->db, VAULT_META_CHECK, check.data, check.len);
 	/* The audit chain's key, sealed under the master key, moves with it. */
 	if (r == 0)
 		r = audit_rotate_master(v->db, v->audit_key, new_master);
+	/* The rows' tag key is re-sealed; the tags stay as they are. */
+	if (r == 0)
+		r = vault_row_key_seal(nk.wrap, v->row_key, &rk);
+	if (r == 0)
+		r = db_meta_set(v->db, VAULT_META_ROW_KEY, rk.data, rk.len);
 	if (r == 0)
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
-	if (r == 0) {
-		vault_wrap_replace(v, new_wrap, new_audit);
-		new_wrap = new_audit = NULL;
-	}
+	if (r == 0)
+		vault_wrap_replace(v, &nk);
 out:
 	if (r < 0 && !err[0])
 		snprintf(err, errlen, "%s; nothing was changed", strerror(-r));
 	db_blob_free(&check);
-	secbuf_free(new_wrap);
-	secbuf_free(new_audit);
+	db_blob_free(&rk);
+	vault_keys_free(&nk);
 	free(a.ids);
 	return r;
 }
@@ -335,6 +329,17 @@ static int verify_secret(void *ctx, int64_t id, const char *name, bool live)
 	return r;
 }
 
+/* Names the first row that fails; the rest go to the log. */
+static void verify_row_failed(void *ctx, const char *what)
+{
+	struct verify *vf = ctx;
+
+	log_err("%s: %s fails authentication", db_path(vf->v->db), what);
+	if (!vf->err[0])
+		snprintf(vf->err, vf->errlen, "%s fails authentication (tampered or damaged)",
+			 what);
+}
+
 int vault_verify(struct vault *v, char *err, size_t errlen)
 {
 	struct verify vf = { .v = v, .err = err, .errlen = errlen };
@@ -342,7 +347,9 @@ int vault_verify(struct vault *v, char *err, size_t errlen)
 	int r;
 
 	err[0] = '\0';
-	r = db_instance_each(v->db, 0, instance_id_add, &a);
+	r = db_auth_check_all(v->db, verify_row_failed, &vf);
+	if (r == 0)
+		r = db_instance_each(v->db, 0, instance_id_add, &a);
 	for (size_t i = 0; r == 0 && i < a.n; i++) {
 		r = vault_key_get(v, a.ids[i], &vf.k);
 		if (r < 0) {

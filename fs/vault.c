@@ -14,10 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
+#include "../crypto/mac.h"
 #include "../crypto/seal.h"
 #include "../db/db_versions.h"
 #include "audit.h"
@@ -26,6 +28,24 @@
 #include "vault_int.h"
 
 static const unsigned char check_plain[] = "vaultfs master key check";
+
+struct inst_state {
+	int64_t id, seq;
+	size_t n, cap;
+	int64_t *ids;
+	uint64_t *vers;
+	struct inst_state *next;
+};
+
+static void state_free(struct inst_state *st)
+{
+	if (!st)
+		return;
+	free(st->ids);
+	free(st->vers);
+	free(st);
+}
+
 
 struct db *vault_db(struct vault *v)
 {
@@ -72,14 +92,14 @@ int vault_check_value(const struct secbuf *wrap, struct db_blob *out)
 {
 	struct seal_ad ad;
 
-	seal_ad_check(&ad);
+	seal_ad_check(&ad, 2);
 	return vault_seal_blob(out, wrap, &ad, check_plain, sizeof(check_plain));
 }
 
 int vault_init(const char *db_path, const struct secbuf *master, char *err, size_t errlen)
 {
-	struct secbuf *wrap = NULL;
-	struct db_blob blob = { 0 };
+	struct secbuf *wrap = NULL, *row_key = NULL;
+	struct db_blob blob = { 0 }, kblob = { 0 };
 	struct db *db = NULL;
 	int r;
 
@@ -94,10 +114,18 @@ int vault_init(const char *db_path, const struct secbuf *master, char *err, size
 		r = vault_check_value(wrap, &blob);
 	if (r == 0)
 		r = db_meta_set(db, VAULT_META_CHECK, blob.data, blob.len);
+	if (r == 0)
+		r = seal_keygen(&row_key);
+	if (r == 0)
+		r = vault_row_key_seal(wrap, row_key, &kblob);
+	if (r == 0)
+		r = db_meta_set(db, VAULT_META_ROW_KEY, kblob.data, kblob.len);
 	if (r < 0)
 		snprintf(err, errlen, "%s: cannot initialize: %s", db_path, strerror(-r));
 	db_blob_free(&blob);
+	db_blob_free(&kblob);
 	secbuf_free(wrap);
+	secbuf_free(row_key);
 	db_close(db);
 	if (r < 0)
 		unlink(db_path);
@@ -126,18 +154,105 @@ int vault_wrap_open(struct vault *v, const struct seal_ad *ad, const struct db_b
 	return r;
 }
 
-void vault_wrap_replace(struct vault *v, struct secbuf *wrap, struct secbuf *audit_key)
+int vault_keys_derive(struct vault_keys *k, const struct secbuf *master)
 {
-	struct secbuf *old, *old_audit;
+	int r;
+
+	*k = (struct vault_keys){ 0 };
+	r = seal_derive(&k->wrap, master->data, SEAL_SUBKEY_WRAP);
+	if (r == 0)
+		r = seal_derive(&k->audit, master->data, SEAL_SUBKEY_AUDIT);
+	if (r < 0)
+		vault_keys_free(k);
+	return r;
+}
+
+void vault_keys_free(struct vault_keys *k)
+{
+	secbuf_free(k->wrap);
+	secbuf_free(k->audit);
+	*k = (struct vault_keys){ 0 };
+}
+
+void vault_wrap_replace(struct vault *v, struct vault_keys *k)
+{
+	struct vault_keys old;
 
 	pthread_rwlock_wrlock(&v->wrap_lock);
-	old = v->wrap;
-	v->wrap = wrap;
-	old_audit = v->audit_key;
-	v->audit_key = audit_key;
+	old = (struct vault_keys){ v->wrap, v->audit_key };
+	v->wrap = k->wrap;
+	v->audit_key = k->audit;
 	pthread_rwlock_unlock(&v->wrap_lock);
-	secbuf_free(old);
-	secbuf_free(old_audit);
+	*k = (struct vault_keys){ 0 };
+	vault_keys_free(&old);
+}
+
+static void row_mac(void *ctx, const unsigned char *msg, size_t len,
+		    unsigned char out[DB_MAC_LEN])
+{
+	struct vault *v = ctx;
+
+	pthread_rwlock_rdlock(&v->wrap_lock);
+	mac_compute(out, v->row_key->data, msg, len);
+	pthread_rwlock_unlock(&v->wrap_lock);
+}
+
+int vault_row_key_seal(const struct secbuf *wrap, const struct secbuf *row_key,
+		       struct db_blob *out)
+{
+	struct seal_ad ad;
+
+	seal_ad_row_key(&ad);
+	return vault_seal_blob(out, wrap, &ad, row_key->data, row_key->len);
+}
+
+static int row_key_load(struct vault *v)
+{
+	struct db_blob blob = { 0 };
+	struct secbuf *k = NULL;
+	struct seal_ad ad;
+	int r;
+
+	r = db_meta_get(v->db, VAULT_META_ROW_KEY, &blob);
+	seal_ad_row_key(&ad);
+	if (r == 0)
+		r = vault_wrap_open(v, &ad, &blob, &k);
+	if (r == 0 && k->len != MAC_KEY_LEN)
+		r = -EBADMSG;
+	db_blob_free(&blob);
+	if (r < 0) {
+		secbuf_free(k);
+		return r == -ENOENT || r == -EINVAL || r == -EBADMSG ? -EIO : r;
+	}
+	secbuf_free(v->row_key);
+	v->row_key = k;
+	return 0;
+}
+
+/* A fresh tag key for a vault that has none, sealed into *out. */
+static int row_key_new(struct vault *v, struct db_blob *out)
+{
+	int r = seal_keygen(&v->row_key);
+
+	if (r == 0)
+		r = vault_row_key_seal(v->wrap, v->row_key, out);
+	return r;
+}
+
+int vault_retag_for(struct vault *src, struct vault *dst)
+{
+	return db_auth_rekey(src->db, &dst->auth);
+}
+
+/* A row that fails its tag is handled like a value that fails: logged
+ * and audited by name, never used. */
+static void row_failed(void *ctx, const char *what)
+{
+	struct vault *v = ctx;
+
+	log_err("%s: %s fails authentication (tampered or damaged database); refusing "
+		"to use it", db_path(v->db), what);
+	audit_authfail_row(v->audit, what);
 }
 
 int vault_wrap_check(struct vault *v)
@@ -152,7 +267,7 @@ int vault_wrap_check(struct vault *v)
 		return -EPROTO;
 	if (r < 0)
 		return r;
-	seal_ad_check(&ad);
+	seal_ad_check(&ad, 2);
 	r = vault_wrap_open(v, &ad, &blob, &pt);
 	if (r == -EBADMSG || r == -EINVAL)
 		r = -EKEYREJECTED;
@@ -161,10 +276,71 @@ int vault_wrap_check(struct vault *v)
 	return r;
 }
 
-static int check_key(struct vault *v, char *err, size_t errlen)
+/* A vault from before row tags has a check value of era 1: then, and only
+ * then, its rows are tagged now, under the master key that opens it, and
+ * its check value moves to era 2 in the same transaction. */
+static int legacy_check(struct vault *v)
+{
+	struct db_blob blob = { 0 };
+	struct secbuf *pt = NULL;
+	struct seal_ad ad;
+	int r;
+
+	r = db_meta_get(v->db, VAULT_META_CHECK, &blob);
+	if (r < 0)
+		return r;
+	seal_ad_check(&ad, 1);
+	r = vault_wrap_open(v, &ad, &blob, &pt);
+	secbuf_free(pt);
+	db_blob_free(&blob);
+	return r == -EBADMSG || r == -EINVAL ? -EKEYREJECTED : r;
+}
+
+static int upgrade_rows(struct vault *v, char *err, size_t errlen)
+{
+	struct db_blob blob = { 0 };
+	struct db_blob kblob = { 0 };
+	int r;
+
+	r = db_begin(v->db);
+	if (r < 0)
+		goto out;
+	r = row_key_new(v, &kblob);
+	if (r == 0)
+		r = db_meta_set(v->db, VAULT_META_ROW_KEY, kblob.data, kblob.len);
+	if (r == 0)
+		r = db_auth_upgrade(v->db);
+	if (r == 0)
+		r = vault_check_value(v->wrap, &blob);
+	if (r == 0)
+		r = db_meta_set(v->db, VAULT_META_CHECK, blob.data, blob.len);
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
+out:
+	if (r < 0)
+		snprintf(err, errlen, "%s: cannot add row authentication to this vault from an "
+			 "older vaultfs: %s (%s)", db_path(v->db), strerror(-r),
+			 db_errmsg(v->db));
+	db_blob_free(&blob);
+	db_blob_free(&kblob);
+	return r;
+}
+
+static int check_key(struct vault *v, bool readonly, char *err, size_t errlen)
 {
 	int r = vault_wrap_check(v);
 
+	if (r == -EKEYREJECTED && legacy_check(v) == 0) {
+		if (readonly) {
+			snprintf(err, errlen, "%s was made by an older vaultfs: open it once "
+				 "for writing (any command) to add row authentication",
+				 db_path(v->db));
+			return -EROFS;
+		}
+		return upgrade_rows(v, err, errlen);
+	}
 	if (r == -EPROTO)
 		snprintf(err, errlen, "%s: not an initialized vault (no key check value)",
 			 db_path(v->db));
@@ -176,9 +352,50 @@ static int check_key(struct vault *v, char *err, size_t errlen)
 	return r;
 }
 
+/* Whoever can write the database, its -wal or its -shm can destroy
+ * secrets: only the user the daemon runs as may (root, or the `user =`
+ * account, which owns it by design after the drop). */
+static int file_safe(const struct vault_conf *conf, const char *path, char *err,
+		     size_t errlen)
+{
+	const struct daemon_conf *d = &conf->daemon;
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return 0;	/* missing: db_open says so */
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen, "%s is writable by group or others (mode %04o): "
+			 "refusing it, since whoever can write it can destroy secrets; run: "
+			 "chmod go-w %s", path, (unsigned)(st.st_mode & 07777), path);
+		return -EPERM;
+	}
+	if (st.st_uid != geteuid() && !(d->has_user && st.st_uid == d->uid)) {
+		snprintf(err, errlen, "%s is owned by uid %u, not by the user vaultfs runs as "
+			 "(uid %u%s%s): refusing it; run: chown %s %s", path,
+			 (unsigned)st.st_uid, (unsigned)geteuid(), d->has_user ? " or " : "",
+			 d->has_user ? d->user : "", d->has_user ? d->user : "root", path);
+		return -EPERM;
+	}
+	return 0;
+}
+
+static int files_safe(const struct vault_conf *conf, char *err, size_t errlen)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm" };
+	char path[sizeof(conf->db) + 8];
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < 3; i++) {
+		snprintf(path, sizeof(path), "%s%s", conf->db, suffix[i]);
+		r = file_safe(conf, path, err, errlen);
+	}
+	return r;
+}
+
 int vault_open(struct vault **out, const struct vault_conf *conf, const struct secbuf *master,
 	       int flags, char *err, size_t errlen)
 {
+	struct vault_keys keys;
 	struct vault *v;
 	int r;
 
@@ -188,25 +405,37 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		return -ENOMEM;
 	v->conf = conf;
 	pthread_mutex_init(&v->keys_lock, NULL);
+	pthread_mutex_init(&v->states_lock, NULL);
 	pthread_rwlock_init(&v->wrap_lock, NULL);
+	r = files_safe(conf, err, errlen);
+	if (r < 0)
+		goto fail;
 	r = db_open(&v->db, conf->db, flags & VAULT_READONLY ? DB_READONLY : 0);
 	if (r < 0) {
 		if (r == -EPROTO)
 			snprintf(err, errlen, "%s: not a vaultfs database, or damaged (%s)",
 				 conf->db, db_errmsg(NULL));
+		else if (r == -EUCLEAN)
+			snprintf(err, errlen, "%s", db_errmsg(NULL));
 		else
 			snprintf(err, errlen, "%s: %s", conf->db, r == -ENOENT ?
 				 "no such vault (create it with: vaultfs init)" : db_errmsg(NULL));
 		goto fail;
 	}
-	r = seal_derive(&v->wrap, master->data, SEAL_SUBKEY_WRAP);
-	if (r == 0)
-		r = seal_derive(&v->audit_key, master->data, SEAL_SUBKEY_AUDIT);
+	r = vault_keys_derive(&keys, master);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot lock memory for keys");
 		goto fail;
 	}
-	r = check_key(v, err, errlen);
+	vault_wrap_replace(v, &keys);
+	v->auth = (struct db_auth){
+		.mac = row_mac, .failed = row_failed, .ctx = v,
+	};
+	db_set_auth(v->db, &v->auth);
+	r = check_key(v, flags & VAULT_READONLY, err, errlen);
+	if (r == 0 && !v->row_key && (r = row_key_load(v)) < 0)
+		snprintf(err, errlen, "%s: the key of its row tags is missing or does not "
+			 "open (tampered or damaged database)", conf->db);
 	if (r < 0)
 		goto fail;
 	*out = v;
@@ -232,9 +461,17 @@ void vault_close(struct vault *v)
 		next = k->next;
 		key_free(k);
 	}
+	while (v->states) {
+		struct inst_state *st = v->states;
+
+		v->states = st->next;
+		state_free(st);
+	}
+	pthread_mutex_destroy(&v->states_lock);
+	db_close(v->db);
 	secbuf_free(v->wrap);
 	secbuf_free(v->audit_key);
-	db_close(v->db);
+	secbuf_free(v->row_key);
 	pthread_mutex_destroy(&v->keys_lock);
 	pthread_rwlock_destroy(&v->wrap_lock);
 	free(v);
@@ -529,6 +766,146 @@ static enum nl_policy newline_policy(struct vault *v, const char *instance)
 	return ic && ic->has_newline ? ic->newline : v->conf->newline;
 }
 
+/* Which version of each live secret an instance's tagged state says is
+ * current, checked once per seq; each read then compares its row's
+ * version, so a row put back from an older copy, from versions or from
+ * another secret is refused. seq never goes down. */
+static int state_add(void *ctx, int64_t id, uint64_t version)
+{
+	struct inst_state *st = ctx;
+
+	if (st->n == st->cap) {
+		size_t cap = st->cap ? st->cap * 2 : 32;
+		int64_t *ids = realloc(st->ids, cap * sizeof(*ids));
+		uint64_t *vers;
+
+		if (!ids)
+			return -ENOMEM;
+		st->ids = ids;
+		vers = realloc(st->vers, cap * sizeof(*vers));
+		if (!vers)
+			return -ENOMEM;
+		st->vers = vers;
+		st->cap = cap;
+	}
+	st->ids[st->n] = id;
+	st->vers[st->n++] = version;
+	return 0;
+}
+
+/* Under states_lock: true if the state lists (id, version). */
+static bool state_has(const struct inst_state *st, int64_t id, uint64_t version)
+{
+	size_t lo = 0, hi = st->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (st->ids[mid] == id)
+			return st->vers[mid] == version;
+		if (st->ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+static struct inst_state **state_slot(struct vault *v, int64_t id)
+{
+	struct inst_state **pp;
+
+	for (pp = &v->states; *pp; pp = &(*pp)->next)
+		if ((*pp)->id == id)
+			break;
+	return pp;
+}
+
+/* The state in this snapshot (not cached: an older one than the cache). */
+static int version_in_snapshot(struct vault *v, const struct db_secret *m)
+{
+	struct inst_state tmp = { .id = m->instance_id };
+	int r = db_state_check(v->db, m->instance_id, &tmp.seq, state_add, &tmp);
+
+	if (r == 0)
+		r = state_has(&tmp, m->id, m->version) ? 0 : -ESTALE;
+	free(tmp.ids);
+	free(tmp.vers);
+	return r;
+}
+
+/* 0: m's version is the current one; -ESTALE: it is not, as this snapshot
+ * shows (read again before believing it); -EIO: the instance's state does
+ * not match its rows, or went back (reported). m, the seq and the state
+ * are read in the caller's snapshot (db_read_begin). */
+static int version_current(struct vault *v, const struct db_secret *m)
+{
+	struct inst_state *fresh, **pp;
+	int64_t seq, cached = -1, latest;
+	char what[96];
+	bool has = false;
+	int r = db_instance_seq(v->db, m->instance_id, &seq);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&v->states_lock);
+	pp = state_slot(v, m->instance_id);
+	if (*pp) {
+		cached = (*pp)->seq;
+		has = state_has(*pp, m->id, m->version);
+	}
+	pthread_mutex_unlock(&v->states_lock);
+	if (seq == cached)
+		return has ? 0 : -ESTALE;
+	if (seq < cached) {
+		/* This snapshot is older than the cache's, or the state went
+		 * back, which the last commit shows. */
+		r = db_instance_seq_latest(v->db, m->instance_id, &latest);
+		if (r == 0 && latest < cached) {
+			snprintf(what, sizeof(what), "instances row %lld state went back from "
+				 "seq %lld to %lld", (long long)m->instance_id, (long long)cached,
+				 (long long)latest);
+			log_err("%s: %s (rows put back from an older copy?)", db_path(v->db), what);
+			audit_authfail_row(v->audit, what);
+			return -EIO;
+		}
+		return r < 0 ? r : version_in_snapshot(v, m);
+	}
+	fresh = calloc(1, sizeof(*fresh));
+	if (!fresh)
+		return -ENOMEM;
+	fresh->id = m->instance_id;
+	r = db_state_check(v->db, m->instance_id, &fresh->seq, state_add, fresh);
+	if (r < 0) {
+		state_free(fresh);
+		return r;
+	}
+	r = state_has(fresh, m->id, m->version) ? 0 : -ESTALE;
+	pthread_mutex_lock(&v->states_lock);
+	pp = state_slot(v, m->instance_id);
+	if (!*pp || (*pp)->seq < fresh->seq) {
+		fresh->next = *pp ? (*pp)->next : NULL;
+		state_free(*pp);
+		*pp = fresh;
+		fresh = NULL;
+	}
+	pthread_mutex_unlock(&v->states_lock);
+	state_free(fresh);
+	return r;
+}
+
+static void version_refused(struct vault *v, const char *inst, const struct db_secret *m)
+{
+	char what[2 * DB_NAME_MAX + 96];
+
+	log_err("%s/%s: its stored row (version %llu) is not the current version the "
+		"instance's state records (a row put back from an older copy?); refusing "
+		"to serve it", inst, m->name, (unsigned long long)m->version);
+	snprintf(what, sizeof(what), "secrets row %lld not current (version %llu)",
+		 (long long)m->id, (unsigned long long)m->version);
+	audit_authfail_row(v->audit, what);
+}
+
 /* Which value to open: the current one, or an old version. */
 struct value_ref {
 	int64_t secret_id;
@@ -572,19 +949,45 @@ out:
 }
 
 /* A rotation or a rename may re-seal a value between our reading it and
- * its key: one more try with both read again. */
+ * its key, and a commit may change the row between our reading it and its
+ * instance's state: all is read again, a few times. */
+#define OPEN_TRIES 8
+
 static int open_value(struct vault *v, const struct value_ref *ref, struct secbuf **out,
 		      struct db_secret *m, struct db_version *ver)
 {
 	char inst[DB_NAME_MAX + 1];
-	bool failed;
+	bool failed, pinned;
 	int r;
 
 	*out = NULL;
+	/* The row, the instance's seq and its state: one snapshot. */
+	pinned = db_read_pinned(v->db);
+	if (!pinned)
+		db_read_begin(v->db);
 	r = open_once(v, ref, out, m, ver, inst, &failed);
-	if (failed) {
+	if (r == 0 && !ref->old && (r = version_current(v, m)) == -ESTALE) {
+		secbuf_free(*out);
+		*out = NULL;
+		failed = false;
+		r = -ESTALE;
+	}
+	/* Each retry follows a commit that raced with our reads (a snapshot
+	 * can't be held while a write transaction is open); a row that really
+	 * is not current fails every time. */
+	for (int tries = 0; tries < OPEN_TRIES && (failed || r == -ESTALE); tries++) {
 		db_read_end(v->db);	/* the retry must see what was committed since */
+		db_read_begin(v->db);
+		pinned = false;
 		r = open_once(v, ref, out, m, ver, inst, &failed);
+		if (r == 0 && !ref->old && (r = version_current(v, m)) == -ESTALE) {
+			secbuf_free(*out);
+			*out = NULL;
+		}
+	}
+	if (r == -ESTALE) {
+		version_refused(v, inst, m);
+		r = -EIO;
 	}
 	if (failed) {
 		log_err("%s/%s: stored value (version %llu) fails authentication (tampered or "
@@ -593,6 +996,8 @@ static int open_value(struct vault *v, const struct value_ref *ref, struct secbu
 		audit_authfail(v->audit, inst, m->name);
 		r = -EIO;
 	}
+	if (!pinned)
+		db_read_end(v->db);
 	return r;
 }
 
@@ -610,6 +1015,7 @@ int vault_read(struct vault *v, int64_t secret_id, struct secbuf **out, struct d
 int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct db_blob *blob,
 		       struct secbuf **out)
 {
+	struct secbuf *fetched = NULL;
 	struct inst_key *k;
 	struct seal_ad ad;
 	int r;
@@ -621,12 +1027,26 @@ int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct 
 	seal_ad_value(&ad, k->name, m->name, m->version);
 	r = seal_open(out, k->key->data, &ad, blob->data, blob->len);
 	vault_key_put(v, k);
+	if (r == 0 && (r = version_current(v, m)) == -ESTALE) {
+		fetched = *out;
+		*out = NULL;
+		r = -EBADMSG;	/* read both again below */
+	}
 	if (r != -EBADMSG && r != -EINVAL)
 		return r;
-	/* A rotation or a rename may have re-sealed it since: read both again,
-	 * which also reports a value that really fails. */
+	/* A rotation or a rename may have re-sealed it since, or a commit
+	 * changed it between our reads (which then were not one snapshot):
+	 * read all again, which also reports a value that really fails. A
+	 * row a commit replaced or deleted since (a rename onto it) serves
+	 * the value it held, as a read that came first would have. */
 	db_read_end(v->db);
-	return vault_read(v, m->id, out, NULL);
+	r = vault_read(v, m->id, out, NULL);
+	if (r == -ENOENT && fetched) {
+		*out = fetched;
+		return 0;
+	}
+	secbuf_free(fetched);
+	return r;
 }
 
 int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,

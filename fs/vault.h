@@ -133,8 +133,11 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
  * version and deleted secret is re-sealed with it, in one transaction. */
 int vault_rotate_instance(struct vault *v, int64_t instance_id, vault_progress_fn progress,
 			  void *ctx, char *err, size_t errlen) WUR;
-/* Opens every data key and value, current and old: 0, or -EIO with the
- * first failure named in err. */
+/* Inside a transaction of src: checks every row of src under its tag key
+ * and tags it with dst's (a restore of src into dst). */
+int vault_retag_for(struct vault *src, struct vault *dst) WUR;
+/* Checks every row's tag, then opens every data key and value, current
+ * and old: 0, or -EIO with the first failure named in err. */
 int vault_verify(struct vault *v, char *err, size_t errlen) WUR;
 
 #endif

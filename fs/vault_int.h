@@ -25,9 +25,13 @@ struct vault {
 	pthread_rwlock_t wrap_lock;	/* wrap changes on reload and rotation */
 	struct secbuf *wrap;
 	struct secbuf *audit_key;	/* keys the audit chain's MACs */
+	struct secbuf *row_key;		/* keys the rows' tags (db_set_auth) */
+	struct db_auth auth;
 	struct audit *audit;
 	pthread_mutex_t keys_lock;
 	struct inst_key *keys;
+	pthread_mutex_t states_lock;
+	struct inst_state *states;	/* checked instance states (vault.c) */
 };
 
 /* A data key by instance id: cached, or unwrapped now. */
@@ -57,10 +61,21 @@ int vault_wrap_current(struct vault *v) WUR;
 /* The check value for a wrapping key, sealed. */
 #define VAULT_META_CHECK "check"
 int vault_check_value(const struct secbuf *wrap, struct db_blob *out) WUR;
-/* Replaces the wrapping key (wrap is taken over). */
-/* Takes over the keys derived from a new master key: the wrapping key and
- * the audit subkey (which seals the audit chain's key). */
-void vault_wrap_replace(struct vault *v, struct secbuf *wrap, struct secbuf *audit_key);
+/* The keys derived from one master key. */
+struct vault_keys {
+	struct secbuf *wrap, *audit;
+};
+int vault_keys_derive(struct vault_keys *k, const struct secbuf *master) WUR;
+void vault_keys_free(struct vault_keys *k);
+/* Takes over the keys derived from a new master key (k is emptied): the
+ * wrapping key and the audit subkey (which seals the audit chain's key). */
+void vault_wrap_replace(struct vault *v, struct vault_keys *k);
+/* The rows' tag key is random, like the data keys, and stored sealed under
+ * the wrapping key: a master-key rotation re-seals it and no row changes,
+ * so a daemon keeps checking rows with the key it holds. */
+#define VAULT_META_ROW_KEY "row_key"
+int vault_row_key_seal(const struct secbuf *wrap, const struct secbuf *row_key,
+		       struct db_blob *out) WUR;
 
 int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
 		    const unsigned char *pt, size_t len) WUR;

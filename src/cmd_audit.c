@@ -14,6 +14,8 @@
 #include "commands.h"
 #include "config.h"
 
+#define HEAD_FP_LEN 8	/* bytes of the head entry's MAC shown and checked */
+
 struct audit_opts {
 	const char *instance;
 	const char *key;
@@ -21,7 +23,42 @@ struct audit_opts {
 	bool json;
 	bool verify;
 	bool prune;
+	int64_t expect_head;	/* -1: none */
+	char expect_fp[HEAD_FP_LEN * 2 + 1];	/* "": none */
 };
+
+/* N or N:FINGERPRINT, as --verify prints the head. */
+static int parse_head(const char *arg, struct audit_opts *o)
+{
+	char num[32];
+	const char *colon = strchr(arg, ':');
+	size_t n = colon ? (size_t)(colon - arg) : strlen(arg);
+
+	if (n == 0 || n >= sizeof(num))
+		return -1;
+	memcpy(num, arg, n);
+	num[n] = '\0';
+	if (cli_parse_version(num, &o->expect_head) < 0)
+		return -1;
+	if (!colon)
+		return 0;
+	if (strlen(colon + 1) != HEAD_FP_LEN * 2 ||
+	    strspn(colon + 1, "0123456789abcdef") != HEAD_FP_LEN * 2)
+		return -1;
+	snprintf(o->expect_fp, sizeof(o->expect_fp), "%s", colon + 1);
+	return 0;
+}
+
+static void head_fp(struct db *db, int64_t seq, char out[HEAD_FP_LEN * 2 + 1])
+{
+	unsigned char mac[HEAD_FP_LEN];
+
+	out[0] = '\0';
+	if (db_audit_entry_mac(db, seq, mac, sizeof(mac)) < 0)
+		return;
+	for (int i = 0; i < HEAD_FP_LEN; i++)
+		snprintf(out + 2 * i, 3, "%02x", mac[i]);
+}
 
 static int audit_opt(int opt, const char *arg, void *ctx)
 {
@@ -46,6 +83,8 @@ static int audit_opt(int opt, const char *arg, void *ctx)
 	case OPT_PRUNE:
 		o->prune = true;
 		return 0;
+	case OPT_EXPECT_HEAD:
+		return parse_head(arg, o);
 	default:
 		return -1;
 	}
@@ -189,20 +228,69 @@ static int print_text(void *ctx, const struct db_audit_row *r)
 	return 0;
 }
 
-static int do_verify(struct audit *a)
+/* What the chain alone can't show: a log cut at its end (or emptied)
+ * together with its head. The vault's tagged floor, raised by each write,
+ * and the operator's own record of the head (--expect-head) catch it. */
+static void check_length(struct cli *c, struct audit_verdict *v, const struct audit_opts *o,
+			 int r, int64_t floor)
 {
+	int64_t last = v->entries ? v->last_seq : 0, expect = o->expect_head;
+	char fp[HEAD_FP_LEN * 2 + 1];
+
+	if (!v->ok)
+		return;
+	if (r == -EIO) {
+		v->ok = false;
+		v->bad_seq = last + 1;
+		snprintf(v->reason, sizeof(v->reason), "the vault's record of how far the log "
+			 "reached fails authentication or is missing");
+	} else if (r == 0 && last < floor) {
+		v->ok = false;
+		v->bad_seq = last + 1;
+		snprintf(v->reason, sizeof(v->reason), "the log ends at entry %lld but had "
+			 "reached entry %lld at the vault's last write: entries at its end (or "
+			 "all of them) and its head were removed", (long long)last,
+			 (long long)floor);
+	} else if (expect >= 0 && last < expect) {
+		v->ok = false;
+		v->bad_seq = last + 1;
+		snprintf(v->reason, sizeof(v->reason), "the log ends at entry %lld, before "
+			 "entry %lld given with --expect-head: the database was replaced by an "
+			 "older copy, or the log was cut", (long long)last, (long long)expect);
+	} else if (expect >= 0 && o->expect_fp[0]) {
+		head_fp(vault_db(c->vault), expect, fp);
+		if (strcmp(fp, o->expect_fp)) {
+			v->ok = false;
+			v->bad_seq = expect;
+			snprintf(v->reason, sizeof(v->reason), "entry %lld is not the one given with "
+				 "--expect-head: the database was replaced by an older copy (and "
+				 "has written entries since)", (long long)expect);
+		}
+	}
+}
+
+static int do_verify(struct cli *c, struct audit *a, const struct audit_opts *o)
+{
+	char fp[HEAD_FP_LEN * 2 + 1];
 	struct audit_verdict v;
+	int64_t floor = 0;
+	/* The floor first: the log only grows after it, so a chain read later
+	 * that ends below it was cut. */
+	int fr = db_audit_floor(vault_db(c->vault), &floor);
 	int r = audit_verify(a, &v);
 
 	if (r < 0) {
 		cli_error("cannot read the audit log: %s", strerror(-r));
 		return 1;
 	}
+	check_length(c, &v, o, fr, floor);
 	if (v.ok) {
+		head_fp(vault_db(c->vault), v.last_seq, fp);
 		if (v.entries)
 			printf("audit log intact: %lld entries (%lld to %lld) recording %lld "
-			       "events, chain verified\n", (long long)v.entries,
-			       (long long)v.first_seq, (long long)v.last_seq, (long long)v.events);
+			       "events, chain verified; head %lld:%s\n", (long long)v.entries,
+			       (long long)v.first_seq, (long long)v.last_seq, (long long)v.events,
+			       (long long)v.last_seq, fp);
 		else
 			printf("audit log intact: no entries\n");
 	} else {
@@ -249,11 +337,12 @@ int audit_main(int argc, char **argv)
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "prune", no_argument, NULL, OPT_PRUNE },
+		{ "expect-head", required_argument, NULL, OPT_EXPECT_HEAD },
 		{ 0 },
 	};
 	struct cli c = {
 		.cmd = "audit", .usage = "[OPTIONS] [--instance X] [--key K] [--since T] [--json] "
-			"| --verify | --prune",
+			"| --verify [--expect-head N] | --prune",
 		.help = "Shows the audit log: who read, changed or was refused which secret,\n"
 			"oldest first, one entry per line. Values are never recorded.\n\n"
 			"      --instance X     only entries about instance X\n"
@@ -263,10 +352,16 @@ int audit_main(int argc, char **argv)
 			"                       (30m, 12h, 7d)\n"
 			"      --json           one JSON object per line\n"
 			"      --verify         check the hash chain; exits 1 naming the first bad\n"
-			"                       entry if one was deleted, edited or moved\n"
+			"                       entry if one was deleted, edited or moved, or if\n"
+			"                       the log ends before the entry the vault's last\n"
+			"                       write saw\n"
+			"      --expect-head N[:FP]  with --verify: also exit 1 if the log ends\n"
+			"                       before entry N or entry N is not FP (the head as\n"
+			"                       --verify printed it and you kept it elsewhere:\n"
+			"                       catches a database replaced by an older copy)\n"
 			"      --prune          remove entries older than audit_retention now\n",
 	};
-	struct audit_opts o = { 0 };
+	struct audit_opts o = { .expect_head = -1 };
 	struct db_audit_filter f = { .since_ns = INT64_MIN };
 	struct audit *own = NULL, *a;
 	int i, r, ret = 1;
@@ -279,6 +374,8 @@ int audit_main(int argc, char **argv)
 	if (o.verify + o.prune > 1 || ((o.verify || o.prune) && (o.instance || o.key ||
 								 o.since || o.json)))
 		cli_usage_error(&c, "--verify and --prune take no other option");
+	if (o.expect_head >= 0 && !o.verify)
+		cli_usage_error(&c, "--expect-head goes with --verify");
 	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
 		goto out;
 	/* A connection of its own, also with audit = no (the log may still
@@ -290,7 +387,7 @@ int audit_main(int argc, char **argv)
 	}
 	a = own;
 	if (o.verify) {
-		ret = do_verify(a);
+		ret = do_verify(&c, a, &o);
 	} else if (o.prune) {
 		ret = do_prune(&c, a);
 	} else {

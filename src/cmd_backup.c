@@ -21,11 +21,30 @@
 #include "commands.h"
 #include "daemons.h"
 
-/* Opens the vault file at path with key and every value in it, then, if
- * to_key is another key, re-wraps it for to_key (as rotate-key does): 0,
- * or -1 with the reason printed. */
+/* Tags every row of v (checked) for the vault `into`, which keeps its own
+ * tag key: what a restore copies then holds there. */
+static int retag(struct vault *v, struct vault *into, char *err, size_t errlen)
+{
+	int r = db_begin(vault_db(v));
+
+	if (r < 0)
+		return r;
+	r = vault_retag_for(v, into);
+	if (r == 0)
+		r = db_commit(vault_db(v));
+	else
+		db_rollback(vault_db(v));
+	if (r < 0)
+		snprintf(err, errlen, "%s", db_errmsg(NULL));
+	return r;
+}
+
+/* Opens the vault file at path with key, checks every row's tag and opens
+ * every value in it, then, if to_key is another key, re-wraps it for
+ * to_key (as rotate-key does), and if into is given, tags its rows for
+ * that vault: 0, or -1 with the reason printed. */
 static int verify_file(struct cli *c, const struct secbuf *key, const struct secbuf *to_key,
-		       const char *path, const char *what)
+		       const char *path, const char *what, struct vault *into)
 {
 	struct vault_conf conf = c->conf;
 	struct vault *v = NULL;
@@ -45,6 +64,8 @@ static int verify_file(struct cli *c, const struct secbuf *key, const struct sec
 	} else if (to_key && sodium_memcmp(key->data, to_key->data, KEY_LEN) != 0 &&
 		   (r = vault_rotate_master(v, to_key, NULL, NULL, err, sizeof(err))) < 0) {
 		cli_error("%s: cannot re-wrap it for the master key in use: %s", what, err);
+	} else if (into && (r = retag(v, into, err, sizeof(err))) < 0) {
+		cli_error("%s: %s", what, err);
 	}
 	vault_close(v);
 	return r < 0 ? -1 : 0;
@@ -90,7 +111,7 @@ int backup_main(int argc, char **argv)
 		cli_error("%s: %s (%s)", argv[i], strerror(-r), db_errmsg(NULL));
 		goto out;
 	}
-	if (verify_file(&c, key, NULL, argv[i], argv[i]) < 0) {
+	if (verify_file(&c, key, NULL, argv[i], argv[i], NULL) < 0) {
 		unlink(argv[i]);
 		goto out;
 	}
@@ -172,9 +193,9 @@ int restore_main(int argc, char **argv)
 		cli_error("%s: %s", argv[i], r == -ENOENT ? strerror(ENOENT) : db_errmsg(NULL));
 		goto out;
 	}
-	if (verify_file(&c, bkey ? bkey : key, key, work, argv[i]) < 0)
-		goto out;
 	if (access(c.conf.db, F_OK) < 0 && errno == ENOENT) {
+		if (verify_file(&c, bkey ? bkey : key, key, work, argv[i], NULL) < 0)
+			goto out;
 		r = rename(work, c.conf.db) < 0 ? -errno : 0;
 		if (r < 0) {
 			cli_error("%s: %s", c.conf.db, strerror(-r));
@@ -189,6 +210,8 @@ int restore_main(int argc, char **argv)
 		cli_error("%s", err);
 		goto out;
 	}
+	if (verify_file(&c, bkey ? bkey : key, key, work, argv[i], c.vault) < 0)
+		goto out;
 	beside(saved, sizeof(saved), c.conf.db, "before-restore");
 	r = db_backup(vault_db(c.vault), saved);
 	if (r < 0) {

@@ -15,6 +15,7 @@
 
 #include "../crypto/key.h"
 #include "../crypto/secmem.h"
+#include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
 #include "daemons.h"
@@ -24,6 +25,7 @@ enum verdict { SECURE, WEAK, INSECURE };
 struct report {
 	enum verdict worst;
 	unsigned counts[3];
+	struct vault *vault;
 };
 
 static void say(struct report *rep, enum verdict v, const char *fmt, ...)
@@ -267,6 +269,69 @@ static void check_files(struct report *rep, const struct vault_conf *c)
 		say(rep, WEAK, "key: $%s is set too (unused while key_file is given)", KEY_ENV);
 }
 
+struct row_report {
+	struct report *rep;
+	unsigned bad;
+};
+
+static void row_bad(void *ctx, const char *what)
+{
+	struct row_report *rr = ctx;
+
+	rr->bad++;
+	say(rr->rep, INSECURE, "stored row: %s fails authentication (changed by someone "
+	    "without the key: restore from a backup)", what);
+}
+
+static int state_ok(void *ctx, const struct db_instance *in)
+{
+	struct row_report *rr = ctx;
+	int64_t seq;
+
+	if (db_state_check(vault_db(rr->rep->vault), in->id, &seq, NULL, NULL) == -EIO) {
+		rr->bad++;
+		say(rr->rep, INSECURE, "instance %s: its live secrets are not the versions its "
+		    "state records (a row put back from an older copy?)", in->name);
+	}
+	return 0;
+}
+
+/* With a key at hand (key_file, $VAULTFS_KEY, a credential), every row's
+ * tag and every instance's state; read-only, so nothing changes. */
+static void check_rows(struct report *rep, struct cli *c)
+{
+	struct row_report rr = { rep, 0 };
+	struct secbuf *key = NULL;
+	char err[1024], warn[1024];
+	struct key_source src = { .file = c->conf.key_file };
+	int r;
+
+	secmem_allow_unlocked(c->conf.allow_unlocked_memory);
+	if (secmem_init() < 0) {
+		say(rep, WEAK, "stored rows: not checked (no locked memory for the key)");
+		return;
+	}
+	if (key_load(&key, &src, err, sizeof(err), warn, sizeof(warn)) < 0) {
+		say(rep, WEAK, "stored rows: not checked (%s)", err);
+		return;
+	}
+	r = vault_open(&c->vault, &c->conf, key, VAULT_READONLY, err, sizeof(err));
+	secbuf_free(key);
+	if (r < 0) {
+		say(rep, INSECURE, "stored rows: cannot open the vault: %s", err);
+		return;
+	}
+	rep->vault = c->vault;
+	r = db_auth_check_all(vault_db(c->vault), row_bad, &rr);
+	if (r == 0 || r == -EIO)
+		r = db_instance_each(vault_db(c->vault), 0, state_ok, &rr);
+	if (r < 0 && r != -EIO)
+		say(rep, WEAK, "stored rows: cannot read them all: %s", strerror(-r));
+	else if (!rr.bad)
+		say(rep, SECURE, "stored rows: every row's tag and every instance's state "
+		    "check out");
+}
+
 static void check_daemon_conf(struct report *rep, const struct vault_conf *c)
 {
 	if (c->daemon.has_user)
@@ -287,10 +352,12 @@ int doctor_main(int argc, char **argv)
 		.help = "Checks what protects the secrets beyond their encryption: swap, memory\n"
 			"locking and its budget, core dumps, the mount's default_permissions,\n"
 			"owners and modes of the database, its WAL and the key file, a key in the\n"
-			"environment, the daemon's user and the audit log. One line per check:\n"
-			"secure, weak or insecure. Exits 1 if anything is insecure. Needs no key.\n",
+			"environment, the daemon's user and the audit log; with the master key at\n"
+			"hand, every stored row's tag and every instance's state, naming each row\n"
+			"that fails. One line per check: secure, weak or insecure. Exits 1 if\n"
+			"anything is insecure. Changes nothing.\n",
 	};
-	struct report rep = { SECURE, { 0 } };
+	struct report rep = { SECURE, { 0 }, NULL };
 	int i;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
@@ -305,6 +372,7 @@ int doctor_main(int argc, char **argv)
 	check_mounts(&rep);
 	check_files(&rep, &c.conf);
 	check_daemon_conf(&rep, &c.conf);
+	check_rows(&rep, &c);
 	printf("%u secure, %u weak, %u insecure\n", rep.counts[SECURE], rep.counts[WEAK],
 	       rep.counts[INSECURE]);
 	cli_close(&c);

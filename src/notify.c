@@ -1,64 +1,98 @@
-/* sd_notify(3) for Type=notify units, without libsystemd (whose library and
- * its six dependencies every command paid for at start): the state is one
- * datagram to the AF_UNIX socket named by $NOTIFY_SOCKET, a path or, with a
- * leading '@', an abstract name; without it nothing is sent. A failed
+/* sd_notify(3) for Type=notify units. The message goes to $NOTIFY_SOCKET,
+ * which the service manager sets; without it nothing is sent. A failed
  * notification is logged, never fatal: the mount itself works. */
-#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
-#include <stddef.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "../fs/log.h"
 #include "notify.h"
 
-/* The socket's address from $NOTIFY_SOCKET: -ENOENT if unset, -EAFNOSUPPORT
- * for a form this does not speak (vsock). */
-static int notify_addr(struct sockaddr_un *sa, socklen_t *len)
-{
-	const char *e = getenv("NOTIFY_SOCKET");
-	size_t n;
-
-	if (!e || !*e)
-		return -ENOENT;
-	if (e[0] != '/' && e[0] != '@')
-		return -EAFNOSUPPORT;
-	n = strlen(e);
-	if (n >= sizeof(sa->sun_path))
-		return -ENAMETOOLONG;
-	memset(sa, 0, sizeof(*sa));
-	sa->sun_family = AF_UNIX;
-	memcpy(sa->sun_path, e, n);
-	if (e[0] == '@')
-		sa->sun_path[0] = '\0';		/* abstract: no trailing NUL counted */
-	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (e[0] == '/'));
-	return 0;
-}
-
+#ifdef HAVE_SYSTEMD
 static void notify_send(const char *state)
 {
-	struct sockaddr_un sa;
-	socklen_t len;
-	int fd, r;
+	int r = sd_notify(0, state);
 
-	r = notify_addr(&sa, &len);
-	if (r == -ENOENT)
-		return;
-	fd = r == 0 ? socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0) : -1;
-	if (r == 0 && fd < 0)
-		r = -errno;
-	if (r == 0 && sendto(fd, state, strlen(state), MSG_NOSIGNAL,
-			     (const struct sockaddr *)&sa, len) < 0)
-		r = -errno;
-	if (fd >= 0)
-		close(fd);
 	if (r < 0)
 		log_warn("cannot notify the service manager: %s", strerror(-r));
 }
+#else
+static void notify_send(const char *state)
+{
+	static bool warned;
+
+	(void)state;
+	if (!getenv("NOTIFY_SOCKET") || warned)
+		return;
+	warned = true;
+	log_warn("built without libsystemd: NOTIFY_SOCKET is ignored, so a "
+		 "Type=notify unit never becomes ready (rebuild with libsystemd-dev)");
+}
+#endif
+
+#ifdef HAVE_SYSTEMD
+int notify_store_fd(int fd, const char *name)
+{
+	char state[128];
+	int r;
+
+	if (!getenv("NOTIFY_SOCKET"))
+		return -1;
+	snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", name);
+	r = sd_pid_notify_with_fds(0, 0, state, &fd, 1);
+	return r > 0 ? 0 : -1;
+}
+
+int notify_stored_fd(const char *name)
+{
+	static char **names;
+	static int n = -1;
+
+	if (n < 0) {
+		n = sd_listen_fds_with_names(1, &names);
+		if (n < 0)
+			n = 0;
+	}
+	for (int i = 0; i < n; i++)
+		if (names && names[i] && !strcmp(names[i], name)) {
+			fcntl(SD_LISTEN_FDS_START + i, F_SETFD, FD_CLOEXEC);
+			return SD_LISTEN_FDS_START + i;
+		}
+	return -1;
+}
+void notify_remove_fd(const char *name)
+{
+	char state[128];
+
+	snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	notify_send(state);
+}
+#else
+void notify_remove_fd(const char *name)
+{
+	(void)name;
+}
+
+int notify_store_fd(int fd, const char *name)
+{
+	(void)fd;
+	(void)name;
+	return -1;
+}
+
+int notify_stored_fd(const char *name)
+{
+	(void)name;
+	return -1;
+}
+#endif
 
 void notify_ready(const char *mountpoint)
 {

@@ -247,21 +247,27 @@ def test_raw_32_byte_key_file(vault_unmounted, tmp_path):
         r.stderr.decode()
 
 
-def test_readable_key_file_warns(vault_unmounted):
+def test_shared_or_foreign_key_file_is_refused(vault_unmounted, users):
+    """A key file others may read gives every secret away, one another user
+    owns decides the key: refused, with the file and the fix named."""
     v = vault_unmounted
     v.set("app", "K", b"v")
-    os.chmod(v.key, 0o644)
-    r = v.cli("get", "app", "K")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == b"v"
-    assert "readable" in r.stderr.decode(), \
-        f"a key file readable by others must draw a warning: {r.stderr!r}"
-    os.chmod(v.key, 0o640)
-    r = v.cli("get", "app", "K")
-    assert "readable" in r.stderr.decode()
+    for mode in (0o644, 0o640, 0o604, 0o620):
+        os.chmod(v.key, mode)
+        r = v.cli("get", "app", "K")
+        err = r.stderr.decode()
+        assert (r.returncode, r.stdout) == (1, b""), f"mode {mode:o}: {err}"
+        assert v.key in err and "chmod 600" in err, err
+        assert v.key_hex() not in err
     os.chmod(v.key, 0o600)
+    os.chown(v.key, users.uid["bob"], -1)
     r = v.cli("get", "app", "K")
-    assert r.stderr == b"", "no warning for a 0600 key file"
+    err = r.stderr.decode()
+    assert (r.returncode, r.stdout) == (1, b""), err
+    assert v.key in err and f"owned by uid {users.uid['bob']}" in err and "chown" in err
+    os.chown(v.key, 0, -1)
+    r = v.cli("get", "app", "K")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"v", b"")
 
 
 def test_key_env_not_passed_to_children(vault_unmounted, tmp_path):

@@ -21,6 +21,7 @@
 #include "../../crypto/secmem.h"
 #include "../../db/db.h"
 #include "../../db/db_audit.h"
+#include "test_auth.h"
 #include "../../fs/audit.h"
 
 struct fx {

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "../../db/db.h"
+#include "test_auth.h"
 
 struct fx {
 	struct tmpdir tmp;

@@ -270,21 +270,30 @@ static void test_load_file(void **state)
 	secbuf_free(key);
 }
 
-static void test_load_file_warns(void **state)
+/* A key file others may read or write, or that another user owns, is
+ * refused with the fix in the message, and no key comes back. */
+static void test_load_file_refuses_shared(void **state)
 {
-	static const mode_t modes[] = { 0644, 0640, 0604, 0660 };
+	static const mode_t modes[] = { 0644, 0640, 0604, 0660, 0620, 0602 };
 	struct fx *fx = *state;
 	struct secbuf *key = NULL;
 
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
 		file_write(fx->path, HEX "\n", 65, modes[i]);
-		assert_int_equal(load(fx, fx->path, &key), 0);
-		assert_memory_equal(key->data, key_bytes, KEY_LEN);
-		assert_non_null(strstr(fx->warn, "readable"));
-		assert_non_null(strstr(fx->warn, fx->path));
-		assert_null(strstr(fx->warn, HEX));
-		secbuf_free(key);
+		assert_int_equal(load(fx, fx->path, &key), -EPERM);
+		assert_null(key);
+		assert_non_null(strstr(fx->err, "chmod 600"));
+		assert_non_null(strstr(fx->err, fx->path));
+		assert_null(strstr(fx->err, HEX));
 	}
+	if (geteuid() != 0)
+		return;
+	file_write(fx->path, HEX "\n", 65, 0600);
+	assert_int_equal(chown(fx->path, 12345, 0), 0);
+	assert_int_equal(load(fx, fx->path, &key), -EPERM);
+	assert_null(key);
+	assert_non_null(strstr(fx->err, "owned by uid 12345"));
+	assert_non_null(strstr(fx->err, "chown"));
 }
 
 static void test_load_file_bad(void **state)
@@ -452,7 +461,7 @@ int main(void)
 		cmocka_unit_test(test_generate),
 		FX_TEST(test_write_file),
 		FX_TEST(test_load_file),
-		FX_TEST(test_load_file_warns),
+		FX_TEST(test_load_file_refuses_shared),
 		FX_TEST(test_load_file_bad),
 		FX_TEST(test_load_env),
 		FX_TEST(test_load_env_bad),

@@ -174,7 +174,7 @@ static void test_ad_mismatch(void **state)
 	open_fails(master, &ad, s.blob, s.len, -EBADMSG);
 	seal_ad_wrap(&ad, "billing", 7);
 	open_fails(master, &ad, s.blob, s.len, -EBADMSG);
-	seal_ad_check(&ad);
+	seal_ad_check(&ad, 2);
 	open_fails(master, &ad, s.blob, s.len, -EBADMSG);
 	free(s.blob);
 
@@ -207,7 +207,7 @@ static void test_ad_wrap_and_check(void **state)
 	open_fails(master, &ad, blob, len, -EBADMSG);
 	free(blob);
 
-	seal_ad_check(&ad);
+	seal_ad_check(&ad, 2);
 	assert_int_equal(seal_seal(&blob, &len, master, &ad, (const unsigned char *)"ok", 2), 0);
 	assert_int_equal(seal_open(&out, master, &ad, blob, len), 0);
 	assert_memory_equal(out->data, "ok", 2);

@@ -20,6 +20,7 @@
 #include "../../db/db_attrs.h"
 #include "../../db/db_backup.h"
 #include "../../db/db_versions.h"
+#include "test_auth.h"
 
 struct fx {
 	struct tmpdir tmp;

@@ -1,0 +1,202 @@
+/* Row tags: the keyed MAC (crypto/mac.h) and the store's use of it
+ * (db_auth.c): a tag made for one row, table or key never fits another. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "../../crypto/mac.h"
+#include "../../crypto/secmem.h"
+#include "../../db/db.h"
+#include "../../db/db_attrs.h"
+#include "../../db/db_versions.h"
+#include "test_auth.h"
+
+static const unsigned char key1[MAC_KEY_LEN] = "first 32-byte key for row tags!";
+static const unsigned char key2[MAC_KEY_LEN] = "other 32-byte key for row tags!";
+static const unsigned char msg[] = "secrets|12|3|K|0|0|384|2|8|0";
+
+static void test_mac_known_properties(void **state)
+{
+	unsigned char a[MAC_LEN], b[MAC_LEN], c[MAC_LEN];
+
+	mac_compute(a, key1, msg, sizeof(msg));
+	mac_compute(b, key1, msg, sizeof(msg));
+	mac_compute(c, key2, msg, sizeof(msg));
+	assert_memory_equal(a, b, MAC_LEN);
+	assert_memory_not_equal(a, c, MAC_LEN);
+	assert_true(mac_verify(a, MAC_LEN, key1, msg, sizeof(msg)));
+	assert_false(mac_verify(a, MAC_LEN, key2, msg, sizeof(msg)));
+	assert_false(mac_verify(a, MAC_LEN - 1, key1, msg, sizeof(msg)));
+	assert_false(mac_verify(NULL, 0, key1, msg, sizeof(msg)));
+	assert_false(mac_verify(a, MAC_LEN, key1, msg, sizeof(msg) - 1));
+	for (size_t i = 0; i < MAC_LEN; i++) {
+		a[i] ^= 1;
+		assert_false(mac_verify(a, MAC_LEN, key1, msg, sizeof(msg)));
+		a[i] ^= 1;
+	}
+}
+
+struct fx {
+	char dir[64], path[96];
+	struct db *db;
+	int64_t inst;
+};
+
+static const struct db_blob wrap1 = { (unsigned char *)"wrapped-key", 11 };
+static const struct db_blob blob1 = { (unsigned char *)"sealed-bytes", 12 };
+
+static int fx_setup(void **state)
+{
+	struct db_instance in = { .uid = 0, .gid = 0, .mode = 0700, .generation = 1 };
+	struct db_secret s = { .uid = 0, .gid = 0, .mode = 0600, .version = 1, .size = 3 };
+	struct fx *fx = calloc(1, sizeof(*fx));
+
+	if (!fx)
+		return -1;
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/vaultfs-test-mac-XXXXXX");
+	if (!mkdtemp(fx->dir))
+		return -1;
+	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->dir);
+	snprintf(in.name, sizeof(in.name), "app");
+	snprintf(s.name, sizeof(s.name), "K");
+	if (db_open(&fx->db, fx->path, DB_CREATE) || db_instance_create(fx->db, &in, &wrap1))
+		return -1;
+	s.instance_id = fx->inst = in.id;
+	if (db_secret_insert(fx->db, &s, &blob1))
+		return -1;
+	snprintf(s.name, sizeof(s.name), "OTHER");
+	s.mode = 0644;
+	if (db_secret_insert(fx->db, &s, &blob1))
+		return -1;
+	*state = fx;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *fx = *state;
+	char p[128];
+
+	db_close(fx->db);
+	unlink(fx->path);
+	snprintf(p, sizeof(p), "%s-wal", fx->path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", fx->path);
+	unlink(p);
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+/* Changes the file as someone without the key would. */
+static void raw_sql(struct fx *fx, const char *sql)
+{
+	sqlite3 *c;
+
+	assert_int_equal(sqlite3_open(fx->path, &c), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(c, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(c);
+}
+
+static void test_row_reads_check_tags(void **state)
+{
+	struct fx *fx = *state;
+	struct db_secret s;
+	unsigned before = test_row_failures;
+
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &s), 0);
+	assert_int_equal(s.mode, 0600);
+	raw_sql(fx, "UPDATE secrets SET mode = 438 WHERE name = 'K'");
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &s), -EIO);
+	assert_non_null(strstr(db_errmsg(fx->db), "secrets row"));
+	assert_int_equal(test_row_failures, before + 1);
+	/* Writes that replace the row check it first: no laundering. */
+	s.id = 1;
+	assert_int_equal(db_secret_set_attr(fx->db, 1, 0, 0, 0400, 1), -EIO);
+	raw_sql(fx, "UPDATE secrets SET mode = 384 WHERE name = 'K'");
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &s), 0);
+}
+
+static void test_tag_of_another_row_does_not_fit(void **state)
+{
+	struct fx *fx = *state;
+	struct db_secret s;
+
+	/* OTHER's mode and its tag copied onto K: the tag binds the id. */
+	raw_sql(fx, "UPDATE secrets SET (mode, mac) = (SELECT mode, mac FROM secrets "
+		    "WHERE name = 'OTHER') WHERE name = 'K'");
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &s), -EIO);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "OTHER", &s), 0);
+}
+
+static void test_without_auth_rows_are_refused(void **state)
+{
+	struct fx *fx = *state;
+	struct db *raw;
+	struct db_secret s;
+
+	assert_int_equal(test_db_open(&raw, fx->path, 0), 0);
+	db_set_auth(raw, NULL);
+	assert_int_equal(db_secret_find(raw, fx->inst, "K", &s), -EACCES);
+	db_close(raw);
+}
+
+static void test_check_all_names_rows(void **state)
+{
+	struct fx *fx = *state;
+	unsigned before = test_row_failures;
+
+	assert_int_equal(db_auth_check_all(fx->db, test_row_failed, NULL), 0);
+	raw_sql(fx, "UPDATE instances SET uid = 1000");
+	assert_int_equal(db_auth_check_all(fx->db, test_row_failed, NULL), -EIO);
+	assert_int_equal(test_row_failures, before + 1);
+}
+
+static void test_state_refuses_older_version(void **state)
+{
+	struct fx *fx = *state;
+	struct db_secret s;
+	int64_t seq0, seq1;
+
+	assert_int_equal(db_instance_seq(fx->db, fx->inst, &seq0), 0);
+	assert_int_equal(db_state_check(fx->db, fx->inst, &seq0, NULL, NULL), 0);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &s), 0);
+	s.version = 2;
+	assert_int_equal(db_secret_set_value(fx->db, &s, &blob1), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	assert_int_equal(db_state_check(fx->db, fx->inst, &seq1, NULL, NULL), 0);
+	assert_true(seq1 > seq0);
+	/* The row says version 1 again: the state says 2 (its tag fails too;
+	 * the state alone sees it). */
+	raw_sql(fx, "UPDATE secrets SET version = 1 WHERE name = 'K'");
+	assert_int_equal(db_state_check(fx->db, fx->inst, &seq1, NULL, NULL), -EIO);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_mac_known_properties),
+		cmocka_unit_test_setup_teardown(test_row_reads_check_tags, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_tag_of_another_row_does_not_fit, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_without_auth_rows_are_refused, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_check_all_names_rows, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_state_refuses_older_version, fx_setup,
+						fx_teardown),
+	};
+
+	if (secmem_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
