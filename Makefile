@@ -8,6 +8,7 @@
 #   make soak       the torture tests at VAULTFS_TORTURE_SCALE=SOAK_SCALE
 #   make bench      benchmarks against tmpfs and a minimal FUSE filesystem (as root)
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make deb        a Debian package in build/deb, checked with lintian (as root)
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
@@ -30,7 +31,7 @@ BUILD_DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite
 	libinih-dev libsystemd-dev scdoc
 TEST_DEB_PKGS := $(BUILD_DEB_PKGS) sqlite3 libcmocka-dev python3 python3-pytest attr \
 	util-linux passwd man-db systemd systemd-container docker.io busybox-static \
-	e2fsprogs clang libclang-rt-14-dev valgrind openssl vim-tiny
+	e2fsprogs clang libclang-rt-14-dev valgrind openssl vim-tiny dpkg-dev debhelper lintian
 
 # libsystemd is optional: with it, `mount` tells systemd when the mount is
 # ready (Type=notify). WITH_SYSTEMD=0 builds without it even where present.
@@ -285,10 +286,30 @@ uninstall:
 		rm -f $(DESTDIR)$(SYSCONFDIR)/vaultfs/vaultfs.ini
 	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/vaultfs 2>/dev/null
 
+# A Debian package (dpkg-buildpackage, debhelper; the files are in debian/),
+# built from a copy of the tree in $(DEB_DIR) so that nothing lands beside
+# the checkout, then checked with lintian. DEB_VERSION= overrides the
+# version of that copy (the upgrade test builds a newer one).
+DEB_DIR ?= build/deb
+DEB_VERSION ?=
+DEB_PKGS := dpkg-dev debhelper lintian
+
+deb:
+	$(call install_missing,$(BUILD_DEB_PKGS) $(DEB_PKGS))
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	tar --exclude=./build --exclude=./vaultfs --exclude=./.git --exclude=./.demo -cf - . | \
+		tar -C $(DEB_DIR)/src -xf -
+	if [ -n "$(DEB_VERSION)" ]; then sed -i '1s/([^)]*)/($(DEB_VERSION))/' \
+		$(DEB_DIR)/src/debian/changelog; fi
+	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc >../build.log 2>&1 || \
+		{ tail -40 ../build.log; exit 1; }
+	lintian --fail-on warning,error $(DEB_DIR)/*.changes
+	@ls $(DEB_DIR)/*.deb
+
 clean:
 	rm -rf build vaultfs
 
-.PHONY: FORCE all man deps test-deps unit-tests bench check check-unit check-integration check-sanitize \
+.PHONY: FORCE all man deps test-deps deb unit-tests bench check check-unit check-integration check-sanitize \
 	check-valgrind soak fuzz fuzz-build demo install uninstall clean
 .DELETE_ON_ERROR:
 

@@ -23,6 +23,11 @@
  *   vbench put FILE
  *       one durable write of standard input to FILE (temporary file, fsync,
  *       rename): the process a CLI `set` is compared with.
+ *   vbench deny FILE THREADS
+ *       opens FILE in a loop on THREADS threads, each open expected to fail
+ *       with EACCES (a user flooding the log with denials), until standard
+ *       input ends; prints the number of attempts. Exits 1 if an open
+ *       succeeds or fails otherwise.
  *   vbench hold DIR COUNT VALUE
  *       opens and reads DIR/K000000 .. COUNT-1, prints "open", waits for a
  *       line on standard input, closes them all, prints "closed", waits for
@@ -328,6 +333,65 @@ static int cmd_hold(char **argv)
 	return 0;
 }
 
+struct denier {
+	pthread_t thread;
+	const char *path;
+	atomic_bool *stop;
+	long tries, wrong;
+};
+
+static void *denier_main(void *arg)
+{
+	struct denier *d = arg;
+	int fd;
+
+	while (!atomic_load(d->stop)) {
+		fd = open(d->path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			close(fd);
+			d->wrong++;
+		} else if (errno != EACCES) {
+			d->wrong++;
+		}
+		d->tries++;
+	}
+	return NULL;
+}
+
+static int cmd_deny(char **argv)
+{
+	int nthreads = atoi(argv[1]);
+	atomic_bool stop = false;
+	struct denier *ds;
+	long tries = 0, wrong = 0;
+
+	ds = nthreads > 0 ? calloc((size_t)nthreads, sizeof(*ds)) : NULL;
+	if (!ds)
+		return 2;
+	for (int i = 0; i < nthreads; i++) {
+		ds[i] = (struct denier){ .path = argv[0], .stop = &stop };
+		if (pthread_create(&ds[i].thread, NULL, denier_main, &ds[i]) != 0)
+			return 1;
+	}
+	printf("started\n");
+	fflush(stdout);
+	wait_line();
+	atomic_store(&stop, true);
+	for (int i = 0; i < nthreads; i++) {
+		pthread_join(ds[i].thread, NULL);
+		tries += ds[i].tries;
+		wrong += ds[i].wrong;
+	}
+	free(ds);
+	if (wrong) {
+		fprintf(stderr, "vbench: %s: %ld of %ld opens were not refused with EACCES\n",
+			argv[0], wrong, tries);
+		return 1;
+	}
+	printf("%ld\n", tries);
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	int nargs;
@@ -340,6 +404,7 @@ static const struct {
 	{ "fsync-rename", 3, cmd_fsync_rename },
 	{ "put", 1, cmd_put },
 	{ "hold", 3, cmd_hold },
+	{ "deny", 2, cmd_deny },
 };
 
 int main(int argc, char **argv)
@@ -347,7 +412,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; argc >= 2 && i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (!strcmp(argv[1], cmds[i].name) && argc - 2 == cmds[i].nargs)
 			return cmds[i].fn(argv + 2);
-	fprintf(stderr, "usage: vbench read|lookup|write|create|fsync-rename|put|hold ARGS "
+	fprintf(stderr, "usage: vbench read|lookup|write|create|fsync-rename|put|hold|deny ARGS "
 		"(see bench/vbench.c)\n");
 	return 2;
 }

@@ -177,6 +177,10 @@ static const char *const migrations[] = {
 	"ALTER TABLE secret_attrs ADD COLUMN mac BLOB NOT NULL DEFAULT x'';"
 	"ALTER TABLE instances ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE instances ADD COLUMN state BLOB NOT NULL DEFAULT x'';",
+	/* Folded audit entries: count events of one kind from first_time to
+	 * time (NULL: the one event at time). */
+	"ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE audit ADD COLUMN first_time INTEGER;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -193,6 +197,8 @@ struct db {
 	dev_t wal_dev;
 	ino_t wal_ino;
 	unsigned depth;		/* db_begin nesting of the thread holding lock */
+	bool resync;		/* synchronous = FULL still to be restored */
+	bool lazy;		/* the next db_begin is db_begin_lazy's */
 	_Atomic pthread_t owner;	/* the thread in a write transaction, or 0 */
 	pthread_mutex_t readers_lock;
 	struct db *readers;	/* idle read connections */
@@ -638,6 +644,9 @@ static int configure(struct db *db, int flags)
 	r = exec_sql(db, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;");
 	if (r == 0 && !(flags & DB_READONLY))
 		r = exec_sql(db, "PRAGMA journal_mode = WAL");
+	/* After a burst of writes, a WAL that starts over is cut back to this. */
+	if (r == 0 && !(flags & DB_READONLY))
+		r = exec_sql(db, "PRAGMA journal_size_limit = 4194304");
 	if (r == 0)
 		r = exec_sql(db, "PRAGMA synchronous = FULL");
 	return r;
@@ -938,6 +947,15 @@ static void txn_leave(struct db *db)
 		atomic_store(&db->owner, (pthread_t)0);
 }
 
+/* Back to synced commits after a db_begin_lazy transaction (lock held). */
+static int resync(struct db *db)
+{
+	if (db->resync && sqlite3_get_autocommit(db->conn) &&
+	    exec_sql(db, "PRAGMA synchronous = FULL") == 0)
+		db->resync = false;
+	return db->resync ? -EIO : 0;
+}
+
 /* A db_begin on the thread that already holds the transaction is a
  * savepoint inside it, so a batch can wrap calls that begin their own. */
 int db_begin(struct db *db)
@@ -945,7 +963,12 @@ int db_begin(struct db *db)
 	int r;
 
 	db_lock(db);
-	r = exec_sql(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
+	r = 0;
+	if (!db->depth && !db->lazy)
+		r = resync(db);
+	db->lazy = false;
+	if (r == 0)
+		r = exec_sql(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
 	if (r < 0) {
 		db_unlock(db);
 		return r;
@@ -959,6 +982,27 @@ int db_begin(struct db *db)
 		}
 	}
 	return 0;
+}
+
+/* SQLite takes a change of synchronous only outside a transaction: set
+ * here, and put back (under the same lock) when the transaction ends. */
+int db_begin_lazy(struct db *db)
+{
+	int r;
+
+	db_lock(db);
+	if (db->depth)
+		r = -EBUSY;
+	else
+		r = exec_sql(db, "PRAGMA synchronous = NORMAL");
+	if (r == 0) {
+		db->resync = db->lazy = true;
+		r = db_begin(db);
+	}
+	if (r < 0)
+		(void)resync(db);
+	db_unlock(db);
+	return r;
 }
 
 static int release_nested(struct db *db)
@@ -1019,10 +1063,12 @@ int db_commit(struct db *db)
 		r = release_nested(db);
 	} else if ((r = states_update(db)) < 0) {
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		(void)resync(db);
 	} else {
 		r = exec_sql(db, "COMMIT");
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		(void)resync(db);
 	}
 	txn_leave(db);
 	db_unlock(db);
@@ -1041,6 +1087,8 @@ void db_rollback(struct db *db)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	else if (sqlite3_get_autocommit(db->conn) == 0)
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+	if (db->depth == 1)
+		(void)resync(db);
 	txn_leave(db);
 	db_unlock(db);
 	if (last)

@@ -83,7 +83,14 @@ const char *db_path(struct db *db);
  * the calling thread's transaction is a savepoint: its rollback undoes only
  * its own changes, and its commit becomes durable with the outermost one. */
 int db_begin(struct db *db) WUR;
+/* A write transaction whose commit is written but not synced: it becomes
+ * durable with the next synced commit by anyone, or a checkpoint (the WAL
+ * is synced whole and in order). A crash of the process loses nothing; a
+ * crash of the machine may lose it, whole. Not nested: -EBUSY inside a
+ * transaction. */
+int db_begin_lazy(struct db *db) WUR;
 int db_commit(struct db *db) WUR;
+
 void db_rollback(struct db *db);
 
 /* The change feed: a number that moves whenever someone else commits a

@@ -3,7 +3,9 @@
  *  - rows are written and read as given: it neither computes nor checks
  *    the chain (fs/audit.c does, with the key);
  *  - its own SQLite connection with synchronous=FULL, used by one thread at
- *    a time under a recursive mutex held from begin to commit;
+ *    a time under a recursive mutex held from begin to commit; or, attached
+ *    (db_audit_attach), the store's own connection and lock, so entries
+ *    commit in the transaction of the change they record;
  *  - SQLite's result codes become -errno here.
  */
 #include <errno.h>
@@ -15,9 +17,12 @@
 #include <sqlite3.h>
 
 #include "db_audit.h"
+#include "db_int.h"
 
 #define BUSY_TIMEOUT_MS 10000
-#define ROW_COLS "seq, time, uid, gid, pid, comm, instance, key, op, result, detail, mac"
+#define WAL_LIMIT "4194304"	/* bytes a reset WAL is cut back to */
+#define ROW_COLS "seq, time, uid, gid, pid, comm, instance, key, op, result, detail, mac, " \
+		 "count, first_time"
 
 enum audit_stmt {
 	AS_INSERT, AS_LAST, AS_LAST_BEFORE, AS_DELETE_UPTO, AS_EACH, AS_META_GET,
@@ -26,7 +31,7 @@ enum audit_stmt {
 
 static const char *const audit_sql[AS_COUNT] = {
 	[AS_INSERT] = "INSERT INTO audit (" ROW_COLS ") VALUES "
-		      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+		      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
 	[AS_LAST] = "SELECT " ROW_COLS " FROM audit ORDER BY seq DESC LIMIT 1",
 	[AS_LAST_BEFORE] = "SELECT " ROW_COLS " FROM audit WHERE seq = "
 			   "(SELECT max(seq) FROM audit WHERE time < ?1)",
@@ -41,6 +46,7 @@ static const char *const audit_sql[AS_COUNT] = {
 };
 
 struct db_audit {
+	struct db *db;		/* attached: the store's connection, else NULL */
 	sqlite3 *conn;
 	pthread_mutex_t lock;
 	sqlite3_stmt *stmt[AS_COUNT];
@@ -70,10 +76,28 @@ static int audit_errno(int rc)
 	}
 }
 
+static void a_lock(struct db_audit *a)
+{
+	if (a->db)
+		dbi_lock(a->db);
+	else
+		pthread_mutex_lock(&a->lock);
+}
+
+static void a_unlock(struct db_audit *a)
+{
+	if (a->db)
+		dbi_unlock(a->db);
+	else
+		pthread_mutex_unlock(&a->lock);
+}
+
 static sqlite3_stmt *stmt_get(struct db_audit *a, enum audit_stmt id, int *err)
 {
 	int rc;
 
+	if (a->db)
+		return dbi_stmt(a->db, audit_sql[id], err);
 	if (!a->stmt[id]) {
 		rc = sqlite3_prepare_v3(a->conn, audit_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
 					&a->stmt[id], NULL);
@@ -116,11 +140,12 @@ int db_audit_open(struct db_audit **out, const char *path, bool readonly)
 	if (r == 0) {
 		sqlite3_busy_timeout(a->conn, BUSY_TIMEOUT_MS);
 		sqlite3_extended_result_codes(a->conn, 1);
-		r = exec_sql(a, "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;");
+		r = exec_sql(a, "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; "
+			     "PRAGMA journal_size_limit = " WAL_LIMIT ";");
 	}
 	/* The table comes with the schema (db.c's migrations); check it is there. */
 	if (r == 0)
-		r = exec_sql(a, "SELECT 1 FROM audit LIMIT 0");
+		r = exec_sql(a, "SELECT count, first_time FROM audit LIMIT 0");
 	if (r < 0) {
 		db_audit_close(a);
 		return r;
@@ -133,6 +158,10 @@ void db_audit_close(struct db_audit *a)
 {
 	if (!a)
 		return;
+	if (a->db) {		/* the statements are the store's */
+		free(a);
+		return;
+	}
 	for (int i = 0; i < AS_COUNT; i++)
 		sqlite3_finalize(a->stmt[i]);
 	sqlite3_close_v2(a->conn);
@@ -140,10 +169,24 @@ void db_audit_close(struct db_audit *a)
 	free(a);
 }
 
+int db_audit_attach(struct db_audit **out, struct db *db)
+{
+	struct db_audit *a = calloc(1, sizeof(*a));
+
+	*out = a;
+	if (!a)
+		return -ENOMEM;
+	a->db = db;
+	a->conn = dbi_conn(db);
+	return 0;
+}
+
 int db_audit_begin(struct db_audit *a)
 {
 	int r;
 
+	if (a->db)
+		return db_begin(a->db);
 	pthread_mutex_lock(&a->lock);
 	r = exec_sql(a, "BEGIN IMMEDIATE");
 	if (r < 0)
@@ -151,9 +194,20 @@ int db_audit_begin(struct db_audit *a)
 	return r;
 }
 
+int db_audit_begin_lazy(struct db_audit *a)
+{
+	int r = a->db ? db_begin_lazy(a->db) : -EBUSY;
+
+	return r == -EBUSY ? db_audit_begin(a) : r;
+}
+
 int db_audit_commit(struct db_audit *a)
 {
-	int r = exec_sql(a, "COMMIT");
+	int r;
+
+	if (a->db)
+		return db_commit(a->db);
+	r = exec_sql(a, "COMMIT");
 
 	if (r < 0 && !sqlite3_get_autocommit(a->conn))
 		sqlite3_exec(a->conn, "ROLLBACK", NULL, NULL, NULL);
@@ -165,10 +219,10 @@ int db_audit_read_begin(struct db_audit *a)
 {
 	int r;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	r = exec_sql(a, "BEGIN DEFERRED");
 	if (r < 0)
-		pthread_mutex_unlock(&a->lock);
+		a_unlock(a);
 	return r;
 }
 
@@ -176,11 +230,15 @@ void db_audit_read_end(struct db_audit *a)
 {
 	if (!sqlite3_get_autocommit(a->conn) && exec_sql(a, "COMMIT") < 0)
 		sqlite3_exec(a->conn, "ROLLBACK", NULL, NULL, NULL);
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 }
 
 void db_audit_rollback(struct db_audit *a)
 {
+	if (a->db) {
+		db_rollback(a->db);
+		return;
+	}
 	if (!sqlite3_get_autocommit(a->conn))
 		sqlite3_exec(a->conn, "ROLLBACK", NULL, NULL, NULL);
 	pthread_mutex_unlock(&a->lock);
@@ -220,6 +278,9 @@ static void row_read(sqlite3_stmt *st, struct db_audit_row *r)
 	/* A mac of the wrong length stays zero: it will not verify. */
 	if (mac && n == DB_AUDIT_MAC_LEN)
 		memcpy(r->mac, mac, n);
+	r->count = sqlite3_column_int64(st, 12);
+	r->first_ns = sqlite3_column_type(st, 13) == SQLITE_NULL ? r->time_ns :
+		      sqlite3_column_int64(st, 13);
 }
 
 int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
@@ -227,7 +288,7 @@ int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
 	sqlite3_stmt *st;
 	int r = 0;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, AS_INSERT, &r);
 	if (st) {
 		sqlite3_bind_int64(st, 1, row->seq);
@@ -242,10 +303,13 @@ int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
 		sqlite3_bind_int64(st, 10, row->result);
 		sqlite3_bind_text(st, 11, row->detail, -1, SQLITE_STATIC);
 		sqlite3_bind_blob(st, 12, row->mac, DB_AUDIT_MAC_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 13, row->count);
+		if (row->first_ns != row->time_ns)
+			sqlite3_bind_int64(st, 14, row->first_ns);
 		r = audit_errno(sqlite3_step(st));
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -256,7 +320,7 @@ static int one_row(struct db_audit *a, enum audit_stmt id, const int64_t *arg,
 	sqlite3_stmt *st;
 	int r = 0, rc;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, id, &r);
 	if (st) {
 		if (arg)
@@ -267,7 +331,7 @@ static int one_row(struct db_audit *a, enum audit_stmt id, const int64_t *arg,
 		r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : audit_errno(rc);
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -286,14 +350,14 @@ int db_audit_delete_upto(struct db_audit *a, int64_t seq)
 	sqlite3_stmt *st;
 	int r = 0;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, AS_DELETE_UPTO, &r);
 	if (st) {
 		sqlite3_bind_int64(st, 1, seq);
 		r = audit_errno(sqlite3_step(st));
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -304,7 +368,7 @@ int db_audit_each(struct db_audit *a, const struct db_audit_filter *f,
 	sqlite3_stmt *st;
 	int r = 0, rc;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, AS_EACH, &r);
 	if (st) {
 		if (f && f->instance)
@@ -322,8 +386,20 @@ int db_audit_each(struct db_audit *a, const struct db_audit_filter *f,
 			r = audit_errno(rc);
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
+}
+
+int db_audit_checkpoint(struct db_audit *a)
+{
+	int rc;
+
+	a_lock(a);
+	sqlite3_busy_timeout(a->conn, 0);
+	rc = sqlite3_wal_checkpoint_v2(a->conn, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	sqlite3_busy_timeout(a->conn, BUSY_TIMEOUT_MS);
+	a_unlock(a);
+	return audit_errno(rc);
 }
 
 int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, size_t len)
@@ -331,7 +407,7 @@ int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, s
 	sqlite3_stmt *st;
 	int r = 0, rc;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, AS_META_GET, &r);
 	if (st) {
 		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -346,7 +422,7 @@ int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, s
 		}
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 
@@ -356,7 +432,7 @@ static int meta_write(struct db_audit *a, enum audit_stmt id, const char *key,
 	sqlite3_stmt *st;
 	int r = 0;
 
-	pthread_mutex_lock(&a->lock);
+	a_lock(a);
 	st = stmt_get(a, id, &r);
 	if (st) {
 		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -366,7 +442,7 @@ static int meta_write(struct db_audit *a, enum audit_stmt id, const char *key,
 			r = -EEXIST;
 		stmt_done(st);
 	}
-	pthread_mutex_unlock(&a->lock);
+	a_unlock(a);
 	return r;
 }
 

@@ -16,7 +16,9 @@ struct db_audit;
 
 struct db_audit_row {
 	int64_t seq;		/* position in the chain, from 1 */
-	int64_t time_ns;
+	int64_t time_ns;	/* of the last event it records */
+	int64_t first_ns;	/* of the first (time_ns for a single event) */
+	int64_t count;		/* events folded into it, 1 or more */
 	uint32_t uid, gid;
 	int32_t pid;
 	int32_t result;		/* 0 or an errno */
@@ -36,9 +38,16 @@ struct db_audit_filter {
 
 int db_audit_open(struct db_audit **out, const char *path, bool readonly) WUR;
 void db_audit_close(struct db_audit *a);
+/* The log on the store's own connection: begin, commit and rollback are
+ * db_begin, db_commit and db_rollback, so inside the caller's write
+ * transaction rows commit with it. Close it before the store. */
+int db_audit_attach(struct db_audit **out, struct db *db) WUR;
 
 /* A write transaction held by the calling thread, as db_begin(). */
 int db_audit_begin(struct db_audit *a) WUR;
+/* The same, committed without waiting for the disk (db_begin_lazy) when
+ * attached; as db_audit_begin otherwise. */
+int db_audit_begin_lazy(struct db_audit *a) WUR;
 int db_audit_commit(struct db_audit *a) WUR;
 void db_audit_rollback(struct db_audit *a);
 
@@ -58,6 +67,10 @@ int db_audit_delete_upto(struct db_audit *a, int64_t seq) WUR;
 /* Rows in seq order; fn returns nonzero to stop, and that is returned. */
 int db_audit_each(struct db_audit *a, const struct db_audit_filter *f,
 		  int (*fn)(void *, const struct db_audit_row *), void *ctx) WUR;
+
+/* Copies the WAL back into the database and truncates it, without waiting
+ * for anyone: -EBUSY if a reader or writer is in the way. */
+int db_audit_checkpoint(struct db_audit *a);
 
 /* A meta value of exactly len bytes: -ENOENT if absent, -EPROTO if its
  * length differs. */

@@ -10,10 +10,17 @@
  *    cutting entries off either end is seen too;
  *  - the chain key is random, in locked memory, and stored only sealed under
  *    the master key's audit subkey; the master key is never needed here;
+ *  - a folded entry (count > 1, or a first time of its own) is MACed with
+ *    its count and first time too, under a domain of its own;
+ *  - a change's entry is chained inside the change's own transaction on the
+ *    store's connection (audit_record_txn): both are stored, or neither;
  *  - a successful read is queued and stored in a batch by one thread (no
- *    fsync per read); every other event waits until it is stored, so a
- *    write, a denial or a tamper failure is on disk before the caller hears
- *    back. The queue is bounded: a full queue slows callers, never drops.
+ *    fsync per read); every other queued event waits until it is stored,
+ *    so a denial or a tamper failure is on disk before the caller hears
+ *    back. The queue is bounded: a full queue slows callers, never drops;
+ *  - repeats of a queued event within audit_fold are counted, not queued:
+ *    the first of a kind is stored as above, the window's count when it
+ *    closes; a crash loses at most the counts of the open windows.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,13 +47,26 @@
 #define GATHER_NS (50LL * 1000000)
 #define GATHER_MAX 256
 #define PRUNE_EVERY_NS (600LL * 1000000000)
+/* Kinds of event whose repeats are being counted at one time. */
+#define FOLD_SLOTS 64
+/* Quiet for this long: the WAL is checkpointed and cut short. */
+#define TIDY_AFTER_NS (2LL * 1000000000)
 #define META_HEAD "audit_head"
 #define META_ANCHOR "audit_anchor"
 #define MARK_LEN (8 + DB_AUDIT_MAC_LEN + DB_AUDIT_MAC_LEN)	/* seq, mac, tag */
 #define AUDIT_KEY_BLOB_LEN (SEAL_KEY_LEN + SEAL_OVERHEAD)
 
+/* A window in which repeats of one event are counted into row. */
+struct fold {
+	bool open;
+	int64_t until_ns;
+	struct db_audit_row row;	/* count 0: no repeat yet */
+};
+
 struct audit {
 	struct db_audit *store;
+	struct db_audit *txn_store;	/* on the vault's connection (audit_record_txn) */
+	struct db *txn_db;
 	struct secbuf *key;
 	bool syslog;
 	int64_t retention_ns;
@@ -61,6 +81,10 @@ struct audit {
 	bool running, stop;
 	pthread_t thread;
 	int64_t last_prune_ns;
+	int64_t fold_ns;		/* 0: no folding */
+	struct fold *folds;
+	int64_t next_close_ns;		/* of the first open window, 0: none */
+	int64_t tidy_ns;		/* when to tidy the WAL, 0: done */
 };
 
 static const char *const op_names[AUDIT_OP_COUNT] = {
@@ -217,13 +241,24 @@ static void hash_final(crypto_generichash_state *h, unsigned char out[DB_AUDIT_M
 	sodium_memzero(h, sizeof(*h));
 }
 
+static bool folded(const struct db_audit_row *r)
+{
+	return r->count != 1 || r->first_ns != r->time_ns;
+}
+
+/* A folded entry's MAC covers its count and first time too, under a
+ * domain of its own; a single event's is as it always was. */
 static void entry_mac(const struct audit *a, const unsigned char prev[DB_AUDIT_MAC_LEN],
 		      const struct db_audit_row *r, unsigned char out[DB_AUDIT_MAC_LEN])
 {
 	crypto_generichash_state h;
 
-	hash_init(a, &h, "vaultfs/audit/entry/1");
+	hash_init(a, &h, folded(r) ? "vaultfs/audit/entry/2" : "vaultfs/audit/entry/1");
 	crypto_generichash_update(&h, prev, DB_AUDIT_MAC_LEN);
+	if (folded(r)) {
+		put_u64(&h, (uint64_t)r->count);
+		put_u64(&h, (uint64_t)r->first_ns);
+	}
 	put_u64(&h, (uint64_t)r->seq);
 	put_u64(&h, (uint64_t)r->time_ns);
 	put_u64(&h, r->uid);
@@ -255,7 +290,8 @@ static void mark_tag(const struct audit *a, const char *which, const struct mark
 	hash_final(&h, out);
 }
 
-static int mark_store(struct audit *a, const char *which, const struct mark *m)
+static int mark_store_in(struct audit *a, struct db_audit *store, const char *which,
+			 const struct mark *m)
 {
 	unsigned char b[MARK_LEN];
 
@@ -263,17 +299,23 @@ static int mark_store(struct audit *a, const char *which, const struct mark *m)
 		b[i] = (unsigned char)((uint64_t)m->seq >> (56 - 8 * i));
 	memcpy(b + 8, m->mac, DB_AUDIT_MAC_LEN);
 	mark_tag(a, which, m, b + 8 + DB_AUDIT_MAC_LEN);
-	return db_audit_meta_set(a->store, which, b, sizeof(b));
+	return db_audit_meta_set(store, which, b, sizeof(b));
+}
+
+static int mark_store(struct audit *a, const char *which, const struct mark *m)
+{
+	return mark_store_in(a, a->store, which, m);
 }
 
 /* 0, -ENOENT if absent, -EBADMSG if its tag does not verify. */
-static int mark_load(struct audit *a, const char *which, struct mark *m)
+static int mark_load_in(struct audit *a, struct db_audit *store, const char *which,
+			struct mark *m)
 {
 	unsigned char b[MARK_LEN], tag[DB_AUDIT_MAC_LEN];
 	uint64_t seq = 0;
 	int r;
 
-	r = db_audit_meta_get(a->store, which, b, sizeof(b));
+	r = db_audit_meta_get(store, which, b, sizeof(b));
 	if (r == -EPROTO)
 		return -EBADMSG;
 	if (r < 0)
@@ -286,18 +328,24 @@ static int mark_load(struct audit *a, const char *which, struct mark *m)
 	return sodium_memcmp(tag, b + 8 + DB_AUDIT_MAC_LEN, sizeof(tag)) ? -EBADMSG : 0;
 }
 
+static int mark_load(struct audit *a, const char *which, struct mark *m)
+{
+	return mark_load_in(a, a->store, which, m);
+}
+
 /* Where the next entry goes: after the head, else after the last row, else
  * after the anchor, else at 1. A damaged head still gives its position:
  * verification reports it. */
-static int chain_tip(struct audit *a, struct mark *tip, struct db_audit_row *tmp)
+static int chain_tip(struct audit *a, struct db_audit *store, struct mark *tip,
+		     struct db_audit_row *tmp)
 {
-	int r = mark_load(a, META_HEAD, tip);
+	int r = mark_load_in(a, store, META_HEAD, tip);
 
 	if (r == 0 || r == -EBADMSG)
 		return 0;
 	if (r != -ENOENT)
 		return r;
-	r = db_audit_last(a->store, tmp);
+	r = db_audit_last(store, tmp);
 	if (r == 0) {
 		tip->seq = tmp->seq;
 		memcpy(tip->mac, tmp->mac, DB_AUDIT_MAC_LEN);
@@ -305,7 +353,7 @@ static int chain_tip(struct audit *a, struct mark *tip, struct db_audit_row *tmp
 	}
 	if (r != -ENOENT)
 		return r;
-	r = mark_load(a, META_ANCHOR, tip);
+	r = mark_load_in(a, store, META_ANCHOR, tip);
 	if (r == -ENOENT) {
 		memset(tip, 0, sizeof(*tip));
 		r = 0;
@@ -313,28 +361,30 @@ static int chain_tip(struct audit *a, struct mark *tip, struct db_audit_row *tmp
 	return r == -EBADMSG ? 0 : r;
 }
 
-/* Chains and stores rows in one transaction. */
-static int chain_append(struct audit *a, struct db_audit_row *const *rows, size_t n)
+/* Chains and stores rows in one transaction (nested in the caller's, for
+ * the vault's store). */
+static int chain_append(struct audit *a, struct db_audit *store,
+			struct db_audit_row *const *rows, size_t n, bool lazy)
 {
 	struct db_audit_row tmp;
 	struct mark tip;
 	int r;
 
-	r = db_audit_begin(a->store);
+	r = lazy ? db_audit_begin_lazy(store) : db_audit_begin(store);
 	if (r < 0)
 		return r;
-	r = chain_tip(a, &tip, &tmp);
+	r = chain_tip(a, store, &tip, &tmp);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		rows[i]->seq = ++tip.seq;
 		entry_mac(a, tip.mac, rows[i], rows[i]->mac);
 		memcpy(tip.mac, rows[i]->mac, DB_AUDIT_MAC_LEN);
-		r = db_audit_insert(a->store, rows[i]);
+		r = db_audit_insert(store, rows[i]);
 	}
 	if (r == 0)
-		r = mark_store(a, META_HEAD, &tip);
+		r = mark_store_in(a, store, META_HEAD, &tip);
 	if (r == 0)
-		return db_audit_commit(a->store);
-	db_audit_rollback(a->store);
+		return db_audit_commit(store);
+	db_audit_rollback(store);
 	return r;
 }
 
@@ -366,13 +416,13 @@ static void send_syslog(const struct db_audit_row *r)
 	log_syslog_send(LOG_AUTHPRIV | (r->result ? LOG_NOTICE : LOG_INFO), msg);
 }
 
-static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n)
+static void store_rows(struct audit *a, struct db_audit_row *const *rows, size_t n, bool lazy)
 {
 	bool to_syslog = a->syslog && log_syslog_present();
-	int r = chain_append(a, rows, n);
+	int r = chain_append(a, a->store, rows, n, lazy);
 
 	if (r == -EBUSY)
-		r = chain_append(a, rows, n);
+		r = chain_append(a, a->store, rows, n, lazy);
 	if (r < 0)
 		log_err("audit: %zu entries could not be stored (%s); they went to syslog only",
 			n, strerror(-r));
@@ -393,42 +443,147 @@ static void maybe_prune(struct audit *a)
 		log_err("audit: pruning old entries failed");
 }
 
+static void abs_time(int64_t ns, struct timespec *ts)
+{
+	ts->tv_sec = (time_t)(ns / 1000000000);
+	ts->tv_nsec = (long)(ns % 1000000000);
+}
+
 /* With only reads queued, waits a little for more (lock held). */
 static void gather(struct audit *a)
 {
 	struct timespec until;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += GATHER_NS;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	abs_time(db_now_ns() + GATHER_NS, &until);
 	while (a->urgent <= a->done && !a->stop && a->count < GATHER_MAX)
 		if (pthread_cond_timedwait(&a->not_empty, &a->lock, &until) == ETIMEDOUT)
 			break;
 }
 
+/* -- folding ----------------------------------------------------------- */
+
+/* Events of one kind: who (but the pid, which changes with every thread
+ * and process of a flood), what, and the outcome. */
+static bool same_kind(const struct db_audit_row *x, const struct db_audit_row *y)
+{
+	return x->uid == y->uid && x->gid == y->gid && x->result == y->result &&
+	       strcmp(x->op, y->op) == 0 && strcmp(x->key, y->key) == 0 &&
+	       strcmp(x->instance, y->instance) == 0 && strcmp(x->comm, y->comm) == 0 &&
+	       strcmp(x->detail, y->detail) == 0;
+}
+
+/* Counts row into an open window of its kind (lock held): true if it was,
+ * and then it is not stored on its own. Otherwise opens a window for its
+ * kind when there is room, and the caller stores it. */
+static bool fold(struct audit *a, const struct db_audit_row *row)
+{
+	struct fold *free_slot = NULL;
+
+	for (unsigned i = 0; i < FOLD_SLOTS; i++) {
+		struct fold *f = &a->folds[i];
+
+		if (!f->open) {
+			free_slot = free_slot ? free_slot : f;
+		} else if (row->time_ns < f->until_ns && same_kind(&f->row, row)) {
+			if (!f->row.count++) {
+				f->row.first_ns = row->time_ns;
+				f->row.pid = row->pid;
+			}
+			f->row.time_ns = row->time_ns;
+			return true;
+		}
+	}
+	if (free_slot) {
+		free_slot->open = true;
+		free_slot->until_ns = row->time_ns + a->fold_ns;
+		free_slot->row = *row;
+		free_slot->row.count = 0;
+		if (free_slot->until_ns < a->next_close_ns || !a->next_close_ns)
+			a->next_close_ns = free_slot->until_ns;
+	}
+	return false;
+}
+
+/* Queues the folded entries of the windows that have closed (all of them
+ * when stopping), as far as the queue has room (lock held). */
+static void folds_close(struct audit *a, int64_t now)
+{
+	a->next_close_ns = 0;
+	for (unsigned i = 0; i < FOLD_SLOTS && a->folds; i++) {
+		struct fold *f = &a->folds[i];
+
+		if (!f->open)
+			continue;
+		if ((now >= f->until_ns || a->stop) && (!f->row.count || a->count < QUEUE_CAP)) {
+			if (f->row.count) {
+				a->ring[(a->head + a->count) % QUEUE_CAP] = f->row;
+				a->count++;
+				a->queued++;
+			}
+			f->open = false;
+		} else if (!a->next_close_ns || f->until_ns < a->next_close_ns) {
+			a->next_close_ns = f->until_ns;
+		}
+	}
+}
+
+/* -- the writer thread ------------------------------------------------- */
+
+/* Once the log has been quiet for a while: the WAL's pages go back into
+ * the database and the file is cut short, if no one is in the way. */
+static void tidy(struct audit *a, int64_t now)
+{
+	if (a->tidy_ns && now >= a->tidy_ns)
+		a->tidy_ns = db_audit_checkpoint(a->store) == -EBUSY ? now + TIDY_AFTER_NS : 0;
+}
+
+/* Sleeps until there is something to store, a window closes, or it is
+ * time to tidy up (lock held). */
+static void wait_for_work(struct audit *a)
+{
+	int64_t until = a->next_close_ns;
+	struct timespec ts;
+
+	if (a->tidy_ns && (!until || a->tidy_ns < until))
+		until = a->tidy_ns;
+	if (!until) {
+		pthread_cond_wait(&a->not_empty, &a->lock);
+		return;
+	}
+	abs_time(until, &ts);
+	pthread_cond_timedwait(&a->not_empty, &a->lock, &ts);
+}
+
 static void *flusher(void *arg)
 {
 	struct audit *a = arg;
+	int64_t now;
 	unsigned n;
 
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
-		while (!a->count && !a->stop)
-			pthread_cond_wait(&a->not_empty, &a->lock);
-		if (!a->count)
+		now = db_now_ns();
+		folds_close(a, now);
+		if (!a->count && a->stop)
 			break;
+		if (!a->count) {
+			pthread_mutex_unlock(&a->lock);
+			tidy(a, now);
+			pthread_mutex_lock(&a->lock);
+			if (!a->count && !a->stop)
+				wait_for_work(a);
+			continue;
+		}
 		gather(a);
 		/* Producers only fill free slots: these stay ours unlocked. */
 		n = a->count;
 		for (unsigned i = 0; i < n; i++)
 			a->batch[i] = &a->ring[(a->head + i) % QUEUE_CAP];
 		pthread_mutex_unlock(&a->lock);
-		store_rows(a, a->batch, n);
+		store_rows(a, a->batch, n, false);
 		maybe_prune(a);
 		pthread_mutex_lock(&a->lock);
+		a->tidy_ns = db_now_ns() + TIDY_AFTER_NS;
 		a->head = (a->head + n) % QUEUE_CAP;
 		a->count -= n;
 		a->done += n;
@@ -439,11 +594,17 @@ static void *flusher(void *arg)
 	return NULL;
 }
 
+/* A repeat of an event whose window is open is only counted: neither
+ * stored now nor waited for. */
 static void enqueue(struct audit *a, const struct db_audit_row *row, bool wait)
 {
 	uint64_t ticket;
 
 	pthread_mutex_lock(&a->lock);
+	if (a->fold_ns && fold(a, row)) {
+		pthread_mutex_unlock(&a->lock);
+		return;
+	}
 	while (a->count == QUEUE_CAP)
 		pthread_cond_wait(&a->not_full, &a->lock);
 	a->ring[(a->head + a->count) % QUEUE_CAP] = *row;
@@ -459,8 +620,8 @@ static void enqueue(struct audit *a, const struct db_audit_row *row, bool wait)
 	pthread_mutex_unlock(&a->lock);
 }
 
-int audit_open(struct audit **out, const char *path, const struct secbuf *key,
-	       const struct daemon_conf *conf)
+static int open_log(struct audit **out, const char *path, struct db *db,
+		    const struct secbuf *key, const struct daemon_conf *conf)
 {
 	struct audit *a;
 	int r;
@@ -475,7 +636,8 @@ int audit_open(struct audit **out, const char *path, const struct secbuf *key,
 	pthread_cond_init(&a->stored, NULL);
 	a->syslog = conf->audit_syslog;
 	a->retention_ns = conf->audit_retention * 1000000000;
-	r = db_audit_open(&a->store, path, false);
+	a->fold_ns = conf->audit_fold * 1000000000;
+	r = db ? db_audit_attach(&a->store, db) : db_audit_open(&a->store, path, false);
 	if (r == 0)
 		r = chain_key_load(a, key);
 	if (r < 0) {
@@ -486,13 +648,26 @@ int audit_open(struct audit **out, const char *path, const struct secbuf *key,
 	return 0;
 }
 
+int audit_open(struct audit **out, const char *path, const struct secbuf *key,
+	       const struct daemon_conf *conf)
+{
+	return open_log(out, path, NULL, key, conf);
+}
+
+int audit_open_db(struct audit **out, struct db *db, const struct secbuf *key,
+		  const struct daemon_conf *conf)
+{
+	return open_log(out, NULL, db, key, conf);
+}
+
 int audit_start(struct audit *a)
 {
 	int r;
 
 	a->ring = calloc(QUEUE_CAP, sizeof(*a->ring));
 	a->batch = calloc(QUEUE_CAP, sizeof(*a->batch));
-	if (!a->ring || !a->batch)
+	a->folds = calloc(FOLD_SLOTS, sizeof(*a->folds));
+	if (!a->ring || !a->batch || !a->folds)
 		return -ENOMEM;
 	r = thread_start(&a->thread, "vaultfs-audit", flusher, a);
 	if (r == 0)
@@ -513,6 +688,8 @@ void audit_close(struct audit *a)
 	}
 	free(a->ring);
 	free(a->batch);
+	free(a->folds);
+	db_audit_close(a->txn_store);
 	db_audit_close(a->store);
 	secbuf_free(a->key);
 	pthread_cond_destroy(&a->stored);
@@ -532,33 +709,70 @@ static void copy_str(char *dst, size_t size, const char *src)
 	dst[i] = '\0';
 }
 
-void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
-		  const char *instance, const char *key, int result, const char *detail)
+static void row_fill(struct db_audit_row *row, const struct audit_who *who,
+		     enum audit_op op, const char *instance, const char *key, int result,
+		     const char *detail)
 {
-	struct db_audit_row row, *p = &row;
 	struct audit_who self;
 
-	if (!a)
-		return;
 	if (!who) {
 		audit_who_self(&self);
 		who = &self;
 	}
-	memset(&row, 0, sizeof(row));
-	row.time_ns = db_now_ns();
-	row.uid = who->uid;
-	row.gid = who->gid;
-	row.pid = who->pid;
-	row.result = result < 0 ? -result : result;
-	copy_str(row.comm, sizeof(row.comm), who->comm);
-	copy_str(row.instance, sizeof(row.instance), instance);
-	copy_str(row.key, sizeof(row.key), key);
-	copy_str(row.op, sizeof(row.op), audit_op_name(op));
-	copy_str(row.detail, sizeof(row.detail), detail);
+	memset(row, 0, sizeof(*row));
+	row->time_ns = row->first_ns = db_now_ns();
+	row->count = 1;
+	row->uid = who->uid;
+	row->gid = who->gid;
+	row->pid = who->pid;
+	row->result = result < 0 ? -result : result;
+	copy_str(row->comm, sizeof(row->comm), who->comm);
+	copy_str(row->instance, sizeof(row->instance), instance);
+	copy_str(row->key, sizeof(row->key), key);
+	copy_str(row->op, sizeof(row->op), audit_op_name(op));
+	copy_str(row->detail, sizeof(row->detail), detail);
+}
+
+void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
+		  const char *instance, const char *key, int result, const char *detail)
+{
+	struct db_audit_row row, *p = &row;
+
+	if (!a)
+		return;
+	row_fill(&row, who, op, instance, key, result, detail);
+	/* A command's successful read need not wait for the disk either: a
+	 * crash of the machine may lose it, as it may the daemon's queued
+	 * reads; the next synced commit makes it durable. */
 	if (a->running)
 		enqueue(a, &row, op != AUDIT_READ || result != 0);
 	else
-		store_rows(a, &p, 1);
+		store_rows(a, &p, 1, op == AUDIT_READ && result == 0);
+}
+
+int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e)
+{
+	struct db_audit_row row, *p = &row;
+	int r = 0;
+
+	if (!a || !e)
+		return 0;
+	/* The caller holds db's write transaction, hence its lock: one
+	 * thread at a time gets here. */
+	if (!a->txn_store) {
+		r = db_audit_attach(&a->txn_store, db);
+		if (r == 0)
+			a->txn_db = db;
+	}
+	if (r == 0 && a->txn_db != db)
+		r = -EINVAL;
+	if (r < 0)
+		return r;
+	row_fill(&row, e->who, e->op, e->instance, e->key, 0, e->detail);
+	r = chain_append(a, a->txn_store, &p, 1, false);
+	if (r == 0 && a->syslog && log_syslog_present())
+		send_syslog(&row);
+	return r;
 }
 
 void audit_set_caller(const struct audit_who *who)
@@ -580,17 +794,58 @@ void audit_authfail_row(struct audit *a, const char *what)
 		     what);
 }
 
+/* Process names, for every open: reading /proc/PID/comm afresh costs an
+ * openat (a path walk in procfs), a read and a close. Each slot keeps the
+ * file open instead, and a read at offset 0 gives the name as it is now.
+ * That descriptor belongs to the task it was opened for, not to its
+ * number: once that task is gone the read fails (ESRCH) even if a new
+ * task has the same pid, and the slot opens the new one's file. So a
+ * reused pid never gets its predecessor's name, and a renamed process
+ * shows its new one. One system call per open, instead of three. */
+#define COMM_SLOTS 128
+
+struct comm_slot {
+	pthread_mutex_t lock;
+	pid_t pid;
+	int fd;			/* /proc/pid/comm of that very task, or -1 */
+};
+
+static struct comm_slot comm_slots[COMM_SLOTS];
+static pthread_once_t comm_once = PTHREAD_ONCE_INIT;
+
+static void comm_init(void)
+{
+	for (unsigned i = 0; i < COMM_SLOTS; i++) {
+		pthread_mutex_init(&comm_slots[i].lock, NULL);
+		comm_slots[i].fd = -1;
+	}
+}
+
+static ssize_t comm_read(struct comm_slot *c, char *comm, size_t size)
+{
+	return c->fd >= 0 ? pread(c->fd, comm, size - 1, 0) : -1;
+}
+
 static void read_comm(pid_t pid, char *comm, size_t size)
 {
-	char path[64];
+	struct comm_slot *c = &comm_slots[(unsigned)pid % COMM_SLOTS];
+	char path[32];
 	ssize_t n = -1;
-	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	fd = pid > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-	if (fd >= 0) {
-		n = read(fd, comm, size - 1);
-		close(fd);
+	if (pid > 0) {
+		pthread_once(&comm_once, comm_init);
+		pthread_mutex_lock(&c->lock);
+		if (c->pid == pid)
+			n = comm_read(c, comm, size);
+		if (n <= 0) {
+			if (c->fd >= 0)
+				close(c->fd);
+			snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+			c->fd = open(path, O_RDONLY | O_CLOEXEC);
+			c->pid = pid;
+			n = comm_read(c, comm, size);
+		}
+		pthread_mutex_unlock(&c->lock);
 	}
 	if (n <= 0) {
 		snprintf(comm, size, "?");
@@ -699,6 +954,7 @@ static int walk_row(void *ctx, const struct db_audit_row *row)
 	if (!w->v->entries)
 		w->v->first_seq = row->seq;
 	w->v->entries++;
+	w->v->events += row->count;
 	w->v->last_seq = row->seq;
 	w->prev.seq = row->seq;
 	memcpy(w->prev.mac, row->mac, DB_AUDIT_MAC_LEN);

@@ -13,6 +13,7 @@
 #include "policy.h"
 
 struct audit;
+struct db;
 struct db_audit_row;
 
 struct audit_who {
@@ -47,6 +48,10 @@ const char *audit_op_name(enum audit_op op);
  * -EKEYREJECTED if it does not open it. */
 int audit_open(struct audit **out, const char *path, const struct secbuf *wrap,
 	       const struct daemon_conf *conf) WUR;
+/* The same on the vault's own connection to the store, for a command:
+ * no second connection to open. Not for audit_start. */
+int audit_open_db(struct audit **out, struct db *db, const struct secbuf *wrap,
+		  const struct daemon_conf *conf) WUR;
 /* For master key rotation: the chain key sealed under the new master key's
  * audit subkey, to store in meta under AUDIT_META_KEY in the same
  * transaction that re-wraps the instance keys. blob is malloc'd. */
@@ -55,13 +60,13 @@ int audit_reseal_key(struct audit *a, const struct secbuf *new_wrap, unsigned ch
 /* The same without an open log: re-seals the stored chain key (if there is
  * one) from old_wrap (vault_audit_key) to new_master's audit subkey, with
  * db_meta_set; call it inside the rotation's transaction. */
-struct db;
 int audit_rotate_master(struct db *db, const struct secbuf *old_wrap,
 			const struct secbuf *new_master) WUR;
 /* Moves storing to a background thread that writes entries in batches: a
  * successful read returns without waiting for the disk; everything else
- * waits until its entry is stored. Without it, every entry is stored at
- * once (the CLI). */
+ * waits until its entry is stored, except repeats within conf's
+ * audit_fold, which are counted into one entry stored when the window
+ * closes. Without it, every entry is stored at once (the CLI). */
 int audit_start(struct audit *a) WUR;
 /* Stores what is queued, stops the thread and frees; NULL is fine. */
 void audit_close(struct audit *a);
@@ -71,6 +76,18 @@ void audit_close(struct audit *a);
  * store: it may wait for the store's write lock. */
 void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op,
 		  const char *instance, const char *key, int result, const char *detail);
+
+/* A change's entry, stored in the change's own transaction. */
+struct audit_entry {
+	const struct audit_who *who;	/* NULL: this process */
+	enum audit_op op;
+	const char *instance, *key, *detail;	/* detail may be NULL */
+};
+struct db;
+/* Inside the calling thread's write transaction on db (the vault's store):
+ * chains e, as a success, into that transaction, so the change and its
+ * entry are stored together or not at all. NULL a or e: nothing. */
+int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e) WUR;
 
 /* Who the calling thread is working for (NULL: this process), for entries
  * recorded deep in the vault, such as an authentication failure. */
@@ -90,6 +107,7 @@ int audit_prune(struct audit *a, int64_t now_ns, int64_t *pruned) WUR;
 struct audit_verdict {
 	bool ok;
 	int64_t entries;
+	int64_t events;			/* what they record: folded entries count more */
 	int64_t first_seq, last_seq;
 	int64_t bad_seq;		/* the first bad entry, 0 if none */
 	char reason[256];

@@ -16,9 +16,22 @@ struct fs_mount {
 	 * aborts. */
 	int (*ready)(void *ctx);
 	void *ready_ctx;
+	/* > 0: a worker under a holder (src/holder.c): the connection comes
+	 * over this control socket instead of being mounted. */
+	int ctl_fd;
+	/* Tests only (hidden option): hold each OPEN this long before serving
+	 * it, so a test can kill a worker with a request inside. */
+	unsigned test_hold_open_ms;
 };
 
 /* Mounts and serves until unmounted or signalled. 0 on a clean exit. */
 int fs_run(struct vault *v, const struct fs_mount *m);
+
+struct fuse_session;
+/* The holder's side: mounts with the options fs_run would use and returns
+ * the /dev/fuse descriptor (owned by *se), or -1. */
+int fs_hold(const struct fs_mount *m, struct fuse_session **se);
+/* Unmounts and closes what fs_hold made. */
+void fs_unhold(struct fuse_session *se);
 
 #endif

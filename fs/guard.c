@@ -48,6 +48,16 @@ void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
 	copy_name(ref->key, sizeof(ref->key), key);
 }
 
+void guard_entry(const struct guard_ref *ref, enum audit_op op, const char *detail,
+		 struct audit_entry *out)
+{
+	out->who = &ref->who;
+	out->op = op;
+	out->instance = ref->instance;
+	out->key = ref->key;
+	out->detail = detail;
+}
+
 void guard_done(struct vault *v, const struct guard_ref *ref, enum audit_op op, int result,
 		const char *detail)
 {

@@ -58,6 +58,11 @@ void guard_setattr_done(struct vault *v, const struct guard_ref *ref,
 void guard_ref_init(fuse_req_t req, struct vault *v, struct guard_ref *ref,
 		    const char *instance, const char *key);
 
+/* The entry for a change on ref, to store with the change itself (see
+ * audit_record_txn); the change's own success is its outcome. */
+void guard_entry(const struct guard_ref *ref, enum audit_op op, const char *detail,
+		 struct audit_entry *out);
+
 /* Records the outcome of an operation on ref. */
 void guard_done(struct vault *v, const struct guard_ref *ref, enum audit_op op, int result,
 		const char *detail);

@@ -40,11 +40,14 @@
 #include "fs.h"
 #include "guard.h"
 #include "inval.h"
+#include "penalty.h"
 #include "log.h"
 #include "loop.h"
 #include "name.h"
+#include "../crypto/seal.h"
 #include "quota.h"
 #include "reload.h"
+#include "session.h"
 #include "vault.h"
 #include "watch.h"
 #include "xattr.h"
@@ -92,7 +95,17 @@ struct handle {
 	struct quota_user *qu;	/* the opener's share, charged for buf and orig */
 	bool paged;		/* read into the page cache (mmap): drop it at release */
 	struct handle *prev, *next;
+	uint64_t fh;		/* as the kernel knows it (handle.c) */
+	uint64_t read_version;	/* a reader's: the version it holds */
+	bool recorded;		/* the holder keeps a record of it */
+	uint32_t slot;		/* in the table of handles, 0: none */
 };
+
+/* Handles as the kernel names them, across workers (see below). */
+static struct handle *handle_get(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+static uint64_t fh_assign(struct handle *h);
+static void fh_release(struct handle *h);
+static void handle_record(struct fs *fs, struct handle *h);
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
 
@@ -319,6 +332,16 @@ static void reply_err(fuse_req_t req, int r)
 	fuse_reply_err(req, r < 0 ? user_errno(r) : r);
 }
 
+/* A refusal by the access rules: a user who keeps asking is answered late
+ * (penalty.c), so a flood of them doesn't crowd out everyone else. */
+static void reply_denied(fuse_req_t req, int r)
+{
+	if (r == -EACCES || r == -EPERM)
+		penalty_reply(req, fuse_req_ctx(req)->uid, -r);
+	else
+		reply_err(req, r);
+}
+
 static void vfs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
@@ -441,7 +464,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct fs *fs = fs_of(req);
-	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+	struct handle *h = fi ? handle_get(fs_of(req), ino, fi) : NULL;
 	/* Resizing an open handle is part of a write, audited at commit. */
 	int audited = to_set & ~(h ? FUSE_SET_ATTR_SIZE : 0);
 	struct guard_ref ref;
@@ -482,6 +505,7 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 				h->dirty = true;
 				h->closed = false;
 				trunc_done(fs, h);
+				handle_record(fs, h);
 			}
 			pthread_mutex_unlock(&h->lock);
 		} else {
@@ -659,6 +683,7 @@ static void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
+	struct audit_entry ae;
 	struct guard_ref ref;
 	struct db_secret s;
 	int r;
@@ -673,8 +698,11 @@ static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (r == 0)
 		r = guard_sticky(fs->v, ino_id(parent), s.uid, &ref, AUDIT_DELETE);
 	if (r == 0) {
-		r = vault_delete(fs->v, s.id, fuse_req_ctx(req)->uid);
-		guard_done(fs->v, &ref, AUDIT_DELETE, r, NULL);
+		guard_entry(&ref, AUDIT_DELETE, NULL, &ae);
+		r = vault_delete(fs->v, s.id, fuse_req_ctx(req)->uid, &ae);
+		audit_set_caller(NULL);
+		if (r < 0)
+			guard_done(fs->v, &ref, AUDIT_DELETE, r, NULL);
 	}
 	reply_err(req, r);
 }
@@ -744,6 +772,7 @@ static void handle_free(struct fs *fs, struct handle *h)
 {
 	if (!h)
 		return;
+	fh_release(h);
 	pthread_mutex_lock(&fs->handles_lock);
 	if (h->creating)
 		fs->creating--;
@@ -808,9 +837,315 @@ static void handle_charged(void)
 
 static void open_reply_fi(struct fuse_file_info *fi, struct handle *h)
 {
-	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->fh = fh_assign(h);
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
+}
+
+/*
+ * Handles across serving processes. The kernel keeps an open file's fh
+ * while workers come and go (src/holder.c), so an fh names the worker that
+ * made it (its epoch) and a slot in that worker's table; a reader's fh
+ * also carries the version it read, so the next worker rebuilds it exactly.
+ * A writer's state, its buffer sealed under a key derived from the master
+ * key, is recorded with the holder at every change before the change is
+ * acknowledged, and the next worker adopts it. A writer whose record is
+ * missing (its value too large to record) fails with EIO, never silently.
+ *
+ *   bits 63..48 epoch, 47 reader, 46..20 version + 1 (0: unknown), 19..0 slot
+ */
+#define FH_EPOCH_SHIFT 48
+#define FH_READER (1ULL << 47)
+#define FH_VER_SHIFT 20
+#define FH_VER_MASK ((1ULL << 27) - 1)
+#define FH_SLOTS (1UL << 20)
+
+static struct {
+	pthread_mutex_t lock;
+	struct handle **slot;	/* [0] unused */
+	size_t n, next;
+	struct secbuf *key;	/* seals writers' records */
+} ht = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+struct handle_rec {
+	int64_t id;
+	uint64_t version;
+	uint64_t owner;
+	int32_t opener;
+	uint32_t uid;
+	int32_t error;
+	uint32_t trunc_flushes;
+	uint8_t append, dirty, committed, closed, trunc_pending, creating;
+	struct guard_ref ref;
+};
+
+static uint64_t fh_epoch(void)
+{
+	return (uint64_t)(session_epoch() & 0xffff) << FH_EPOCH_SHIFT;
+}
+
+/* Puts h in a free slot; 0 or -ENOMEM. Called with ht.lock held. */
+static int slot_put(struct handle *h)
+{
+	struct handle **grown;
+	size_t i, n;
+
+	for (i = 1; i < ht.n; i++) {
+		size_t s = 1 + (ht.next + i - 1) % (ht.n - 1);
+
+		if (!ht.slot[s]) {
+			ht.slot[s] = h;
+			h->slot = (uint32_t)s;
+			ht.next = s;
+			return 0;
+		}
+	}
+	n = ht.n ? ht.n * 2 : 64;
+	if (n > FH_SLOTS)
+		return -ENOMEM;
+	grown = realloc(ht.slot, n * sizeof(*grown));
+	if (!grown)
+		return -ENOMEM;
+	memset(grown + ht.n, 0, (n - ht.n) * sizeof(*grown));
+	i = ht.n ? ht.n : 1;
+	ht.slot = grown;
+	ht.n = n;
+	grown[i] = h;
+	h->slot = (uint32_t)i;
+	return 0;
+}
+
+static uint64_t fh_assign(struct handle *h)
+{
+	uint64_t ver = h->read_version + 1;
+
+	pthread_mutex_lock(&ht.lock);
+	if (slot_put(h) == 0) {
+		h->fh = fh_epoch() | h->slot;
+		if (h->readonly)
+			h->fh |= FH_READER | ((ver <= FH_VER_MASK ? ver : 0) << FH_VER_SHIFT);
+	}
+	pthread_mutex_unlock(&ht.lock);
+	/* No slot: fh 0 is never found again, the file fails with EIO. */
+	return h->fh;
+}
+
+static void fh_release(struct handle *h)
+{
+	pthread_mutex_lock(&ht.lock);
+	if (h->slot && h->slot < ht.n && ht.slot[h->slot] == h)
+		ht.slot[h->slot] = NULL;
+	h->slot = 0;
+	pthread_mutex_unlock(&ht.lock);
+	if (h->recorded)
+		session_forget(h->fh);
+}
+
+/* Called with ht.lock held. */
+static struct handle *fh_find(uint64_t fh)
+{
+	size_t s = fh & (FH_SLOTS - 1);
+
+	if ((fh & ~(FH_READER | (FH_VER_MASK << FH_VER_SHIFT) | (FH_SLOTS - 1))) == fh_epoch())
+		return s < ht.n && ht.slot[s] && ht.slot[s]->fh == fh ? ht.slot[s] : NULL;
+	for (s = 1; s < ht.n; s++)
+		if (ht.slot[s] && ht.slot[s]->fh == fh)
+			return ht.slot[s];
+	return NULL;
+}
+
+/* A reader opened by an earlier worker: the version it read, again. */
+static struct handle *reader_rebuild(struct fs *fs, fuse_ino_t ino, uint64_t fh)
+{
+	uint64_t ver = (fh >> FH_VER_SHIFT) & FH_VER_MASK;
+	struct handle *h = NULL, *found;
+	int r;
+
+	if (!ver || ino_kind(ino) != K_SECRET || handle_new(fs, &h, ino_id(ino), 0, 0) < 0)
+		return NULL;
+	h->readonly = true;
+	h->read_version = ver - 1;
+	r = ver == 1 ? secbuf_new(&h->buf, 0) :
+		vault_read_version(fs->v, h->id, ver - 1, &h->buf, NULL);
+	if (r < 0) {
+		log_warn("secret %lld: cannot reopen version %llu for a reader of the "
+			 "previous worker: %s", (long long)h->id,
+			 (unsigned long long)(ver - 1), strerror(-r));
+		handle_free(fs, h);
+		return NULL;
+	}
+	if (getattr_ino(fs, ino, &h->st) == 0) {
+		h->st.st_size = (off_t)h->buf->len;
+		h->have_st = true;
+	}
+	h->fh = fh;
+	pthread_mutex_lock(&ht.lock);
+	found = fh_find(fh);
+	if (!found && slot_put(h) == 0)
+		found = h;
+	pthread_mutex_unlock(&ht.lock);
+	if (found != h) {
+		h->fh = 0;
+		handle_free(fs, h);
+	}
+	return found;
+}
+
+/* The handle fi names, if this worker has it: made or adopted here, or
+ * rebuilt since. */
+static struct handle *handle_find(const struct fuse_file_info *fi)
+{
+	struct handle *h;
+
+	pthread_mutex_lock(&ht.lock);
+	h = fi->fh ? fh_find(fi->fh) : NULL;
+	pthread_mutex_unlock(&ht.lock);
+	return h;
+}
+
+static struct handle *handle_get(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_find(fi);
+
+	if (!h && (fi->fh & FH_READER))
+		h = reader_rebuild(fs, ino, fi->fh);
+	if (!h)
+		log_warn("inode %llu: unknown file handle %#llx (a writer of a previous "
+			 "worker whose state was not recorded): EIO",
+			 (unsigned long long)ino, (unsigned long long)fi->fh);
+	return h;
+}
+
+static void rec_ad(struct seal_ad *ad, uint64_t fh, const struct handle_rec *hr)
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, NULL, 0, 32);
+	crypto_generichash_update(&st, (const unsigned char *)&fh, sizeof(fh));
+	crypto_generichash_update(&st, (const unsigned char *)hr, sizeof(*hr));
+	crypto_generichash_final(&st, ad->buf, 32);
+	ad->len = 32;
+}
+
+/* Called with h->lock held, or before the handle is shared. */
+static void handle_record(struct fs *fs, struct handle *h)
+{
+	struct handle_rec hr = {
+		.id = h->id, .version = h->version, .owner = h->owner, .opener = h->opener,
+		.uid = h->uid, .error = h->error, .append = h->append, .dirty = h->dirty,
+		.committed = h->committed, .closed = h->closed, .ref = h->ref,
+		.trunc_pending = h->trunc_pending, .trunc_flushes = h->trunc_flushes,
+		.creating = h->creating,
+	};
+	unsigned char *blob = NULL, *rec = NULL;
+	struct seal_ad ad;
+	size_t len = 0;
+	int r = -EINVAL;
+
+	(void)fs;
+	if (!session_epoch() || !ht.key || h->readonly || !h->fh)
+		return;
+	rec_ad(&ad, h->fh, &hr);
+	if (h->buf)
+		r = seal_seal(&blob, &len, ht.key->data, &ad, h->buf->data, h->buf->len);
+	rec = r == 0 ? malloc(sizeof(hr) + len) : NULL;
+	if (rec) {
+		memcpy(rec, &hr, sizeof(hr));
+		memcpy(rec + sizeof(hr), blob, len);
+		r = session_record(h->fh, rec, sizeof(hr) + len);
+	}
+	if (r < 0 || !rec) {
+		if (h->recorded)
+			session_forget(h->fh);
+		h->recorded = false;
+		log_debug("secret %lld: open writer not recorded with the holder: %s",
+			  (long long)h->id, strerror(r < 0 ? -r : ENOMEM));
+	} else {
+		h->recorded = true;
+	}
+	free(rec);
+	free(blob);
+}
+
+/* A writer recorded by an earlier worker, before this one serves. */
+static void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
+{
+	struct fs *fs = ctx;
+	struct handle_rec hr;
+	struct handle *h = NULL;
+	struct seal_ad ad;
+	int r = -EINVAL;
+
+	if (len < sizeof(hr) || !ht.key)
+		goto out;
+	memcpy(&hr, rec, sizeof(hr));
+	rec_ad(&ad, fh, &hr);
+	r = handle_new(fs, &h, hr.id, hr.uid, hr.opener);
+	if (r == 0)
+		r = seal_open(&h->buf, ht.key->data, &ad, (const unsigned char *)rec + sizeof(hr),
+			      len - sizeof(hr));
+	if (r == 0) {
+		h->version = hr.version;
+		h->owner = hr.owner;
+		h->error = hr.error;
+		h->append = hr.append;
+		h->dirty = hr.dirty;
+		h->committed = hr.committed;
+		h->closed = hr.closed;
+		h->trunc_pending = hr.trunc_pending;
+		h->trunc_flushes = hr.trunc_flushes;
+		h->ref = hr.ref;
+		h->fh = fh;
+		h->recorded = true;
+		pthread_mutex_lock(&ht.lock);
+		r = slot_put(h);
+		pthread_mutex_unlock(&ht.lock);
+	}
+	if (r == 0 && hr.creating)
+		creating_set(fs, h, true);
+	if (r == 0 && hr.trunc_pending && hr.trunc_flushes)
+		limbo_set(fs, h, true);
+out:
+	if (r < 0) {
+		log_warn("cannot adopt an open writer of the previous worker: %s", strerror(-r));
+		if (h)
+			h->recorded = false;
+		handle_free(fs, h);
+	}
+}
+
+static int handle_keys(struct vault *v)
+{
+	const struct secbuf *base = vault_audit_key(v);
+	int r;
+
+	if (!base || base->len < crypto_kdf_KEYBYTES)
+		return -EINVAL;
+	r = secbuf_new(&ht.key, SEAL_KEY_LEN);
+	if (r == 0) {
+		ht.key->len = SEAL_KEY_LEN;
+		if (crypto_kdf_derive_from_key(ht.key->data, SEAL_KEY_LEN, 1, "vfshandl",
+					       base->data) != 0)
+			r = -EINVAL;
+	}
+	return r;
+}
+
+/* A retiring worker: its handles live on in the holder's records and in
+ * readers' fh; only its copies of the plaintext go. */
+static void handles_wipe(void *ctx)
+{
+	struct fs *fs = ctx;
+
+	pthread_mutex_lock(&fs->handles_lock);
+	for (struct handle *h = fs->handles; h; h = h->next) {
+		secbuf_free(h->buf);
+		secbuf_free(h->orig);
+		h->buf = h->orig = NULL;
+	}
+	pthread_mutex_unlock(&fs->handles_lock);
+	secbuf_free(ht.key);
+	ht.key = NULL;
 }
 
 static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -819,6 +1154,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
+	struct audit_entry ae;
 	struct handle *h = NULL;
 	struct db_instance in;
 	struct db_secret s;
@@ -847,16 +1183,18 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		if (r < 0) {
 			handle_charged();
 			handle_free(fs, h);
-			reply_err(req, r);
+			reply_denied(req, r);
 			return;
 		}
 	}
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
 	handle_charged();
-	if (r == 0)
-		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s);
-	if (h)
+	if (r == 0) {
+		guard_entry(&h->ref, AUDIT_CREATE, NULL, &ae);
+		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s, &ae);
+	}
+	if (h && r < 0)
 		guard_done(fs->v, &h->ref, AUDIT_CREATE, r, NULL);
 	if (r < 0) {
 		if (r == -ENOMEM)
@@ -873,6 +1211,7 @@ static void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	stat_secret(&s, &st);
 	entry_init(fs, &e, &st);
 	open_reply_fi(fi, h);
+	handle_record(fs, h);
 	if (fuse_reply_create(req, &e, fi) != 0)
 		handle_free(fs, h);
 }
@@ -937,7 +1276,7 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* Renamed over or removed since the caller's lookup: the kernel
 		 * looks the name up again, so a reader racing an editor's
 		 * rename-over opens the new key instead of failing. */
-		reply_err(req, r == -ENOENT ? -ESTALE : r);
+		reply_denied(req, r == -ENOENT ? -ESTALE : r);
 		return;
 	}
 	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
@@ -969,7 +1308,10 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	h->append = fi->flags & O_APPEND;
 	h->readonly = acc == O_RDONLY;
+	h->read_version = h->readonly ? meta.version : 0;
 	open_reply_fi(fi, h);
+	if (!h->readonly)
+		handle_record(fs, h);
 	/* Nothing to commit on a reader's close: spare it the FLUSH round trip. */
 	fi->noflush = acc == O_RDONLY;
 	if (fuse_reply_open(req, fi) != 0)
@@ -990,9 +1332,12 @@ static void reply_read(fuse_req_t req, const struct secbuf *b, size_t size, off_
 static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct handle *h = handle_get(fs_of(req), ino, fi);
 
-	(void)ino;
+	if (!h) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	/* A read(2) names its caller's descriptor table (lock_owner); a read
 	 * into the page cache, for a private mmap or readahead, names none. */
 	if (!fi->lock_owner)
@@ -1011,12 +1356,16 @@ static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size,
 		      off_t off, struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct fs *fs = fs_of(req);
+	struct handle *h = handle_get(fs, ino, fi);
 	size_t pos, end;
 	int r = 0;
 
-	(void)ino;
+	if (!h) {
+		sodium_memzero((void *)data, size);
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	pthread_mutex_lock(&h->lock);
 	pos = h->append ? h->buf->len : (size_t)off;
 	if (off < 0 || h->error)
@@ -1032,6 +1381,7 @@ static void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t s
 		h->closed = false;
 		trunc_done(fs, h);
 		h->owner = fi->lock_owner;
+		handle_record(fs, h);
 	} else if (!h->error) {
 		h->error = -r;
 		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
@@ -1093,6 +1443,7 @@ static bool closer_is_writer(const struct handle *h, const struct closer *c)
 
 static int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct closer *c)
 {
+	struct audit_entry ae;
 	bool stored = false;
 	int r = 0;
 
@@ -1106,10 +1457,11 @@ static int handle_commit(struct fs *fs, struct handle *h, bool closing, const st
 	if (closing)
 		h->closed = true;
 	if (!h->error && h->dirty) {
+		guard_entry(&h->ref, AUDIT_WRITE, NULL, &ae);
 		r = vault_update_amend(fs->v, h->id, h->buf->data, h->buf->len, h->uid,
-				       &h->version);
+				       &h->version, &ae);
 		stored = r == 0;
-		if (r != -ENOENT)
+		if (r < 0 && r != -ENOENT)
 			guard_done(fs->v, &h->ref, AUDIT_WRITE, r, NULL);
 		if (r == -ENOENT)	/* removed while open: like an unlinked file */
 			r = 0;
@@ -1126,10 +1478,12 @@ static int handle_commit(struct fs *fs, struct handle *h, bool closing, const st
 	}
 	if (h->error) {
 		if (h->committed && h->orig) {
+			guard_entry(&h->ref, AUDIT_WRITE, "old value put back after a failed write",
+				    &ae);
 			r = vault_update_amend(fs->v, h->id, h->orig->data, h->orig->len,
-					       h->uid, &h->version);
+					       h->uid, &h->version, &ae);
 			stored = r == 0;
-			if (r != -ENOENT)
+			if (r < 0 && r != -ENOENT)
 				guard_done(fs->v, &h->ref, AUDIT_WRITE, r,
 					   "old value put back after a failed write");
 			if (r == 0 || r == -ENOENT)
@@ -1143,6 +1497,7 @@ static int handle_commit(struct fs *fs, struct handle *h, bool closing, const st
 	if (h->creating)	/* after the commit: others see the value at once */
 		creating_set(fs, h, false);
 out:
+	handle_record(fs, h);
 	pthread_mutex_unlock(&h->lock);
 	/* The kernel cached the size and times from before: the caller's next
 	 * stat must see what was just stored. */
@@ -1153,29 +1508,41 @@ out:
 
 static void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct handle *h = handle_get(fs_of(req), ino, fi);
 	struct closer c = { .owner = fi->lock_owner, .pid = fuse_req_ctx(req)->pid };
 
-	(void)ino;
+	if (!h) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	reply_err(req, handle_commit(fs_of(req), h, true, &c));
 }
 
 static void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct handle *h = handle_get(fs_of(req), ino, fi);
 
-	(void)ino;
 	(void)datasync;
+	if (!h) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	reply_err(req, handle_commit(fs_of(req), h, false, NULL));
 }
 
 static void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	bool paged = __atomic_load_n(&h->paged, __ATOMIC_RELAXED);
+	/* A reader of an earlier worker that this one never served: nothing
+	 * to rebuild just to let it go. */
+	struct handle *h = handle_find(fi);
+	/* Whether an earlier worker's reader read into the page cache is not
+	 * known here: drop its pages as if it had. */
+	bool paged = !h || __atomic_load_n(&h->paged, __ATOMIC_RELAXED);
 
-	(void)handle_commit(fs_of(req), h, true, NULL);
-	handle_free(fs_of(req), h);
+	if (h) {
+		(void)handle_commit(fs_of(req), h, true, NULL);
+		handle_free(fs_of(req), h);
+	}
 	fuse_reply_err(req, 0);
 	/* The last mapping went with this file: no plaintext page may stay
 	 * cached until the next open. */
@@ -1338,6 +1705,78 @@ static bool other_users_allowed(void)
 	return ok;
 }
 
+static int fs_args(const struct fs_mount *m, struct fuse_args *args)
+{
+	char opts[512];
+
+	snprintf(opts, sizeof(opts), "fsname=vaultfs,subtype=vaultfs,default_permissions%s",
+		 other_users_allowed() ? ",allow_other" : "");
+	fuse_set_log_func(fuse_log_to_ours);
+	if (fuse_opt_add_arg(args, "vaultfs") || fuse_opt_add_arg(args, "-o") ||
+	    fuse_opt_add_arg(args, opts) ||
+	    (m->fuse_opts && (fuse_opt_add_arg(args, "-o") ||
+			      fuse_opt_add_arg(args, m->fuse_opts))) ||
+	    (m->debug && fuse_opt_add_arg(args, "-d")))
+		return -1;
+	return 0;
+}
+
+int fs_hold(const struct fs_mount *m, struct fuse_session **out)
+{
+	static const struct fuse_lowlevel_ops none;
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_session *se = NULL;
+	int r = -1;
+
+	*out = NULL;
+	if (!other_users_allowed())
+		log_warn("not root and no user_allow_other in /etc/fuse.conf: only this user "
+			 "can use the mount");
+	if (fs_args(m, &args) == 0)
+		se = fuse_session_new(&args, &none, sizeof(none), NULL);
+	if (se && fuse_session_mount(se, m->mountpoint) == 0) {
+		*out = se;
+		se = NULL;
+		r = fuse_session_fd(*out);
+	}
+	if (se)
+		fuse_session_destroy(se);
+	fuse_opt_free_args(&args);
+	return r;
+}
+
+void fs_unhold(struct fuse_session *se)
+{
+	if (!se)
+		return;
+	fuse_session_unmount(se);
+	fuse_session_destroy(se);
+}
+
+/* A worker under a holder: the connection is handed over, not mounted. */
+static int fs_adopt(struct fs *fs, struct fuse_session *se, const struct fs_mount *m)
+{
+	int dev = -1, r;
+
+	session_test_hold_open(m->test_hold_open_ms);
+	r = handle_keys(fs->v);
+	if (r < 0)
+		log_warn("cannot derive the key for open writers' records: a restart loses "
+			 "writes in progress (%s)", strerror(-r));
+	r = session_wait_go(m->ctl_fd, handle_adopt, fs, &dev);
+	if (r < 0) {
+		log_err("the holder did not hand over the connection: %s", strerror(-r));
+		return -1;
+	}
+	r = session_adopt(se, dev);
+	if (r < 0) {
+		close(dev);
+		log_err("cannot serve the adopted connection: %s", strerror(-r));
+		return -1;
+	}
+	return 0;
+}
+
 static int limbo_init(struct fs *fs)
 {
 	pthread_condattr_t attr;
@@ -1359,23 +1798,15 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 		.timeout = vault_conf(v)->attr_timeout, .mount_ns = db_now_ns(),
 		.handles_lock = PTHREAD_MUTEX_INITIALIZER,
 	};
-	char opts[512];
 	int r = -1;
 
 	top_ino = m->instance_id > 0 ? instance_ino(m->instance_id) : 0;
 	quota_init(fs.conf);
 
-	snprintf(opts, sizeof(opts), "fsname=vaultfs,subtype=vaultfs,default_permissions%s",
-		 other_users_allowed() ? ",allow_other" : "");
-	if (!other_users_allowed())
+	if (m->ctl_fd <= 0 && !other_users_allowed())
 		log_warn("not root and no user_allow_other in /etc/fuse.conf: only this user "
 			 "can use the mount");
-	fuse_set_log_func(fuse_log_to_ours);
-	if (fuse_opt_add_arg(&args, "vaultfs") || fuse_opt_add_arg(&args, "-o") ||
-	    fuse_opt_add_arg(&args, opts) ||
-	    (m->fuse_opts && (fuse_opt_add_arg(&args, "-o") ||
-			      fuse_opt_add_arg(&args, m->fuse_opts))) ||
-	    (m->debug && fuse_opt_add_arg(&args, "-d")))
+	if (fs_args(m, &args) < 0)
 		goto out;
 	db_set_readers(fs.db, FS_READERS);
 	if (limbo_init(&fs) != 0)
@@ -1385,11 +1816,13 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 		goto out;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
-	if (fuse_session_mount(se, m->mountpoint) != 0) {
+	if (m->ctl_fd > 0 ? fs_adopt(&fs, se, m) != 0 :
+	    fuse_session_mount(se, m->mountpoint) != 0) {
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
-	if (m->ready && m->ready(m->ready_ctx) != 0) {
+	if ((m->ready && m->ready(m->ready_ctx) != 0) ||
+	    (m->ctl_fd > 0 && session_serving(handles_wipe, &fs) != 0)) {
 		fuse_session_unmount(se);
 		fuse_remove_signal_handlers(se);
 		goto out;
@@ -1402,7 +1835,10 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	else if (watch_start(fs.db, m->instance_id) < 0)
 		log_warn("cannot follow the store's changes: others' changes show within "
 			 "attr_timeout");
+	if (penalty_start() < 0)
+		log_warn("cannot start the penalty thread: repeated denials are answered at once");
 	r = fs_loop(se);
+	penalty_stop();
 	watch_stop();
 	inval_stop();
 	reload_stop();
@@ -1412,5 +1848,7 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	fuse_opt_free_args(&args);
+	secbuf_free(ht.key);
+	ht.key = NULL;
 	return r;
 }

@@ -25,6 +25,7 @@ void policy_defaults(struct vault_conf *c)
 	c->access.root_read = true;
 	c->daemon.audit = true;
 	c->daemon.audit_syslog = true;
+	c->daemon.audit_fold = 2;
 	snprintf(c->daemon.syslog_socket, sizeof(c->daemon.syslog_socket), "%s", "/dev/log");
 }
 

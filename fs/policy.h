@@ -53,6 +53,7 @@ struct daemon_conf {
 	bool audit_syslog;		/* and send each entry to syslog (default yes) */
 	char syslog_socket[108];	/* syslog's datagram socket (default /dev/log) */
 	int64_t audit_retention;	/* seconds, 0: keep every entry */
+	int64_t audit_fold;		/* seconds repeats are counted into one entry, 0: never */
 };
 
 struct instance_conf {

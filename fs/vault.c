@@ -1100,6 +1100,21 @@ static int seal_value(const struct inst_key *k, const struct db_secret *s,
 	return vault_seal_blob(blob, k->key, &ad, pt, len);
 }
 
+/* Ends a write transaction: the change's audit entry joins it, and both
+ * are committed, or both rolled back. */
+static int commit_audited(struct vault *v, int r, const struct audit_entry *audit)
+{
+	if (r == 0)
+		r = audit_record_txn(v->audit, v->db, audit);
+	if (r == 0)
+		r = db_commit(v->db);
+	else
+		db_rollback(v->db);
+	return r;
+}
+
+
+
 int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 		     const unsigned char *pt, size_t len, uint32_t flags, uid_t by)
 {
@@ -1124,9 +1139,14 @@ int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 }
 
 /* A secret made by create() holds version 0, empty, until it is first
- * written; version 0 never enters the history. */
+ * written; version 0 never enters the history. Its commit is not synced:
+ * the commit of its first value (or any later one) makes it durable, as
+ * a file created on a local filesystem is by the sync of its data; its
+ * audit entry is in the same transaction, so the two stand or fall
+ * together. One sync per new key written, as for a key updated. */
 int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t uid,
-		 gid_t gid, mode_t mode, struct db_secret *out)
+		 gid_t gid, mode_t mode, struct db_secret *out,
+		 const struct audit_entry *audit)
 {
 	struct db_blob blob = { 0 };
 	struct db_secret s = { 0 };
@@ -1135,7 +1155,7 @@ int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t u
 
 	if (!name_valid(name))
 		return -EINVAL;
-	r = db_begin(v->db);
+	r = db_begin_lazy(v->db);
 	if (r < 0)
 		return r;
 	r = vault_key_current(v, instance_id, &k);
@@ -1152,10 +1172,7 @@ int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t u
 	if (r == 0)
 		r = db_secret_insert(v->db, &s, &blob);
 done:
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
+	r = commit_audited(v, r, audit);
 	db_blob_free(&blob);
 	if (k)
 		vault_key_put(v, k);
@@ -1170,7 +1187,8 @@ done:
  * *amend when it is still the current one, and makes a new version
  * otherwise. */
 static int update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
-		  uid_t by, uint64_t *amend, struct db_secret *out)
+		  uid_t by, uint64_t *amend, struct db_secret *out,
+		  const struct audit_entry *audit)
 {
 	struct db_blob blob = { 0 };
 	struct inst_key *k = NULL;
@@ -1199,10 +1217,7 @@ static int update(struct vault *v, int64_t secret_id, const unsigned char *pt, s
 	} else if (r == 0) {
 		r = vault_store_next(v, k, &s, pt, len, flags, by);
 	}
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
+	r = commit_audited(v, r, audit);
 	db_blob_free(&blob);
 	if (k)
 		vault_key_put(v, k);
@@ -1216,13 +1231,14 @@ static int update(struct vault *v, int64_t secret_id, const unsigned char *pt, s
 int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt, size_t len,
 		 uid_t by, struct db_secret *out)
 {
-	return update(v, secret_id, pt, len, by, NULL, out);
+	return update(v, secret_id, pt, len, by, NULL, out, NULL);
 }
 
 int vault_update_amend(struct vault *v, int64_t secret_id, const unsigned char *pt,
-		       size_t len, uid_t by, uint64_t *version)
+		       size_t len, uid_t by, uint64_t *version,
+		       const struct audit_entry *audit)
 {
-	return update(v, secret_id, pt, len, by, version, NULL);
+	return update(v, secret_id, pt, len, by, version, NULL, audit);
 }
 
 /* Inside a transaction: update or create by name. */
@@ -1283,24 +1299,21 @@ out:
 
 int vault_put_if(struct vault *v, int64_t instance_id, const char *name,
 		 const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
-		 int64_t if_version, struct db_secret *out)
+		 int64_t if_version, struct db_secret *out,
+		 const struct audit_entry *audit)
 {
 	int r = db_begin(v->db);
 
 	if (r < 0)
 		return r;
 	r = put_locked(v, instance_id, name, pt, len, uid, gid, if_version, out);
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
-	return r;
+	return commit_audited(v, r, audit);
 }
 
 int vault_put(struct vault *v, int64_t instance_id, const char *name, const unsigned char *pt,
 	      size_t len, uid_t uid, gid_t gid, struct db_secret *out)
 {
-	return vault_put_if(v, instance_id, name, pt, len, uid, gid, -1, out);
+	return vault_put_if(v, instance_id, name, pt, len, uid, gid, -1, out, NULL);
 }
 
 int vault_put_many(struct vault *v, int64_t instance_id, size_t n, const char *const *names,
@@ -1514,16 +1527,13 @@ done:
 }
 
 /* Into the trash, restorable for undelete_window; with no window, gone. */
-int vault_delete(struct vault *v, int64_t secret_id, uid_t by)
+int vault_delete(struct vault *v, int64_t secret_id, uid_t by,
+		 const struct audit_entry *audit)
 {
 	int r = db_begin(v->db);
 
 	if (r < 0)
 		return r;
 	r = trash_in_txn(v, secret_id, by);
-	if (r == 0)
-		r = db_commit(v->db);
-	else
-		db_rollback(v->db);
-	return r;
+	return commit_audited(v, r, audit);
 }

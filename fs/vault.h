@@ -13,6 +13,7 @@
 
 struct vault;
 struct audit;
+struct audit_entry;
 
 enum {
 	VAULT_READONLY = 0x1,
@@ -57,10 +58,14 @@ int vault_read_fetched(struct vault *v, const struct db_secret *m, const struct 
 struct db_version;
 int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,
 		       struct secbuf **out, struct db_version *meta) WUR;
+/* The calls below that take an audit_entry store it (see
+ * audit_record_txn) in the change's own transaction: NULL for none. */
+
 /* A new, empty secret (version 0, which no history keeps): -EEXIST if the
  * name is taken. */
 int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t uid,
-		 gid_t gid, mode_t mode, struct db_secret *out) WUR;
+		 gid_t gid, mode_t mode, struct db_secret *out,
+		 const struct audit_entry *audit) WUR;
 /* Seals and stores a new version of a secret in one transaction, applying the
  * newline policy and keeping the value it replaces as an old version (the
  * config's `versions` says how many); -EFBIG over the size limit, -ENOENT if
@@ -72,7 +77,8 @@ int vault_update(struct vault *v, int64_t secret_id, const unsigned char *pt,
  * current one, it is replaced instead of kept in the history. Updated to
  * the version this commit made. */
 int vault_update_amend(struct vault *v, int64_t secret_id, const unsigned char *pt,
-		       size_t len, uid_t by, uint64_t *version) WUR;
+		       size_t len, uid_t by, uint64_t *version,
+		       const struct audit_entry *audit) WUR;
 /* Update or create by name (the CLI's set). */
 int vault_put(struct vault *v, int64_t instance_id, const char *name,
 	      const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
@@ -82,7 +88,8 @@ int vault_put(struct vault *v, int64_t instance_id, const char *name,
  * one. */
 int vault_put_if(struct vault *v, int64_t instance_id, const char *name,
 		 const unsigned char *pt, size_t len, uid_t uid, gid_t gid,
-		 int64_t if_version, struct db_secret *out) WUR;
+		 int64_t if_version, struct db_secret *out,
+		 const struct audit_entry *audit) WUR;
 /* Puts n values in one transaction: all or none. On failure *at (may be
  * NULL) is the index of the value that failed (n: the commit did). */
 int vault_put_many(struct vault *v, int64_t instance_id, size_t n, const char *const *names,
@@ -95,7 +102,8 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname,
 		 bool noreplace, uid_t by, int64_t *replaced_id) WUR;
 /* Moves a secret to the trash (undelete_window), or erases it if there is
  * no window; `by` is who deleted it. */
-int vault_delete(struct vault *v, int64_t secret_id, uid_t by) WUR;
+int vault_delete(struct vault *v, int64_t secret_id, uid_t by,
+		 const struct audit_entry *audit) WUR;
 
 /* Makes an old version current again, as a new version: -EALREADY if it
  * is the current one, -ENOENT if it is not kept. */

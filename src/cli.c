@@ -210,7 +210,7 @@ int cli_open_vault(struct cli *c, int vault_flags)
 
 	if (cli_load_key(c, &key) < 0)
 		return -1;
-	r = vault_open(&c->vault, &c->conf, key, vault_flags, err, sizeof(err));
+	r = vault_open(&c->vault, &c->conf, key, vault_flags & ~CLI_NO_AUDIT, err, sizeof(err));
 	secbuf_free(key);
 	if (r < 0) {
 		cli_error("%s", err);
@@ -236,15 +236,26 @@ static int cli_open_audit(struct cli *c, int vault_flags)
 	struct audit *a = NULL;
 	int r;
 
-	if (!c->conf.daemon.audit || (vault_flags & VAULT_READONLY))
+	if (!c->conf.daemon.audit || (vault_flags & (VAULT_READONLY | CLI_NO_AUDIT)))
 		return 0;
-	r = audit_open(&a, c->conf.db, vault_audit_key(c->vault), &c->conf.daemon);
+	r = audit_open_db(&a, vault_db(c->vault), vault_audit_key(c->vault), &c->conf.daemon);
 	if (r < 0) {
 		cli_audit_error(c->conf.db, r);
 		return -1;
 	}
 	vault_set_audit(c->vault, a);
 	return 0;
+}
+
+struct audit_entry *cli_entry(struct audit_entry *e, enum audit_op op, const char *instance,
+			      const char *key)
+{
+	e->who = NULL;
+	e->op = op;
+	e->instance = instance;
+	e->key = key;
+	e->detail = "vaultfs CLI";
+	return e;
 }
 
 void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,

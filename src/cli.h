@@ -35,7 +35,7 @@ enum { OPT_CONFIG = 0x100, OPT_DB, OPT_KEY_FILE, OPT_HELP };
 enum { OPT_VERSION = 0x200, OPT_IF_VERSION, OPT_ALL, OPT_DELETED, OPT_NEW_KEY_FILE,
        OPT_INSTANCE, OPT_JSON, OPT_ENV, OPT_DIR, OPT_TYPE, OPT_VERBOSE, OPT_DRY_RUN,
        OPT_BACKUP_KEY_FILE, OPT_KEY, OPT_SINCE, OPT_VERIFY, OPT_PRUNE,
-       OPT_EXPECT_HEAD };
+       OPT_EXPECT_HEAD, OPT_WORKER, OPT_TEST_HOLD, OPT_FD_STORE };
 
 /* Parses argv with the common options plus `extra` (NULL-terminated, may be
  * NULL) and `shortopts`; calls on_opt for the extra ones (nonzero: usage
@@ -46,7 +46,10 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
 /* Loads the config (given, or the default one if it exists) and applies the
  * command-line overrides. Prints the error and returns -1 on failure. */
 int cli_load_config(struct cli *c);
-/* Hardens the process, loads the master key and opens the vault. */
+/* Hardens the process, loads the master key and opens the vault, and its
+ * audit log unless CLI_NO_AUDIT: for a command that reads no value and
+ * changes nothing, so records nothing (and need not unseal the log's key). */
+#define CLI_NO_AUDIT 0x100
 int cli_open_vault(struct cli *c, int vault_flags);
 /* Loads the master key alone (for init). */
 int cli_load_key(struct cli *c, struct secbuf **key);
@@ -56,7 +59,12 @@ int cli_load_key_file(const char *path, const char *what, struct secbuf **key);
 void cli_close(struct cli *c);
 /* Prints why the audit log of db could not be opened (r: -errno). */
 void cli_audit_error(const char *db, int r);
-/* Records a CLI read or change of a secret in the audit log. */
+/* The entry for a change this command makes, stored with the change
+ * (audit_record_txn); returns e. */
+struct audit_entry *cli_entry(struct audit_entry *e, enum audit_op op, const char *instance,
+			      const char *key);
+/* Records a CLI read, or a change's failure, in the audit log (a change's
+ * success is stored with the change). */
 void cli_audit(struct cli *c, enum audit_op op, const char *instance, const char *key,
 	       int result);
 

@@ -180,7 +180,10 @@ static int print_json(void *ctx, const struct db_audit_row *r)
 	json_str("op", r->op);
 	printf(",\"result\":\"%s\",\"errno\":%d,", result_name(r->result), (int)r->result);
 	json_str("detail", r->detail);
-	printf("}\n");
+	/* A folded entry stands for count events from first_time to time. */
+	format_time(r->first_ns, t, sizeof(t));
+	printf(",\"count\":%lld,\"first_time\":\"%s\",\"first_time_ns\":%lld}\n",
+	       (long long)r->count, t, (long long)r->first_ns);
 	return 0;
 }
 
@@ -208,6 +211,12 @@ static void print_line(const struct db_audit_row *r)
 		printf(" (");
 		safe_print(r->detail, true);
 		printf(")");
+	}
+	if (r->count != 1 || r->first_ns != r->time_ns) {
+		char first[64];
+
+		format_time(r->first_ns, first, sizeof(first));
+		printf(" [%lld times from %s to %s]", (long long)r->count, first, t);
 	}
 	putchar('\n');
 }
@@ -278,9 +287,10 @@ static int do_verify(struct cli *c, struct audit *a, const struct audit_opts *o)
 	if (v.ok) {
 		head_fp(vault_db(c->vault), v.last_seq, fp);
 		if (v.entries)
-			printf("audit log intact: %lld entries (%lld to %lld), chain verified; "
-			       "head %lld:%s\n", (long long)v.entries, (long long)v.first_seq,
-			       (long long)v.last_seq, (long long)v.last_seq, fp);
+			printf("audit log intact: %lld entries (%lld to %lld) recording %lld "
+			       "events, chain verified; head %lld:%s\n", (long long)v.entries,
+			       (long long)v.first_seq, (long long)v.last_seq, (long long)v.events,
+			       (long long)v.last_seq, fp);
 		else
 			printf("audit log intact: no entries\n");
 	} else {
@@ -366,17 +376,16 @@ int audit_main(int argc, char **argv)
 		cli_usage_error(&c, "--verify and --prune take no other option");
 	if (o.expect_head >= 0 && !o.verify)
 		cli_usage_error(&c, "--expect-head goes with --verify");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
 		goto out;
-	a = vault_audit(c.vault);
-	if (!a) {	/* audit = no: the log may still hold older entries */
-		r = audit_open(&own, c.conf.db, vault_audit_key(c.vault), &c.conf.daemon);
-		if (r < 0) {
-			cli_audit_error(c.conf.db, r);
-			goto out;
-		}
-		a = own;
+	/* A connection of its own, also with audit = no (the log may still
+	 * hold older entries): reading the whole log never holds the vault's. */
+	r = audit_open(&own, c.conf.db, vault_audit_key(c.vault), &c.conf.daemon);
+	if (r < 0) {
+		cli_audit_error(c.conf.db, r);
+		goto out;
 	}
+	a = own;
 	if (o.verify) {
 		ret = do_verify(&c, a, &o);
 	} else if (o.prune) {

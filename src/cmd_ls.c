@@ -207,7 +207,7 @@ int ls_main(int argc, char **argv)
 		cli_usage_error(&c, "--all and --deleted need an INSTANCE");
 	if (o.all && o.deleted)
 		cli_usage_error(&c, "--all and --deleted don't go together");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
 		goto out;
 	if (i == argc) {
 		r = instances_load(&c, &insts);
@@ -281,7 +281,7 @@ int check_main(int argc, char **argv)
 	int i, n, bad = 0, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
 		goto out;
 	if (i < argc) {
 		for (; i < argc; i++, instances++) {
@@ -392,7 +392,7 @@ int export_main(int argc, char **argv)
 	i = cli_parse(&c, argc, argv, NULL, extra, json_opt, NULL);
 	if (argc - i > 1)
 		cli_usage_error(&c, "too many arguments");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
 		goto out;
 	meta_format_time(db_now_ns(), now);
 	if (i < argc) {

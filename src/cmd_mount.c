@@ -19,6 +19,7 @@
 #include "../fs/name.h"
 #include "../fs/vault.h"
 #include "cli.h"
+#include "holder.h"
 #include "commands.h"
 #include "notify.h"
 #include "privdrop.h"
@@ -32,6 +33,9 @@ struct mount_opts {
 	const char *instance;
 	const char *mountpoint;
 	int ready_fd;
+	int worker_fd;			/* --worker: the holder's control socket */
+	unsigned test_hold_open_ms;	/* --test-hold-open MS (hidden, tests) */
+	bool fd_store;			/* --fd-store */
 	const struct vault_conf *conf;
 };
 
@@ -52,9 +56,40 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 	case OPT_INSTANCE:
 		mo->instance = arg;
 		return 0;
+	case OPT_FD_STORE:
+		mo->fd_store = true;
+		return 0;
+	case OPT_TEST_HOLD:
+		mo->test_hold_open_ms = (unsigned)atoi(arg);
+		return 0;
+	case OPT_WORKER:
+		mo->worker_fd = atoi(arg);
+		return mo->worker_fd >= 3 ? 0 : -1;
 	default:
 		return -1;
 	}
+}
+
+static int mount_ready_detach(struct mount_opts *mo)
+{
+	int fd;
+
+	log_to_syslog(true);
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	if (mo->ready_fd < 0)
+		return 0;
+	if (write(mo->ready_fd, "1", 1) != 1)
+		return -1;
+	close(mo->ready_fd);
+	mo->ready_fd = -1;
+	return 0;
 }
 
 /* The mount is in place: tell a service manager (Type=notify), and in the
@@ -69,8 +104,11 @@ static int mount_ready(void *ctx)
 		cli_error("%s", err);
 		return -1;
 	}
-	notify_ready(mo->mountpoint);
-	if (mo->ready_fd < 0)
+	if (mo->worker_fd >= 0 && mo->foreground)
+		return 0;
+	if (mo->worker_fd < 0)
+		notify_ready(mo->mountpoint);
+	if (mo->ready_fd < 0 && mo->worker_fd < 0)
 		return 0;
 	log_to_syslog(true);
 	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -81,11 +119,22 @@ static int mount_ready(void *ctx)
 		if (fd > STDERR_FILENO)
 			close(fd);
 	}
+	if (mo->ready_fd < 0)
+		return 0;
 	if (write(mo->ready_fd, "1", 1) != 1)
 		return -1;
 	close(mo->ready_fd);
 	mo->ready_fd = -1;
 	return 0;
+}
+
+static void holder_ready(void *ctx)
+{
+	struct mount_opts *mo = ctx;
+
+	notify_ready(mo->mountpoint);
+	if (mo->ready_fd >= 0 && mount_ready_detach(mo) < 0)
+		log_warn("cannot tell the caller the mount is ready");
 }
 
 /* The parent: waits for "ready" or for the child to fail. */
@@ -182,7 +231,8 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 {
 	struct fs_mount m = {
 		.mountpoint = mountpoint, .fuse_opts = mo->fuse_opts, .debug = mo->debug,
-		.ready = mount_ready, .ready_ctx = mo,
+		.ready = mount_ready, .ready_ctx = mo, .ctl_fd = mo->worker_fd,
+		.test_hold_open_ms = mo->test_hold_open_ms,
 	};
 	char err[1024];
 	int r;
@@ -215,13 +265,15 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 		cli_error("cannot start the audit log: %s", strerror(-r));
 		return 1;
 	}
-	if (priv_prepare(&c->conf, err, sizeof(err)) < 0) {
+	/* Under a holder the holder mounts, as the user that started it. */
+	if (mo->worker_fd < 0 && priv_prepare(&c->conf, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return 1;
 	}
 	log_set_verbose(mo->debug);
 	r = fs_run(c->vault, &m);
-	notify_stopping();
+	if (mo->worker_fd < 0)
+		notify_stopping();
 	if (r != 0) {
 		if (mo->ready_fd >= 0)
 			cli_error("cannot mount on %s (see the messages above)", mountpoint);
@@ -229,8 +281,45 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 			log_err("stopped with an error (%d)", r);
 		return 1;
 	}
-	log_info("unmounted %s", mountpoint);
+	if (mo->worker_fd < 0)
+		log_info("unmounted %s", mountpoint);
 	return 0;
+}
+
+/* The holder's part: workers are this command again, with --worker. */
+static int hold(struct cli *c, struct mount_opts *mo, const char *mountpoint, int argc,
+		char **argv)
+{
+	struct fs_mount m = {
+		.mountpoint = mountpoint, .fuse_opts = mo->fuse_opts, .debug = mo->debug,
+		.ctl_fd = -1,
+	};
+	struct holder_conf hc = {
+		.mount = &m, .ready = holder_ready, .ready_ctx = mo, .fd_store = mo->fd_store,
+	};
+	char **wargv = calloc((size_t)argc + 3, sizeof(*wargv));
+	int ret;
+
+	if (!wargv)
+		return 1;
+	mo->mountpoint = mountpoint;
+	mo->conf = &c->conf;
+	wargv[0] = argv[0];
+	wargv[1] = "mount";
+	wargv[2] = "--worker=3";
+	for (int i = 1; i < argc; i++)
+		wargv[i + 2] = argv[i];
+	hc.worker_argv = wargv;
+	hc.db = c->conf.db;
+	cli_harden();
+	log_set_verbose(mo->debug);
+	ret = holder_run(&hc);
+	if (ret == 0) {
+		notify_stopping();
+		log_info("unmounted %s", mountpoint);
+	}
+	free(wargv);
+	return ret;
 }
 
 int mount_main(int argc, char **argv)
@@ -240,6 +329,9 @@ int mount_main(int argc, char **argv)
 		{ "debug", no_argument, NULL, 'd' },
 		{ "options", required_argument, NULL, 'o' },
 		{ "instance", required_argument, NULL, OPT_INSTANCE },
+		{ "worker", required_argument, NULL, OPT_WORKER },
+		{ "test-hold-open", required_argument, NULL, OPT_TEST_HOLD },
+		{ "fd-store", no_argument, NULL, OPT_FD_STORE },
 		{ 0 },
 	};
 	struct cli c = {
@@ -253,10 +345,15 @@ int mount_main(int argc, char **argv)
 			"  -d, --debug          foreground, with FUSE's request trace\n"
 			"  -o, --options OPTS   extra FUSE mount options\n"
 			"      --instance NAME  show only this instance: its directory is the\n"
-			"                       root of the mount (one mount per container)\n",
+			"                       root of the mount (one mount per container)\n"
+			"      --fd-store       under systemd (FileDescriptorStoreMax=): keep the\n"
+			"                       connection in the service's file descriptor store,\n"
+			"                       so a restart after the holder died adopts it\n",
 	};
-	struct mount_opts mo = { .ready_fd = -1 };
+	struct mount_opts mo = { .ready_fd = -1, .worker_fd = -1 };
 	char mountpoint[PATH_MAX];
+	const char *mp;
+	bool adopting;
 	int fds[2], i, ret;
 	pid_t pid;
 
@@ -268,18 +365,32 @@ int mount_main(int argc, char **argv)
 				"A-Z a-z 0-9 . _ -)", mo.instance);
 	if (cli_load_config(&c) < 0)
 		return 1;
-	if (!realpath(i < argc ? argv[i] : c.conf.mountpoint, mountpoint)) {
-		cli_error("mount point %s: %s", i < argc ? argv[i] : c.conf.mountpoint,
-			  strerror(errno));
+	mp = i < argc ? argv[i] : c.conf.mountpoint;
+	/* A worker's mount point, or one whose connection systemd kept for us,
+	 * is a mount that nobody serves yet: resolving the path would be a
+	 * request to it, answered by no one. */
+	adopting = mo.fd_store && mp[0] == '/' && notify_stored_fd(HOLDER_FD_NAME) >= 0;
+	if (mo.worker_fd >= 0 || adopting) {
+		snprintf(mountpoint, sizeof(mountpoint), "%s", mp);
+	} else if (!realpath(mp, mountpoint)) {
+		cli_error("mount point %s: %s", mp, strerror(errno));
 		cli_close(&c);
 		return 1;
 	}
-	if (check_mountpoint(mountpoint) < 0) {
+	if (mo.worker_fd >= 0) {
+		unsetenv("NOTIFY_SOCKET");	/* the holder speaks to systemd */
+		ret = serve(&c, &mo, mountpoint);
+		cli_close(&c);
+		return ret;
+	}
+	/* A connection kept for us by systemd may be mounted there already:
+	 * the holder adopts it if it still is, else mounts. */
+	if (!adopting && check_mountpoint(mountpoint) < 0) {
 		cli_close(&c);
 		return 1;
 	}
 	if (mo.foreground) {
-		ret = serve(&c, &mo, mountpoint);
+		ret = hold(&c, &mo, mountpoint, argc, argv);
 		cli_close(&c);
 		return ret;
 	}
@@ -302,7 +413,7 @@ int mount_main(int argc, char **argv)
 	setsid();
 	if (chdir("/") < 0)
 		return 1;
-	ret = serve(&c, &mo, mountpoint);
+	ret = hold(&c, &mo, mountpoint, argc, argv);
 	cli_close(&c);
 	return ret;
 }

@@ -113,6 +113,7 @@ int set_main(int argc, char **argv)
 	};
 	struct secbuf *val = NULL;
 	struct db_secret cur = { 0 };
+	struct audit_entry ae;
 	int64_t if_version = -1;
 	struct db_instance in;
 	const char *inst, *key;
@@ -146,8 +147,9 @@ int set_main(int argc, char **argv)
 		r = -ESTALE;
 	else if (r == 0)
 		r = vault_put_if(c.vault, in.id, key, val->data, val->len, getuid(), in.gid,
-				 if_version, &cur);
-	cli_audit(&c, AUDIT_WRITE, inst, key, r);
+				 if_version, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
+	if (r < 0)
+		cli_audit(&c, AUDIT_WRITE, inst, key, r);
 	if (r == -ESTALE) {
 		cli_error("%s/%s is at version %llu, not %lld: it changed meanwhile; nothing was "
 			  "changed", inst, key, (unsigned long long)cur.version,
@@ -172,6 +174,7 @@ int rm_main(int argc, char **argv)
 		.cmd = "rm", .usage = "[OPTIONS] INSTANCE KEY",
 		.help = "Deletes INSTANCE/KEY.\n",
 	};
+	struct audit_entry ae;
 	struct db_secret s;
 	int i, r, ret = 1;
 
@@ -182,8 +185,10 @@ int rm_main(int argc, char **argv)
 		goto out;
 	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
 		goto out;
-	r = vault_delete(c.vault, s.id, getuid());
-	cli_audit(&c, AUDIT_DELETE, argv[i], argv[i + 1], r);
+	r = vault_delete(c.vault, s.id, getuid(),
+			 cli_entry(&ae, AUDIT_DELETE, argv[i], argv[i + 1]));
+	if (r < 0)
+		cli_audit(&c, AUDIT_DELETE, argv[i], argv[i + 1], r);
 	if (r < 0) {
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;

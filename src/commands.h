@@ -22,5 +22,7 @@ int restore_main(int argc, char **argv);
 int import_main(int argc, char **argv);
 int audit_main(int argc, char **argv);
 int doctor_main(int argc, char **argv);
+int status_main(int argc, char **argv);
+int reload_main(int argc, char **argv);
 
 #endif

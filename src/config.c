@@ -708,6 +708,15 @@ static int cfg_vault_audit_retention(struct cfg_state *st, const char *key, cons
 	return 0;
 }
 
+static int cfg_vault_audit_fold(struct cfg_state *st, const char *key, const char *v)
+{
+	if (config_parse_duration(v, &st->c->daemon.audit_fold) ||
+	    st->c->daemon.audit_fold > 3600)
+		return cfg_fail(st, -EINVAL, "bad duration '%s' for %s (want at most 1h, like "
+				"2s; 0 stores every event on its own)", v, key);
+	return 0;
+}
+
 static const struct cfg_key cfg_vault_keys[] = {
 	{ "db", cfg_vault_db },
 	{ "key_file", cfg_vault_key_file },
@@ -730,6 +739,7 @@ static const struct cfg_key cfg_vault_keys[] = {
 	{ "audit_syslog", cfg_vault_audit_syslog },
 	{ "syslog_socket", cfg_vault_syslog_socket },
 	{ "audit_retention", cfg_vault_audit_retention },
+	{ "audit_fold", cfg_vault_audit_fold },
 	{ NULL, NULL },
 };
 

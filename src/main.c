@@ -13,6 +13,8 @@ static const struct {
 	{ "keygen", keygen_main, "Print (or write with --out) a new master key" },
 	{ "init", init_main, "Create a new vault database" },
 	{ "mount", mount_main, "Mount the vault as a filesystem" },
+	{ "status", status_main, "Show each mount's holder, worker, uptime and restarts" },
+	{ "reload", reload_main, "Reload a mount's key, or upgrade its worker (--upgrade)" },
 	{ "ls", ls_main, "List instances, or the keys of an instance" },
 	{ "get", get_main, "Write a secret's value to standard output" },
 	{ "set", set_main, "Store a secret's value read from standard input" },

@@ -1,6 +1,7 @@
 /* sd_notify(3) for Type=notify units. The message goes to $NOTIFY_SOCKET,
  * which the service manager sets; without it nothing is sent. A failed
  * notification is logged, never fatal: the mount itself works. */
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,6 +34,63 @@ static void notify_send(const char *state)
 	warned = true;
 	log_warn("built without libsystemd: NOTIFY_SOCKET is ignored, so a "
 		 "Type=notify unit never becomes ready (rebuild with libsystemd-dev)");
+}
+#endif
+
+#ifdef HAVE_SYSTEMD
+int notify_store_fd(int fd, const char *name)
+{
+	char state[128];
+	int r;
+
+	if (!getenv("NOTIFY_SOCKET"))
+		return -1;
+	snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", name);
+	r = sd_pid_notify_with_fds(0, 0, state, &fd, 1);
+	return r > 0 ? 0 : -1;
+}
+
+int notify_stored_fd(const char *name)
+{
+	static char **names;
+	static int n = -1;
+
+	if (n < 0) {
+		n = sd_listen_fds_with_names(1, &names);
+		if (n < 0)
+			n = 0;
+	}
+	for (int i = 0; i < n; i++)
+		if (names && names[i] && !strcmp(names[i], name)) {
+			fcntl(SD_LISTEN_FDS_START + i, F_SETFD, FD_CLOEXEC);
+			return SD_LISTEN_FDS_START + i;
+		}
+	return -1;
+}
+void notify_remove_fd(const char *name)
+{
+	char state[128];
+
+	snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	notify_send(state);
+}
+#else
+void notify_remove_fd(const char *name)
+{
+	(void)name;
+}
+
+int notify_store_fd(int fd, const char *name)
+{
+	(void)fd;
+	(void)name;
+	return -1;
+}
+
+int notify_stored_fd(const char *name)
+{
+	(void)name;
+	return -1;
 }
 #endif
 

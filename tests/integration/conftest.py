@@ -88,6 +88,24 @@ def force_unmount(mnt):
                        stderr=subprocess.DEVNULL)
 
 
+def worker_pids(holder):
+    """The children of a `vaultfs mount` holder that serve its mount."""
+    r = run(["pgrep", "-P", str(holder), "-f", " mount --worker="])
+    return [int(p) for p in r.stdout.split()]
+
+
+def serving_pid_changed(v, old, timeout=MOUNT_TIMEOUT):
+    """Waits until a worker other than `old` serves; returns its pid."""
+    new = []
+
+    def changed():
+        pids = worker_pids(v.proc.pid)
+        new[:] = [p for p in pids if p != old]
+        return bool(new)
+    assert wait_for(changed, timeout), f"no new worker after {old}:\n{v.log()}"
+    return new[0]
+
+
 class Vault:
     """A vault in a temporary directory, and the daemon that serves it."""
 
@@ -199,6 +217,14 @@ class Vault:
 
     def log(self):
         return "".join(read_text(p) for p in self.logs)
+
+    def worker_pid(self, timeout=MOUNT_TIMEOUT):
+        """The serving process: the holder's (self.proc's) child."""
+        assert self.proc is not None, "not mounted by this harness"
+        pids = []
+        wait_for(lambda: bool(pids.extend(worker_pids(self.proc.pid)) or pids), timeout)
+        assert len(pids) == 1, f"one worker serves the mount: {pids}"
+        return pids[0]
 
     def unmount(self):
         """fusermount3 -u, then the daemon must exit 0 with a clean log."""

@@ -4,7 +4,9 @@ someone holding the database file would)."""
 import errno
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -325,3 +327,154 @@ def test_tampered_rename_recorded(vault_unmounted):
     assert [(r["op"], r["result"]) for r in rows[-2:]] == [("authfail", "EBADMSG"),
                                                            ("rename", "EIO")], rows
     assert "could not be stored" not in v.log()
+
+
+FLOOD = """\
+import errno, sys, threading, time
+path, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+counts = [0] * threads
+def flood(i):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            open(path, "rb").close()
+            sys.exit("opened a secret it may not read")
+        except OSError as e:
+            assert e.errno == errno.EACCES, e
+            counts[i] += 1
+ts = [threading.Thread(target=flood, args=(i,)) for i in range(threads)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(sum(counts))
+"""
+
+
+def test_denial_flood_is_folded_and_the_wal_shrinks_back(users, vault_factory):
+    """carol, who may not read app/K, opens it from 16 threads for 3 s while
+    alice keeps writing her own key: the log gets a handful of entries
+    whose counts add up to every attempt, the chain verifies, and once it is
+    quiet the WAL is checkpointed and cut back to nothing."""
+    v = vault_factory(config=CONFIG.format(alice=users.name["alice"], bob=users.name["bob"],
+                                           team=users.team))
+    p = v.path("app", "K")
+    r = users.sh("alice", f"printf s3cret-value > {p}")
+    assert r.returncode == 0, r.stderr
+    writer = subprocess.Popen(
+        ["setpriv", f"--reuid={users.name['alice']}", f"--regid={users.name['alice']}",
+         "--init-groups", "--", "/bin/sh", "-c",
+         f"i=0; while [ $i -lt 400 ]; do echo value-$i > {v.path('app', 'W')}; "
+         f"i=$((i+1)); done"], stderr=subprocess.PIPE)
+    r = users.run("carol", ["/usr/bin/python3", "-c", FLOOD, p, "16", "3"])
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    attempts = int(r.stdout)
+    assert attempts > 200, "too few attempts to call it a flood"
+    assert writer.wait(60) == 0, writer.stderr.read()
+    carol = users.uid["carol"]
+
+    def denied(rows):
+        return [e for e in rows if e["uid"] == carol and e["op"] == "read"]
+
+    rows = wait_entries(v, lambda rows: sum(e["count"] for e in denied(rows)) >= attempts)
+    flood = denied(rows)
+    assert sum(e["count"] for e in flood) == attempts, "each attempt counted exactly once"
+    assert len(flood) <= 8, f"{attempts} denials in {len(flood)} entries"
+    for e in flood:
+        assert e["result"] == "EACCES" and e["key"] == "K" and e["comm"] == "python3"
+        assert e["first_time_ns"] <= e["time_ns"]
+    assert any(e["count"] > 1 and e["first_time_ns"] < e["time_ns"] for e in flood)
+    text = v.cli("audit", "--instance", "app", "--key", "K").stdout.decode()
+    assert " times from " in text
+    code, out = verify(v)
+    assert code == 0, out
+    # --verify counts what the entries it checked record, folded ones too.
+    m = re.search(r"\(\d+ to (\d+)\) recording (\d+) events", out)
+    assert m, out
+    upto, events = int(m.group(1)), int(m.group(2))
+    assert events == sum(e["count"] for e in entries(v) if e["seq"] <= upto)
+    # alice's 400 writes went through the WAL; quiet now, it goes back to 0.
+    wal = v.db + "-wal"
+    assert wait_for(lambda: not os.path.exists(wal) or os.path.getsize(wal) == 0, 15.0), \
+        f"the WAL is still {os.path.getsize(wal)} bytes after a quiet spell"
+
+
+def test_reused_pid_gets_its_own_process_name(vault_factory, tmp_path):
+    """The daemon keeps process names between opens; a process that gets the
+    pid of one that read before it (forced with ns_last_pid) is logged with
+    its own name, not its predecessor's. (No folding here: each read is an
+    entry with its own pid.)"""
+    vault = vault_factory(config="[vault]\naudit_fold = 0\n")
+    os.mkdir(vault.path("app"))
+    p = vault.path("app", "K")
+    write_file(p, b"v")
+    alpha, beta = str(tmp_path / "alphacat"), str(tmp_path / "betacat")
+    for name in (alpha, beta):
+        shutil.copy("/bin/cat", name)
+    first = subprocess.run([alpha, p], stdout=subprocess.PIPE)
+    assert first.stdout == b"v"
+    # The pid alphacat had, found in the log.
+    rows = wait_entries(vault, lambda rows: find(rows, comm="alphacat"))
+    pid = find(rows, comm="alphacat")[0]["pid"]
+    reused = False
+    for _ in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        second = subprocess.Popen([beta, p], stdout=subprocess.PIPE)
+        out, _ = second.communicate()
+        assert out == b"v"
+        if second.pid == pid:
+            reused = True
+            break
+    assert reused, "could not get the kernel to hand out the same pid again"
+    rows = wait_entries(vault, lambda rows: find(rows, comm="betacat"))
+    assert find(rows, comm="betacat", pid=pid), rows
+    assert len(find(rows, comm="alphacat")) == 1, "alphacat read once, and only alphacat"
+
+
+FLOOD_UNTIL_GONE = """\
+import errno, sys, threading
+path, threads = sys.argv[1], int(sys.argv[2])
+seen, lock = {}, threading.Lock()
+def flood():
+    while True:
+        try:
+            open(path, "rb").close()
+            sys.exit("opened a secret it may not read")
+        except OSError as e:
+            with lock:
+                seen[e.errno] = seen.get(e.errno, 0) + 1
+            if e.errno != errno.EACCES:
+                return
+ts = [threading.Thread(target=flood) for i in range(threads)]
+print("started", flush=True)
+for t in ts: t.start()
+for t in ts: t.join()
+print(" ".join("%s=%d" % (errno.errorcode.get(k, k), n) for k, n in sorted(seen.items())))
+"""
+
+
+def test_daemon_stops_cleanly_while_denials_wait(users, vault_factory):
+    """A flood's later denials are answered late, from a queue: stopping the
+    daemon meanwhile answers every one of them (EACCES, never a hang), and
+    the daemon exits 0."""
+    v = vault_factory(config=CONFIG.format(alice=users.name["alice"], bob=users.name["bob"],
+                                           team=users.team))
+    p = v.path("app", "K")
+    r = users.sh("alice", f"printf s3cret-value > {p}")
+    assert r.returncode == 0, r.stderr
+    flooder = subprocess.Popen(
+        ["setpriv", f"--reuid={users.name['carol']}", f"--regid={users.name['carol']}",
+         "--init-groups", "--", "/usr/bin/python3", "-c", FLOOD_UNTIL_GONE, p, "16"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+    assert flooder.stdout.readline() == b"started\n"
+    # Past the first window (2 s): answers have been coming late for a while.
+    assert wait_for(lambda: any(e["count"] > 1 for e in entries(v, "--key", "K")), 10.0)
+    proc, v.proc = v.proc, None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0, read_file(v.log_path).decode(errors="replace")
+    out, err = flooder.communicate(timeout=10)
+    assert flooder.returncode == 0, err.decode(errors="replace")
+    counts = dict(kv.split("=") for kv in out.decode().split())
+    assert int(counts.get("EACCES", 0)) > 16 * 2, counts
+    # Once the daemon is gone, the kernel answers the next opens.
+    assert set(counts) <= {"EACCES", "ECONNABORTED", "ENOTCONN", "ENOENT"}, counts
+    v.check_log(v.log())

@@ -213,3 +213,66 @@ def test_instance_mount_survives_restart_with_rslave(docker, anchor, billing):
     finally:
         docker("rm", "-f", name)
     assert v.get("billing", "API_KEY") == b"sk-live-2"
+
+
+# A container's read loop: counts good and bad reads of /run/secrets/API_KEY
+# until /ctl/stop exists, and publishes its count of good reads in /ctl/n.
+READ_LOOP = """
+n=0; bad=0
+while [ ! -e /ctl/stop ]; do
+  v=$(cat /run/secrets/API_KEY 2>&1)
+  if [ "$v" = sk-live-1 ]; then n=$((n+1)); else bad=$((bad+1)); echo "BAD: $v"; fi
+  echo $n > /ctl/n.tmp && mv /ctl/n.tmp /ctl/n
+done
+echo "reads=$n bad=$bad"
+"""
+
+
+def test_simple_bind_mount_survives_kill9_and_upgrade(docker, billing, tmp_path):
+    """The recommended recipe, `docker run -v /run/vault/billing:/run/secrets:ro`:
+    the container keeps reading while the serving process is killed and
+    upgraded, because the connection itself never goes away."""
+    from conftest import VAULTFS_BIN, serving_pid_changed
+    v = billing
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    os.chmod(tmp_path, 0o755)
+
+    def reads():
+        try:
+            return int((ctl / "n").read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def progress():
+        start = reads()
+        assert wait_for(lambda: reads() >= start + 3, 60), docker.log_tail()
+    container = subprocess.Popen(
+        docker.cli + ["run", "--rm", "--network", "none", "-v",
+                      f"{v.path('billing')}:/run/secrets:ro", "-v", f"{ctl}:/ctl",
+                      IMAGE, "/bin/sh", "-c", READ_LOOP],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        progress()
+        for _ in range(20):
+            old = v.worker_pid()
+            os.kill(old, signal.SIGKILL)
+            serving_pid_changed(v, old)
+            progress()
+        for _ in range(5):
+            old = v.worker_pid()
+            r = run([VAULTFS_BIN, "reload", "--upgrade", v.mnt])
+            assert r.returncode == 0, r.stderr.decode()
+            serving_pid_changed(v, old)
+            progress()
+    finally:
+        (ctl / "stop").write_text("")
+        try:
+            out, _ = container.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            container.kill()
+            out, _ = container.communicate()
+    out = out.decode(errors="replace")
+    assert container.returncode == 0, out
+    assert "bad=0" in out and "BAD" not in out, out
+    print(f"\ncontainer across 20 kill -9 and 5 upgrades: {out.strip()}")

@@ -45,7 +45,8 @@ def test_healthy_vault(vault):
 
 def test_core_dumps_of_running_daemon(vault):
     code, checks = doctor(vault)
-    assert any(f"core dumps: off for the daemon (pid {vault.proc.pid})" in c and
+    # The daemon that holds keys is the serving process, the holder's worker.
+    assert any(f"core dumps: off for the daemon (pid {vault.worker_pid()})" in c and
                c.startswith("secure") for c in checks), checks
 
 
@@ -115,5 +116,5 @@ def test_reports_only_this_vaults_daemon(vault_factory):
     a, b = vault_factory(), vault_factory()
     code, checks = doctor(a)
     cores = [c for c in checks if "core dumps: off for the daemon" in c]
-    assert any(f"(pid {a.proc.pid})" in c for c in cores), checks
-    assert not any(f"(pid {b.proc.pid})" in c for c in cores), checks
+    assert any(f"(pid {a.worker_pid()})" in c for c in cores), checks
+    assert not any(f"(pid {b.worker_pid()})" in c for c in cores), checks

@@ -74,29 +74,32 @@ def dropped(users, vault_factory):
 
 def test_runs_as_user_without_capabilities(users, dropped):
     v = dropped
-    st = status(v.proc.pid)
+    # The serving process: the holder that keeps the connection never
+    # loads a key and stays root to unmount.
+    pid = v.worker_pid()
+    st = status(pid)
     uid, gid = str(users.uid["alice"]), str(users.gid["alice"])
     assert st["Uid"] == [uid] * 4, "real, effective, saved and fs uid are the user's"
     assert st["Gid"] == [gid] * 4
     assert st["Groups"] == [], "no supplementary groups kept"
     assert st["CapEff"] == ["0000000000000000"] and st["CapPrm"] == ["0000000000000000"]
     # Every thread, the audit writer started before the change included.
-    tasks = os.listdir(f"/proc/{v.proc.pid}/task")
+    tasks = os.listdir(f"/proc/{pid}/task")
     assert len(tasks) > 1
     for tid in tasks:
-        assert status(f"{v.proc.pid}/task/{tid}")["Uid"] == [uid] * 4, tid
+        assert status(f"{pid}/task/{tid}")["Uid"] == [uid] * 4, tid
     # Not dumpable: /proc/PID files of a non-dumpable process belong to root,
     # even though this one runs as the user. (The kernel also resets the flag
     # when uids change; tests/unit/test_harden.c covers cli_harden() itself.)
-    assert os.stat(f"/proc/{v.proc.pid}/status").st_uid == 0
-    assert os.stat(f"/proc/{v.proc.pid}/environ").st_uid == 0
-    r = users.run("alice", ["cat", f"/proc/{v.proc.pid}/environ"])
+    assert os.stat(f"/proc/{pid}/status").st_uid == 0
+    assert os.stat(f"/proc/{pid}/environ").st_uid == 0
+    r = users.run("alice", ["cat", f"/proc/{pid}/environ"])
     assert r.returncode != 0, "the user itself can't read the daemon's memory maps or environ"
-    assert core_limit(v.proc.pid) == ["0", "0"]
-    # Mounted as root, with the user recorded as the mount's owner.
+    assert core_limit(pid) == ["0", "0"]
+    # Mounted by the holder, as root: root owns the mount.
     opts = mount_options(v.mnt)
     assert "default_permissions" in opts and "allow_other" in opts
-    assert f"user_id={uid}" in opts
+    assert "user_id=0" in opts
     # And it serves: writes land in the user's database.
     write_file(v.path("app", "K"), b"v")
     assert read_file(v.path("app", "K")) == b"v"
@@ -109,8 +112,19 @@ def test_sigterm_unmounts_as_user(dropped):
     proc, v.proc = v.proc, None
     assert stop_process(proc, signal.SIGTERM) == 0, read_text(v.log_path)
     assert wait_for(lambda: not os.path.ismount(v.mnt), 5.0), \
-        "the unprivileged daemon unmounted itself on SIGTERM"
+        "SIGTERM to the holder unmounted the mount of a daemon running as the user"
     v.check_log(read_text(v.log_path))
+
+
+def test_service_user_cannot_unmount(users, dropped):
+    """The mount root started is root's: the `user =` account that serves
+    it can't take it away from every reader with fusermount3 -u."""
+    v = dropped
+    write_file(v.path("app", "K"), b"kept")
+    r = users.run("alice", ["fusermount3", "-u", v.mnt])
+    assert r.returncode != 0, "the service account unmounted root's mount"
+    assert os.path.ismount(v.mnt)
+    assert read_file(v.path("app", "K")) == b"kept"
 
 
 def test_refuses_database_of_another_owner(users, vault_factory):
@@ -127,7 +141,7 @@ def test_refuses_database_of_another_owner(users, vault_factory):
 def test_locked_memory_while_open(vault):
     v = vault
     os.mkdir(v.path("app"))
-    pid = v.proc.pid
+    pid = v.worker_pid()
     write_file(v.path("app", "BIG"), os.urandom(256 * 1024))
     # Only keys stay locked between opens: a few pages. (release reaches the
     # daemon just after close() returns.)
@@ -178,3 +192,20 @@ def test_mlock_failure_after_drop(users, vault_factory):
     assert oserror(read_file, v.path("app", "BIG")) == errno.ENOMEM
     assert read_file(v.path("app", "SMALL")) == b"small"
     assert "app/BIG: cannot lock memory" in read_text(v.log_path)
+
+
+def test_upgrade_and_crash_keep_the_user(users, dropped):
+    """A worker started by the holder after a crash or an upgrade drops to
+    the user = account too, and the mount stays root's."""
+    from conftest import run, serving_pid_changed
+    v = dropped
+    write_file(v.path("app", "K"), b"kept")
+    old = v.worker_pid()
+    os.kill(old, signal.SIGKILL)
+    new = serving_pid_changed(v, old)
+    r = run([VAULTFS_BIN, "reload", "--upgrade", v.mnt])
+    assert r.returncode == 0, r.stderr.decode()
+    newer = serving_pid_changed(v, new)
+    assert status(newer)["Uid"] == [str(users.uid["alice"])] * 4
+    assert users.try_open("bob", v.path("app", "K")) == "OK:kept"
+    assert "user_id=0" in mount_options(v.mnt)

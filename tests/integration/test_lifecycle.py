@@ -7,12 +7,18 @@ import time
 import pytest
 
 from conftest import (VAULTFS_BIN, bg_mount, oserror, read_file, run, stop_process,
-                      wait_for, write_file)
+                      wait_for, worker_pids, write_file)
 
 
 def daemon_pids(mnt):
     r = run(["pgrep", "-f", mnt])
     return [int(p) for p in r.stdout.split()]
+
+
+def holder_pids(mnt):
+    """`vaultfs mount` processes for mnt that are not workers: the holders."""
+    return [p for p in daemon_pids(mnt)
+            if b"--worker=" not in open(f"/proc/{p}/cmdline", "rb").read()]
 
 
 def mount_options(mnt):
@@ -58,7 +64,10 @@ def test_background_mount_returns_once_mounted(vault_unmounted):
         assert mounted, "vaultfs mount must return only once the mount is in place"
         assert read_file(v.path("app", "K")) == b"bg-value"
         pids = daemon_pids(v.mnt)
-        assert len(pids) == 1, f"one daemon serves the mount: {pids}"
+        holders = holder_pids(v.mnt)
+        assert len(holders) == 1, f"one holder keeps the mount: {pids}"
+        assert worker_pids(holders[0]) == [p for p in pids if p != holders[0]], \
+            f"and one worker, its child, serves it: {pids}"
     finally:
         if os.path.ismount(v.mnt):
             u = run(["fusermount3", "-u", v.mnt])
@@ -73,7 +82,7 @@ def test_background_daemon_sigterm(vault_unmounted):
     try:
         r = bg_mount([VAULTFS_BIN, "mount", "--db", v.db, "--key-file", v.key, v.mnt])
         assert r.returncode == 0, r.stderr
-        pids = daemon_pids(v.mnt)
+        pids = holder_pids(v.mnt)
         assert len(pids) == 1, pids
         os.kill(pids[0], signal.SIGTERM)
         assert wait_for(lambda: not os.path.ismount(v.mnt) and not daemon_pids(v.mnt), 10), \

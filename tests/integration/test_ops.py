@@ -220,7 +220,9 @@ def test_units_keep_the_mount_visible_and_the_key_out_of_files(unit):
     assert "--key-file %d/vaultfs.key" in settings["ExecStart"]
     assert settings["LoadCredentialEncrypted"].startswith("vaultfs.key:")
     assert settings["LimitCORE"] == "0" and settings["LimitMEMLOCK"]
-    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # reload: an in-place upgrade of the serving process, which also
+    # reloads the key and the configuration; it waits until it serves.
+    assert settings["ExecReload"].startswith("/usr/local/bin/vaultfs reload --upgrade /run/")
     assert settings["CapabilityBoundingSet"] == "CAP_SYS_ADMIN"
 
 

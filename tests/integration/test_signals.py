@@ -27,7 +27,7 @@ def test_helper_threads_leave_stop_signals_to_libfuse(vault):
     os.mkdir(vault.path("app"))
     write_file(vault.path("app", "K"), b"v")
     seen = set()
-    for tid, (name, blocked) in threads(vault.proc.pid).items():
+    for tid, (name, blocked) in threads(vault.worker_pid()).items():
         if name in HELPERS:
             seen.add(name)
             for sig in STOP:
@@ -35,4 +35,4 @@ def test_helper_threads_leave_stop_signals_to_libfuse(vault):
                     f"thread {name} ({tid}) would take {sig.name}: SigBlk={blocked:x}"
     assert seen == set(HELPERS), f"helper threads found: {seen}"
     # And libfuse's threads take them: at least one thread blocks none.
-    assert any(not (b & (1 << (signal.SIGTERM - 1))) for _, b in threads(vault.proc.pid).values())
+    assert any(not (b & (1 << (signal.SIGTERM - 1))) for _, b in threads(vault.worker_pid()).values())

@@ -226,3 +226,92 @@ def test_reload_keeps_the_mount(machine):
         assert m.ok("cat /run/vault/billing/API_KEY") == "sk-unit-1"
     finally:
         m.sh("systemctl stop vaultfs.service")
+
+
+def unit_pids(m, unit="vaultfs"):
+    """(MainPID: the holder, the worker: its child)."""
+    main = m.ok(f"systemctl show -p MainPID --value {unit}").strip()
+    workers = m.sh(f"pgrep -P {main} -f ' mount --worker='").stdout.decode().split()
+    return main, workers
+
+
+# Reads API_KEY in a loop inside the machine until /run/stop-reader exists;
+# counts good and bad reads in /run/reader.out.
+READER = r"""
+rm -f /run/stop-reader /run/reader.out
+( n=0; bad=0
+  while [ ! -e /run/stop-reader ]; do
+    v=$(cat /run/vault/billing/API_KEY 2>&1)
+    if [ "$v" = sk-unit-1 ]; then n=$((n+1)); else bad=$((bad+1)); echo "BAD: $v" >> /run/reader.bad; fi
+    echo "reads=$n bad=$bad" > /run/reader.tmp && mv /run/reader.tmp /run/reader.out
+  done ) >/dev/null 2>&1 &
+"""
+
+
+def reader_counts(m):
+    out = m.sh("cat /run/reader.out").stdout.decode().split()
+    return dict(kv.split("=") for kv in out) if out else {"reads": "0", "bad": "0"}
+
+
+def reader_progress(m):
+    start = int(reader_counts(m)["reads"])
+    assert wait_for(lambda: int(reader_counts(m)["reads"]) >= start + 3, 30), reader_counts(m)
+
+
+def test_reload_and_worker_kill_keep_serving(machine):
+    """systemctl reload is an in-place upgrade; kill -9 of the serving
+    process is the holder's business: MainPID and the mount stay, and a
+    reader inside the machine never fails."""
+    m = machine
+    m.ok("systemctl start vaultfs.service")
+    try:
+        main, (worker,) = unit_pids(m)
+        m.ok(READER)
+        reader_progress(m)
+        m.ok("systemctl reload vaultfs.service")
+        main2, workers = unit_pids(m)
+        assert main2 == main and workers and workers != [worker], (main, worker, workers)
+        reader_progress(m)
+        m.ok(f"kill -9 {workers[0]}")
+        assert wait_for(lambda: unit_pids(m)[1] not in ([], workers), 30)
+        reader_progress(m)
+        assert m.ok("systemctl is-active vaultfs.service").strip() == "active"
+        assert unit_pids(m)[0] == main
+        m.ok("touch /run/stop-reader")
+        counts = reader_counts(m)
+        assert counts["bad"] == "0", m.sh("cat /run/reader.bad").stdout.decode()
+        status = m.ok("vaultfs status /run/vault")
+        assert f"holder:     {main}" in status and "restarts:   2" in status, status
+    finally:
+        m.sh("touch /run/stop-reader; systemctl stop vaultfs.service")
+    assert m.sh("pgrep -f '[v]aultfs mount'").returncode != 0, "stop leaves no process"
+    assert not fuse_mounted(m, "/run/vault")
+
+
+def test_kill9_of_the_holder_restarts_the_unit_keeping_the_mount(machine):
+    """kill -9 of MAINPID: its worker follows it, Restart= starts a new holder,
+    which adopts the connection kept in the service's file descriptor store:
+    the mount never goes away and a reader only waits."""
+    m = machine
+    m.ok("systemctl start vaultfs.service")
+    try:
+        main, _ = unit_pids(m)
+        dev = m.ok("stat -c %d /run/vault")
+        m.ok(READER)
+        reader_progress(m)
+        m.ok(f"kill -9 {main}")
+
+        def back():
+            pid, workers = unit_pids(m)
+            return pid not in ("0", main) and bool(workers)
+        assert wait_for(back, 30), m.sh("journalctl -u vaultfs --no-pager | tail").stdout.decode()
+        reader_progress(m)
+        m.ok("touch /run/stop-reader")
+        assert reader_counts(m)["bad"] == "0", m.sh("cat /run/reader.bad").stdout.decode()
+        assert m.ok("stat -c %d /run/vault") == dev, "the same mount, not a new one"
+        assert "adopted the connection" in \
+            m.ok("journalctl -u vaultfs --no-pager | tail -30")
+    finally:
+        m.sh("touch /run/stop-reader; systemctl stop vaultfs.service")
+    assert m.sh("pgrep -f '[v]aultfs mount'").returncode != 0, "stop leaves no process"
+    assert not fuse_mounted(m, "/run/vault")

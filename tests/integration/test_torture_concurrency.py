@@ -193,7 +193,7 @@ def test_writers_and_readers_through_mount_and_cli(vault):
         run.stop.set()
     stuck = join_all(threads, GRACE)
     if stuck:
-        stacks = daemon_stacks(v.proc.pid)
+        stacks = daemon_stacks(v.worker_pid())
         # Unblock the workers: with the daemon gone their calls fail at once.
         v.proc.kill()
         v.proc.wait()

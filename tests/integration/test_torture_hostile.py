@@ -175,7 +175,7 @@ def storm_round(hostile, n):
 
 def test_hostile_storms_leave_no_memory_behind(hostile):
     v = hostile.v
-    pid = v.proc.pid
+    pid = v.worker_pid()
     n = scaled(4000)
     # Warm up with the same shape of load: threads, caches, keys and the
     # database connections for parallel reads are in place before measuring.

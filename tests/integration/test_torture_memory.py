@@ -84,7 +84,7 @@ def test_daemon_memory_holds_no_closed_value(vault):
     v.set("app", "C", via_cli)
     for name, val in (("S", short), ("M", medium), ("L", large), ("C", via_cli)):
         assert read_file(v.path("app", name)) == val
-    pid = v.proc.pid
+    pid = v.worker_pid()
     # The scanner does see a value while a file holds it open: a clean scan
     # below means the copies are gone, not that the scan is blind.
     with open(v.path("app", "M"), "rb") as f:

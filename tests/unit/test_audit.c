@@ -357,6 +357,78 @@ static void test_background_writer(void **state)
 	assert_int_equal(verify(fx, NULL, 0), 0);
 }
 
+/* Repeats of an event within the window are one entry with a count; the
+ * chain covers the count and the first time. */
+static void test_folding(void **state)
+{
+	struct fx *fx = *state;
+	struct audit_who bob = alice;
+	char stmt[128];
+	int64_t seq;
+
+	fx->conf.audit_fold = 60;
+	audit_close(fx->a);
+	assert_int_equal(audit_open(&fx->a, fx->path, fx->key, &fx->conf), 0);
+	assert_int_equal(audit_start(fx->a), 0);
+	bob.uid = 1003;
+	for (int i = 0; i < 500; i++) {
+		bob.pid = 5000 + i;	/* a new process each time: still one kind */
+		audit_record(fx->a, &alice, AUDIT_READ, "billing", "K", 0, NULL);
+		audit_record(fx->a, &bob, AUDIT_READ, "billing", "K", -EACCES, "not in read_users");
+	}
+	audit_record(fx->a, &bob, AUDIT_READ, "billing", "K2", -EACCES, "not in read_users");
+	audit_close(fx->a);	/* stores the open windows */
+	fx->a = NULL;
+	/* Each kind: its first event, then one entry for the other 499. */
+	assert_int_equal(sql_int(fx, "SELECT count(*) FROM audit"), 5);
+	assert_int_equal(sql_int(fx, "SELECT sum(count) FROM audit WHERE uid = 1001"), 500);
+	assert_int_equal(sql_int(fx, "SELECT sum(count) FROM audit WHERE uid = 1003 "
+				 "AND key = 'K'"), 500);
+	assert_int_equal(sql_int(fx, "SELECT count(*) FROM audit WHERE count = 499 "
+				 "AND first_time < time"), 2);
+	assert_int_equal(sql_int(fx, "SELECT pid FROM audit WHERE uid = 1003 AND count = 499"),
+			 5001);
+	assert_int_equal(audit_open(&fx->a, fx->path, fx->key, &fx->conf), 0);
+	assert_int_equal(verify(fx, NULL, 0), 0);
+	seq = sql_int(fx, "SELECT seq FROM audit WHERE uid = 1003 AND count = 499");
+	snprintf(stmt, sizeof(stmt), "UPDATE audit SET count = 1 WHERE seq = %lld", (long long)seq);
+	sql(fx, stmt);
+	assert_int_equal(verify(fx, NULL, 0), seq);
+	snprintf(stmt, sizeof(stmt), "UPDATE audit SET count = 499 WHERE seq = %lld",
+		 (long long)seq);
+	sql(fx, stmt);
+	assert_int_equal(verify(fx, NULL, 0), 0);
+	snprintf(stmt, sizeof(stmt), "UPDATE audit SET first_time = first_time - 1 WHERE seq = "
+		 "%lld", (long long)seq);
+	sql(fx, stmt);
+	assert_int_equal(verify(fx, NULL, 0), seq);
+}
+
+/* A change's entry goes in the change's transaction: rolled back with it,
+ * committed with it, and chained with entries stored on the log's own
+ * connection. */
+static void test_entry_in_transaction(void **state)
+{
+	struct fx *fx = *state;
+	struct audit_entry e = { .who = &alice, .op = AUDIT_WRITE, .instance = "billing",
+				 .key = "K" };
+
+	record_n(fx, 2);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(audit_record_txn(fx->a, fx->db, &e), 0);
+	db_rollback(fx->db);
+	assert_int_equal(sql_int(fx, "SELECT count(*) FROM audit"), 2);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(audit_record_txn(fx->a, fx->db, &e), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	assert_int_equal(sql_int(fx, "SELECT count(*) FROM audit"), 3);
+	assert_int_equal(sql_int(fx, "SELECT seq FROM audit WHERE key = 'K'"), 3);
+	record_n(fx, 2);
+	assert_int_equal(verify(fx, NULL, 0), 0);
+	assert_int_equal(audit_record_txn(fx->a, fx->db, NULL), 0);
+	assert_int_equal(audit_record_txn(NULL, fx->db, &e), 0);
+}
+
 static void test_authfail_caller(void **state)
 {
 	struct fx *fx = *state;
@@ -427,6 +499,8 @@ int main(void)
 		FX_TEST(test_rotate_master_without_log),
 		FX_TEST(test_background_writer),
 		FX_TEST(test_authfail_caller),
+		FX_TEST(test_entry_in_transaction),
+		FX_TEST(test_folding),
 	};
 
 	return cmocka_run_group_tests_name("audit", tests, NULL, NULL);

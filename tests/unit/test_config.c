@@ -101,6 +101,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.max_value_size, POLICY_MAX_VALUE_DEFAULT);
 	assert_int_equal(c.newline, NL_STRIP_SINGLE_LINE);
 	assert_int_equal(c.secret_mode, 0600);
+	assert_int_equal(c.daemon.audit_fold, 2);
 	assert_false(c.allow_unlocked_memory);
 	assert_int_equal(c.memlock_budget, 0);
 	assert_false(c.has_memlock_reserve);
@@ -519,6 +520,10 @@ static const struct err_case err_cases[] = {
 	{ "[vault]\nundelete_window = 99999999999d\n", 2, "bad duration '99999999999d' for "
 	  "undelete_window (want seconds, or a number with s, m, h or d, like 7d; 0 makes "
 	  "deletes final)" },
+	{ "[vault]\naudit_fold = 2h\n", 2, "bad duration '2h' for audit_fold (want at most "
+	  "1h, like 2s; 0 stores every event on its own)" },
+	{ "[vault]\naudit_fold = soon\n", 2, "bad duration 'soon' for audit_fold (want at "
+	  "most 1h, like 2s; 0 stores every event on its own)" },
 	{ "[instance billing]\ndb = /x.db\n", 2, "unknown setting 'db' in [instance billing]" },
 	{ "[vault]\nowner = root\n", 2, "unknown setting 'owner' in [vault]" },
 	{ "[instance a/b]\n", 1, "bad instance name 'a/b' (want 1 to 255 of A-Z a-z 0-9 . _ -)" },

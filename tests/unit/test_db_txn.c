@@ -167,6 +167,30 @@ static bool blocked_on_lock(pid_t tid)
  * is open still waits for it and sees its result (a value committed at
  * FUSE's asynchronous RELEASE must be what the next open reads); the
  * writing thread sees its own changes. */
+/* A lazy transaction commits (another connection sees it) and rolls back
+ * like any other; it can't be nested; the ones after it work as before. */
+static void test_lazy(void **state)
+{
+	struct fx *fx = *state;
+	struct db *again;
+
+	assert_int_equal(db_begin_lazy(fx->db), 0);
+	assert_int_equal(insert(fx, "LAZY", "l"), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	assert_int_equal(db_begin_lazy(fx->db), 0);
+	assert_int_equal(insert(fx, "UNDONE", "u"), 0);
+	db_rollback(fx->db);
+	assert_int_equal(db_begin(fx->db), 0);
+	assert_int_equal(db_begin_lazy(fx->db), -EBUSY);
+	assert_int_equal(insert(fx, "SYNCED", "s"), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	assert_int_equal(db_open(&again, fx->path, 0), 0);
+	assert_true(exists(again, fx->inst, "LAZY"));
+	assert_true(exists(again, fx->inst, "SYNCED"));
+	assert_false(exists(again, fx->inst, "UNDONE"));
+	db_close(again);
+}
+
 static void test_readers_wait_for_writer(void **state)
 {
 	struct fx *fx = *state;
@@ -287,6 +311,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_nested, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_nested_outer_rollback, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_lazy, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_readers_wait_for_writer, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_readers_coherent, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_pinned_snapshot, fx_setup, fx_teardown),

@@ -169,10 +169,10 @@ static void test_create_is_empty_version_zero(void **state)
 	struct fx *fx = *state;
 	struct db_secret s;
 
-	assert_int_equal(vault_create(fx->v, fx->inst, "NEW", 0, 0, 0600, &s), 0);
+	assert_int_equal(vault_create(fx->v, fx->inst, "NEW", 0, 0, 0600, &s, NULL), 0);
 	assert_int_equal(s.version, 0);
 	assert_value(fx, "NEW", "");
-	assert_int_equal(vault_create(fx->v, fx->inst, "NEW", 0, 0, 0600, &s), -EEXIST);
+	assert_int_equal(vault_create(fx->v, fx->inst, "NEW", 0, 0, 0600, &s, NULL), -EEXIST);
 }
 
 /* One open file's successive commits make one version. */
@@ -184,14 +184,17 @@ static void test_amend_replaces_own_version(void **state)
 
 	put(fx, "K", "base");
 	id = id_of(fx, "K");
-	assert_int_equal(vault_update_amend(fx->v, id, (const unsigned char *)"a", 1, 0, &ver), 0);
+	assert_int_equal(vault_update_amend(fx->v, id, (const unsigned char *)"a", 1, 0, &ver,
+					    NULL), 0);
 	assert_int_equal(ver, 2);
-	assert_int_equal(vault_update_amend(fx->v, id, (const unsigned char *)"ab", 2, 0, &ver), 0);
+	assert_int_equal(vault_update_amend(fx->v, id, (const unsigned char *)"ab", 2, 0, &ver,
+					    NULL), 0);
 	assert_int_equal(ver, 2);
 	assert_value(fx, "K", "ab");
 	/* someone else's write in between: the next commit is a new version */
 	put(fx, "K", "other");
-	assert_int_equal(vault_update_amend(fx->v, id, (const unsigned char *)"abc", 3, 0, &ver), 0);
+	assert_int_equal(vault_update_amend(fx->v, id, (const unsigned char *)"abc", 3, 0, &ver,
+					    NULL), 0);
 	assert_int_equal(ver, 4);
 }
 
@@ -201,12 +204,12 @@ static void test_check_and_set(void **state)
 	struct db_secret s;
 
 	assert_int_equal(vault_put_if(fx->v, fx->inst, "K", (const unsigned char *)"x", 1, 0, 0,
-				      0, &s), 0);
+				      0, &s, NULL), 0);
 	assert_int_equal(vault_put_if(fx->v, fx->inst, "K", (const unsigned char *)"y", 1, 0, 0,
-				      0, &s), -ESTALE);
+				      0, &s, NULL), -ESTALE);
 	assert_int_equal(s.version, 1);
 	assert_int_equal(vault_put_if(fx->v, fx->inst, "K", (const unsigned char *)"y", 1, 0, 0,
-				      1, &s), 0);
+				      1, &s, NULL), 0);
 	assert_value(fx, "K", "y");
 }
 
@@ -285,11 +288,11 @@ static void test_delete_undelete_purge(void **state)
 	int64_t n = 0;
 
 	put(fx, "K", "gone-soon");
-	assert_int_equal(vault_delete(fx->v, id_of(fx, "K"), 0), 0);
+	assert_int_equal(vault_delete(fx->v, id_of(fx, "K"), 0, NULL), 0);
 	assert_int_equal(db_secret_find(vault_db(fx->v), fx->inst, "K", &s), -ENOENT);
 	assert_int_equal(vault_undelete(fx->v, fx->inst, "K", &s), 0);
 	assert_value(fx, "K", "gone-soon");
-	assert_int_equal(vault_delete(fx->v, id_of(fx, "K"), 0), 0);
+	assert_int_equal(vault_delete(fx->v, id_of(fx, "K"), 0, NULL), 0);
 	assert_int_equal(vault_purge(fx->v, fx->inst, "K", &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(vault_undelete(fx->v, fx->inst, "K", &s), -ENOENT);
