@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "json.h"
 
 #define HEAD_FP_LEN 8	/* bytes of the head entry's MAC shown and checked */
 
@@ -148,20 +149,6 @@ static const char *result_name(int32_t result)
 	return buf;
 }
 
-static void json_str(const char *name, const char *s)
-{
-	printf("\"%s\":\"", name);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			printf("\\%c", *p);
-		else if (*p < 0x20 || *p >= 0x7f)
-			printf("\\u%04x", *p);
-		else
-			putchar(*p);
-	}
-	putchar('"');
-}
-
 static int print_json(void *ctx, const struct db_audit_row *r)
 {
 	char t[64];
@@ -171,15 +158,15 @@ static int print_json(void *ctx, const struct db_audit_row *r)
 	printf("{\"seq\":%lld,\"time\":\"%s\",\"time_ns\":%lld,\"uid\":%u,\"gid\":%u,"
 	       "\"pid\":%d,", (long long)r->seq, t, (long long)r->time_ns, (unsigned)r->uid,
 	       (unsigned)r->gid, (int)r->pid);
-	json_str("comm", r->comm);
+	json_field(stdout, "comm", r->comm);
 	putchar(',');
-	json_str("instance", r->instance);
+	json_field(stdout, "instance", r->instance);
 	putchar(',');
-	json_str("key", r->key);
+	json_field(stdout, "key", r->key);
 	putchar(',');
-	json_str("op", r->op);
+	json_field(stdout, "op", r->op);
 	printf(",\"result\":\"%s\",\"errno\":%d,", result_name(r->result), (int)r->result);
-	json_str("detail", r->detail);
+	json_field(stdout, "detail", r->detail);
 	/* A folded entry stands for count events from first_time to time. */
 	format_time(r->first_ns, t, sizeof(t));
 	printf(",\"count\":%lld,\"first_time\":\"%s\",\"first_time_ns\":%lld}\n",

@@ -9,6 +9,7 @@
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
+#include "json.h"
 #include "listing.h"
 
 struct ls_opts {

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "json.h"
 #include "listing.h"
 #include "status.h"
 

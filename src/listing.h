@@ -42,7 +42,5 @@ void mode_string(mode_t mode, bool dir, char out[static 11]);
 /* A user or group name, or the number. */
 void user_name(uid_t uid, char *buf, size_t size);
 void group_name(gid_t gid, char *buf, size_t size);
-/* A JSON string, quoted and escaped. */
-void json_string(FILE *f, const char *s, size_t len);
 
 #endif

@@ -478,3 +478,19 @@ def test_daemon_stops_cleanly_while_denials_wait(users, vault_factory):
     # Once the daemon is gone, the kernel answers the next opens.
     assert set(counts) <= {"EACCES", "ECONNABORTED", "ENOTCONN", "ENOENT"}, counts
     v.check_log(v.log())
+
+
+def test_json_keeps_a_utf8_process_name(vault):
+    """A process named in UTF-8 comes out of `audit --json` as itself (one
+    JSON writer for every --json output, valid UTF-8 in and out)."""
+    os.mkdir(vault.path("app"))
+    write_file(vault.path("app", "K"), b"v")
+    script = ("import ctypes, sys\n"
+              "ctypes.CDLL(None).prctl(15, 'caf\\u00e9-\\u20ac'.encode(), 0, 0, 0)\n"
+              "open(sys.argv[1], 'rb').read()\n")
+    r = run(["/usr/bin/python3", "-c", script, vault.path("app", "K")])
+    assert r.returncode == 0, r.stderr
+    found = wait_entries(vault, lambda es: any(e["op"] == "read" and e["comm"] != "python3"
+                                               for e in es))
+    comms = {e["comm"] for e in found if e["op"] == "read"}
+    assert "caf\u00e9-\u20ac" in comms, comms

@@ -339,7 +339,9 @@ def test_fusermount_u_stops_holder_and_worker(busy_vault):
     assert wait_for(lambda: not os.path.exists(f"/proc/{worker}"), 10), \
         "the worker is left behind"
     r = run([VAULTFS_BIN, "status", "--json"])
-    assert v.mnt not in r.stdout.decode(), "the holder's status is gone with it"
+    assert r.returncode == 0, r.stderr
+    assert v.mnt not in [s["mountpoint"] for s in json.loads(r.stdout)], \
+        "the holder's status is gone with it"
 
 
 def test_unrecorded_writer_fails_loudly_across_a_crash(busy_vault):
