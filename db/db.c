@@ -179,8 +179,8 @@ static const char *const migrations[] = {
 	"ALTER TABLE instances ADD COLUMN state BLOB NOT NULL DEFAULT x'';",
 	/* Folded audit entries: count events of one kind from first_time to
 	 * time (NULL: the one event at time). */
-	"ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
-	"ALTER TABLE audit ADD COLUMN first_time INTEGER;",
+	("ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
+	 "ALTER TABLE audit ADD COLUMN first_time INTEGER;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
