@@ -85,15 +85,15 @@ static void print_instances(struct cli *c, const struct instances *l, bool long_
 			puts(in->name);
 			continue;
 		}
-		mode_string(in->mode, true, mode);
-		user_name(in->uid, owner, sizeof(owner));
-		group_name(in->gid, group, sizeof(group));
+		listing_mode_string(in->mode, true, mode);
+		listing_user_name(in->uid, owner, sizeof(owner));
+		listing_group_name(in->gid, group, sizeof(group));
 		printf("%-10s %-10s %-10s %6lld  %s\n", mode, owner, group,
 		       (long long)db_secret_count(vault_db(c->vault), in->id), in->name);
 	}
 }
 
-static void print_entry_long(const struct entry *e)
+static void print_entry_long(const struct listing_entry *e)
 {
 	char mode[11], owner[64], group[64], updated[META_TIME_LEN], by[16];
 
@@ -102,9 +102,9 @@ static void print_entry_long(const struct entry *e)
 		       "-", "-", "-", "-", "-", "-", e->name, e->expected ? ", expected" : "");
 		return;
 	}
-	mode_string(e->s.mode, false, mode);
-	user_name(e->s.uid, owner, sizeof(owner));
-	group_name(e->s.gid, group, sizeof(group));
+	listing_mode_string(e->s.mode, false, mode);
+	listing_user_name(e->s.uid, owner, sizeof(owner));
+	listing_group_name(e->s.gid, group, sizeof(group));
 	meta_format_time(e->s.mtime_ns, updated);
 	snprintf(by, sizeof(by), "%u", (unsigned)e->s.updated_by);
 	printf("%-10s %-10s %-10s %8llu %7llu %-20s %-6s %-12s %s%s%s\n", mode, owner, group,
@@ -120,14 +120,14 @@ static void print_listing(const struct listing *l, const struct ls_opts *o)
 		       "GROUP", "SIZE", "VERSION", "UPDATED", "BY", "TYPE", "NAME",
 		       "DESCRIPTION");
 	for (size_t i = 0; i < l->n; i++) {
-		const struct entry *e = &l->e[i];
+		const struct listing_entry *e = &l->e[i];
 
 		if (!e->exists && !o->all)
 			continue;
 		if (o->long_fmt)
 			print_entry_long(e);
 		else if (o->all)
-			printf("%-32s %-10s%s\n", e->name, entry_state(e),
+			printf("%-32s %-10s%s\n", e->name, listing_entry_state(e),
 			       e->expected ? " expected" : "");
 		else
 			puts(e->name);
@@ -257,11 +257,11 @@ static int check_instance(struct cli *c, const char *name, size_t *expected)
 		if (!l.e[i].expected)
 			continue;
 		(*expected)++;
-		if (entry_ok(&l.e[i]))
+		if (listing_entry_ok(&l.e[i]))
 			continue;
 		bad++;
 		cli_error("%s/%s: %s (expected by %s:%u)", name, l.e[i].name,
-			  entry_state(&l.e[i]), c->conf.path, ic ? ic->line : 0);
+			  listing_entry_state(&l.e[i]), c->conf.path, ic ? ic->line : 0);
 	}
 	listing_free(&l);
 	return bad;
@@ -315,13 +315,13 @@ out:
 	return ret;
 }
 
-static void export_entry(const struct entry *e, bool last)
+static void export_entry(const struct listing_entry *e, bool last)
 {
 	char created[META_TIME_LEN], updated[META_TIME_LEN];
 
 	printf("        {\"name\": ");
 	json_string(stdout, e->name, strlen(e->name));
-	printf(", \"configured\": %s, \"expected\": %s", entry_ok(e) ? "true" : "false",
+	printf(", \"configured\": %s, \"expected\": %s", listing_entry_ok(e) ? "true" : "false",
 	       e->expected ? "true" : "false");
 	if (e->exists) {
 		meta_format_time(e->s.ctime_ns, created);

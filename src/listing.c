@@ -11,9 +11,9 @@
 #include "cli.h"
 #include "listing.h"
 
-static struct entry *entry_add(struct listing *l, const char *name)
+static struct listing_entry *entry_add(struct listing *l, const char *name)
 {
-	struct entry *e;
+	struct listing_entry *e;
 
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 32;
@@ -35,7 +35,7 @@ struct load_ctx {
 	struct listing *l;
 };
 
-static void load_meta(struct vault *v, struct entry *e, enum meta_attr a, char *buf,
+static void load_meta(struct vault *v, struct listing_entry *e, enum meta_attr a, char *buf,
 		      size_t size)
 {
 	size_t len = 0;
@@ -48,7 +48,7 @@ static void load_meta(struct vault *v, struct entry *e, enum meta_attr a, char *
 static int secret_cb(void *ctx, const struct db_secret *s)
 {
 	struct load_ctx *lc = ctx;
-	struct entry *e = entry_add(lc->l, s->name);
+	struct listing_entry *e = entry_add(lc->l, s->name);
 
 	if (!e)
 		return -ENOMEM;
@@ -61,7 +61,7 @@ static int secret_cb(void *ctx, const struct db_secret *s)
 
 static int cmp_entry(const void *a, const void *b)
 {
-	return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
+	return strcmp(((const struct listing_entry *)a)->name, ((const struct listing_entry *)b)->name);
 }
 
 int listing_load(struct cli *c, const char *instance, const struct db_instance *in,
@@ -69,7 +69,7 @@ int listing_load(struct cli *c, const char *instance, const struct db_instance *
 {
 	const struct instance_conf *ic = policy_instance(&c->conf, instance);
 	struct load_ctx lc = { .v = c->vault, .l = out };
-	struct entry *e;
+	struct listing_entry *e;
 	size_t have;
 	int r = 0;
 
@@ -104,17 +104,17 @@ void listing_free(struct listing *l)
 	memset(l, 0, sizeof(*l));
 }
 
-bool entry_ok(const struct entry *e)
+bool listing_entry_ok(const struct listing_entry *e)
 {
 	return e->exists && e->s.size > 0;
 }
 
-const char *entry_state(const struct entry *e)
+const char *listing_entry_state(const struct listing_entry *e)
 {
-	return !e->exists ? "missing" : entry_ok(e) ? "configured" : "empty";
+	return !e->exists ? "missing" : listing_entry_ok(e) ? "configured" : "empty";
 }
 
-void mode_string(mode_t mode, bool dir, char out[static 11])
+void listing_mode_string(mode_t mode, bool dir, char out[static 11])
 {
 	static const char rwx[] = "rwxrwxrwx";
 
@@ -126,7 +126,7 @@ void mode_string(mode_t mode, bool dir, char out[static 11])
 	out[10] = '\0';
 }
 
-void user_name(uid_t uid, char *buf, size_t size)
+void listing_user_name(uid_t uid, char *buf, size_t size)
 {
 	struct passwd pw, *res = NULL;
 	char tmp[1024];
@@ -137,7 +137,7 @@ void user_name(uid_t uid, char *buf, size_t size)
 		snprintf(buf, size, "%u", (unsigned)uid);
 }
 
-void group_name(gid_t gid, char *buf, size_t size)
+void listing_group_name(gid_t gid, char *buf, size_t size)
 {
 	struct group gr, *res = NULL;
 	char tmp[1024];

@@ -12,7 +12,7 @@
 
 struct cli;
 
-struct entry {
+struct listing_entry {
 	char name[DB_NAME_MAX + 1];
 	bool exists;
 	bool expected;
@@ -22,7 +22,7 @@ struct entry {
 };
 
 struct listing {
-	struct entry *e;
+	struct listing_entry *e;
 	size_t n, cap;
 };
 
@@ -34,13 +34,13 @@ void listing_free(struct listing *l);
 
 /* "configured", "empty" (exists without a value: touched, or set to
  * nothing) or "missing". */
-const char *entry_state(const struct entry *e);
-bool entry_ok(const struct entry *e);
+const char *listing_entry_state(const struct listing_entry *e);
+bool listing_entry_ok(const struct listing_entry *e);
 
 /* "-rw-r-----" */
-void mode_string(mode_t mode, bool dir, char out[static 11]);
+void listing_mode_string(mode_t mode, bool dir, char out[static 11]);
 /* A user or group name, or the number. */
-void user_name(uid_t uid, char *buf, size_t size);
-void group_name(gid_t gid, char *buf, size_t size);
+void listing_user_name(uid_t uid, char *buf, size_t size);
+void listing_group_name(gid_t gid, char *buf, size_t size);
 
 #endif
