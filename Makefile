@@ -48,8 +48,10 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 # Warnings are errors for developers and CI (make WERROR=1, set by .ci/run),
 # not for a distribution's build with the next compiler.
 WERROR ?= 0
+# WUR marks results that must be checked, in every module's headers alike.
 override CFLAGS += -std=gnu11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-unused-parameter -D_GNU_SOURCE \
+	'-DWUR=__attribute__((warn_unused_result))' \
 	-fstack-protector-strong -fstack-clash-protection -fPIE -MMD -MP
 ifeq ($(WERROR),1)
 override CFLAGS += -Werror

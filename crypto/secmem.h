@@ -6,8 +6,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define WUR __attribute__((warn_unused_result))
-
 struct secmem_account;
 
 /* A growable buffer whose bytes live only in sodium_malloc memory. */

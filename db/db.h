@@ -8,8 +8,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define WUR __attribute__((warn_unused_result))
-
 #define DB_NAME_MAX 255
 
 struct db;
