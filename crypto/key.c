@@ -187,40 +187,31 @@ int key_load(struct secbuf **out, const struct key_source *src,
 	return 0;
 }
 
+int key_hex(const struct secbuf *key, struct secbuf **out)
+{
+	int r = secbuf_new(out, KEY_HEX_LEN + 1);
+
+	if (r < 0)
+		return r;
+	sodium_bin2hex((char *)(*out)->data, KEY_HEX_LEN + 1, key->data, KEY_LEN);
+	(*out)->len = KEY_HEX_LEN;
+	return 0;
+}
+
 int key_generate_hex(struct secbuf **out)
 {
-	struct secbuf *bin = NULL, *hex = NULL;
+	struct secbuf *bin = NULL;
 	int r;
 
 	*out = NULL;
 	r = secbuf_new(&bin, KEY_LEN);
-	if (r == 0)
-		r = secbuf_new(&hex, KEY_HEX_LEN + 1);
-	if (r < 0) {
-		secbuf_free(bin);
+	if (r < 0)
 		return r;
-	}
 	randombytes_buf(bin->data, KEY_LEN);
-	sodium_bin2hex((char *)hex->data, KEY_HEX_LEN + 1, bin->data, KEY_LEN);
-	hex->len = KEY_HEX_LEN;
+	bin->len = KEY_LEN;
+	r = key_hex(bin, out);
 	secbuf_free(bin);
-	*out = hex;
-	return 0;
-}
-
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	return r;
 }
 
 int key_write_file(const char *path, const struct secbuf *hex)
@@ -232,9 +223,9 @@ int key_write_file(const char *path, const struct secbuf *hex)
 		return -errno;
 	r = fchmod(fd, 0600) < 0 ? -errno : 0;
 	if (r == 0)
-		r = write_all(fd, hex->data, hex->len);
+		r = secmem_write_all(fd, hex->data, hex->len);
 	if (r == 0)
-		r = write_all(fd, (const unsigned char *)"\n", 1);
+		r = secmem_write_all(fd, "\n", 1);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (close(fd) < 0 && r == 0)

@@ -26,6 +26,8 @@ int key_load(struct secbuf **out, const struct key_source *src,
 /* Parses 32 raw bytes or 64 hex characters (surrounding white space allowed). */
 int key_parse(struct secbuf *out, const unsigned char *in, size_t len) WUR;
 
+/* The 64 hex characters of a key's 32 bytes, in locked memory. */
+int key_hex(const struct secbuf *key, struct secbuf **out) WUR;
 /* 64 hex characters and a NUL, in locked memory. */
 int key_generate_hex(struct secbuf **out) WUR;
 

@@ -284,3 +284,20 @@ void secbuf_free(struct secbuf *b)
 	region_free(b->data, b->cap, b->acct);
 	free(b);
 }
+
+int secmem_write_all(int fd, const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	while (n) {
+		ssize_t w = write(fd, c, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}

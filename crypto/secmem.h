@@ -41,6 +41,9 @@ size_t secmem_locked_bytes(void);
 /* 0 or -ENOMEM (no memory, or it could not be locked and unlocked memory
  * is not allowed). */
 int secbuf_new(struct secbuf **out, size_t cap) WUR;
+/* Writes all n bytes at p to fd (straight from locked memory, no stdio
+ * buffer in between), retrying short writes and EINTR. */
+int secmem_write_all(int fd, const void *p, size_t n) WUR;
 int secbuf_reserve(struct secbuf *b, size_t cap) WUR;
 int secbuf_set(struct secbuf *b, const void *data, size_t len) WUR;
 /* Wipes and frees; NULL is fine. */

@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <sodium.h>
 
 #include "../crypto/mac.h"
 #include "../crypto/seal.h"

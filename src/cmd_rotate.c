@@ -86,11 +86,9 @@ static int copy_key(const struct secbuf *key, const char *to)
 
 	if (snprintf(tmp, sizeof(tmp), "%s.new-%d", to, (int)getpid()) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	r = secbuf_new(&hex, KEY_HEX_LEN + 1);
+	r = key_hex(key, &hex);
 	if (r < 0)
 		return r;
-	sodium_bin2hex((char *)hex->data, KEY_HEX_LEN + 1, key->data, KEY_LEN);
-	hex->len = KEY_HEX_LEN;
 	r = key_write_file(tmp, hex);
 	secbuf_free(hex);
 	if (r == 0 && rename(tmp, to) < 0) {

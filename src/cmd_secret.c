@@ -8,7 +8,6 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include <sodium.h>
 
 #include "../crypto/secmem.h"
 #include "../fs/vault.h"
@@ -60,7 +59,7 @@ int get_main(int argc, char **argv)
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;
 	}
-	r = secio_write_all(STDOUT_FILENO, val->data, val->len);
+	r = secmem_write_all(STDOUT_FILENO, val->data, val->len);
 	if (r < 0) {
 		cli_error("standard output: %s", strerror(-r));
 		goto out;

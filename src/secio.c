@@ -32,18 +32,3 @@ int secio_read(int fd, struct secbuf *b, size_t max, bool one_line)
 			return b->len > max ? -EFBIG : 0;
 	}
 }
-
-int secio_write_all(int fd, const unsigned char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}

@@ -10,9 +10,6 @@ struct secbuf;
 
 /* Reads fd into b until end of file (or, with one_line, a newline); more
  * than max bytes is -EFBIG. */
-int secio_read(int fd, struct secbuf *b, size_t max, bool one_line)
-	__attribute__((warn_unused_result));
-int secio_write_all(int fd, const unsigned char *p, size_t n)
-	__attribute__((warn_unused_result));
+int secio_read(int fd, struct secbuf *b, size_t max, bool one_line) WUR;
 
 #endif
