@@ -35,3 +35,51 @@ bool mac_verify(const unsigned char *tag, size_t tag_len,
 	sodium_memzero(want, sizeof(want));
 	return ok;
 }
+
+_Static_assert(sizeof(crypto_generichash_state) <= sizeof(((struct mac_stream *)0)->state),
+	       "mac_stream holds a BLAKE2b state");
+
+static crypto_generichash_state *stream_state(struct mac_stream *m)
+{
+	return (crypto_generichash_state *)(void *)m->state;
+}
+
+void mac_stream_init(struct mac_stream *m, const unsigned char *key, size_t keylen,
+		     size_t outlen, const char *domain)
+{
+	crypto_generichash_init(stream_state(m), key, keylen, outlen);
+	mac_stream_str(m, domain);
+}
+
+void mac_stream_bytes(struct mac_stream *m, const unsigned char *p, size_t n)
+{
+	crypto_generichash_update(stream_state(m), p, n);
+}
+
+void mac_stream_u64(struct mac_stream *m, uint64_t v)
+{
+	unsigned char b[8];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)(v >> (56 - 8 * i));
+	mac_stream_bytes(m, b, sizeof(b));
+}
+
+void mac_stream_str(struct mac_stream *m, const char *s)
+{
+	size_t n = strlen(s);
+
+	mac_stream_u64(m, n);
+	mac_stream_bytes(m, (const unsigned char *)s, n);
+}
+
+void mac_stream_final(struct mac_stream *m, unsigned char *out, size_t outlen)
+{
+	crypto_generichash_final(stream_state(m), out, outlen);
+	sodium_memzero(m->state, sizeof(m->state));
+}
+
+bool mac_equal(const unsigned char *a, const unsigned char *b, size_t n)
+{
+	return sodium_memcmp(a, b, n) == 0;
+}

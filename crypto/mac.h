@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define MAC_LEN 32
 #define MAC_KEY_LEN 32
@@ -15,5 +16,23 @@ void mac_compute(unsigned char out[static MAC_LEN], const unsigned char key[stat
 bool mac_verify(const unsigned char *tag, size_t tag_len,
 		const unsigned char key[static MAC_KEY_LEN], const unsigned char *msg,
 		size_t len);
+
+/* A keyed BLAKE2b over fields given one at a time (the audit chain):
+ * integers as 8 bytes big-endian, strings as their length then their
+ * bytes, so that no two sequences of fields hash alike. */
+struct mac_stream {
+	_Alignas(64) unsigned char state[384];
+};
+
+void mac_stream_init(struct mac_stream *m, const unsigned char *key, size_t keylen,
+		     size_t outlen, const char *domain);
+void mac_stream_bytes(struct mac_stream *m, const unsigned char *p, size_t n);
+void mac_stream_u64(struct mac_stream *m, uint64_t v);
+void mac_stream_str(struct mac_stream *m, const char *s);
+/* Writes the tag and wipes the state. */
+void mac_stream_final(struct mac_stream *m, unsigned char *out, size_t outlen);
+
+/* Whether two tags of n bytes are equal, in constant time. */
+bool mac_equal(const unsigned char *a, const unsigned char *b, size_t n);
 
 #endif

@@ -33,8 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
+#include "../crypto/mac.h"
 #include "../crypto/seal.h"
 #include "../db/db_audit.h"
 #include "audit.h"
@@ -212,33 +211,9 @@ int audit_rotate_master(struct db *db, const struct secbuf *old_wrap,
 
 /* -- the chain --------------------------------------------------------- */
 
-static void put_u64(crypto_generichash_state *h, uint64_t v)
+static void hash_init(const struct audit *a, struct mac_stream *h, const char *domain)
 {
-	unsigned char b[8];
-
-	for (int i = 0; i < 8; i++)
-		b[i] = (unsigned char)(v >> (56 - 8 * i));
-	crypto_generichash_update(h, b, sizeof(b));
-}
-
-static void put_str(crypto_generichash_state *h, const char *s)
-{
-	size_t n = strlen(s);
-
-	put_u64(h, n);
-	crypto_generichash_update(h, (const unsigned char *)s, n);
-}
-
-static void hash_init(const struct audit *a, crypto_generichash_state *h, const char *domain)
-{
-	crypto_generichash_init(h, a->key->data, a->key->len, DB_AUDIT_MAC_LEN);
-	put_str(h, domain);
-}
-
-static void hash_final(crypto_generichash_state *h, unsigned char out[DB_AUDIT_MAC_LEN])
-{
-	crypto_generichash_final(h, out, DB_AUDIT_MAC_LEN);
-	sodium_memzero(h, sizeof(*h));
+	mac_stream_init(h, a->key->data, a->key->len, DB_AUDIT_MAC_LEN, domain);
 }
 
 static bool folded(const struct db_audit_row *r)
@@ -251,26 +226,26 @@ static bool folded(const struct db_audit_row *r)
 static void entry_mac(const struct audit *a, const unsigned char prev[DB_AUDIT_MAC_LEN],
 		      const struct db_audit_row *r, unsigned char out[DB_AUDIT_MAC_LEN])
 {
-	crypto_generichash_state h;
+	struct mac_stream h;
 
 	hash_init(a, &h, folded(r) ? "vaultfs/audit/entry/2" : "vaultfs/audit/entry/1");
-	crypto_generichash_update(&h, prev, DB_AUDIT_MAC_LEN);
+	mac_stream_bytes(&h, prev, DB_AUDIT_MAC_LEN);
 	if (folded(r)) {
-		put_u64(&h, (uint64_t)r->count);
-		put_u64(&h, (uint64_t)r->first_ns);
+		mac_stream_u64(&h, (uint64_t)r->count);
+		mac_stream_u64(&h, (uint64_t)r->first_ns);
 	}
-	put_u64(&h, (uint64_t)r->seq);
-	put_u64(&h, (uint64_t)r->time_ns);
-	put_u64(&h, r->uid);
-	put_u64(&h, r->gid);
-	put_u64(&h, (uint64_t)(int64_t)r->pid);
-	put_u64(&h, (uint64_t)(int64_t)r->result);
-	put_str(&h, r->comm);
-	put_str(&h, r->instance);
-	put_str(&h, r->key);
-	put_str(&h, r->op);
-	put_str(&h, r->detail);
-	hash_final(&h, out);
+	mac_stream_u64(&h, (uint64_t)r->seq);
+	mac_stream_u64(&h, (uint64_t)r->time_ns);
+	mac_stream_u64(&h, r->uid);
+	mac_stream_u64(&h, r->gid);
+	mac_stream_u64(&h, (uint64_t)(int64_t)r->pid);
+	mac_stream_u64(&h, (uint64_t)(int64_t)r->result);
+	mac_stream_str(&h, r->comm);
+	mac_stream_str(&h, r->instance);
+	mac_stream_str(&h, r->key);
+	mac_stream_str(&h, r->op);
+	mac_stream_str(&h, r->detail);
+	mac_stream_final(&h, out, DB_AUDIT_MAC_LEN);
 }
 
 /* A mark (the head or the anchor): seq and mac, tagged with the key. */
@@ -282,12 +257,12 @@ struct mark {
 static void mark_tag(const struct audit *a, const char *which, const struct mark *m,
 		     unsigned char out[DB_AUDIT_MAC_LEN])
 {
-	crypto_generichash_state h;
+	struct mac_stream h;
 
 	hash_init(a, &h, which);
-	put_u64(&h, (uint64_t)m->seq);
-	crypto_generichash_update(&h, m->mac, DB_AUDIT_MAC_LEN);
-	hash_final(&h, out);
+	mac_stream_u64(&h, (uint64_t)m->seq);
+	mac_stream_bytes(&h, m->mac, DB_AUDIT_MAC_LEN);
+	mac_stream_final(&h, out, DB_AUDIT_MAC_LEN);
 }
 
 static int mark_store_in(struct audit *a, struct db_audit *store, const char *which,
@@ -325,7 +300,7 @@ static int mark_load_in(struct audit *a, struct db_audit *store, const char *whi
 	m->seq = (int64_t)seq;
 	memcpy(m->mac, b + 8, DB_AUDIT_MAC_LEN);
 	mark_tag(a, which, m, tag);
-	return sodium_memcmp(tag, b + 8 + DB_AUDIT_MAC_LEN, sizeof(tag)) ? -EBADMSG : 0;
+	return mac_equal(tag, b + 8 + DB_AUDIT_MAC_LEN, sizeof(tag)) ? 0 : -EBADMSG;
 }
 
 static int mark_load(struct audit *a, const char *which, struct mark *m)
@@ -946,7 +921,7 @@ static int walk_row(void *ctx, const struct db_audit_row *row)
 		return 1;
 	}
 	entry_mac(w->a, w->prev.mac, row, mac);
-	if (sodium_memcmp(mac, row->mac, sizeof(mac))) {
+	if (!mac_equal(mac, row->mac, sizeof(mac))) {
 		verdict_bad(w->v, row->seq, row, "entry %lld was altered, replaced or moved "
 			    "(its MAC does not match)", (long long)row->seq);
 		return 1;
@@ -978,7 +953,7 @@ static void check_head(struct walk *w)
 			    "to %lld were cut off the end)", (long long)w->prev.seq + 1,
 			    (long long)w->prev.seq + 1, (long long)head.seq);
 	else if (head.seq < w->prev.seq ||
-		 sodium_memcmp(head.mac, w->prev.mac, DB_AUDIT_MAC_LEN))
+		 !mac_equal(head.mac, w->prev.mac, DB_AUDIT_MAC_LEN))
 		verdict_bad(w->v, head.seq, NULL, "the head record does not match entry %lld",
 			    (long long)w->prev.seq);
 }
