@@ -1,6 +1,8 @@
 /* The multithreaded session loop vaultfs serves requests with. */
 #define FUSE_USE_VERSION 314
 
+#include <errno.h>
+
 #include <fuse_lowlevel.h>
 
 #include "loop.h"
@@ -21,6 +23,10 @@ int fs_loop(struct fuse_session *se)
 	fuse_loop_cfg_set_max_threads(lc, LOOP_MAX_THREADS);
 	r = fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);
-	/* A signal ends the loop with its number: that is a clean stop. */
+	/* A signal ends the loop with its number: that is a clean stop. So is
+	 * a connection the kernel ended: unmounted while RELEASEs were still
+	 * on their way (libfuse takes only ENODEV for that), or aborted. */
+	if (r == -ECONNABORTED)
+		r = 0;
 	return r < 0 ? -1 : 0;
 }
