@@ -174,6 +174,7 @@ check-sanitize: test-deps
 	@$(MAKE) --no-print-directory BUILD=build/san SANITIZE=1 check
 
 VALGRIND ?= valgrind -q --error-exitcode=99 --leak-check=full \
+	--suppressions=tests/unit/valgrind.supp \
 	--errors-for-leak-kinds=definite,indirect
 
 check-valgrind: test-deps
