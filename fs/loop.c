@@ -24,8 +24,8 @@ int fs_loop(struct fuse_session *se)
 	r = fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);
 	/* A signal ends the loop with its number: that is a clean stop. So is
-	 * a connection the kernel ended: unmounted while RELEASEs were still
-	 * on their way (libfuse takes only ENODEV for that), or aborted. */
+	 * a connection the kernel ended with ECONNABORTED (see io_read in
+	 * session.c) in a session whose device libfuse reads itself. */
 	if (r == -ECONNABORTED)
 		r = 0;
 	return r < 0 ? -1 : 0;

@@ -305,6 +305,12 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		return -1;
 	}
 	n = read(fd, buf, len);
+	/* The kernel ends a connection unmounted while requests were still on
+	 * their way (hundreds of RELEASEs after a mass close) with
+	 * ECONNABORTED; libfuse knows only ENODEV as the end of a mount, and
+	 * would log the other as a failure. */
+	if (n < 0 && errno == ECONNABORTED)
+		errno = ENODEV;
 	reading_leave(slot, n);
 	if (n < 0 && errno == EINTR && atomic_load(&S.retiring))
 		park();
