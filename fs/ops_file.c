@@ -1,0 +1,404 @@
+/* File operations: create, open, read, write and the commit at close. */
+#include "ops_int.h"
+
+void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct audit_entry ae;
+	struct handle *h = NULL;
+	struct db_instance in;
+	struct db_secret s;
+	struct stat st;
+	mode_t smode;
+	int r;
+
+	if (ino_kind(parent) != K_INSTANCE) {
+		fuse_reply_err(req, ino_kind(parent) == K_ROOT ? EPERM : ENOTDIR);
+		return;
+	}
+	if (name_errno(name)) {
+		fuse_reply_err(req, name_errno(name));
+		return;
+	}
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = db_instance_get(fs->db, ino_id(parent), &in);
+	if (r == 0)
+		r = handle_new(fs, &h, 0, ctx->uid, ctx->pid);
+	if (r == 0) {
+		smode = vault_secret_mode(fs->v, in.name, mode & ~ctx->umask);
+		r = guard_create(req, fs->v, &in, name, smode, &h->ref);
+		if (r < 0) {
+			handle_charged();
+			handle_free(fs, h);
+			reply_denied(req, r);
+			return;
+		}
+	}
+	if (r == 0)
+		r = secbuf_new(&h->buf, 0);
+	handle_charged();
+	if (r == 0) {
+		guard_entry(&h->ref, AUDIT_CREATE, NULL, &ae);
+		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s, &ae);
+	}
+	if (h && r < 0)
+		guard_done(fs->v, &h->ref, AUDIT_CREATE, r, NULL);
+	if (r < 0) {
+		if (r == -ENOMEM)
+			log_err("%s/%s: cannot lock memory for a new value; create refused",
+				in.name, name);
+		handle_free(fs, h);
+		reply_err(req, r);
+		return;
+	}
+	h->id = s.id;
+	h->append = fi->flags & O_APPEND;
+	h->trunc_pending = fi->flags & O_TRUNC;
+	creating_set(fs, h, true);
+	stat_secret(&s, &st);
+	entry_init(fs, &e, &st);
+	open_reply_fi(fi, h);
+	handle_record(fs, h);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		handle_free(fs, h);
+}
+
+/* The value as its writer wrote it: a single trailing newline that the
+ * store dropped is put back, so a writer continues the file (`echo a > k;
+ * echo b >> k` gives two lines) and a put-back value is stored as before. */
+static int read_as_written(struct fs *fs, int64_t id, struct secbuf **out)
+{
+	struct db_secret meta;
+	int r = vault_read(fs->v, id, out, &meta);
+
+	if (r == 0 && (meta.flags & DB_SECRET_NL_STRIPPED)) {
+		r = secbuf_reserve(*out, (*out)->len + 1);
+		if (r == 0)
+			(*out)->data[(*out)->len++] = '\n';
+	}
+	if (r < 0) {
+		secbuf_free(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
+void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct db_blob sealed = { 0 };
+	struct fs *fs = fs_of(req);
+	struct handle *h = NULL;
+	struct db_secret meta;
+	int acc = fi->flags & O_ACCMODE;
+	int r;
+
+	if (ino_kind(ino) != K_SECRET) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	/* Linux filesystems empty the file; a reader's open never destroys a
+	 * secret here. (The kernel let only a caller who may write this far.) */
+	if (acc == O_RDONLY && (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (acc == O_RDONLY && created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	limbo_wait(fs, ino_id(ino));
+	r = handle_new(fs, &h, ino_id(ino), fuse_req_ctx(req)->uid, fuse_req_ctx(req)->pid);
+	/* The names for the access rules and the value: one snapshot, and for
+	 * a reader one query. */
+	db_read_begin(fs->db);
+	if (r == 0 && acc == O_RDONLY)
+		r = guard_open_fetch(req, fs->v, h->id, fi->flags, &h->ref, &meta, &sealed);
+	else if (r == 0)
+		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
+	if (r < 0) {
+		handle_charged();
+		db_blob_free(&sealed);
+		db_read_end(fs->db);
+		handle_free(fs, h);
+		/* Renamed over or removed since the caller's lookup: the kernel
+		 * looks the name up again, so a reader racing an editor's
+		 * rename-over opens the new key instead of failing. */
+		reply_denied(req, r == -ENOENT ? -ESTALE : r);
+		return;
+	}
+	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
+		r = secbuf_new(&h->buf, 0);
+		h->dirty = true;
+		h->trunc_pending = true;
+		/* Kept to put back if a write fails. A value that no longer
+		 * authenticates can still be overwritten: that's how it is fixed. */
+		if (r == 0 && read_as_written(fs, h->id, &h->orig) == -ENOMEM)
+			r = -ENOMEM;
+	} else if (r == 0 && acc != O_RDONLY) {
+		r = read_as_written(fs, h->id, &h->buf);
+	} else if (r == 0) {
+		r = vault_read_fetched(fs->v, &meta, &sealed, &h->buf);
+		if (r == 0) {
+			stat_secret(&meta, &h->st);
+			h->st.st_size = (off_t)h->buf->len;
+			h->have_st = true;
+		}
+	}
+	handle_charged();
+	db_blob_free(&sealed);
+	db_read_end(fs->db);
+	guard_opened(fs->v, &h->ref, fi->flags, r);
+	if (r < 0) {
+		handle_free(fs, h);
+		reply_err(req, r);
+		return;
+	}
+	h->append = fi->flags & O_APPEND;
+	h->readonly = acc == O_RDONLY;
+	h->read_version = h->readonly ? meta.version : 0;
+	open_reply_fi(fi, h);
+	if (!h->readonly)
+		handle_record(fs, h);
+	/* Nothing to commit on a reader's close: spare it the FLUSH round trip. */
+	fi->noflush = acc == O_RDONLY;
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(fs, h);
+}
+
+static void reply_read(fuse_req_t req, const struct secbuf *b, size_t size, off_t off)
+{
+	if (off < 0 || (size_t)off >= b->len) {
+		fuse_reply_buf(req, NULL, 0);
+	} else {
+		size_t n = b->len - (size_t)off;
+
+		fuse_reply_buf(req, (const char *)b->data + off, n < size ? n : size);
+	}
+}
+
+void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	      struct fuse_file_info *fi)
+{
+	struct handle *h = handle_get(fs_of(req), ino, fi);
+
+	if (!h) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	/* A read(2) names its caller's descriptor table (lock_owner); a read
+	 * into the page cache, for a private mmap or readahead, names none. */
+	if (!fi->lock_owner)
+		__atomic_store_n(&h->paged, true, __ATOMIC_RELAXED);
+	/* A reader's buffer never changes: no lock, so RELEASE, which may
+	 * come the moment the reply is out, never waits for this thread. */
+	if (h->readonly) {
+		reply_read(req, h->buf, size, off);
+		return;
+	}
+	pthread_mutex_lock(&h->lock);
+	reply_read(req, h->buf, size, off);
+	pthread_mutex_unlock(&h->lock);
+}
+
+void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
+	       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct handle *h = handle_get(fs, ino, fi);
+	size_t pos, end;
+	int r = 0;
+
+	if (!h) {
+		sodium_memzero((void *)data, size);
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	pthread_mutex_lock(&h->lock);
+	pos = h->append ? h->buf->len : (size_t)off;
+	if (off < 0 || h->error)
+		r = h->error ? -h->error : -EINVAL;
+	else if (pos > fs->conf->max_value_size || size > fs->conf->max_value_size - pos)
+		r = -EFBIG;
+	end = pos + size;
+	if (r == 0 && end > h->buf->len)
+		r = buf_resize(fs, h->buf, end);
+	if (r == 0) {
+		memcpy(h->buf->data + pos, data, size);
+		h->dirty = true;
+		h->closed = false;
+		trunc_done(fs, h);
+		h->owner = fi->lock_owner;
+		handle_record(fs, h);
+	} else if (!h->error) {
+		h->error = -r;
+		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
+			 (unsigned long long)ino, strerror(-r));
+	}
+	pthread_mutex_unlock(&h->lock);
+	/* libfuse's request buffer is not locked memory: leave nothing there. */
+	sodium_memzero((void *)data, size);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_write(req, size);
+}
+
+static bool store_error(int r)
+{
+	return r == -EROFS || r == -ENOSPC || r == -EIO || r == -EBUSY || r == -EPROTO;
+}
+
+/* Commits a dirty handle: at every flush (close) by its writer, at fsync
+ * and at release.
+ *
+ * Others see a value change only to one its writer finished. A shell's
+ * `cmd > key` opens with O_TRUNC, dup2()s and closes the first descriptor
+ * before cmd writes anything: had that close committed the empty value,
+ * every reader opening before cmd's output arrived would read nothing. So
+ * an O_TRUNC handle that nothing was written to (nor resized) commits
+ * nothing at its writer's first close and is in limbo (see limbo_wait).
+ * Its empty value is committed at the writer's next close (a shell's
+ * `: > key` closes twice), at fsync, or at release (a program that opens,
+ * writes nothing and closes once).
+ *
+ * A handle whose writes failed (EFBIG, ENOMEM) or whose commit did (ENOSPC)
+ * never commits later, behind the back of a caller told it failed; if it
+ * had committed before (fsync, or a compound `{ a; b; } > key` whose first
+ * command closed), its flush puts back the value found at open, so a failed
+ * redirect loses nothing.
+ *
+ * Only the writer's own close commits: every process that inherited the
+ * descriptor flushes when it closes its copy, and a child that a writing
+ * thread's neighbour forks and execs does so with the value half written
+ * (or, before the first write, truncated to nothing). FUSE names the
+ * descriptor table of each writer and closer (lock_owner); before any write
+ * the opening thread stands for the writer. Where either side is unknown
+ * (0, as across pid namespaces), the close commits. */
+struct closer {
+	uint64_t owner;
+	pid_t pid;
+};
+
+static bool closer_is_writer(const struct handle *h, const struct closer *c)
+{
+	if (!c)			/* fsync, release */
+		return true;
+	if (h->owner)
+		return !c->owner || c->owner == h->owner;
+	return !c->pid || !h->opener || c->pid == h->opener;
+}
+
+int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct closer *c)
+{
+	struct audit_entry ae;
+	bool stored = false;
+	int r = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (!closer_is_writer(h, c))
+		goto out;
+	if (c && h->trunc_pending && !h->error && h->trunc_flushes++ == 0) {
+		limbo_set(fs, h, true);	/* a redirection's first close, or the only one */
+		goto out;
+	}
+	if (closing)
+		h->closed = true;
+	if (!h->error && h->dirty) {
+		guard_entry(&h->ref, AUDIT_WRITE, NULL, &ae);
+		r = vault_update_amend(fs->v, h->id, h->buf->data, h->buf->len, h->uid,
+				       &h->version, &ae);
+		stored = r == 0;
+		if (r < 0 && r != -ENOENT)
+			guard_done(fs->v, &h->ref, AUDIT_WRITE, r, NULL);
+		if (r == -ENOENT)	/* removed while open: like an unlinked file */
+			r = 0;
+		if (r == 0) {
+			h->dirty = false;
+			h->committed = true;
+			trunc_done(fs, h);
+		} else {
+			h->error = -r;
+			log_err("secret %lld: commit failed: %s%s%s%s", (long long)h->id,
+				strerror(-r), store_error(r) ? " (" : "",
+				store_error(r) ? db_errmsg(fs->db) : "", store_error(r) ? ")" : "");
+		}
+	}
+	if (h->error) {
+		if (h->committed && h->orig) {
+			guard_entry(&h->ref, AUDIT_WRITE, "old value put back after a failed write",
+				    &ae);
+			r = vault_update_amend(fs->v, h->id, h->orig->data, h->orig->len,
+					       h->uid, &h->version, &ae);
+			stored = r == 0;
+			if (r < 0 && r != -ENOENT)
+				guard_done(fs->v, &h->ref, AUDIT_WRITE, r,
+					   "old value put back after a failed write");
+			if (r == 0 || r == -ENOENT)
+				h->committed = false;
+			else
+				log_err("secret %lld: cannot put back the value after a failed "
+					"write: %s", (long long)h->id, strerror(-r));
+		}
+		r = -h->error;
+	}
+	if (h->creating)	/* after the commit: others see the value at once */
+		creating_set(fs, h, false);
+out:
+	handle_record(fs, h);
+	pthread_mutex_unlock(&h->lock);
+	/* The kernel cached the size and times from before: the caller's next
+	 * stat must see what was just stored. */
+	if (stored)
+		inval_attr(secret_ino(h->id));
+	return r;
+}
+
+void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_get(fs_of(req), ino, fi);
+	struct closer c = { .owner = fi->lock_owner, .pid = fuse_req_ctx(req)->pid };
+
+	if (!h) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	reply_err(req, handle_commit(fs_of(req), h, true, &c));
+}
+
+void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_get(fs_of(req), ino, fi);
+
+	(void)datasync;
+	if (!h) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	reply_err(req, handle_commit(fs_of(req), h, false, NULL));
+}
+
+void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	/* A reader of an earlier worker that this one never served: nothing
+	 * to rebuild just to let it go. */
+	struct handle *h = handle_find(fi);
+	/* Whether an earlier worker's reader read into the page cache is not
+	 * known here: drop its pages as if it had. */
+	bool paged = !h || __atomic_load_n(&h->paged, __ATOMIC_RELAXED);
+
+	if (h) {
+		(void)handle_commit(fs_of(req), h, true, NULL);
+		handle_free(fs_of(req), h);
+	}
+	fuse_reply_err(req, 0);
+	/* The last mapping went with this file: no plaintext page may stay
+	 * cached until the next open. */
+	if (paged)
+		inval_data(ino);
+}
