@@ -98,7 +98,6 @@ static int mount_ready(void *ctx)
 {
 	struct mount_opts *mo = ctx;
 	char err[1024];
-	int fd;
 
 	if (priv_drop(mo->conf, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
@@ -110,22 +109,7 @@ static int mount_ready(void *ctx)
 		notify_ready(mo->mountpoint);
 	if (mo->ready_fd < 0 && mo->worker_fd < 0)
 		return 0;
-	log_to_syslog(true);
-	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (fd >= 0) {
-		dup2(fd, STDIN_FILENO);
-		dup2(fd, STDOUT_FILENO);
-		dup2(fd, STDERR_FILENO);
-		if (fd > STDERR_FILENO)
-			close(fd);
-	}
-	if (mo->ready_fd < 0)
-		return 0;
-	if (write(mo->ready_fd, "1", 1) != 1)
-		return -1;
-	close(mo->ready_fd);
-	mo->ready_fd = -1;
-	return 0;
+	return mount_ready_detach(mo);
 }
 
 static void holder_ready(void *ctx)
