@@ -10,6 +10,7 @@ database passes integrity_check and the audit log's hash chain verifies.
 import json
 import os
 import random
+import signal
 import threading
 import time
 
@@ -167,10 +168,15 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(vault_factory):
                 assert wait_for(lambda: stats["acks"] > before, PROGRESS_TIMEOUT), \
                     f"no write was acknowledged within {PROGRESS_TIMEOUT}s of mounting"
                 time.sleep(rng.uniform(0, 0.04))
+            # The whole daemon dies: the worker that writes, then the holder
+            # that would have started another one.
+            worker = v.worker_pid()
             proc, v.proc = v.proc, None
+            os.kill(worker, signal.SIGKILL)
             proc.kill()
             gate.set_open(False)   # writers finish what they were doing, and rest
             proc.wait()
+            assert wait_for(lambda: not os.path.exists(f"/proc/{worker}"), IDLE_TIMEOUT)
             gate.wait_idle(IDLE_TIMEOUT)
             force_unmount(v.mnt)
             assert not os.path.ismount(v.mnt)
