@@ -118,6 +118,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
 
 unit-tests: $(UNIT_BINS)
 
+# db/schema_expected.h: what the migrations make, which every open compares
+# a vault's schema with. Rewrite it after changing a migration (test_db
+# fails until then).
+schema-expected: $(BUILD)/tests/test_db
+	$(Q)$< --dump-schema > db/schema_expected.h.new && mv db/schema_expected.h.new db/schema_expected.h
+
 BENCH_BINS := $(BUILD)/bench/minifs $(BUILD)/bench/vbench $(BUILD)/bench/loadvault
 
 $(BUILD)/bench/minifs: bench/minifs.c $(BUILD)/fs/loop.o
@@ -314,7 +320,7 @@ deb:
 clean:
 	rm -rf build vaultfs
 
-.PHONY: FORCE all man deps test-deps deb unit-tests bench check check-unit check-integration check-sanitize \
+.PHONY: FORCE all man deps test-deps deb unit-tests schema-expected bench check check-unit check-integration check-sanitize \
 	check-valgrind soak fuzz fuzz-build demo install uninstall clean
 .DELETE_ON_ERROR:
 
