@@ -86,7 +86,7 @@ def test_man_page_covers_every_command_and_option(man_pages):
 
 def test_man_page_covers_every_setting(man_pages):
     text = render(man_pages["vaultfs.ini.5"]).stdout.decode()
-    with open(os.path.join(REPO, "src", "config.c")) as f:
+    with open(os.path.join(REPO, "src", "config_keys.c")) as f:
         src = f.read()
     settings = set(re.findall(r'\{ "([a-z_]+)", cfg_', src))
     assert {"db", "key_file", "mountpoint", "owner", "mode"} <= settings
