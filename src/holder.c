@@ -504,7 +504,11 @@ static void loop(void)
 			{ .fd = H.sfd, .events = POLLIN },
 			{ .fd = H.cur.ctl, .events = POLLIN },
 			{ .fd = H.next.ctl, .events = POLLIN },
-			{ .fd = H.stopping ? -1 : H.dev, .events = 0 },
+			/* Only while no worker runs: the device wakes its
+			 * pollers at every request, which cost each read three
+			 * context switches of this process; a worker's exit
+			 * after an unmount is seen by reaped(). */
+			{ .fd = H.stopping || H.cur.pid > 0 ? -1 : H.dev, .events = 0 },
 		};
 		int timeout = -1;
 
