@@ -238,7 +238,7 @@ static int cli_open_audit(struct cli *c, int vault_flags)
 
 	if (!c->conf.daemon.audit || (vault_flags & (VAULT_READONLY | CLI_NO_AUDIT)))
 		return 0;
-	r = audit_open_db(&a, vault_db(c->vault), vault_audit_key(c->vault), &c->conf.daemon);
+	r = vault_audit_open(c->vault, &c->conf.daemon, &a);
 	if (r < 0) {
 		cli_audit_error(c->conf.db, r);
 		return -1;
@@ -289,7 +289,7 @@ int cli_find_instance(struct cli *c, const char *name, struct db_instance *in)
 
 	if (!cli_name_ok("instance", name))
 		return -1;
-	r = db_instance_find(vault_db(c->vault), name, in);
+	r = vault_instance_find(c->vault, name, in);
 	if (r == -ENOENT)
 		cli_error("no such instance: %s", name);
 	else if (r < 0)
@@ -306,7 +306,7 @@ int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_
 		return -1;
 	if (!cli_name_ok("key", key))
 		return -1;
-	r = db_secret_find(vault_db(c->vault), in.id, key, s);
+	r = vault_secret_find(c->vault, in.id, key, s);
 	if (r == -ENOENT)
 		cli_error("no such key: %s/%s", inst, key);
 	else if (r < 0)
@@ -317,7 +317,7 @@ int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_
 int cli_instance_open(struct cli *c, const char *name, struct db_instance *in)
 {
 	const struct instance_conf *ic;
-	int r = db_instance_find(vault_db(c->vault), name, in);
+	int r = vault_instance_find(c->vault, name, in);
 
 	if (r != -ENOENT)
 		return r;

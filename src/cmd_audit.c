@@ -50,12 +50,12 @@ static int parse_head(const char *arg, struct audit_opts *o)
 	return 0;
 }
 
-static void head_fp(struct db *db, int64_t seq, char out[HEAD_FP_LEN * 2 + 1])
+static void head_fp(struct vault *v, int64_t seq, char out[HEAD_FP_LEN * 2 + 1])
 {
 	unsigned char mac[HEAD_FP_LEN];
 
 	out[0] = '\0';
-	if (db_audit_entry_mac(db, seq, mac, sizeof(mac)) < 0)
+	if (vault_audit_entry_mac(v, seq, mac, sizeof(mac)) < 0)
 		return;
 	for (int i = 0; i < HEAD_FP_LEN; i++)
 		snprintf(out + 2 * i, 3, "%02x", mac[i]);
@@ -245,7 +245,7 @@ static void check_length(struct cli *c, struct audit_verdict *v, const struct au
 			 "entry %lld given with --expect-head: the database was replaced by an "
 			 "older copy, or the log was cut", (long long)last, (long long)expect);
 	} else if (expect >= 0 && o->expect_fp[0]) {
-		head_fp(vault_db(c->vault), expect, fp);
+		head_fp(c->vault, expect, fp);
 		if (strcmp(fp, o->expect_fp)) {
 			v->ok = false;
 			v->bad_seq = expect;
@@ -263,7 +263,7 @@ static int do_verify(struct cli *c, struct audit *a, const struct audit_opts *o)
 	int64_t floor = 0;
 	/* The floor first: the log only grows after it, so a chain read later
 	 * that ends below it was cut. */
-	int fr = db_audit_floor(vault_db(c->vault), &floor);
+	int fr = vault_audit_floor(c->vault, &floor);
 	int r = audit_verify(a, &v);
 
 	if (r < 0) {
@@ -272,7 +272,7 @@ static int do_verify(struct cli *c, struct audit *a, const struct audit_opts *o)
 	}
 	check_length(c, &v, o, fr, floor);
 	if (v.ok) {
-		head_fp(vault_db(c->vault), v.last_seq, fp);
+		head_fp(c->vault, v.last_seq, fp);
 		if (v.entries)
 			printf("audit log intact: %lld entries (%lld to %lld) recording %lld "
 			       "events, chain verified; head %lld:%s\n", (long long)v.entries,

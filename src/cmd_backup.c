@@ -21,24 +21,6 @@
 #include "commands.h"
 #include "daemons.h"
 
-/* Tags every row of v (checked) for the vault `into`, which keeps its own
- * tag key: what a restore copies then holds there. */
-static int retag(struct vault *v, struct vault *into, char *err, size_t errlen)
-{
-	int r = db_begin(vault_db(v));
-
-	if (r < 0)
-		return r;
-	r = vault_retag_for(v, into);
-	if (r == 0)
-		r = db_commit(vault_db(v));
-	else
-		db_rollback(vault_db(v));
-	if (r < 0)
-		snprintf(err, errlen, "%s", db_errmsg(NULL));
-	return r;
-}
-
 /* Opens the vault file at path with key, checks every row's tag and opens
  * every value in it, then, if to_key is another key, re-wraps it for
  * to_key (as rotate-key does), and if into is given, tags its rows for
@@ -64,7 +46,7 @@ static int verify_file(struct cli *c, const struct secbuf *key, const struct sec
 	} else if (to_key && sodium_memcmp(key->data, to_key->data, KEY_LEN) != 0 &&
 		   (r = vault_rotate_master(v, to_key, NULL, NULL, err, sizeof(err))) < 0) {
 		cli_error("%s: cannot re-wrap it for the master key in use: %s", what, err);
-	} else if (into && (r = retag(v, into, err, sizeof(err))) < 0) {
+	} else if (into && (r = vault_retag_into(v, into, err, sizeof(err))) < 0) {
 		cli_error("%s: %s", what, err);
 	}
 	vault_close(v);
@@ -103,7 +85,7 @@ int backup_main(int argc, char **argv)
 		cli_usage_error(&c, "want FILE");
 	if (cli_load_config(&c) < 0 || open_vault(&c, &key) < 0)
 		goto out;
-	r = db_backup(vault_db(c.vault), argv[i]);
+	r = vault_backup(c.vault, argv[i]);
 	if (r == -EEXIST) {
 		cli_error("%s exists; refusing to overwrite it", argv[i]);
 		goto out;
@@ -213,13 +195,13 @@ int restore_main(int argc, char **argv)
 	if (verify_file(&c, bkey ? bkey : key, key, work, argv[i], c.vault) < 0)
 		goto out;
 	beside(saved, sizeof(saved), c.conf.db, "before-restore");
-	r = db_backup(vault_db(c.vault), saved);
+	r = vault_backup(c.vault, saved);
 	if (r < 0) {
 		cli_error("cannot keep the vault as it is in %s: %s; nothing was changed", saved,
 			  strerror(-r));
 		goto out;
 	}
-	r = db_restore(vault_db(c.vault), work);
+	r = vault_restore(c.vault, work);
 	if (r < 0) {
 		cli_error("cannot restore %s: %s (%s); nothing was changed", argv[i],
 			  strerror(-r), db_errmsg(NULL));

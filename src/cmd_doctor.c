@@ -300,9 +300,8 @@ static void row_bad(void *ctx, const char *what)
 static int state_ok(void *ctx, const struct db_instance *in)
 {
 	struct row_report *rr = ctx;
-	int64_t seq;
 
-	if (db_state_check(vault_db(rr->rep->vault), in->id, &seq, NULL, NULL) == -EIO) {
+	if (vault_instance_state_check(rr->rep->vault, in->id) == -EIO) {
 		rr->bad++;
 		say(rr->rep, INSECURE, "instance %s: its live secrets are not the versions its "
 		    "state records (a row put back from an older copy?)", in->name);
@@ -336,9 +335,9 @@ static void check_rows(struct report *rep, struct cli *c)
 		return;
 	}
 	rep->vault = c->vault;
-	r = db_auth_check_all(vault_db(c->vault), row_bad, &rr);
+	r = vault_rows_check(c->vault, row_bad, &rr);
 	if (r == 0 || r == -EIO)
-		r = db_instance_each(vault_db(c->vault), 0, state_ok, &rr);
+		r = vault_instance_each(c->vault, state_ok, &rr);
 	if (r < 0 && r != -EIO)
 		say(rep, WEAK, "stored rows: cannot read them all: %s", strerror(-r));
 	else if (!rr.bad)

@@ -51,7 +51,7 @@ int history_main(int argc, char **argv)
 		goto out;
 	printf("%7s  %-20s %8s  %s\n", "VERSION", "UPDATED", "SIZE", "BY");
 	print_version(s.version, s.mtime_ns, s.size, s.updated_by, "  (current)");
-	r = db_version_each(vault_db(c.vault), s.id, history_cb, NULL);
+	r = vault_version_each(c.vault, s.id, history_cb, NULL);
 	if (r < 0) {
 		cli_error("%s/%s: cannot list versions: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;
@@ -180,7 +180,7 @@ int purge_main(int argc, char **argv)
 		goto out;
 	}
 	if (key && count == 0) {
-		if (db_secret_find(vault_db(c.vault), in.id, key, &s) == 0)
+		if (vault_secret_find(c.vault, in.id, key, &s) == 0)
 			cli_error("%s/%s is not deleted (delete it first: vaultfs rm %s %s); "
 				  "nothing was purged", argv[i], key, argv[i], key);
 		else

@@ -348,7 +348,7 @@ int import_main(int argc, char **argv)
 	for (size_t k = 0; r == 0 && k < d.n; k++) {
 		names[k] = d.e[k].name;
 		values[k] = d.e[k].value;
-		fresh += db_secret_find(vault_db(c.vault), in.id, names[k], &s) == -ENOENT;
+		fresh += vault_secret_find(c.vault, in.id, names[k], &s) == -ENOENT;
 	}
 	if (r == 0)
 		r = vault_put_many(c.vault, in.id, d.n, names, values, getuid(), in.gid, &at);

@@ -65,7 +65,7 @@ static int cmp_instance(const void *a, const void *b)
 /* Every instance, by name. */
 static int instances_load(struct cli *c, struct instances *l)
 {
-	int r = db_instance_each(vault_db(c->vault), 0, instance_cb, l);
+	int r = vault_instance_each(c->vault, instance_cb, l);
 
 	if (r == 0 && l->n)
 		qsort(l->v, l->n, sizeof(*l->v), cmp_instance);
@@ -89,7 +89,7 @@ static void print_instances(struct cli *c, const struct instances *l, bool long_
 		listing_user_name(in->uid, owner, sizeof(owner));
 		listing_group_name(in->gid, group, sizeof(group));
 		printf("%-10s %-10s %-10s %6lld  %s\n", mode, owner, group,
-		       (long long)db_secret_count(vault_db(c->vault), in->id), in->name);
+		       (long long)vault_secret_count(c->vault, in->id), in->name);
 	}
 }
 
@@ -167,7 +167,7 @@ static int instance_or_expected(struct cli *c, const char *name, struct db_insta
 	*out = NULL;
 	if (!cli_name_ok("instance", name))
 		return -1;
-	r = db_instance_find(vault_db(c->vault), name, in);
+	r = vault_instance_find(c->vault, name, in);
 	if (r == 0)
 		*out = in;
 	else if (r != -ENOENT || !ic || !ic->n_expect)
@@ -217,7 +217,7 @@ int ls_main(int argc, char **argv)
 	} else if (o.deleted) {
 		if (cli_find_instance(&c, argv[i], &in) < 0)
 			goto out;
-		r = db_trash_each(vault_db(c.vault), in.id, trash_cb, &tp);
+		r = vault_trash_each(c.vault, in.id, trash_cb, &tp);
 	} else {
 		if (instance_or_expected(&c, argv[i], &in, &inp) < 0)
 			goto out;
@@ -406,7 +406,7 @@ int export_main(int argc, char **argv)
 		r = instances_load(&c, &insts);
 		/* Instances the config expects keys in but the vault lacks. */
 		for (ic = c.conf.instances; r == 0 && ic; ic = ic->next)
-			if (ic->n_expect && db_instance_find(vault_db(c.vault), ic->name, &in) < 0)
+			if (ic->n_expect && vault_instance_find(c.vault, ic->name, &in) < 0)
 				extra_n++;
 		if (r == 0)
 			printf("{\"format\": \"vaultfs-export-1\", \"exported\": \"%s\",\n"
@@ -415,7 +415,7 @@ int export_main(int argc, char **argv)
 			r = export_instance(&c, insts.v[j].name, &insts.v[j],
 					    k + 1 == insts.n + extra_n);
 		for (ic = c.conf.instances; r == 0 && ic; ic = ic->next)
-			if (ic->n_expect && db_instance_find(vault_db(c.vault), ic->name, &in) < 0)
+			if (ic->n_expect && vault_instance_find(c.vault, ic->name, &in) < 0)
 				r = export_instance(&c, ic->name, NULL, ++k == insts.n + extra_n);
 	}
 	if (r < 0) {

@@ -196,7 +196,7 @@ static int check_mountpoint(const char *path)
 static int find_instance(struct cli *c, const char *name, int64_t *id)
 {
 	struct db_instance in;
-	int r = db_instance_find(vault_db(c->vault), name, &in);
+	int r = vault_instance_find(c->vault, name, &in);
 
 	if (r == -ENOENT) {
 		cli_error("instance %s does not exist (add an [instance %s] section to the "
@@ -231,11 +231,10 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	if (cli_open_vault(c, 0) < 0)
 		return 1;
 	/* A damaged file is refused here, not found out by a reader later. */
-	r = db_check(vault_db(c->vault));
+	r = vault_store_check(c->vault, err, sizeof(err));
 	if (r < 0) {
 		cli_error("%s: damaged database, refusing to mount (%s); restore it from a "
-			  "backup", c->conf.db, r == -EPROTO ? db_errmsg(vault_db(c->vault)) :
-			  strerror(-r));
+			  "backup", c->conf.db, err);
 		return 1;
 	}
 	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {

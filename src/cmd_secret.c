@@ -140,7 +140,7 @@ int set_main(int argc, char **argv)
 		goto out;
 	}
 	/* A check against a version > 0 fails on a missing instance: don't make one. */
-	r = if_version > 0 ? db_instance_find(vault_db(c.vault), inst, &in) :
+	r = if_version > 0 ? vault_instance_find(c.vault, inst, &in) :
 			     cli_instance_open(&c, inst, &in);
 	if (r == -ENOENT && if_version > 0)
 		r = -ESTALE;
