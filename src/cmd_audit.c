@@ -363,7 +363,7 @@ int audit_main(int argc, char **argv)
 		cli_usage_error(&c, "--verify and --prune take no other option");
 	if (o.expect_head >= 0 && !o.verify)
 		cli_usage_error(&c, "--expect-head goes with --verify");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	/* A connection of its own, also with audit = no (the log may still
 	 * hold older entries): reading the whole log never holds the vault's. */

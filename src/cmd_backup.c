@@ -72,6 +72,7 @@ int backup_main(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "backup", .usage = "[OPTIONS] FILE",
+		.min_args = 1, .max_args = 1, .want = "want FILE",
 		.help = "Writes a consistent snapshot of the vault to FILE (a new file, mode\n"
 			"0600), also while it is mounted and written to; SQLite's online backup.\n"
 			"Values stay sealed: the backup needs the current master key to be\n"
@@ -81,8 +82,6 @@ int backup_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 1)
-		cli_usage_error(&c, "want FILE");
 	if (cli_load_config(&c) < 0 || open_vault(&c, &key) < 0)
 		goto out;
 	r = vault_backup(c.vault, argv[i]);
@@ -145,6 +144,7 @@ int restore_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "restore", .usage = "[OPTIONS] [--backup-key-file OLD] FILE",
+		.min_args = 1, .max_args = 1, .want = "want FILE",
 		.help = "Replaces the vault's instances and secrets (with their versions, trash\n"
 			"and descriptions) by those in the backup FILE, in one transaction, also\n"
 			"while mounted: the mount daemons are told to drop their cached keys.\n"
@@ -161,8 +161,6 @@ int restore_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, backup_key_opt, &bkey_file);
-	if (argc - i != 1)
-		cli_usage_error(&c, "want FILE");
 	if (cli_load_config(&c) < 0)
 		return 1;
 	if (cli_load_key(&c, &key) < 0 || (bkey_file && cli_load_key_file(bkey_file, "backup", &bkey) < 0))

@@ -294,6 +294,7 @@ int import_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "import", .usage = "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]",
+		.min_args = 1, .max_args = 1, .want = "want INSTANCE",
 		.help = "Stores many secrets in INSTANCE at once, all or nothing: every problem\n"
 			"is reported (with its line number) and then nothing is imported.\n"
 			"Existing keys get a new version. Creates INSTANCE if needed.\n\n"
@@ -320,13 +321,11 @@ int import_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, "n", extra, import_opt, &o);
-	if (argc - i != 1)
-		cli_usage_error(&c, "want INSTANCE");
 	if (!o.env == !o.dir)
 		cli_usage_error(&c, "want --env FILE or --dir DIR");
 	if (!cli_name_ok("instance", argv[i]))
 		return 1;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, 0, NULL) < 0)
 		goto out;
 	r = o.env ? load_env(&c, o.env, o.any_name ? DOTENV_ANY_NAME : 0, &d) :
 		    load_dir(&c, o.dir, &d);

@@ -185,6 +185,7 @@ int ls_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "ls", .usage = "[OPTIONS] [-l] [--all | --deleted] [INSTANCE]",
+		.min_args = 0, .max_args = 1, .want = "too many arguments",
 		.help = "Lists the instances, or the keys of INSTANCE, one per line. Values are\n"
 			"never shown.\n\n"
 			"  -l, --long           mode, owner, group, size, version, last update and\n"
@@ -202,13 +203,11 @@ int ls_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, "la", extra, ls_opt, &o);
-	if (argc - i > 1)
-		cli_usage_error(&c, "too many arguments");
 	if ((o.all || o.deleted) && i == argc)
 		cli_usage_error(&c, "--all and --deleted need an INSTANCE");
 	if (o.all && o.deleted)
 		cli_usage_error(&c, "--all and --deleted don't go together");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	if (i == argc) {
 		r = instances_load(&c, &insts);
@@ -282,7 +281,7 @@ int check_main(int argc, char **argv)
 	int i, n, bad = 0, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	if (i < argc) {
 		for (; i < argc; i++, instances++) {
@@ -377,6 +376,7 @@ int export_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "export", .usage = "[OPTIONS] [--json] [INSTANCE]",
+		.min_args = 0, .max_args = 1, .want = "too many arguments",
 		.help = "Writes the instances (or INSTANCE) and their keys as JSON: names,\n"
 			"versions, sizes, times, owners, modes, types and descriptions, and the\n"
 			"keys the config expects, configured or not. Never a value: what to\n"
@@ -391,9 +391,7 @@ int export_main(int argc, char **argv)
 	int i, r = 0, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, json_opt, NULL);
-	if (argc - i > 1)
-		cli_usage_error(&c, "too many arguments");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	meta_format_time(db_now_ns(), now);
 	if (i < argc) {

@@ -319,6 +319,7 @@ int mount_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "mount", .usage = "[OPTIONS] [-f] [-o FUSE_OPTIONS] [--instance NAME] [MOUNTPOINT]",
+		.min_args = 0, .max_args = 1, .want = "too many arguments",
 		.help = "Mounts the vault on MOUNTPOINT (default: mountpoint in the config, else\n"
 			"/run/vault) and serves it: in the background, returning once the mount\n"
 			"is usable, or in the foreground with -f. Stop it with fusermount3 -u,\n"
@@ -341,8 +342,6 @@ int mount_main(int argc, char **argv)
 	pid_t pid;
 
 	i = cli_parse(&c, argc, argv, "fdo:", extra, mount_opt, &mo);
-	if (argc - i > 1)
-		cli_usage_error(&c, "too many arguments");
 	if (mo.instance && !name_valid(mo.instance))
 		cli_usage_error(&c, "--instance %s: not an instance name (1-255 bytes of "
 				"A-Z a-z 0-9 . _ -)", mo.instance);

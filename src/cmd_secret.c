@@ -27,25 +27,22 @@ int get_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "get", .usage = "[OPTIONS] [--version V] INSTANCE KEY",
+		.min_args = 2, .max_args = 2, .want = "want INSTANCE and KEY",
 		.help = "Writes the value of INSTANCE/KEY to standard output, exactly as stored.\n\n"
 			"      --version V      an old version (see: vaultfs history)\n",
 	};
 	struct secbuf *val = NULL;
 	int64_t version = -1;
-	struct db_secret s;
+	const struct db_secret *s = &c.secret;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, version_opt, &version);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and KEY");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
-		goto out;
-	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
+	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
 	if (version >= 0)
-		r = vault_read_version(c.vault, s.id, (uint64_t)version, &val, NULL);
+		r = vault_read_version(c.vault, s->id, (uint64_t)version, &val, NULL);
 	else
-		r = vault_read(c.vault, s.id, &val, NULL);
+		r = vault_read(c.vault, s->id, &val, NULL);
 	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	if (r == -EIO) {
 		cli_error("%s/%s: the stored value fails authentication (tampered or damaged); "
@@ -101,6 +98,8 @@ int set_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "set", .usage = "[OPTIONS] [--if-version V] INSTANCE KEY < VALUE",
+		.min_args = 2, .max_args = 2,
+		.want = "want INSTANCE and KEY (the value comes from standard input)",
 		.help = "Stores the value read from standard input as INSTANCE/KEY (never from\n"
 			"the command line, where other users could see it). Creates the key,\n"
 			"and the instance, if they don't exist. A single-line value loses one\n"
@@ -119,13 +118,11 @@ int set_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, if_version_opt, &if_version);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and KEY (the value comes from standard input)");
 	inst = argv[i];
 	key = argv[i + 1];
 	if (!cli_name_ok("instance", inst) || !cli_name_ok("key", key))
 		return 1;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, 0, NULL) < 0)
 		goto out;
 	r = secbuf_new(&val, 4096);
 	if (r == 0)
@@ -171,20 +168,17 @@ int rm_main(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "rm", .usage = "[OPTIONS] INSTANCE KEY",
+		.min_args = 2, .max_args = 2, .want = "want INSTANCE and KEY",
 		.help = "Deletes INSTANCE/KEY.\n",
 	};
 	struct audit_entry ae;
-	struct db_secret s;
+	const struct db_secret *s = &c.secret;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and KEY");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
-	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
-		goto out;
-	r = vault_delete(c.vault, s.id, getuid(),
+	r = vault_delete(c.vault, s->id, getuid(),
 			 cli_entry(&ae, AUDIT_DELETE, argv[i], argv[i + 1]));
 	if (r < 0)
 		cli_audit(&c, AUDIT_DELETE, argv[i], argv[i + 1], r);
