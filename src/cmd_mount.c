@@ -305,6 +305,51 @@ static int hold(struct cli *c, struct mount_opts *mo, const char *mountpoint, in
 	return ret;
 }
 
+/* Where to mount: the path resolved, unless nobody serves it yet (a
+ * worker's mount point, or one whose connection systemd kept for us):
+ * resolving it would be a request to it, answered by no one. */
+static int mountpoint_of(const struct mount_opts *mo, const char *mp, char out[PATH_MAX],
+			 bool *adopting)
+{
+	*adopting = mo->fd_store && mp[0] == '/' && notify_stored_fd(HOLDER_FD_NAME) >= 0;
+	if (mo->worker_fd >= 0 || *adopting) {
+		snprintf(out, PATH_MAX, "%s", mp);
+		return 0;
+	}
+	if (realpath(mp, out))
+		return 0;
+	cli_error("mount point %s: %s", mp, strerror(errno));
+	return -1;
+}
+
+/* In the background: the parent returns once the mount is usable, or not. */
+static int hold_detached(struct cli *c, struct mount_opts *mo, const char *mountpoint,
+			 int argc, char **argv)
+{
+	int fds[2];
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		cli_error("pipe: %s", strerror(errno));
+		return 1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		cli_error("fork: %s", strerror(errno));
+		return 1;
+	}
+	if (pid > 0) {
+		close(fds[1]);
+		return wait_child(pid, fds[0]);
+	}
+	close(fds[0]);
+	mo->ready_fd = fds[1];
+	setsid();
+	if (chdir("/") < 0)
+		return 1;
+	return hold(c, mo, mountpoint, argc, argv);
+}
+
 int mount_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -336,66 +381,29 @@ int mount_main(int argc, char **argv)
 	};
 	struct mount_opts mo = { .ready_fd = -1, .worker_fd = -1 };
 	char mountpoint[PATH_MAX];
-	const char *mp;
 	bool adopting;
-	int fds[2], i, ret;
-	pid_t pid;
+	int i, ret = 1;
 
 	i = cli_parse(&c, argc, argv, "fdo:", extra, mount_opt, &mo);
 	if (mo.instance && !name_valid(mo.instance))
 		cli_usage_error(&c, "--instance %s: not an instance name (1-255 bytes of "
 				"A-Z a-z 0-9 . _ -)", mo.instance);
-	if (cli_load_config(&c) < 0)
-		return 1;
-	mp = i < argc ? argv[i] : c.conf.mountpoint;
-	/* A worker's mount point, or one whose connection systemd kept for us,
-	 * is a mount that nobody serves yet: resolving the path would be a
-	 * request to it, answered by no one. */
-	adopting = mo.fd_store && mp[0] == '/' && notify_stored_fd(HOLDER_FD_NAME) >= 0;
-	if (mo.worker_fd >= 0 || adopting) {
-		snprintf(mountpoint, sizeof(mountpoint), "%s", mp);
-	} else if (!realpath(mp, mountpoint)) {
-		cli_error("mount point %s: %s", mp, strerror(errno));
-		cli_close(&c);
-		return 1;
-	}
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0 ||
+	    mountpoint_of(&mo, i < argc ? argv[i] : c.conf.mountpoint, mountpoint, &adopting) < 0)
+		goto out;
 	if (mo.worker_fd >= 0) {
 		unsetenv("NOTIFY_SOCKET");	/* the holder speaks to systemd */
 		ret = serve(&c, &mo, mountpoint);
-		cli_close(&c);
-		return ret;
-	}
-	/* A connection kept for us by systemd may be mounted there already:
-	 * the holder adopts it if it still is, else mounts. */
-	if (!adopting && check_mountpoint(mountpoint) < 0) {
-		cli_close(&c);
-		return 1;
-	}
-	if (mo.foreground) {
+	} else if (!adopting && check_mountpoint(mountpoint) < 0) {
+		/* A connection kept for us by systemd may be mounted there
+		 * already: the holder adopts it if it still is, else mounts. */
+		ret = 1;
+	} else if (mo.foreground) {
 		ret = hold(&c, &mo, mountpoint, argc, argv);
-		cli_close(&c);
-		return ret;
+	} else {
+		ret = hold_detached(&c, &mo, mountpoint, argc, argv);
 	}
-	if (pipe2(fds, O_CLOEXEC) < 0) {
-		cli_error("pipe: %s", strerror(errno));
-		return 1;
-	}
-	pid = fork();
-	if (pid < 0) {
-		cli_error("fork: %s", strerror(errno));
-		return 1;
-	}
-	if (pid > 0) {
-		close(fds[1]);
-		cli_close(&c);
-		return wait_child(pid, fds[0]);
-	}
-	close(fds[0]);
-	mo.ready_fd = fds[1];
-	setsid();
-	if (chdir("/") < 0)
-		return 1;
-	ret = hold(&c, &mo, mountpoint, argc, argv);
+out:
 	cli_close(&c);
 	return ret;
 }
