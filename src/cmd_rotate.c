@@ -11,8 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "../crypto/key.h"
 #include "../fs/vault.h"
 #include "cli.h"
@@ -149,7 +147,7 @@ static int rotate_master(struct cli *c, struct rotate_opts *o)
 		cli_error("--new-key-file is the key file in use (%s)", c->conf.key_file);
 		goto out;
 	}
-	if (sodium_memcmp(cur->data, new_key->data, KEY_LEN) == 0) {
+	if (key_equal(cur, new_key)) {
 		cli_error("the new key is the key in use; nothing was changed");
 		goto out;
 	}
