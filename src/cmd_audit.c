@@ -315,6 +315,21 @@ static int do_prune(struct cli *c, struct audit *a)
 	return 0;
 }
 
+/* The options that don't go together are usage errors; the filter. */
+static void check_opts(const struct cli *c, const struct audit_opts *o,
+		       struct db_audit_filter *f)
+{
+	if (o->since && parse_since(o->since, &f->since_ns) < 0)
+		cli_usage_error(c, "bad time '%s' for --since", o->since);
+	if (o->verify + o->prune > 1 ||
+	    ((o->verify || o->prune) && (o->instance || o->key || o->since || o->json)))
+		cli_usage_error(c, "--verify and --prune take no other option");
+	if (o->expect_head >= 0 && !o->verify)
+		cli_usage_error(c, "--expect-head goes with --verify");
+	f->instance = o->instance;
+	f->key = o->key;
+}
+
 int audit_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -356,13 +371,7 @@ int audit_main(int argc, char **argv)
 	i = cli_parse(&c, argc, argv, NULL, extra, audit_opt, &o);
 	if (i != argc)
 		cli_usage_error(&c, "unexpected argument %s", argv[i]);
-	if (o.since && parse_since(o.since, &f.since_ns) < 0)
-		cli_usage_error(&c, "bad time '%s' for --since", o.since);
-	if (o.verify + o.prune > 1 || ((o.verify || o.prune) && (o.instance || o.key ||
-								 o.since || o.json)))
-		cli_usage_error(&c, "--verify and --prune take no other option");
-	if (o.expect_head >= 0 && !o.verify)
-		cli_usage_error(&c, "--expect-head goes with --verify");
+	check_opts(&c, &o, &f);
 	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	/* A connection of its own, also with audit = no (the log may still
@@ -378,8 +387,6 @@ int audit_main(int argc, char **argv)
 	} else if (o.prune) {
 		ret = do_prune(&c, a);
 	} else {
-		f.instance = o.instance;
-		f.key = o.key;
 		r = audit_each(a, &f, o.json ? print_json : print_text, NULL);
 		if (r < 0)
 			cli_error("cannot read the audit log: %s", strerror(-r));

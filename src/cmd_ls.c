@@ -369,6 +369,36 @@ static int json_opt(int opt, const char *arg, void *ctx)
 	return opt == OPT_JSON ? 0 : -1;
 }
 
+static void export_head(const char *now)
+{
+	printf("{\"format\": \"vaultfs-export-1\", \"exported\": \"%s\",\n"
+	       "  \"instances\": [\n", now);
+}
+
+/* Every instance of the vault, then those only the config names (for the
+ * keys it expects there). */
+static int export_all(struct cli *c, const char *now)
+{
+	struct instances insts = { 0 };
+	const struct instance_conf *ic;
+	struct db_instance in;
+	size_t extra_n = 0, k = 0;
+	int r = instances_load(c, &insts);
+
+	for (ic = c->conf.instances; r == 0 && ic; ic = ic->next)
+		if (ic->n_expect && vault_instance_find(c->vault, ic->name, &in) < 0)
+			extra_n++;
+	if (r == 0)
+		export_head(now);
+	for (size_t j = 0; r == 0 && j < insts.n; j++, k++)
+		r = export_instance(c, insts.v[j].name, &insts.v[j], k + 1 == insts.n + extra_n);
+	for (ic = c->conf.instances; r == 0 && ic; ic = ic->next)
+		if (ic->n_expect && vault_instance_find(c->vault, ic->name, &in) < 0)
+			r = export_instance(c, ic->name, NULL, ++k == insts.n + extra_n);
+	free(insts.v);
+	return r;
+}
+
 int export_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -382,39 +412,22 @@ int export_main(int argc, char **argv)
 			"keys the config expects, configured or not. Never a value: what to\n"
 			"re-enter elsewhere, or to review.\n",
 	};
-	struct instances insts = { 0 };
-	const struct instance_conf *ic;
 	const struct db_instance *inp;
 	struct db_instance in;
 	char now[META_TIME_LEN];
-	size_t extra_n = 0, k = 0;
 	int i, r = 0, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, json_opt, NULL);
 	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	meta_format_time(db_now_ns(), now);
-	if (i < argc) {
-		if (instance_or_expected(&c, argv[i], &in, &inp) < 0)
-			goto out;
-		printf("{\"format\": \"vaultfs-export-1\", \"exported\": \"%s\",\n"
-		       "  \"instances\": [\n", now);
-		r = export_instance(&c, argv[i], inp, true);
+	if (i == argc) {
+		r = export_all(&c, now);
+	} else if (instance_or_expected(&c, argv[i], &in, &inp) < 0) {
+		goto out;
 	} else {
-		r = instances_load(&c, &insts);
-		/* Instances the config expects keys in but the vault lacks. */
-		for (ic = c.conf.instances; r == 0 && ic; ic = ic->next)
-			if (ic->n_expect && vault_instance_find(c.vault, ic->name, &in) < 0)
-				extra_n++;
-		if (r == 0)
-			printf("{\"format\": \"vaultfs-export-1\", \"exported\": \"%s\",\n"
-			       "  \"instances\": [\n", now);
-		for (size_t j = 0; r == 0 && j < insts.n; j++, k++)
-			r = export_instance(&c, insts.v[j].name, &insts.v[j],
-					    k + 1 == insts.n + extra_n);
-		for (ic = c.conf.instances; r == 0 && ic; ic = ic->next)
-			if (ic->n_expect && vault_instance_find(c.vault, ic->name, &in) < 0)
-				r = export_instance(&c, ic->name, NULL, ++k == insts.n + extra_n);
+		export_head(now);
+		r = export_instance(&c, argv[i], inp, true);
 	}
 	if (r < 0) {
 		cli_error("cannot export: %s", strerror(-r));
@@ -427,7 +440,6 @@ int export_main(int argc, char **argv)
 	}
 	ret = 0;
 out:
-	free(insts.v);
 	cli_close(&c);
 	return ret;
 }
