@@ -20,6 +20,7 @@
 
 #include "../crypto/key.h"
 #include "../db/db_versions.h"
+#include "array.h"
 #include "audit.h"
 #include "log.h"
 #include "vault_int.h"
@@ -83,16 +84,11 @@ struct id_array {
 static int instance_id_add(void *ctx, const struct db_instance *in)
 {
 	struct id_array *a = ctx;
+	int64_t *ids = array_room(a->ids, a->n, &a->cap, sizeof(*ids));
 
-	if (a->n == a->cap) {
-		size_t cap = a->cap ? a->cap * 2 : 32;
-		int64_t *p = realloc(a->ids, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		a->ids = p;
-		a->cap = cap;
-	}
+	if (!ids)
+		return -ENOMEM;
+	a->ids = ids;
 	a->ids[a->n++] = in->id;
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include "../crypto/mac.h"
 #include "../crypto/seal.h"
 #include "../db/db_versions.h"
+#include "array.h"
 #include "audit.h"
 #include "log.h"
 #include "name.h"
@@ -293,16 +294,11 @@ struct versions {
 static int versions_add(void *ctx, const struct db_version *ver)
 {
 	struct versions *l = ctx;
+	uint64_t *v = array_room(l->v, l->n, &l->cap, sizeof(*v));
 
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 16;
-		uint64_t *p = realloc(l->v, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		l->v = p;
-		l->cap = cap;
-	}
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
 	l->v[l->n++] = ver->version;
 	return 0;
 }
