@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
-#include <sodium.h>
 
 #include "fs.h"
 #include "guard.h"
