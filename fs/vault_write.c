@@ -286,28 +286,16 @@ int vault_put_many(struct vault *v, int64_t instance_id, size_t n, const char *c
 	return r;
 }
 
-struct versions {
-	uint64_t *v;
-	size_t n, cap;
-};
-
 static int versions_add(void *ctx, const struct db_version *ver)
 {
-	struct versions *l = ctx;
-	uint64_t *v = array_room(l->v, l->n, &l->cap, sizeof(*v));
-
-	if (!v)
-		return -ENOMEM;
-	l->v = v;
-	l->v[l->n++] = ver->version;
-	return 0;
+	return array_i64_add(ctx, (int64_t)ver->version);
 }
 
 int vault_history_visit(struct vault *v, int64_t secret_id,
 			int (*fn)(void *, uint64_t version, const struct db_blob *blob),
 			void *ctx)
 {
-	struct versions l = { 0 };
+	struct array_i64 l = { 0 };
 	struct db_blob blob = { 0 };
 	struct db_version ver;
 	int r;
@@ -315,9 +303,9 @@ int vault_history_visit(struct vault *v, int64_t secret_id,
 	/* Listed first and visited after, so fn may change the rows. */
 	r = db_version_each(v->db, secret_id, versions_add, &l);
 	for (size_t i = 0; r == 0 && i < l.n; i++) {
-		r = db_version_get(v->db, secret_id, l.v[i], &ver, &blob);
+		r = db_version_get(v->db, secret_id, (uint64_t)l.v[i], &ver, &blob);
 		if (r == 0)
-			r = fn(ctx, l.v[i], &blob);
+			r = fn(ctx, (uint64_t)l.v[i], &blob);
 		db_blob_free(&blob);
 	}
 	free(l.v);

@@ -42,11 +42,23 @@ static void test_overflow_leaves_array(void **state)
 	free(v);
 }
 
+static void test_i64_list(void **state)
+{
+	struct array_i64 a = { 0 };
+
+	for (int64_t i = 0; i < 100; i++)
+		assert_int_equal(array_i64_add(&a, INT64_MAX - i), 0);
+	assert_int_equal(a.n, 100);
+	assert_true(a.v[0] == INT64_MAX && a.v[99] == INT64_MAX - 99);
+	free(a.v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_grows_and_keeps),
 		cmocka_unit_test(test_overflow_leaves_array),
+		cmocka_unit_test(test_i64_list),
 	};
 
 	return cmocka_run_group_tests_name("array", tests, NULL, NULL);
