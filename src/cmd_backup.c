@@ -80,7 +80,7 @@ int backup_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (cli_load_config(&c) < 0 || open_vault(&c, &key) < 0)
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0 || open_vault(&c, &key) < 0)
 		goto out;
 	r = vault_backup(c.vault, argv[i]);
 	if (r == -EEXIST) {

@@ -377,7 +377,7 @@ int doctor_main(int argc, char **argv)
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
 	if (i != argc)
 		cli_usage_error(&c, "unexpected argument %s", argv[i]);
-	if (cli_load_config(&c) < 0)
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0)
 		return 1;
 	cli_harden();
 	check_swap(&rep);

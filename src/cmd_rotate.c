@@ -240,7 +240,7 @@ int rotate_key_main(int argc, char **argv)
 		cli_usage_error(&c, "unexpected argument %s", argv[i]);
 	if (!o.new_key_file == !o.instance)
 		cli_usage_error(&c, "want --new-key-file FILE or --instance NAME");
-	if (cli_load_config(&c) < 0)
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0)
 		return 1;
 	ret = o.new_key_file ? rotate_master(&c, &o) : rotate_instance(&c, &o);
 	cli_close(&c);
