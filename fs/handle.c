@@ -96,6 +96,9 @@ int buf_resize(struct fs *fs, struct secbuf *b, size_t len)
 	return 0;
 }
 
+static uint64_t fh_assign(struct handle *h);
+static void fh_release(struct handle *h);
+
 void handle_free(struct fs *fs, struct handle *h)
 {
 	if (!h)
@@ -247,7 +250,7 @@ static int slot_put(struct handle *h)
 	return 0;
 }
 
-uint64_t fh_assign(struct handle *h)
+static uint64_t fh_assign(struct handle *h)
 {
 	uint64_t ver = h->read_version + 1;
 
@@ -262,7 +265,7 @@ uint64_t fh_assign(struct handle *h)
 	return h->fh;
 }
 
-void fh_release(struct handle *h)
+static void fh_release(struct handle *h)
 {
 	pthread_mutex_lock(&ht.lock);
 	if (h->slot && h->slot < ht.n && ht.slot[h->slot] == h)
