@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../db/db_versions.h"
+#include "../fs/array.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
@@ -42,16 +43,11 @@ struct instances {
 static int instance_cb(void *ctx, const struct db_instance *in)
 {
 	struct instances *l = ctx;
+	struct db_instance *v = array_room(l->v, l->n, &l->cap, sizeof(*v));
 
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 16;
-		struct db_instance *p = realloc(l->v, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		l->v = p;
-		l->cap = cap;
-	}
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
 	l->v[l->n++] = *in;
 	return 0;
 }
@@ -175,6 +171,31 @@ static int instance_or_expected(struct cli *c, const char *name, struct db_insta
 	return 0;
 }
 
+static int ls_instances(struct cli *c, const struct ls_opts *o)
+{
+	struct instances insts = { 0 };
+	int r = instances_load(c, &insts);
+
+	if (r == 0)
+		print_instances(c, &insts, o->long_fmt);
+	free(insts.v);
+	return r;
+}
+
+/* The keys of an instance (in), or those the config expects in one the
+ * vault lacks (in NULL). */
+static int ls_keys(struct cli *c, const char *name, const struct db_instance *in,
+		   const struct ls_opts *o)
+{
+	struct listing l = { 0 };
+	int r = listing_load(c, name, in, &l);
+
+	if (r == 0)
+		print_listing(&l, o);
+	listing_free(&l);
+	return r;
+}
+
 int ls_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -195,10 +216,8 @@ int ls_main(int argc, char **argv)
 			"      --deleted        deleted keys that undelete can bring back\n",
 	};
 	struct trash_print tp = { .conf = &c.conf };
-	struct ls_opts o = { 0 };
-	struct instances insts = { 0 };
 	const struct db_instance *inp;
-	struct listing l = { 0 };
+	struct ls_opts o = { 0 };
 	struct db_instance in;
 	int i, r, ret = 1;
 
@@ -207,31 +226,22 @@ int ls_main(int argc, char **argv)
 		cli_usage_error(&c, "--all and --deleted need an INSTANCE");
 	if (o.all && o.deleted)
 		cli_usage_error(&c, "--all and --deleted don't go together");
-	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT | (o.deleted ? CLI_INSTANCE : 0), argv + i) < 0)
 		goto out;
-	if (i == argc) {
-		r = instances_load(&c, &insts);
-		if (r == 0)
-			print_instances(&c, &insts, o.long_fmt);
-	} else if (o.deleted) {
-		if (cli_find_instance(&c, argv[i], &in) < 0)
-			goto out;
-		r = vault_trash_each(c.vault, in.id, trash_cb, &tp);
-	} else {
-		if (instance_or_expected(&c, argv[i], &in, &inp) < 0)
-			goto out;
-		r = listing_load(&c, argv[i], inp, &l);
-		if (r == 0)
-			print_listing(&l, &o);
-	}
+	if (i == argc)
+		r = ls_instances(&c, &o);
+	else if (o.deleted)
+		r = vault_trash_each(c.vault, c.in.id, trash_cb, &tp);
+	else if (instance_or_expected(&c, argv[i], &in, &inp) < 0)
+		goto out;
+	else
+		r = ls_keys(&c, argv[i], inp, &o);
 	if (r < 0) {
 		cli_error("cannot list: %s", strerror(-r));
 		goto out;
 	}
 	ret = 0;
 out:
-	free(insts.v);
-	listing_free(&l);
 	cli_close(&c);
 	return ret;
 }
