@@ -211,6 +211,47 @@ static int find_instance(struct cli *c, const char *name, int64_t *id)
 	return 0;
 }
 
+/* Before a worker serves: the daemon's user can be taken, the vault opens
+ * with an undamaged file, the config's instances exist, the audit log
+ * runs. 0, or -1 with the reason printed. */
+static int serve_prepare(struct cli *c, struct mount_opts *mo, struct fs_mount *m)
+{
+	char err[1024];
+	int r;
+
+	log_syslog_socket(c->conf.daemon.syslog_socket);
+	if (priv_check(&c->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	if (cli_open_vault(c, 0) < 0)
+		return -1;
+	/* A damaged file is refused here, not found out by a reader later. */
+	r = vault_store_check(c->vault, err, sizeof(err));
+	if (r < 0) {
+		cli_error("%s: damaged database, refusing to mount (%s); restore it from a "
+			  "backup", c->conf.db, err);
+		return -1;
+	}
+	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	if (mo->instance && find_instance(c, mo->instance, &m->instance_id) < 0)
+		return -1;
+	r = vault_audit(c->vault) ? audit_start(vault_audit(c->vault)) : 0;
+	if (r < 0) {
+		cli_error("cannot start the audit log: %s", strerror(-r));
+		return -1;
+	}
+	/* Under a holder the holder mounts, as the user that started it. */
+	if (mo->worker_fd < 0 && priv_prepare(&c->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
 static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 {
 	struct fs_mount m = {
@@ -218,41 +259,12 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 		.ready = mount_ready, .ready_ctx = mo, .ctl_fd = mo->worker_fd,
 		.test_hold_open_ms = mo->test_hold_open_ms,
 	};
-	char err[1024];
 	int r;
 
 	mo->mountpoint = mountpoint;
 	mo->conf = &c->conf;
-	log_syslog_socket(c->conf.daemon.syslog_socket);
-	if (priv_check(&c->conf, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
+	if (serve_prepare(c, mo, &m) < 0)
 		return 1;
-	}
-	if (cli_open_vault(c, 0) < 0)
-		return 1;
-	/* A damaged file is refused here, not found out by a reader later. */
-	r = vault_store_check(c->vault, err, sizeof(err));
-	if (r < 0) {
-		cli_error("%s: damaged database, refusing to mount (%s); restore it from a "
-			  "backup", c->conf.db, err);
-		return 1;
-	}
-	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return 1;
-	}
-	if (mo->instance && find_instance(c, mo->instance, &m.instance_id) < 0)
-		return 1;
-	r = vault_audit(c->vault) ? audit_start(vault_audit(c->vault)) : 0;
-	if (r < 0) {
-		cli_error("cannot start the audit log: %s", strerror(-r));
-		return 1;
-	}
-	/* Under a holder the holder mounts, as the user that started it. */
-	if (mo->worker_fd < 0 && priv_prepare(&c->conf, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return 1;
-	}
 	log_set_verbose(mo->debug);
 	r = fs_run(c->vault, &m);
 	if (mo->worker_fd < 0)
