@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "array.h"
@@ -9,7 +10,9 @@ void *array_room(void *p, size_t n, size_t *cap, size_t size)
 
 	if (n < *cap)
 		return p;
-	p = reallocarray(p, want, size);
+	if (want < *cap || want > SIZE_MAX / size)
+		return NULL;	/* p stays the caller's */
+	p = realloc(p, want * size);
 	if (p)
 		*cap = want;
 	return p;

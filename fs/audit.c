@@ -480,6 +480,21 @@ void audit_authfail_row(struct audit *a, const char *what)
 		     what);
 }
 
+void audit_authfail_row_queued(struct audit *a, const char *what)
+{
+	struct db_audit_row row;
+
+	if (!a || !a->running) {
+		/* No writer thread: stored by this thread, which may hold the
+		 * store's (recursive) lock already. */
+		audit_authfail_row(a, what);
+		return;
+	}
+	row_fill(&row, tls_caller_set ? &tls_caller : NULL, AUDIT_AUTHFAIL, "", "", -EBADMSG,
+		 what);
+	enqueue(a, &row, false);
+}
+
 /* Process names, for every open: reading /proc/PID/comm afresh costs an
  * openat (a path walk in procfs), a read and a close. Each slot keeps the
  * file open instead, and a read at offset 0 gives the name as it is now.

@@ -95,6 +95,10 @@ void audit_set_caller(const struct audit_who *who);
 void audit_authfail(struct audit *a, const char *instance, const char *key);
 /* A stored row (what: "secrets row 12") fails its tag. */
 void audit_authfail_row(struct audit *a, const char *what);
+/* The same, reported by the store itself, perhaps with its lock held: the
+ * writer thread, which needs that lock when the log shares the vault's
+ * connection, stores it after; the caller does not wait for it. */
+void audit_authfail_row_queued(struct audit *a, const char *what);
 
 void audit_who_self(struct audit_who *who);
 /* Fills comm from /proc/PID/comm. */

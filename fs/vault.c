@@ -226,14 +226,17 @@ int vault_retag_for(struct vault *src, struct vault *dst)
 }
 
 /* A row that fails its tag is handled like a value that fails: logged
- * and audited by name, never used. */
+ * and audited by name, never used. The store calls this while it may hold
+ * its lock, which the audit writer needs: queued, not waited for (a wait
+ * here deadlocked a lookup whose read fell back on the vault's own
+ * connection). */
 static void row_failed(void *ctx, const char *what)
 {
 	struct vault *v = ctx;
 
 	log_err("%s: %s fails authentication (tampered or damaged database); refusing "
 		"to use it", db_path(v->db), what);
-	audit_authfail_row(v->audit, what);
+	audit_authfail_row_queued(v->audit, what);
 }
 
 int vault_wrap_check(struct vault *v)

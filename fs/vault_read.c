@@ -102,6 +102,26 @@ static int version_in_snapshot(struct vault *v, const struct db_secret *m)
 	return r;
 }
 
+/* This snapshot is older than the cache's, or the state went back, which
+ * the last commit shows (reported: -EIO). */
+static int version_in_older_snapshot(struct vault *v, const struct db_secret *m,
+				     int64_t cached)
+{
+	int64_t latest;
+	char what[96];
+	int r = db_instance_seq_latest(v->db, m->instance_id, &latest);
+
+	if (r == 0 && latest < cached) {
+		snprintf(what, sizeof(what), "instances row %lld state went back from seq %lld "
+			 "to %lld", (long long)m->instance_id, (long long)cached,
+			 (long long)latest);
+		log_err("%s: %s (rows put back from an older copy?)", db_path(v->db), what);
+		audit_authfail_row(v->audit, what);
+		return -EIO;
+	}
+	return r < 0 ? r : version_in_snapshot(v, m);
+}
+
 /* 0: m's version is the current one; -ESTALE: it is not, as this snapshot
  * shows (read again before believing it); -EIO: the instance's state does
  * not match its rows, or went back (reported). m, the seq and the state
@@ -109,8 +129,7 @@ static int version_in_snapshot(struct vault *v, const struct db_secret *m)
 static int version_current(struct vault *v, const struct db_secret *m)
 {
 	struct inst_state *fresh, **pp;
-	int64_t seq, cached = -1, latest;
-	char what[96];
+	int64_t seq, cached = -1;
 	bool has = false;
 	int r = db_instance_seq(v->db, m->instance_id, &seq);
 
@@ -125,20 +144,8 @@ static int version_current(struct vault *v, const struct db_secret *m)
 	pthread_mutex_unlock(&v->states_lock);
 	if (seq == cached)
 		return has ? 0 : -ESTALE;
-	if (seq < cached) {
-		/* This snapshot is older than the cache's, or the state went
-		 * back, which the last commit shows. */
-		r = db_instance_seq_latest(v->db, m->instance_id, &latest);
-		if (r == 0 && latest < cached) {
-			snprintf(what, sizeof(what), "instances row %lld state went back from "
-				 "seq %lld to %lld", (long long)m->instance_id, (long long)cached,
-				 (long long)latest);
-			log_err("%s: %s (rows put back from an older copy?)", db_path(v->db), what);
-			audit_authfail_row(v->audit, what);
-			return -EIO;
-		}
-		return r < 0 ? r : version_in_snapshot(v, m);
-	}
+	if (seq < cached)
+		return version_in_older_snapshot(v, m, cached);
 	fresh = calloc(1, sizeof(*fresh));
 	if (!fresh)
 		return -ENOMEM;
