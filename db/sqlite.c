@@ -1,15 +1,12 @@
 /*
- * The SQLite store: its connections. Rules this file keeps:
+ * The SQLite store: its connections and how a statement runs. Rules this
+ * file keeps:
  *  - it stores and returns sealed blobs and metadata, never plaintext;
  *  - every commit is durable: WAL with synchronous=FULL;
  *  - the file and its -wal/-shm are created mode 0600 (SQLite gives the
  *    journal files the database file's mode);
- *  - one connection, used by one thread at a time under a recursive mutex; a
- *    write transaction holds the mutex from begin to commit or rollback;
- *  - with db_set_readers, reads while no write transaction is open go to
- *    separate read-only connections (WAL lets them run side by side); while
- *    one is open they wait for it on the writer's connection, as before, so
- *    a value committed by an earlier request is what a later one reads;
+ *  - one connection, used by one thread at a time under a recursive mutex
+ *    (transactions and read connections: sqlite_txn.c);
  *  - every statement runs through sq_query or sq_change, and SQLite's
  *    result codes become -errno in sq_errno and go no further.
  */
@@ -578,295 +575,6 @@ static int op_files(const char *spec, int (*fn)(void *, const char *path, bool m
 	return r;
 }
 
-/* Reads outside a write transaction run on a connection of their own,
- * opened on first need, up to max (0: none; reads share the writer's). */
-static void op_set_readers(struct db *h, unsigned max)
-{
-	struct sq *db = sq_of(h);
-
-	pthread_mutex_lock(&db->readers_lock);
-	db->readers_max = max;
-	pthread_mutex_unlock(&db->readers_lock);
-}
-
-static bool txn_open(struct sq *db)
-{
-	return atomic_load(&db->owner) != (pthread_t)0;
-}
-
-bool sq_in_own_txn(struct sq *db)
-{
-	return pthread_equal(atomic_load(&db->owner), pthread_self());
-}
-
-/* The read connection db_read_begin pinned to this thread, and its db. */
-static __thread struct sq *pinned_db, *pinned_rd;
-
-/* A read connection for the calling thread, or NULL: then the writer's
- * connection serves the read. It does while a write transaction is open:
- * its own thread must see its changes, and the others wait for the commit,
- * since FUSE sends RELEASE (which may commit) without waiting for it, and
- * the open that follows a close must see what the close committed. */
-struct sq *sq_reader_take(struct sq *db)
-{
-	struct sq *rd = NULL;
-	bool open_one = false;
-
-	if (!db->readers_max)
-		return NULL;
-	if (pinned_db == db)
-		return sq_in_own_txn(db) ? NULL : pinned_rd;
-	if (txn_open(db))
-		return NULL;
-	pthread_mutex_lock(&db->readers_lock);
-	if (db->readers) {
-		rd = db->readers;
-		db->readers = rd->next_reader;
-	} else if (db->readers_open < db->readers_max) {
-		db->readers_open++;
-		open_one = true;
-	}
-	pthread_mutex_unlock(&db->readers_lock);
-	if (open_one && sq_open(&rd, db->path, SQ_READER) < 0) {
-		pthread_mutex_lock(&db->readers_lock);
-		db->readers_open--;
-		pthread_mutex_unlock(&db->readers_lock);
-		rd = NULL;
-	}
-	if (rd)
-		rd->auth = db->auth;
-	return rd;
-}
-
-/* Returns rd to the idle list (unless pinned). */
-void sq_reader_give(struct sq *db, struct sq *rd)
-{
-	if (rd == pinned_rd)
-		return;
-	pthread_mutex_lock(&db->readers_lock);
-	rd->next_reader = db->readers;
-	db->readers = rd;
-	pthread_mutex_unlock(&db->readers_lock);
-}
-
-static const char sql_pin_begin[] = "BEGIN";
-static const char sql_pin_end[] = "COMMIT";
-
-static void op_read_begin(struct db *h)
-{
-	struct sq *db = sq_of(h), *rd;
-
-	if (pinned_db || !(rd = sq_reader_take(db)))
-		return;
-	if (sq_change(rd, sql_pin_begin, -1, SQ_NOARGS, NULL, NULL) < 0) {
-		sq_reader_give(db, rd);
-		return;
-	}
-	pinned_db = db;
-	pinned_rd = rd;
-}
-
-static bool op_read_pinned(struct db *h)
-{
-	return pinned_db == sq_of(h);
-}
-
-static void op_read_end(struct db *h)
-{
-	struct sq *db = sq_of(h), *rd = pinned_rd;
-
-	if (pinned_db != db)
-		return;
-	if (sq_change(rd, sql_pin_end, -1, SQ_NOARGS, NULL, NULL) < 0)
-		sqlite3_exec(rd->conn, "ROLLBACK", NULL, NULL, NULL);
-	pinned_db = pinned_rd = NULL;
-	sq_reader_give(db, rd);
-}
-
-static void txn_leave(struct sq *db)
-{
-	if (--db->depth == 0)
-		atomic_store(&db->owner, (pthread_t)0);
-}
-
-/* Back to synced commits after a lazy transaction (lock held). */
-static int resync(struct sq *db)
-{
-	if (db->resync && sqlite3_get_autocommit(db->conn) &&
-	    sq_exec(db, "PRAGMA synchronous = FULL") == 0)
-		db->resync = false;
-	return db->resync ? -EIO : 0;
-}
-
-/* A begin on the thread that already holds the transaction is a savepoint
- * inside it, so a batch can wrap calls that begin their own. */
-static int begin_now(struct sq *db)
-{
-	int r;
-
-	sq_lock(db);
-	r = 0;
-	if (!db->depth && !db->lazy)
-		r = resync(db);
-	db->lazy = false;
-	if (r == 0)
-		r = sq_exec(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
-	if (r < 0) {
-		sq_unlock(db);
-		return r;
-	}
-	if (db->depth++ == 0) {
-		atomic_store(&db->owner, pthread_self());
-		r = db->flags & SQ_LOG ? 0 : sq_schema_recheck(db);
-		if (r < 0) {
-			sq_rollback(db);
-			return r;
-		}
-	}
-	return 0;
-}
-
-/* SQLite takes a change of synchronous only outside a transaction: set
- * here, and put back (under the same lock) when the transaction ends. */
-static int begin_lazy(struct sq *db)
-{
-	int r;
-
-	sq_lock(db);
-	if (db->depth)
-		r = -EBUSY;
-	else
-		r = sq_exec(db, "PRAGMA synchronous = NORMAL");
-	if (r == 0) {
-		db->resync = db->lazy = true;
-		r = begin_now(db);
-	}
-	if (r < 0)
-		(void)resync(db);
-	sq_unlock(db);
-	return r;
-}
-
-int sq_begin(struct sq *db, bool lazy)
-{
-	return lazy ? begin_lazy(db) : begin_now(db);
-}
-
-static int release_nested(struct sq *db)
-{
-	int r = sq_exec(db, "RELEASE nested");
-
-	if (r < 0)
-		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
-	return r;
-}
-
-/* Pages a purge zeroed (secure_delete) may have older copies in the
- * write-ahead log: it is emptied once they are committed, unless a reader
- * still holds an older snapshot (then a later checkpoint does it). */
-static void wipe_wal(struct sq *db)
-{
-	(void)sq_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-}
-
-static int commit_outer(struct sq *db)
-{
-	int r = sq_states_update(db);
-
-	if (r < 0) {
-		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
-	} else {
-		r = sq_exec(db, "COMMIT");
-		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
-			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
-	}
-	(void)resync(db);
-	if (db->purged && r == 0)
-		wipe_wal(db);
-	db->purged = false;
-	return r;
-}
-
-int sq_commit(struct sq *db)
-{
-	bool last = db->depth == 1;
-	int r = last ? commit_outer(db) : release_nested(db);
-
-	txn_leave(db);
-	sq_unlock(db);
-	if (last)
-		sq_auth_flush(db);
-	return r;
-}
-
-void sq_rollback(struct sq *db)
-{
-	bool last = db->depth == 1;
-
-	if (last) {
-		db->ndirty = 0;
-		db->purged = false;
-	}
-	if (db->depth > 1)
-		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
-	else if (sqlite3_get_autocommit(db->conn) == 0)
-		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
-	if (last)
-		(void)resync(db);
-	txn_leave(db);
-	sq_unlock(db);
-	if (last)
-		sq_auth_flush(db);
-}
-
-int sq_end(struct sq *db, int r)
-{
-	if (r == 0)
-		return sq_commit(db);
-	sq_rollback(db);
-	return r;
-}
-
-int sq_state_touch(struct sq *db, int64_t inst, bool fresh)
-{
-	int64_t *p;
-	int r;
-
-	if (!sq_in_own_txn(db)) {
-		db_set_error("internal: a change to live secrets outside a transaction");
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < db->ndirty; i++)
-		if (db->dirty[i] == inst)
-			return 0;
-	if (!fresh && (r = sq_state_verify(db, inst)) < 0)
-		return r;
-	if (db->ndirty == db->dirty_cap) {
-		p = realloc(db->dirty, (db->dirty_cap ? db->dirty_cap * 2 : 8) * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		db->dirty = p;
-		db->dirty_cap = db->dirty_cap ? db->dirty_cap * 2 : 8;
-	}
-	db->dirty[db->ndirty++] = inst;
-	return 0;
-}
-
-static int op_begin(struct db *h, bool lazy)
-{
-	return sq_begin(sq_of(h), lazy);
-}
-
-static int op_commit(struct db *h)
-{
-	return sq_commit(sq_of(h));
-}
-
-static void op_rollback(struct db *h)
-{
-	sq_rollback(sq_of(h));
-}
-
 const struct db_store_ops db_sqlite_ops = {
 	.name = "sqlite",
 	.open = op_open,
@@ -874,13 +582,13 @@ const struct db_store_ops db_sqlite_ops = {
 	.path = op_path,
 	.check_integrity = sq_check_integrity,
 	.files = op_files,
-	.set_readers = op_set_readers,
-	.read_begin = op_read_begin,
-	.read_end = op_read_end,
-	.read_pinned = op_read_pinned,
-	.begin = op_begin,
-	.commit = op_commit,
-	.rollback = op_rollback,
+	.set_readers = sq_set_readers,
+	.read_begin = sq_read_begin,
+	.read_end = sq_read_end,
+	.read_pinned = sq_read_pinned,
+	.begin = sq_begin_op,
+	.commit = sq_commit_op,
+	.rollback = sq_rollback_op,
 	.change_seq = sq_change_seq,
 	.meta_get = sq_meta_get,
 	.meta_set = sq_meta_set,

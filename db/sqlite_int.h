@@ -55,7 +55,7 @@ static inline struct sq *sq_of(struct db *db)
 	return (struct sq *)db;
 }
 
-/* sqlite.c: connections, errors, statements, readers, transactions. */
+/* sqlite.c: connections, errors, statements; transactions in sqlite_txn.c. */
 int sq_open(struct sq **out, const char *path, int flags);
 void sq_close(struct sq *db);
 void sq_lock(struct sq *db);
@@ -117,6 +117,14 @@ void sq_column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX + 1]
 #define SQ_INST_COLS "id, name, uid, gid, mode, ctime, mtime, generation, mac"
 int sq_row_instance(struct sq *db, sqlite3_stmt *st, struct db_instance *in);
 
+/* sqlite_txn.c: the ops of transactions and read connections. */
+void sq_set_readers(struct db *h, unsigned max);
+void sq_read_begin(struct db *h);
+void sq_read_end(struct db *h);
+bool sq_read_pinned(struct db *h);
+int sq_begin_op(struct db *h, bool lazy);
+int sq_commit_op(struct db *h);
+void sq_rollback_op(struct db *h);
 /* A read connection for the calling thread (its pinned one, if any), or
  * NULL: then db itself serves the read. Give it back with sq_reader_give. */
 struct sq *sq_reader_take(struct sq *db);
