@@ -108,61 +108,6 @@ int db_instance_set_wrapped_key(struct db *db, int64_t id, uint64_t generation,
 	return db->ops->instance_set_key(db, id, generation, wrapped);
 }
 
-int db_audit_open(struct db_audit **out, const char *spec, bool readonly)
-{
-	*out = NULL;
-	return db_store_for(spec)->audit_open(out, spec, readonly);
-}
-
-int db_audit_attach(struct db_audit **out, struct db *db)
-{
-	*out = NULL;
-	return db->ops->audit_attach(out, db);
-}
-
-void db_audit_close(struct db_audit *a)
-{
-	if (a)
-		a->ops->audit_close(a);
-}
-
-int db_audit_begin(struct db_audit *a)
-{
-	return a->ops->audit_begin(a, false);
-}
-
-int db_audit_begin_lazy(struct db_audit *a)
-{
-	return a->ops->audit_begin(a, true);
-}
-
-int db_audit_last(struct db_audit *a, struct db_audit_row *out)
-{
-	return a->ops->audit_last(a, INT64_MAX, out);
-}
-
-int db_audit_last_before(struct db_audit *a, int64_t before_ns, struct db_audit_row *out)
-{
-	return a->ops->audit_last(a, before_ns, out);
-}
-
-int db_audit_checkpoint(struct db_audit *a)
-{
-	return a->ops->audit_tidy(a);
-}
-
-int db_audit_meta_set(struct db_audit *a, const char *key, const unsigned char *buf,
-		      size_t len)
-{
-	return a->ops->audit_meta_put(a, key, buf, len, false);
-}
-
-int db_audit_meta_add(struct db_audit *a, const char *key, const unsigned char *buf,
-		      size_t len)
-{
-	return a->ops->audit_meta_put(a, key, buf, len, true);
-}
-
 /* The rest pass their arguments on as they are. */
 
 const char *db_path(struct db *db)
@@ -438,43 +383,10 @@ int db_restore(struct db *db, const char *path)
 	return db->ops->restore(db, path);
 }
 
-int db_audit_commit(struct db_audit *a)
-{
-	return a->ops->audit_commit(a);
-}
 
-void db_audit_rollback(struct db_audit *a)
-{
-	a->ops->audit_rollback(a);
-}
 
-int db_audit_read_begin(struct db_audit *a)
-{
-	return a->ops->audit_read_begin(a);
-}
 
-void db_audit_read_end(struct db_audit *a)
-{
-	a->ops->audit_read_end(a);
-}
 
-int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
-{
-	return a->ops->audit_insert(a, row);
-}
 
-int db_audit_delete_upto(struct db_audit *a, int64_t seq)
-{
-	return a->ops->audit_delete_upto(a, seq);
-}
 
-int db_audit_each(struct db_audit *a, const struct db_audit_filter *f, int (*fn)(void *,
-		  const struct db_audit_row *), void *ctx)
-{
-	return a->ops->audit_each(a, f, fn, ctx);
-}
 
-int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, size_t len)
-{
-	return a->ops->audit_meta_get(a, key, buf, len);
-}

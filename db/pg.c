@@ -4,6 +4,7 @@
 
 #include "store.h"
 
+/* Also for the audit log's own handle (DB_LOG). */
 static int pg_open(struct db **out, const char *spec, int flags)
 {
 	*out = NULL;
@@ -18,17 +19,9 @@ static int pg_files(const char *spec, int (*fn)(void *, const char *path, bool m
 	return 0;
 }
 
-static int pg_audit_open(struct db_audit **out, const char *spec, bool readonly)
-{
-	*out = NULL;
-	db_set_error("this build has no PostgreSQL store");
-	return -EPROTONOSUPPORT;
-}
-
 /* No handle is ever made, so no other op is ever called. */
 const struct db_store_ops db_pg_ops = {
 	.name = "postgresql",
 	.open = pg_open,
 	.files = pg_files,
-	.audit_open = pg_audit_open,
 };

@@ -248,22 +248,14 @@ int sq_backup(struct db *h, const char *path);
 int sq_restore(struct db *h, const char *path);
 
 /* sqlite_audit.c */
-int sq_audit_open(struct db_audit **out, const char *spec, bool readonly);
-int sq_audit_attach(struct db_audit **out, struct db *h);
-void sq_audit_close(struct db_audit *a);
-int sq_audit_begin(struct db_audit *a, bool lazy);
-int sq_audit_commit(struct db_audit *a);
-void sq_audit_rollback(struct db_audit *a);
-int sq_audit_read_begin(struct db_audit *a);
-void sq_audit_read_end(struct db_audit *a);
-int sq_audit_insert(struct db_audit *a, const struct db_audit_row *row);
-int sq_audit_last(struct db_audit *a, int64_t before_ns, struct db_audit_row *out);
-int sq_audit_delete_upto(struct db_audit *a, int64_t seq);
-int sq_audit_each(struct db_audit *a, const struct db_audit_filter *f,
+int sq_audit_insert(struct db *h, const struct db_audit_row *row);
+int sq_audit_last(struct db *h, int64_t before_ns, struct db_audit_row *out);
+int sq_audit_delete_upto(struct db *h, int64_t seq);
+int sq_audit_each(struct db *h, const struct db_audit_filter *f,
 		  int (*fn)(void *, const struct db_audit_row *), void *ctx);
-int sq_audit_tidy(struct db_audit *a);
-int sq_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, size_t len);
-int sq_audit_meta_put(struct db_audit *a, const char *key, const unsigned char *buf,
-		      size_t len, bool add);
+int sq_audit_tidy(struct db *h);
+int sq_meta_add(struct db *h, const char *key, const unsigned char *v, size_t len);
+int sq_snapshot_begin(struct db *h);
+void sq_snapshot_end(struct db *h);
 
 #endif
