@@ -491,6 +491,10 @@ int sq_open(struct sq **out, const char *path, int flags)
 	db = sq_new(path, flags);
 	if (!db)
 		return -ENOMEM;
+	if (!(flags & (SQ_READER | SQ_LOG | DB_READONLY)) && !(db->states = sq_states_new())) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	r = file_ready(path, flags);
 	if (r < 0)
 		goto fail;
@@ -536,6 +540,7 @@ void sq_close(struct sq *db)
 		sqlite3_close_v2(db->conn);
 	pthread_mutex_destroy(&db->lock);
 	free(db->dirty);
+	sq_states_free(db->states);
 	free(db->path);
 	free(db);
 }
