@@ -12,7 +12,7 @@
 
 #include "store.h"
 
-#define SQ_STMT_MAX 96		/* statements cached per connection */
+#define SQ_STMT_MAX 256	/* statements cached per connection (about 85 today) */
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_READER 0x100		/* open flag: a connection for db_set_readers */
 #define SQ_LOG 0x200		/* open flag: the audit log's own connection */
