@@ -198,8 +198,8 @@ int db_instance_delete(struct db *db, int64_t id)
 	return db->ops->instance_delete(db, id);
 }
 
-int db_instance_each(struct db *db, int64_t after_id, int (*fn)(void *,
-		     const struct db_instance *), void *ctx)
+int db_instance_each(struct db *db, int64_t after_id,
+		     int (*fn)(void *, const struct db_instance *), void *ctx)
 {
 	return db->ops->instance_each(db, after_id, fn, ctx);
 }
@@ -209,8 +209,9 @@ int64_t db_instance_count(struct db *db)
 	return db->ops->instance_count(db);
 }
 
-int db_instance_secret_ids(struct db *db, int64_t instance_id, int (*fn)(void *,
-			   int64_t id, const char *name, bool live), void *ctx)
+int db_instance_secret_ids(struct db *db, int64_t instance_id,
+			   int (*fn)(void *, int64_t id, const char *name, bool live),
+			   void *ctx)
 {
 	return db->ops->instance_secret_ids(db, instance_id, fn, ctx);
 }
@@ -285,8 +286,8 @@ int db_version_get(struct db *db, int64_t secret_id, uint64_t version,
 	return db->ops->version_get(db, secret_id, version, out, blob);
 }
 
-int db_version_each(struct db *db, int64_t secret_id, int (*fn)(void *,
-		    const struct db_version *), void *ctx)
+int db_version_each(struct db *db, int64_t secret_id,
+		    int (*fn)(void *, const struct db_version *), void *ctx)
 {
 	return db->ops->version_each(db, secret_id, fn, ctx);
 }
@@ -313,8 +314,8 @@ int db_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
 	return db->ops->trash_restore(db, secret_id, now_ns);
 }
 
-int db_trash_each(struct db *db, int64_t instance_id, int (*fn)(void *,
-		  const struct db_trash *), void *ctx)
+int db_trash_each(struct db *db, int64_t instance_id,
+		  int (*fn)(void *, const struct db_trash *), void *ctx)
 {
 	return db->ops->trash_each(db, instance_id, fn, ctx);
 }
@@ -357,8 +358,8 @@ int db_auth_check_all(struct db *db, void (*fn)(void *, const char *what), void 
 	return db->ops->auth_check_all(db, fn, ctx);
 }
 
-int db_state_check(struct db *db, int64_t instance_id, int64_t *seq, int (*fn)(void *,
-		   int64_t id, uint64_t version), void *ctx)
+int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
+		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
 {
 	return db->ops->state_check(db, instance_id, seq, fn, ctx);
 }
