@@ -16,22 +16,16 @@
 
 static __thread char last_error[512];
 
-void db_set_error_v(const char *fmt, va_list ap)
-{
-	char msg[sizeof(last_error)];
-
-	/* Through a copy: a message may quote the one it replaces. */
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	memcpy(last_error, msg, sizeof(msg));
-}
-
 void db_set_error(const char *fmt, ...)
 {
+	char msg[sizeof(last_error)];
 	va_list ap;
 
+	/* Through a copy: a message may quote the one it replaces. */
 	va_start(ap, fmt);
-	db_set_error_v(fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(last_error, msg, sizeof(msg));
 }
 
 const char *db_errmsg(struct db *db)

@@ -7,8 +7,6 @@
 #ifndef VAULTFS_STORE_H
 #define VAULTFS_STORE_H
 
-#include <stdarg.h>
-
 #include "db.h"
 #include "db_attrs.h"
 #include "db_audit.h"
@@ -156,6 +154,5 @@ const struct db_store_ops *db_store_for(const char *spec);
 /* The calling thread's last error, which db_errmsg() returns: every store
  * writes it here (printf-style). */
 void db_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void db_set_error_v(const char *fmt, va_list ap);
 
 #endif
