@@ -320,6 +320,11 @@ int db_trash_purge(struct db *db, int64_t instance_id, const char *name,
 	return db->ops->trash_purge(db, instance_id, name, before_ns, count);
 }
 
+int db_scrub(struct db *db)
+{
+	return db->ops->scrub(db);
+}
+
 int db_attr_get(struct db *db, int64_t secret_id, const char *name, void *buf,
 		size_t size, size_t *len)
 {

@@ -102,6 +102,7 @@ struct db_store_ops {
 			  int (*fn)(void *, const struct db_trash *), void *ctx);
 	int (*trash_purge)(struct db *db, int64_t instance_id, const char *name,
 			   int64_t before_ns, int64_t *count);
+	int (*scrub)(struct db *db);
 
 	/* Descriptive attributes (db_attrs.h); len 0 removes. */
 	int (*attr_get)(struct db *db, int64_t secret_id, const char *name, void *buf,
