@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include "../../db/db.h"
+#include "../../db/db_audit.h"
 #include "../../db/sqlite_int.h"
 #include "../../db/schema_expected.h"
 #include "test_auth.h"
@@ -270,6 +271,60 @@ static void test_open_foreign(void **state)
 	file_write(fx->path, "", 0);
 	assert_int_equal(db_open(&db, fx->path, 0), -EPROTO);
 	assert_null(db);
+}
+
+/* The audit log's own connection says what db_open says of a file that is
+ * no vault (-EPROTO), and of a missing one (-ENOENT), with one errno map. */
+static void test_audit_open_foreign(void **state)
+{
+	struct fx *fx = *state;
+	struct db_audit *a = (struct db_audit *)&a;
+
+	assert_int_equal(db_audit_open(&a, fx->path, false), -ENOENT);
+	assert_null(a);
+	sql_exec(fx->path, "CREATE TABLE t (x);");
+	assert_int_equal(db_audit_open(&a, fx->path, false), -EPROTO);
+	assert_null(a);
+}
+
+struct file_list {
+	char path[4][sizeof(((struct fx *)0)->path) + 8];
+	bool main[4];
+	int n;
+};
+
+static int list_file(void *ctx, const char *path, bool main)
+{
+	struct file_list *l = ctx;
+
+	if (l->n == 4)
+		return -E2BIG;
+	snprintf(l->path[l->n], sizeof(l->path[0]), "%s", path);
+	l->main[l->n++] = main;
+	return 0;
+}
+
+/* The files a SQLite store keeps beside its database, which the checks of
+ * owner and mode (mount, doctor) walk: the database first. */
+static void test_files(void **state)
+{
+	struct fx *fx = *state;
+	struct file_list l = { .n = 0 };
+	char want[sizeof(l.path[0])];
+
+	assert_int_equal(db_files(fx->path, list_file, &l), 0);
+	assert_int_equal(l.n, 3);
+	assert_string_equal(l.path[0], fx->path);
+	assert_true(l.main[0]);
+	snprintf(want, sizeof(want), "%s-wal", fx->path);
+	assert_string_equal(l.path[1], want);
+	assert_false(l.main[1]);
+	snprintf(want, sizeof(want), "%s-shm", fx->path);
+	assert_string_equal(l.path[2], want);
+	assert_false(l.main[2]);
+	/* fn's nonzero return stops the walk and is returned. */
+	l.n = 4;
+	assert_int_equal(db_files(fx->path, list_file, &l), -E2BIG);
 }
 
 static void test_open_newer(void **state)
@@ -842,6 +897,8 @@ int main(int argc, char **argv)
 		FX_TEST(test_open_garbage),
 		FX_TEST(test_open_foreign),
 		FX_TEST(test_open_newer),
+		FX_TEST(test_audit_open_foreign),
+		FX_TEST(test_files),
 	};
 	const struct CMUnitTest tests[] = {
 		FX_TEST(test_create_and_reopen),
