@@ -77,6 +77,12 @@ int vault_check_value(const struct secbuf *wrap, struct db_blob *out)
 	return vault_seal_blob(out, wrap, &ad, check_plain, sizeof(check_plain));
 }
 
+static int unlink_file(void *ctx, const char *path, bool main)
+{
+	unlink(path);
+	return 0;
+}
+
 int vault_init(const char *db_path, const struct secbuf *master, char *err, size_t errlen)
 {
 	struct secbuf *wrap = NULL, *row_key = NULL;
@@ -108,8 +114,8 @@ int vault_init(const char *db_path, const struct secbuf *master, char *err, size
 	secbuf_free(wrap);
 	secbuf_free(row_key);
 	db_close(db);
-	if (r < 0)
-		unlink(db_path);
+	if (r < 0)	/* what the store made here goes (none on a server) */
+		(void)db_files(db_path, unlink_file, NULL);
 	return r;
 }
 
