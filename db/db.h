@@ -36,6 +36,7 @@
  *      -ENOTEMPTY  an instance that still holds secrets;
  *      -EBUSY   locked by someone else beyond the store's wait;
  *      -ENOSPC  out of space; -EROFS: the store refuses writes;
+ *      -EFBIG   a value larger than the store takes;
  *      -EACCES  the store refused us, or a tagged row was asked for without
  *               db_set_auth;
  *      -EIO     a failed read or write, or a row whose tag fails;
