@@ -66,22 +66,22 @@ int db_trash_each(struct db *db, int64_t instance_id,
 		  int (*fn)(void *, const struct db_trash *), void *ctx) WUR;
 /* Erases trashed secrets, their old versions and attributes for good:
  * those of an instance (0: any), with a name (NULL: any), deleted before
- * before_ns. *count (may be NULL) is how many went. */
+ * before_ns. *count (may be NULL) is how many went. Their rows are
+ * overwritten where the store can (SQLite: secure_delete); db_scrub, once
+ * committed, removes the copies it keeps besides. */
 int db_trash_purge(struct db *db, int64_t instance_id, const char *name, int64_t before_ns,
 		   int64_t *count) WUR;
 
-/* Copies the write-ahead log into the database and empties it, so that
- * pages a purge zeroed (secure_delete) leave no older copy in the log.
- * -EBUSY while a reader holds an older snapshot. */
-int db_wipe_wal(struct db *db) WUR;
+/* After a purge committed: removes the copies of deleted rows the store
+ * still keeps where it can (SQLite: the older pages in its write-ahead
+ * log). -EBUSY while a reader still holds an older snapshot: they go at a
+ * later checkpoint then. Slow (a sync): for an explicit purge, not for
+ * every delete. */
+int db_scrub(struct db *db) WUR;
 
 /* Every secret id of an instance, live (in id order) then trashed, with
  * the name its blobs are sealed for: what re-sealing an instance visits. */
 int db_instance_secret_ids(struct db *db, int64_t instance_id,
 			   int (*fn)(void *, int64_t id, const char *name, bool live),
 			   void *ctx) WUR;
-/* An instance and its wrapped data key, read together. */
-int db_instance_key(struct db *db, int64_t id, struct db_instance *in,
-		    struct db_blob *wrapped) WUR;
-
 #endif

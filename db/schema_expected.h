@@ -1,6 +1,6 @@
-/* Written by `make schema-expected` from the migrations in db.c: the
- * objects of a fresh vault's sqlite_master, sorted by type and name,
- * which db.c's schema_check compares a file with. Do not edit. */
+/* Written by `make schema-expected` from the migrations in sqlite_schema.c:
+ * the objects of a fresh vault's sqlite_master, sorted by type and
+ * name, which sq_schema_check compares a file with. Do not edit. */
 static const struct schema_obj {
 	const char *type, *name, *tbl, *sql;
 } schema_expected[] = {

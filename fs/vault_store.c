@@ -69,7 +69,7 @@ int vault_audit_entry_mac(struct vault *v, int64_t seq, unsigned char *out, size
 
 int vault_store_check(struct vault *v, char *err, size_t errlen)
 {
-	int r = db_check(v->db);
+	int r = db_check_integrity(v->db);
 
 	if (r < 0)
 		snprintf(err, errlen, "%s", r == -EPROTO ? db_errmsg(v->db) : strerror(-r));

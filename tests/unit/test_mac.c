@@ -1,5 +1,5 @@
 /* Row tags: the keyed MAC (crypto/mac.h) and the store's use of it
- * (db_auth.c): a tag made for one row, table or key never fits another. */
+ * (rowtag.c, sqlite_auth.c): a tag made for one row, table or key never fits another. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -183,7 +183,7 @@ static void test_state_refuses_older_version(void **state)
 }
 
 /* The writer makes each new state from the set it verified and the rows
- * it changed (db_state.c), without reading the instance again: after
+ * it changed (sqlite_state.c), without reading the instance again: after
  * every kind of change, alone and several in one transaction, the full
  * check of the rows, here and on a connection that never wrote, agrees. */
 static void full_check_agrees(struct fx *fx)

@@ -1,6 +1,6 @@
 /*
- * Verified instance states, kept by the writing connection (db_auth.c has
- * what a state is). Without them every write read the whole instance
+ * Verified instance states, kept by the SQLite store's writing connection
+ * (sqlite_auth.c has what a state is). Without them every write read the whole instance
  * three times: to check its state before the change, to make it afresh at
  * the commit, and again in the next open to learn the new versions; at
  * 10,000 keys a 40-byte write took 10 ms. Rules this file keeps:
@@ -20,7 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "db_int.h"
+#include "rowtag.h"
+#include "sqlite_int.h"
 
 struct state_set {
 	struct state_set *next;
@@ -35,7 +36,7 @@ struct touched {
 	int64_t inst, id;
 };
 
-struct dbi_states {
+struct sq_states {
 	pthread_mutex_t lock;		/* sets: readers look them up too */
 	struct state_set *sets;
 	struct state_set *pending;	/* made by the open transaction */
@@ -62,16 +63,16 @@ static void list_free(struct state_set *s)
 	}
 }
 
-struct dbi_states *dbi_states_new(void)
+struct sq_states *sq_states_new(void)
 {
-	struct dbi_states *c = calloc(1, sizeof(*c));
+	struct sq_states *c = calloc(1, sizeof(*c));
 
 	if (c)
 		pthread_mutex_init(&c->lock, NULL);
 	return c;
 }
 
-void dbi_states_free(struct dbi_states *c)
+void sq_states_free(struct sq_states *c)
 {
 	if (!c)
 		return;
@@ -187,7 +188,7 @@ static struct state_set *set_copy(const struct state_set *from, int64_t inst)
 }
 
 /* Replaces inst's trusted set with s (NULL: forgets it). Lock held. */
-static void trust(struct dbi_states *c, int64_t inst, struct state_set *s)
+static void trust(struct sq_states *c, int64_t inst, struct state_set *s)
 {
 	struct state_set **pp = slot(&c->sets, inst), *old = *pp;
 
@@ -203,9 +204,9 @@ static void trust(struct dbi_states *c, int64_t inst, struct state_set *s)
 /* Inside the write transaction, before its first change to inst: 0 if the
  * state is one this connection trusts, else the full check, whose set is
  * then trusted. */
-int dbi_states_verify(struct db *db, int64_t inst)
+int sq_states_verify(struct sq *db, int64_t inst)
 {
-	struct dbi_states *c = dbi_states(db);
+	struct sq_states *c = db->states;
 	unsigned char state[DB_MAC_LEN];
 	struct state_set *s, *known;
 	int64_t seq;
@@ -213,8 +214,8 @@ int dbi_states_verify(struct db *db, int64_t inst)
 	int r;
 
 	if (!c)
-		return dbi_state_verify(db, inst);
-	r = dbi_state_row(db, inst, &seq, state);
+		return sq_state_verify(db, inst);
+	r = sq_state_row(db, inst, &seq, state);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&c->lock);
@@ -226,7 +227,7 @@ int dbi_states_verify(struct db *db, int64_t inst)
 	s = set_copy(NULL, inst);
 	if (!s)
 		return -ENOMEM;
-	r = db_state_check(db, inst, &s->seq, collect, s);
+	r = sq_state_check(&db->base, inst, &s->seq, collect, s);
 	if (r == 0 && s->seq != seq)
 		r = -EAGAIN;	/* not in one transaction: never trust it */
 	if (r < 0) {
@@ -244,9 +245,9 @@ int dbi_states_verify(struct db *db, int64_t inst)
  * must be what the trusted set says (live at that version, or not live).
  * Else it was put back or removed behind our back: the full check, which
  * reports it, decides. */
-int dbi_states_check_row(struct db *db, int64_t inst, int64_t id)
+int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 {
-	struct dbi_states *c = dbi_states(db);
+	struct sq_states *c = db->states;
 	struct state_set *s;
 	uint64_t version = 0;
 	bool agree = false;
@@ -255,9 +256,9 @@ int dbi_states_check_row(struct db *db, int64_t inst, int64_t id)
 	if (!c)
 		return 0;
 	for (size_t i = 0; i < c->nt; i++)
-		if (c->t[i].inst == inst && (c->t[i].id == id || c->t[i].id == DBI_STATES_FRESH))
+		if (c->t[i].inst == inst && (c->t[i].id == id || c->t[i].id == SQ_STATES_FRESH))
 			return 0;	/* this transaction changed it already */
-	r = dbi_secret_version(db, inst, id, &version);
+	r = sq_secret_version(db, inst, id, &version);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&c->lock);
@@ -271,12 +272,12 @@ int dbi_states_check_row(struct db *db, int64_t inst, int64_t id)
 			trust(c, inst, NULL);
 	}
 	pthread_mutex_unlock(&c->lock);
-	return agree || !s ? 0 : dbi_state_verify(db, inst);
+	return agree || !s ? 0 : sq_state_verify(db, inst);
 }
 
-int dbi_states_note(struct db *db, int64_t inst, int64_t id)
+int sq_states_note(struct sq *db, int64_t inst, int64_t id)
 {
-	struct dbi_states *c = dbi_states(db);
+	struct sq_states *c = db->states;
 	struct touched *t;
 
 	if (!c)
@@ -300,7 +301,7 @@ int dbi_states_note(struct db *db, int64_t inst, int64_t id)
 /* The new set of inst: the trusted one (or none, for an instance made in
  * this transaction) with the touched rows as they are now. NULL: make it
  * by the full scan. */
-static struct state_set *next_set(struct db *db, struct dbi_states *c, int64_t inst,
+static struct state_set *next_set(struct sq *db, struct sq_states *c, int64_t inst,
 				  int *err)
 {
 	unsigned char state[DB_MAC_LEN];
@@ -312,8 +313,8 @@ static struct state_set *next_set(struct db *db, struct dbi_states *c, int64_t i
 
 	*err = 0;
 	for (size_t i = 0; i < c->nt; i++)
-		fresh |= c->t[i].inst == inst && c->t[i].id == DBI_STATES_FRESH;
-	r = dbi_state_row(db, inst, &seq, state);
+		fresh |= c->t[i].inst == inst && c->t[i].id == SQ_STATES_FRESH;
+	r = sq_state_row(db, inst, &seq, state);
 	if (r < 0)
 		return NULL;
 	pthread_mutex_lock(&c->lock);
@@ -326,9 +327,9 @@ static struct state_set *next_set(struct db *db, struct dbi_states *c, int64_t i
 		return NULL;
 	s->seq = seq;
 	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
-		if (c->t[i].inst != inst || c->t[i].id == DBI_STATES_FRESH)
+		if (c->t[i].inst != inst || c->t[i].id == SQ_STATES_FRESH)
 			continue;
-		r = dbi_secret_version(db, inst, c->t[i].id, &version);
+		r = sq_secret_version(db, inst, c->t[i].id, &version);
 		if (r >= 0)
 			r = set_put(s, c->t[i].id, version, r == 1);
 	}
@@ -342,21 +343,21 @@ static struct state_set *next_set(struct db *db, struct dbi_states *c, int64_t i
 
 /* At the outermost commit, for each instance it changed: the state of its
  * new set at seq + 1, stored in the instance row and pending. */
-int dbi_states_commit(struct db *db, int64_t inst)
+int sq_states_commit(struct sq *db, int64_t inst)
 {
-	struct dbi_states *c = dbi_states(db);
-	const struct db_auth *auth = dbi_auth(db);
+	struct sq_states *c = db->states;
+	const struct db_auth *auth = db->auth;
 	struct state_set *s;
 	int r;
 
 	if (!c || !auth)
-		return dbi_state_update(db, inst, auth, true);
+		return sq_state_update(db, inst, auth, true);
 	s = next_set(db, c, inst, &r);
 	if (!s)
-		return r < 0 ? r : dbi_state_update(db, inst, auth, true);
+		return r < 0 ? r : sq_state_update(db, inst, auth, true);
 	s->seq++;
-	dbi_state_make(auth, inst, s->seq, s->ids, s->vers, s->n, s->state);
-	r = dbi_state_store(db, inst, s->seq, s->state);
+	rowtag_state_of(auth, inst, s->seq, s->ids, s->vers, s->n, s->state);
+	r = sq_state_store(db, inst, s->seq, s->state);
 	if (r < 0) {
 		set_free(s);
 		return r == -ENOENT ? 0 : r;	/* the instance went in this transaction */
@@ -368,9 +369,9 @@ int dbi_states_commit(struct db *db, int64_t inst)
 
 /* After the outermost commit (committed) or rollback: pending sets become
  * trusted, or are dropped. */
-void dbi_states_end(struct db *db, bool committed)
+void sq_states_end(struct sq *db, bool committed)
 {
-	struct dbi_states *c = dbi_states(db);
+	struct sq_states *c = db->states;
 	struct state_set *s, *next;
 
 	if (!c)
@@ -392,11 +393,11 @@ void dbi_states_end(struct db *db, bool committed)
 
 /* For a reader whose snapshot shows (seq, state): fn for each (id,
  * version) of the trusted set, 0; or -ENOENT when there is none. */
-int dbi_states_each(struct db *db, int64_t inst, int64_t seq,
+int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 		    const unsigned char state[DB_MAC_LEN],
 		    int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
 {
-	struct dbi_states *c = dbi_states(db);
+	struct sq_states *c = db->states;
 	struct state_set *s;
 	int r = -ENOENT;
 
