@@ -1,5 +1,49 @@
-/* The store: instances, sealed secrets and metadata. Never sees plaintext.
- * This header is the seam for other backends: no SQLite type crosses it. */
+/*
+ * The store: instances, sealed secrets and metadata. Never sees plaintext.
+ * This header, with db_versions.h, db_attrs.h, db_audit.h and db_backup.h,
+ * is the whole of it that the rest of vaultfs sees: no store's own type,
+ * file name or behaviour crosses it. Two stores stand behind it (db/store.h
+ * says how one plugs in): SQLite, for a path, and PostgreSQL, for a
+ * postgresql:// or postgres:// URI; db_open picks by the spec it is given.
+ *
+ * Rules every store keeps:
+ *  - Ids. Instance and secret ids are positive, given by the store at
+ *    insert, and never handed out again, whatever is deleted, purged or
+ *    restored: a secret made again after a purge has a new id and a history
+ *    of its own. A trashed secret keeps its id.
+ *  - Transactions belong to a thread. db_begin's transaction is the calling
+ *    thread's until its db_commit or db_rollback; that thread's calls run
+ *    inside it, and other threads' calls (reads too) wait for its end, so a
+ *    value committed by one request is what the next one reads. Every call
+ *    made outside a transaction is atomic on its own. A db_begin nested in
+ *    the thread's own transaction is a savepoint.
+ *  - Snapshots. Between db_read_begin and db_read_end, the calling thread's
+ *    reads all see one committed state, whatever others commit meanwhile
+ *    (with db_set_readers; without, reads are serialised and see the latest
+ *    state). Inside its own write transaction a thread reads that
+ *    transaction's state, not the snapshot.
+ *  - Durability. A commit that returns 0 is on disk (or, for a networked
+ *    store, acknowledged as durable), except db_begin_lazy's; a failed
+ *    commit changed nothing. A commit whose outcome is unknown is an error.
+ *  - Authentication. Rows are tagged by the caller's key (struct db_auth);
+ *    a row that fails its check is never returned (-EIO).
+ *  - Errors are 0 or -errno, with the store's own words for the last one in
+ *    db_errmsg() (the calling thread's). The same errno means the same
+ *    thing from every store:
+ *      -ENOENT  no such row (or, at open, no such store);
+ *      -EEXIST  the name is taken (or, at DB_CREATE, the store exists);
+ *      -ENOTEMPTY  an instance that still holds secrets;
+ *      -EBUSY   locked by someone else beyond the store's wait;
+ *      -ENOSPC  out of space; -EROFS: the store refuses writes;
+ *      -EACCES  the store refused us, or a tagged row was asked for without
+ *               db_set_auth;
+ *      -EIO     a failed read or write, or a row whose tag fails;
+ *      -EPROTO  what was found is not a vaultfs store, or is damaged;
+ *      -EPROTONOSUPPORT  a newer schema, or a store this build lacks;
+ *      -EUCLEAN schema objects vaultfs did not make (refused);
+ *      -ENOMEM, -EINVAL (a misuse, such as a change to live secrets outside
+ *               a transaction).
+ */
 #ifndef VAULTFS_DB_H
 #define VAULTFS_DB_H
 
@@ -47,19 +91,23 @@ struct db_secret {
 };
 
 enum {
-	DB_CREATE = 0x1,	/* create the file; it must not exist */
+	DB_CREATE = 0x1,	/* create the store's schema; it must not exist */
 	DB_READONLY = 0x2,
 };
 
-/* Errors are -errno; db_errmsg() has the store's own words for the last one.
- * -ENOENT: no such row or file; -EEXIST: name taken; -ENOTEMPTY; -EBUSY: locked
- * beyond the busy timeout; -ENOSPC: disk full; -EROFS; -EIO; -EPROTO: the file
- * is not a vaultfs database or is damaged; -EPROTONOSUPPORT: newer schema. */
-int db_open(struct db **out, const char *path, int flags) WUR;
+/* spec: where the store is, as configured ([vault] db): a file path
+ * (SQLite) or a postgresql:// URI. Brings the schema up to date. */
+int db_open(struct db **out, const char *spec, int flags) WUR;
 void db_close(struct db *db);
-/* SQLite's quick_check of the whole file: 0, or -EPROTO with the first
- * problem found in db_errmsg(). */
-int db_check(struct db *db) WUR;
+/* The store's own check that what it holds is undamaged (for SQLite, the
+ * file's structure, page by page): 0, or -EPROTO with the first problem
+ * found in db_errmsg(). Slow on a large store: run once, at mount. */
+int db_check_integrity(struct db *db) WUR;
+/* Calls fn for each file the store keeps at spec on this machine, whether
+ * or not it exists yet, the main one first (main true); none for a store
+ * on a server. For checks of ownership and mode, and to remove a copy.
+ * fn returns nonzero to stop, and that value is returned. */
+int db_files(const char *spec, int (*fn)(void *, const char *path, bool main), void *ctx) WUR;
 /* Lets reads use up to max connections of their own, opened when first
  * needed, so they run side by side. While a write transaction is open,
  * reads still wait for it. For a server's threads; a one-shot command
@@ -73,19 +121,21 @@ void db_read_begin(struct db *db);
 void db_read_end(struct db *db);
 /* Whether the calling thread holds a db_read_begin snapshot of db. */
 bool db_read_pinned(struct db *db);
+/* The calling thread's last error, in the store's words. db may be NULL. */
 const char *db_errmsg(struct db *db);
+/* The spec the store was opened with. */
 const char *db_path(struct db *db);
 
-/* A write transaction (BEGIN IMMEDIATE) held by the calling thread; other
- * threads wait. Every other call is atomic on its own. A db_begin nested in
- * the calling thread's transaction is a savepoint: its rollback undoes only
- * its own changes, and its commit becomes durable with the outermost one. */
+/* A write transaction held by the calling thread, taken at once (other
+ * writers wait here, not at their first write); other threads wait. A
+ * db_begin nested in the calling thread's transaction is a savepoint: its
+ * rollback undoes only its own changes, and its commit becomes durable with
+ * the outermost one. */
 int db_begin(struct db *db) WUR;
-/* A write transaction whose commit is written but not synced: it becomes
- * durable with the next synced commit by anyone, or a checkpoint (the WAL
- * is synced whole and in order). A crash of the process loses nothing; a
- * crash of the machine may lose it, whole. Not nested: -EBUSY inside a
- * transaction. */
+/* A write transaction whose commit need not wait for the disk: it becomes
+ * durable with the next synced commit by anyone, in order. A crash of the
+ * process loses nothing; a crash of the machine may lose it, whole. Not
+ * nested: -EBUSY inside a transaction. (For the audit log's batches.) */
 int db_begin_lazy(struct db *db) WUR;
 int db_commit(struct db *db) WUR;
 
@@ -96,8 +146,7 @@ void db_rollback(struct db *db);
  * another host), and not for this handle's own commits nor for audit
  * entries. Compare two readings to know that something changed; what
  * changed is for the caller to find (fs/watch.c). Cheap enough to poll
- * every few milliseconds: with SQLite, a pragma, and a pass over the
- * metadata only after some other connection has committed. */
+ * every few milliseconds. */
 int db_change_seq(struct db *db, uint64_t *out) WUR;
 
 int db_meta_get(struct db *db, const char *key, struct db_blob *out) WUR;
@@ -107,7 +156,9 @@ int db_instance_create(struct db *db, struct db_instance *in,
 		       const struct db_blob *wrapped_key) WUR;
 int db_instance_get(struct db *db, int64_t id, struct db_instance *out) WUR;
 int db_instance_find(struct db *db, const char *name, struct db_instance *out) WUR;
-int db_instance_wrapped_key(struct db *db, int64_t id, struct db_blob *out) WUR;
+/* An instance and its wrapped data key, read together. */
+int db_instance_key(struct db *db, int64_t id, struct db_instance *in,
+		    struct db_blob *wrapped) WUR;
 int db_instance_set_wrapped_key(struct db *db, int64_t id, uint64_t generation,
 				const struct db_blob *wrapped) WUR;
 int db_instance_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid,
@@ -139,6 +190,8 @@ int db_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid,
 /* Renames and replaces the value (its AD names the key) in one step. */
 int db_secret_rename(struct db *db, const struct db_secret *s,
 		     const struct db_blob *blob) WUR;
+/* Removes the row for good, without history or trash (the vault moves a
+ * deleted secret to the trash instead: db_trash_put). */
 int db_secret_delete(struct db *db, int64_t id) WUR;
 
 /* Row authentication. Each row of instances, secrets, versions, trash and

@@ -10,14 +10,8 @@
  * needs). */
 int db_attr_get(struct db *db, int64_t secret_id, const char *name, void *buf, size_t size,
 		size_t *len) WUR;
-/* Sets; a length of 0 removes it. */
+/* Sets; a length of 0 removes it (0 whether or not it was set). */
 int db_attr_set(struct db *db, int64_t secret_id, const char *name, const void *value,
 		size_t len) WUR;
-/* -ENOENT if it was not set. */
-int db_attr_remove(struct db *db, int64_t secret_id, const char *name) WUR;
-/* Calls fn for each attribute of a secret in name order. */
-int db_attr_each(struct db *db, int64_t secret_id,
-		 int (*fn)(void *, const char *name, const void *value, size_t len),
-		 void *ctx) WUR;
 
 #endif

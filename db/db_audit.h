@@ -1,6 +1,7 @@
 /* The audit log's rows in the store. No crypto here: the chain's MACs are
  * computed by fs/audit.c and stored as given. Its own connection, so a
- * batch of entries never waits behind the filesystem's queries. */
+ * batch of entries never waits behind the filesystem's queries; or the
+ * store's (db_audit_attach). Store-neutral: each store serves it. */
 #ifndef VAULTFS_DB_AUDIT_H
 #define VAULTFS_DB_AUDIT_H
 
@@ -36,7 +37,8 @@ struct db_audit_filter {
 	int64_t since_ns;	/* entries at or after */
 };
 
-int db_audit_open(struct db_audit **out, const char *path, bool readonly) WUR;
+/* The log on a connection of its own to the store at spec (as db_open's). */
+int db_audit_open(struct db_audit **out, const char *spec, bool readonly) WUR;
 void db_audit_close(struct db_audit *a);
 /* The log on the store's own connection: begin, commit and rollback are
  * db_begin, db_commit and db_rollback, so inside the caller's write
@@ -68,8 +70,9 @@ int db_audit_delete_upto(struct db_audit *a, int64_t seq) WUR;
 int db_audit_each(struct db_audit *a, const struct db_audit_filter *f,
 		  int (*fn)(void *, const struct db_audit_row *), void *ctx) WUR;
 
-/* Copies the WAL back into the database and truncates it, without waiting
- * for anyone: -EBUSY if a reader or writer is in the way. */
+/* Lets the store tidy what the log's writes left behind (SQLite: copies
+ * the write-ahead log back and truncates it), without waiting for anyone:
+ * -EBUSY if a reader or writer is in the way; then try again later. */
 int db_audit_checkpoint(struct db_audit *a);
 
 /* A meta value of exactly len bytes: -ENOENT if absent, -EPROTO if its

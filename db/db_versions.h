@@ -66,22 +66,16 @@ int db_trash_each(struct db *db, int64_t instance_id,
 		  int (*fn)(void *, const struct db_trash *), void *ctx) WUR;
 /* Erases trashed secrets, their old versions and attributes for good:
  * those of an instance (0: any), with a name (NULL: any), deleted before
- * before_ns. *count (may be NULL) is how many went. */
+ * before_ns. *count (may be NULL) is how many went. Once the transaction
+ * commits, the store leaves no copy of what went that it can remove
+ * (SQLite: zeroed pages, and a write-ahead log emptied unless a reader
+ * still needs it, then at a later checkpoint). */
 int db_trash_purge(struct db *db, int64_t instance_id, const char *name, int64_t before_ns,
 		   int64_t *count) WUR;
-
-/* Copies the write-ahead log into the database and empties it, so that
- * pages a purge zeroed (secure_delete) leave no older copy in the log.
- * -EBUSY while a reader holds an older snapshot. */
-int db_wipe_wal(struct db *db) WUR;
 
 /* Every secret id of an instance, live (in id order) then trashed, with
  * the name its blobs are sealed for: what re-sealing an instance visits. */
 int db_instance_secret_ids(struct db *db, int64_t instance_id,
 			   int (*fn)(void *, int64_t id, const char *name, bool live),
 			   void *ctx) WUR;
-/* An instance and its wrapped data key, read together. */
-int db_instance_key(struct db *db, int64_t id, struct db_instance *in,
-		    struct db_blob *wrapped) WUR;
-
 #endif

@@ -84,9 +84,7 @@ int vault_purge(struct vault *v, int64_t instance_id, const char *name, int64_t 
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
-	/* The rows are zeroed in the database; their old copies in the log go
-	 * now if no reader still needs them, else at a later checkpoint. */
-	if (r == 0 && db_wipe_wal(v->db) < 0)
-		log_debug("purge: the write-ahead log is in use; it is emptied later");
+	/* The store leaves no copy of the purged rows it can remove
+	 * (db_trash_purge). */
 	return r;
 }

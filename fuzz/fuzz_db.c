@@ -2,7 +2,7 @@
  * libFuzzer target: a database file as vaultfs mount finds it.
  *
  * Each input is the whole vault.db. It is opened as the mount opens it
- * (vault_open with a fixed master key, then db_check), and if that works,
+ * (vault_open with a fixed master key, then db_check_integrity), and if that works,
  * every instance and every secret is listed and read. A damaged file must
  * be refused or read as errors: no crash, leak or undefined behaviour, and
  * a value comes back only together with success.
@@ -109,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();	/* a refusal always says why */
 		return 0;
 	}
-	if (db_check(vault_db(w.v)) == 0)
+	if (db_check_integrity(vault_db(w.v)) == 0)
 		(void)db_instance_each(vault_db(w.v), 0, instance_cb, &w);
 	vault_close(w.v);
 	return 0;

@@ -231,7 +231,7 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 	if (cli_open_vault(c, 0) < 0)
 		return 1;
 	/* A damaged file is refused here, not found out by a reader later. */
-	r = db_check(vault_db(c->vault));
+	r = db_check_integrity(vault_db(c->vault));
 	if (r < 0) {
 		cli_error("%s: damaged database, refusing to mount (%s); restore it from a "
 			  "backup", c->conf.db, r == -EPROTO ? db_errmsg(vault_db(c->vault)) :

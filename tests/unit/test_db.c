@@ -336,20 +336,21 @@ static void test_instances(void **state)
 	assert_int_equal(db_instance_count(fx->db), 2);
 
 	/* Wrapped data key and generation. */
-	assert_int_equal(db_instance_wrapped_key(fx->db, fx->inst, &b), 0);
+	assert_int_equal(db_instance_key(fx->db, fx->inst, &got, &b), 0);
+	assert_int_equal(got.generation, 1);
 	assert_int_equal(b.len, wrap1.len);
 	assert_memory_equal(b.data, wrap1.data, wrap1.len);
 	db_blob_free(&b);
 	b.data = (unsigned char *)"wrapped-key-2!";
 	b.len = 14;
 	assert_int_equal(db_instance_set_wrapped_key(fx->db, fx->inst, 2, &b), 0);
-	assert_int_equal(db_instance_wrapped_key(fx->db, fx->inst, &b), 0);
+	assert_int_equal(db_instance_key(fx->db, fx->inst, &got, &b), 0);
 	assert_int_equal(b.len, 14);
 	assert_memory_equal(b.data, "wrapped-key-2!", 14);
 	db_blob_free(&b);
 	assert_int_equal(db_instance_get(fx->db, fx->inst, &got), 0);
 	assert_int_equal(got.generation, 2);
-	assert_int_equal(db_instance_wrapped_key(fx->db, 99999, &b), -ENOENT);
+	assert_int_equal(db_instance_key(fx->db, 99999, &got, &b), -ENOENT);
 	assert_int_equal(db_instance_set_wrapped_key(fx->db, 99999, 2, &wrap1), -ENOENT);
 
 	/* Attributes. */

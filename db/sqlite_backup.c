@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "db_backup.h"
-#include "db_int.h"
+#include "sqlite_int.h"
 
 /* Tables a restore replaces, parents first. */
 static const char *const restored_tables[] = {
@@ -29,7 +29,7 @@ static int copy_into(sqlite3 *src, const char *dst_path)
 	sqlite3 *dst = NULL;
 	int rc, r;
 
-	r = dbi_create_file(dst_path);
+	r = sq_create_file(dst_path);
 	if (r < 0)
 		return r;
 	rc = sqlite3_open_v2(dst_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
@@ -56,28 +56,21 @@ static int copy_into(sqlite3 *src, const char *dst_path)
 		goto fail;
 	return 0;
 fail:
-	dbi_set_error(dst ? sqlite3_errmsg(dst) : sqlite3_errstr(rc));
+	r = sq_errno_conn(dst, dst_path, rc);
 	sqlite3_close(dst);
 	unlink(dst_path);
-	switch (rc & 0xff) {
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_BUSY: case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_NOTADB: case SQLITE_CORRUPT:
-		return -EPROTO;
-	default:
-		return -EIO;
-	}
+	return r;
 }
 
-int db_backup(struct db *db, const char *path)
+/* SQLite's online backup API reads the source in one read transaction. */
+int sq_backup(struct db *h, const char *path)
 {
+	struct sq *db = sq_of(h);
 	int r;
 
-	dbi_lock(db);
-	r = copy_into(dbi_conn(db), path);
-	dbi_unlock(db);
+	sq_lock(db);
+	r = copy_into(db->conn, path);
+	sq_unlock(db);
 	return r;
 }
 
@@ -88,105 +81,80 @@ int db_copy_file(const char *src, const char *dst)
 
 	rc = sqlite3_open_v2(src, &conn, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW, NULL);
 	if (rc != SQLITE_OK) {
-		dbi_set_error(conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+		r = sq_errno_conn(conn, src, rc);
 		sqlite3_close(conn);
-		return (rc & 0xff) == SQLITE_CANTOPEN ? -ENOENT : -EIO;
+		return r;
 	}
-	sqlite3_busy_timeout(conn, 10000);
+	sqlite3_busy_timeout(conn, SQ_BUSY_TIMEOUT_MS);
 	r = copy_into(conn, dst);
 	sqlite3_close(conn);
 	return r;
 }
 
-static int pragma_value(struct db *db, const char *sql, int64_t *out)
-{
-	sqlite3_stmt *st;
-	int rc, r;
-
-	rc = sqlite3_prepare_v2(dbi_conn(db), sql, -1, &st, NULL);
-	if (rc != SQLITE_OK)
-		return dbi_rc(db, rc);
-	r = dbi_step_row(db, st);
-	if (r == 1) {
-		*out = sqlite3_column_int64(st, 0);
-		r = 0;
-	} else if (r == 0) {
-		r = -EPROTO;
-	}
-	sqlite3_finalize(st);
-	return r;
-}
-
-static int same_schema(struct db *db)
+static int same_schema(struct sq *db)
 {
 	int64_t mine = 0, theirs = -1, app = 0, their_app = -1;
 	int r;
 
-	r = pragma_value(db, "PRAGMA main.user_version", &mine);
+	r = sq_int(db, "PRAGMA main.user_version", &mine);
 	if (r == 0)
-		r = pragma_value(db, "PRAGMA bak.user_version", &theirs);
+		r = sq_int(db, "PRAGMA bak.user_version", &theirs);
 	if (r == 0)
-		r = pragma_value(db, "PRAGMA main.application_id", &app);
+		r = sq_int(db, "PRAGMA main.application_id", &app);
 	if (r == 0)
-		r = pragma_value(db, "PRAGMA bak.application_id", &their_app);
+		r = sq_int(db, "PRAGMA bak.application_id", &their_app);
 	if (r == 0 && (mine != theirs || app != their_app)) {
-		dbi_set_error("the backup's schema differs from the vault's");
+		db_set_error("%s", "the backup's schema differs from the vault's");
 		r = -EPROTO;
 	}
 	return r;
 }
 
-static int bump_seq(struct db *db, int64_t base)
+static int bump_seq(struct sq *db, int64_t base)
 {
 	char sql[128];
 
 	snprintf(sql, sizeof(sql), "UPDATE main.instances SET seq = seq + %lld + 1",
 		 (long long)base);
-	return dbi_exec(db, sql);
+	return sq_exec(db, sql);
 }
 
-static int replace_rows(struct db *db, int64_t *seq_base)
+static int replace_rows(struct sq *db, int64_t *seq_base)
 {
 	char sql[128];
 	int r;
 
-	r = pragma_value(db, "SELECT coalesce(max(seq), 0) FROM main.instances", seq_base);
+	r = sq_int(db, "SELECT coalesce(max(seq), 0) FROM main.instances", seq_base);
 
 	for (size_t i = N_RESTORED; r == 0 && i-- > 0;) {
 		snprintf(sql, sizeof(sql), "DELETE FROM main.%s", restored_tables[i]);
-		r = dbi_exec(db, sql);
+		r = sq_exec(db, sql);
 	}
 	for (size_t i = 0; r == 0 && i < N_RESTORED; i++) {
 		snprintf(sql, sizeof(sql), "INSERT INTO main.%s SELECT * FROM bak.%s",
 			 restored_tables[i], restored_tables[i]);
-		r = dbi_exec(db, sql);
+		r = sq_exec(db, sql);
 	}
 	return r;
 }
 
-int db_restore(struct db *db, const char *path)
+int sq_restore(struct db *h, const char *path)
 {
+	struct sq *db = sq_of(h);
+	static const char sql_attach[] = "ATTACH DATABASE ?1 AS bak";
 	int64_t seq_base = 0;
-	sqlite3_stmt *st = NULL;
-	int rc, r;
+	int r;
 
-	dbi_lock(db);
-	rc = sqlite3_prepare_v2(dbi_conn(db), "ATTACH DATABASE ?1 AS bak", -1, &st, NULL);
-	if (rc == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
-		rc = sqlite3_step(st);
-		sqlite3_finalize(st);
-	}
-	if (rc != SQLITE_OK && rc != SQLITE_DONE) {
-		r = dbi_rc(db, rc);
+	sq_lock(db);
+	r = sq_change(db, sql_attach, -1, SQ_ARGS(SQ_T(path)), NULL, NULL);
+	if (r < 0)
 		goto out;
-	}
 	r = same_schema(db);
 	if (r == 0)
-		r = dbi_exec(db, "BEGIN IMMEDIATE");
+		r = sq_exec(db, "BEGIN IMMEDIATE");
 	/* Every row of the backup is checked before anything is replaced. */
 	if (r == 0) {
-		r = dbi_auth_check_attached(db, "bak");
+		r = sq_auth_check_attached(db, "bak");
 		if (r == 0)
 			r = replace_rows(db, &seq_base);
 		/* seq only grows: a daemon that saw the vault before takes the
@@ -194,14 +162,14 @@ int db_restore(struct db *db, const char *path)
 		if (r == 0)
 			r = bump_seq(db, seq_base);
 		if (r == 0)
-			r = dbi_state_remake_all(db);
+			r = sq_state_remake_all(db);
 		if (r == 0)
-			r = dbi_exec(db, "COMMIT");
+			r = sq_exec(db, "COMMIT");
 		if (r < 0)
-			sqlite3_exec(dbi_conn(db), "ROLLBACK", NULL, NULL, NULL);
+			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
 	}
-	sqlite3_exec(dbi_conn(db), "DETACH DATABASE bak", NULL, NULL, NULL);
+	sqlite3_exec(db->conn, "DETACH DATABASE bak", NULL, NULL, NULL);
 out:
-	dbi_unlock(db);
+	sq_unlock(db);
 	return r;
 }

@@ -14,8 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "db_int.h"
-#include "db_versions.h"
+#include "sqlite_int.h"
 
 #define VERSION_COLS "secret_id, version, size, flags, mtime, updated_by"
 
@@ -104,43 +103,31 @@ static const char sql_instance_key[] =
 	"FROM instances WHERE id = ?1";
 
 /* Runs sql with ?1 = a, ?2 = b: the common shape here. */
-static int exec_ids(struct db *db, const char *sql, int64_t a, int64_t b, int want)
+static int exec_ids(struct sq *db, const char *sql, int64_t a, int64_t b, int want)
 {
-	sqlite3_stmt *st;
-	int r = 0;
-
-	dbi_lock(db);
-	st = dbi_stmt(db, sql, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, a);
-		sqlite3_bind_int64(st, 2, b);
-		r = dbi_step_change(db, st, want);
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return r;
+	return sq_change(db, sql, want, SQ_ARGS(SQ_I(a), SQ_I(b)), NULL, NULL);
 }
 
-int db_version_archive(struct db *db, int64_t secret_id, bool with_v0, unsigned keep)
+int sq_version_archive(struct db *h, int64_t secret_id, bool with_v0, unsigned keep)
 {
-	int r = exec_ids(db, sql_archive, secret_id, with_v0, -1);
+	int r = exec_ids(sq_of(h), sql_archive, secret_id, with_v0, -1);
 
 	if (r == 0)
-		r = exec_ids(db, sql_prune, secret_id, keep, -1);
+		r = exec_ids(sq_of(h), sql_prune, secret_id, keep, -1);
 	return r;
 }
 
 static const int version_tagged[] = { 0, 1, 2, 3 };
 static const int trash_tagged[] = { 0, 1, 2, 3, 4, 5 };
 
-static int row_version(struct db *db, sqlite3_stmt *st, struct db_version *v)
+static int row_version(struct sq *db, sqlite3_stmt *st, struct db_version *v)
 {
 	char what[48];
 	int r;
 
 	snprintf(what, sizeof(what), " (version %lld)", (long long)sqlite3_column_int64(st, 1));
-	r = dbi_row_verify(db, st, "versions", version_tagged, 4, VERSION_MAC, what,
-			   sqlite3_column_int64(st, 0));
+	r = sq_row_verify(db, st, "versions", version_tagged, 4, VERSION_MAC, what,
+			  sqlite3_column_int64(st, 0));
 	if (r < 0)
 		return r;
 	v->secret_id = sqlite3_column_int64(st, 0);
@@ -152,79 +139,64 @@ static int row_version(struct db *db, sqlite3_stmt *st, struct db_version *v)
 	return 0;
 }
 
-int db_version_get(struct db *db, int64_t secret_id, uint64_t version,
+struct version_out {
+	struct db_version *v;
+	struct db_blob *blob;
+};
+
+static int row_version_blob(struct sq *db, sqlite3_stmt *st, void *ctx)
+{
+	struct version_out *o = ctx;
+	int r = row_version(db, st, o->v);
+
+	return r == 0 && o->blob ? sq_column_blob(st, VERSION_MAC + 1, o->blob) : r;
+}
+
+int sq_version_get(struct db *h, int64_t secret_id, uint64_t version,
 		   struct db_version *out, struct db_blob *blob)
 {
-	sqlite3_stmt *st;
-	int r = 0;
+	struct version_out o = { out, blob };
 
 	if (blob) {
 		blob->data = NULL;
 		blob->len = 0;
 	}
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_version_get, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, secret_id);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)version);
-		r = dbi_step_row(db, st);
-		if (r == 1) {
-			r = row_version(db, st, out);
-			if (r == 0 && blob)
-				r = dbi_column_blob(st, VERSION_MAC + 1, blob);
-		} else if (r == 0) {
-			r = -ENOENT;
-		}
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return r;
+	return sq_query(sq_of(h), SQ_ONE, sql_version_get, row_version_blob, &o,
+			SQ_ARGS(SQ_I(secret_id), SQ_I(version)));
 }
 
-int db_version_each(struct db *db, int64_t secret_id,
+struct each_ctx {
+	void *fn;
+	void *ctx;
+};
+
+static int row_version_each(struct sq *db, sqlite3_stmt *st, void *ctx)
+{
+	struct each_ctx *e = ctx;
+	int (*fn)(void *, const struct db_version *) = e->fn;
+	struct db_version v;
+	int r = row_version(db, st, &v);
+
+	return r ? r : fn(e->ctx, &v);
+}
+
+int sq_version_each(struct db *h, int64_t secret_id,
 		    int (*fn)(void *, const struct db_version *), void *ctx)
 {
-	struct db_version v;
-	sqlite3_stmt *st;
-	int r = 0;
+	struct each_ctx e = { (void *)fn, ctx };
 
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_version_each, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, secret_id);
-		while ((r = dbi_step_row(db, st)) == 1) {
-			r = row_version(db, st, &v);
-			if (r == 0)
-				r = fn(ctx, &v);
-			if (r)
-				break;
-		}
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return r;
+	return sq_query(sq_of(h), 0, sql_version_each, row_version_each, &e,
+			SQ_ARGS(SQ_I(secret_id)));
 }
 
-int db_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,
+int sq_version_set_blob(struct db *h, int64_t secret_id, uint64_t version,
 			const struct db_blob *blob)
 {
-	sqlite3_stmt *st;
-	int r = 0;
-
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_version_set_blob, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, secret_id);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)version);
-		dbi_bind_blob(st, 3, blob);
-		r = dbi_step_change(db, st, 1);
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return r;
+	return sq_change(sq_of(h), sql_version_set_blob, 1,
+			 SQ_ARGS(SQ_I(secret_id), SQ_I(version), SQ_B(blob)), NULL, NULL);
 }
 
-static int db_secret_adopt_now(struct db *db, int64_t id, int64_t from_id)
+static int adopt_now(struct sq *db, int64_t id, int64_t from_id)
 {
 	static const char *const steps[] = {
 		sql_adopt_drop, sql_adopt_versions, sql_adopt_attrs, sql_adopt_attrs_rest,
@@ -241,36 +213,25 @@ static int db_secret_adopt_now(struct db *db, int64_t id, int64_t from_id)
 	return r;
 }
 
-static int db_trash_put_now(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
+static int trash_put_now(struct sq *db, const struct db_secret *s, int64_t now_ns, uid_t by)
 {
-	sqlite3_stmt *st;
-	int r = 0;
+	int r = sq_change(db, sql_trash_put, 1, SQ_ARGS(SQ_I(s->id), SQ_I(now_ns), SQ_I(by)),
+			  NULL, NULL);
 
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_trash_put, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, s->id);
-		sqlite3_bind_int64(st, 2, now_ns);
-		sqlite3_bind_int64(st, 3, by);
-		r = dbi_step_change(db, st, 1);
-		dbi_done(st);
-	}
-	if (r == 0)
-		r = exec_ids(db, sql_trash_unlink, s->id, 0, 1);
-	dbi_unlock(db);
-	return r;
+	return r ? r : exec_ids(db, sql_trash_unlink, s->id, 0, 1);
 }
 
-static int row_trash(struct db *db, sqlite3_stmt *st, struct db_trash *t)
+static int row_trash(struct sq *db, sqlite3_stmt *st, void *out)
 {
-	int r = dbi_row_verify(db, st, "trash", trash_tagged, 6, TRASH_MAC, NULL,
-			       sqlite3_column_int64(st, 0));
+	struct db_trash *t = out;
+	int r = sq_row_verify(db, st, "trash", trash_tagged, 6, TRASH_MAC, NULL,
+			      sqlite3_column_int64(st, 0));
 
 	if (r < 0)
 		return r;
 	t->secret_id = sqlite3_column_int64(st, 0);
 	t->instance_id = sqlite3_column_int64(st, 1);
-	dbi_column_name(st, 2, t->name);
+	sq_column_name(st, 2, t->name);
 	t->uid = (uid_t)sqlite3_column_int64(st, 3);
 	t->gid = (gid_t)sqlite3_column_int64(st, 4);
 	t->mode = (mode_t)sqlite3_column_int64(st, 5) & 07777;
@@ -282,123 +243,76 @@ static int row_trash(struct db *db, sqlite3_stmt *st, struct db_trash *t)
 	return 0;
 }
 
-int db_trash_find(struct db *db, int64_t instance_id, const char *name, int64_t since_ns,
+int sq_trash_find(struct db *h, int64_t instance_id, const char *name, int64_t since_ns,
 		  struct db_trash *out)
 {
-	sqlite3_stmt *st;
-	int r = 0;
-
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_trash_find, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, instance_id);
-		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, since_ns);
-		r = dbi_step_row(db, st);
-		if (r == 1) {
-			r = row_trash(db, st, out);
-		} else if (r == 0) {
-			r = -ENOENT;
-		}
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return r;
+	return sq_query(sq_of(h), SQ_ONE, sql_trash_find, row_trash, out,
+			SQ_ARGS(SQ_I(instance_id), SQ_T(name), SQ_I(since_ns)));
 }
 
-static int db_trash_restore_now(struct db *db, int64_t secret_id, int64_t now_ns)
+static int trash_restore_now(struct sq *db, int64_t secret_id, int64_t now_ns)
 {
-	sqlite3_stmt *st;
-	int r = 0;
+	int r = sq_query(db, SQ_ONE, sql_trash_taken, NULL, NULL, SQ_ARGS(SQ_I(secret_id)));
 
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_trash_taken, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, secret_id);
-		r = dbi_step_row(db, st);
-		dbi_done(st);
-		if (r == 1)
-			r = -EEXIST;
-	}
 	if (r == 0)
-		r = exec_ids(db, sql_trash_restore, secret_id, now_ns, 1);
+		return -EEXIST;
+	if (r != -ENOENT)
+		return r;
+	r = exec_ids(db, sql_trash_restore, secret_id, now_ns, 1);
 	if (r == 0)
 		r = exec_ids(db, sql_trash_restored, secret_id, 0, 1);
 	if (r == 0)
 		r = exec_ids(db, sql_trash_drop, secret_id, 0, 1);
-	dbi_unlock(db);
 	return r;
 }
 
-int db_trash_each(struct db *db, int64_t instance_id,
+static int row_trash_each(struct sq *db, sqlite3_stmt *st, void *ctx)
+{
+	struct each_ctx *e = ctx;
+	int (*fn)(void *, const struct db_trash *) = e->fn;
+	struct db_trash t;
+	int r = row_trash(db, st, &t);
+
+	return r ? r : fn(e->ctx, &t);
+}
+
+int sq_trash_each(struct db *h, int64_t instance_id,
 		  int (*fn)(void *, const struct db_trash *), void *ctx)
 {
-	struct db_trash t;
-	sqlite3_stmt *st;
-	int r = 0;
+	struct each_ctx e = { (void *)fn, ctx };
 
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_trash_each, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, instance_id);
-		while ((r = dbi_step_row(db, st)) == 1) {
-			r = row_trash(db, st, &t);
-			if (r == 0)
-				r = fn(ctx, &t);
-			if (r)
-				break;
-		}
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return r;
+	return sq_query(sq_of(h), 0, sql_trash_each, row_trash_each, &e,
+			SQ_ARGS(SQ_I(instance_id)));
 }
 
-static int purge_step(struct db *db, const char *sql, int64_t instance_id, const char *name,
-		      int64_t before_ns)
+static int purge_step(struct sq *db, const char *sql, int64_t instance_id, const char *name,
+		      int64_t before_ns, int64_t *count)
 {
-	sqlite3_stmt *st;
-	int r = 0;
-
-	st = dbi_stmt(db, sql, &r);
-	if (!st)
-		return r;
-	sqlite3_bind_int64(st, 1, instance_id);
-	if (name)
-		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, 2);
-	sqlite3_bind_int64(st, 3, before_ns);
-	r = dbi_step_change(db, st, -1);
-	dbi_done(st);
-	return r;
+	return sq_change(db, sql, -1, SQ_ARGS(SQ_I(instance_id), SQ_T(name), SQ_I(before_ns)),
+			 NULL, count);
 }
 
-int db_trash_purge(struct db *db, int64_t instance_id, const char *name, int64_t before_ns,
+/* In a transaction of its own (a savepoint in the caller's), whose
+ * outermost commit empties the write-ahead log (sqlite.c). */
+int sq_trash_purge(struct db *h, int64_t instance_id, const char *name, int64_t before_ns,
 		   int64_t *count)
 {
-	int r;
+	struct sq *db = sq_of(h);
+	int64_t n = 0;
+	int r = sq_begin(db, false);
 
-	dbi_lock(db);
-	r = purge_step(db, sql_purge_versions, instance_id, name, before_ns);
+	if (r < 0)
+		return r;
+	r = purge_step(db, sql_purge_versions, instance_id, name, before_ns, NULL);
 	if (r == 0)
-		r = purge_step(db, sql_purge_attrs, instance_id, name, before_ns);
+		r = purge_step(db, sql_purge_attrs, instance_id, name, before_ns, NULL);
 	if (r == 0)
-		r = purge_step(db, sql_purge_trash, instance_id, name, before_ns);
+		r = purge_step(db, sql_purge_trash, instance_id, name, before_ns, &n);
 	if (r == 0 && count)
-		*count = sqlite3_changes(dbi_conn(db));
-	dbi_unlock(db);
-	return r;
-}
-
-int db_wipe_wal(struct db *db)
-{
-	int r;
-
-	dbi_lock(db);
-	r = dbi_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-	dbi_unlock(db);
-	return r;
+		*count = n;
+	if (r == 0)
+		db->purged = true;
+	return sq_end(db, r);
 }
 
 struct id_list {
@@ -406,146 +320,134 @@ struct id_list {
 	char (*names)[DB_NAME_MAX + 1];
 	bool *live;
 	size_t n, cap;
+	bool adding_live;
 };
 
-static int id_list_add(struct id_list *l, int64_t id, const char *name, bool live)
+static int id_list_grow(struct id_list *l)
 {
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 64;
-		int64_t *ids = realloc(l->ids, cap * sizeof(*ids));
-		char (*names)[DB_NAME_MAX + 1];
-		bool *lv;
+	size_t cap = l->cap ? l->cap * 2 : 64;
+	int64_t *ids = realloc(l->ids, cap * sizeof(*ids));
+	char (*names)[DB_NAME_MAX + 1];
+	bool *lv;
 
-		if (!ids)
-			return -ENOMEM;
-		l->ids = ids;
-		names = realloc(l->names, cap * sizeof(*names));
-		if (!names)
-			return -ENOMEM;
-		l->names = names;
-		lv = realloc(l->live, cap * sizeof(*lv));
-		if (!lv)
-			return -ENOMEM;
-		l->live = lv;
-		l->cap = cap;
-	}
-	l->ids[l->n] = id;
-	memcpy(l->names[l->n], name, DB_NAME_MAX + 1);
-	l->live[l->n++] = live;
+	if (!ids)
+		return -ENOMEM;
+	l->ids = ids;
+	names = realloc(l->names, cap * sizeof(*names));
+	if (!names)
+		return -ENOMEM;
+	l->names = names;
+	lv = realloc(l->live, cap * sizeof(*lv));
+	if (!lv)
+		return -ENOMEM;
+	l->live = lv;
+	l->cap = cap;
 	return 0;
 }
 
-static int collect_ids(struct db *db, const char *sql, int64_t instance_id, bool live,
-		       struct id_list *l)
+static int row_id(struct sq *db, sqlite3_stmt *st, void *ctx)
 {
-	char name[DB_NAME_MAX + 1];
-	sqlite3_stmt *st;
-	int r = 0;
+	struct id_list *l = ctx;
 
-	st = dbi_stmt(db, sql, &r);
-	if (!st)
-		return r;
-	sqlite3_bind_int64(st, 1, instance_id);
-	while ((r = dbi_step_row(db, st)) == 1) {
-		dbi_column_name(st, 1, name);
-		r = id_list_add(l, sqlite3_column_int64(st, 0), name, live);
-		if (r < 0)
-			break;
-	}
-	dbi_done(st);
-	return r;
+	if (l->n == l->cap && id_list_grow(l) < 0)
+		return -ENOMEM;
+	l->ids[l->n] = sqlite3_column_int64(st, 0);
+	sq_column_name(st, 1, l->names[l->n]);
+	l->live[l->n++] = l->adding_live;
+	return 0;
 }
 
-int db_instance_secret_ids(struct db *db, int64_t instance_id,
+static int collect_ids(struct sq *db, const char *sql, int64_t instance_id, bool live,
+		       struct id_list *l)
+{
+	l->adding_live = live;
+	return sq_query(db, 0, sql, row_id, l, SQ_ARGS(SQ_I(instance_id)));
+}
+
+int sq_instance_secret_ids(struct db *h, int64_t instance_id,
 			   int (*fn)(void *, int64_t id, const char *name, bool live),
 			   void *ctx)
 {
+	struct sq *db = sq_of(h);
 	struct id_list l = { 0 };
 	int r;
 
 	/* Listed first and visited after, so fn may change these rows. */
-	dbi_lock(db);
+	sq_lock(db);
 	r = collect_ids(db, sql_ids_live, instance_id, true, &l);
 	if (r == 0)
 		r = collect_ids(db, sql_ids_trash, instance_id, false, &l);
 	for (size_t i = 0; r == 0 && i < l.n; i++)
 		r = fn(ctx, l.ids[i], l.names[i], l.live[i]);
-	dbi_unlock(db);
+	sq_unlock(db);
 	free(l.ids);
 	free(l.names);
 	free(l.live);
 	return r;
 }
 
-int db_instance_key(struct db *db, int64_t id, struct db_instance *in, struct db_blob *wrapped)
+struct instance_out {
+	struct db_instance *in;
+	struct db_blob *wrapped;
+};
+
+static int row_instance_key(struct sq *db, sqlite3_stmt *st, void *ctx)
 {
-	sqlite3_stmt *st;
-	int r = 0;
+	struct instance_out *o = ctx;
+	int r = sq_row_instance(db, st, o->in);
+
+	return r ? r : sq_column_blob(st, 9, o->wrapped);
+}
+
+int sq_instance_key(struct db *h, int64_t id, struct db_instance *in, struct db_blob *wrapped)
+{
+	struct instance_out o = { in, wrapped };
 
 	wrapped->data = NULL;
 	wrapped->len = 0;
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_instance_key, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, id);
-		r = dbi_step_row(db, st);
-		if (r == 1) {
-			r = dbi_row_instance(db, st, in);
-			if (r == 0)
-				r = dbi_column_blob(st, 9, wrapped);
-		} else if (r == 0) {
-			r = -ENOENT;
-		}
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return r;
-}
-
-static int live_end(struct db *db, int r)
-{
-	if (r == 0)
-		return db_commit(db);
-	db_rollback(db);
-	return r;
+	return sq_query(sq_of(h), SQ_ONE, sql_instance_key, row_instance_key, &o,
+			SQ_ARGS(SQ_I(id)));
 }
 
 /* Each changes which secrets are live: in a transaction that remakes the
- * instance's state (db_auth.c). */
-int db_secret_adopt(struct db *db, int64_t id, int64_t from_id)
+ * instance's state (sqlite_auth.c). */
+int sq_secret_adopt(struct db *h, int64_t id, int64_t from_id)
 {
-	int r = db_begin(db);
+	struct sq *db = sq_of(h);
+	int r = sq_begin(db, false);
 
 	if (r < 0)
 		return r;
-	r = dbi_state_touch_secret(db, id, false);
+	r = sq_state_touch_secret(db, id, false);
 	if (r == 0)
-		r = dbi_state_touch_secret(db, from_id, false);
+		r = sq_state_touch_secret(db, from_id, false);
 	if (r == 0)
-		r = db_secret_adopt_now(db, id, from_id);
-	return live_end(db, r);
+		r = adopt_now(db, id, from_id);
+	return sq_end(db, r);
 }
 
-int db_trash_put(struct db *db, const struct db_secret *s, int64_t now_ns, uid_t by)
+int sq_trash_put(struct db *h, const struct db_secret *s, int64_t now_ns, uid_t by)
 {
-	int r = db_begin(db);
+	struct sq *db = sq_of(h);
+	int r = sq_begin(db, false);
 
 	if (r < 0)
 		return r;
-	r = dbi_state_touch_secret(db, s->id, false);
+	r = sq_state_touch_secret(db, s->id, false);
 	if (r == 0)
-		r = db_trash_put_now(db, s, now_ns, by);
-	return live_end(db, r);
+		r = trash_put_now(db, s, now_ns, by);
+	return sq_end(db, r);
 }
 
-int db_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
+int sq_trash_restore(struct db *h, int64_t secret_id, int64_t now_ns)
 {
-	int r = db_begin(db);
+	struct sq *db = sq_of(h);
+	int r = sq_begin(db, false);
 
 	if (r < 0)
 		return r;
-	r = dbi_state_touch_secret(db, secret_id, true);
+	r = sq_state_touch_secret(db, secret_id, true);
 	if (r == 0)
-		r = db_trash_restore_now(db, secret_id, now_ns);
-	return live_end(db, r);
+		r = trash_restore_now(db, secret_id, now_ns);
+	return sq_end(db, r);
 }

@@ -14,9 +14,10 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "db_int.h"
+#include "sqlite_int.h"
 
 #define MSG_MAX 4096	/* a 1024-byte description, two 255-byte names and more */
 #define PENDING_MAX 8
@@ -121,24 +122,24 @@ static void report_now(const struct db_auth *auth, const char *what)
 		auth->failed(auth->ctx, what);
 }
 
-static void auth_fail(struct db *db, const char *what)
+static void auth_fail(struct sq *db, const char *what)
 {
 	char msg[160];
 
 	snprintf(msg, sizeof(msg), "%s fails authentication (tampered or damaged database)",
 		 what);
-	dbi_set_error(msg);
-	if (!dbi_in_own_txn(db)) {
-		report_now(dbi_auth(db), what);
+	db_set_error("%s", msg);
+	if (!sq_in_own_txn(db)) {
+		report_now(db->auth, what);
 		return;
 	}
 	if (npending < PENDING_MAX) {
 		snprintf(pending[npending++], WHAT_MAX, "%s", what);
-		pending_auth = dbi_auth(db);
+		pending_auth = db->auth;
 	}
 }
 
-void dbi_auth_flush(struct db *db)
+void sq_auth_flush(struct sq *db)
 {
 	unsigned n = npending;
 
@@ -148,7 +149,7 @@ void dbi_auth_flush(struct db *db)
 		report_now(pending_auth, pending[i]);
 }
 
-int dbi_auth_sql_failed(void)
+int sq_auth_sql_failed(void)
 {
 	int r = sql_failed;
 
@@ -170,8 +171,8 @@ static void describe(char *out, size_t size, const char *tag, sqlite3_value **f,
 /* dba_mac(tag, field...): the tag of a row about to be written. */
 static void sql_mac(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
-	struct db *db = sqlite3_user_data(ctx);
-	const struct db_auth *auth = dbi_auth_next(db) ? dbi_auth_next(db) : dbi_auth(db);
+	struct sq *db = sqlite3_user_data(ctx);
+	const struct db_auth *auth = db->auth_next ? db->auth_next : db->auth;
 	unsigned char tag[DB_MAC_LEN];
 	struct msg m;
 
@@ -193,8 +194,8 @@ static void sql_mac(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 /* dba_check(mac, tag, field...): 1, or the statement fails. */
 static void sql_check(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
-	struct db *db = sqlite3_user_data(ctx);
-	const struct db_auth *auth = dbi_auth(db);
+	struct sq *db = sqlite3_user_data(ctx);
+	const struct db_auth *auth = db->auth;
 	char what[WHAT_MAX];
 	const char *tag;
 	struct msg m;
@@ -217,15 +218,15 @@ static void sql_check(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	sqlite3_result_error(ctx, what, -1);
 }
 
-int dbi_auth_register(struct db *db)
+int sq_auth_register(struct sq *db)
 {
-	int rc = sqlite3_create_function(dbi_conn(db), "dba_mac", -1, SQLITE_UTF8, db,
+	int rc = sqlite3_create_function(db->conn, "dba_mac", -1, SQLITE_UTF8, db,
 					 sql_mac, NULL, NULL);
 
 	if (rc == SQLITE_OK)
-		rc = sqlite3_create_function(dbi_conn(db), "dba_check", -1, SQLITE_UTF8, db,
+		rc = sqlite3_create_function(db->conn, "dba_check", -1, SQLITE_UTF8, db,
 					     sql_check, NULL, NULL);
-	return rc == SQLITE_OK ? 0 : dbi_rc(db, rc);
+	return rc == SQLITE_OK ? 0 : sq_errno(db, rc);
 }
 
 static bool row_ok(const struct db_auth *auth, sqlite3_stmt *st, const char *tag,
@@ -240,14 +241,14 @@ static bool row_ok(const struct db_auth *auth, sqlite3_stmt *st, const char *tag
 		      (size_t)sqlite3_column_bytes(st, maccol));
 }
 
-int dbi_row_verify(struct db *db, sqlite3_stmt *st, const char *tag, const int *cols,
+int sq_row_verify(struct sq *db, sqlite3_stmt *st, const char *tag, const int *cols,
 		   int ncols, int maccol, const char *what, int64_t id)
 {
-	const struct db_auth *auth = dbi_auth(db);
+	const struct db_auth *auth = db->auth;
 	char desc[WHAT_MAX];
 
 	if (!auth) {
-		dbi_set_error("the store was opened without the vault's key: rows can't be "
+		db_set_error("%s", "the store was opened without the vault's key: rows can't be "
 			      "checked");
 		return -EACCES;
 	}
@@ -261,137 +262,150 @@ int dbi_row_verify(struct db *db, sqlite3_stmt *st, const char *tag, const int *
 }
 
 /* What each table's tag covers, in order (as SQL over the row's columns). */
+#define TAGGED(table, fields) { table, fields, "SELECT " fields ", mac FROM " table }
 static const struct {
-	const char *table, *fields;
+	const char *table, *fields, *scan;
 } tagged[] = {
-	{ "instances", DBA_INSTANCES },
-	{ "secrets", DBA_SECRETS },
-	{ "versions", DBA_VERSIONS },
-	{ "trash", DBA_TRASH },
-	{ "secret_attrs", DBA_ATTRS },
+	TAGGED("instances", DBA_INSTANCES),
+	TAGGED("secrets", DBA_SECRETS),
+	TAGGED("versions", DBA_VERSIONS),
+	TAGGED("trash", DBA_TRASH),
+	TAGGED("secret_attrs", DBA_ATTRS),
 };
 #define N_TAGGED (sizeof(tagged) / sizeof(tagged[0]))
 
-static int each_table(struct db *db, const char *fmt)
+static int each_table(struct sq *db, const char *fmt)
 {
 	char sql[512];
 	int r = 0;
 
-	dbi_lock(db);
+	sq_lock(db);
 	for (size_t i = 0; r == 0 && i < N_TAGGED; i++) {
 		snprintf(sql, sizeof(sql), fmt, tagged[i].table, tagged[i].fields,
 			 tagged[i].fields);
-		r = dbi_exec(db, sql);
+		r = sq_exec(db, sql);
 	}
-	dbi_unlock(db);
+	sq_unlock(db);
 	return r;
 }
 
-int dbi_auth_check_attached(struct db *db, const char *schema)
+int sq_auth_check_attached(struct sq *db, const char *schema)
 {
 	char sql[512];
 	int r = 0;
 
-	if (!dbi_auth(db))
+	if (!db->auth)
 		return -EACCES;
 	for (size_t i = 0; r == 0 && i < N_TAGGED; i++) {
 		snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s.%s WHERE NOT dba_check(mac, %s)",
 			 schema, tagged[i].table, tagged[i].fields);
-		r = dbi_exec(db, sql);
+		r = sq_exec(db, sql);
 	}
 	return r;
 }
 
-static int state_make(struct db *db, int64_t inst, void *ctx)
+static int state_make(struct sq *db, int64_t inst, void *ctx)
 {
-	return dbi_state_update(db, inst, ctx, false);
+	return sq_state_update(db, inst, ctx, false);
 }
 
-static int state_remake(struct db *db, int64_t inst, void *ctx)
+static int state_remake(struct sq *db, int64_t inst, void *ctx)
 {
-	int r = dbi_state_verify(db, inst);
+	int r = sq_state_verify(db, inst);
 
-	return r < 0 ? r : dbi_state_update(db, inst, ctx, false);
+	return r < 0 ? r : sq_state_update(db, inst, ctx, false);
 }
 
-int db_auth_upgrade(struct db *db)
+int sq_auth_upgrade(struct db *h)
 {
+	struct sq *db = sq_of(h);
 	int r;
 
-	if (!dbi_auth(db))
+	if (!db->auth)
 		return -EACCES;
 	r = each_table(db, "UPDATE %s SET mac = dba_mac(%s)%.0s");
 	if (r == 0)
-		r = dbi_state_remake_all(db);
+		r = sq_state_remake_all(db);
 	return r;
 }
 
-int dbi_state_remake_all(struct db *db)
+int sq_state_remake_all(struct sq *db)
 {
-	int r = dbi_each_instance(db, state_make, (void *)dbi_auth(db));
+	int r = sq_each_instance(db, state_make, (void *)db->auth);
 
-	return r < 0 ? r : dbi_floor_update(db, dbi_auth(db));
+	return r < 0 ? r : sq_floor_update(db, db->auth);
 }
 
-int db_auth_rekey(struct db *db, const struct db_auth *next)
+int sq_auth_rekey(struct db *h, const struct db_auth *next)
 {
+	struct sq *db = sq_of(h);
 	int r;
 
-	if (!dbi_auth(db))
+	if (!db->auth)
 		return -EACCES;
-	dbi_lock(db);
-	r = dbi_each_instance(db, state_remake, (void *)next);
-	dbi_set_auth_next(db, next);
+	sq_lock(db);
+	r = sq_each_instance(db, state_remake, (void *)next);
+	db->auth_next = next;
 	if (r == 0)
 		r = each_table(db, "UPDATE %s SET mac = dba_mac(%s) WHERE dba_check(mac, %s)");
-	dbi_set_auth_next(db, NULL);
-	dbi_unlock(db);
+	db->auth_next = NULL;
+	sq_unlock(db);
 	return r;
 }
 
-static int check_table(struct db *db, size_t t, void (*fn)(void *, const char *), void *ctx,
-		       bool *bad)
-{
-	const struct db_auth *auth = dbi_auth(db);
-	char sql[512], what[WHAT_MAX];
-	sqlite3_stmt *st = NULL;
-	int cols[16], n, rc, r = 0;
+struct check_ctx {
+	size_t t;
+	int cols[16], ncols;
+	bool bad;
+	void (*fn)(void *, const char *);
+	void *ctx;
+};
 
-	snprintf(sql, sizeof(sql), "SELECT %s, mac FROM %s", tagged[t].fields,
-		 tagged[t].table);
-	rc = sqlite3_prepare_v2(dbi_conn(db), sql, -1, &st, NULL);
-	if (rc != SQLITE_OK)
-		return dbi_rc(db, rc);
-	n = sqlite3_column_count(st) - 1;	/* the tag's own name comes first */
-	for (int i = 1; i < n && i - 1 < 16; i++)
-		cols[i - 1] = i;
-	while ((r = dbi_step_row(db, st)) == 1) {
-		if (row_ok(auth, st, tagged[t].table, cols, n - 1, n))
-			continue;
-		*bad = true;
-		snprintf(what, sizeof(what), "%s row %s%s%s", tagged[t].table,
-			 (const char *)sqlite3_column_text(st, 1),
-			 t == 2 || t == 4 ? "/" : "",
-			 t == 2 || t == 4 ? (const char *)sqlite3_column_text(st, 2) : "");
-		if (fn)
-			fn(ctx, what);
-	}
-	sqlite3_finalize(st);
-	return r;
+static int row_check(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct check_ctx *c = arg;
+	char what[WHAT_MAX];
+	bool two = c->t == 2 || c->t == 4;
+
+	if (row_ok(db->auth, st, tagged[c->t].table, c->cols, c->ncols, c->ncols + 1))
+		return 0;
+	c->bad = true;
+	snprintf(what, sizeof(what), "%s row %s%s%s", tagged[c->t].table,
+		 (const char *)sqlite3_column_text(st, 1), two ? "/" : "",
+		 two ? (const char *)sqlite3_column_text(st, 2) : "");
+	if (c->fn)
+		c->fn(c->ctx, what);
+	return 0;
 }
 
-int db_auth_check_all(struct db *db, void (*fn)(void *, const char *what), void *ctx)
+/* Columns 1 .. n-1 of each scan are the tagged fields (column 0 is the
+ * table's name, which msg_init puts first), column n the tag. */
+static int field_count(const char *fields)
 {
-	bool bad = false;
+	int n = 0;
+
+	for (; *fields; fields++)
+		n += *fields == ',';
+	return n;
+}
+
+int sq_auth_check_all(struct db *h, void (*fn)(void *, const char *what), void *ctx)
+{
+	struct sq *db = sq_of(h);
+	struct check_ctx c = { .fn = fn, .ctx = ctx };
 	int r = 0;
 
-	if (!dbi_auth(db))
+	if (!db->auth)
 		return -EACCES;
-	dbi_lock(db);
-	for (size_t t = 0; r == 0 && t < N_TAGGED; t++)
-		r = check_table(db, t, fn, ctx, &bad);
-	dbi_unlock(db);
-	return r < 0 ? r : bad ? -EIO : 0;
+	sq_lock(db);
+	for (c.t = 0; r == 0 && c.t < N_TAGGED; c.t++) {
+		c.ncols = field_count(tagged[c.t].fields);
+		for (int i = 0; i < c.ncols && i < 16; i++)
+			c.cols[i] = i + 1;
+		r = sq_query(db, 0, tagged[c.t].scan, row_check, &c, SQ_NOARGS);
+	}
+	sq_unlock(db);
+	return r < 0 ? r : c.bad ? -EIO : 0;
 }
 
 /*
@@ -445,58 +459,59 @@ static const char sql_state_set[] =
 	"UPDATE instances SET seq = ?2, state = ?3 WHERE id = ?1";
 static const char sql_instance_seq[] = "SELECT seq FROM instances WHERE id = ?1";
 
+struct scan {
+	const struct db_auth *auth;
+	int64_t inst, delta, *seq;
+	struct state_calc c;
+	unsigned char stored[DB_MAC_LEN];
+	bool first, stored_ok;
+	int (*fn)(void *, int64_t, uint64_t);
+	void *ctx;
+};
+
+static int row_scan(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct scan *s = arg;
+	const void *p;
+
+	if (s->first) {
+		*s->seq = sqlite3_column_int64(st, 0) + s->delta;
+		p = sqlite3_column_blob(st, 1);
+		s->stored_ok = p && sqlite3_column_bytes(st, 1) == DB_MAC_LEN;
+		if (s->stored_ok)
+			memcpy(s->stored, p, DB_MAC_LEN);
+		state_begin(&s->c, s->auth, s->inst, *s->seq);
+		s->first = false;
+	}
+	if (sqlite3_column_type(st, 2) == SQLITE_NULL)
+		return 0;
+	state_add(&s->c, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+	return s->fn ? s->fn(s->ctx, sqlite3_column_int64(st, 2),
+			     (uint64_t)sqlite3_column_int64(st, 3)) : 0;
+}
+
 /* One statement, so one snapshot: seq (plus delta), state and the set;
- * with check, compares the state made with the stored one; fn gets each
- * (id, version). */
-static int state_scan(struct db *db, int64_t inst, const struct db_auth *auth, int64_t *seq,
-		      int64_t delta, unsigned char out[DB_MAC_LEN], bool check,
+ * with check, compares the state made with the stored one (-EBADMSG); fn
+ * gets each (id, version). */
+static int state_scan(struct sq *db, unsigned flags, int64_t inst, const struct db_auth *auth,
+		      int64_t *seq, int64_t delta, unsigned char out[DB_MAC_LEN], bool check,
 		      int (*fn)(void *, int64_t, uint64_t), void *ctx)
 {
-	struct state_calc c;
-	sqlite3_stmt *st;
-	const void *stored = NULL;
-	size_t stored_len = 0;
-	unsigned char stored_buf[DB_MAC_LEN];
-	bool first = true;
-	int r = 0;
+	struct scan s = { .auth = auth, .inst = inst, .delta = delta, .seq = seq,
+			  .first = true, .fn = fn, .ctx = ctx };
+	int r = sq_query(db, flags, sql_state_scan, row_scan, &s, SQ_ARGS(SQ_I(inst)));
 
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_state_scan, &r);
-	if (!st)
-		goto out;
-	sqlite3_bind_int64(st, 1, inst);
-	while ((r = dbi_step_row(db, st)) == 1) {
-		if (first) {
-			*seq = sqlite3_column_int64(st, 0) + delta;
-			stored = sqlite3_column_blob(st, 1);
-			stored_len = (size_t)sqlite3_column_bytes(st, 1);
-			if (stored && stored_len == DB_MAC_LEN)
-				memcpy(stored_buf, stored, DB_MAC_LEN);
-			state_begin(&c, auth, inst, *seq);
-			first = false;
-		}
-		if (sqlite3_column_type(st, 2) == SQLITE_NULL)
-			continue;
-		state_add(&c, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
-		if (fn && (r = fn(ctx, sqlite3_column_int64(st, 2),
-				  (uint64_t)sqlite3_column_int64(st, 3))) != 0)
-			break;
-	}
-	dbi_done(st);
-	if (r == 0 && first)
+	if (r == 0 && s.first)
 		r = -ENOENT;
 	if (r == 0) {
-		state_end(&c, out);
-		if (check && !(stored && stored_len == DB_MAC_LEN && same_tag(out, stored_buf,
-									  DB_MAC_LEN)))
+		state_end(&s.c, out);
+		if (check && !(s.stored_ok && same_tag(out, s.stored, DB_MAC_LEN)))
 			r = -EBADMSG;
 	}
-out:
-	dbi_unlock(db);
 	return r;
 }
 
-static int state_failed(struct db *db, int64_t inst)
+static int state_failed(struct sq *db, int64_t inst)
 {
 	char what[WHAT_MAX];
 
@@ -506,84 +521,68 @@ static int state_failed(struct db *db, int64_t inst)
 	return -EIO;
 }
 
-int db_state_check(struct db *db, int64_t inst, int64_t *seq,
-		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
+static int state_check(struct sq *db, int64_t inst, int64_t *seq,
+		       int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
 {
-	const struct db_auth *auth = dbi_auth(db);
 	unsigned char out[DB_MAC_LEN];
-	struct db *rd;
 	int r;
 
-	if ((rd = dbi_reader_take(db)))
-		return dbi_reader_give(db, rd, db_state_check(rd, inst, seq, fn, ctx));
-	if (!auth)
+	if (!db->auth)
 		return -EACCES;
-	r = state_scan(db, inst, auth, seq, 0, out, true, fn, ctx);
+	r = state_scan(db, SQ_READ, inst, db->auth, seq, 0, out, true, fn, ctx);
 	return r == -EBADMSG ? state_failed(db, inst) : r;
 }
 
-int db_instance_seq(struct db *db, int64_t inst, int64_t *seq)
+int sq_state_check(struct db *h, int64_t inst, int64_t *seq,
+		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
 {
-	struct db *rd;
-
-	if ((rd = dbi_reader_take(db)))
-		return dbi_reader_give(db, rd, db_instance_seq_latest(rd, inst, seq));
-	return db_instance_seq_latest(db, inst, seq);
+	return state_check(sq_of(h), inst, seq, fn, ctx);
 }
 
-int db_instance_seq_latest(struct db *db, int64_t inst, int64_t *seq)
+int sq_instance_seq(struct db *h, int64_t inst, bool latest, int64_t *seq)
 {
-	sqlite3_stmt *st;
-	int r = 0;
-
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_instance_seq, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, inst);
-		r = dbi_step_row(db, st);
-		if (r == 1)
-			*seq = sqlite3_column_int64(st, 0);
-		r = r == 1 ? 0 : r == 0 ? -ENOENT : r;
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return r;
+	return sq_query(sq_of(h), SQ_ONE | (latest ? 0 : SQ_READ), sql_instance_seq,
+			sq_row_int, seq, SQ_ARGS(SQ_I(inst)));
 }
 
-int dbi_state_verify(struct db *db, int64_t inst)
+int sq_state_verify(struct sq *db, int64_t inst)
 {
 	int64_t seq;
 
-	return db_state_check(db, inst, &seq, NULL, NULL);
+	return state_check(db, inst, &seq, NULL, NULL);
 }
 
 /* Inside the write transaction: seq + 1 (if bump) and the state of the set
  * as it is now, made with auth. */
-int dbi_state_update(struct db *db, int64_t inst, const struct db_auth *auth, bool bump)
+int sq_state_update(struct sq *db, int64_t inst, const struct db_auth *auth, bool bump)
 {
 	unsigned char out[DB_MAC_LEN];
 	struct db_blob b = { out, sizeof(out) };
-	sqlite3_stmt *st;
 	int64_t seq = 0;
 	int r;
 
 	if (!auth)
 		return -EACCES;
-	r = state_scan(db, inst, auth, &seq, bump, out, false, NULL, NULL);
+	r = state_scan(db, 0, inst, auth, &seq, bump, out, false, NULL, NULL);
 	if (r == -ENOENT)
 		return 0;	/* the instance went in this transaction */
 	if (r < 0)
 		return r;
-	dbi_lock(db);
-	st = dbi_stmt(db, sql_state_set, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, inst);
-		sqlite3_bind_int64(st, 2, seq);
-		dbi_bind_blob(st, 3, &b);
-		r = dbi_step_change(db, st, 1);
-		dbi_done(st);
-	}
-	dbi_unlock(db);
+	return sq_change(db, sql_state_set, 1, SQ_ARGS(SQ_I(inst), SQ_I(seq), SQ_B(&b)),
+			 NULL, NULL);
+}
+
+/* At the outermost commit: the state of each instance whose live secrets
+ * changed, made afresh, and the audit floor raised. */
+int sq_states_update(struct sq *db)
+{
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < db->ndirty; i++)
+		r = sq_state_update(db, db->dirty[i], db->auth, true);
+	if (r == 0 && db->ndirty)
+		r = sq_floor_update(db, db->auth);
+	db->ndirty = 0;
 	return r;
 }
 
@@ -605,34 +604,25 @@ static void floor_tag(const struct db_auth *auth, int64_t floor, unsigned char o
 }
 
 /* Whether any transaction ever changed live secrets (an instance's seq). */
-static bool db_any_write(struct db *db)
+static bool any_write(struct sq *db)
 {
 	static const char sql[] = "SELECT coalesce(max(seq), 0) FROM instances";
-	sqlite3_stmt *st;
-	bool any = true;	/* can't tell: fail safe */
-	int r = 0;
+	int64_t top = 1;	/* can't tell: fail safe */
 
-	dbi_lock(db);
-	st = dbi_stmt(db, sql, &r);
-	if (st) {
-		if (dbi_step_row(db, st) == 1)
-			any = sqlite3_column_int64(st, 0) > 0;
-		dbi_done(st);
-	}
-	dbi_unlock(db);
-	return any;
+	(void)sq_query(db, SQ_ONE, sql, sq_row_int, &top, SQ_NOARGS);
+	return top > 0;
 }
 
-static int floor_read(struct db *db, int64_t *floor, bool missing_ok);
+static int floor_read(struct sq *db, int64_t *floor, bool missing_ok);
 
-int db_audit_floor(struct db *db, int64_t *floor)
+int sq_audit_floor(struct db *h, int64_t *floor)
 {
-	return floor_read(db, floor, false);
+	return floor_read(sq_of(h), floor, false);
 }
 
-static int floor_read(struct db *db, int64_t *floor, bool missing_ok)
+static int floor_read(struct sq *db, int64_t *floor, bool missing_ok)
 {
-	const struct db_auth *auth = dbi_auth(db);
+	const struct db_auth *auth = db->auth;
 	unsigned char want[DB_MAC_LEN];
 	struct db_blob b = { 0 };
 	uint64_t v = 0;
@@ -640,8 +630,8 @@ static int floor_read(struct db *db, int64_t *floor, bool missing_ok)
 
 	if (!auth)
 		return -EACCES;
-	r = db_meta_get(db, FLOOR_KEY, &b);
-	if (r == -ENOENT && !missing_ok && db_any_write(db)) {
+	r = sq_meta_get(&db->base, FLOOR_KEY, &b);
+	if (r == -ENOENT && !missing_ok && any_write(db)) {
 		auth_fail(db, "meta row audit_floor (missing)");
 		return -EIO;
 	}
@@ -665,12 +655,11 @@ static int floor_read(struct db *db, int64_t *floor, bool missing_ok)
 	return 0;
 }
 
-int dbi_floor_update(struct db *db, const struct db_auth *auth)
+int sq_floor_update(struct sq *db, const struct db_auth *auth)
 {
 	static const char sql[] = "SELECT coalesce(max(seq), 0) FROM audit";
 	unsigned char b[8 + DB_MAC_LEN];
 	int64_t floor = 0, top = 0;
-	sqlite3_stmt *st;
 	int r = 0;
 
 	if (!auth)
@@ -680,42 +669,97 @@ int dbi_floor_update(struct db *db, const struct db_auth *auth)
 		r = 0;
 	if (r < 0)
 		return r;
-	dbi_lock(db);
-	st = dbi_stmt(db, sql, &r);
-	if (st) {
-		r = dbi_step_row(db, st);
-		if (r == 1)
-			top = sqlite3_column_int64(st, 0);
-		r = r == 1 ? 0 : r == 0 ? -EPROTO : r;
-		dbi_done(st);
-	}
-	dbi_unlock(db);
+	r = sq_query(db, SQ_ONE, sql, sq_row_int, &top, SQ_NOARGS);
 	if (r < 0)
-		return r;
+		return r == -ENOENT ? -EPROTO : r;
 	if (top > floor)
 		floor = top;
 	for (int i = 0; i < 8; i++)
 		b[i] = (unsigned char)((uint64_t)floor >> (56 - 8 * i));
 	floor_tag(auth, floor, b + 8);
-	return db_meta_set(db, FLOOR_KEY, b, sizeof(b));
+	return sq_meta_set(&db->base, FLOOR_KEY, b, sizeof(b));
 }
 
-int db_audit_entry_mac(struct db *db, int64_t seq, unsigned char *out, size_t len)
+struct mac_out {
+	unsigned char *out;
+	size_t len;
+};
+
+static int row_mac(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct mac_out *m = arg;
+
+	if ((size_t)sqlite3_column_bytes(st, 0) >= m->len)
+		memcpy(m->out, sqlite3_column_blob(st, 0), m->len);
+	return 0;
+}
+
+int sq_audit_entry_mac(struct db *h, int64_t seq, unsigned char *out, size_t len)
 {
 	static const char sql[] = "SELECT mac FROM audit WHERE seq = ?1";
-	sqlite3_stmt *st;
-	int r = 0;
+	struct mac_out m = { out, len };
 
-	dbi_lock(db);
-	st = dbi_stmt(db, sql, &r);
-	if (st) {
-		sqlite3_bind_int64(st, 1, seq);
-		r = dbi_step_row(db, st);
-		if (r == 1 && (size_t)sqlite3_column_bytes(st, 0) >= len)
-			memcpy(out, sqlite3_column_blob(st, 0), len);
-		r = r == 1 ? 0 : r == 0 ? -ENOENT : r;
-		dbi_done(st);
+	return sq_query(sq_of(h), SQ_ONE, sql, row_mac, &m, SQ_ARGS(SQ_I(seq)));
+}
+
+void sq_set_auth(struct db *h, const struct db_auth *auth)
+{
+	struct sq *db = sq_of(h), *rd;
+
+	sq_lock(db);
+	db->auth = auth;
+	if (sq_auth_register(db) < 0)
+		db->auth = NULL;	/* fails closed: rows are refused */
+	pthread_mutex_lock(&db->readers_lock);
+	for (rd = db->readers; rd; rd = rd->next_reader)
+		rd->auth = db->auth;
+	pthread_mutex_unlock(&db->readers_lock);
+	sq_unlock(db);
+}
+
+int sq_state_touch_secret(struct sq *db, int64_t secret_id, bool trash)
+{
+	static const char live_sql[] = "SELECT instance_id FROM secrets WHERE id = ?1";
+	static const char trash_sql[] = "SELECT instance_id FROM trash WHERE secret_id = ?1";
+	int64_t inst = 0;
+	int r = sq_query(db, SQ_ONE, trash ? trash_sql : live_sql, sq_row_int, &inst,
+			 SQ_ARGS(SQ_I(secret_id)));
+
+	return r < 0 ? r : sq_state_touch(db, inst, false);
+}
+
+struct id_array {
+	int64_t *ids;
+	size_t n, cap;
+};
+
+static int row_id(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct id_array *a = arg;
+	int64_t *p;
+
+	if (a->n == a->cap) {
+		p = realloc(a->ids, (a->cap ? a->cap * 2 : 16) * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		a->ids = p;
+		a->cap = a->cap ? a->cap * 2 : 16;
 	}
-	dbi_unlock(db);
+	a->ids[a->n++] = sqlite3_column_int64(st, 0);
+	return 0;
+}
+
+int sq_each_instance(struct sq *db, int (*fn)(struct sq *, int64_t, void *), void *ctx)
+{
+	static const char sql[] = "SELECT id FROM instances ORDER BY id";
+	struct id_array a = { 0 };
+	int r;
+
+	sq_lock(db);
+	r = sq_query(db, 0, sql, row_id, &a, SQ_NOARGS);
+	for (size_t i = 0; r == 0 && i < a.n; i++)
+		r = fn(db, a.ids[i], ctx);
+	sq_unlock(db);
+	free(a.ids);
 	return r;
 }

@@ -1,0 +1,271 @@
+/* Inside db/ only: the SQLite store's shared parts (sqlite*.c). SQLite types
+ * are fine here; this header never leaves db/. */
+#ifndef VAULTFS_SQLITE_INT_H
+#define VAULTFS_SQLITE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+#define SQ_STMT_MAX 96		/* statements cached per connection */
+#define SQ_BUSY_TIMEOUT_MS 10000
+#define SQ_READER 0x100		/* open flag: a connection for db_set_readers */
+#define SQ_LOG 0x200		/* open flag: the audit log's own connection */
+
+/* A connection: the store's handle (base.ops is db_sqlite_ops), one of its
+ * readers, or an audit log's own. */
+struct sq {
+	struct db base;
+	sqlite3 *conn;
+	pthread_mutex_t lock;	/* recursive: around every use of a statement */
+	char *path;
+	int flags;		/* db_open's, with SQ_READER or SQ_LOG */
+	struct {
+		const char *sql;	/* by address: a string that lives forever */
+		sqlite3_stmt *st;
+	} stmt[SQ_STMT_MAX];
+	bool wal_known;		/* the -wal file we opened, to notice it replaced */
+	dev_t wal_dev;
+	ino_t wal_ino;
+	unsigned depth;		/* db_begin nesting of the thread holding lock */
+	bool resync;		/* synchronous = FULL still to be restored */
+	bool lazy;		/* the next begin is a lazy one */
+	bool purged;		/* the transaction purged: empty the WAL after it */
+	_Atomic pthread_t owner;	/* the thread in a write transaction, or 0 */
+	pthread_mutex_t readers_lock;
+	struct sq *readers;	/* idle read connections */
+	struct sq *next_reader;
+	unsigned readers_max, readers_open;
+	const struct db_auth *auth, *auth_next;	/* row tags: sqlite_auth.c */
+	int64_t *dirty;		/* instances whose state this transaction remakes */
+	size_t ndirty, dirty_cap;
+	int64_t schema_cookie;	/* schema_version when its objects were checked */
+	int64_t change_dv;	/* data_version at the last db_change_seq */
+	char change_fp[160];	/* and the fingerprint of the metadata then */
+	uint64_t change_seq;
+};
+
+static inline struct sq *sq_of(struct db *db)
+{
+	return (struct sq *)db;
+}
+
+/* sqlite.c: connections, errors, statements; transactions in sqlite_txn.c. */
+int sq_open(struct sq **out, const char *path, int flags);
+void sq_close(struct sq *db);
+void sq_lock(struct sq *db);
+void sq_unlock(struct sq *db);
+/* A SQLite result code as -errno (the one map for every file here),
+ * remembering SQLite's message for db_errmsg. db may be NULL. */
+int sq_errno(struct sq *db, int rc);
+/* The same for a connection of no store's (a backup file's). */
+int sq_errno_conn(sqlite3 *conn, const char *path, int rc);
+int sq_exec(struct sq *db, const char *sql);
+/* An integer from a statement's first row (not cached: a pragma, once). */
+int sq_int(struct sq *db, const char *sql, int64_t *out);
+bool sq_in_own_txn(struct sq *db);
+int sq_begin(struct sq *db, bool lazy);
+int sq_commit(struct sq *db);
+void sq_rollback(struct sq *db);
+/* Ends a change that began with sq_begin: commits if r is 0, else rolls
+ * back; returns r or the commit's error. */
+int sq_end(struct sq *db, int r);
+
+/* A parameter of a statement: SQ_I(x), SQ_T(s) (NULL binds NULL), SQ_B(b). */
+struct sq_arg {
+	enum { SQ_INT, SQ_TEXT, SQ_BLOB } type;
+	int64_t i;
+	const void *p;
+	size_t len;
+};
+#define SQ_I(x) ((struct sq_arg){ .type = SQ_INT, .i = (int64_t)(x) })
+#define SQ_T(s) ((struct sq_arg){ .type = SQ_TEXT, .p = (s) })
+#define SQ_B(b) ((struct sq_arg){ .type = SQ_BLOB, .p = (b)->data, .len = (b)->len })
+#define SQ_ARGS(...) (const struct sq_arg[]){ __VA_ARGS__ }, \
+	(int)(sizeof((struct sq_arg[]){ __VA_ARGS__ }) / sizeof(struct sq_arg))
+#define SQ_NOARGS NULL, 0
+
+enum {
+	SQ_READ = 0x1,	/* a reader connection may serve it (db_set_readers) */
+	SQ_ONE = 0x2,	/* one row expected: none is -ENOENT */
+};
+/* Called for each row; nonzero stops the query and is its result. */
+typedef int (*sq_row_fn)(struct sq *db, sqlite3_stmt *st, void *ctx);
+
+/* The one way a statement runs here: takes a reader (SQ_READ) or the lock,
+ * the statement from the connection's cache (sql is a string that lives
+ * forever: cached by its address), binds args, steps, hands each row to fn
+ * (NULL: rows are ignored), and resets. */
+int sq_query(struct sq *db, unsigned flags, const char *sql, sq_row_fn fn, void *ctx,
+	     const struct sq_arg *args, int nargs);
+/* Runs sql, which returns no row and must change exactly want rows (any
+ * number if want < 0): -ENOENT otherwise. *changed (may be NULL) gets how
+ * many it did change; *rowid (may be NULL) the row it inserted. */
+int sq_change(struct sq *db, const char *sql, int want, const struct sq_arg *args,
+	      int nargs, int64_t *rowid, int64_t *changed);
+
+/* Row readers for sq_query, shared by the files here. */
+int sq_row_int(struct sq *db, sqlite3_stmt *st, void *out);	/* int64_t column 0 */
+int sq_column_blob(sqlite3_stmt *st, int col, struct db_blob *out);
+void sq_column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX + 1]);
+/* The columns of SQ_INST_COLS, from column 0: 0 or -EIO (its tag). */
+#define SQ_INST_COLS "id, name, uid, gid, mode, ctime, mtime, generation, mac"
+int sq_row_instance(struct sq *db, sqlite3_stmt *st, struct db_instance *in);
+
+/* sqlite_txn.c: the ops of transactions and read connections. */
+void sq_set_readers(struct db *h, unsigned max);
+void sq_read_begin(struct db *h);
+void sq_read_end(struct db *h);
+bool sq_read_pinned(struct db *h);
+int sq_begin_op(struct db *h, bool lazy);
+int sq_commit_op(struct db *h);
+void sq_rollback_op(struct db *h);
+/* A read connection for the calling thread (its pinned one, if any), or
+ * NULL: then db itself serves the read. Give it back with sq_reader_give. */
+struct sq *sq_reader_take(struct sq *db);
+void sq_reader_give(struct sq *db, struct sq *rd);
+
+/* sqlite_schema.c */
+int sq_migrate(struct sq *db, bool created);
+int sq_schema_check(struct sq *db);
+/* At each write transaction: refuses a schema changed under us. */
+int sq_schema_recheck(struct sq *db);
+int sq_check_integrity(struct db *h);
+/* A new, empty file of mode 0600: -EEXIST if there is one. */
+int sq_create_file(const char *path);
+
+/* Row tags (sqlite_auth.c): what each table's tag covers, as SQL over the
+ * row's own columns, the table's name first. A tag binds the row's id, so
+ * rows can't be swapped, and the table, so a row can't move to another. */
+#define DBA_INSTANCES "'instances', id, name, uid, gid, mode, generation"
+#define DBA_SECRETS "'secrets', id, instance_id, name, uid, gid, mode, version, size, flags"
+#define DBA_VERSIONS "'versions', secret_id, version, size, flags"
+#define DBA_TRASH "'trash', secret_id, instance_id, name, uid, gid, mode"
+#define DBA_ATTRS "'secret_attrs', secret_id, name, value"
+/* Registers dba_mac() and dba_check() on the connection. */
+int sq_auth_register(struct sq *db);
+/* Checks the tag in column maccol of st's row over tag and columns cols:
+ * 0, or -EIO (reported) or -EACCES (no auth). what names the row. */
+int sq_row_verify(struct sq *db, sqlite3_stmt *st, const char *tag, const int *cols,
+		  int ncols, int maccol, const char *what, int64_t id);
+/* Checks every row of the attached database `schema` (dba_check): 0, or
+ * -EIO naming the first row that fails. */
+int sq_auth_check_attached(struct sq *db, const char *schema);
+/* A tag failure inside SQL (dba_check): the -errno to return, 0 if none. */
+int sq_auth_sql_failed(void);
+/* After the outermost commit or rollback: reports failures found inside it. */
+void sq_auth_flush(struct sq *db);
+void sq_set_auth(struct db *h, const struct db_auth *auth);
+int sq_auth_upgrade(struct db *h);
+int sq_auth_rekey(struct db *h, const struct db_auth *next);
+int sq_auth_check_all(struct db *h, void (*fn)(void *, const char *what), void *ctx);
+
+/* Instance state (sqlite_auth.c). */
+int sq_state_verify(struct sq *db, int64_t inst);
+int sq_state_update(struct sq *db, int64_t inst, const struct db_auth *auth, bool bump);
+/* Inside a write transaction, before a change to the live secrets of an
+ * instance (fresh: one created in it): checks its state the first time,
+ * and has it made afresh at the outermost commit. */
+int sq_state_touch(struct sq *db, int64_t inst, bool fresh);
+/* The same for the instance of a live (or, with trash, deleted) secret. */
+int sq_state_touch_secret(struct sq *db, int64_t secret_id, bool trash);
+/* At the outermost commit: the states of the instances touched. */
+int sq_states_update(struct sq *db);
+/* Raises the audit floor to the log's last entry. */
+int sq_floor_update(struct sq *db, const struct db_auth *auth);
+/* Every instance's state made afresh (after a restore). */
+int sq_state_remake_all(struct sq *db);
+/* Calls fn for every instance id, listed first. */
+int sq_each_instance(struct sq *db, int (*fn)(struct sq *, int64_t, void *), void *ctx);
+int sq_instance_seq(struct db *h, int64_t inst, bool latest, int64_t *seq);
+int sq_state_check(struct db *h, int64_t inst, int64_t *seq,
+		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx);
+int sq_audit_floor(struct db *h, int64_t *floor);
+int sq_audit_entry_mac(struct db *h, int64_t seq, unsigned char *out, size_t len);
+
+/* sqlite_rows.c: meta, instances, secrets, the change feed. */
+int sq_meta_get(struct db *h, const char *key, struct db_blob *out);
+int sq_meta_set(struct db *h, const char *key, const unsigned char *v, size_t len);
+int sq_instance_create(struct db *h, struct db_instance *in, const struct db_blob *wrapped);
+int sq_instance_get(struct db *h, int64_t id, struct db_instance *out);
+int sq_instance_find(struct db *h, const char *name, struct db_instance *out);
+int sq_instance_set_key(struct db *h, int64_t id, uint64_t generation,
+			const struct db_blob *wrapped);
+int sq_instance_set_attr(struct db *h, int64_t id, uid_t uid, gid_t gid, mode_t mode,
+			 int64_t now_ns);
+int sq_instance_delete(struct db *h, int64_t id);
+int sq_instance_each(struct db *h, int64_t after_id,
+		     int (*fn)(void *, const struct db_instance *), void *ctx);
+int64_t sq_instance_count(struct db *h);
+int sq_secret_get(struct db *h, int64_t id, struct db_secret *out);
+int sq_secret_find(struct db *h, int64_t instance_id, const char *name,
+		   struct db_secret *out);
+int sq_secret_blob(struct db *h, int64_t id, struct db_secret *meta, struct db_blob *out);
+int sq_secret_each(struct db *h, int64_t instance_id, int64_t after_id,
+		   int (*fn)(void *, const struct db_secret *), void *ctx);
+int64_t sq_secret_count(struct db *h, int64_t instance_id);
+int sq_secret_insert(struct db *h, struct db_secret *s, const struct db_blob *blob);
+int sq_secret_set_value(struct db *h, const struct db_secret *s, const struct db_blob *blob);
+int sq_secret_set_attr(struct db *h, int64_t id, uid_t uid, gid_t gid, mode_t mode,
+		       int64_t now_ns);
+int sq_secret_rename(struct db *h, const struct db_secret *s, const struct db_blob *blob);
+int sq_secret_delete(struct db *h, int64_t id);
+int sq_change_seq(struct db *h, uint64_t *out);
+
+/* sqlite_versions.c */
+int sq_version_archive(struct db *h, int64_t secret_id, bool with_v0, unsigned keep);
+int sq_version_get(struct db *h, int64_t secret_id, uint64_t version,
+		   struct db_version *out, struct db_blob *blob);
+int sq_version_each(struct db *h, int64_t secret_id,
+		    int (*fn)(void *, const struct db_version *), void *ctx);
+int sq_version_set_blob(struct db *h, int64_t secret_id, uint64_t version,
+			const struct db_blob *blob);
+int sq_secret_adopt(struct db *h, int64_t id, int64_t from_id);
+int sq_trash_put(struct db *h, const struct db_secret *s, int64_t now_ns, uid_t by);
+int sq_trash_find(struct db *h, int64_t instance_id, const char *name, int64_t since_ns,
+		  struct db_trash *out);
+int sq_trash_restore(struct db *h, int64_t secret_id, int64_t now_ns);
+int sq_trash_each(struct db *h, int64_t instance_id,
+		  int (*fn)(void *, const struct db_trash *), void *ctx);
+int sq_trash_purge(struct db *h, int64_t instance_id, const char *name, int64_t before_ns,
+		   int64_t *count);
+int sq_instance_secret_ids(struct db *h, int64_t instance_id,
+			   int (*fn)(void *, int64_t id, const char *name, bool live),
+			   void *ctx);
+int sq_instance_key(struct db *h, int64_t id, struct db_instance *in, struct db_blob *wrapped);
+
+/* sqlite_attrs.c */
+int sq_attr_get(struct db *h, int64_t secret_id, const char *name, void *buf, size_t size,
+		size_t *len);
+int sq_attr_set(struct db *h, int64_t secret_id, const char *name, const void *value,
+		size_t len);
+
+/* sqlite_backup.c */
+int sq_backup(struct db *h, const char *path);
+int sq_restore(struct db *h, const char *path);
+
+/* sqlite_audit.c */
+int sq_audit_open(struct db_audit **out, const char *spec, bool readonly);
+int sq_audit_attach(struct db_audit **out, struct db *h);
+void sq_audit_close(struct db_audit *a);
+int sq_audit_begin(struct db_audit *a, bool lazy);
+int sq_audit_commit(struct db_audit *a);
+void sq_audit_rollback(struct db_audit *a);
+int sq_audit_read_begin(struct db_audit *a);
+void sq_audit_read_end(struct db_audit *a);
+int sq_audit_insert(struct db_audit *a, const struct db_audit_row *row);
+int sq_audit_last(struct db_audit *a, int64_t before_ns, struct db_audit_row *out);
+int sq_audit_delete_upto(struct db_audit *a, int64_t seq);
+int sq_audit_each(struct db_audit *a, const struct db_audit_filter *f,
+		  int (*fn)(void *, const struct db_audit_row *), void *ctx);
+int sq_audit_tidy(struct db_audit *a);
+int sq_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, size_t len);
+int sq_audit_meta_put(struct db_audit *a, const char *key, const unsigned char *buf,
+		      size_t len, bool add);
+
+#endif
