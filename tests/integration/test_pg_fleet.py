@@ -1,0 +1,201 @@
+"""Many hosts on one PostgreSQL database: two daemons with configurations of
+their own, on one vault, stand for two hosts. A real PostgreSQL 15 server
+(pgserver.py) runs in a temporary directory for each test."""
+import errno
+import os
+import threading
+import time
+
+import pytest
+
+import pgserver
+from conftest import VAULTFS_BIN, errname, oserror, read_file, run, wait_for, write_file
+
+pytestmark = pytest.mark.skipif(not pgserver.available(),
+                                reason="PostgreSQL 15 is not installed (make test-deps)")
+
+# What the tests accept as "at once": far below attr_timeout = 60, which is
+# what a mount would show without the change feed. The figures themselves
+# are measured by bench/run.py.
+SEEN_WITHIN = 2.0
+
+
+@pytest.fixture
+def fleet(monkeypatch):
+    made = []
+
+    def make(standby=False):
+        f = pgserver.Fleet(standby=standby)
+        made.append(f)
+        monkeypatch.setenv("PGPASSFILE", f.cluster.passfile)
+        return f
+
+    yield make
+    errors = []
+    for f in made:
+        try:
+            f.cleanup()
+        except BaseException as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+def sh_write(path, value):
+    """A writer as people write: the shell's redirection."""
+    r = os.system(f"printf %s '{value}' > '{path}'")
+    assert r == 0, f"writing {path} failed"
+
+
+def test_a_write_on_one_host_is_read_on_the_other_at_once(fleet):
+    f = fleet()
+    a, b = f.host(), f.host()
+    os.mkdir(a.path("app"))
+    sh_write(a.path("app", "TOKEN"), "first")
+    assert read_file(b.path("app", "TOKEN")) == b"first"
+    # b has cached the size (attr_timeout = 60); a rotation through a must
+    # show through b, size included, long before that.
+    assert os.stat(b.path("app", "TOKEN")).st_size == 5
+    start = time.monotonic()
+    sh_write(a.path("app", "TOKEN"), "second-value")
+    assert read_file(b.path("app", "TOKEN")) == b"second-value", \
+        "a read through the other host returns the value just committed"
+    assert wait_for(lambda: os.stat(b.path("app", "TOKEN")).st_size == 12, SEEN_WITHIN), \
+        "host b still shows the old size: the change feed did not invalidate it"
+    print(f"size seen through host b after {1000 * (time.monotonic() - start):.1f} ms")
+    # A key made through b is listed through a.
+    sh_write(b.path("app", "OTHER"), "x")
+    assert wait_for(lambda: "OTHER" in os.listdir(a.path("app")), SEEN_WITHIN)
+
+
+def test_the_cli_and_a_manual_sql_edit_reach_every_host(fleet):
+    f = fleet()
+    a, b = f.host(), f.host()
+    os.mkdir(a.path("app"))
+    sh_write(a.path("app", "K"), "v1")
+    before = os.stat(b.path("app", "K")).st_mtime_ns
+    a.set("app", "K", "from the command line")
+    assert wait_for(lambda: os.stat(b.path("app", "K")).st_size == 21, SEEN_WITHIN)
+    # An operator's UPDATE (mtime is not under the row's tag) is a change too.
+    f.cluster.vault_sql("UPDATE secrets SET mtime = mtime + 3600000000000")
+    assert wait_for(lambda: os.stat(b.path("app", "K")).st_mtime_ns > before + 3.5e12,
+                    SEEN_WITHIN), "a manual SQL edit did not reach host b"
+
+
+def test_check_and_set_from_two_hosts_exactly_one_wins(fleet):
+    f = fleet()
+    a, b = f.host(mount=False), f.host(mount=False)
+    a.set("app", "COUNTER", "0")
+    rounds = 12
+    for i in range(rounds):
+        version = 1 + i
+        results = {}
+        go = threading.Barrier(2)
+
+        def cas(host, tag):
+            go.wait()
+            results[tag] = host.cli("set", "--if-version", str(version), "app", "COUNTER",
+                                    input=f"{tag}{i}")
+
+        threads = [threading.Thread(target=cas, args=(h, t)) for h, t in ((a, "a"), (b, "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = [t for t, r in results.items() if r.returncode == 0]
+        assert len(won) == 1, (
+            f"round {i}: exactly one check-and-set on version {version} must win, "
+            f"got {won}: " + " | ".join(r.stderr.decode() for r in results.values()))
+        lost = [r for r in results.values() if r.returncode != 0][0]
+        assert b"version" in lost.stderr, lost.stderr.decode()
+        assert a.get("app", "COUNTER") == f"{won[0]}{i}".encode()
+    r = b.cli("history", "app", "COUNTER")
+    assert r.returncode == 0
+    assert f"{rounds + 1}  " in r.stdout.decode(), "every round made exactly one version"
+
+
+def test_chmod_and_rm_on_one_host_deny_on_the_other(fleet, users):
+    f = fleet()
+    a, b = f.host(), f.host()
+    os.mkdir(a.path("app"))
+    os.chmod(a.path("app"), 0o755)
+    sh_write(a.path("app", "K"), "shared")
+    os.chmod(a.path("app", "K"), 0o644)
+    assert users.try_open("alice", b.path("app", "K")) == "OK:shared"
+    os.chmod(a.path("app", "K"), 0o600)
+    assert wait_for(lambda: users.try_open("alice", b.path("app", "K")) == "EACCES",
+                    SEEN_WITHIN), "a chmod on host a must deny on host b"
+    os.unlink(a.path("app", "K"))
+    assert wait_for(lambda: oserror(read_file, b.path("app", "K")) == errno.ENOENT,
+                    SEEN_WITHIN), "an rm on host a must be gone on host b"
+
+
+def test_server_stopped_and_started_under_running_mounts(fleet):
+    f = fleet()
+    a, b = f.host(), f.host()
+    os.mkdir(a.path("app"))
+    sh_write(a.path("app", "K"), "kept")
+    f.cluster.primary.stop("fast")
+    # Reads fail with EIO, writes with an error, quickly; nothing stale.
+    start = time.monotonic()
+    e = oserror(read_file, b.path("app", "K"))
+    assert e == errno.EIO, f"a read with the database down: {errname(e)}"
+    e = oserror(write_file, a.path("app", "K"), "lost")
+    assert e is not None, "a write with the database down must fail"
+    assert time.monotonic() - start < 15, "failures must come within the timeouts"
+    assert a.proc.poll() is None and b.proc.poll() is None, "the daemons stay up"
+    f.cluster.primary.start()
+    for h in (a, b):
+        assert wait_for(lambda: oserror(read_file, h.path("app", "K")) is None, 10), \
+            f"{h.host} did not recover:\n{h.log()}"
+        assert read_file(h.path("app", "K")) == b"kept"
+    # And the change feed is back: a write through a reaches b's cache.
+    os.stat(b.path("app", "K"))
+    sh_write(a.path("app", "K"), "after the restart")
+    assert wait_for(lambda: os.stat(b.path("app", "K")).st_size == 17, SEEN_WITHIN)
+
+
+def test_failover_to_a_promoted_standby(fleet):
+    f = fleet(standby=True)
+    a, b = f.host(), f.host()
+    os.mkdir(a.path("app"))
+    sh_write(a.path("app", "K"), "before failover")
+    standby = f.cluster.standbys[0]
+    f.cluster.wait_replayed(standby)
+    f.cluster.primary.stop("immediate")     # the machine is lost
+    standby.promote()
+    for h in (a, b):
+        assert wait_for(lambda: oserror(read_file, h.path("app", "K")) is None, 15), \
+            f"{h.host} does not serve from the promoted standby:\n{h.log()}"
+        assert read_file(h.path("app", "K")) == b"before failover"
+    os.stat(b.path("app", "K"))
+    sh_write(a.path("app", "K"), "written after failover")
+    assert read_file(b.path("app", "K")) == b"written after failover"
+    assert wait_for(lambda: os.stat(b.path("app", "K")).st_size == 22, SEEN_WITHIN), \
+        "host b did not LISTEN again on the new primary"
+
+
+def test_a_lost_change_feed_refuses_rather_than_serves_stale(fleet):
+    f = fleet()
+    a = f.host()
+    os.mkdir(a.path("app"))
+    sh_write(a.path("app", "K"), "v")
+    # The vault's role may open no new connection: the listener, once cut,
+    # can't come back, while the daemon's own connection stays.
+    f.cluster.vault_sql("ALTER ROLE vault CONNECTION LIMIT 0")
+    f.cluster.vault_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'vaultfs-listen'")
+    assert wait_for(lambda: oserror(read_file, a.path("app", "K")) == errno.EIO, 5), \
+        "with the change feed lost, reads must be refused"
+    f.cluster.vault_sql("ALTER ROLE vault CONNECTION LIMIT -1")
+    assert wait_for(lambda: oserror(read_file, a.path("app", "K")) is None, 5)
+    assert read_file(a.path("app", "K")) == b"v"
+
+
+def test_a_password_in_the_uri_is_refused(fleet):
+    f = fleet()
+    a = f.host(mount=False)
+    uri = a.db.replace("postgresql://", f"postgresql://vault:{f.cluster.password}@", 1)
+    r = run([VAULTFS_BIN, "ls", "--db", uri, "--key-file", a.key])
+    assert r.returncode != 0
+    assert b"passfile" in r.stderr, r.stderr.decode()
