@@ -199,3 +199,62 @@ def test_a_password_in_the_uri_is_refused(fleet):
     r = run([VAULTFS_BIN, "ls", "--db", uri, "--key-file", a.key])
     assert r.returncode != 0
     assert b"passfile" in r.stderr, r.stderr.decode()
+
+
+def test_migration_from_sqlite_into_postgresql_and_back(fleet, vault_factory, tmp_path):
+    """The runbook: back up the single host's vault, init the database with
+    the same master key, restore into it; and a backup from PostgreSQL is a
+    SQLite vault file again."""
+    single = vault_factory(mount=False)
+    single.set("app", "DB_PASSWORD", "one")
+    single.set("app", "DB_PASSWORD", "two")
+    single.set("web", "TLS_KEY", "k" * 300)
+    assert single.cli("rm", "web", "TLS_KEY").returncode == 0    # in the trash
+    bak = str(tmp_path / "single.db")
+    assert single.cli("backup", bak).returncode == 0
+
+    f = fleet()
+    host = pgserver.Host(f.cluster, "host1", key=single.key, init=True)
+    f.hosts.append(host)
+    r = host.cli("restore", bak)
+    assert r.returncode == 0, r.stderr.decode()
+    assert host.get("app", "DB_PASSWORD") == b"two"
+    hist = host.cli("history", "app", "DB_PASSWORD").stdout.decode()
+    assert "(current)" in hist and "\n      1 " in hist, hist
+    assert host.cli("undelete", "web", "TLS_KEY").returncode == 0
+    assert host.get("web", "TLS_KEY") == b"k" * 300
+    # New ids go past the restored ones: nothing is handed out twice.
+    host.set("app", "NEW", "n")
+    ids = f.cluster.vault_sql("SELECT id FROM secrets ORDER BY id").split()
+    assert len(ids) == len(set(ids)) == 3
+
+    out = str(tmp_path / "from-pg.db")
+    r = host.cli("backup", out)
+    assert r.returncode == 0, r.stderr.decode()
+    assert os.stat(out).st_mode & 0o077 == 0, "a backup file is the owner's alone"
+    back = run([VAULTFS_BIN, "get", "--db", out, "--key-file", single.key, "app", "NEW"])
+    assert back.returncode == 0 and back.stdout == b"n", back.stderr.decode()
+    back = run([VAULTFS_BIN, "get", "--db", out, "--key-file", single.key, "web", "TLS_KEY"])
+    assert back.stdout == b"k" * 300
+
+
+def test_a_doctored_backup_changes_nothing_in_postgresql(fleet, vault_factory, tmp_path):
+    single = vault_factory(mount=False)
+    single.set("app", "K", "genuine")
+    f = fleet()
+    host = pgserver.Host(f.cluster, "host1", key=single.key, init=True)
+    f.hosts.append(host)
+    bak = str(tmp_path / "b.db")
+    assert single.cli("backup", bak).returncode == 0
+    assert host.cli("restore", bak).returncode == 0
+    # Whoever can write the backup gives the key to everyone: the tag fails.
+    import sqlite3
+    con = sqlite3.connect(bak)
+    con.execute("UPDATE secrets SET mode = 438")
+    con.commit()
+    con.close()
+    r = host.cli("restore", bak)
+    assert r.returncode != 0
+    mode = f.cluster.vault_sql("SELECT mode FROM secrets").strip()
+    assert mode != "438", "a refused restore changed nothing"
+    assert host.get("app", "K") == b"genuine"
