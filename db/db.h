@@ -107,7 +107,7 @@ int db_check_integrity(struct db *db) WUR;
  * or not it exists yet, the main one first (main true); none for a store
  * on a server. For checks of ownership and mode, and to remove a copy.
  * fn returns nonzero to stop, and that value is returned. */
-int db_files(const char *spec, int (*fn)(void *, const char *path, bool main), void *ctx) WUR;
+int db_files(const char *spec, int (*fn)(void *, const char *path, bool main), void *ctx);
 /* Lets reads use up to max connections of their own, opened when first
  * needed, so they run side by side. While a write transaction is open,
  * reads still wait for it. For a server's threads; a one-shot command

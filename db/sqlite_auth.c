@@ -1,10 +1,8 @@
 /*
- * Row tags. Rules this file keeps:
- *  - the store never holds the key: it encodes a row's fields and asks
- *    auth->mac for the tag;
- *  - the encoding starts with the table's name and types every field
- *    (integer, text, blob, null) with its length, so a tag made for one
- *    table, one row or one field list never fits another;
+ * Row tags in the SQLite store (the encoding, for every store: rowtag.c).
+ * Rules this file keeps:
+ *  - the store never holds the key: dba_mac() and dba_check() encode a
+ *    row's fields as SQL values and ask auth->mac for the tag;
  *  - a tag is checked before its row is used and before a write replaces
  *    or copies it (dba_check in the statement itself), so a write never
  *    launders a doctored row into a freshly tagged one;
@@ -17,136 +15,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rowtag.h"
 #include "sqlite_int.h"
 
-#define MSG_MAX 4096	/* a 1024-byte description, two 255-byte names and more */
-#define PENDING_MAX 8
-#define WHAT_MAX 96
-
-struct msg {
-	unsigned char buf[MSG_MAX];
-	size_t len;
-	bool overflow;
-};
+#define WHAT_MAX ROWTAG_WHAT_MAX
 
 static __thread int sql_failed;
-static __thread char pending[PENDING_MAX][WHAT_MAX];
-static __thread const struct db_auth *pending_auth;
-static __thread unsigned npending;
 
-static void put(struct msg *m, const void *p, size_t n)
-{
-	if (m->overflow || n > sizeof(m->buf) - m->len) {
-		m->overflow = true;
-		return;
-	}
-	if (n)
-		memcpy(m->buf + m->len, p, n);
-	m->len += n;
-}
-
-static void put_u64(struct msg *m, uint64_t v)
-{
-	unsigned char b[8];
-
-	for (int i = 0; i < 8; i++)
-		b[i] = (unsigned char)(v >> (56 - 8 * i));
-	put(m, b, sizeof(b));
-}
-
-static void put_bytes(struct msg *m, char type, const void *p, size_t n)
-{
-	put(m, &type, 1);
-	put_u64(m, n);
-	put(m, p, n);
-}
-
-static void put_value(struct msg *m, sqlite3_value *v)
+static void put_value(struct rowtag *m, sqlite3_value *v)
 {
 	switch (sqlite3_value_type(v)) {
 	case SQLITE_INTEGER:
-		put(m, "i", 1);
-		put_u64(m, (uint64_t)sqlite3_value_int64(v));
+		rowtag_int(m, sqlite3_value_int64(v));
 		break;
 	case SQLITE_TEXT:
-		put_bytes(m, 't', sqlite3_value_text(v), (size_t)sqlite3_value_bytes(v));
+		rowtag_text(m, sqlite3_value_text(v), (size_t)sqlite3_value_bytes(v));
 		break;
 	case SQLITE_BLOB:
-		put_bytes(m, 'b', sqlite3_value_blob(v), (size_t)sqlite3_value_bytes(v));
+		rowtag_blob(m, sqlite3_value_blob(v), (size_t)sqlite3_value_bytes(v));
 		break;
 	case SQLITE_FLOAT:
 		/* No tagged column holds a real: never equal to anything tagged. */
 		m->overflow = true;
 		break;
 	default:
-		put(m, "n", 1);
+		rowtag_null(m);
 		break;
 	}
 }
 
-static void msg_init(struct msg *m, const char *tag)
-{
-	m->len = 0;
-	m->overflow = false;
-	put_bytes(m, 's', "vaultfs/row/1", 13);
-	put_bytes(m, 's', tag, strlen(tag));
-}
-
-/* Constant time: the store's content is the attacker's. */
-static bool same_tag(const unsigned char *a, const void *b, size_t blen)
-{
-	const unsigned char *p = b;
-	unsigned char d = 0;
-
-	if (!p || blen != DB_MAC_LEN)
-		return false;
-	for (size_t i = 0; i < DB_MAC_LEN; i++)
-		d |= a[i] ^ p[i];
-	return d == 0;
-}
-
-static bool msg_ok(const struct db_auth *auth, const struct msg *m, const void *tag,
-		   size_t taglen)
-{
-	unsigned char want[DB_MAC_LEN];
-
-	if (m->overflow)
-		return false;
-	auth->mac(auth->ctx, m->buf, m->len, want);
-	return same_tag(want, tag, taglen);
-}
-
-static void report_now(const struct db_auth *auth, const char *what)
-{
-	if (auth && auth->failed)
-		auth->failed(auth->ctx, what);
-}
-
 static void auth_fail(struct sq *db, const char *what)
 {
-	char msg[160];
-
-	snprintf(msg, sizeof(msg), "%s fails authentication (tampered or damaged database)",
-		 what);
-	db_set_error("%s", msg);
-	if (!sq_in_own_txn(db)) {
-		report_now(db->auth, what);
-		return;
-	}
-	if (npending < PENDING_MAX) {
-		snprintf(pending[npending++], WHAT_MAX, "%s", what);
-		pending_auth = db->auth;
-	}
-}
-
-void sq_auth_flush(struct sq *db)
-{
-	unsigned n = npending;
-
-	(void)db;
-	npending = 0;
-	for (unsigned i = 0; i < n; i++)
-		report_now(pending_auth, pending[i]);
+	rowtag_failed(db->auth, what, sq_in_own_txn(db));
 }
 
 int sq_auth_sql_failed(void)
@@ -174,13 +74,13 @@ static void sql_mac(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	struct sq *db = sqlite3_user_data(ctx);
 	const struct db_auth *auth = db->auth_next ? db->auth_next : db->auth;
 	unsigned char tag[DB_MAC_LEN];
-	struct msg m;
+	struct rowtag m;
 
 	if (!auth || argc < 1 || sqlite3_value_type(argv[0]) != SQLITE_TEXT) {
 		sqlite3_result_error(ctx, "rows can't be tagged without the vault's key", -1);
 		return;
 	}
-	msg_init(&m, (const char *)sqlite3_value_text(argv[0]));
+	rowtag_init(&m, (const char *)sqlite3_value_text(argv[0]));
 	for (int i = 1; i < argc; i++)
 		put_value(&m, argv[i]);
 	if (m.overflow) {
@@ -198,17 +98,17 @@ static void sql_check(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	const struct db_auth *auth = db->auth;
 	char what[WHAT_MAX];
 	const char *tag;
-	struct msg m;
+	struct rowtag m;
 
 	if (argc < 2 || !auth) {
 		sqlite3_result_error(ctx, "rows can't be checked without the vault's key", -1);
 		return;
 	}
 	tag = (const char *)sqlite3_value_text(argv[1]);
-	msg_init(&m, tag ? tag : "");
+	rowtag_init(&m, tag ? tag : "");
 	for (int i = 2; i < argc; i++)
 		put_value(&m, argv[i]);
-	if (msg_ok(auth, &m, sqlite3_value_blob(argv[0]), (size_t)sqlite3_value_bytes(argv[0]))) {
+	if (rowtag_ok(auth, &m, sqlite3_value_blob(argv[0]), (size_t)sqlite3_value_bytes(argv[0]))) {
 		sqlite3_result_int(ctx, 1);
 		return;
 	}
@@ -232,12 +132,12 @@ int sq_auth_register(struct sq *db)
 static bool row_ok(const struct db_auth *auth, sqlite3_stmt *st, const char *tag,
 		   const int *cols, int ncols, int maccol)
 {
-	struct msg m;
+	struct rowtag m;
 
-	msg_init(&m, tag);
+	rowtag_init(&m, tag);
 	for (int i = 0; i < ncols; i++)
 		put_value(&m, sqlite3_column_value(st, cols[i]));
-	return msg_ok(auth, &m, sqlite3_column_blob(st, maccol),
+	return rowtag_ok(auth, &m, sqlite3_column_blob(st, maccol),
 		      (size_t)sqlite3_column_bytes(st, maccol));
 }
 
@@ -418,40 +318,6 @@ int sq_auth_check_all(struct db *h, void (*fn)(void *, const char *what), void *
  *    an older copy, from versions or from another secret;
  *  - readers compare a row's version with the set (fs/vault.c).
  */
-#define STATE_CHUNK (MSG_MAX - 64)
-
-struct state_calc {
-	const struct db_auth *auth;
-	struct msg m;
-};
-
-static void state_begin(struct state_calc *c, const struct db_auth *auth, int64_t inst,
-			int64_t seq)
-{
-	c->auth = auth;
-	msg_init(&c->m, "state");
-	put_u64(&c->m, (uint64_t)inst);
-	put_u64(&c->m, (uint64_t)seq);
-}
-
-static void state_add(struct state_calc *c, int64_t id, int64_t version)
-{
-	unsigned char h[DB_MAC_LEN];
-
-	if (c->m.len > STATE_CHUNK) {
-		c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, h);
-		msg_init(&c->m, "state+");
-		put(&c->m, h, sizeof(h));
-	}
-	put_u64(&c->m, (uint64_t)id);
-	put_u64(&c->m, (uint64_t)version);
-}
-
-static void state_end(struct state_calc *c, unsigned char out[DB_MAC_LEN])
-{
-	c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, out);
-}
-
 static const char sql_state_scan[] =
 	"SELECT i.seq, i.state, s.id, s.version FROM instances i LEFT JOIN secrets s "
 	"ON s.instance_id = i.id WHERE i.id = ?1 ORDER BY s.id";
@@ -462,7 +328,7 @@ static const char sql_instance_seq[] = "SELECT seq FROM instances WHERE id = ?1"
 struct scan {
 	const struct db_auth *auth;
 	int64_t inst, delta, *seq;
-	struct state_calc c;
+	struct rowtag_state c;
 	unsigned char stored[DB_MAC_LEN];
 	bool first, stored_ok;
 	int (*fn)(void *, int64_t, uint64_t);
@@ -480,12 +346,12 @@ static int row_scan(struct sq *db, sqlite3_stmt *st, void *arg)
 		s->stored_ok = p && sqlite3_column_bytes(st, 1) == DB_MAC_LEN;
 		if (s->stored_ok)
 			memcpy(s->stored, p, DB_MAC_LEN);
-		state_begin(&s->c, s->auth, s->inst, *s->seq);
+		rowtag_state_begin(&s->c, s->auth, s->inst, *s->seq);
 		s->first = false;
 	}
 	if (sqlite3_column_type(st, 2) == SQLITE_NULL)
 		return 0;
-	state_add(&s->c, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+	rowtag_state_add(&s->c, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
 	return s->fn ? s->fn(s->ctx, sqlite3_column_int64(st, 2),
 			     (uint64_t)sqlite3_column_int64(st, 3)) : 0;
 }
@@ -504,8 +370,8 @@ static int state_scan(struct sq *db, unsigned flags, int64_t inst, const struct 
 	if (r == 0 && s.first)
 		r = -ENOENT;
 	if (r == 0) {
-		state_end(&s.c, out);
-		if (check && !(s.stored_ok && same_tag(out, s.stored, DB_MAC_LEN)))
+		rowtag_state_end(&s.c, out);
+		if (check && !(s.stored_ok && rowtag_equal(out, s.stored, DB_MAC_LEN)))
 			r = -EBADMSG;
 	}
 	return r;
@@ -586,23 +452,6 @@ int sq_states_update(struct sq *db)
 	return r;
 }
 
-/*
- * The audit log's floor: the highest entry the log had reached when a
- * write to the live secrets committed, tagged, in meta. Every such commit
- * raises it, so a log whose entries (or head) were removed down below it
- * is seen by `vaultfs audit --verify` even though its chain still holds.
- */
-#define FLOOR_KEY "audit_floor"
-
-static void floor_tag(const struct db_auth *auth, int64_t floor, unsigned char out[DB_MAC_LEN])
-{
-	struct msg m;
-
-	msg_init(&m, FLOOR_KEY);
-	put_u64(&m, (uint64_t)floor);
-	auth->mac(auth->ctx, m.buf, m.len, out);
-}
-
 /* Whether any transaction ever changed live secrets (an instance's seq). */
 static bool any_write(struct sq *db)
 {
@@ -613,52 +462,44 @@ static bool any_write(struct sq *db)
 	return top > 0;
 }
 
-static int floor_read(struct sq *db, int64_t *floor, bool missing_ok);
-
-int sq_audit_floor(struct db *h, int64_t *floor)
-{
-	return floor_read(sq_of(h), floor, false);
-}
-
+/* The audit floor, checked: -ENOENT if none was recorded (missing_ok) or
+ * none ever needed to be; -EIO if it fails. */
 static int floor_read(struct sq *db, int64_t *floor, bool missing_ok)
 {
-	const struct db_auth *auth = db->auth;
-	unsigned char want[DB_MAC_LEN];
 	struct db_blob b = { 0 };
-	uint64_t v = 0;
 	int r;
 
-	if (!auth)
+	if (!db->auth)
 		return -EACCES;
-	r = sq_meta_get(&db->base, FLOOR_KEY, &b);
+	r = sq_meta_get(&db->base, ROWTAG_FLOOR_KEY, &b);
 	if (r == -ENOENT && !missing_ok && any_write(db)) {
 		auth_fail(db, "meta row audit_floor (missing)");
 		return -EIO;
 	}
 	if (r < 0)
 		return r;
-	if (b.len != 8 + DB_MAC_LEN) {
-		db_blob_free(&b);
-		auth_fail(db, "meta row audit_floor");
-		return -EIO;
-	}
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | b.data[i];
-	floor_tag(auth, (int64_t)v, want);
-	r = same_tag(want, b.data + 8, DB_MAC_LEN) ? 0 : -EIO;
+	r = rowtag_floor_decode(db->auth, &b, floor);
 	db_blob_free(&b);
-	if (r < 0) {
+	if (r < 0)
 		auth_fail(db, "meta row audit_floor");
-		return r;
-	}
-	*floor = (int64_t)v;
-	return 0;
+	return r;
 }
 
+int sq_audit_floor(struct db *h, int64_t *floor)
+{
+	return floor_read(sq_of(h), floor, false);
+}
+
+/*
+ * The audit log's floor: the highest entry the log had reached when a
+ * write to the live secrets committed, tagged, in meta. Every such commit
+ * raises it, so a log whose entries (or head) were removed down below it
+ * is seen by `vaultfs audit --verify` even though its chain still holds.
+ */
 int sq_floor_update(struct sq *db, const struct db_auth *auth)
 {
 	static const char sql[] = "SELECT coalesce(max(seq), 0) FROM audit";
-	unsigned char b[8 + DB_MAC_LEN];
+	unsigned char b[ROWTAG_FLOOR_LEN];
 	int64_t floor = 0, top = 0;
 	int r = 0;
 
@@ -672,12 +513,8 @@ int sq_floor_update(struct sq *db, const struct db_auth *auth)
 	r = sq_query(db, SQ_ONE, sql, sq_row_int, &top, SQ_NOARGS);
 	if (r < 0)
 		return r == -ENOENT ? -EPROTO : r;
-	if (top > floor)
-		floor = top;
-	for (int i = 0; i < 8; i++)
-		b[i] = (unsigned char)((uint64_t)floor >> (56 - 8 * i));
-	floor_tag(auth, floor, b + 8);
-	return sq_meta_set(&db->base, FLOOR_KEY, b, sizeof(b));
+	rowtag_floor_encode(auth, top > floor ? top : floor, b);
+	return sq_meta_set(&db->base, ROWTAG_FLOOR_KEY, b, sizeof(b));
 }
 
 struct mac_out {

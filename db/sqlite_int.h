@@ -158,8 +158,6 @@ int sq_row_verify(struct sq *db, sqlite3_stmt *st, const char *tag, const int *c
 int sq_auth_check_attached(struct sq *db, const char *schema);
 /* A tag failure inside SQL (dba_check): the -errno to return, 0 if none. */
 int sq_auth_sql_failed(void);
-/* After the outermost commit or rollback: reports failures found inside it. */
-void sq_auth_flush(struct sq *db);
 void sq_set_auth(struct db *h, const struct db_auth *auth);
 int sq_auth_upgrade(struct db *h);
 int sq_auth_rekey(struct db *h, const struct db_auth *next);

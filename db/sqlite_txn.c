@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "rowtag.h"
 #include "sqlite_int.h"
 
 /* Reads outside a write transaction run on a connection of their own,
@@ -234,7 +235,7 @@ int sq_commit(struct sq *db)
 	txn_leave(db);
 	sq_unlock(db);
 	if (last)
-		sq_auth_flush(db);
+		rowtag_flush();
 	return r;
 }
 
@@ -255,7 +256,7 @@ void sq_rollback(struct sq *db)
 	txn_leave(db);
 	sq_unlock(db);
 	if (last)
-		sq_auth_flush(db);
+		rowtag_flush();
 }
 
 int sq_end(struct sq *db, int r)

@@ -351,9 +351,9 @@ static int check_key(struct vault *v, bool readonly, char *err, size_t errlen)
 	return r;
 }
 
-/* Whoever can write the database, its -wal or its -shm can destroy
- * secrets: only the user the daemon runs as may (root, or the `user =`
- * account, which owns it by design after the drop). */
+/* Whoever can write the store's files can destroy secrets: only the user
+ * the daemon runs as may (root, or the `user =` account, which owns it by
+ * design after the drop). */
 static int file_safe(const struct vault_conf *conf, const char *path, char *err,
 		     size_t errlen)
 {
@@ -378,17 +378,25 @@ static int file_safe(const struct vault_conf *conf, const char *path, char *err,
 	return 0;
 }
 
+struct files_check {
+	const struct vault_conf *conf;
+	char *err;
+	size_t errlen;
+};
+
+static int file_check(void *ctx, const char *path, bool main)
+{
+	struct files_check *f = ctx;
+
+	return file_safe(f->conf, path, f->err, f->errlen);
+}
+
+/* Each file the store keeps here (none for a store on a server). */
 static int files_safe(const struct vault_conf *conf, char *err, size_t errlen)
 {
-	static const char *const suffix[] = { "", "-wal", "-shm" };
-	char path[sizeof(conf->db) + 8];
-	int r = 0;
+	struct files_check f = { conf, err, errlen };
 
-	for (size_t i = 0; r == 0 && i < 3; i++) {
-		snprintf(path, sizeof(path), "%s%s", conf->db, suffix[i]);
-		r = file_safe(conf, path, err, errlen);
-	}
-	return r;
+	return db_files(conf->db, file_check, &f);
 }
 
 int vault_open(struct vault **out, const struct vault_conf *conf, const struct secbuf *master,

@@ -155,17 +155,17 @@ static void beside(char *out, size_t size, const char *db, const char *suffix)
 			 suffix, stamp, (int)getpid());
 }
 
+static int unlink_file(void *ctx, const char *path, bool main)
+{
+	unlink(path);
+	return 0;
+}
+
+/* A backup file and what opening it may have left beside it. */
 static void unlink_db(const char *path)
 {
-	char p[PATH_MAX + 128];
-
-	if (!path[0])
-		return;
-	unlink(path);
-	snprintf(p, sizeof(p), "%s-wal", path);
-	unlink(p);
-	snprintf(p, sizeof(p), "%s-shm", path);
-	unlink(p);
+	if (path[0])
+		(void)db_files(path, unlink_file, NULL);
 }
 
 static int backup_key_opt(int opt, const char *arg, void *ctx)

@@ -242,16 +242,27 @@ static void check_file(struct report *rep, const char *what, const char *path,
 		    "replaced", what, dn);
 }
 
+struct db_file_check {
+	struct report *rep;
+	const struct vault_conf *c;
+};
+
+static int check_db_file(void *ctx, const char *path, bool main)
+{
+	struct db_file_check *f = ctx;
+
+	check_file(f->rep, main ? "database" : "database file", path, f->c, false, main);
+	return 0;
+}
+
 static void check_files(struct report *rep, const struct vault_conf *c)
 {
+	struct db_file_check f = { rep, c };
 	char path[PATH_MAX + 8];
 	const char *creds = getenv("CREDENTIALS_DIRECTORY");
 
-	check_file(rep, "database", c->db, c, false, true);
-	snprintf(path, sizeof(path), "%s-wal", c->db);
-	check_file(rep, "database WAL", path, c, false, false);
-	snprintf(path, sizeof(path), "%s-shm", c->db);
-	check_file(rep, "database SHM", path, c, false, false);
+	/* The store's files here (none for a store on a server). */
+	(void)db_files(c->db, check_db_file, &f);
 	if (c->key_file[0]) {
 		check_file(rep, "key file", c->key_file, c, true, true);
 	} else if (getenv(KEY_ENV)) {

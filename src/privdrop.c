@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../db/db.h"
 #include "cli.h"
 #include "privdrop.h"
 
@@ -81,10 +82,23 @@ static int raise_memlock(size_t budget, char *err, size_t errlen)
 	return 0;
 }
 
+struct owned {
+	const struct daemon_conf *d;
+	char *err;
+	size_t errlen;
+};
+
+static int file_owned(void *ctx, const char *path, bool main)
+{
+	struct owned *o = ctx;
+
+	return check_owned(o->d, path, main, o->err, o->errlen) < 0 ? -1 : 0;
+}
+
 int priv_check(const struct vault_conf *c, char *err, size_t errlen)
 {
 	const struct daemon_conf *d = &c->daemon;
-	char path[PATH_MAX + 8];
+	struct owned o = { d, err, errlen };
 
 	if (!d->has_user)
 		return 0;
@@ -94,13 +108,8 @@ int priv_check(const struct vault_conf *c, char *err, size_t errlen)
 		return fail(err, errlen, "user = %s in %s: vaultfs mount must start as root "
 			    "to become that user", d->user, c->path[0] ? c->path : "the config");
 	}
-	if (check_owned(d, c->db, true, err, errlen) < 0)
-		return -1;
-	snprintf(path, sizeof(path), "%s-wal", c->db);
-	if (check_owned(d, path, false, err, errlen) < 0)
-		return -1;
-	snprintf(path, sizeof(path), "%s-shm", c->db);
-	if (check_owned(d, path, false, err, errlen) < 0)
+	/* The store's files here, if it keeps any: all must be the user's. */
+	if (db_files(c->db, file_owned, &o) != 0)
 		return -1;
 	return raise_memlock(c->memlock_budget, err, errlen);
 }

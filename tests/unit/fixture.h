@@ -4,8 +4,10 @@
 #ifndef VAULTFS_TEST_FIXTURE_H
 #define VAULTFS_TEST_FIXTURE_H
 
+#include <ctype.h>
 #include <dirent.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +52,45 @@ static inline void tmpdir_remove(struct tmpdir *t)
 	if (d)
 		closedir(d);
 	rmdir(t->path);
+}
+
+/*
+ * The store the contract tests (test_db, test_versions, test_vault) run
+ * against: $VAULTFS_TEST_STORE if set, each "{}" in it replaced by a name
+ * of this test's own (lower-case letters, digits and _: a new database or
+ * schema for a PostgreSQL URI), so every test starts from an empty store;
+ * else the SQLite file `file` in t. Returns whether the store is a SQLite
+ * file, for the tests that are about SQLite's own files.
+ */
+#define TEST_STORE_ENV "VAULTFS_TEST_STORE"
+
+static inline bool store_spec(const struct tmpdir *t, const char *file, char *dst,
+			      size_t size)
+{
+	const char *tmpl = getenv(TEST_STORE_ENV), *base = strrchr(t->path, '/');
+	char name[128];
+	size_t n = 0, i;
+
+	if (!tmpl || !tmpl[0]) {
+		tmpdir_file(t, file, dst, size);
+		return true;
+	}
+	snprintf(name, sizeof(name), "%s_%s", base ? base + 1 : t->path, file);
+	for (i = 0; name[i]; i++)
+		name[i] = isalnum((unsigned char)name[i]) ? (char)tolower((unsigned char)name[i]) :
+			  '_';
+	for (i = 0; tmpl[i] && n + 1 < size; i++) {
+		if (tmpl[i] == '{' && tmpl[i + 1] == '}') {
+			n += (size_t)snprintf(dst + n, size - n, "%s", name);
+			if (n >= size)
+				n = size - 1;
+			i++;
+		} else {
+			dst[n++] = tmpl[i];
+		}
+	}
+	dst[n] = '\0';
+	return strncmp(dst, "postgres", 8) != 0;
 }
 
 #endif

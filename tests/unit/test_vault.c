@@ -1,6 +1,7 @@
 /* The vault layer (fs/vault.h) against a real temporary store: the contract
- * that the filesystem and the CLI rely on, whichever store is behind db/.
- * Each test starts from a new vault with one instance, "app". */
+ * that the filesystem and the CLI rely on, whichever store is behind db/
+ * ($VAULTFS_TEST_STORE, fixture.h; a SQLite file by default). Each test
+ * starts from a new vault with one instance, "app". */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@ struct fx {
 	struct secbuf *master;
 	struct vault *v;
 	int64_t inst;
+	bool sqlite;		/* the store is a SQLite file */
 };
 
 static int fx_open(struct fx *fx)
@@ -43,7 +45,7 @@ static int fx_setup(void **state)
 	if (!fx || secmem_init() < 0 || tmpdir_make(&fx->dir, "vault") < 0)
 		return -1;
 	policy_defaults(&fx->conf);
-	tmpdir_file(&fx->dir, "vault.db", fx->conf.db, sizeof(fx->conf.db));
+	fx->sqlite = store_spec(&fx->dir, "vault.db", fx->conf.db, sizeof(fx->conf.db));
 	fx->conf.undelete_window = 3600;
 	if (seal_keygen(&fx->master) < 0 ||
 	    vault_init(fx->conf.db, fx->master, err, sizeof(err)) < 0 || fx_open(fx) < 0 ||
@@ -391,8 +393,21 @@ int main(void)
 		FX_TEST(test_rollback),
 		FX_TEST(test_rotate_instance_keeps_values),
 		FX_TEST(test_rotate_master),
+	};
+	/* Edits the file behind the store's back, with SQLite's own tools. */
+	const struct CMUnitTest sqlite_files[] = {
 		FX_TEST(test_swapped_ciphertext_refused),
 	};
+	struct tmpdir t;
+	char spec[512];
+	int failed;
+	bool sqlite = tmpdir_make(&t, "spec") == 0 &&
+		      store_spec(&t, "vault.db", spec, sizeof(spec));
 
-	return cmocka_run_group_tests_name("vault", tests, NULL, NULL);
+	tmpdir_remove(&t);
+	failed = cmocka_run_group_tests_name("vault", tests, NULL, NULL);
+	if (sqlite)
+		failed += cmocka_run_group_tests_name("vault: SQLite's files", sqlite_files,
+						      NULL, NULL);
+	return failed;
 }

@@ -1,5 +1,6 @@
 /* The store's versions, trash, attributes and backups (db/db_versions.h,
- * db/db_attrs.h, db/db_backup.h). */
+ * db/db_attrs.h, db/db_backup.h), against $VAULTFS_TEST_STORE (fixture.h);
+ * a backup is a SQLite file whatever the store. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -24,7 +25,7 @@
 
 struct fx {
 	struct tmpdir tmp;
-	char path[128];
+	char path[512];		/* the store's spec */
 	struct db *db;
 	int64_t inst;
 };
@@ -40,7 +41,7 @@ static int fx_setup(void **state)
 		return -1;
 	if (tmpdir_make(&fx->tmp, "versions") < 0)
 		return -1;
-	snprintf(fx->path, sizeof(fx->path), "%s/vault.db", fx->tmp.path);
+	store_spec(&fx->tmp, "vault.db", fx->path, sizeof(fx->path));
 	snprintf(in.name, sizeof(in.name), "app");
 	if (db_open(&fx->db, fx->path, DB_CREATE) || db_instance_create(fx->db, &in, &wrap1))
 		return -1;

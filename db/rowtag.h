@@ -1,0 +1,69 @@
+/* Inside db/ only, for every store: the bytes a row's tag covers, the
+ * chain over an instance's live set, the audit floor's encoding, and the
+ * reporting of rows that fail. Every store must tag alike, so that a
+ * backup (a SQLite file) verifies whichever store wrote it. */
+#ifndef VAULTFS_ROWTAG_H
+#define VAULTFS_ROWTAG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db.h"
+
+#define ROWTAG_MSG_MAX 4096	/* a 1024-byte description, two names and more */
+#define ROWTAG_WHAT_MAX 96	/* "secrets row 12": what a failure names */
+
+/* A row's encoding: "vaultfs/row/1", the table's name, then each field
+ * typed (integer, text, blob, null) with its length, so a tag made for one
+ * table, one row or one field list never fits another. */
+struct rowtag {
+	unsigned char buf[ROWTAG_MSG_MAX];
+	size_t len;
+	bool overflow;		/* too long, or a field no tag covers: fails */
+};
+
+void rowtag_init(struct rowtag *m, const char *table);
+void rowtag_int(struct rowtag *m, int64_t v);
+void rowtag_text(struct rowtag *m, const void *p, size_t n);
+void rowtag_blob(struct rowtag *m, const void *p, size_t n);
+void rowtag_null(struct rowtag *m);
+void rowtag_u64(struct rowtag *m, uint64_t v);	/* untyped: chains and the floor */
+void rowtag_bytes(struct rowtag *m, const void *p, size_t n);
+/* 0, or -EMSGSIZE when the encoding overflowed. */
+int rowtag_make(const struct db_auth *auth, const struct rowtag *m,
+		unsigned char out[static DB_MAC_LEN]);
+/* Whether tag (taglen bytes, from the store: the attacker's) is m's. */
+bool rowtag_ok(const struct db_auth *auth, const struct rowtag *m, const void *tag,
+	       size_t taglen);
+/* Constant time. */
+bool rowtag_equal(const unsigned char *a, const void *b, size_t blen);
+
+/* An instance's state: a keyed chain over (instance id, seq) and the
+ * (id, version) of each live secret in id order. */
+struct rowtag_state {
+	const struct db_auth *auth;
+	struct rowtag m;
+};
+void rowtag_state_begin(struct rowtag_state *c, const struct db_auth *auth, int64_t inst,
+			int64_t seq);
+void rowtag_state_add(struct rowtag_state *c, int64_t id, int64_t version);
+void rowtag_state_end(struct rowtag_state *c, unsigned char out[static DB_MAC_LEN]);
+
+/* The audit floor as stored in meta: 8 bytes big-endian, then its tag. */
+#define ROWTAG_FLOOR_KEY "audit_floor"
+#define ROWTAG_FLOOR_LEN (8 + DB_MAC_LEN)
+void rowtag_floor_encode(const struct db_auth *auth, int64_t floor,
+			 unsigned char out[static ROWTAG_FLOOR_LEN]);
+/* 0 and *floor, or -EIO if b is not a floor tagged under auth. */
+int rowtag_floor_decode(const struct db_auth *auth, const struct db_blob *b, int64_t *floor);
+
+/* A row that fails: names it in db_errmsg, and hands it to auth->failed
+ * now, or, inside the caller's write transaction (in_txn), once
+ * rowtag_flush runs after its end: auth->failed may write to the audit log,
+ * which must not wait for that transaction. */
+void rowtag_failed(const struct db_auth *auth, const char *what, bool in_txn);
+/* After the outermost commit or rollback of the calling thread. */
+void rowtag_flush(void);
+
+#endif
