@@ -187,6 +187,12 @@ static int uri_check(const char *uri)
  * may not change: a read-write server, and bounded statements. */
 int pg_connect(const char *uri, bool listener, PGconn **out)
 {
+	return pg_connect_to(uri, NULL, listener, out);
+}
+
+/* dbname, if given, replaces the URI's database (the maintenance one). */
+int pg_connect_to(const char *uri, const char *dbname, bool listener, PGconn **out)
+{
 	const char *kw[16], *val[16];
 	char *pw = NULL;
 	PGconn *c;
@@ -203,6 +209,10 @@ int pg_connect(const char *uri, bool listener, PGconn **out)
 	kw[n] = "tcp_user_timeout"; val[n++] = "9000";
 	kw[n] = "application_name"; val[n++] = listener ? "vaultfs-listen" : "vaultfs";
 	kw[n] = "dbname"; val[n++] = uri;
+	if (dbname) {
+		kw[n] = "dbname";
+		val[n++] = dbname;
+	}
 	kw[n] = "target_session_attrs"; val[n++] = "read-write";
 	kw[n] = "options";
 	val[n++] = "-c statement_timeout=10s -c lock_timeout=10s "
@@ -229,6 +239,43 @@ int pg_connect(const char *uri, bool listener, PGconn **out)
 	return 0;
 }
 
+/* The URI's database name, "" if it names none. */
+static void uri_dbname(const char *uri, char *out, size_t size)
+{
+	PQconninfoOption *opts = PQconninfoParse(uri, NULL), *o;
+
+	out[0] = '\0';
+	for (o = opts; o && o->keyword; o++)
+		if (!strcmp(o->keyword, "dbname") && o->val)
+			snprintf(out, size, "%s", o->val);
+	PQconninfoFree(opts);
+}
+
+/* For init: the database, created if the role may and it is absent. A
+ * role that may not (the usual least-privilege set-up) gets the error of
+ * the connection that follows, naming the missing database. */
+void pg_database_ensure(const char *uri)
+{
+	char name[256], sql[600];
+	PGconn *c = NULL;
+	PGresult *res;
+	char *id;
+
+	uri_dbname(uri, name, sizeof(name));
+	if (!name[0] || pg_connect_to(uri, "postgres", false, &c) < 0)
+		return;
+	res = PQexecParams(c, "SELECT 1 FROM pg_database WHERE datname = $1", 1, NULL,
+			   (const char *const[]){ name }, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 0 &&
+	    (id = PQescapeIdentifier(c, name, strlen(name)))) {
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", id);
+		PQfreemem(id);
+		PQclear(PQexec(c, sql));
+	}
+	PQclear(res);
+	PQfinish(c);
+}
+
 /* Asked after every (re)connect, whatever the URI said. */
 static int check_primary(PGconn *c)
 {
@@ -243,6 +290,24 @@ static int check_primary(PGconn *c)
 			     "writes only on the primary");
 	else
 		r = 0;
+	PQclear(res);
+	return r;
+}
+
+/* What every connection of the handle is set to: read-only for a
+ * DB_READONLY handle, so a write fails as -EROFS. */
+int pg_session(struct pgs *s, PGconn *c)
+{
+	PGresult *res;
+	int r = 0;
+
+	if (!s->readonly)
+		return 0;
+	res = PQexec(c, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		set_server_error("cannot make the connection read-only", PQerrorMessage(c));
+		r = -EIO;
+	}
 	PQclear(res);
 	return r;
 }
@@ -269,7 +334,7 @@ int pg_ready(struct pgs *s)
 		s->conn = NULL;
 	}
 	r = pg_connect(s->uri, false, &c);
-	if (r == 0 && (r = check_primary(c)) == 0)
+	if (r == 0 && (r = check_primary(c)) == 0 && (r = pg_session(s, c)) == 0)
 		r = pg_schema_check(c, false);
 	if (r < 0) {
 		if (c)

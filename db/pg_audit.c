@@ -90,13 +90,13 @@ void pga_rollback(struct db_audit *h)
 
 int pga_read_begin(struct db_audit *h)
 {
-	db_pg_ops.read_begin(&A(h)->s->base);
+	pg_snapshot_begin(A(h)->s);
 	return 0;
 }
 
 void pga_read_end(struct db_audit *h)
 {
-	db_pg_ops.read_end(&A(h)->s->base);
+	pg_snapshot_end(A(h)->s);
 }
 
 static void text_bounded(const char *src, char *dst, size_t size)

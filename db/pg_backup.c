@@ -132,10 +132,10 @@ int pgb_backup(struct db *db, const char *file)
 		r = sq_fail(dst, file);
 		goto out;
 	}
-	db_pg_ops.read_begin(db);
+	pg_snapshot_begin(s);
 	for (size_t t = 0; r == 0 && t < N_TABLES; t++)
 		r = copy_out(s, dst, t);
-	db_pg_ops.read_end(db);
+	pg_snapshot_end(s);
 	if (r == 0 && sqlite3_exec(dst, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		r = sq_fail(dst, file);
 out:

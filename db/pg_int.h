@@ -40,6 +40,7 @@ struct pgs {
 	unsigned depth;
 	bool reading;		/* a db_read_begin snapshot holds the connection */
 	bool broken;		/* the transaction's connection was lost */
+	bool readonly;		/* DB_READONLY */
 	int64_t next_try_ns;	/* no reconnect before this */
 	const struct db_auth *auth, *auth_next;
 	int64_t *dirty;		/* instances whose state to make at commit */
@@ -52,6 +53,9 @@ extern const struct db_store_ops db_pg_ops;
 
 /* The handle (pg_store.c). */
 void pgs_close_handle(struct pgs *s);
+/* One snapshot for the calling thread, holding the connection. */
+void pg_snapshot_begin(struct pgs *s);
+void pg_snapshot_end(struct pgs *s);
 int pgs_row_instance(struct pgs *s, const PGresult *res, int row, struct db_instance *in);
 int pgs_row_secret(struct pgs *s, const PGresult *res, int row, struct db_secret *m);
 
@@ -104,7 +108,10 @@ int pgb_restore(struct db *db, const char *file);
 
 /* Connections (pg.c). */
 int pg_connect(const char *uri, bool listener, PGconn **out);
+int pg_connect_to(const char *uri, const char *dbname, bool listener, PGconn **out);
+void pg_database_ensure(const char *uri);
 int pg_ready(struct pgs *s);
+int pg_session(struct pgs *s, PGconn *c);
 void pg_lock(struct pgs *s);
 void pg_unlock(struct pgs *s);
 bool pg_in_own_txn(struct pgs *s);

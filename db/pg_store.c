@@ -57,9 +57,15 @@ static int pgs_open(struct db **out, const char *spec, int flags)
 	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
 	pthread_mutex_init(&s->lock, &a);
 	pthread_mutexattr_destroy(&a);
+	if (flags & DB_CREATE)
+		pg_database_ensure(s->uri);
+	s->readonly = flags & DB_READONLY;
 	r = pg_connect(s->uri, false, &s->conn);
 	if (r == 0)
-		r = flags & DB_CREATE ? pg_schema_create(s->conn) : pg_schema_check(s->conn, true);
+		r = flags & DB_CREATE ? pg_schema_create(s->conn) :
+		    pg_schema_check(s->conn, !s->readonly);
+	if (r == 0)
+		r = pg_session(s, s->conn);
 	if (r < 0) {
 		pgs_close_handle(s);
 		return r;
@@ -114,15 +120,15 @@ static void pgs_set_readers(struct db *db, unsigned max)
 {
 }
 
-/* A REPEATABLE READ transaction holding the connection: one snapshot. */
-static void pgs_read_begin(struct db *db)
+/* A REPEATABLE READ transaction holding the connection: one snapshot, for
+ * a backup or the audit log's verification. Other threads wait meanwhile,
+ * so a holder must not wait for them. */
+void pg_snapshot_begin(struct pgs *s)
 {
-	struct pgs *s = P(db);
-
 	if (pinned || pg_in_own_txn(s))
 		return;
 	pg_lock(s);
-	if (pg_ready(s) < 0 || pg_listen_fresh(s) < 0 ||
+	if (pg_ready(s) < 0 ||
 	    pg_run(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, NULL) < 0) {
 		pg_unlock(s);
 		return;
@@ -131,10 +137,8 @@ static void pgs_read_begin(struct db *db)
 	pinned = s;
 }
 
-static void pgs_read_end(struct db *db)
+void pg_snapshot_end(struct pgs *s)
 {
-	struct pgs *s = P(db);
-
 	if (pinned != s)
 		return;
 	pinned = NULL;
@@ -145,9 +149,20 @@ static void pgs_read_end(struct db *db)
 	pg_unlock(s);
 }
 
+/* db_read_begin: without readers of its own (db.h), nothing: a server's
+ * thread inside one may wait for another (the audit log's writer), which
+ * must still reach the connection. Each read sees the latest state. */
+static void pgs_read_begin(struct db *db)
+{
+}
+
+static void pgs_read_end(struct db *db)
+{
+}
+
 static bool pgs_read_pinned(struct db *db)
 {
-	return pinned == P(db);
+	return false;
 }
 
 static int begin_outer(struct pgs *s, bool lazy)
@@ -873,6 +888,22 @@ static int pgs_secret_rename(struct db *db, const struct db_secret *in,
 	return own_end(s, r);
 }
 
+static int pgs_secret_delete(struct db *db, int64_t id)
+{
+	struct pgs *s = P(db);
+	struct db_secret m;
+	struct pgq q = { 0 };
+	int r = own_begin(s);
+
+	if (r < 0)
+		return r;
+	r = secret_locked(s, id, true, &m);
+	pgq_int(&q, id);
+	if (r == 0)
+		r = pg_change(s, "DELETE FROM secrets WHERE id = $1", &q, 1);
+	return own_end(s, r);
+}
+
 /* -- state, floor ---------------------------------------------------------------------- */
 
 static void pgs_set_auth(struct db *db, const struct db_auth *auth)
@@ -961,6 +992,7 @@ const struct db_store_ops db_pg_ops = {
 	.secret_set_value = pgs_secret_set_value,
 	.secret_set_attr = pgs_secret_set_attr,
 	.secret_rename = pgs_secret_rename,
+	.secret_delete = pgs_secret_delete,
 	.secret_adopt = pgh_secret_adopt,
 	.version_archive = pgh_version_archive,
 	.version_get = pgh_version_get,

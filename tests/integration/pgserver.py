@@ -149,7 +149,7 @@ class PgCluster:
         self.primary.psql(f"REVOKE ALL ON DATABASE {VAULT_DB} FROM PUBLIC")
         # root's, mode 0600: libpq ignores a passfile others can read.
         with open(self.passfile, "w") as f:
-            f.write(f"*:*:{VAULT_DB}:{VAULT_ROLE}:{self.password}\n")
+            f.write(f"*:*:*:{VAULT_ROLE}:{self.password}\n")
         os.chmod(self.passfile, 0o600)
 
     def uri(self, **params):
