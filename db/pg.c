@@ -373,29 +373,29 @@ static int map_state(const char *st)
 	return -EIO;
 }
 
-static int result_error(struct pgs *s, PGresult *res)
+/* c is the writer's connection (then a loss breaks its transaction) or a
+ * reader's. */
+static int result_error(struct pgs *s, PGconn *c, PGresult *res)
 {
 	const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
-	if (PQstatus(s->conn) != CONNECTION_OK) {
-		set_server_error("the database connection was lost", PQerrorMessage(s->conn));
-		if (s->depth)
+	if (PQstatus(c) != CONNECTION_OK) {
+		set_server_error("the database connection was lost", PQerrorMessage(c));
+		if (c == s->conn && s->depth)
 			s->broken = true;
-		s->next_try_ns = 0;
 		return -EIO;
 	}
-	set_server_error("database", res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn));
+	set_server_error("database", res ? PQresultErrorMessage(res) : PQerrorMessage(c));
 	return map_state(st);
 }
 
-static int run_once(struct pgs *s, const char *sql, const struct pgq *q, PGresult **out)
+static int exec_on(struct pgs *s, PGconn *c, const char *sql, const struct pgq *q,
+		   PGresult **out)
 {
 	PGresult *res;
-	int r = pg_ready(s);
+	int r;
 
-	if (r < 0)
-		return r;
-	res = PQexecParams(s->conn, sql, q ? q->n : 0, q ? q->type : NULL, q ? q->v : NULL,
+	res = PQexecParams(c, sql, q ? q->n : 0, q ? q->type : NULL, q ? q->v : NULL,
 			   q ? q->len : NULL, q ? q->fmt : NULL, 1);
 	switch (PQresultStatus(res)) {
 	case PGRES_TUPLES_OK:
@@ -409,10 +409,100 @@ static int run_once(struct pgs *s, const char *sql, const struct pgq *q, PGresul
 		r = atoi(PQcmdTuples(res));
 		break;
 	default:
-		r = result_error(s, res);
+		r = result_error(s, c, res);
 	}
 	PQclear(res);
 	return r;
+}
+
+static int run_once(struct pgs *s, const char *sql, const struct pgq *q, PGresult **out)
+{
+	int r = pg_ready(s);
+
+	return r < 0 ? r : exec_on(s, s->conn, sql, q, out);
+}
+
+/* -- readers ---------------------------------------------------------------------- */
+
+/* A free reader's connection, made on first use; NULL if none is free
+ * (the caller then reads on the writer's). */
+static struct pg_reader *reader_take(struct pgs *s)
+{
+	struct pg_reader *rd = NULL;
+	PGconn *c = NULL;
+
+	pthread_mutex_lock(&s->rlock);
+	for (unsigned i = 0; !rd && i < s->nreaders; i++)
+		if (!s->readers[i].busy)
+			rd = &s->readers[i];
+	if (rd)
+		rd->busy = true;
+	pthread_mutex_unlock(&s->rlock);
+	if (!rd || (rd->conn && PQstatus(rd->conn) == CONNECTION_OK))
+		return rd;
+	if (rd->conn)
+		PQfinish(rd->conn);
+	rd->conn = NULL;
+	/* While the server is away, no connection attempt per read. */
+	if (db_now_ns() >= s->next_try_ns && pg_connect(s->uri, false, &c) == 0 &&
+	    (check_primary(c) < 0 || pg_session(s, c) < 0)) {
+		PQfinish(c);
+		c = NULL;
+	}
+	if (!c)
+		s->next_try_ns = db_now_ns() + RETRY_PAUSE_NS;
+	rd->conn = c;
+	if (!c) {
+		pthread_mutex_lock(&s->rlock);
+		rd->busy = false;
+		pthread_mutex_unlock(&s->rlock);
+		return NULL;
+	}
+	return rd;
+}
+
+static void reader_give(struct pgs *s, struct pg_reader *rd)
+{
+	pthread_mutex_lock(&s->rlock);
+	rd->busy = false;
+	pthread_mutex_unlock(&s->rlock);
+}
+
+/* A read outside the thread's transaction, on a reader of its own. It
+ * first waits for a write transaction another thread holds, so what an
+ * earlier request committed is what it reads. 1: not served here. */
+static int run_reader(struct pgs *s, const char *sql, const struct pgq *q, PGresult **out)
+{
+	struct pg_reader *rd;
+	int r;
+
+	if (!s->nreaders || pg_in_own_txn(s) || s->reading)
+		return 1;
+	pg_lock(s);
+	r = pg_listen_fresh(s);
+	pg_unlock(s);
+	if (r < 0)
+		return r;
+	rd = reader_take(s);
+	if (!rd)
+		return 1;
+	r = exec_on(s, rd->conn, sql, q, out);
+	if (r == -EIO && PQstatus(rd->conn) != CONNECTION_OK) {
+		PQfinish(rd->conn);		/* the server went: once more, anew */
+		rd->conn = NULL;
+		reader_give(s, rd);
+		return 1;
+	}
+	reader_give(s, rd);
+	return r;
+}
+
+void pg_readers_close(struct pgs *s)
+{
+	for (unsigned i = 0; i < s->nreaders; i++)
+		if (s->readers[i].conn)
+			PQfinish(s->readers[i].conn);
+	s->nreaders = 0;
 }
 
 /* A read outside any transaction whose connection turns out lost (the
@@ -425,6 +515,8 @@ int pg_run(struct pgs *s, const char *sql, const struct pgq *q, PGresult **out)
 
 	if (out)
 		*out = NULL;
+	if (read && (r = run_reader(s, sql, q, out)) <= 0)
+		return r;
 	pg_lock(s);
 	r = run_once(s, sql, q, out);
 	if (r == -EIO && read && !s->depth && !s->reading && s->conn &&
@@ -444,7 +536,7 @@ int pg_commit_sql(struct pgs *s)
 	pg_lock(s);
 	res = PQexec(s->conn, "COMMIT");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		r = result_error(s, res);
+		r = result_error(s, s->conn, res);
 	} else if (strcmp(PQcmdStatus(res), "COMMIT")) {
 		pg_set_error("the transaction was rolled back by the database");
 		r = -EIO;

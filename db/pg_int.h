@@ -31,6 +31,14 @@ void pgq_blob(struct pgq *q, const void *p, size_t len);
 
 struct pg_listen;
 
+#define PG_READERS_MAX 8
+
+/* A connection of its own for reads outside transactions (db_set_readers). */
+struct pg_reader {
+	PGconn *conn;
+	bool busy;
+};
+
 struct pgs {
 	struct db base;		/* first: the handle db.c passes around */
 	char uri[PG_URI_MAX];
@@ -46,6 +54,9 @@ struct pgs {
 	int64_t *dirty;		/* instances whose state to make at commit */
 	size_t ndirty, dirty_cap;
 	struct pg_listen *listen;
+	pthread_mutex_t rlock;	/* the readers' busy flags */
+	struct pg_reader readers[PG_READERS_MAX];
+	unsigned nreaders;
 	int64_t stale_ns;	/* how long a lost listener may go unnoticed */
 };
 
@@ -112,6 +123,7 @@ int pg_connect_to(const char *uri, const char *dbname, bool listener, PGconn **o
 void pg_database_ensure(const char *uri);
 int pg_ready(struct pgs *s);
 int pg_session(struct pgs *s, PGconn *c);
+void pg_readers_close(struct pgs *s);
 void pg_lock(struct pgs *s);
 void pg_unlock(struct pgs *s);
 bool pg_in_own_txn(struct pgs *s);

@@ -57,6 +57,7 @@ static int pgs_open(struct db **out, const char *spec, int flags)
 	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
 	pthread_mutex_init(&s->lock, &a);
 	pthread_mutexattr_destroy(&a);
+	pthread_mutex_init(&s->rlock, NULL);
 	if (flags & DB_CREATE)
 		pg_database_ensure(s->uri);
 	s->readonly = flags & DB_READONLY;
@@ -77,9 +78,11 @@ static int pgs_open(struct db **out, const char *spec, int flags)
 void pgs_close_handle(struct pgs *s)
 {
 	pg_listen_stop(s);
+	pg_readers_close(s);
 	if (s->conn)
 		PQfinish(s->conn);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->rlock);
 	free(s->dirty);
 	free(s);
 }
@@ -116,8 +119,16 @@ static int pgs_files(const char *spec, int (*fn)(void *, const char *, bool), vo
 
 /* -- transactions ------------------------------------------------------------------ */
 
+/* Connections for reads outside transactions, opened when first needed:
+ * a server's threads read side by side. */
 static void pgs_set_readers(struct db *db, unsigned max)
 {
+	struct pgs *s = P(db);
+
+	pthread_mutex_lock(&s->rlock);
+	if (max > s->nreaders)
+		s->nreaders = max < PG_READERS_MAX ? max : PG_READERS_MAX;
+	pthread_mutex_unlock(&s->rlock);
 }
 
 /* A REPEATABLE READ transaction holding the connection: one snapshot, for
@@ -149,9 +160,9 @@ void pg_snapshot_end(struct pgs *s)
 	pg_unlock(s);
 }
 
-/* db_read_begin: without readers of its own (db.h), nothing: a server's
- * thread inside one may wait for another (the audit log's writer), which
- * must still reach the connection. Each read sees the latest state. */
+/* db_read_begin: nothing. A server's thread inside one may wait for
+ * another (the audit log's writer), which must still reach the writer's
+ * connection; so each read sees the latest committed state. */
 static void pgs_read_begin(struct db *db)
 {
 }
@@ -173,8 +184,11 @@ static int begin_outer(struct pgs *s, bool lazy)
 		(void)pg_run(s, "COMMIT", NULL, NULL);
 		s->reading = false;
 	}
-	r = pg_ready(s);
-	if (r == 0)
+	/* A connection found lost at BEGIN (the server restarted or failed
+	 * over since its last use; reads went to readers) is made anew: BEGIN
+	 * changed nothing yet. */
+	r = pg_run(s, "BEGIN ISOLATION LEVEL READ COMMITTED", NULL, NULL);
+	if (r == -EIO && s->conn && PQstatus(s->conn) != CONNECTION_OK)
 		r = pg_run(s, "BEGIN ISOLATION LEVEL READ COMMITTED", NULL, NULL);
 	if (r < 0)
 		return r;

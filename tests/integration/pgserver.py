@@ -15,8 +15,6 @@ import subprocess
 import tempfile
 import time
 
-import conftest
-
 PG_BIN = os.environ.get("VAULTFS_PG_BIN", "/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
 VAULT_ROLE = "vault"
@@ -71,7 +69,7 @@ class PgServer:
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
             f.write("local all postgres peer\n"
                     "local replication postgres peer\n"
-                    f"local all all scram-sha-256\n")
+                    "local all all scram-sha-256\n")
         self.configure(
             "listen_addresses = ''\n"
             f"unix_socket_directories = '{self.sockdir}'\n"
@@ -130,8 +128,8 @@ class PgCluster:
     """A primary (and, on demand, a streaming standby) in one temporary
     directory, with the vault's role and database, and a passfile."""
 
-    def __init__(self):
-        self.base = tempfile.mkdtemp(prefix="vaultfs-pg-", dir="/tmp")
+    def __init__(self, parent="/tmp"):
+        self.base = tempfile.mkdtemp(prefix="vaultfs-pg-", dir=parent)
         os.chmod(self.base, 0o755)
         sock = os.path.join(self.base, "sock")
         os.mkdir(sock, 0o755)
@@ -191,66 +189,3 @@ class PgCluster:
                 s.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
 
-
-class Host(conftest.Vault):
-    """One host of a fleet: its own directory, configuration, mount point and
-    daemon, on the cluster's database, with the fleet's master key.
-
-    A conftest.Vault, so mount, unmount, cli and the log checks are the same
-    as for a single-host vault; only the store differs."""
-
-    def __init__(self, cluster, name, key=None, config="[vault]\nattr_timeout = 60\n",
-                 init=False):
-        self.cluster = cluster
-        self.host = name
-        self.dir = tempfile.mkdtemp(prefix=f"vaultfs-{name}-", dir="/tmp")
-        os.chmod(self.dir, 0o755)
-        self.mnt = os.path.join(self.dir, "mnt")
-        os.mkdir(self.mnt, 0o755)
-        self.db = cluster.uri()
-        self.key = os.path.join(self.dir, "master.key")
-        self.mount_args = []
-        self.proc = None
-        self.logs = []
-        self.log_path = None
-        self.errors = []
-        self.config = self.write_config(config) if config is not None else None
-        if key:
-            shutil.copyfile(key, self.key)
-            os.chmod(self.key, 0o600)
-        else:
-            r = conftest.run([conftest.VAULTFS_BIN, "keygen", "--out", self.key])
-            assert r.returncode == 0, r.stderr.decode()
-        if init:
-            r = self.cli("init", config=False)
-            assert r.returncode == 0, f"init on PostgreSQL failed: {r.stderr.decode()}"
-
-
-class Fleet:
-    """A cluster and the hosts that serve its vault."""
-
-    def __init__(self, standby=False):
-        self.cluster = PgCluster()
-        self.hosts = []
-        if standby:
-            self.cluster.add_standby()
-
-    def host(self, config="[vault]\nattr_timeout = 60\n", mount=True):
-        first = not self.hosts
-        h = Host(self.cluster, f"host{len(self.hosts) + 1}",
-                 key=None if first else self.hosts[0].key, config=config, init=first)
-        self.hosts.append(h)
-        if mount:
-            h.mount()
-        return h
-
-    def cleanup(self):
-        errors = []
-        for h in self.hosts:
-            try:
-                h.cleanup()
-            except BaseException as e:
-                errors.append(e)
-        self.cluster.cleanup()
-        if errors:
-            raise errors[0]

@@ -3,16 +3,83 @@ their own, on one vault, stand for two hosts. A real PostgreSQL 15 server
 (pgserver.py) runs in a temporary directory for each test."""
 import errno
 import os
+import shutil
+import tempfile
 import threading
 import time
 
 import pytest
 
+import conftest
 import pgserver
 from conftest import VAULTFS_BIN, errname, oserror, read_file, run, wait_for, write_file
 
 pytestmark = pytest.mark.skipif(not pgserver.available(),
                                 reason="PostgreSQL 15 is not installed (make test-deps)")
+
+class Host(conftest.Vault):
+    """One host of a fleet: its own directory, configuration, mount point and
+    daemon, on the cluster's database, with the fleet's master key.
+
+    A conftest.Vault, so mount, unmount, cli and the log checks are the same
+    as for a single-host vault; only the store differs."""
+
+    def __init__(self, cluster, name, key=None, config="[vault]\nattr_timeout = 60\n",
+                 init=False):
+        self.cluster = cluster
+        self.host = name
+        self.dir = tempfile.mkdtemp(prefix=f"vaultfs-{name}-", dir="/tmp")
+        os.chmod(self.dir, 0o755)
+        self.mnt = os.path.join(self.dir, "mnt")
+        os.mkdir(self.mnt, 0o755)
+        self.db = cluster.uri()
+        self.key = os.path.join(self.dir, "master.key")
+        self.mount_args = []
+        self.proc = None
+        self.logs = []
+        self.log_path = None
+        self.errors = []
+        self.config = self.write_config(config) if config is not None else None
+        if key:
+            shutil.copyfile(key, self.key)
+            os.chmod(self.key, 0o600)
+        else:
+            r = conftest.run([conftest.VAULTFS_BIN, "keygen", "--out", self.key])
+            assert r.returncode == 0, r.stderr.decode()
+        if init:
+            r = self.cli("init", config=False)
+            assert r.returncode == 0, f"init on PostgreSQL failed: {r.stderr.decode()}"
+
+
+class Fleet:
+    """A cluster and the hosts that serve its vault."""
+
+    def __init__(self, standby=False):
+        self.cluster = pgserver.PgCluster()
+        self.hosts = []
+        if standby:
+            self.cluster.add_standby()
+
+    def host(self, config="[vault]\nattr_timeout = 60\n", mount=True):
+        first = not self.hosts
+        h = Host(self.cluster, f"host{len(self.hosts) + 1}",
+                 key=None if first else self.hosts[0].key, config=config, init=first)
+        self.hosts.append(h)
+        if mount:
+            h.mount()
+        return h
+
+    def cleanup(self):
+        errors = []
+        for h in self.hosts:
+            try:
+                h.cleanup()
+            except BaseException as e:
+                errors.append(e)
+        self.cluster.cleanup()
+        if errors:
+            raise errors[0]
+
 
 # What the tests accept as "at once": far below attr_timeout = 60, which is
 # what a mount would show without the change feed. The figures themselves
@@ -25,7 +92,7 @@ def fleet(monkeypatch):
     made = []
 
     def make(standby=False):
-        f = pgserver.Fleet(standby=standby)
+        f = Fleet(standby=standby)
         made.append(f)
         monkeypatch.setenv("PGPASSFILE", f.cluster.passfile)
         return f
@@ -42,9 +109,10 @@ def fleet(monkeypatch):
 
 
 def sh_write(path, value):
-    """A writer as people write: the shell's redirection."""
-    r = os.system(f"printf %s '{value}' > '{path}'")
-    assert r == 0, f"writing {path} failed"
+    """A writer as people write, with tee, which (unlike the shell's
+    redirection) reports a failed close: where a commit fails."""
+    r = run(["/bin/sh", "-c", f"printf %s '{value}' | tee '{path}' > /dev/null"])
+    assert r.returncode == 0, f"writing {path} failed: {r.stderr.decode()}"
 
 
 def test_a_write_on_one_host_is_read_on_the_other_at_once(fleet):
@@ -214,7 +282,7 @@ def test_migration_from_sqlite_into_postgresql_and_back(fleet, vault_factory, tm
     assert single.cli("backup", bak).returncode == 0
 
     f = fleet()
-    host = pgserver.Host(f.cluster, "host1", key=single.key, init=True)
+    host = Host(f.cluster, "host1", key=single.key, init=True)
     f.hosts.append(host)
     r = host.cli("restore", bak)
     assert r.returncode == 0, r.stderr.decode()
@@ -242,7 +310,7 @@ def test_a_doctored_backup_changes_nothing_in_postgresql(fleet, vault_factory, t
     single = vault_factory(mount=False)
     single.set("app", "K", "genuine")
     f = fleet()
-    host = pgserver.Host(f.cluster, "host1", key=single.key, init=True)
+    host = Host(f.cluster, "host1", key=single.key, init=True)
     f.hosts.append(host)
     bak = str(tmp_path / "b.db")
     assert single.cli("backup", bak).returncode == 0
