@@ -326,3 +326,21 @@ def test_a_doctored_backup_changes_nothing_in_postgresql(fleet, vault_factory, t
     mode = f.cluster.vault_sql("SELECT mode FROM secrets").strip()
     assert mode != "438", "a refused restore changed nothing"
     assert host.get("app", "K") == b"genuine"
+
+
+def test_whoever_edits_a_tagged_row_in_the_database_gets_eio_everywhere(fleet, users):
+    """Database access is no way around the modes: a row made readable to
+    everyone by an UPDATE fails its tag on every host, and nothing of the
+    value comes out."""
+    f = fleet()
+    a, b = f.host(), f.host()
+    os.mkdir(a.path("app"))
+    os.chmod(a.path("app"), 0o755)
+    sh_write(a.path("app", "K"), "private")
+    os.chmod(a.path("app", "K"), 0o600)
+    f.cluster.vault_sql("UPDATE secrets SET mode = 420")     # 0644
+    for h in (a, b):
+        assert oserror(read_file, h.path("app", "K")) == errno.EIO, h.host
+        assert users.try_open("alice", h.path("app", "K")) in ("EIO", "EACCES"), h.host
+    r = b.cli("audit", "--key", "K")
+    assert b"authfail" in r.stdout, r.stdout.decode()
