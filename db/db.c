@@ -108,61 +108,6 @@ int db_instance_set_wrapped_key(struct db *db, int64_t id, uint64_t generation,
 	return db->ops->instance_set_key(db, id, generation, wrapped);
 }
 
-int db_audit_open(struct db_audit **out, const char *spec, bool readonly)
-{
-	*out = NULL;
-	return db_store_for(spec)->audit_open(out, spec, readonly);
-}
-
-int db_audit_attach(struct db_audit **out, struct db *db)
-{
-	*out = NULL;
-	return db->ops->audit_attach(out, db);
-}
-
-void db_audit_close(struct db_audit *a)
-{
-	if (a)
-		a->ops->audit_close(a);
-}
-
-int db_audit_begin(struct db_audit *a)
-{
-	return a->ops->audit_begin(a, false);
-}
-
-int db_audit_begin_lazy(struct db_audit *a)
-{
-	return a->ops->audit_begin(a, true);
-}
-
-int db_audit_last(struct db_audit *a, struct db_audit_row *out)
-{
-	return a->ops->audit_last(a, INT64_MAX, out);
-}
-
-int db_audit_last_before(struct db_audit *a, int64_t before_ns, struct db_audit_row *out)
-{
-	return a->ops->audit_last(a, before_ns, out);
-}
-
-int db_audit_checkpoint(struct db_audit *a)
-{
-	return a->ops->audit_tidy(a);
-}
-
-int db_audit_meta_set(struct db_audit *a, const char *key, const unsigned char *buf,
-		      size_t len)
-{
-	return a->ops->audit_meta_put(a, key, buf, len, false);
-}
-
-int db_audit_meta_add(struct db_audit *a, const char *key, const unsigned char *buf,
-		      size_t len)
-{
-	return a->ops->audit_meta_put(a, key, buf, len, true);
-}
-
 /* The rest pass their arguments on as they are. */
 
 const char *db_path(struct db *db)
@@ -253,8 +198,8 @@ int db_instance_delete(struct db *db, int64_t id)
 	return db->ops->instance_delete(db, id);
 }
 
-int db_instance_each(struct db *db, int64_t after_id, int (*fn)(void *,
-		     const struct db_instance *), void *ctx)
+int db_instance_each(struct db *db, int64_t after_id,
+		     int (*fn)(void *, const struct db_instance *), void *ctx)
 {
 	return db->ops->instance_each(db, after_id, fn, ctx);
 }
@@ -264,8 +209,9 @@ int64_t db_instance_count(struct db *db)
 	return db->ops->instance_count(db);
 }
 
-int db_instance_secret_ids(struct db *db, int64_t instance_id, int (*fn)(void *,
-			   int64_t id, const char *name, bool live), void *ctx)
+int db_instance_secret_ids(struct db *db, int64_t instance_id,
+			   int (*fn)(void *, int64_t id, const char *name, bool live),
+			   void *ctx)
 {
 	return db->ops->instance_secret_ids(db, instance_id, fn, ctx);
 }
@@ -340,8 +286,8 @@ int db_version_get(struct db *db, int64_t secret_id, uint64_t version,
 	return db->ops->version_get(db, secret_id, version, out, blob);
 }
 
-int db_version_each(struct db *db, int64_t secret_id, int (*fn)(void *,
-		    const struct db_version *), void *ctx)
+int db_version_each(struct db *db, int64_t secret_id,
+		    int (*fn)(void *, const struct db_version *), void *ctx)
 {
 	return db->ops->version_each(db, secret_id, fn, ctx);
 }
@@ -368,8 +314,8 @@ int db_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
 	return db->ops->trash_restore(db, secret_id, now_ns);
 }
 
-int db_trash_each(struct db *db, int64_t instance_id, int (*fn)(void *,
-		  const struct db_trash *), void *ctx)
+int db_trash_each(struct db *db, int64_t instance_id,
+		  int (*fn)(void *, const struct db_trash *), void *ctx)
 {
 	return db->ops->trash_each(db, instance_id, fn, ctx);
 }
@@ -412,8 +358,8 @@ int db_auth_check_all(struct db *db, void (*fn)(void *, const char *what), void 
 	return db->ops->auth_check_all(db, fn, ctx);
 }
 
-int db_state_check(struct db *db, int64_t instance_id, int64_t *seq, int (*fn)(void *,
-		   int64_t id, uint64_t version), void *ctx)
+int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
+		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
 {
 	return db->ops->state_check(db, instance_id, seq, fn, ctx);
 }
@@ -438,43 +384,10 @@ int db_restore(struct db *db, const char *path)
 	return db->ops->restore(db, path);
 }
 
-int db_audit_commit(struct db_audit *a)
-{
-	return a->ops->audit_commit(a);
-}
 
-void db_audit_rollback(struct db_audit *a)
-{
-	a->ops->audit_rollback(a);
-}
 
-int db_audit_read_begin(struct db_audit *a)
-{
-	return a->ops->audit_read_begin(a);
-}
 
-void db_audit_read_end(struct db_audit *a)
-{
-	a->ops->audit_read_end(a);
-}
 
-int db_audit_insert(struct db_audit *a, const struct db_audit_row *row)
-{
-	return a->ops->audit_insert(a, row);
-}
 
-int db_audit_delete_upto(struct db_audit *a, int64_t seq)
-{
-	return a->ops->audit_delete_upto(a, seq);
-}
 
-int db_audit_each(struct db_audit *a, const struct db_audit_filter *f, int (*fn)(void *,
-		  const struct db_audit_row *), void *ctx)
-{
-	return a->ops->audit_each(a, f, fn, ctx);
-}
 
-int db_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, size_t len)
-{
-	return a->ops->audit_meta_get(a, key, buf, len);
-}

@@ -97,23 +97,15 @@ int pgh_attr_set(struct db *db, int64_t secret_id, const char *name, const void 
 int pgh_auth_upgrade(struct db *db);
 int pgh_auth_rekey(struct db *db, const struct db_auth *next);
 int pgh_auth_check_all(struct db *db, void (*fn)(void *, const char *), void *ctx);
-int pga_open(struct db_audit **out, const char *spec, bool readonly);
-int pga_attach(struct db_audit **out, struct db *db);
-void pga_close(struct db_audit *h);
-int pga_begin(struct db_audit *h, bool lazy);
-int pga_commit(struct db_audit *h);
-void pga_rollback(struct db_audit *h);
-int pga_read_begin(struct db_audit *h);
-void pga_read_end(struct db_audit *h);
-int pga_insert(struct db_audit *h, const struct db_audit_row *row);
-int pga_last(struct db_audit *h, int64_t before_ns, struct db_audit_row *out);
-int pga_delete_upto(struct db_audit *h, int64_t seq);
-int pga_each(struct db_audit *h, const struct db_audit_filter *f,
+int pga_snapshot_begin(struct db *db);
+void pga_snapshot_end(struct db *db);
+int pga_insert(struct db *db, const struct db_audit_row *row);
+int pga_last(struct db *db, int64_t before_ns, struct db_audit_row *out);
+int pga_delete_upto(struct db *db, int64_t seq);
+int pga_each(struct db *db, const struct db_audit_filter *f,
 	     int (*fn)(void *, const struct db_audit_row *), void *ctx);
-int pga_tidy(struct db_audit *h);
-int pga_meta_get(struct db_audit *h, const char *key, unsigned char *buf, size_t len);
-int pga_meta_put(struct db_audit *h, const char *key, const unsigned char *buf, size_t len,
-		 bool add);
+int pga_tidy(struct db *db);
+int pga_meta_add(struct db *db, const char *key, const unsigned char *v, size_t len);
 int pgb_backup(struct db *db, const char *file);
 int pgb_restore(struct db *db, const char *file);
 

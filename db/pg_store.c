@@ -64,7 +64,7 @@ static int pgs_open(struct db **out, const char *spec, int flags)
 	r = pg_connect(s->uri, false, &s->conn);
 	if (r == 0)
 		r = flags & DB_CREATE ? pg_schema_create(s->conn) :
-		    pg_schema_check(s->conn, !s->readonly);
+		    pg_schema_check(s->conn, !(flags & (DB_READONLY | DB_LOG)));
 	if (r == 0)
 		r = pg_session(s, s->conn);
 	if (r < 0) {
@@ -1029,19 +1029,12 @@ const struct db_store_ops db_pg_ops = {
 	.audit_entry_mac = pgs_audit_entry_mac,
 	.backup = pgb_backup,
 	.restore = pgb_restore,
-	.audit_open = pga_open,
-	.audit_attach = pga_attach,
-	.audit_close = pga_close,
-	.audit_begin = pga_begin,
-	.audit_commit = pga_commit,
-	.audit_rollback = pga_rollback,
-	.audit_read_begin = pga_read_begin,
-	.audit_read_end = pga_read_end,
 	.audit_insert = pga_insert,
 	.audit_last = pga_last,
 	.audit_delete_upto = pga_delete_upto,
 	.audit_each = pga_each,
 	.audit_tidy = pga_tidy,
-	.audit_meta_get = pga_meta_get,
-	.audit_meta_put = pga_meta_put,
+	.meta_add = pga_meta_add,
+	.snapshot_begin = pga_snapshot_begin,
+	.snapshot_end = pga_snapshot_end,
 };

@@ -133,6 +133,17 @@ void rowtag_state_end(struct rowtag_state *c, unsigned char out[static DB_MAC_LE
 	c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, out);
 }
 
+void rowtag_state_of(const struct db_auth *auth, int64_t inst, int64_t seq, const int64_t *ids,
+		     const uint64_t *vers, size_t n, unsigned char out[static DB_MAC_LEN])
+{
+	struct rowtag_state c;
+
+	rowtag_state_begin(&c, auth, inst, seq);
+	for (size_t i = 0; i < n; i++)
+		rowtag_state_add(&c, ids[i], (int64_t)vers[i]);
+	rowtag_state_end(&c, out);
+}
+
 static void floor_tag(const struct db_auth *auth, int64_t floor,
 		      unsigned char out[static DB_MAC_LEN])
 {

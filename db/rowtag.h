@@ -49,6 +49,9 @@ void rowtag_state_begin(struct rowtag_state *c, const struct db_auth *auth, int6
 			int64_t seq);
 void rowtag_state_add(struct rowtag_state *c, int64_t id, int64_t version);
 void rowtag_state_end(struct rowtag_state *c, unsigned char out[static DB_MAC_LEN]);
+/* The state of a whole set at once (ids ascending). */
+void rowtag_state_of(const struct db_auth *auth, int64_t inst, int64_t seq, const int64_t *ids,
+		     const uint64_t *vers, size_t n, unsigned char out[static DB_MAC_LEN]);
 
 /* The audit floor as stored in meta: 8 bytes big-endian, then its tag. */
 #define ROWTAG_FLOOR_KEY "audit_floor"

@@ -491,6 +491,10 @@ int sq_open(struct sq **out, const char *path, int flags)
 	db = sq_new(path, flags);
 	if (!db)
 		return -ENOMEM;
+	if (!(flags & (SQ_READER | SQ_LOG | DB_READONLY)) && !(db->states = sq_states_new())) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	r = file_ready(path, flags);
 	if (r < 0)
 		goto fail;
@@ -536,6 +540,7 @@ void sq_close(struct sq *db)
 		sqlite3_close_v2(db->conn);
 	pthread_mutex_destroy(&db->lock);
 	free(db->dirty);
+	sq_states_free(db->states);
 	free(db->path);
 	free(db);
 }
@@ -543,7 +548,8 @@ void sq_close(struct sq *db)
 static int op_open(struct db **out, const char *spec, int flags)
 {
 	struct sq *db;
-	int r = sq_open(&db, spec, flags & (DB_CREATE | DB_READONLY));
+	int r = sq_open(&db, spec, (flags & (DB_CREATE | DB_READONLY)) |
+			(flags & DB_LOG ? SQ_LOG : 0));
 
 	*out = r == 0 ? &db->base : NULL;
 	return r;
@@ -634,19 +640,12 @@ const struct db_store_ops db_sqlite_ops = {
 	.audit_entry_mac = sq_audit_entry_mac,
 	.backup = sq_backup,
 	.restore = sq_restore,
-	.audit_open = sq_audit_open,
-	.audit_attach = sq_audit_attach,
-	.audit_close = sq_audit_close,
-	.audit_begin = sq_audit_begin,
-	.audit_commit = sq_audit_commit,
-	.audit_rollback = sq_audit_rollback,
-	.audit_read_begin = sq_audit_read_begin,
-	.audit_read_end = sq_audit_read_end,
 	.audit_insert = sq_audit_insert,
 	.audit_last = sq_audit_last,
 	.audit_delete_upto = sq_audit_delete_upto,
 	.audit_each = sq_audit_each,
 	.audit_tidy = sq_audit_tidy,
-	.audit_meta_get = sq_audit_meta_get,
-	.audit_meta_put = sq_audit_meta_put,
+	.meta_add = sq_meta_add,
+	.snapshot_begin = sq_snapshot_begin,
+	.snapshot_end = sq_snapshot_end,
 };

@@ -6,7 +6,7 @@
 
 #include "sqlite_int.h"
 
-/* Each row is tagged over (secret id, name, value) (db_auth.c): a value
+/* Each row is tagged over (secret id, name, value) (sqlite_auth.c): a value
  * is checked before it is returned, and a row moved to another secret or
  * edited fails. */
 static const char sql_get[] =

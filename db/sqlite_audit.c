@@ -1,11 +1,10 @@
 /*
- * The audit log's table in the SQLite store. Rules this file keeps:
+ * The audit log's table in the SQLite store (db_audit.c builds the log on
+ * these). Rules this file keeps:
  *  - rows are written and read as given: it neither computes nor checks
  *    the chain (fs/audit.c does, with the key);
- *  - its own connection (SQ_LOG: synchronous=FULL, no schema work), used
- *    by one thread at a time under its recursive mutex held from begin to
- *    commit; or, attached, the store's own connection and lock, so entries
- *    commit in the transaction of the change they record;
+ *  - on the store's connection, or one of the log's own (SQ_LOG:
+ *    synchronous=FULL, no schema work), whose transactions are sqlite_txn.c's;
  *  - its statements run through sq_query and sq_change like the store's.
  */
 #include <errno.h>
@@ -29,93 +28,15 @@ static const char sql_delete_upto[] = "DELETE FROM audit WHERE seq <= ?1";
 static const char sql_each[] =
 	"SELECT " ROW_COLS " FROM audit WHERE (?1 IS NULL OR instance = ?1) "
 	"AND (?2 IS NULL OR key = ?2) AND time >= ?3 ORDER BY seq";
-static const char sql_meta_get[] = "SELECT value FROM meta WHERE key = ?1";
-static const char sql_meta_set[] =
-	"INSERT INTO meta (key, value) VALUES (?1, ?2) "
-	"ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 static const char sql_meta_add[] =
 	"INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING";
 static const char sql_read_begin[] = "BEGIN DEFERRED";
 static const char sql_read_end[] = "COMMIT";
 
-struct sq_audit {
-	struct db_audit base;
-	struct sq *db;
-	bool own;		/* db is the log's own connection */
-};
-
-static struct sq_audit *audit_of(struct db_audit *a)
+/* A read transaction on the handle's own connection, holding its lock. */
+int sq_snapshot_begin(struct db *h)
 {
-	return (struct sq_audit *)a;
-}
-
-static int audit_new(struct db_audit **out, struct sq *db, bool own)
-{
-	struct sq_audit *a = calloc(1, sizeof(*a));
-
-	*out = NULL;
-	if (!a)
-		return -ENOMEM;
-	a->base.ops = &db_sqlite_ops;
-	a->db = db;
-	a->own = own;
-	*out = &a->base;
-	return 0;
-}
-
-int sq_audit_open(struct db_audit **out, const char *spec, bool readonly)
-{
-	struct sq *db;
-	int r = sq_open(&db, spec, SQ_LOG | (readonly ? DB_READONLY : 0));
-
-	*out = NULL;
-	if (r < 0)
-		return r;
-	r = audit_new(out, db, true);
-	if (r < 0)
-		sq_close(db);
-	return r;
-}
-
-int sq_audit_attach(struct db_audit **out, struct db *h)
-{
-	return audit_new(out, sq_of(h), false);
-}
-
-void sq_audit_close(struct db_audit *h)
-{
-	struct sq_audit *a = audit_of(h);
-
-	if (!a)
-		return;
-	if (a->own)
-		sq_close(a->db);
-	free(a);
-}
-
-/* Attached, a lazy begin inside the caller's transaction is a savepoint
- * of it; on its own connection, every commit of the log is synced. */
-int sq_audit_begin(struct db_audit *h, bool lazy)
-{
-	struct sq_audit *a = audit_of(h);
-	int r = lazy && !a->own ? sq_begin(a->db, true) : -EBUSY;
-
-	return r == -EBUSY ? sq_begin(a->db, false) : r;
-}
-
-int sq_audit_commit(struct db_audit *h)
-{
-	return sq_commit(audit_of(h)->db);
-}
-
-void sq_audit_rollback(struct db_audit *h)
-{
-	sq_rollback(audit_of(h)->db);
-}
-
-int sq_audit_read_begin(struct db_audit *h)
-{
-	struct sq *db = audit_of(h)->db;
+	struct sq *db = sq_of(h);
 	int r;
 
 	sq_lock(db);
@@ -125,9 +46,9 @@ int sq_audit_read_begin(struct db_audit *h)
 	return r;
 }
 
-void sq_audit_read_end(struct db_audit *h)
+void sq_snapshot_end(struct db *h)
 {
-	struct sq *db = audit_of(h)->db;
+	struct sq *db = sq_of(h);
 
 	if (!sqlite3_get_autocommit(db->conn) &&
 	    sq_change(db, sql_read_end, -1, SQ_NOARGS, NULL, NULL) < 0)
@@ -176,11 +97,11 @@ static int row_read(struct sq *db, sqlite3_stmt *st, void *out)
 	return 0;
 }
 
-int sq_audit_insert(struct db_audit *h, const struct db_audit_row *row)
+int sq_audit_insert(struct db *h, const struct db_audit_row *row)
 {
 	struct db_blob mac = { (unsigned char *)row->mac, DB_AUDIT_MAC_LEN };
 
-	return sq_change(audit_of(h)->db, sql_insert, -1,
+	return sq_change(sq_of(h), sql_insert, -1,
 			 SQ_ARGS(SQ_I(row->seq), SQ_I(row->time_ns), SQ_I(row->uid),
 				 SQ_I(row->gid), SQ_I(row->pid), SQ_T(row->comm),
 				 SQ_T(row->instance), SQ_T(row->key), SQ_T(row->op),
@@ -189,18 +110,18 @@ int sq_audit_insert(struct db_audit *h, const struct db_audit_row *row)
 				 SQ_I(row->first_ns) : SQ_T(NULL)), NULL, NULL);
 }
 
-int sq_audit_last(struct db_audit *h, int64_t before_ns, struct db_audit_row *out)
+int sq_audit_last(struct db *h, int64_t before_ns, struct db_audit_row *out)
 {
-	struct sq *db = audit_of(h)->db;
+	struct sq *db = sq_of(h);
 
 	if (before_ns == INT64_MAX)
 		return sq_query(db, SQ_ONE, sql_last, row_read, out, SQ_NOARGS);
 	return sq_query(db, SQ_ONE, sql_last_before, row_read, out, SQ_ARGS(SQ_I(before_ns)));
 }
 
-int sq_audit_delete_upto(struct db_audit *h, int64_t seq)
+int sq_audit_delete_upto(struct db *h, int64_t seq)
 {
-	return sq_change(audit_of(h)->db, sql_delete_upto, -1, SQ_ARGS(SQ_I(seq)), NULL, NULL);
+	return sq_change(sq_of(h), sql_delete_upto, -1, SQ_ARGS(SQ_I(seq)), NULL, NULL);
 }
 
 struct each_ctx {
@@ -217,19 +138,19 @@ static int row_each(struct sq *db, sqlite3_stmt *st, void *arg)
 	return e->fn(e->ctx, &row);
 }
 
-int sq_audit_each(struct db_audit *h, const struct db_audit_filter *f,
+int sq_audit_each(struct db *h, const struct db_audit_filter *f,
 		  int (*fn)(void *, const struct db_audit_row *), void *ctx)
 {
 	struct each_ctx e = { fn, ctx };
 
-	return sq_query(audit_of(h)->db, 0, sql_each, row_each, &e,
+	return sq_query(sq_of(h), 0, sql_each, row_each, &e,
 			SQ_ARGS(SQ_T(f ? f->instance : NULL), SQ_T(f ? f->key : NULL),
 				SQ_I(f ? f->since_ns : INT64_MIN)));
 }
 
-int sq_audit_tidy(struct db_audit *h)
+int sq_audit_tidy(struct db *h)
 {
-	struct sq *db = audit_of(h)->db;
+	struct sq *db = sq_of(h);
 	int rc;
 
 	sq_lock(db);
@@ -240,36 +161,11 @@ int sq_audit_tidy(struct db_audit *h)
 	return rc == SQLITE_OK ? 0 : sq_errno(db, rc);
 }
 
-struct meta_out {
-	unsigned char *buf;
-	size_t len;
-};
-
-static int row_meta(struct sq *db, sqlite3_stmt *st, void *arg)
+int sq_meta_add(struct db *h, const char *key, const unsigned char *v, size_t len)
 {
-	struct meta_out *m = arg;
-
-	if ((size_t)sqlite3_column_bytes(st, 0) != m->len)
-		return -EPROTO;
-	memcpy(m->buf, sqlite3_column_blob(st, 0), m->len);
-	return 0;
-}
-
-int sq_audit_meta_get(struct db_audit *h, const char *key, unsigned char *buf, size_t len)
-{
-	struct meta_out m = { buf, len };
-
-	return sq_query(audit_of(h)->db, SQ_ONE, sql_meta_get, row_meta, &m,
-			SQ_ARGS(SQ_T(key)));
-}
-
-int sq_audit_meta_put(struct db_audit *h, const char *key, const unsigned char *buf,
-		      size_t len, bool add)
-{
-	struct db_blob b = { (unsigned char *)buf, len };
+	struct db_blob b = { (unsigned char *)v, len };
 	int64_t n = 0;
-	int r = sq_change(audit_of(h)->db, add ? sql_meta_add : sql_meta_set, -1,
-			  SQ_ARGS(SQ_T(key), SQ_B(&b)), NULL, &n);
+	int r = sq_change(sq_of(h), sql_meta_add, -1, SQ_ARGS(SQ_T(key), SQ_B(&b)), NULL, &n);
 
 	return r == 0 && n == 0 ? -EEXIST : r;
 }

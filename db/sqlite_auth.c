@@ -387,16 +387,105 @@ static int state_failed(struct sq *db, int64_t inst)
 	return -EIO;
 }
 
-static int state_check(struct sq *db, int64_t inst, int64_t *seq,
+static const char sql_state_row[] = "SELECT seq, state FROM instances WHERE id = ?1";
+static const char sql_secret_version[] =
+	"SELECT version FROM secrets WHERE id = ?1 AND instance_id = ?2";
+
+struct state_row {
+	int64_t *seq;
+	unsigned char *state;
+};
+
+static int row_state(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct state_row *s = arg;
+
+	*s->seq = sqlite3_column_int64(st, 0);
+	if (sqlite3_column_bytes(st, 1) == DB_MAC_LEN)
+		memcpy(s->state, sqlite3_column_blob(st, 1), DB_MAC_LEN);
+	return 0;
+}
+
+int sq_state_row(struct sq *db, int64_t inst, int64_t *seq, unsigned char state[DB_MAC_LEN])
+{
+	struct state_row s = { seq, state };
+
+	memset(state, 0, DB_MAC_LEN);
+	return sq_query(db, SQ_ONE, sql_state_row, row_state, &s, SQ_ARGS(SQ_I(inst)));
+}
+
+static int row_version(struct sq *db, sqlite3_stmt *st, void *out)
+{
+	*(uint64_t *)out = (uint64_t)sqlite3_column_int64(st, 0);
+	return 0;
+}
+
+int sq_secret_version(struct sq *db, int64_t inst, int64_t id, uint64_t *version)
+{
+	int r = sq_query(db, SQ_ONE, sql_secret_version, row_version, version,
+			 SQ_ARGS(SQ_I(id), SQ_I(inst)));
+
+	return r == 0 ? 1 : r == -ENOENT ? 0 : r;
+}
+
+int sq_state_store(struct sq *db, int64_t inst, int64_t seq,
+		   const unsigned char state[DB_MAC_LEN])
+{
+	struct db_blob b = { (unsigned char *)state, DB_MAC_LEN };
+
+	return sq_change(db, sql_state_set, 1, SQ_ARGS(SQ_I(inst), SQ_I(seq), SQ_B(&b)),
+			 NULL, NULL);
+}
+
+/* The set the writing connection trusts, when conn's snapshot shows its
+ * (seq, state): no scan. -ENOENT when it can't be used, or the caller asks
+ * only whether the rows match the state (no fn): that takes the scan. */
+static int state_known(struct sq *db, struct sq *conn, int64_t inst, int64_t *seq,
 		       int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
+{
+	unsigned char state[DB_MAC_LEN];
+	int r;
+
+	if (!fn || !db->states || !db->auth)
+		return -ENOENT;
+	r = sq_state_row(conn, inst, seq, state);
+	if (r == 0)
+		r = sq_states_each(db, inst, *seq, state, fn, ctx);
+	return r;
+}
+
+static int state_scan_checked(struct sq *db, int64_t inst, int64_t *seq,
+			      int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
 {
 	unsigned char out[DB_MAC_LEN];
 	int r;
 
 	if (!db->auth)
 		return -EACCES;
-	r = state_scan(db, SQ_READ, inst, db->auth, seq, 0, out, true, fn, ctx);
+	r = state_scan(db, 0, inst, db->auth, seq, 0, out, true, fn, ctx);
 	return r == -EBADMSG ? state_failed(db, inst) : r;
+}
+
+/* On a reader where there is one; from the trusted set when the snapshot
+ * shows it (with fn), else by the full scan. */
+static int state_check(struct sq *db, int64_t inst, int64_t *seq,
+		       int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
+{
+	struct sq *rd = sq_reader_take(db);
+	int r;
+
+	if (rd) {
+		r = state_known(db, rd, inst, seq, fn, ctx);
+		if (r == -ENOENT)
+			r = state_scan_checked(rd, inst, seq, fn, ctx);
+		sq_reader_give(db, rd);
+		return r;
+	}
+	if (!db->auth)
+		return -EACCES;
+	if (!sq_in_own_txn(db) && (r = state_known(db, db, inst, seq, fn, ctx)) != -ENOENT)
+		return r;
+	return state_scan_checked(db, inst, seq, fn, ctx);
 }
 
 int sq_state_check(struct db *h, int64_t inst, int64_t *seq,
@@ -445,7 +534,7 @@ int sq_states_update(struct sq *db)
 	int r = 0;
 
 	for (size_t i = 0; r == 0 && i < db->ndirty; i++)
-		r = sq_state_update(db, db->dirty[i], db->auth, true);
+		r = sq_states_commit(db, db->dirty[i]);
 	if (r == 0 && db->ndirty)
 		r = sq_floor_update(db, db->auth);
 	db->ndirty = 0;
@@ -562,7 +651,11 @@ int sq_state_touch_secret(struct sq *db, int64_t secret_id, bool trash)
 	int r = sq_query(db, SQ_ONE, trash ? trash_sql : live_sql, sq_row_int, &inst,
 			 SQ_ARGS(SQ_I(secret_id)));
 
-	return r < 0 ? r : sq_state_touch(db, inst, false);
+	if (r == 0)
+		r = sq_state_touch(db, inst, false);
+	if (r == 0)
+		r = sq_states_check_row(db, inst, secret_id);
+	return r < 0 ? r : sq_states_note(db, inst, secret_id);
 }
 
 struct id_array {

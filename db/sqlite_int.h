@@ -12,7 +12,7 @@
 
 #include "store.h"
 
-#define SQ_STMT_MAX 96		/* statements cached per connection */
+#define SQ_STMT_MAX 256	/* statements cached per connection (about 85 today) */
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_READER 0x100		/* open flag: a connection for db_set_readers */
 #define SQ_LOG 0x200		/* open flag: the audit log's own connection */
@@ -44,6 +44,7 @@ struct sq {
 	const struct db_auth *auth, *auth_next;	/* row tags: sqlite_auth.c */
 	int64_t *dirty;		/* instances whose state this transaction remakes */
 	size_t ndirty, dirty_cap;
+	struct sq_states *states;	/* the writer's verified states: sqlite_state.c */
 	int64_t schema_cookie;	/* schema_version when its objects were checked */
 	int64_t change_dv;	/* data_version at the last db_change_seq */
 	char change_fp[160];	/* and the fingerprint of the metadata then */
@@ -131,6 +132,11 @@ struct sq *sq_reader_take(struct sq *db);
 void sq_reader_give(struct sq *db, struct sq *rd);
 
 /* sqlite_schema.c */
+/* Calls each for every object of sqlite_master in a fresh database built
+ * by the migrations, sorted by type and name: what schema_expected.h must
+ * hold (test_db checks, `make schema-expected` writes it). 0 or -errno. */
+int sq_schema_fresh(void (*each)(void *ctx, const char *type, const char *name,
+				 const char *tbl, const char *sql), void *ctx);
 int sq_migrate(struct sq *db, bool created);
 int sq_schema_check(struct sq *db);
 /* At each write transaction: refuses a schema changed under us. */
@@ -185,6 +191,38 @@ int sq_state_check(struct db *h, int64_t inst, int64_t *seq,
 		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx);
 int sq_audit_floor(struct db *h, int64_t *floor);
 int sq_audit_entry_mac(struct db *h, int64_t seq, unsigned char *out, size_t len);
+
+/* The writing connection's verified instance states (sqlite_state.c):
+ * NULL for a read connection. */
+struct sq_states;
+struct sq_states *sq_states_new(void);
+void sq_states_free(struct sq_states *c);
+/* Before a transaction's first change to inst: its state checked, by the
+ * trusted set if the row still shows it, else in full. 0 or -errno. */
+int sq_states_verify(struct sq *db, int64_t inst);
+/* Before changing secret id of inst: its stored row agrees with the
+ * trusted set, or the full check decides (-EIO: reported). */
+int sq_states_check_row(struct sq *db, int64_t inst, int64_t id);
+/* The transaction changed secret id of inst (SQ_STATES_FRESH: made inst). */
+#define SQ_STATES_FRESH (-1)
+int sq_states_note(struct sq *db, int64_t inst, int64_t id);
+/* At the outermost commit: inst's state made and stored (sq_state_update
+ * when the trusted set can't be used). */
+int sq_states_commit(struct sq *db, int64_t inst);
+/* After the outermost COMMIT (committed) or rollback. */
+void sq_states_end(struct sq *db, bool committed);
+/* fn for each (id, version) of inst's trusted set if it is the state
+ * (seq, state); -ENOENT if not known. */
+int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
+		   const unsigned char state[DB_MAC_LEN],
+		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx);
+/* Instance state pieces (sqlite_auth.c): the row's seq and state (zeros
+ * when it has none yet), storing one. */
+int sq_state_row(struct sq *db, int64_t inst, int64_t *seq, unsigned char state[DB_MAC_LEN]);
+int sq_state_store(struct sq *db, int64_t inst, int64_t seq,
+		   const unsigned char state[DB_MAC_LEN]);
+/* 1 and *version if secret id is live in inst, 0 if not, or -errno. */
+int sq_secret_version(struct sq *db, int64_t inst, int64_t id, uint64_t *version);
 
 /* sqlite_rows.c: meta, instances, secrets, the change feed. */
 int sq_meta_get(struct db *h, const char *key, struct db_blob *out);
@@ -248,22 +286,14 @@ int sq_backup(struct db *h, const char *path);
 int sq_restore(struct db *h, const char *path);
 
 /* sqlite_audit.c */
-int sq_audit_open(struct db_audit **out, const char *spec, bool readonly);
-int sq_audit_attach(struct db_audit **out, struct db *h);
-void sq_audit_close(struct db_audit *a);
-int sq_audit_begin(struct db_audit *a, bool lazy);
-int sq_audit_commit(struct db_audit *a);
-void sq_audit_rollback(struct db_audit *a);
-int sq_audit_read_begin(struct db_audit *a);
-void sq_audit_read_end(struct db_audit *a);
-int sq_audit_insert(struct db_audit *a, const struct db_audit_row *row);
-int sq_audit_last(struct db_audit *a, int64_t before_ns, struct db_audit_row *out);
-int sq_audit_delete_upto(struct db_audit *a, int64_t seq);
-int sq_audit_each(struct db_audit *a, const struct db_audit_filter *f,
+int sq_audit_insert(struct db *h, const struct db_audit_row *row);
+int sq_audit_last(struct db *h, int64_t before_ns, struct db_audit_row *out);
+int sq_audit_delete_upto(struct db *h, int64_t seq);
+int sq_audit_each(struct db *h, const struct db_audit_filter *f,
 		  int (*fn)(void *, const struct db_audit_row *), void *ctx);
-int sq_audit_tidy(struct db_audit *a);
-int sq_audit_meta_get(struct db_audit *a, const char *key, unsigned char *buf, size_t len);
-int sq_audit_meta_put(struct db_audit *a, const char *key, const unsigned char *buf,
-		      size_t len, bool add);
+int sq_audit_tidy(struct db *h);
+int sq_meta_add(struct db *h, const char *key, const unsigned char *v, size_t len);
+int sq_snapshot_begin(struct db *h);
+void sq_snapshot_end(struct db *h);
 
 #endif

@@ -300,6 +300,8 @@ int sq_secret_insert(struct db *h, struct db_secret *s, const struct db_blob *bl
 				      SQ_I(s->updated_by), SQ_B(blob)), &s->id, NULL);
 	if (r == 0)
 		r = sq_change(db, sql_sec_tag, 1, SQ_ARGS(SQ_I(s->id)), NULL, NULL);
+	if (r == 0)
+		r = sq_states_note(db, s->instance_id, s->id);
 	return sq_end(db, r);
 }
 

@@ -215,10 +215,12 @@ static int commit_outer(struct sq *db)
 
 	if (r < 0) {
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		sq_states_end(db, false);
 	} else {
 		r = sq_exec(db, "COMMIT");
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		sq_states_end(db, r == 0);
 	}
 	(void)resync(db);
 	if (db->purged && r == 0)
@@ -246,6 +248,7 @@ void sq_rollback(struct sq *db)
 	if (last) {
 		db->ndirty = 0;
 		db->purged = false;
+		sq_states_end(db, false);
 	}
 	if (db->depth > 1)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
@@ -276,10 +279,12 @@ int sq_state_touch(struct sq *db, int64_t inst, bool fresh)
 		db_set_error("internal: a change to live secrets outside a transaction");
 		return -EINVAL;
 	}
+	if (fresh && (r = sq_states_note(db, inst, SQ_STATES_FRESH)) < 0)
+		return r;
 	for (size_t i = 0; i < db->ndirty; i++)
 		if (db->dirty[i] == inst)
 			return 0;
-	if (!fresh && (r = sq_state_verify(db, inst)) < 0)
+	if (!fresh && (r = sq_states_verify(db, inst)) < 0)
 		return r;
 	if (db->ndirty == db->dirty_cap) {
 		p = realloc(db->dirty, (db->dirty_cap ? db->dirty_cap * 2 : 8) * sizeof(*p));

@@ -19,7 +19,7 @@
 #define VERSION_COLS "secret_id, version, size, flags, mtime, updated_by"
 
 /* Every copy checks the tag of the row it copies (dba_check) and tags the
- * copy for its new table (dba_mac): db_auth.c. */
+ * copy for its new table (dba_mac): sqlite_auth.c. */
 static const char sql_archive[] =
 	"INSERT OR REPLACE INTO versions (secret_id, version, size, flags, mtime, updated_by, "
 	"blob, mac) SELECT id, version, size, flags, mtime, updated_by, blob, "

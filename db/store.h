@@ -15,14 +15,15 @@
 #include "db_backup.h"
 #include "db_versions.h"
 
-/* The first member of each store's handle (and of each audit log's). */
+/* The first member of each store's handle. */
 struct db {
 	const struct db_store_ops *ops;
 };
 
-struct db_audit {
-	const struct db_store_ops *ops;
-};
+/* An open flag for stores only: a handle for the audit log alone (its own
+ * connection, for a writer that must not wait behind the filesystem's
+ * queries): no schema work beyond checking the log's table is there. */
+#define DB_LOG 0x1000
 
 struct db_store_ops {
 	const char *name;	/* "sqlite", "postgresql": for messages */
@@ -125,27 +126,24 @@ struct db_store_ops {
 	int (*backup)(struct db *db, const char *file);
 	int (*restore)(struct db *db, const char *file);
 
-	/* The audit log (db_audit.h). */
-	int (*audit_open)(struct db_audit **out, const char *spec, bool readonly);
-	int (*audit_attach)(struct db_audit **out, struct db *db);
-	void (*audit_close)(struct db_audit *a);
-	int (*audit_begin)(struct db_audit *a, bool lazy);
-	int (*audit_commit)(struct db_audit *a);
-	void (*audit_rollback)(struct db_audit *a);
-	int (*audit_read_begin)(struct db_audit *a);
-	void (*audit_read_end)(struct db_audit *a);
-	int (*audit_insert)(struct db_audit *a, const struct db_audit_row *row);
+	/* The audit log (db_audit.h, whose functions db_audit.c builds on
+	 * these): its rows, on the store's handle or on one opened with
+	 * DB_LOG. Its transactions are begin, commit and rollback; its meta
+	 * is meta_get, meta_set and meta_add. */
+	int (*audit_insert)(struct db *db, const struct db_audit_row *row);
 	/* The last row older than before_ns (INT64_MAX: the last). */
-	int (*audit_last)(struct db_audit *a, int64_t before_ns, struct db_audit_row *out);
-	int (*audit_delete_upto)(struct db_audit *a, int64_t seq);
-	int (*audit_each)(struct db_audit *a, const struct db_audit_filter *f,
+	int (*audit_last)(struct db *db, int64_t before_ns, struct db_audit_row *out);
+	int (*audit_delete_upto)(struct db *db, int64_t seq);
+	int (*audit_each)(struct db *db, const struct db_audit_filter *f,
 			  int (*fn)(void *, const struct db_audit_row *), void *ctx);
-	int (*audit_tidy)(struct db_audit *a);
-	int (*audit_meta_get)(struct db_audit *a, const char *key, unsigned char *buf,
-			      size_t len);
-	/* add: only if the key is absent (-EEXIST otherwise). */
-	int (*audit_meta_put)(struct db_audit *a, const char *key, const unsigned char *buf,
-			      size_t len, bool add);
+	int (*audit_tidy)(struct db *db);
+	/* A meta value unless the key exists: -EEXIST then. */
+	int (*meta_add)(struct db *db, const char *key, const unsigned char *v, size_t len);
+	/* A read transaction on the handle's own connection for the calling
+	 * thread (others wait until its end): every read until snapshot_end
+	 * sees one committed state. For the audit log's verification. */
+	int (*snapshot_begin)(struct db *db);
+	void (*snapshot_end)(struct db *db);
 };
 
 extern const struct db_store_ops db_sqlite_ops;	/* sqlite.c */
