@@ -345,3 +345,17 @@ def test_whoever_edits_a_tagged_row_in_the_database_gets_eio_everywhere(fleet, u
     # Audited as authfail, naming the row, in the fleet's one log.
     assert wait_for(lambda: b"authfail" in b.cli("audit").stdout and
                     b"secrets row" in b.cli("audit").stdout, 10), b.cli("audit").stdout.decode()
+
+
+def test_an_instance_key_rotated_on_one_host_is_served_by_the_other(fleet):
+    f = fleet()
+    a, b = f.host(), f.host()
+    os.mkdir(a.path("app"))
+    sh_write(a.path("app", "K"), "before rotation")
+    assert read_file(b.path("app", "K")) == b"before rotation"     # b caches the data key
+    r = a.cli("rotate-key", "--instance", "app")
+    assert r.returncode == 0, r.stderr.decode()
+    assert read_file(b.path("app", "K")) == b"before rotation", \
+        "host b must take the new data key from the database"
+    sh_write(b.path("app", "K"), "after rotation")
+    assert read_file(a.path("app", "K")) == b"after rotation"
