@@ -246,8 +246,9 @@ def test_failover_to_a_promoted_standby(fleet):
 def test_a_lost_change_feed_refuses_rather_than_serves_stale(fleet):
     f = fleet()
     a = f.host()
-    os.mkdir(a.path("app"))
-    sh_write(a.path("app", "K"), "v")
+    a.set("app", "K", "v")            # by another process: the daemon sees it come
+    assert wait_for(lambda: os.path.exists(a.path("app", "K")), SEEN_WITHIN)
+    os.stat(a.path("app", "K"))       # cached for attr_timeout = 60
     # The vault's role may open no new connection: the listener, once cut,
     # can't come back, while the daemon's own connection stays.
     f.cluster.vault_sql("ALTER ROLE vault CONNECTION LIMIT 0")
@@ -255,6 +256,8 @@ def test_a_lost_change_feed_refuses_rather_than_serves_stale(fleet):
                         "WHERE application_name = 'vaultfs-listen'")
     assert wait_for(lambda: oserror(read_file, a.path("app", "K")) == errno.EIO, 5), \
         "with the change feed lost, reads must be refused"
+    assert wait_for(lambda: oserror(os.stat, a.path("app", "K")) == errno.EIO, 5), \
+        "what the kernel cached must not be shown while the feed is lost"
     f.cluster.vault_sql("ALTER ROLE vault CONNECTION LIMIT -1")
     assert wait_for(lambda: oserror(read_file, a.path("app", "K")) is None, 5)
     assert read_file(a.path("app", "K")) == b"v"
