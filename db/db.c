@@ -16,22 +16,16 @@
 
 static __thread char last_error[512];
 
-void db_set_error_v(const char *fmt, va_list ap)
-{
-	char msg[sizeof(last_error)];
-
-	/* Through a copy: a message may quote the one it replaces. */
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	memcpy(last_error, msg, sizeof(msg));
-}
-
 void db_set_error(const char *fmt, ...)
 {
+	char msg[sizeof(last_error)];
 	va_list ap;
 
+	/* Through a copy: a message may quote the one it replaces. */
 	va_start(ap, fmt);
-	db_set_error_v(fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(last_error, msg, sizeof(msg));
 }
 
 const char *db_errmsg(struct db *db)
@@ -324,6 +318,11 @@ int db_trash_purge(struct db *db, int64_t instance_id, const char *name,
 		   int64_t before_ns, int64_t *count)
 {
 	return db->ops->trash_purge(db, instance_id, name, before_ns, count);
+}
+
+int db_scrub(struct db *db)
+{
+	return db->ops->scrub(db);
 }
 
 int db_attr_get(struct db *db, int64_t secret_id, const char *name, void *buf,

@@ -13,10 +13,11 @@
  *    of its own. A trashed secret keeps its id.
  *  - Transactions belong to a thread. db_begin's transaction is the calling
  *    thread's until its db_commit or db_rollback; that thread's calls run
- *    inside it, and other threads' calls (reads too) wait for its end, so a
- *    value committed by one request is what the next one reads. Every call
- *    made outside a transaction is atomic on its own. A db_begin nested in
- *    the thread's own transaction is a savepoint.
+ *    inside it, and other threads' calls (reads too, unless the thread holds
+ *    a snapshot) wait for its end, so a value committed by one request is
+ *    what the next one reads. Every call made outside a transaction is
+ *    atomic on its own. A db_begin nested in the thread's own transaction is
+ *    a savepoint.
  *  - Snapshots. Between db_read_begin and db_read_end, the calling thread's
  *    reads all see one committed state, whatever others commit meanwhile
  *    (with db_set_readers; without, reads are serialised and see the latest

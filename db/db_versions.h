@@ -66,12 +66,18 @@ int db_trash_each(struct db *db, int64_t instance_id,
 		  int (*fn)(void *, const struct db_trash *), void *ctx) WUR;
 /* Erases trashed secrets, their old versions and attributes for good:
  * those of an instance (0: any), with a name (NULL: any), deleted before
- * before_ns. *count (may be NULL) is how many went. Once the transaction
- * commits, the store leaves no copy of what went that it can remove
- * (SQLite: zeroed pages, and a write-ahead log emptied unless a reader
- * still needs it, then at a later checkpoint). */
+ * before_ns. *count (may be NULL) is how many went. Their rows are
+ * overwritten where the store can (SQLite: secure_delete); db_scrub, once
+ * committed, removes the copies it keeps besides. */
 int db_trash_purge(struct db *db, int64_t instance_id, const char *name, int64_t before_ns,
 		   int64_t *count) WUR;
+
+/* After a purge committed: removes the copies of deleted rows the store
+ * still keeps where it can (SQLite: the older pages in its write-ahead
+ * log). -EBUSY while a reader still holds an older snapshot: they go at a
+ * later checkpoint then. Slow (a sync): for an explicit purge, not for
+ * every delete. */
+int db_scrub(struct db *db) WUR;
 
 /* Every secret id of an instance, live (in id order) then trashed, with
  * the name its blobs are sealed for: what re-sealing an instance visits. */

@@ -34,11 +34,13 @@
 
 void pg_set_error(const char *fmt, ...)
 {
+	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	db_set_error_v(fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	db_set_error("%s", msg);
 }
 
 /* libpq's messages end with a newline and may span lines: one line. */

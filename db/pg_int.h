@@ -94,6 +94,7 @@ int pgh_attr_get(struct db *db, int64_t secret_id, const char *name, void *buf,
 		 size_t size, size_t *len);
 int pgh_attr_set(struct db *db, int64_t secret_id, const char *name, const void *value,
 		 size_t len);
+int pgh_scrub(struct db *db);
 int pgh_auth_upgrade(struct db *db);
 int pgh_auth_rekey(struct db *db, const struct db_auth *next);
 int pgh_auth_check_all(struct db *db, void (*fn)(void *, const char *), void *ctx);

@@ -1017,6 +1017,7 @@ const struct db_store_ops db_pg_ops = {
 	.trash_restore = pgh_trash_restore,
 	.trash_each = pgh_trash_each,
 	.trash_purge = pgh_trash_purge,
+	.scrub = pgh_scrub,
 	.attr_get = pgh_attr_get,
 	.attr_set = pgh_attr_set,
 	.set_auth = pgs_set_auth,

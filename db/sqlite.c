@@ -628,6 +628,7 @@ const struct db_store_ops db_sqlite_ops = {
 	.trash_restore = sq_trash_restore,
 	.trash_each = sq_trash_each,
 	.trash_purge = sq_trash_purge,
+	.scrub = sq_scrub,
 	.attr_get = sq_attr_get,
 	.attr_set = sq_attr_set,
 	.set_auth = sq_set_auth,

@@ -35,7 +35,6 @@ struct sq {
 	unsigned depth;		/* db_begin nesting of the thread holding lock */
 	bool resync;		/* synchronous = FULL still to be restored */
 	bool lazy;		/* the next begin is a lazy one */
-	bool purged;		/* the transaction purged: empty the WAL after it */
 	_Atomic pthread_t owner;	/* the thread in a write transaction, or 0 */
 	pthread_mutex_t readers_lock;
 	struct sq *readers;	/* idle read connections */
@@ -270,6 +269,7 @@ int sq_trash_each(struct db *h, int64_t instance_id,
 		  int (*fn)(void *, const struct db_trash *), void *ctx);
 int sq_trash_purge(struct db *h, int64_t instance_id, const char *name, int64_t before_ns,
 		   int64_t *count);
+int sq_scrub(struct db *h);
 int sq_instance_secret_ids(struct db *h, int64_t instance_id,
 			   int (*fn)(void *, int64_t id, const char *name, bool live),
 			   void *ctx);

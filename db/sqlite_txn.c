@@ -201,14 +201,6 @@ static int release_nested(struct sq *db)
 	return r;
 }
 
-/* Pages a purge zeroed (secure_delete) may have older copies in the
- * write-ahead log: it is emptied once they are committed, unless a reader
- * still holds an older snapshot (then a later checkpoint does it). */
-static void wipe_wal(struct sq *db)
-{
-	(void)sq_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-}
-
 static int commit_outer(struct sq *db)
 {
 	int r = sq_states_update(db);
@@ -223,9 +215,6 @@ static int commit_outer(struct sq *db)
 		sq_states_end(db, r == 0);
 	}
 	(void)resync(db);
-	if (db->purged && r == 0)
-		wipe_wal(db);
-	db->purged = false;
 	return r;
 }
 
@@ -247,7 +236,6 @@ void sq_rollback(struct sq *db)
 
 	if (last) {
 		db->ndirty = 0;
-		db->purged = false;
 		sq_states_end(db, false);
 	}
 	if (db->depth > 1)

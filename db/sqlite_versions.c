@@ -292,8 +292,7 @@ static int purge_step(struct sq *db, const char *sql, int64_t instance_id, const
 			 NULL, count);
 }
 
-/* In a transaction of its own (a savepoint in the caller's), whose
- * outermost commit empties the write-ahead log (sqlite.c). */
+/* In a transaction of its own (a savepoint in the caller's). */
 int sq_trash_purge(struct db *h, int64_t instance_id, const char *name, int64_t before_ns,
 		   int64_t *count)
 {
@@ -310,9 +309,20 @@ int sq_trash_purge(struct db *h, int64_t instance_id, const char *name, int64_t 
 		r = purge_step(db, sql_purge_trash, instance_id, name, before_ns, &n);
 	if (r == 0 && count)
 		*count = n;
-	if (r == 0)
-		db->purged = true;
 	return sq_end(db, r);
+}
+
+/* Copies the write-ahead log into the database and empties it, so that
+ * pages a purge zeroed (secure_delete) leave no older copy in the log. */
+int sq_scrub(struct db *h)
+{
+	struct sq *db = sq_of(h);
+	int r;
+
+	sq_lock(db);
+	r = sq_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+	sq_unlock(db);
+	return r;
 }
 
 struct id_list {

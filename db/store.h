@@ -7,8 +7,6 @@
 #ifndef VAULTFS_STORE_H
 #define VAULTFS_STORE_H
 
-#include <stdarg.h>
-
 #include "db.h"
 #include "db_attrs.h"
 #include "db_audit.h"
@@ -104,6 +102,7 @@ struct db_store_ops {
 			  int (*fn)(void *, const struct db_trash *), void *ctx);
 	int (*trash_purge)(struct db *db, int64_t instance_id, const char *name,
 			   int64_t before_ns, int64_t *count);
+	int (*scrub)(struct db *db);
 
 	/* Descriptive attributes (db_attrs.h); len 0 removes. */
 	int (*attr_get)(struct db *db, int64_t secret_id, const char *name, void *buf,
@@ -156,6 +155,5 @@ const struct db_store_ops *db_store_for(const char *spec);
 /* The calling thread's last error, which db_errmsg() returns: every store
  * writes it here (printf-style). */
 void db_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void db_set_error_v(const char *fmt, va_list ap);
 
 #endif

@@ -84,7 +84,9 @@ int vault_purge(struct vault *v, int64_t instance_id, const char *name, int64_t 
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
-	/* The store leaves no copy of the purged rows it can remove
-	 * (db_trash_purge). */
+	/* The rows are overwritten in the store; the copies it keeps besides
+	 * go now if no reader still needs them, else later. */
+	if (r == 0 && db_scrub(v->db) < 0)
+		log_debug("purge: older copies are still in use; they go later");
 	return r;
 }

@@ -1,4 +1,5 @@
-/* Inside fs/ only: the vault's state, for the files that extend it
+/* Inside fs/ only: the vault's state, for the files that make it up
+ * (vault.c, vault_key.c, vault_read.c, vault_write.c) and extend it
  * (history.c, rekey.c, meta.c). Everyone else uses vault.h. */
 #ifndef VAULTFS_VAULT_INT_H
 #define VAULTFS_VAULT_INT_H
@@ -31,7 +32,7 @@ struct vault {
 	pthread_mutex_t keys_lock;
 	struct inst_key *keys;
 	pthread_mutex_t states_lock;
-	struct inst_state *states;	/* checked instance states (vault.c) */
+	struct inst_state *states;	/* checked instance states (vault_read.c) */
 };
 
 /* A data key by instance id: cached, or unwrapped now. */
@@ -77,6 +78,7 @@ void vault_wrap_replace(struct vault *v, struct vault_keys *k);
 int vault_row_key_seal(const struct secbuf *wrap, const struct secbuf *row_key,
 		       struct db_blob *out) WUR;
 
+/* Seals pt with key for ad into a new blob. */
 int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
 		    const unsigned char *pt, size_t len) WUR;
 /* Calls fn with each old version of a secret and its blob, newest first;
@@ -84,8 +86,8 @@ int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct 
 int vault_history_visit(struct vault *v, int64_t secret_id,
 			int (*fn)(void *, uint64_t version, const struct db_blob *blob),
 			void *ctx) WUR;
-/* Re-seals the old versions of a secret from (from_key, from_name) to
- * (to_key, to_name), inside the caller's transaction. */
+/* Re-seals the old versions of a secret of `instance` from (from_key,
+ * from_name) to (to_key, to_name), inside the caller's transaction. */
 int vault_reseal_history(struct vault *v, int64_t secret_id, const struct secbuf *from_key,
 			 const char *instance, const char *from_name,
 			 const struct secbuf *to_key, const char *to_name) WUR;
@@ -95,6 +97,10 @@ int vault_reseal_history(struct vault *v, int64_t secret_id, const struct secbuf
  * stores it. */
 int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 		     const unsigned char *pt, size_t len, uint32_t flags, uid_t by) WUR;
+/* On close: every cached data key (vault_key.c) and every checked
+ * instance state (vault_read.c), freed whatever their references. */
+void vault_key_cache_free(struct vault *v);
+void vault_states_free(struct vault *v);
 /* How many old versions a secret keeps. */
 unsigned vault_keep_old(const struct vault *v);
 /* Now, as the store counts time, less the undelete window. */
