@@ -362,3 +362,21 @@ def test_an_instance_key_rotated_on_one_host_is_served_by_the_other(fleet):
         "host b must take the new data key from the database"
     sh_write(b.path("app", "K"), "after rotation")
     assert read_file(a.path("app", "K")) == b"after rotation"
+
+
+def test_purge_leaves_no_row_of_the_key_in_the_database(fleet):
+    f = fleet()
+    a = f.host(mount=False)
+    a.set("app", "OLD", "one")
+    a.set("app", "OLD", "two")
+    assert a.cli("rm", "app", "OLD").returncode == 0
+    assert f.cluster.vault_sql("SELECT count(*) FROM trash").strip() == "1"
+    r = a.cli("purge", "app", "OLD")
+    assert r.returncode == 0, r.stderr.decode()
+    for table in ("trash", "versions", "secrets", "secret_attrs"):
+        assert f.cluster.vault_sql(f"SELECT count(*) FROM {table}").strip() == "0", table
+    # Made again, it starts a history of its own, under a new id.
+    a.set("app", "OLD", "three")
+    assert a.get("app", "OLD") == b"three"
+    hist = a.cli("history", "app", "OLD").stdout.decode()
+    assert "      1 " in hist and "      2 " not in hist, hist
