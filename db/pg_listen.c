@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -120,6 +121,23 @@ static void *listen_thread(void *arg)
 	return NULL;
 }
 
+/* With every signal blocked: the daemon's signals (SIGTERM, SIGHUP, the
+ * session's SIGUSR1) must reach the threads that wait for them, never
+ * this one, whose poll would swallow them. */
+static int listen_thread_start(struct pg_listen *l)
+{
+	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = -pthread_create(&l->thread, NULL, listen_thread, l);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r == 0)
+		pthread_setname_np(l->thread, "vaultfs-listen");
+	return r;
+}
+
 int pg_listen_start(struct pgs *s)
 {
 	struct pg_listen *l;
@@ -136,7 +154,7 @@ int pg_listen_start(struct pgs *s)
 	atomic_store(&l->own_pid, s->conn ? PQbackendPID(s->conn) : 0);
 	r = listen_connect(l);
 	if (r == 0)
-		r = -pthread_create(&l->thread, NULL, listen_thread, l);
+		r = listen_thread_start(l);
 	if (r < 0) {
 		if (l->conn)
 			PQfinish(l->conn);
