@@ -24,8 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
+#include "../crypto/secmem.h"
 #include "pg_int.h"
 
 #define RETRY_PAUSE_NS 200000000LL	/* between two reconnects */
@@ -132,13 +131,14 @@ void pg_name(const PGresult *res, int row, int col, char name[static DB_NAME_MAX
 
 /* -- connecting ------------------------------------------------------------------ */
 
-/* The systemd credential, if the unit passed one: read into locked memory. */
-static char *cred_password(void)
+/* The systemd credential, if the unit passed one: read into locked memory,
+ * NUL-terminated; NULL if there is none. */
+static struct secbuf *cred_password(void)
 {
 	const char *dir = secure_getenv("CREDENTIALS_DIRECTORY");
+	struct secbuf *pw = NULL;
 	char path[4096];
-	char *pw = NULL;
-	ssize_t n;
+	ssize_t n = -1;
 	int fd;
 
 	if (!dir || snprintf(path, sizeof(path), "%s/%s", dir, CRED_NAME) >= (int)sizeof(path))
@@ -146,17 +146,17 @@ static char *cred_password(void)
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
-	pw = sodium_malloc(PASSWORD_MAX + 1);
-	n = pw ? read(fd, pw, PASSWORD_MAX) : -1;
+	if (secbuf_new(&pw, PASSWORD_MAX + 1) == 0)
+		n = read(fd, pw->data, PASSWORD_MAX);
 	close(fd);
 	if (n <= 0) {
-		if (pw)
-			sodium_free(pw);
+		secbuf_free(pw);
 		return NULL;
 	}
-	while (n > 0 && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+	while (n > 0 && (pw->data[n - 1] == '\n' || pw->data[n - 1] == '\r'))
 		n--;
-	pw[n] = '\0';
+	pw->data[n] = '\0';
+	pw->len = (size_t)n;
 	return pw;
 }
 
@@ -196,7 +196,7 @@ int pg_connect(const char *uri, bool listener, PGconn **out)
 int pg_connect_to(const char *uri, const char *dbname, bool listener, PGconn **out)
 {
 	const char *kw[16], *val[16];
-	char *pw = NULL;
+	struct secbuf *pw = NULL;
 	PGconn *c;
 	int n = 0, r;
 
@@ -221,13 +221,12 @@ int pg_connect_to(const char *uri, const char *dbname, bool listener, PGconn **o
 		   "-c idle_in_transaction_session_timeout=60s -c client_min_messages=warning";
 	if ((pw = cred_password())) {
 		kw[n] = "password";
-		val[n++] = pw;
+		val[n++] = (const char *)pw->data;
 	}
 	kw[n] = NULL;
 	val[n] = NULL;
 	c = PQconnectdbParams(kw, val, 1);
-	if (pw)
-		sodium_free(pw);
+	secbuf_free(pw);
 	if (!c) {
 		pg_set_error("cannot connect to the database: out of memory");
 		return -ENOMEM;

@@ -380,3 +380,17 @@ def test_purge_leaves_no_row_of_the_key_in_the_database(fleet):
     assert a.get("app", "OLD") == b"three"
     hist = a.cli("history", "app", "OLD").stdout.decode()
     assert "      1 " in hist and "      2 " not in hist, hist
+
+
+def test_the_password_from_a_systemd_credential(fleet, tmp_path):
+    f = fleet()
+    a = f.host(mount=False)
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    (creds / "vaultfs-db-password").write_text(f.cluster.password + "\n")
+    no_passfile = {"PGPASSFILE": str(tmp_path / "none")}
+    r = a.cli("ls", env=no_passfile)
+    assert r.returncode != 0 and b"password" in r.stderr, \
+        "without passfile or credential the server must refuse"
+    r = a.cli("ls", env=dict(no_passfile, CREDENTIALS_DIRECTORY=str(creds)))
+    assert r.returncode == 0, r.stderr.decode()
