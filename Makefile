@@ -24,14 +24,15 @@ PYTEST ?= /usr/bin/python3 -m pytest
 PYTHON ?= /usr/bin/python3
 VERSION := 0.1.0
 
-PKGS := fuse3 libsodium sqlite3 inih
+PKGS := fuse3 libsodium sqlite3 inih libpq
 # Debian packages that building and mounting need (make deps), and those the
 # tests, fuzzers and benchmarks add (make test-deps, run by make check).
 BUILD_DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
-	libinih-dev libsystemd-dev scdoc
+	libinih-dev libsystemd-dev scdoc libpq-dev
 TEST_DEB_PKGS := $(BUILD_DEB_PKGS) sqlite3 libcmocka-dev python3 python3-pytest attr \
 	util-linux passwd man-db systemd systemd-container docker.io busybox-static \
-	e2fsprogs clang libclang-rt-14-dev valgrind openssl vim-tiny dpkg-dev debhelper lintian
+	e2fsprogs clang libclang-rt-14-dev valgrind openssl vim-tiny dpkg-dev debhelper lintian \
+	postgresql-15 postgresql-client-15
 
 # libsystemd is optional: with it, `mount` tells systemd when the mount is
 # ready (Type=notify) and keeps /dev/fuse in its descriptor store. Only its

@@ -10,7 +10,11 @@ Baselines:
     the same bytes from memory, the same session loop and cache timeouts as
     vaultfs, no crypto, no database: the limit FUSE itself sets;
   - a temporary file written, fsync()ed and renamed on the disk that holds
-    the vault, for durable writes.
+    the vault, for durable writes;
+  - for the PostgreSQL store (part "pg"): the same vault in SQLite, and for
+    coherence between two daemons, two daemons on one SQLite file. The
+    server (tests/integration/pgserver.py) runs on the same disk, fsync on,
+    unix socket: what PostgreSQL itself costs, without a network.
 
 Runs of vaultfs and of its baseline alternate, each measurement is repeated,
 and the table shows medians; "spread" is the range of the per-round ratios,
@@ -32,7 +36,7 @@ VALUE = "sk-bench-0123456789abcdef0123456789abcde"
 assert len(VALUE) == 40
 SIZES = (1000, 10000, 100000)
 INSTANCE = "bench"
-PARTS = ("read", "ls", "write", "flood", "cli", "mount", "memory", "lookup")
+PARTS = ("read", "ls", "write", "flood", "cli", "mount", "memory", "lookup", "pg")
 FLOOD_THREADS = 48
 NOBODY = 65534
 
@@ -596,6 +600,90 @@ class Bench:
                                  cold["mini"][0] / 1000, cold["v100k"][0] / cold["mini"][0]))
         self.note("lookup done")
 
+    # -- PostgreSQL ----------------------------------------------------------
+    def pg_setup(self, n):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "tests", "integration"))
+        import pgserver
+        if not pgserver.available():
+            raise BenchError("PostgreSQL 15 is not installed (make test-deps)")
+        self.pg = pgserver.PgCluster(parent=self.dir)
+        os.environ["PGPASSFILE"] = self.pg.passfile
+        uri = self.pg.uri()
+        run([self.vaultfs, "init", "--db", uri, "--key-file", self.key])
+        t0 = time.perf_counter()
+        run([self.loadvault, uri, self.key, INSTANCE, str(n), VALUE])
+        self.note("loaded %d keys into PostgreSQL in %.1f s" % (n, time.perf_counter() - t0))
+        return uri
+
+    def mount_uri(self, uri, name, config=None):
+        mnt = self.mnt(name)
+        d = Daemon([self.vaultfs, "mount", "-f", "--config", config or self.config, "--db", uri,
+                    "--key-file", self.key, mnt], mnt, os.path.join(self.dir, "vaultfs.log"))
+        self.daemons.append(d)
+        return d
+
+    def coherence_ms(self, writer, reader, i):
+        """From the close of a write through one daemon to its new size
+        showing through the other, which had the old one cached."""
+        wfile = os.path.join(writer.mnt, INSTANCE, key_name(1))
+        rfile = os.path.join(reader.mnt, INSTANCE, key_name(1))
+        value = ("x" * (10 + i % 2)).encode()
+        os.stat(rfile)
+        fd = os.open(wfile, os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, value)
+        os.close(fd)
+        t0 = time.perf_counter()
+        while os.stat(rfile).st_size != len(value):
+            if time.perf_counter() - t0 > 5:
+                raise BenchError("a write through one daemon never showed through the other")
+        return (time.perf_counter() - t0) * 1000
+
+    def bench_pg(self):
+        n = 1000
+        uri = self.pg_setup(n)
+        coherent = self.config.replace(".ini", "-coherent.ini")
+        with open(self.config) as src, open(coherent, "w") as f:
+            f.write(src.read() + "attr_timeout = 60\n")
+        pg1 = self.mount_uri(uri, "pg1")
+        pg2 = self.mount_uri(uri, "pg2", coherent)
+        sq = self.mount_vault(n, "sq-pg")
+        sq2 = self.mount_vault(n, "sq-pg2", coherent)
+        try:
+            pfile = os.path.join(pg1.mnt, INSTANCE, key_name(0))
+            sfile = os.path.join(sq.mnt, INSTANCE, key_name(0))
+            for threads in (1, 4):
+                p, q = paired(self.rounds(7), lambda: self.read_ops(pfile, threads, pg1),
+                              lambda: self.read_ops(sfile, threads, sq))
+                po, so = [x[0] for x in p], [x[0] for x in q]
+                r, spread = ratio_stats(po, so)
+                self.rows.append(Row("PostgreSQL: open+read+close 40 B, %d thread%s" % (
+                    threads, "s" if threads > 1 else ""), statistics.median(po), "ops/s",
+                    "SQLite", statistics.median(so), r, spread))
+            count = "30" if self.quick else "60"
+            wp = os.path.join(pg1.mnt, INSTANCE, key_name(n - 1))
+            ws = os.path.join(sq.mnt, INSTANCE, key_name(n - 1))
+            p, q = paired(self.rounds(7),
+                          lambda: float(run([self.vbench, "write", wp, VALUE[:30], count])),
+                          lambda: float(run([self.vbench, "write", ws, VALUE[:30], count])))
+            r, spread = ratio_stats(p, q)
+            self.rows.append(Row("PostgreSQL: durable write 40 B (open+write+close)",
+                                 statistics.median(p), "us", "SQLite", statistics.median(q), r,
+                                 spread))
+            seq = iter(range(1000))
+            p, q = paired(self.rounds(15), lambda: self.coherence_ms(pg1, pg2, next(seq)),
+                          lambda: self.coherence_ms(sq, sq2, next(seq)))
+            r, spread = ratio_stats(p, q)
+            self.rows.append(Row("PostgreSQL: a write seen through another daemon "
+                                 "(attr_timeout 60)", statistics.median(p), "ms",
+                                 "SQLite, 2 daemons", statistics.median(q), r, spread,
+                                 "≤ 100 ms", statistics.median(p) <= 100))
+        finally:
+            for d in (pg1, pg2, sq, sq2):
+                self.stop(d)
+            self.pg.cleanup()
+        self.note("PostgreSQL done")
+
     # -- report --------------------------------------------------------------
     def machine(self):
         model = "?"
@@ -658,7 +746,7 @@ class Bench:
         for d in quiet.values():
             self.stop(d)
         self.stop(mini)
-        for name in ("mount", "memory", "lookup"):
+        for name in ("mount", "memory", "lookup", "pg"):
             if name in parts:
                 getattr(self, "bench_" + name)()
         self.report(load_before, os.getloadavg()[0], time.monotonic() - t0)

@@ -194,14 +194,21 @@ static void sleep_ms(unsigned ms)
 
 static void *watch_thread(void *arg)
 {
-	struct snapshot now;
+	struct snapshot now, none = { 0 };
 	uint64_t seq;
-	bool failed = false;
+	bool failed = false, blind = false;
+	int r;
 
 	(void)arg;
 	while (!w.stop) {
 		sleep_ms(WATCH_PERIOD_MS);
-		if (w.stop || db_change_seq(w.db, &seq) < 0 || seq == w.seq || w.stop)
+		r = w.stop ? 0 : db_change_seq(w.db, &seq);
+		/* No feed (a store on a server lost its change feed): nothing
+		 * cached may outlive it, so the kernel asks, and is refused. */
+		if (r < 0 && !blind)
+			(void)tell(&w.seen, &none);
+		blind = r < 0;
+		if (w.stop || r < 0 || seq == w.seq || w.stop)
 			continue;
 		if (scan(&now) < 0) {
 			if (!failed)

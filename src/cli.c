@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -119,8 +120,14 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
 
 static int set_path(char dst[PATH_MAX], const char *src, const char *what)
 {
-	char *abs = realpath(src, NULL);
+	char *abs;
 	int n;
+
+	/* A PostgreSQL store's URI is no file name: kept as given. */
+	if (!strncasecmp(src, "postgresql://", 13) || !strncasecmp(src, "postgres://", 11))
+		abs = strdup(src);
+	else
+		abs = realpath(src, NULL);
 
 	/* A file that doesn't exist yet (init) keeps the absolute form of its
 	 * name; the daemon changes directory to / and must still find it. */

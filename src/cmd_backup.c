@@ -102,16 +102,36 @@ out:
 	return ret;
 }
 
-/* A name for a file beside the vault's database. */
+static int count_file(void *ctx, const char *path, bool main)
+{
+	++*(int *)ctx;
+	return 0;
+}
+
+/* Whether the store keeps files here (SQLite) or on a server (PostgreSQL). */
+static bool keeps_files(const char *db)
+{
+	int n = 0;
+
+	return db_files(db, count_file, &n) == 0 && n > 0;
+}
+
+/* A name for a file beside the vault's database; for a store on a server,
+ * in $TMPDIR (/var/tmp): it holds only sealed values. */
 static void beside(char *out, size_t size, const char *db, const char *suffix)
 {
+	const char *tmp = secure_getenv("TMPDIR");
 	time_t t = time(NULL);
 	struct tm tm;
 	char stamp[32] = "";
 
 	if (gmtime_r(&t, &tm))
 		strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	snprintf(out, size, "%s.%s-%s-%d", db, suffix, stamp, (int)getpid());
+	if (keeps_files(db))
+		snprintf(out, size, "%s.%s-%s-%d", db, suffix, stamp, (int)getpid());
+	else
+		snprintf(out, size, "%s/vaultfs.%s-%s-%d", tmp && tmp[0] == '/' ? tmp : "/var/tmp",
+			 suffix, stamp, (int)getpid());
 }
 
 static int unlink_file(void *ctx, const char *path, bool main)
@@ -215,7 +235,7 @@ int restore_main(int argc, char **argv)
 	r = db_copy_file(argv[i], work);
 	if (r < 0)
 		cli_error("%s: %s", argv[i], r == -ENOENT ? strerror(ENOENT) : db_errmsg(NULL));
-	else if (access(c.conf.db, F_OK) < 0 && errno == ENOENT)
+	else if (keeps_files(c.conf.db) && access(c.conf.db, F_OK) < 0 && errno == ENOENT)
 		ret = restore_new(&c, bkey ? bkey : key, key, work, argv[i]);
 	else
 		ret = restore_into(&c, bkey ? bkey : key, key, work, argv[i]);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "../fs/name.h"
@@ -43,9 +44,15 @@ static int cfg_newline(struct cfg_state *st, const char *key, const char *v,
 	return 0;
 }
 
+/* A path (SQLite), or a libpq URI (PostgreSQL), kept as written. */
 static int cfg_vault_db(struct cfg_state *st, const char *key, const char *v)
 {
-	return cfg_path(st, key, v, st->c->db, sizeof(st->c->db));
+	if (strncasecmp(v, "postgresql://", 13) && strncasecmp(v, "postgres://", 11))
+		return cfg_path(st, key, v, st->c->db, sizeof(st->c->db));
+	if (strlen(v) >= sizeof(st->c->db))
+		return cfg_fail(st, -EINVAL, "database URI too long for %s", key);
+	memcpy(st->c->db, v, strlen(v) + 1);
+	return 0;
 }
 
 static int cfg_vault_key_file(struct cfg_state *st, const char *key, const char *v)

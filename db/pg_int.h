@@ -1,0 +1,180 @@
+/* Inside db/ only: the PostgreSQL store's shared parts. libpq types are
+ * fine here; this header never leaves db/. */
+#ifndef VAULTFS_PG_INT_H
+#define VAULTFS_PG_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "store.h"
+
+#define PG_PARAMS_MAX 16
+#define PG_URI_MAX 4096
+
+/* Parameters of one statement, sent in binary. */
+struct pgq {
+	const char *v[PG_PARAMS_MAX];
+	int len[PG_PARAMS_MAX];
+	int fmt[PG_PARAMS_MAX];
+	Oid type[PG_PARAMS_MAX];
+	unsigned char ints[PG_PARAMS_MAX][8];
+	int n;
+};
+
+void pgq_int(struct pgq *q, int64_t v);
+void pgq_text(struct pgq *q, const char *s);
+void pgq_blob(struct pgq *q, const void *p, size_t len);
+
+struct pg_listen;
+
+#define PG_READERS_MAX 8
+
+/* A connection of its own for reads outside transactions (db_set_readers). */
+struct pg_reader {
+	PGconn *conn;
+	bool busy;
+};
+
+struct pgs {
+	struct db base;		/* first: the handle db.c passes around */
+	char uri[PG_URI_MAX];
+	PGconn *conn;		/* the writer's, used under lock */
+	pthread_mutex_t lock;	/* recursive */
+	_Atomic pthread_t owner;	/* the thread in a transaction */
+	unsigned depth;
+	bool reading;		/* a db_read_begin snapshot holds the connection */
+	bool broken;		/* the transaction's connection was lost */
+	bool readonly;		/* DB_READONLY */
+	int64_t next_try_ns;	/* no reconnect before this */
+	const struct db_auth *auth, *auth_next;
+	int64_t *dirty;		/* instances whose state to make at commit */
+	size_t ndirty, dirty_cap;
+	struct pg_listen *listen;
+	pthread_mutex_t rlock;	/* the readers' busy flags */
+	struct pg_reader readers[PG_READERS_MAX];
+	unsigned nreaders;
+	int64_t stale_ns;	/* how long a lost listener may go unnoticed */
+};
+
+extern const struct db_store_ops db_pg_ops;
+
+/* The handle (pg_store.c). */
+void pgs_close_handle(struct pgs *s);
+/* One snapshot for the calling thread, holding the connection. */
+void pg_snapshot_begin(struct pgs *s);
+void pg_snapshot_end(struct pgs *s);
+int pgs_row_instance(struct pgs *s, const PGresult *res, int row, struct db_instance *in);
+int pgs_row_secret(struct pgs *s, const PGresult *res, int row, struct db_secret *m);
+
+/* The ops of pg_hist.c (history, attributes, every-row passes) and
+ * pg_audit.c (the audit log), for db_pg_ops. */
+int pgh_version_archive(struct db *db, int64_t secret_id, bool with_v0, unsigned keep);
+int pgh_version_get(struct db *db, int64_t secret_id, uint64_t version,
+		    struct db_version *out, struct db_blob *blob);
+int pgh_version_each(struct db *db, int64_t secret_id,
+		     int (*fn)(void *, const struct db_version *), void *ctx);
+int pgh_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,
+			 const struct db_blob *blob);
+int pgh_secret_adopt(struct db *db, int64_t id, int64_t from_id);
+int pgh_trash_put(struct db *db, const struct db_secret *m, int64_t now_ns, uid_t by);
+int pgh_trash_find(struct db *db, int64_t instance_id, const char *name,
+		   int64_t since_ns, struct db_trash *out);
+int pgh_trash_each(struct db *db, int64_t instance_id,
+		   int (*fn)(void *, const struct db_trash *), void *ctx);
+int pgh_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns);
+int pgh_trash_purge(struct db *db, int64_t instance_id, const char *name,
+		    int64_t before_ns, int64_t *count);
+int pgh_instance_secret_ids(struct db *db, int64_t instance_id,
+			    int (*fn)(void *, int64_t, const char *, bool), void *ctx);
+int pgh_attr_get(struct db *db, int64_t secret_id, const char *name, void *buf,
+		 size_t size, size_t *len);
+int pgh_attr_set(struct db *db, int64_t secret_id, const char *name, const void *value,
+		 size_t len);
+int pgh_scrub(struct db *db);
+int pgh_auth_upgrade(struct db *db);
+int pgh_auth_rekey(struct db *db, const struct db_auth *next);
+int pgh_auth_check_all(struct db *db, void (*fn)(void *, const char *), void *ctx);
+int pga_snapshot_begin(struct db *db);
+void pga_snapshot_end(struct db *db);
+int pga_insert(struct db *db, const struct db_audit_row *row);
+int pga_last(struct db *db, int64_t before_ns, struct db_audit_row *out);
+int pga_delete_upto(struct db *db, int64_t seq);
+int pga_each(struct db *db, const struct db_audit_filter *f,
+	     int (*fn)(void *, const struct db_audit_row *), void *ctx);
+int pga_tidy(struct db *db);
+int pga_meta_add(struct db *db, const char *key, const unsigned char *v, size_t len);
+int pgb_backup(struct db *db, const char *file);
+int pgb_restore(struct db *db, const char *file);
+
+/* Connections (pg.c). */
+int pg_connect(const char *uri, bool listener, PGconn **out);
+int pg_connect_to(const char *uri, const char *dbname, bool listener, PGconn **out);
+void pg_database_ensure(const char *uri);
+int pg_ready(struct pgs *s);
+int pg_session(struct pgs *s, PGconn *c);
+void pg_readers_close(struct pgs *s);
+void pg_lock(struct pgs *s);
+void pg_unlock(struct pgs *s);
+bool pg_in_own_txn(struct pgs *s);
+/* Runs sql with q's parameters (q may be NULL) on the writer's connection;
+ * *res gets the result of a query that returns rows (PQclear it). 0 or
+ * -errno with the server's words in db_errmsg. */
+int pg_run(struct pgs *s, const char *sql, const struct pgq *q, PGresult **res);
+int pg_commit_sql(struct pgs *s);
+/* pg_run for a statement that must change exactly want rows (any if < 0):
+ * -ENOENT otherwise. */
+int pg_change(struct pgs *s, const char *sql, const struct pgq *q, int want);
+int64_t pg_int(const PGresult *res, int row, int col);
+bool pg_null(const PGresult *res, int row, int col);
+int pg_blob(const PGresult *res, int row, int col, struct db_blob *out);
+void pg_name(const PGresult *res, int row, int col, char name[static DB_NAME_MAX + 1]);
+void pg_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Schema and migrations (pg_schema.c), under an advisory lock. */
+int pg_schema_create(PGconn *c);
+int pg_schema_check(PGconn *c, bool migrate);
+
+/* The change feed (pg_listen.c): a connection that LISTENs, its thread. */
+int pg_listen_start(struct pgs *s);
+void pg_listen_stop(struct pgs *s);
+/* The count of changes others made; -EIO while the listener has been
+ * lost for longer than s->stale_ns. */
+int pg_listen_seq(struct pgs *s, uint64_t *out);
+/* 0, or -EIO (in db_errmsg) once the feed has been lost for too long. */
+int pg_listen_fresh(struct pgs *s);
+/* The writer's backend pid, whose own notices don't count. */
+void pg_listen_own(struct pgs *s, int pid);
+
+/* Row tags (pg_tag.c), the same bytes as the SQLite store's. */
+struct pg_tagf {
+	char type;		/* 'i', 't', 'b' */
+	int64_t i;
+	const void *p;
+	size_t len;
+};
+#define TI(x) ((struct pg_tagf){ 'i', (int64_t)(x), NULL, 0 })
+#define TT(s) ((struct pg_tagf){ 't', 0, (s), strlen(s) })
+#define TB(d, n) ((struct pg_tagf){ 'b', 0, (d), (n) })
+/* The tag of a row of table made of fields, with auth. 0 or -EOVERFLOW. */
+int pg_tag_make(const struct db_auth *auth, const char *table, const struct pg_tagf *f,
+		int n, unsigned char out[DB_MAC_LEN]);
+/* Whether the tag in res's column col is right, quietly. */
+bool pg_tag_ok(const struct db_auth *auth, const char *table, const struct pg_tagf *f, int n,
+	       const PGresult *res, int row, int col);
+/* Checks a stored tag: 0, -EIO (reported, naming the row), -EACCES. */
+int pg_tag_check(struct pgs *s, const char *table, const struct pg_tagf *f, int n,
+		 const PGresult *res, int row, int col, const char *what);
+/* Reports the failures a transaction found, once it is over. */
+void pg_tag_flush(struct pgs *s);
+int pg_state_update(struct pgs *s, int64_t inst, const struct db_auth *auth, bool bump);
+int pg_state_scan(struct pgs *s, int64_t inst, int64_t *seq, bool check,
+		  int (*fn)(void *, int64_t, uint64_t), void *ctx);
+int pg_state_touch(struct pgs *s, int64_t inst, bool fresh);
+int pg_floor_update(struct pgs *s, const struct db_auth *auth);
+int pg_floor_read(struct pgs *s, int64_t *floor, bool missing_ok);
+
+#endif
