@@ -66,6 +66,8 @@ void stat_secret(const struct db_secret *s, struct stat *st)
 	memset(st, 0, sizeof(*st));
 	st->st_ino = secret_ino(s->id);
 	st->st_mode = S_IFREG | (s->mode & 0777);
+	if (s->flags & TEMPLATE_FLAG)
+		st->st_mode &= ~(mode_t)0222;	/* rendered, never written */
 	st->st_nlink = 1;
 	st->st_uid = s->uid;
 	st->st_gid = s->gid;
@@ -118,6 +120,7 @@ int user_errno(int r)
 	case -EFBIG: case -EINVAL: case -ENOMEM: case -EACCES: case -EPERM:
 	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR: case -ESTALE:
 	case -EMFILE:
+	case -ENOKEY:	/* a key a template names is missing */
 		return -r;
 	default:
 		return EIO;
