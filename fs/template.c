@@ -700,12 +700,10 @@ static int fetch_key(void *ctx, const char *key)
 		return fail_key(rd, -ENOKEY, key, "no such key");
 	if (r < 0)
 		return fail_key(rd, r, key, "cannot read it");
-	if (m.flags & DB_SECRET_NL_STRIPPED)
-		r = put(f->val[f->n], "\n", 1);
 	memcpy(f->name[f->n], key, NAME_MAX_LEN + 1);
 	f->id[f->n] = m.id;
 	f->ver[f->n++] = m.version;
-	return r < 0 ? fail_key(rd, r, key, "cannot read it") : 0;
+	return 0;
 }
 
 static int state_match(void *ctx, int64_t id, uint64_t version)

@@ -157,7 +157,8 @@ int set_main(int argc, char **argv)
 		goto out;
 	}
 	if (r < 0) {
-		cli_error("%s/%s: %s; nothing was changed", inst, key, strerror(-r));
+		cli_error("%s/%s: %s; nothing was changed", inst, key, r == -EMEDIUMTYPE ?
+			  "it is a template (see: vaultfs template set)" : strerror(-r));
 		goto out;
 	}
 	ret = 0;
