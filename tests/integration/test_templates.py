@@ -1,0 +1,375 @@
+"""Templates and apply: a file rendered from several keys at each open, and
+several keys replaced in one transaction. Real mounts, real readers
+(python-dotenv, docker, openssl), real other users."""
+import errno
+import os
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import oserror, read_file, run, write_file
+from test_docker import docker  # noqa: F401  (dockerd, as test_docker starts it)
+
+# Values that break naive quoting: every one must come back byte for byte.
+HOSTILE = {
+    "SPACES": b"  two  leading and trailing  ",
+    "QUOTES": b"it's a \"quoted\" 'mix'",
+    "HASH": b"pa#ss # not a comment",
+    "DOLLAR": b"$HOME $(id) `id` $1",
+    "BACKSLASH": b"a\\nb\\tc\\\\d\\\"e",
+    "EQUALS": b"a=b==c",
+    "UNICODE": "caf\u00e9 \U0001f511 \u00fc".encode(),
+    "TAB": b"a\tb",
+    "MULTILINE": b"-----BEGIN KEY-----\nAAA+/=\n\"x\" 'y' $z\n-----END KEY-----\n",
+    "EMPTY": b"",
+    "NEWLINE_ONLY_END": b"ends with a newline\n",
+}
+# A single line: what docker's --env-file can carry at all.
+DOCKER_HOSTILE = {k: v for k, v in HOSTILE.items() if b"\n" not in v}
+
+
+def tset(v, inst, name, text):
+    return v.cli("template", "set", inst, name, input=text)
+
+
+def put_keys(v, inst, values):
+    for k, val in values.items():
+        v.set(inst, k, val)
+
+
+def test_render_cli_and_mount_agree_and_the_file_is_read_only(vault):
+    v = vault
+    put_keys(v, "app", {"USER": b"bob", "PW": b"p w'\"$x"})
+    src = (b"# made by vaultfs\nUSER={{ USER }}\nPW={{ PW | env }}\n"
+           b"J={{PW|json}} S={{ PW | sh }} B={{ USER | base64 }} {not a tag}\n")
+    r = tset(v, "app", "app.env", src)
+    assert r.returncode == 0, r.stderr
+    want = (b"# made by vaultfs\nUSER=bob\nPW=\"p w'\\\"$x\"\n"
+            b"J=\"p w'\\\"$x\" S='p w'\\''\"$x' B=Ym9i {not a tag}\n")
+    assert read_file(v.path("app", "app.env")) == want
+    assert v.cli("render", "app", "app.env").stdout == want
+    assert v.cli("template", "get", "app", "app.env").stdout == src
+    # cat, as a program sees it; and stat says the file is read-only.
+    assert run(["cat", v.path("app", "app.env")]).stdout == want
+    st = os.stat(v.path("app", "app.env"))
+    assert stat.S_IMODE(st.st_mode) & 0o222 == 0
+    # Not even root writes or truncates it, by any route.
+    assert oserror(open, v.path("app", "app.env"), "ab") == errno.EACCES
+    r = run(["sh", "-c", f"echo x > {v.path('app', 'app.env')}"])
+    assert r.returncode != 0 and b"Permission denied" in r.stderr
+    assert oserror(os.truncate, v.path("app", "app.env"), 0) == errno.EACCES
+    assert v.cli("template", "get", "app", "app.env").stdout == src
+    # set refuses to turn a template into a value; the template stays.
+    r = v.cli("set", "app", "app.env", input=b"x")
+    assert r.returncode == 1 and b"is a template" in r.stderr
+    assert read_file(v.path("app", "app.env")) == want
+    # Each open renders the values current at that open.
+    v.set("app", "USER", b"alice")
+    assert b"USER=alice\n" in read_file(v.path("app", "app.env"))
+    # A new source is a new version, kept in the history.
+    assert tset(v, "app", "app.env", b"only {{ USER }}").returncode == 0
+    assert read_file(v.path("app", "app.env")) == b"only alice"
+    assert v.cli("get", "--version", "1", "app", "app.env").stdout == src
+    r = v.cli("rollback", "app", "app.env", "1")
+    assert r.returncode == 0, r.stderr
+    assert read_file(v.path("app", "app.env")).startswith(b"# made by vaultfs\nUSER=alice")
+
+
+SYNTAX_ERRORS = [
+    (b"A={{ A", "1:3: unclosed {{"),
+    (b"ok\nB={{ B | yaml }}\n", "2:10: unknown filter"),
+    (b"\n\n  {{ }}", "3:6: expected a key name"),
+    (b"{{ A B }}", "1:6: expected '|' or '}}'"),
+    (b"{{ A |\n}}", "1:7: expected a filter name"),
+]
+
+
+@pytest.mark.parametrize("src,msg", SYNTAX_ERRORS)
+def test_syntax_error_refused_with_line_and_column(vault, src, msg):
+    r = tset(vault, "app", "t", src)
+    assert r.returncode == 1
+    assert f"(standard input):{msg}".encode() in r.stderr, r.stderr
+    assert b"nothing was changed" in r.stderr
+    assert not os.path.exists(vault.path("app", "t"))
+
+
+def test_template_set_refuses_to_replace_a_secret(vault):
+    vault.set("app", "TOKEN", b"v1")
+    r = tset(vault, "app", "TOKEN", b"{{ X }}")
+    assert r.returncode == 1 and b"is a secret, not a template" in r.stderr
+    assert vault.get("app", "TOKEN") == b"v1"
+    r = vault.cli("render", "app", "TOKEN")
+    assert r.returncode == 1 and b"not a template" in r.stderr and b"v1" not in r.stdout
+
+
+def test_missing_key_fails_the_open_naming_the_key(vault):
+    v = vault
+    put_keys(v, "app", {"PRESENT": b"present-value-1"})
+    assert tset(v, "app", "conf", b"a={{ PRESENT }}\nb={{ ABSENT | env }}\n").returncode == 0
+    # The open fails, nothing is read: "Required key not available".
+    assert oserror(open, v.path("app", "conf"), "rb") == errno.ENOKEY
+    r = run(["cat", v.path("app", "conf")])
+    assert r.returncode == 1 and b"Required key not available" in r.stderr
+    assert r.stdout == b""
+    r = v.cli("render", "app", "conf")
+    assert r.returncode == 1 and b"key ABSENT: no such key" in r.stderr
+    assert r.stdout == b""
+    log = v.log()
+    assert "app/conf: key ABSENT: no such key" in log
+    assert "present-value-1" not in log
+    v.set("app", "ABSENT", b"now")
+    assert read_file(v.path("app", "conf")) == b"a=present-value-1\nb=now\n"
+    # A value a filter can't write fails the same way, naming key and filter.
+    v.set("app", "ABSENT", b"two\nlines")
+    assert tset(v, "app", "dock", b"X={{ ABSENT | docker }}").returncode == 0
+    assert oserror(open, v.path("app", "dock"), "rb") == errno.EINVAL
+    assert "app/dock: the value of ABSENT can't be written by | docker" in v.log()
+    assert "two" not in v.log().replace("holds a line break", "")
+
+
+def test_python_dotenv_reads_hostile_values_byte_for_byte(vault):
+    dotenv = pytest.importorskip("dotenv", reason="Debian package python3-dotenv")
+    put_keys(vault, "app", HOSTILE)
+    src = "".join(f"{k}={{{{ {k} | env }}}}\n" for k in HOSTILE).encode()
+    assert tset(vault, "app", ".env", src).returncode == 0
+    path = vault.path("app", ".env")
+    # The mount drops a single trailing newline of a one-line value (the
+    # instance's newline policy): the template renders what `cat` shows.
+    want = {k: vault.get("app", k).decode() for k in HOSTILE}
+    assert want["MULTILINE"].endswith("-----\n")
+    got = dotenv.dotenv_values(path)
+    assert got == want
+    # ${NAME} is python-dotenv's own expansion, done on quoted values too:
+    # such a value reads back only with interpolate=False (README says so).
+    vault.set("app", "BRACES", b"${HOME} and ${X:-y}")
+    assert tset(vault, "app", "b.env", b"B={{ BRACES | env }}\n").returncode == 0
+    assert dotenv.dotenv_values(vault.path("app", "b.env"), interpolate=False) == \
+        {"B": "${HOME} and ${X:-y}"}
+
+
+def test_docker_run_env_file(vault, docker):
+    put_keys(vault, "app", DOCKER_HOSTILE)
+    names = sorted(DOCKER_HOSTILE)
+    src = "".join(f"{k}={{{{ {k} | docker }}}}\n" for k in names).encode()
+    assert tset(vault, "app", "docker.env", src).returncode == 0
+    want = {k: vault.get("app", k) for k in names}
+    # The container prints each variable between markers, as bytes.
+    script = "".join(f'printf "<%s>" "${k}"; ' for k in names)
+    code, out = docker.sh(script, "--env-file", vault.path("app", "docker.env"))
+    assert code == 0, out
+    got = out.encode()
+    assert got == b"".join(b"<" + want[k] + b">" for k in names)
+    # | env writes plain values so that docker reads them as well.
+    vault.set("app", "PLAIN", b"plain-1.2:3/x@y")
+    assert tset(vault, "app", "e.env", b"PLAIN={{ PLAIN | env }}\n").returncode == 0
+    code, out = docker.sh('printf "<%s>" "$PLAIN"', "--env-file", vault.path("app", "e.env"))
+    assert (code, out) == (0, "<plain-1.2:3/x@y>")
+
+
+# -- access -------------------------------------------------------------------
+
+ACCESS_CONFIG = """\
+[instance shop]
+owner = root
+group = {team}
+mode = 0755
+"""
+
+
+def test_template_access_rule(users, vault_factory):
+    v = vault_factory(config=ACCESS_CONFIG.format(team=users.team))
+    v.set("shop", "ROOT_ONLY", b"root-only-value")            # root 0600
+    v.set("shop", "ALICE_KEY", b"alice-value")
+    os.chown(v.path("shop", "ALICE_KEY"), users.uid["alice"], users.gid["alice"])
+    os.chmod(v.path("shop", "ALICE_KEY"), 0o400)
+    v.set("shop", "TEAM_KEY", b"team-value")
+    os.chown(v.path("shop", "TEAM_KEY"), 0, users.team_gid)
+    os.chmod(v.path("shop", "TEAM_KEY"), 0o440)
+
+    def template(name, owner, mode, src):
+        assert tset(v, "shop", name, src).returncode == 0
+        os.chown(v.path("shop", name), users.uid[owner], users.gid[owner])
+        os.chmod(v.path("shop", name), mode)
+
+    # alice's template over her own key: bob reads it through the template
+    # (the reader needs the template's permission only)...
+    template("alice.env", "alice", 0o444, b"A={{ ALICE_KEY }}\n")
+    assert users.try_open("bob", v.path("shop", "alice.env")) == "OK:A=alice-value\n"
+    assert users.try_open("bob", v.path("shop", "ALICE_KEY")) == "EACCES"
+    # ...but never one she could not read herself, whoever reads it, root too.
+    template("steal.env", "alice", 0o444, b"A={{ ALICE_KEY }}\nR={{ ROOT_ONLY }}\n")
+    for who in ("alice", "bob"):
+        assert users.try_open(who, v.path("shop", "steal.env")) == "EACCES"
+    assert oserror(open, v.path("shop", "steal.env"), "rb") == errno.EACCES
+    assert "shop/steal.env: key ROOT_ONLY: the template's owner may not read it" in v.log()
+    assert "root-only-value" not in v.log() and "alice-value" not in v.log()
+    # Group bits count for the owner's groups: alice is in the team, bob not.
+    template("team-a.env", "alice", 0o444, b"T={{ TEAM_KEY }}")
+    template("team-b.env", "bob", 0o444, b"T={{ TEAM_KEY }}")
+    assert users.try_open("carol", v.path("shop", "team-a.env")) == "OK:T=team-value"
+    assert users.try_open("carol", v.path("shop", "team-b.env")) == "EACCES"
+    # The template's own mode bits still decide who reads it.
+    template("private.env", "alice", 0o400, b"A={{ ALICE_KEY }}")
+    assert users.try_open("alice", v.path("shop", "private.env")) == "OK:A=alice-value"
+    assert users.try_open("bob", v.path("shop", "private.env")) == "EACCES"
+    # The rule is checked at each open: alice loses her key, the file fails.
+    os.chmod(v.path("shop", "ALICE_KEY"), 0o000)
+    assert users.try_open("bob", v.path("shop", "alice.env")) == "EACCES"
+    # Only `vaultfs template set` (the master key's holder) makes a template:
+    # its owner can't write its source, and a value written through the
+    # mount is never rendered, whatever it holds.
+    assert users.try_open("alice", v.path("shop", "alice.env"), "w") == "EACCES"
+    r = run(["sh", "-c", f"echo '{{{{ ROOT_ONLY }}}}' > {v.path('shop', 'mine.env')}"])
+    assert r.returncode == 0
+    assert read_file(v.path("shop", "mine.env")) == b"{{ ROOT_ONLY }}"
+
+
+# -- apply ----------------------------------------------------------------------
+
+def make_pair(workdir, tag):
+    """A self-signed certificate and its key (PEM), openssl's own."""
+    key = os.path.join(workdir, f"{tag}.key")
+    crt = os.path.join(workdir, f"{tag}.crt")
+    r = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
+             "-days", "2", "-subj", f"/CN={tag}"])
+    assert r.returncode == 0, r.stderr
+    return read_file(crt), read_file(key)
+
+
+def bundle_matches(path):
+    """openssl's answer: does the PEM bundle's certificate match its key?"""
+    a = run(["openssl", "x509", "-noout", "-pubkey", "-in", path])
+    b = run(["openssl", "pkey", "-pubout", "-in", path])
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    return a.stdout == b.stdout
+
+
+READER = r"""
+import os, sys
+path, stop, outdir, me = sys.argv[1:5]
+seen = {}
+n = fails = 0
+while not os.path.exists(stop):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        fails += 1
+        continue
+    n += 1
+    if data not in seen:
+        seen[data] = len(seen)
+        with open(os.path.join(outdir, f"{me}-{seen[data]}.pem"), "wb") as f:
+            f.write(data)
+print(n, fails, len(seen))
+"""
+
+
+def test_apply_swaps_cert_and_key_together_under_readers(vault):
+    v = vault
+    work = os.path.join(v.dir, "pairs")
+    os.mkdir(work, 0o700)
+    pairs = [make_pair(work, t) for t in ("one", "two")]
+    dirs = []
+    for i, (crt, key) in enumerate(pairs):
+        d = os.path.join(work, f"dir{i}")
+        os.mkdir(d, 0o700)
+        write_file(os.path.join(d, "TLS_CERT"), crt)
+        write_file(os.path.join(d, "TLS_KEY"), key)
+        dirs.append(d)
+    assert v.cli("apply", "app", "--dir", dirs[0]).returncode == 1  # no instance yet
+    v.set("app", "OTHER", b"x")
+    r = v.cli("apply", "app", "--dir", dirs[0])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"vaultfs: applied 2 keys to app in one transaction\n"
+    assert tset(v, "app", "bundle.pem", b"{{ TLS_CERT }}{{ TLS_KEY }}").returncode == 0
+    path = v.path("app", "bundle.pem")
+    assert bundle_matches(path)
+    # A mixed bundle is what openssl must catch (so the check means something).
+    mixed = os.path.join(work, "mixed.pem")
+    write_file(mixed, pairs[0][0] + pairs[1][1])
+    assert not bundle_matches(mixed)
+
+    stop = os.path.join(work, "stop")
+    outdir = os.path.join(work, "seen")
+    os.mkdir(outdir)
+    readers = [subprocess.Popen(["/usr/bin/python3", "-c", READER, path, stop, outdir,
+                                 str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for i in range(3)]
+    applies = 0
+    deadline = time.monotonic() + 60
+    while applies < 40 and time.monotonic() < deadline:
+        r = v.cli("apply", "app", "--dir", dirs[(applies + 1) % 2])
+        assert r.returncode == 0, r.stderr
+        applies += 1
+    # Readers go on a little after the last change too.
+    time.sleep(0.5)
+    write_file(stop, b"")
+    total = failed = 0
+    for p in readers:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        n, fails, _ = map(int, out.split())
+        total += n
+        failed += fails
+    assert applies >= 20
+    assert total >= 2000, f"only {total} reads during {applies} applies"
+    assert failed == 0
+    # Every distinct content any reader saw is one of the two whole pairs,
+    # and openssl agrees that its certificate matches its key.
+    wanted = {crt + key for crt, key in pairs}
+    seen = sorted(os.listdir(outdir))
+    assert seen
+    for name in seen:
+        p = os.path.join(outdir, name)
+        assert read_file(p) in wanted, f"{name}: a mix of the two pairs"
+        assert bundle_matches(p), name
+    assert {read_file(os.path.join(outdir, n)) for n in seen} == wanted
+
+
+def test_apply_is_all_or_nothing(vault):
+    v = vault
+    put_keys(v, "app", {"A": b"a1", "B": b"b1"})
+    assert tset(v, "app", "t", b"{{A}}/{{B}}").returncode == 0
+    env = os.path.join(v.dir, "in.env")
+    write_file(env, "A=a2\nB\n")               # line 2 has no '='
+    r = v.cli("apply", "app", "--env", env)
+    assert r.returncode == 1 and b"nothing was changed" in r.stderr
+    assert read_file(v.path("app", "t")) == b"a1/b1"
+    write_file(env, "A=a2\nt=not-a-template\n")
+    r = v.cli("apply", "app", "--env", env, "--any-name")
+    assert r.returncode == 1 and b"app/t is a template" in r.stderr
+    assert read_file(v.path("app", "t")) == b"a1/b1"
+    write_file(env, "A=a2\nB='b 2'\n")
+    r = v.cli("apply", "app", "--env", env)
+    assert r.returncode == 0, r.stderr
+    assert read_file(v.path("app", "t")) == b"a2/b 2"
+    # Keys it does not name stay.
+    assert v.get("app", "A") == b"a2" and v.cli("template", "get", "app", "t").returncode == 0
+
+
+def test_apply_refuses_a_hostile_directory(vault):
+    v = vault
+    v.set("app", "A", b"kept")
+    d = os.path.join(v.dir, "hostile")
+    os.mkdir(d, 0o755)
+    write_file(os.path.join(d, "A"), b"new")
+    os.symlink("/etc/shadow", os.path.join(d, "SHADOW"))
+    os.mkfifo(os.path.join(d, "FIFO"))
+    r = v.cli("apply", "app", "--dir", d, timeout=20)
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "SHADOW: a symbolic link that leads outside the directory" in err
+    assert "FIFO: a fifo" in err
+    assert "nothing was changed" in err
+    assert v.get("app", "A") == b"kept"
+    os.unlink(os.path.join(d, "SHADOW"))
+    os.unlink(os.path.join(d, "FIFO"))
+    with open(os.path.join(d, "HUGE"), "wb") as f:
+        f.truncate(64 << 20)
+    r = v.cli("apply", "app", "--dir", d)
+    assert r.returncode == 1 and b"HUGE: larger than max_value_size" in r.stderr
+    assert v.get("app", "A") == b"kept"
