@@ -315,6 +315,7 @@ def test_apply_swaps_cert_and_key_together_under_readers(vault):
         n, fails, _ = map(int, out.split())
         total += n
         failed += fails
+    print(f"{total} reads during {applies} applies, {len(os.listdir(outdir))} contents seen")
     assert applies >= 20
     assert total >= 2000, f"only {total} reads during {applies} applies"
     assert failed == 0
