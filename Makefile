@@ -30,7 +30,7 @@ PKGS := fuse3 libsodium sqlite3 inih
 BUILD_DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
 	libinih-dev libsystemd-dev scdoc
 TEST_DEB_PKGS := $(BUILD_DEB_PKGS) sqlite3 libcmocka-dev python3 python3-pytest attr \
-	util-linux passwd man-db systemd systemd-container docker.io busybox-static \
+	util-linux passwd man-db systemd systemd-container docker.io busybox-static python3-dotenv \
 	e2fsprogs clang libclang-rt-14-dev valgrind openssl vim-tiny dpkg-dev debhelper lintian
 
 # libsystemd is optional: with it, `mount` tells systemd when the mount is

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from conftest import oserror, read_file, run, write_file
+from conftest import oserror, read_file, run, wait_for, write_file
 from test_docker import docker  # noqa: F401  (dockerd, as test_docker starts it)
+from test_systemd_boot import machine  # noqa: F401  (systemd booted in nspawn)
 
 # Values that break naive quoting: every one must come back byte for byte.
 HOSTILE = {
@@ -374,3 +375,32 @@ def test_apply_refuses_a_hostile_directory(vault):
     r = v.cli("apply", "app", "--dir", d)
     assert r.returncode == 1 and b"HUGE: larger than max_value_size" in r.stderr
     assert v.get("app", "A") == b"kept"
+
+
+# -- systemd's EnvironmentFile= ---------------------------------------------------
+
+def test_systemd_environment_file_reads_hostile_values(machine):
+    """A unit under a real systemd (the nspawn machine of test_systemd_boot)
+    takes EnvironmentFile= straight from the mount, and gets every value."""
+    import base64
+    m = machine
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    src = "".join(f"{k}={{{{ {k} | env }}}}\n" for k in HOSTILE).encode()
+    script = ("set -e; V=/usr/local/bin/vaultfs; C='--config /etc/vaultfs/vaultfs.ini'; "
+              "export VAULTFS_KEY=$(systemd-creds decrypt --name=vaultfs.key "
+              "/etc/vaultfs/master.key.cred -); ")
+    for k, val in HOSTILE.items():
+        script += f"echo '{b64(val)}' | base64 -d | $V set $C billing {k}; "
+    script += f"echo '{b64(src)}' | base64 -d | $V template set $C billing app.env; "
+    script += "systemctl start vaultfs"
+    m.ok(script)
+    assert wait_for(lambda: m.sh("test -r /run/vault/billing/app.env").returncode == 0, 30)
+    r = m.sh("systemd-run --quiet --wait --pipe -p EnvironmentFile=/run/vault/billing/app.env "
+             "/usr/bin/env -0")
+    assert r.returncode == 0, r.stderr.decode()
+    env = dict(item.split(b"=", 1) for item in r.stdout.split(b"\0") if b"=" in item)
+    for k in HOSTILE:
+        want = m.sh(f"VAULTFS_KEY=$(systemd-creds decrypt --name=vaultfs.key "
+                    f"/etc/vaultfs/master.key.cred -) /usr/local/bin/vaultfs get "
+                    f"--config /etc/vaultfs/vaultfs.ini billing {k}").stdout
+        assert env.get(k.encode()) == want, k
