@@ -440,50 +440,47 @@ static int migrate(struct db *db, bool created)
 
 _Static_assert(APPLICATION_ID == 1986423924, "application_id literal in migrate()");
 
-/* The schema objects vaultfs makes: those of a fresh database built by
- * the same migrations, kept as one string of (type, name, table, sql). */
+/* The schema objects vaultfs makes, as sqlite_master holds them in a fresh
+ * database built by the same migrations (ALTER TABLE rewrites a table's
+ * text, so it is not the CREATE statement's). schema_expected.h keeps them:
+ * `make schema-expected` writes it from dbi_schema_fresh, and test_db
+ * fails while it differs. Building them at each open was two thirds of a
+ * `vaultfs get`. */
 #define SCHEMA_SQL "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master " \
 		   "ORDER BY type, name"
-#define SCHEMA_MAX 64
-struct schema_obj {
-	char type[16], name[64], tbl[64];
-	char *sql;
-};
-static struct schema_obj expected[SCHEMA_MAX];
-static int n_expected = -1;
+#include "schema_expected.h"
+#define N_EXPECTED ((int)(sizeof(schema_expected) / sizeof(schema_expected[0])))
+static const int n_expected = N_EXPECTED;
 
-static void schema_build(void)
+int dbi_schema_fresh(void (*each)(void *ctx, const char *type, const char *name,
+				  const char *tbl, const char *sql), void *ctx)
 {
 	sqlite3 *mem = NULL;
 	sqlite3_stmt *st = NULL;
-	int n = 0;
+	int rc, r = -ENOMEM;
 
 	if (sqlite3_open_v2(":memory:", &mem, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
 		goto out;
+	r = -EPROTO;
 	for (int v = 0; v < SCHEMA_VERSION; v++)
 		if (sqlite3_exec(mem, migrations[v], NULL, NULL, NULL) != SQLITE_OK)
 			goto out;
 	if (sqlite3_prepare_v2(mem, SCHEMA_SQL, -1, &st, NULL) != SQLITE_OK)
 		goto out;
-	while (n < SCHEMA_MAX && sqlite3_step(st) == SQLITE_ROW) {
-		snprintf(expected[n].type, sizeof(expected[n].type), "%s",
-			 (const char *)sqlite3_column_text(st, 0));
-		snprintf(expected[n].name, sizeof(expected[n].name), "%s",
-			 (const char *)sqlite3_column_text(st, 1));
-		snprintf(expected[n].tbl, sizeof(expected[n].tbl), "%s",
-			 (const char *)sqlite3_column_text(st, 2));
-		expected[n].sql = strdup((const char *)sqlite3_column_text(st, 3));
-		if (!expected[n].sql)
-			goto out;
-		n++;
-	}
-	n_expected = n;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		each(ctx, (const char *)sqlite3_column_text(st, 0),
+		     (const char *)sqlite3_column_text(st, 1),
+		     (const char *)sqlite3_column_text(st, 2),
+		     (const char *)sqlite3_column_text(st, 3));
+	if (rc == SQLITE_DONE)
+		r = 0;
 out:
 	sqlite3_finalize(st);
 	sqlite3_close(mem);
+	return r;
 }
 
-/* 0: the same as expected[i]; <0 / >0 as the file's object sorts before /
+/* 0: the same as schema_expected[i]; <0 / >0 as the file's object sorts before /
  * after it. */
 static int schema_cmp(sqlite3_stmt *st, int i)
 {
@@ -491,9 +488,9 @@ static int schema_cmp(sqlite3_stmt *st, int i)
 
 	if (i >= n_expected)
 		return -1;
-	c = strcmp((const char *)sqlite3_column_text(st, 0), expected[i].type);
+	c = strcmp((const char *)sqlite3_column_text(st, 0), schema_expected[i].type);
 	if (c == 0)
-		c = strcmp((const char *)sqlite3_column_text(st, 1), expected[i].name);
+		c = strcmp((const char *)sqlite3_column_text(st, 1), schema_expected[i].name);
 	return c;
 }
 
@@ -517,16 +514,9 @@ static int schema_refuse(struct db *db, const char *type, const char *name, cons
  * are refused: the file's sqlite_master must be exactly ours. */
 static int schema_check(struct db *db)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	sqlite3_stmt *st = NULL;
 	int i = 0, c, rc, r = 0;
 
-	pthread_once(&once, schema_build);
-	if (n_expected < 0) {
-		snprintf(last_error, sizeof(last_error), "cannot build vaultfs's schema to "
-			 "compare with");
-		return -ENOMEM;
-	}
 	rc = sqlite3_prepare_v2(db->conn, SCHEMA_SQL, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return map_rc(db, rc);
@@ -537,17 +527,17 @@ static int schema_check(struct db *db)
 					  (const char *)sqlite3_column_text(st, 1),
 					  "did not create");
 		else if (c > 0)
-			r = schema_refuse(db, "no", expected[i].name, "needs (damaged)");
-		else if (strcmp((const char *)sqlite3_column_text(st, 3), expected[i].sql) ||
-			 strcmp((const char *)sqlite3_column_text(st, 2), expected[i].tbl))
-			r = schema_refuse(db, expected[i].type, expected[i].name,
+			r = schema_refuse(db, "no", schema_expected[i].name, "needs (damaged)");
+		else if (strcmp((const char *)sqlite3_column_text(st, 3), schema_expected[i].sql) ||
+			 strcmp((const char *)sqlite3_column_text(st, 2), schema_expected[i].tbl))
+			r = schema_refuse(db, schema_expected[i].type, schema_expected[i].name,
 					  "made differently (altered)");
 		i++;
 	}
 	if (r == 0 && rc != SQLITE_DONE)
 		r = map_rc(db, rc);
 	if (r == 0 && i < n_expected)
-		r = schema_refuse(db, "no", expected[i].name, "needs (damaged)");
+		r = schema_refuse(db, "no", schema_expected[i].name, "needs (damaged)");
 	sqlite3_finalize(st);
 	if (r == 0)
 		r = pragma_int(db, "PRAGMA schema_version", &db->schema_cookie);

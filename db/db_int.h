@@ -19,6 +19,11 @@ sqlite3 *dbi_conn(struct db *db);
 int dbi_rc(struct db *db, int rc);
 int dbi_exec(struct db *db, const char *sql);
 void dbi_set_error(const char *msg);
+/* Calls each for every object of sqlite_master in a fresh database built
+ * by the migrations, sorted by type and name: what schema_expected.h must
+ * hold (test_db checks, `make schema-expected` writes it). 0 or -errno. */
+int dbi_schema_fresh(void (*each)(void *ctx, const char *type, const char *name,
+				  const char *tbl, const char *sql), void *ctx);
 /* A new, empty file of mode 0600: -EEXIST if there is one. */
 int dbi_create_file(const char *path);
 /* The prepared statement for sql (a string literal: cached by its address
