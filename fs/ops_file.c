@@ -148,7 +148,7 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (r == 0) {
 		r = vault_read_fetched(fs->v, &meta, &sealed, &h->buf);
 		if (r == 0 && (meta.flags & TEMPLATE_FLAG))
-			r = template_open(fs->v, &meta, &h->buf);
+			r = template_open(fs->v, &meta, &h->ref.who, &h->buf);
 		if (r == 0) {
 			stat_secret(&meta, &h->st);
 			h->st.st_size = (off_t)h->buf->len;

@@ -628,10 +628,7 @@ static bool owner_may_read(struct vault *v, struct owner *o, const struct db_ins
 struct fetched {
 	char (*name)[NAME_MAX_LEN + 1];
 	struct secbuf **val;
-	int64_t *id;
-	uint64_t *ver;
-	size_t n, matched;
-	bool stale;
+	size_t n;
 };
 
 static void fetched_clear(struct fetched *f)
@@ -640,17 +637,14 @@ static void fetched_clear(struct fetched *f)
 		secbuf_free(f->val[i]);
 		f->val[i] = NULL;
 	}
-	f->n = f->matched = 0;
-	f->stale = false;
+	f->n = 0;
 }
 
 static int fetched_alloc(struct fetched *f)
 {
 	f->name = calloc(TEMPLATE_MAX_TAGS + 1, sizeof(*f->name));
 	f->val = calloc(TEMPLATE_MAX_TAGS + 1, sizeof(*f->val));
-	f->id = calloc(TEMPLATE_MAX_TAGS + 1, sizeof(*f->id));
-	f->ver = calloc(TEMPLATE_MAX_TAGS + 1, sizeof(*f->ver));
-	return f->name && f->val && f->id && f->ver ? 0 : -ENOMEM;
+	return f->name && f->val ? 0 : -ENOMEM;
 }
 
 static void fetched_free(struct fetched *f)
@@ -659,8 +653,6 @@ static void fetched_free(struct fetched *f)
 		fetched_clear(f);
 	free(f->name);
 	free(f->val);
-	free(f->id);
-	free(f->ver);
 }
 
 struct render {
@@ -700,23 +692,7 @@ static int fetch_key(void *ctx, const char *key)
 		return fail_key(rd, -ENOKEY, key, "no such key");
 	if (r < 0)
 		return fail_key(rd, r, key, "cannot read it");
-	memcpy(f->name[f->n], key, NAME_MAX_LEN + 1);
-	f->id[f->n] = m.id;
-	f->ver[f->n++] = m.version;
-	return 0;
-}
-
-static int state_match(void *ctx, int64_t id, uint64_t version)
-{
-	struct fetched *f = ctx;
-
-	for (size_t i = 0; i < f->n; i++)
-		if (f->id[i] == id) {
-			if (f->ver[i] == version)
-				f->matched++;
-			else
-				f->stale = true;
-		}
+	memcpy(f->name[f->n++], key, NAME_MAX_LEN + 1);
 	return 0;
 }
 
@@ -732,21 +708,14 @@ static int lookup_fetched(void *ctx, const char *key, const struct secbuf **out)
 	return -ENOKEY;
 }
 
-/* Every key read current in one snapshot: 0, or -EAGAIN when a commit
- * came between the reads (vault_read may have left the caller's snapshot
- * to read a value again). */
-static int fetched_consistent(struct render *rd)
+/* The instance's seq as the thread's snapshot shows it. Every commit that
+ * changes which version of a key is live bumps it, and the snapshots the
+ * thread reads in only move forward (vault_read may leave the caller's
+ * snapshot for a newer one): the same seq before and after the reads
+ * means no such commit came between, so the values are one state. */
+static int snapshot_seq(struct render *rd, int64_t *seq)
 {
-	struct fetched *f = &rd->f;
-	int64_t seq;
-	int r;
-
-	f->matched = 0;
-	f->stale = false;
-	r = db_state_check(vault_db(rd->v), rd->t->instance_id, &seq, state_match, f);
-	if (r == 0 && (f->stale || f->matched != f->n))
-		r = -EAGAIN;
-	return r;
+	return db_instance_seq(vault_db(rd->v), rd->t->instance_id, seq);
 }
 
 #define RENDER_TRIES 16
@@ -765,11 +734,23 @@ static void render_log(const struct render *rd)
 		log_warn("%s/%s: cannot render: %s", rd->in.name, rd->t->name, strerror(-w->err));
 }
 
+/* Each key a rendering read is a read by its reader: the audit log says
+ * who got DB_PASSWORD, through which template. */
+static void render_audit(const struct render *rd, const struct audit_who *who)
+{
+	char detail[NAME_MAX_LEN + 16];
+
+	snprintf(detail, sizeof(detail), "template %s", rd->t->name);
+	for (size_t i = 0; i < rd->f.n; i++)
+		audit_record(rd->v->audit, who, AUDIT_READ, rd->in.name, rd->f.name[i], 0, detail);
+}
+
 int template_render(struct vault *v, const struct db_secret *t, const struct secbuf *src,
-		    struct secbuf **out, struct template_fail *why)
+		    const struct audit_who *who, struct secbuf **out, struct template_fail *why)
 {
 	struct template_fail local;
 	struct render rd = { .v = v, .t = t, .why = why ? why : &local };
+	int64_t seq0 = 0, seq1 = 0;
 	int r, tries = 0;
 
 	*out = NULL;
@@ -783,9 +764,13 @@ int template_render(struct vault *v, const struct db_secret *t, const struct sec
 	do {
 		fetched_clear(&rd.f);
 		if (r == 0 || r == -EAGAIN)
+			r = snapshot_seq(&rd, &seq0);
+		if (r == 0)
 			r = template_keys(src->data, src->len, fetch_key, &rd);
 		if (r == 0)
-			r = fetched_consistent(&rd);
+			r = snapshot_seq(&rd, &seq1);
+		if (r == 0 && seq0 != seq1)
+			r = -EAGAIN;
 		/* The retry must see what was committed since. */
 		if (r == -EAGAIN && db_read_pinned(vault_db(v))) {
 			db_read_end(vault_db(v));
@@ -798,6 +783,8 @@ int template_render(struct vault *v, const struct db_secret *t, const struct sec
 		rd.why->err = r;
 	if (r < 0)
 		render_log(&rd);
+	else
+		render_audit(&rd, who);
 	fetched_free(&rd.f);
 	return r;
 }
@@ -864,10 +851,11 @@ bool template_is(struct vault *v, int64_t secret_id)
 	return db_secret_get(vault_db(v), secret_id, &s) == 0 && (s.flags & TEMPLATE_FLAG);
 }
 
-int template_open(struct vault *v, const struct db_secret *t, struct secbuf **buf)
+int template_open(struct vault *v, const struct db_secret *t, const struct audit_who *who,
+		  struct secbuf **buf)
 {
 	struct secbuf *out = NULL;
-	int r = template_render(v, t, *buf, &out, NULL);
+	int r = template_render(v, t, *buf, who, &out, NULL);
 
 	secbuf_free(*buf);
 	*buf = out;

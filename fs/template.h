@@ -10,9 +10,9 @@
  *
  * Rules this module keeps:
  *   - every value of one rendering comes from one state of the instance:
- *     the (id, version) of each key read is
- *     checked against the instance's tagged state in one snapshot after
- *     the reads, and all is read again if a commit came between;
+ *     the instance's seq (bumped by every commit that changes a live
+ *     version) is the same before and after the reads, or all is read
+ *     again;
  *   - a key the template's owner could not read itself (the key's and
  *     the instance's mode bits, the instance's read rules, for the
  *     owner's uid and groups) fails the rendering, whoever reads;
@@ -38,6 +38,7 @@
 
 struct vault;
 struct audit_entry;
+struct audit_who;
 
 /* Where a template's syntax is wrong: 1-based line and column (bytes). */
 struct template_error {
@@ -86,15 +87,18 @@ int template_source(struct vault *v, const struct db_secret *t, struct secbuf **
 /* Renders template t whose source src is (see the rules above). -ENOKEY:
  * a key it names does not exist; -EACCES: t's owner may not read one;
  * -EINVAL: a filter can't write a value (why->reason); -EAGAIN: the
- * instance kept changing. The failure is logged, naming the keys. */
+ * instance kept changing. The failure is logged, naming the keys; on
+ * success each key read is audited as a read by who (NULL: this process). */
 int template_render(struct vault *v, const struct db_secret *t, const struct secbuf *src,
-		    struct secbuf **out, struct template_fail *why) WUR;
+		    const struct audit_who *who, struct secbuf **out,
+		    struct template_fail *why) WUR;
 
 /* Whether a secret is a template (false if it can't be read). */
 bool template_is(struct vault *v, int64_t secret_id);
 /* For an open of template t: *buf holds its source, and then what it
  * renders (NULL on failure, logged). */
-int template_open(struct vault *v, const struct db_secret *t, struct secbuf **buf) WUR;
+int template_open(struct vault *v, const struct db_secret *t, const struct audit_who *who,
+		  struct secbuf **buf) WUR;
 
 /* For change hooks: calls fn for each template of the instance whose
  * source names key (fn returns nonzero to stop, and that is returned).

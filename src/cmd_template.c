@@ -121,7 +121,7 @@ static int template_show(int argc, char **argv, bool render)
 	db_read_begin(vault_db(c.vault));
 	r = template_source(c.vault, &t, &src);
 	if (r == 0 && render)
-		r = template_render(c.vault, &t, src, &out, &why);
+		r = template_render(c.vault, &t, src, NULL, &out, &why);
 	db_read_end(vault_db(c.vault));
 	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	if (r < 0 && why.filter)

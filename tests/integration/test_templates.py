@@ -199,6 +199,14 @@ def test_template_access_rule(users, vault_factory):
     template("alice.env", "alice", 0o444, b"A={{ ALICE_KEY }}\n")
     assert users.try_open("bob", v.path("shop", "alice.env")) == "OK:A=alice-value\n"
     assert users.try_open("bob", v.path("shop", "ALICE_KEY")) == "EACCES"
+    # The audit log says that bob read ALICE_KEY, and through which template.
+    from test_audit import wait_entries
+    rows = wait_entries(v, lambda rows: [r for r in rows if r["key"] == "ALICE_KEY" and
+                                         r["uid"] == users.uid["bob"] and r["result"] == "ok"])
+    via = [r for r in rows if r["key"] == "ALICE_KEY" and r["uid"] == users.uid["bob"] and
+           r["result"] == "ok"]
+    assert via[0]["op"] == "read" and via[0]["detail"] == "template alice.env", via
+    assert [r for r in rows if r["key"] == "alice.env" and r["uid"] == users.uid["bob"]]
     # ...but never one she could not read herself, whoever reads it, root too.
     template("steal.env", "alice", 0o444, b"A={{ ALICE_KEY }}\nR={{ ROOT_ONLY }}\n")
     for who in ("alice", "bob"):
