@@ -181,7 +181,7 @@ struct keys_ctx {
 	int (*fn)(void *, const char *);
 	void *ctx;
 	char (*seen)[NAME_MAX_LEN + 1];
-	size_t n;
+	size_t n, cap;
 };
 
 static int keys_tag(void *ctx, const struct tag *t)
@@ -191,6 +191,15 @@ static int keys_tag(void *ctx, const struct tag *t)
 	for (size_t i = 0; i < k->n; i++)
 		if (!strcmp(k->seen[i], t->key))
 			return 0;
+	if (k->n == k->cap) {
+		size_t cap = k->cap ? k->cap * 2 : 8;
+		char (*seen)[NAME_MAX_LEN + 1] = realloc(k->seen, cap * sizeof(*seen));
+
+		if (!seen)
+			return -ENOMEM;
+		k->seen = seen;
+		k->cap = cap;
+	}
 	memcpy(k->seen[k->n++], t->key, sizeof(t->key));
 	return k->fn(k->ctx, t->key);
 }
@@ -201,9 +210,6 @@ int template_keys(const unsigned char *src, size_t len,
 	struct keys_ctx k = { .fn = fn, .ctx = ctx };
 	int r;
 
-	k.seen = calloc(TEMPLATE_MAX_TAGS, sizeof(*k.seen));
-	if (!k.seen)
-		return -ENOMEM;
 	r = walk(src, len, keys_tag, &k, NULL);
 	free(k.seen);
 	return r;
@@ -628,7 +634,7 @@ static bool owner_may_read(struct vault *v, struct owner *o, const struct db_ins
 struct fetched {
 	char (*name)[NAME_MAX_LEN + 1];
 	struct secbuf **val;
-	size_t n;
+	size_t n, cap;
 };
 
 static void fetched_clear(struct fetched *f)
@@ -640,11 +646,25 @@ static void fetched_clear(struct fetched *f)
 	f->n = 0;
 }
 
-static int fetched_alloc(struct fetched *f)
+/* Room for one more value. */
+static int fetched_grow(struct fetched *f)
 {
-	f->name = calloc(TEMPLATE_MAX_TAGS + 1, sizeof(*f->name));
-	f->val = calloc(TEMPLATE_MAX_TAGS + 1, sizeof(*f->val));
-	return f->name && f->val ? 0 : -ENOMEM;
+	size_t cap = f->cap ? f->cap * 2 : 8;
+	char (*name)[NAME_MAX_LEN + 1];
+	struct secbuf **val;
+
+	if (f->n < f->cap)
+		return 0;
+	name = realloc(f->name, cap * sizeof(*name));
+	if (!name)
+		return -ENOMEM;
+	f->name = name;
+	val = realloc(f->val, cap * sizeof(*val));
+	if (!val)
+		return -ENOMEM;
+	f->val = val;
+	f->cap = cap;
+	return 0;
 }
 
 static void fetched_free(struct fetched *f)
@@ -687,6 +707,10 @@ static int fetch_key(void *ctx, const char *key)
 		return fail_key(rd, -EINVAL, key, "is a template (templates don't nest)");
 	if (!owner_may_read(rd->v, &rd->owner, &rd->in, &s))
 		return fail_key(rd, -EACCES, key, "the template's owner may not read it");
+	r = fetched_grow(f);
+	if (r < 0)
+		return fail_key(rd, r, key, "out of memory");
+	f->val[f->n] = NULL;
 	r = vault_read(rd->v, s.id, &f->val[f->n], &m);
 	if (r == -ENOENT)
 		return fail_key(rd, -ENOKEY, key, "no such key");
@@ -758,9 +782,7 @@ int template_render(struct vault *v, const struct db_secret *t, const struct sec
 	rd.owner.who.uid = t->uid;
 	rd.owner.who.gid = (gid_t)-1;
 	rd.owner.who.groups = rd.owner.groups;
-	r = fetched_alloc(&rd.f);
-	if (r == 0)
-		r = db_instance_get(vault_db(v), t->instance_id, &rd.in);
+	r = db_instance_get(vault_db(v), t->instance_id, &rd.in);
 	do {
 		fetched_clear(&rd.f);
 		if (r == 0 || r == -EAGAIN)
