@@ -78,6 +78,28 @@ def test_render_cli_and_mount_agree_and_the_file_is_read_only(vault):
     assert read_file(v.path("app", "app.env")).startswith(b"# made by vaultfs\nUSER=alice")
 
 
+def test_reader_across_a_worker_crash_gets_eio_never_other_values(vault):
+    """A value's reader reads its version again from a new worker; a
+    rendering has no version to read again, so its reader gets EIO, and a
+    new open renders afresh."""
+    import signal
+    from conftest import serving_pid_changed
+    v = vault
+    put_keys(v, "app", {"A": b"a1"})
+    assert tset(v, "app", "t", b"A={{ A }}").returncode == 0
+    fd = os.open(v.path("app", "t"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 100, 0) == b"A=a1"
+        v.set("app", "A", b"a2")
+        old = v.worker_pid()
+        os.kill(old, signal.SIGKILL)
+        serving_pid_changed(v, old)
+        assert oserror(os.pread, fd, 100, 0) == errno.EIO
+    finally:
+        os.close(fd)
+    assert read_file(v.path("app", "t")) == b"A=a2"
+
+
 SYNTAX_ERRORS = [
     (b"A={{ A", "1:3: unclosed {{"),
     (b"ok\nB={{ B | yaml }}\n", "2:10: unknown filter"),
