@@ -749,10 +749,10 @@ static void render_log(const struct render *rd)
 	const struct template_fail *w = rd->why;
 
 	if (w->filter)
-		log_warn("%s/%s: the value of %s can't be written by | %s: it %s; open refused",
+		log_warn("%s/%s: the value of %s can't be written by | %s: it %s; not rendered",
 			 rd->in.name, rd->t->name, w->key, w->filter, w->reason);
 	else if (w->key[0])
-		log_warn("%s/%s: key %s: %s; open refused (%s)", rd->in.name, rd->t->name, w->key,
+		log_warn("%s/%s: key %s: %s; not rendered (%s)", rd->in.name, rd->t->name, w->key,
 			 w->reason ? w->reason : strerror(-w->err), strerror(-w->err));
 	else
 		log_warn("%s/%s: cannot render: %s", rd->in.name, rd->t->name, strerror(-w->err));

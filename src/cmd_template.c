@@ -124,13 +124,8 @@ static int template_show(int argc, char **argv, bool render)
 		r = template_render(c.vault, &t, src, NULL, &out, &why);
 	db_read_end(vault_db(c.vault));
 	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
-	if (r < 0 && why.filter)
-		cli_error("%s/%s: the value of %s can't be written by | %s: it %s", argv[i],
-			  argv[i + 1], why.key, why.filter, why.reason);
-	else if (r < 0 && why.key[0])
-		cli_error("%s/%s: key %s: %s", argv[i], argv[i + 1], why.key,
-			  why.reason ? why.reason : strerror(-r));
-	else if (r < 0)
+	/* A rendering's failure names its key in the log, which is stderr. */
+	if (r < 0 && !why.key[0])
 		cli_error("%s/%s: %s", argv[i], argv[i + 1], strerror(-r));
 	if (r < 0)
 		goto out;
