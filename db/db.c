@@ -208,6 +208,7 @@ struct db {
 	const struct db_auth *auth, *auth_next;	/* row tags: db_auth.c */
 	int64_t *dirty;		/* instances whose state this transaction remakes */
 	size_t ndirty, dirty_cap;
+	struct dbi_states *states;	/* the writer's verified states: db_state.c */
 	int64_t schema_cookie;	/* schema_version when its objects were checked */
 	int64_t change_dv;	/* data_version at the last db_change_seq */
 	char change_fp[160];	/* and the fingerprint of the metadata then */
@@ -672,6 +673,10 @@ int db_open(struct db **out, const char *path, int flags)
 	pthread_mutex_init(&db->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
 	pthread_mutex_init(&db->readers_lock, NULL);
+	if (!(flags & (DB_READER | DB_READONLY)) && !(db->states = dbi_states_new())) {
+		r = -ENOMEM;
+		goto fail;
+	}
 
 	if (flags & DB_CREATE) {
 		r = create_file(path);
@@ -736,6 +741,7 @@ void db_close(struct db *db)
 		sqlite3_close_v2(db->conn);
 	pthread_mutex_destroy(&db->lock);
 	free(db->dirty);
+	dbi_states_free(db->states);
 	free(db->path);
 	free(db);
 }
@@ -1011,7 +1017,7 @@ static int states_update(struct db *db)
 	int r = 0;
 
 	for (size_t i = 0; r == 0 && i < db->ndirty; i++)
-		r = dbi_state_update(db, db->dirty[i], db->auth, true);
+		r = dbi_states_commit(db, db->dirty[i]);
 	if (r == 0 && db->ndirty)
 		r = dbi_floor_update(db, db->auth);
 	db->ndirty = 0;
@@ -1028,10 +1034,12 @@ int dbi_state_touch(struct db *db, int64_t inst, bool fresh)
 			 "outside a transaction");
 		return -EINVAL;
 	}
+	if (fresh && (r = dbi_states_note(db, inst, DBI_STATES_FRESH)) < 0)
+		return r;
 	for (size_t i = 0; i < db->ndirty; i++)
 		if (db->dirty[i] == inst)
 			return 0;
-	if (!fresh && (r = dbi_state_verify(db, inst)) < 0)
+	if (!fresh && (r = dbi_states_verify(db, inst)) < 0)
 		return r;
 	if (db->ndirty == db->dirty_cap) {
 		p = realloc(db->dirty, (db->dirty_cap ? db->dirty_cap * 2 : 8) * sizeof(*p));
@@ -1053,11 +1061,13 @@ int db_commit(struct db *db)
 		r = release_nested(db);
 	} else if ((r = states_update(db)) < 0) {
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		dbi_states_end(db, false);
 		(void)resync(db);
 	} else {
 		r = exec_sql(db, "COMMIT");
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		dbi_states_end(db, r == 0);
 		(void)resync(db);
 	}
 	txn_leave(db);
@@ -1071,8 +1081,10 @@ void db_rollback(struct db *db)
 {
 	bool last = db->depth == 1;
 
-	if (last)
+	if (last) {
 		db->ndirty = 0;
+		dbi_states_end(db, false);
+	}
 	if (db->depth > 1)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	else if (sqlite3_get_autocommit(db->conn) == 0)
@@ -1839,6 +1851,11 @@ int dbi_row_instance(struct db *db, sqlite3_stmt *st, struct db_instance *in)
 	return row_instance(db, st, in);
 }
 
+struct dbi_states *dbi_states(struct db *db)
+{
+	return db->states;
+}
+
 const struct db_auth *dbi_auth(struct db *db)
 {
 	return db->auth;
@@ -1916,6 +1933,8 @@ int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *b
 	r = dbi_state_touch(db, s->instance_id, false);
 	if (r == 0)
 		r = db_secret_insert_now(db, s, blob);
+	if (r == 0)
+		r = dbi_states_note(db, s->instance_id, s->id);
 	return live_end(db, r);
 }
 
@@ -1974,7 +1993,11 @@ int dbi_state_touch_secret(struct db *db, int64_t secret_id, bool trash)
 		stmt_done(st);
 	}
 	db_unlock(db);
-	return r < 0 ? r : dbi_state_touch(db, inst, false);
+	if (r == 0)
+		r = dbi_state_touch(db, inst, false);
+	if (r == 0)
+		r = dbi_states_check_row(db, inst, secret_id);
+	return r < 0 ? r : dbi_states_note(db, inst, secret_id);
 }
 
 int dbi_each_instance(struct db *db, int (*fn)(struct db *, int64_t, void *), void *ctx)
