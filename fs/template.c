@@ -774,7 +774,7 @@ int template_render(struct vault *v, const struct db_secret *t, const struct sec
 {
 	struct template_fail local;
 	struct render rd = { .v = v, .t = t, .why = why ? why : &local };
-	int64_t seq0 = 0, seq1 = 0;
+	int64_t seq0 = 0, seq1 = -1;
 	int r, tries = 0;
 
 	*out = NULL;
@@ -785,13 +785,14 @@ int template_render(struct vault *v, const struct db_secret *t, const struct sec
 	r = db_instance_get(vault_db(v), t->instance_id, &rd.in);
 	do {
 		fetched_clear(&rd.f);
+		memset(rd.why, 0, sizeof(*rd.why));
 		if (r == 0 || r == -EAGAIN)
 			r = snapshot_seq(&rd, &seq0);
 		if (r == 0)
 			r = template_keys(src->data, src->len, fetch_key, &rd);
-		if (r == 0)
-			r = snapshot_seq(&rd, &seq1);
-		if (r == 0 && seq0 != seq1)
+		/* A key missing from a state that changed meanwhile may be
+		 * there in the new one: read again rather than fail. */
+		if ((r == 0 || r == -ENOKEY) && snapshot_seq(&rd, &seq1) == 0 && seq0 != seq1)
 			r = -EAGAIN;
 		/* The retry must see what was committed since. */
 		if (r == -EAGAIN && db_read_pinned(vault_db(v))) {
