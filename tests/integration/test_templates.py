@@ -52,6 +52,11 @@ def test_render_cli_and_mount_agree_and_the_file_is_read_only(vault):
     assert read_file(v.path("app", "app.env")) == want
     assert v.cli("render", "app", "app.env").stdout == want
     assert v.cli("template", "get", "app", "app.env").stdout == src
+    # export says which keys are templates.
+    import json
+    keys = {k["name"]: k for k in json.loads(v.cli("export", "--json").stdout)
+            ["instances"][0]["keys"]}
+    assert keys["app.env"].get("template") is True and "template" not in keys["USER"]
     # cat, as a program sees it; and stat says the file is read-only.
     assert run(["cat", v.path("app", "app.env")]).stdout == want
     st = os.stat(v.path("app", "app.env"))
