@@ -435,6 +435,7 @@ struct expand_ctx {
 	template_lookup_fn lookup;
 	void *ctx;
 	struct secbuf *out;
+	size_t max;			/* of out, 0: no limit */
 	struct template_fail *why;
 };
 
@@ -487,6 +488,8 @@ static int expand_tag(void *ctx, const struct tag *t)
 		r = x->lookup(x->ctx, t->key, &v);
 	if (r == 0)
 		r = expand_value(x, t, v);
+	if (r == 0 && x->max && x->out->len > x->max)
+		r = -EFBIG;
 	if (r < 0 && x->why) {
 		x->why->err = r;
 		snprintf(x->why->key, sizeof(x->why->key), "%s", t->key);
@@ -496,9 +499,10 @@ static int expand_tag(void *ctx, const struct tag *t)
 }
 
 int template_expand(const unsigned char *src, size_t len, template_lookup_fn lookup,
-		    void *ctx, struct secbuf **out, struct template_fail *why)
+		    void *ctx, size_t max, struct secbuf **out, struct template_fail *why)
 {
-	struct expand_ctx x = { .src = src, .lookup = lookup, .ctx = ctx, .why = why };
+	struct expand_ctx x = { .src = src, .lookup = lookup, .ctx = ctx, .max = max,
+				.why = why };
 	int r;
 
 	*out = NULL;
@@ -509,6 +513,8 @@ int template_expand(const unsigned char *src, size_t len, template_lookup_fn loo
 		r = walk(src, len, expand_tag, &x, NULL);
 	if (r == 0)
 		r = put(x.out, src + x.done, len - x.done);
+	if (r == 0 && max && x.out->len > max)
+		r = -EFBIG;
 	if (r < 0) {
 		if (why && !why->err)
 			why->err = r;
@@ -751,6 +757,9 @@ static void render_log(const struct render *rd)
 	if (w->filter)
 		log_warn("%s/%s: the value of %s can't be written by | %s: it %s; not rendered",
 			 rd->in.name, rd->t->name, w->key, w->filter, w->reason);
+	else if (w->err == -EFBIG)
+		log_warn("%s/%s: the rendered file would be larger than max_value_size (%zu "
+			 "bytes); not rendered", rd->in.name, rd->t->name, rd->v->conf->max_value_size);
 	else if (w->key[0])
 		log_warn("%s/%s: key %s: %s; not rendered (%s)", rd->in.name, rd->t->name, w->key,
 			 w->reason ? w->reason : strerror(-w->err), strerror(-w->err));
@@ -801,7 +810,8 @@ int template_render(struct vault *v, const struct db_secret *t, const struct sec
 		}
 	} while (r == -EAGAIN && ++tries < RENDER_TRIES);
 	if (r == 0)
-		r = template_expand(src->data, src->len, lookup_fetched, &rd.f, out, rd.why);
+		r = template_expand(src->data, src->len, lookup_fetched, &rd.f,
+				    v->conf->max_value_size, out, rd.why);
 	if (r < 0 && !rd.why->err)
 		rd.why->err = r;
 	if (r < 0)

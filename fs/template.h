@@ -66,10 +66,11 @@ int template_keys(const unsigned char *src, size_t len,
  * or -errno. */
 typedef int (*template_lookup_fn)(void *ctx, const char *key, const struct secbuf **out);
 
-/* Renders src into *out (a new secbuf) with lookup's values. On failure
- * *out is NULL and *why says which key and filter. */
+/* Renders src into *out (a new secbuf) with lookup's values; -EFBIG if
+ * it would be longer than max (0: no limit). On failure *out is NULL and
+ * *why says which key and filter. */
 int template_expand(const unsigned char *src, size_t len, template_lookup_fn lookup,
-		    void *ctx, struct secbuf **out, struct template_fail *why) WUR;
+		    void *ctx, size_t max, struct secbuf **out, struct template_fail *why) WUR;
 
 /* Stores src as the template `name` of the instance, a new version if it
  * is one already, in one transaction with its audit entry (NULL: none):
@@ -86,7 +87,8 @@ int template_source(struct vault *v, const struct db_secret *t, struct secbuf **
 
 /* Renders template t whose source src is (see the rules above). -ENOKEY:
  * a key it names does not exist; -EACCES: t's owner may not read one;
- * -EINVAL: a filter can't write a value (why->reason); -EAGAIN: the
+ * -EINVAL: a filter can't write a value (why->reason); -EFBIG: the
+ * rendering is longer than max_value_size; -EAGAIN: the
  * instance kept changing. The failure is logged, naming the keys; on
  * success each key read is audited as a read by who (NULL: this process). */
 int template_render(struct vault *v, const struct db_secret *t, const struct secbuf *src,

@@ -61,7 +61,7 @@ static void source(const uint8_t *s, size_t n)
 			abort();
 		return;
 	}
-	if (template_expand(s, n, lookup_v, NULL, &out, &why) < 0)
+	if (template_expand(s, n, lookup_v, NULL, 0, &out, &why) < 0)
 		abort();
 	secbuf_free(out);
 }
@@ -83,7 +83,7 @@ static void value(const uint8_t *s, size_t n)
 
 	if (secbuf_new(&v, n + 1) < 0 || secbuf_set(v, s, n) < 0)
 		abort();
-	if (template_expand(src, sizeof(src) - 1, lookup_value, v, &out, &why) == 0) {
+	if (template_expand(src, sizeof(src) - 1, lookup_value, v, 0, &out, &why) == 0) {
 		if (dotenv_parse(out->data, out->len, 0, &d, ignore, &problems) != 0 ||
 		    d.n != 1 || strcmp(d.e[0].name, "K") || d.e[0].value->len != n ||
 		    (n && memcmp(d.e[0].value->data, s, n)))

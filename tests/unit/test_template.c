@@ -55,7 +55,7 @@ static int render(const char *src, struct table *t, char *out, size_t outlen,
 		  struct template_fail *why)
 {
 	struct secbuf *b = NULL;
-	int r = template_expand((const unsigned char *)src, strlen(src), lookup, t, &b, why);
+	int r = template_expand((const unsigned char *)src, strlen(src), lookup, t, 0, &b, why);
 
 	if (r == 0) {
 		assert_true(b->len < outlen);
@@ -248,6 +248,26 @@ static void test_too_many_tags(void **state)
 	assert_non_null(strstr(e.msg, "too many tags"));
 }
 
+static void test_output_limit(void **state)
+{
+	struct table t = { .name = { "A" }, .value = { "12345" } };
+	struct template_fail why;
+	struct secbuf *b = NULL;
+	const char *src = "{{A}}{{A}}";
+
+	assert_int_equal(template_expand((const unsigned char *)src, strlen(src), lookup, &t, 8,
+					 &b, &why), -EFBIG);
+	assert_null(b);
+	assert_int_equal(template_expand((const unsigned char *)src, strlen(src), lookup, &t, 10,
+					 &b, &why), 0);
+	assert_int_equal(b->len, 10);
+	secbuf_free(b);
+	/* Literal text counts too. */
+	assert_int_equal(template_expand((const unsigned char *)"0123456789x", 11, lookup, &t,
+					 10, &b, &why), -EFBIG);
+	table_free(&t);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -269,6 +289,7 @@ int main(void)
 		cmocka_unit_test(test_syntax_errors),
 		cmocka_unit_test(test_keys_once_each),
 		cmocka_unit_test(test_too_many_tags),
+		cmocka_unit_test(test_output_limit),
 	};
 
 	return cmocka_run_group_tests_name("template", tests, setup, NULL);
