@@ -470,3 +470,13 @@ def test_systemd_environment_file_reads_hostile_values(machine):
                     f"/etc/vaultfs/master.key.cred -) /usr/local/bin/vaultfs get "
                     f"--config /etc/vaultfs/vaultfs.ini billing {k}").stdout
         assert env.get(k.encode()) == want, k
+
+
+def test_rendering_longer_than_max_value_size_fails_whole(vault_factory):
+    v = vault_factory(config="[vault]\nmax_value_size = 100\n")
+    v.set("app", "A", b"x" * 60)
+    assert tset(v, "app", "twice", b"{{ A }}{{ A }}").returncode == 0
+    assert oserror(open, v.path("app", "twice"), "rb") == errno.EFBIG
+    assert "app/twice: the rendered file would be larger than max_value_size" in v.log()
+    assert tset(v, "app", "once", b"{{ A }}").returncode == 0
+    assert read_file(v.path("app", "once")) == b"x" * 60
