@@ -711,6 +711,10 @@ static int fetch_key(void *ctx, const char *key)
 		return fail_key(rd, r, key, "cannot look it up");
 	if (s.flags & TEMPLATE_FLAG)
 		return fail_key(rd, -EINVAL, key, "is a template (templates don't nest)");
+	/* A flag this renderer does not know may limit reads (expiry, read
+	 * counts): fail closed rather than read around it. */
+	if (s.flags & ~(uint32_t)(TEMPLATE_FLAG | DB_SECRET_NL_STRIPPED))
+		return fail_key(rd, -EACCES, key, "carries a limit templates don't apply");
 	if (!owner_may_read(rd->v, &rd->owner, &rd->in, &s))
 		return fail_key(rd, -EACCES, key, "the template's owner may not read it");
 	r = fetched_grow(f);

@@ -15,6 +15,7 @@
 #include "../../crypto/secmem.h"
 #include "../../fs/template.h"
 #include "../../fs/vault.h"
+#include "../../fs/vault_int.h"
 #include "fixture.h"
 
 #define NOBODY_UID 65534	/* no key of the tests is its */
@@ -178,6 +179,28 @@ static void test_owner_rule(void **state)
 	assert_int_equal(render(fx, &t, NULL, &why), -EACCES);
 }
 
+/* A key whose row carries a flag templates don't know (another feature's
+ * limit, such as an expiry) is refused, never read around. */
+static void test_unknown_flag_fails_closed(void **state)
+{
+	struct fx *fx = *state;
+	struct template_fail why;
+	struct inst_key *k = NULL;
+	struct db_secret s, t;
+
+	s = put(fx, "LIMITED", "l", 0600);
+	assert_int_equal(db_begin(vault_db(fx->v)), 0);
+	assert_int_equal(vault_key_current(fx->v, fx->inst, &k), 0);
+	assert_int_equal(db_secret_get(vault_db(fx->v), s.id, &s), 0);
+	assert_int_equal(vault_store_next(fx->v, k, &s, (const unsigned char *)"l2", 2, 0x4, 0),
+			 0);
+	assert_int_equal(db_commit(vault_db(fx->v)), 0);
+	vault_key_put(fx->v, k);
+	t = tmpl(fx, "t", "{{ LIMITED }}", 0);
+	assert_int_equal(render(fx, &t, NULL, &why), -EACCES);
+	assert_string_equal(why.key, "LIMITED");
+}
+
 struct hits {
 	char names[256];
 	int n;
@@ -219,6 +242,7 @@ int main(void)
 		FX_TEST(test_missing_key_and_nesting),
 		FX_TEST(test_owner_rule),
 		FX_TEST(test_dependents),
+		FX_TEST(test_unknown_flag_fails_closed),
 	};
 
 	return cmocka_run_group_tests_name("template_vault", tests, NULL, NULL);
