@@ -527,6 +527,18 @@ int template_expand(const unsigned char *src, size_t len, template_lookup_fn loo
 
 /* --- the vault's side --- */
 
+static size_t stat_size = 1024 * 1024;
+
+void template_set_stat_size(size_t max_value_size)
+{
+	stat_size = max_value_size;
+}
+
+size_t template_stat_size(void)
+{
+	return stat_size;
+}
+
 int template_store(struct vault *v, int64_t instance_id, const char *name,
 		   const unsigned char *src, size_t len, uid_t uid, gid_t gid,
 		   struct template_error *e, const struct audit_entry *audit,

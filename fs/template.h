@@ -95,6 +95,12 @@ int template_render(struct vault *v, const struct db_secret *t, const struct sec
 		    const struct audit_who *who, struct secbuf **out,
 		    struct template_fail *why) WUR;
 
+/* The size stat shows for a template: the most a rendering can be
+ * (max_value_size, as template_render refuses more), since programs such
+ * as bash's `.` read no more than st_size bytes. Set once at mount. */
+void template_set_stat_size(size_t max_value_size);
+size_t template_stat_size(void);
+
 /* Whether a secret is a template (false if it can't be read). */
 bool template_is(struct vault *v, int64_t secret_id);
 /* For an open of template t: *buf holds its source, and then what it

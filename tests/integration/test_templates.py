@@ -61,6 +61,7 @@ def test_render_cli_and_mount_agree_and_the_file_is_read_only(vault):
     assert run(["cat", v.path("app", "app.env")]).stdout == want
     st = os.stat(v.path("app", "app.env"))
     assert stat.S_IMODE(st.st_mode) & 0o222 == 0
+    assert st.st_size == 1 << 20, "the most a rendering can be: max_value_size"
     # Not even root writes or truncates it, by any route.
     assert oserror(open, v.path("app", "app.env"), "ab") == errno.EACCES
     r = run(["sh", "-c", f"echo x > {v.path('app', 'app.env')}"])
@@ -480,3 +481,30 @@ def test_rendering_longer_than_max_value_size_fails_whole(vault_factory):
     assert "app/twice: the rendered file would be larger than max_value_size" in v.log()
     assert tset(v, "app", "once", b"{{ A }}").returncode == 0
     assert read_file(v.path("app", "once")) == b"x" * 60
+
+
+def test_sh_and_json_filters_read_back_by_a_shell_and_python(vault):
+    """| sh output sourced by dash and bash, | json output parsed by Python's
+    json module: every hostile value comes back as stored."""
+    import json
+    put_keys(vault, "app", HOSTILE)
+    names = sorted(HOSTILE)
+    want = {k: vault.get("app", k) for k in names}
+    src = "".join(f"{k}={{{{ {k} | sh }}}}\n" for k in names).encode()
+    assert tset(vault, "app", "vars.sh", src).returncode == 0
+    script = ". " + vault.path("app", "vars.sh") + "; " + \
+        "".join(f'printf "<%s>" "${k}"; ' for k in names)
+    for shell in ("/bin/sh", "/bin/bash"):
+        r = run([shell, "-c", script])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"".join(b"<" + want[k] + b">" for k in names), shell
+    src = ("{" + ", ".join(f'"{k}": {{{{ {k} | json }}}}' for k in names) + "}\n").encode()
+    assert tset(vault, "app", "conf.json", src).returncode == 0
+    got = json.loads(read_file(vault.path("app", "conf.json")))
+    assert got == {k: v.decode() for k, v in want.items()}
+    # bash's `.` reads st_size bytes: stat gives the most a rendering can
+    # be, so a longer value is sourced whole the next time too.
+    vault.set("app", "SPACES", b"y" * 5000)
+    r = run(["/bin/bash", "-c", script])
+    assert r.returncode == 0 and b"<" + b"y" * 5000 + b">" in r.stdout
+    assert r.stdout.endswith(b"<" + want["UNICODE"] + b">")
