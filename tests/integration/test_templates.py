@@ -508,3 +508,40 @@ def test_sh_and_json_filters_read_back_by_a_shell_and_python(vault):
     r = run(["/bin/bash", "-c", script])
     assert r.returncode == 0 and b"<" + b"y" * 5000 + b">" in r.stdout
     assert r.stdout.endswith(b"<" + want["UNICODE"] + b">")
+
+
+# -- whoever can write the database ------------------------------------------------
+
+def _sql(path, stmt):
+    import sqlite3
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        conn.execute(stmt)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_flag_flipped_in_the_database_is_refused(vault_factory):
+    """Whoever can write vault.db can't make a secret a template (to read
+    keys through it) nor a template a plain value: the row's tag covers its
+    flags, so both are refused with EIO, and backup/restore keeps them."""
+    v = vault_factory(config="[vault]\nattr_timeout = 0\n")
+    put_keys(v, "app", {"K": b"k-value", "SECRET": b"s-value"})
+    assert tset(v, "app", "t", b"K={{ K }}").returncode == 0
+    backup = os.path.join(v.dir, "backup.db")
+    assert v.cli("backup", backup).returncode == 0
+    _sql(v.db, "UPDATE secrets SET flags = flags | 2 WHERE name = 'K'")
+    assert oserror(open, v.path("app", "K"), "rb") == errno.EIO
+    _sql(v.db, "UPDATE secrets SET flags = flags & ~2 WHERE name = 't'")
+    assert oserror(open, v.path("app", "t"), "rb") == errno.EIO
+    r = v.cli("render", "app", "t")
+    assert r.returncode == 1 and r.stdout == b""
+    assert "k-value" not in v.log() and "s-value" not in v.log()
+    # A backup made before brings both back, the template a template.
+    v.unmount()
+    r = v.cli("restore", backup)
+    assert r.returncode == 0, r.stderr
+    v.mount()
+    assert read_file(v.path("app", "t")) == b"K=k-value"
+    assert read_file(v.path("app", "K")) == b"k-value"
