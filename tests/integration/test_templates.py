@@ -399,6 +399,49 @@ def test_apply_swaps_cert_and_key_together_under_readers(vault):
     assert {read_file(os.path.join(outdir, n)) for n in seen} == wanted
 
 
+def test_render_command_sees_whole_pairs_during_apply(vault):
+    """vaultfs render, as the mount, reads one state: run while apply
+    alternates the pairs, every output is a whole pair."""
+    import threading
+    v = vault
+    work = os.path.join(v.dir, "pairs")
+    os.mkdir(work, 0o700)
+    pairs = [(b"C1-" + b"c" * 3000, b"K1-" + b"k" * 3000), (b"C2-" + b"d" * 10, b"K2-")]
+    dirs = []
+    for i, (crt, key) in enumerate(pairs):
+        d = os.path.join(work, f"dir{i}")
+        os.mkdir(d, 0o700)
+        write_file(os.path.join(d, "TLS_CERT"), crt)
+        write_file(os.path.join(d, "TLS_KEY"), key)
+        dirs.append(d)
+    v.set("app", "X", b"x")
+    assert v.cli("apply", "app", "--dir", dirs[0]).returncode == 0
+    assert tset(v, "app", "b", b"{{ TLS_CERT }}|{{ TLS_KEY }}").returncode == 0
+    stop = threading.Event()
+    applied = []
+
+    def applier():
+        i = 1
+        while not stop.is_set():
+            assert v.cli("apply", "app", "--dir", dirs[i % 2]).returncode == 0
+            applied.append(i)
+            i += 1
+    t = threading.Thread(target=applier)
+    t.start()
+    outs = []
+    try:
+        while len(outs) < 60:
+            r = v.cli("render", "app", "b")
+            assert r.returncode == 0, r.stderr
+            outs.append(r.stdout)
+    finally:
+        stop.set()
+        t.join()
+    wanted = {c + b"|" + k for c, k in pairs}
+    assert all(o in wanted for o in outs)
+    assert len(applied) >= 10
+
+
 def test_apply_is_all_or_nothing(vault):
     v = vault
     put_keys(v, "app", {"A": b"a1", "B": b"b1"})
