@@ -27,7 +27,8 @@ static const char *const filter_names[] = {
 
 struct tag {
 	size_t start, end;		/* the tag's bytes, {{ to }} */
-	char key[NAME_MAX_LEN + 1];
+	char key[NAME_MAX_LEN + 1];	/* "": a literal, {{ "text" }} */
+	size_t lit, lit_len;		/* the literal's bytes in the source */
 	unsigned nf;
 	enum filter f[TEMPLATE_MAX_FILTERS];
 };
@@ -106,38 +107,65 @@ static int parse_filter(struct cursor *c, struct tag *t, struct template_error *
 }
 
 /* The tag that starts at c->i ("{{"), into *t; c->i after its "}}". */
+/* {{ "text" }}: text as it is (no escapes, no '"', one line), for a
+ * literal {{ in a file. c->i is at the opening quote. */
+static int parse_literal(struct cursor *c, struct tag *t, struct template_error *e)
+{
+	size_t from = ++c->i;
+
+	while (c->i < c->len && c->s[c->i] != '"' && c->s[c->i] != '\n')
+		c->i++;
+	if (c->i >= c->len || c->s[c->i] != '"')
+		return syntax(c, from - 1, e, "unclosed \" (a literal ends on its line)");
+	t->lit = from;
+	t->lit_len = c->i - from;
+	c->i++;
+	return 0;
+}
+
+static int parse_key(struct cursor *c, struct tag *t, size_t open, struct template_error *e)
+{
+	size_t from = c->i, n = word(c);
+
+	if (!n)
+		return syntax(c, c->i < c->len && c->s[c->i] != '\n' ? c->i : open, e,
+			      c->i < c->len && c->s[c->i] != '\n' ?
+			      "expected a key name (A-Z a-z 0-9 . _ -) or a \"literal\"" :
+			      "unclosed {{");
+	if (n > NAME_MAX_LEN || !name_valid_len((const char *)c->s + from, n))
+		return syntax(c, from, e, "invalid key name");
+	memcpy(t->key, c->s + from, n);
+	t->key[n] = '\0';
+	return 0;
+}
+
+/* The tag that starts at c->i ("{{"), into *t; c->i after its "}}". */
 static int parse_tag(struct cursor *c, struct tag *t, struct template_error *e)
 {
-	size_t open = c->i, from, n;
+	size_t open = c->i;
+	bool literal;
 	int r;
 
 	memset(t, 0, sizeof(*t));
 	t->start = open;
 	c->i += 2;
 	skip_blank(c);
-	from = c->i;
-	n = word(c);
-	if (!n)
-		return syntax(c, c->i < c->len && c->s[c->i] != '\n' ? c->i : open, e,
-			      c->i < c->len && c->s[c->i] != '\n' ?
-			      "expected a key name (A-Z a-z 0-9 . _ -)" : "unclosed {{");
-	if (n > NAME_MAX_LEN || !name_valid_len((const char *)c->s + from, n))
-		return syntax(c, from, e, "invalid key name");
-	memcpy(t->key, c->s + from, n);
-	t->key[n] = '\0';
-	for (;;) {
+	literal = c->i < c->len && c->s[c->i] == '"';
+	r = literal ? parse_literal(c, t, e) : parse_key(c, t, open, e);
+	for (; r == 0;) {
 		skip_blank(c);
 		if (c->i + 1 < c->len && c->s[c->i] == '}' && c->s[c->i + 1] == '}')
 			break;
 		if (c->i >= c->len || c->s[c->i] == '\n')
 			return syntax(c, open, e, "unclosed {{ (a tag ends with }} on its line)");
-		if (c->s[c->i] != '|')
-			return syntax(c, c->i, e, "expected '|' or '}}'");
+		if (c->s[c->i] != '|' || literal)
+			return syntax(c, c->i, e, literal ? "expected '}}' after a literal" :
+				      "expected '|' or '}}'");
 		c->i++;
 		r = parse_filter(c, t, e);
-		if (r < 0)
-			return r;
 	}
+	if (r < 0)
+		return r;
 	c->i += 2;
 	t->end = c->i;
 	return 0;
@@ -188,6 +216,8 @@ static int keys_tag(void *ctx, const struct tag *t)
 {
 	struct keys_ctx *k = ctx;
 
+	if (!t->key[0])
+		return 0;
 	for (size_t i = 0; i < k->n; i++)
 		if (!strcmp(k->seen[i], t->key))
 			return 0;
@@ -484,9 +514,11 @@ static int expand_tag(void *ctx, const struct tag *t)
 	const struct secbuf *v = NULL;
 	int r = put(x->out, x->src + x->done, t->start - x->done);
 
-	if (r == 0)
+	if (r == 0 && !t->key[0])
+		r = put(x->out, x->src + t->lit, t->lit_len);
+	else if (r == 0)
 		r = x->lookup(x->ctx, t->key, &v);
-	if (r == 0)
+	if (r == 0 && t->key[0])
 		r = expand_value(x, t, v);
 	if (r == 0 && x->max && x->out->len > x->max)
 		r = -EFBIG;

@@ -36,8 +36,9 @@ static int template_set(int argc, char **argv)
 			"read-only file rendered at each open. {{ KEY }} inserts the value of\n"
 			"KEY of the same instance; {{ KEY | env }}, | docker, | json, | base64\n"
 			"and | sh write it quoted for a dotenv file, docker's --env-file, JSON,\n"
-			"base64 and a shell. A syntax error is reported as LINE:COLUMN and\n"
-			"nothing is stored. See vaultfs(8), TEMPLATES.\n",
+			"base64 and a shell. {{ \"{{\" }} is a literal {{. A syntax error is\n"
+			"reported as LINE:COLUMN and nothing is stored. See vaultfs(8),\n"
+			"TEMPLATES.\n",
 	};
 	struct template_error te = { 0 };
 	struct secbuf *src = NULL;

@@ -44,11 +44,13 @@ def test_render_cli_and_mount_agree_and_the_file_is_read_only(vault):
     v = vault
     put_keys(v, "app", {"USER": b"bob", "PW": b"p w'\"$x"})
     src = (b"# made by vaultfs\nUSER={{ USER }}\nPW={{ PW | env }}\n"
-           b"J={{PW|json}} S={{ PW | sh }} B={{ USER | base64 }} {not a tag}\n")
+           b"J={{PW|json}} S={{ PW | sh }} B={{ USER | base64 }} {not a tag}\n"
+           b'{{ "{{" }} literal }}\n')
     r = tset(v, "app", "app.env", src)
     assert r.returncode == 0, r.stderr
     want = (b"# made by vaultfs\nUSER=bob\nPW=\"p w'\\\"$x\"\n"
-            b"J=\"p w'\\\"$x\" S='p w'\\''\"$x' B=Ym9i {not a tag}\n")
+            b"J=\"p w'\\\"$x\" S='p w'\\''\"$x' B=Ym9i {not a tag}\n"
+            b"{{ literal }}\n")
     assert read_file(v.path("app", "app.env")) == want
     assert v.cli("render", "app", "app.env").stdout == want
     assert v.cli("template", "get", "app", "app.env").stdout == src
@@ -82,6 +84,7 @@ def test_render_cli_and_mount_agree_and_the_file_is_read_only(vault):
     r = v.cli("rollback", "app", "app.env", "1")
     assert r.returncode == 0, r.stderr
     assert read_file(v.path("app", "app.env")).startswith(b"# made by vaultfs\nUSER=alice")
+    assert read_file(v.path("app", "app.env")).endswith(b"{{ literal }}\n")
 
 
 def test_reader_across_a_worker_crash_gets_eio_never_other_values(vault):

@@ -95,6 +95,19 @@ static void test_plain_and_spacing(void **state)
 	table_free(&t);
 }
 
+static void test_literals(void **state)
+{
+	char out[256];
+	struct table t = { .name = { "A" }, .value = { "1" } };
+	struct template_fail why;
+
+	assert_int_equal(render("{{ \"{{\" }} A {{ \"}}\" }}={{A}} {{\"\"}}.", &t, out,
+				sizeof(out), &why), 0);
+	assert_string_equal(out, "{{ A }}=1 .");
+	assert_int_equal(t.lookups, 1);
+	table_free(&t);
+}
+
 static void test_missing_key_fails_whole(void **state)
 {
 	char out[256];
@@ -197,14 +210,17 @@ static void test_syntax_errors(void **state)
 		{ "x\ny\n  {{ A | yaml }}", 3, 10, "unknown filter" },
 		{ "{{ A B }}", 1, 6, "expected '|' or '}}'" },
 		{ "{{ $A }}", 1, 4, "expected a key name" },
+		{ "x {{ \"ab }}", 1, 6, "unclosed \"" },
+		{ "{{ \"a\" | env }}", 1, 8, "expected '}}' after a literal" },
 		{ "{{ .. }}", 1, 4, "invalid key name" },
 		{ "{{ A |env|env|env|env|env|env|env|env|env }}", 1, 39, "too many filters" },
 		{ "a\0b", 1, 2, "a NUL byte" },
 	};
+	const size_t nul_case = 11;
 	struct template_error e;
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		size_t len = i == 9 ? 3 : strlen(cases[i].src);
+		size_t len = i == nul_case ? 3 : strlen(cases[i].src);
 
 		memset(&e, 0, sizeof(e));
 		assert_int_equal(template_check((const unsigned char *)cases[i].src, len, &e),
@@ -278,6 +294,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_plain_and_spacing),
+		cmocka_unit_test(test_literals),
 		cmocka_unit_test(test_missing_key_fails_whole),
 		cmocka_unit_test(test_env),
 		cmocka_unit_test(test_env_nul_refused_names_filter),
