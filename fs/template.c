@@ -8,8 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "../crypto/seal.h"
 #include "access.h"
 #include "audit.h"
@@ -412,15 +410,28 @@ static int f_json(const unsigned char *s, size_t n, struct secbuf *o, const char
 	return r ? r : putc_(o, '"');
 }
 
+/* RFC 4648 base64 with padding, in the output buffer only. */
 static int f_base64(const unsigned char *s, size_t n, struct secbuf *o, const char **why)
 {
-	size_t need = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
-	int r = secbuf_reserve(o, o->len + need);
+	static const char abc[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t need = (n + 2) / 3 * 4;
+	unsigned char *p;
+	int r = secbuf_reserve(o, o->len + need + 1);
 
 	if (r < 0)
 		return r;
-	sodium_bin2base64((char *)o->data + o->len, need, s, n, sodium_base64_VARIANT_ORIGINAL);
-	o->len += need - 1;	/* without its NUL */
+	p = o->data + o->len;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t w = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0) |
+			     (i + 2 < n ? s[i + 2] : 0);
+
+		*p++ = (unsigned char)abc[w >> 18 & 63];
+		*p++ = (unsigned char)abc[w >> 12 & 63];
+		*p++ = i + 1 < n ? (unsigned char)abc[w >> 6 & 63] : '=';
+		*p++ = i + 2 < n ? (unsigned char)abc[w & 63] : '=';
+	}
+	o->len += need;
 	return 0;
 }
 

@@ -50,7 +50,7 @@ static int refuse_templates(struct cli *c, const char *inst, const struct db_ins
 	int bad = 0;
 
 	for (size_t k = 0; k < d->n; k++)
-		if (db_secret_find(vault_db(c->vault), in->id, d->e[k].name, &s) == 0 &&
+		if (vault_secret_find(c->vault, in->id, d->e[k].name, &s) == 0 &&
 		    (s.flags & TEMPLATE_FLAG)) {
 			cli_error("%s/%s is a template: apply changes values only", inst,
 				  d->e[k].name);
@@ -99,6 +99,7 @@ int apply_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "apply", .usage = "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]",
+		.min_args = 1, .max_args = 1, .want = "want INSTANCE",
 		.help = "Replaces the keys named in the input, in INSTANCE, in one transaction:\n"
 			"every reader, and every rendering of a template over them, sees all\n"
 			"old or all new values. Keys the input does not name are left as they\n"
@@ -115,16 +116,13 @@ int apply_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, "n", extra, apply_opt, &o);
-	if (argc - i != 1)
-		cli_usage_error(&c, "want INSTANCE");
 	if (!o.env == !o.dir)
 		cli_usage_error(&c, "want --env FILE or --dir DIR");
 	if (!cli_name_ok("instance", argv[i]))
 		return 1;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, CLI_INSTANCE, argv + i) < 0)
 		goto out;
-	if (cli_find_instance(&c, argv[i], &in) < 0)
-		goto out;
+	in = c.in;
 	r = o.env ? import_load_env(&c, o.env, o.any_name ? DOTENV_ANY_NAME : 0, &d) :
 		    import_load_dir(&c, o.dir, &d);
 	if (r == 0 && d.n == 0) {

@@ -13,24 +13,12 @@
 #include "commands.h"
 #include "secio.h"
 
-/* The template INSTANCE/NAME's row: not found or not a template, -1
- * (said). */
-static int find_template(struct cli *c, const char *inst, const char *name,
-			 struct db_secret *t)
-{
-	if (cli_find_secret(c, inst, name, t) < 0)
-		return -1;
-	if (!(t->flags & TEMPLATE_FLAG)) {
-		cli_error("%s/%s is a secret, not a template", inst, name);
-		return -1;
-	}
-	return 0;
-}
-
 static int template_set(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "template set", .usage = "[OPTIONS] INSTANCE NAME < TEMPLATE",
+		.min_args = 2, .max_args = 2,
+		.want = "want INSTANCE and NAME (the template comes from standard input)",
 		.help = "Stores the template read from standard input as INSTANCE/NAME, a new\n"
 			"version if it exists. Through the mount, INSTANCE/NAME is then a\n"
 			"read-only file rendered at each open. {{ KEY }} inserts the value of\n"
@@ -49,13 +37,11 @@ static int template_set(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and NAME (the template comes from standard input)");
 	inst = argv[i];
 	name = argv[i + 1];
 	if (!cli_name_ok("instance", inst) || !cli_name_ok("template", name))
 		return 1;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, 0, NULL) < 0)
 		goto out;
 	r = secbuf_new(&src, 4096);
 	if (r == 0)
@@ -98,6 +84,7 @@ static int template_show(int argc, char **argv, bool render)
 	struct cli c = {
 		.cmd = render ? "render" : "template get",
 		.usage = "[OPTIONS] INSTANCE NAME",
+		.min_args = 2, .max_args = 2, .want = "want INSTANCE and NAME",
 		.help = render ?
 			"Writes the template INSTANCE/NAME rendered from the current values,\n"
 			"all read in one state of the instance, as the mount serves it. A key\n"
@@ -111,19 +98,17 @@ static int template_show(int argc, char **argv, bool render)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and NAME");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
-	if (find_template(&c, argv[i], argv[i + 1], &t) < 0)
+	t = c.secret;
+	if (!(t.flags & TEMPLATE_FLAG)) {
+		cli_error("%s/%s is a secret, not a template", argv[i], argv[i + 1]);
 		goto out;
-	/* One snapshot for the template and its keys, where the store can. */
-	db_set_readers(vault_db(c.vault), 1);
-	db_read_begin(vault_db(c.vault));
+	}
+	/* The keys come from one state (template_render checks it). */
 	r = template_source(c.vault, &t, &src);
 	if (r == 0 && render)
 		r = template_render(c.vault, &t, src, NULL, &out, &why);
-	db_read_end(vault_db(c.vault));
 	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	/* A rendering's failure names its key in the log, which is stderr. */
 	if (r < 0 && !why.key[0])
