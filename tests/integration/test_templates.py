@@ -436,7 +436,8 @@ def test_render_command_sees_whole_pairs_during_apply(vault):
     t.start()
     outs = []
     try:
-        while len(outs) < 60:
+        # Counts, not time: at least 60 renders over at least 10 applies.
+        while len(outs) < 60 or len(applied) < 10:
             r = v.cli("render", "app", "b")
             assert r.returncode == 0, r.stderr
             outs.append(r.stdout)
