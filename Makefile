@@ -30,7 +30,7 @@ PKGS := fuse3 libsodium sqlite3 inih libpq
 BUILD_DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
 	libinih-dev libsystemd-dev scdoc libpq-dev
 TEST_DEB_PKGS := $(BUILD_DEB_PKGS) sqlite3 libcmocka-dev python3 python3-pytest attr \
-	util-linux passwd man-db systemd systemd-container docker.io busybox-static \
+	util-linux passwd man-db systemd systemd-container docker.io busybox-static python3-dotenv \
 	e2fsprogs clang libclang-rt-14-dev valgrind openssl vim-tiny dpkg-dev debhelper lintian \
 	postgresql-15 postgresql-client-15
 

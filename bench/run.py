@@ -36,7 +36,7 @@ VALUE = "sk-bench-0123456789abcdef0123456789abcde"
 assert len(VALUE) == 40
 SIZES = (1000, 10000, 100000)
 INSTANCE = "bench"
-PARTS = ("read", "ls", "write", "flood", "cli", "mount", "memory", "lookup", "pg")
+PARTS = ("read", "render", "ls", "write", "flood", "cli", "mount", "memory", "lookup", "pg")
 FLOOD_THREADS = 48
 NOBODY = 65534
 
@@ -336,6 +336,41 @@ class Bench:
             self.rows.append(Row("  daemon CPU time, audit = no", statistics.median(qc), "us",
                                  "minifs", statistics.median(mc), r, spread))
             self.note("read %d thread(s) done" % threads)
+
+    def bench_render(self, vault):
+        """Opens of a template (rendered at each open from the keys it names)
+        against opens of one of those keys, on the same mount."""
+        keyfile = os.path.join(vault.mnt, INSTANCE, key_name(0))
+        one = "{{ %s }}" % key_name(0)
+        env = "".join("V%d={{ %s | env }}\n" % (i, key_name(i)) for i in range(4))
+        cases = (("1 key", "tpl-one", one, VALUE),
+                 ("4 keys | env", "tpl-env", env,
+                  "".join("V%d=%s\n" % (i, VALUE) for i in range(4))))
+        for _, name, src, _ in cases:
+            run([self.vaultfs, "template", "set"] + self.vault_opts(1000) + [INSTANCE, name],
+                input=src.encode())
+        for threads in (1, 4):
+            for label, name, _, want in cases:
+                tfile = os.path.join(vault.mnt, INSTANCE, name)
+                t, k = [], []
+
+                def render():
+                    return float(run([self.vbench, "read", tfile, want, str(threads),
+                                      str(self.args.seconds)]))
+
+                def plain():
+                    return float(run([self.vbench, "read", keyfile, VALUE, str(threads),
+                                      str(self.args.seconds)]))
+                for i in range(self.rounds(7)):
+                    pair = ((t, render), (k, plain))
+                    for lst, fn in (pair if i % 2 == 0 else pair[::-1]):
+                        lst.append(fn())
+                r, spread = ratio_stats(t, k)
+                self.rows.append(Row("open+read+close of a template (%s), %d thread%s"
+                                     % (label, threads, "s" if threads > 1 else ""),
+                                     statistics.median(t), "ops/s", "one key",
+                                     statistics.median(k), r, spread))
+        self.note("render done")
 
     def ls_time(self, path, n):
         t, out = timed(["ls", "-l", path], env={"LC_ALL": "C", "PATH": os.environ["PATH"]})
@@ -731,6 +766,8 @@ class Bench:
                  for n in (1000, 10000)}
         if "read" in parts:
             self.bench_read(vault[1000], mini, quiet[1000])
+        if "render" in parts:
+            self.bench_render(vault[1000])
         if "ls" in parts:
             self.bench_ls(vault)
         if "write" in parts:

@@ -72,6 +72,12 @@ void stat_secret(const struct db_secret *s, struct stat *st)
 	st->st_size = (off_t)s->size;
 	st->st_blocks = (blkcnt_t)((s->size + 511) / 512);
 	st->st_blksize = 4096;
+	/* Rendered, never written; at most this long (template.h). */
+	if (s->flags & TEMPLATE_FLAG) {
+		st->st_mode &= ~(mode_t)0222;
+		st->st_size = (off_t)template_stat_size();
+		st->st_blocks = 0;
+	}
 	ns_to_ts(s->mtime_ns, &st->st_mtim);
 	ns_to_ts(s->chtime_ns, &st->st_ctim);
 	st->st_atim = st->st_mtim;
@@ -118,6 +124,7 @@ int user_errno(int r)
 	case -EFBIG: case -EINVAL: case -ENOMEM: case -EACCES: case -EPERM:
 	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR: case -ESTALE:
 	case -EMFILE:
+	case -ENOKEY:	/* a key a template names is missing */
 		return -r;
 	default:
 		return EIO;
@@ -317,6 +324,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 
 	fs_top_ino = m->instance_id > 0 ? instance_ino(m->instance_id) : 0;
 	quota_init(fs.conf);
+	template_set_stat_size(fs.conf->max_value_size);
 
 	if (m->ctl_fd <= 0 && !other_users_allowed())
 		log_warn("not root and no user_allow_other in /etc/fuse.conf: only this user "

@@ -91,6 +91,8 @@ void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	if (r == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
 		if (ino_kind(ino) != K_SECRET) {
 			r = -EISDIR;
+		} else if (template_is(fs->v, ino_id(ino))) {
+			r = -EACCES;	/* rendered, never written */
 		} else if (h) {
 			pthread_mutex_lock(&h->lock);
 			r = buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :

@@ -121,6 +121,9 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = guard_open_fetch(req, fs->v, h->id, fi->flags, &h->ref, &meta, &sealed);
 	else if (r == 0)
 		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
+	/* A template is rendered, never written. */
+	if (r == 0 && acc != O_RDONLY && template_is(fs->v, h->id))
+		r = -EACCES;
 	if (r < 0) {
 		handle_charged();
 		db_blob_free(&sealed);
@@ -144,6 +147,8 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = read_as_written(fs, h->id, &h->buf);
 	} else if (r == 0) {
 		r = vault_read_fetched(fs->v, &meta, &sealed, &h->buf);
+		if (r == 0 && (meta.flags & TEMPLATE_FLAG))
+			r = template_open(fs->v, &meta, &h->ref.who, &h->buf);
 		if (r == 0) {
 			stat_secret(&meta, &h->st);
 			h->st.st_size = (off_t)h->buf->len;
@@ -162,6 +167,10 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->append = fi->flags & O_APPEND;
 	h->readonly = acc == O_RDONLY;
 	h->read_version = h->readonly ? meta.version : 0;
+	/* No version to read again after a worker crash: that reader gets EIO
+	 * rather than a rendering of other values mid-file. */
+	if (h->readonly && (meta.flags & TEMPLATE_FLAG))
+		h->read_version = UINT64_MAX;
 	open_reply_fi(fi, h);
 	if (!h->readonly)
 		handle_record(fs, h);

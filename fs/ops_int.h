@@ -29,6 +29,7 @@
 #include "quota.h"
 #include "reload.h"
 #include "session.h"
+#include "template.h"
 #include "vault.h"
 #include "watch.h"
 #include "xattr.h"

@@ -16,6 +16,7 @@
 #include "audit.h"
 #include "log.h"
 #include "name.h"
+#include "template.h"
 #include "vault_int.h"
 
 static enum nl_policy newline_policy(struct vault *v, const char *instance)
@@ -211,6 +212,9 @@ static int put_locked(struct vault *v, int64_t instance_id, const char *name,
 	exists = r == 0;
 	if (r == -ENOENT)
 		r = 0;
+	/* A value never replaces a template unseen (template_store does). */
+	if (exists && (s.flags & TEMPLATE_FLAG))
+		r = -EMEDIUMTYPE;
 	if (r == 0 && if_version >= 0 && (uint64_t)if_version != s.version)
 		r = -ESTALE;
 	if (r < 0) {

@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "dotenv.h"
+#include "import.h"
 #include "secio.h"
 
 #define MAX_REPORTED 50
@@ -372,4 +373,14 @@ out:
 	dotenv_free(&d);
 	cli_close(&c);
 	return ret;
+}
+
+int import_load_env(struct cli *c, const char *path, unsigned flags, struct dotenv *d)
+{
+	return load_env(c, path, flags, d);
+}
+
+int import_load_dir(struct cli *c, const char *dir, struct dotenv *d)
+{
+	return load_dir(c, dir, d);
 }

@@ -7,6 +7,7 @@
 
 #include "../db/db_versions.h"
 #include "../fs/array.h"
+#include "../fs/template.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
@@ -344,6 +345,8 @@ static void export_entry(const struct listing_entry *e, bool last)
 		json_string(stdout, e->type, strlen(e->type));
 		printf(", \"description\": ");
 		json_string(stdout, e->description, strlen(e->description));
+		if (e->s.flags & TEMPLATE_FLAG)
+			printf(", \"template\": true");
 	}
 	printf("}%s\n", last ? "" : ",");
 }

@@ -134,7 +134,8 @@ static int store_value(struct cli *c, const char *inst, const char *key,
 		return EXIT_NO;
 	}
 	if (r < 0) {
-		cli_error("%s/%s: %s; nothing was changed", inst, key, strerror(-r));
+		cli_error("%s/%s: %s; nothing was changed", inst, key, r == -EMEDIUMTYPE ?
+			  "it is a template (see: vaultfs template set)" : strerror(-r));
 		return 1;
 	}
 	return 0;

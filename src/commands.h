@@ -24,5 +24,8 @@ int audit_main(int argc, char **argv);
 int doctor_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int reload_main(int argc, char **argv);
+int template_main(int argc, char **argv);
+int render_main(int argc, char **argv);
+int apply_main(int argc, char **argv);
 
 #endif
