@@ -24,5 +24,6 @@ int audit_main(int argc, char **argv);
 int doctor_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int reload_main(int argc, char **argv);
+int watch_main(int argc, char **argv);
 
 #endif

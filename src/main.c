@@ -26,6 +26,7 @@ static const struct {
 	{ "purge", purge_main, "Erase deleted secrets and their history for good" },
 	{ "check", check_main, "Exit non-zero while a key the config expects is missing" },
 	{ "export", export_main, "List instances and keys as JSON, without values" },
+	{ "watch", watch_main, "Print changes (names, versions, who) as they happen" },
 	{ "import", import_main, "Import a dotenv file or a secrets directory" },
 	{ "backup", backup_main, "Write a consistent backup, also while mounted" },
 	{ "restore", restore_main, "Bring back a backup the master key opens" },
