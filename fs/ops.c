@@ -118,7 +118,7 @@ int user_errno(int r)
 	case -ENOENT: case -EEXIST: case -ENOTEMPTY: case -ENOSPC: case -EROFS:
 	case -EFBIG: case -EINVAL: case -ENOMEM: case -EACCES: case -EPERM:
 	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR: case -ESTALE:
-	case -EMFILE:
+	case -EMFILE: case -EKEYEXPIRED:
 		return -r;
 	default:
 		return EIO;

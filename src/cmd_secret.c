@@ -10,6 +10,7 @@
 
 
 #include "../crypto/secmem.h"
+#include "../fs/expiry.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
@@ -45,7 +46,9 @@ int get_main(int argc, char **argv)
 	if (version >= 0)
 		r = vault_read_version(c.vault, s.id, (uint64_t)version, &val, NULL);
 	else
-		r = vault_read(c.vault, s.id, &val, NULL);
+		r = vault_read(c.vault, s.id, &val, &s);
+	if (r == 0 && version < 0)
+		r = expiry_open(c.vault, &s, &val);
 	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	if (r == -EIO) {
 		cli_error("%s/%s: the stored value fails authentication (tampered or damaged); "
@@ -89,18 +92,49 @@ static int read_value_tty(struct secbuf *b, size_t max, const char *inst, const 
 	return r;
 }
 
-static int if_version_opt(int opt, const char *arg, void *ctx)
+struct set_opts {
+	int64_t if_version;
+	struct expiry limit;
+	bool limited;
+};
+
+static int set_opt(int opt, const char *arg, void *ctx)
 {
-	return opt == OPT_IF_VERSION && cli_parse_version(arg, ctx) == 0 ? 0 : -1;
+	struct set_opts *o = ctx;
+	int64_t n;
+
+	switch (opt) {
+	case OPT_IF_VERSION:
+		return cli_parse_version(arg, &o->if_version) == 0 ? 0 : -1;
+	case OPT_EXPIRES:
+		o->limited = true;
+		if (expiry_parse(arg, strlen(arg), db_now_ns(), &o->limit.expires_ns) == 0)
+			return 0;
+		cli_error("bad --expires '%s' (want 2026-12-31, 2026-12-31T23:59:59Z, @EPOCH or "
+			  "a duration like 12h, 7d, 1d12h)", arg);
+		return -1;
+	case OPT_MAX_READS:
+		o->limited = true;
+		if (cli_parse_version(arg, &n) == 0 && n > 0) {
+			o->limit.max_reads = (uint64_t)n;
+			return 0;
+		}
+		cli_error("bad --max-reads '%s' (want a number from 1)", arg);
+		return -1;
+	}
+	return -1;
 }
 
 int set_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
-		{ "if-version", required_argument, NULL, OPT_IF_VERSION }, { 0 },
+		{ "if-version", required_argument, NULL, OPT_IF_VERSION },
+		{ "expires", required_argument, NULL, OPT_EXPIRES },
+		{ "max-reads", required_argument, NULL, OPT_MAX_READS }, { 0 },
 	};
 	struct cli c = {
-		.cmd = "set", .usage = "[OPTIONS] [--if-version V] INSTANCE KEY < VALUE",
+		.cmd = "set", .usage = "[OPTIONS] [--if-version V] [--expires WHEN] [--max-reads N] "
+				       "INSTANCE KEY < VALUE",
 		.help = "Stores the value read from standard input as INSTANCE/KEY (never from\n"
 			"the command line, where other users could see it). Creates the key,\n"
 			"and the instance, if they don't exist. A single-line value loses one\n"
@@ -108,17 +142,25 @@ int set_main(int argc, char **argv)
 			"replaces is kept as an old version (see: vaultfs history).\n\n"
 			"      --if-version V   only if the key is still at version V (a missing\n"
 			"                       key counts as 0); otherwise change nothing and\n"
-			"                       exit with status 3\n",
+			"                       exit with status 3\n"
+			"      --expires WHEN   this version can't be read after WHEN: a date\n"
+			"                       (2026-12-31, 2026-12-31T23:59:59Z, UTC), @EPOCH\n"
+			"                       or a duration from now (90m, 12h, 7d, 1d12h);\n"
+			"                       opens then fail with EKEYEXPIRED\n"
+			"      --max-reads N    this version can be opened for reading N times\n"
+			"                       (the mount and vaultfs get), then is expired\n",
 	};
 	struct secbuf *val = NULL;
 	struct db_secret cur = { 0 };
 	struct audit_entry ae;
-	int64_t if_version = -1;
+	struct set_opts o = { .if_version = -1 };
+	int64_t if_version;
 	struct db_instance in;
 	const char *inst, *key;
 	int i, r, ret = 1;
 
-	i = cli_parse(&c, argc, argv, NULL, extra, if_version_opt, &if_version);
+	i = cli_parse(&c, argc, argv, NULL, extra, set_opt, &o);
+	if_version = o.if_version;
 	if (argc - i != 2)
 		cli_usage_error(&c, "want INSTANCE and KEY (the value comes from standard input)");
 	inst = argv[i];
@@ -144,6 +186,9 @@ int set_main(int argc, char **argv)
 			     cli_instance_open(&c, inst, &in);
 	if (r == -ENOENT && if_version > 0)
 		r = -ESTALE;
+	else if (r == 0 && o.limited)
+		r = expiry_put(c.vault, in.id, key, val->data, val->len, getuid(), in.gid,
+			       if_version, &o.limit, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
 	else if (r == 0)
 		r = vault_put_if(c.vault, in.id, key, val->data, val->len, getuid(), in.gid,
 				 if_version, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
