@@ -54,7 +54,9 @@ struct change_event {
 	const char *instance;		/* never NULL */
 	const char *key;		/* NULL for the instance itself */
 	const char *old_key;		/* a rename's old name, else NULL */
-	const char *what;		/* created written renamed attr deleted rotated */
+	/* created written renamed attr deleted rotated, or counted: a read of
+	 * a read-limited secret was counted (same value, next version) */
+	const char *what;
 	uint64_t version;		/* a secret's, 0 for an instance's */
 	bool has_by;
 	uid_t by;

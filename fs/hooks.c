@@ -157,8 +157,8 @@ static void on_diff(void *ctx, const struct changes_item *before, const struct c
 	struct diff_ctx *d = ctx;
 	struct change_event e;
 
-	if (!changes_event(d->old, d->now, before, after, &e))
-		return;
+	if (!changes_event(d->old, d->now, before, after, &e) || !strcmp(e.what, "counted"))
+		return;		/* a counted read changes no value */
 	note_event(&e, d->now_ns);
 	if (e.key)
 		note_dependents(&e, d->now_ns);

@@ -148,9 +148,10 @@ int watch_main(int argc, char **argv)
 			"committed, by any path: the mount, the command line, import, rollback,\n"
 			"undelete, restore, rotation. One line each:\n"
 			"  TIME INSTANCE KEY EVENT version=V by=UID [from=OLDNAME]\n"
-			"EVENT is created, written, renamed, attr, deleted (and rotated for an\n"
-			"instance, whose KEY is -). --json writes one JSON object per line:\n"
-			"time, instance, key, event, version, by (null when unknown), from.\n"
+			"EVENT is created, written, renamed, attr, deleted, counted (a read of a\n"
+			"--max-reads key), or rotated for an instance, whose KEY is -.\n"
+			"--json writes one JSON object per line: time, instance, key, event,\n"
+			"version, by (null when unknown), from.\n"
 			"Never a value. Runs until interrupted.\n",
 	};
 	struct watch_cli w = { 0 };

@@ -220,3 +220,21 @@ def test_watch_under_a_busy_writer(vault, fmt):
     assert any(e[1] == "renamed" and e[0] == "K2" and e[4] == "K" for e in events), events
     assert any(e[0] == "K2" and e[1] == "deleted" for e in events), events
     assert all(e[3] in (None, 0) for e in events), "root wrote everything"
+
+
+def test_counted_reads_show_in_watch_but_run_no_hook(vault_factory):
+    d = hook_dir()
+    v = vault_factory(config=f"[instance app]\non_change = {RECORD.format(d=d)}\n"
+                             "on_change_user = root\n")
+    os.makedirs(v.path("app"), exist_ok=True)
+    assert v.cli("set", "--max-reads", "2", "app", "T", input=SECRET).returncode == 0
+    assert len(settle(f"{d}/runs", 1)) == 1
+    p = start_watch(v, "--json", "app", "T")
+    assert open(v.path("app", "T")).read() == SECRET
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=10)[0].decode()
+    events = [json.loads(l) for l in out.splitlines()]
+    assert [e["event"] for e in events] == ["counted"], events
+    assert SECRET not in out
+    assert len(lines(f"{d}/runs")) == 1, "a counted read is not a change of the value"
