@@ -129,13 +129,29 @@ static void hook_note(struct hook *h, const struct change_event *e, int64_t now)
 }
 
 /*
- * TEMPLATES: a template whose inputs changed counts as a change of the
- * template. This is the one place to plug that in: for a secret event e,
- * call note_event() again with an event naming each template of
- * e->instance that depends on e->key (the templates module's lookup).
+ * TEMPLATES (issue-16-render, fs/template.h): a template whose inputs
+ * changed counts as a change of the template. This is the one place to
+ * plug it in, once fs/template.h is in the tree (then move note_event
+ * above this function):
+ *
+ *	static int note_template(void *ctx, const struct db_secret *t)
+ *	{
+ *		const struct change_event *e = ((const struct dep_ctx *)ctx)->e;
+ *		struct change_event te = { .instance = e->instance, .key = t->name,
+ *					   .what = "written", .version = t->version };
+ *
+ *		note_event(&te, ((const struct dep_ctx *)ctx)->now);
+ *		return 0;
+ *	}
+ *	... here: struct dep_ctx c = { e, now };
+ *	(void)template_dependents(hk.v, instance_id, e->key, note_template, &c);
+ *
+ * template_dependents reads the templates through the vault's own
+ * connection; it never hands out a value.
  */
-static void note_dependents(const struct change_event *e, int64_t now)
+static void note_dependents(int64_t instance_id, const struct change_event *e, int64_t now)
 {
+	(void)instance_id;
 	(void)e;
 	(void)now;
 }
@@ -161,7 +177,7 @@ static void on_diff(void *ctx, const struct changes_item *before, const struct c
 		return;		/* a counted read changes no value */
 	note_event(&e, d->now_ns);
 	if (e.key)
-		note_dependents(&e, d->now_ns);
+		note_dependents((after ? after : before)->parent, &e, d->now_ns);
 }
 
 /* -- running ------------------------------------------------------------ */
