@@ -238,3 +238,20 @@ def test_counted_reads_show_in_watch_but_run_no_hook(vault_factory):
     assert [e["event"] for e in events] == ["counted"], events
     assert SECRET not in out
     assert len(lines(f"{d}/runs")) == 1, "a counted read is not a change of the value"
+
+
+@pytest.mark.parametrize("text, why", [
+    ("on_change.bad/name = true\n", "bad key name"),
+    ("on_change = true\non_change = false\n", "a second on_change"),
+    ("on_change.K = \n", "empty command"),
+    ("on_change_user = no-such-user-here\n", "unknown user"),
+    ("on_change_timeout = 0\n", "on_change_timeout"),
+    ("on_change_timeout = 1e9\n", "on_change_timeout"),
+    ("on_changes = x\n", "unknown setting"),
+])
+def test_bad_hook_settings_are_refused_with_file_and_line(vault_unmounted, text, why):
+    v = vault_unmounted
+    v.config = v.write_config("[instance app]\nmode = 0750\n" + text)
+    r = v.cli("ls")
+    err = r.stderr.decode()
+    assert r.returncode != 0 and why in err and "vaultfs.ini:" in err, err
