@@ -208,6 +208,7 @@ struct db {
 	const struct db_auth *auth, *auth_next;	/* row tags: db_auth.c */
 	int64_t *dirty;		/* instances whose state this transaction remakes */
 	size_t ndirty, dirty_cap;
+	struct dbi_states *states;	/* the writer's verified states: db_state.c */
 	int64_t schema_cookie;	/* schema_version when its objects were checked */
 	int64_t change_dv;	/* data_version at the last db_change_seq */
 	char change_fp[160];	/* and the fingerprint of the metadata then */
@@ -440,50 +441,47 @@ static int migrate(struct db *db, bool created)
 
 _Static_assert(APPLICATION_ID == 1986423924, "application_id literal in migrate()");
 
-/* The schema objects vaultfs makes: those of a fresh database built by
- * the same migrations, kept as one string of (type, name, table, sql). */
+/* The schema objects vaultfs makes, as sqlite_master holds them in a fresh
+ * database built by the same migrations (ALTER TABLE rewrites a table's
+ * text, so it is not the CREATE statement's). schema_expected.h keeps them:
+ * `make schema-expected` writes it from dbi_schema_fresh, and test_db
+ * fails while it differs. Building them at each open was two thirds of a
+ * `vaultfs get`. */
 #define SCHEMA_SQL "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master " \
 		   "ORDER BY type, name"
-#define SCHEMA_MAX 64
-struct schema_obj {
-	char type[16], name[64], tbl[64];
-	char *sql;
-};
-static struct schema_obj expected[SCHEMA_MAX];
-static int n_expected = -1;
+#include "schema_expected.h"
+#define N_EXPECTED ((int)(sizeof(schema_expected) / sizeof(schema_expected[0])))
+static const int n_expected = N_EXPECTED;
 
-static void schema_build(void)
+int dbi_schema_fresh(void (*each)(void *ctx, const char *type, const char *name,
+				  const char *tbl, const char *sql), void *ctx)
 {
 	sqlite3 *mem = NULL;
 	sqlite3_stmt *st = NULL;
-	int n = 0;
+	int rc, r = -ENOMEM;
 
 	if (sqlite3_open_v2(":memory:", &mem, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
 		goto out;
+	r = -EPROTO;
 	for (int v = 0; v < SCHEMA_VERSION; v++)
 		if (sqlite3_exec(mem, migrations[v], NULL, NULL, NULL) != SQLITE_OK)
 			goto out;
 	if (sqlite3_prepare_v2(mem, SCHEMA_SQL, -1, &st, NULL) != SQLITE_OK)
 		goto out;
-	while (n < SCHEMA_MAX && sqlite3_step(st) == SQLITE_ROW) {
-		snprintf(expected[n].type, sizeof(expected[n].type), "%s",
-			 (const char *)sqlite3_column_text(st, 0));
-		snprintf(expected[n].name, sizeof(expected[n].name), "%s",
-			 (const char *)sqlite3_column_text(st, 1));
-		snprintf(expected[n].tbl, sizeof(expected[n].tbl), "%s",
-			 (const char *)sqlite3_column_text(st, 2));
-		expected[n].sql = strdup((const char *)sqlite3_column_text(st, 3));
-		if (!expected[n].sql)
-			goto out;
-		n++;
-	}
-	n_expected = n;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		each(ctx, (const char *)sqlite3_column_text(st, 0),
+		     (const char *)sqlite3_column_text(st, 1),
+		     (const char *)sqlite3_column_text(st, 2),
+		     (const char *)sqlite3_column_text(st, 3));
+	if (rc == SQLITE_DONE)
+		r = 0;
 out:
 	sqlite3_finalize(st);
 	sqlite3_close(mem);
+	return r;
 }
 
-/* 0: the same as expected[i]; <0 / >0 as the file's object sorts before /
+/* 0: the same as schema_expected[i]; <0 / >0 as the file's object sorts before /
  * after it. */
 static int schema_cmp(sqlite3_stmt *st, int i)
 {
@@ -491,9 +489,9 @@ static int schema_cmp(sqlite3_stmt *st, int i)
 
 	if (i >= n_expected)
 		return -1;
-	c = strcmp((const char *)sqlite3_column_text(st, 0), expected[i].type);
+	c = strcmp((const char *)sqlite3_column_text(st, 0), schema_expected[i].type);
 	if (c == 0)
-		c = strcmp((const char *)sqlite3_column_text(st, 1), expected[i].name);
+		c = strcmp((const char *)sqlite3_column_text(st, 1), schema_expected[i].name);
 	return c;
 }
 
@@ -517,16 +515,9 @@ static int schema_refuse(struct db *db, const char *type, const char *name, cons
  * are refused: the file's sqlite_master must be exactly ours. */
 static int schema_check(struct db *db)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	sqlite3_stmt *st = NULL;
 	int i = 0, c, rc, r = 0;
 
-	pthread_once(&once, schema_build);
-	if (n_expected < 0) {
-		snprintf(last_error, sizeof(last_error), "cannot build vaultfs's schema to "
-			 "compare with");
-		return -ENOMEM;
-	}
 	rc = sqlite3_prepare_v2(db->conn, SCHEMA_SQL, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return map_rc(db, rc);
@@ -537,17 +528,17 @@ static int schema_check(struct db *db)
 					  (const char *)sqlite3_column_text(st, 1),
 					  "did not create");
 		else if (c > 0)
-			r = schema_refuse(db, "no", expected[i].name, "needs (damaged)");
-		else if (strcmp((const char *)sqlite3_column_text(st, 3), expected[i].sql) ||
-			 strcmp((const char *)sqlite3_column_text(st, 2), expected[i].tbl))
-			r = schema_refuse(db, expected[i].type, expected[i].name,
+			r = schema_refuse(db, "no", schema_expected[i].name, "needs (damaged)");
+		else if (strcmp((const char *)sqlite3_column_text(st, 3), schema_expected[i].sql) ||
+			 strcmp((const char *)sqlite3_column_text(st, 2), schema_expected[i].tbl))
+			r = schema_refuse(db, schema_expected[i].type, schema_expected[i].name,
 					  "made differently (altered)");
 		i++;
 	}
 	if (r == 0 && rc != SQLITE_DONE)
 		r = map_rc(db, rc);
 	if (r == 0 && i < n_expected)
-		r = schema_refuse(db, "no", expected[i].name, "needs (damaged)");
+		r = schema_refuse(db, "no", schema_expected[i].name, "needs (damaged)");
 	sqlite3_finalize(st);
 	if (r == 0)
 		r = pragma_int(db, "PRAGMA schema_version", &db->schema_cookie);
@@ -682,6 +673,10 @@ int db_open(struct db **out, const char *path, int flags)
 	pthread_mutex_init(&db->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
 	pthread_mutex_init(&db->readers_lock, NULL);
+	if (!(flags & (DB_READER | DB_READONLY)) && !(db->states = dbi_states_new())) {
+		r = -ENOMEM;
+		goto fail;
+	}
 
 	if (flags & DB_CREATE) {
 		r = create_file(path);
@@ -746,6 +741,7 @@ void db_close(struct db *db)
 		sqlite3_close_v2(db->conn);
 	pthread_mutex_destroy(&db->lock);
 	free(db->dirty);
+	dbi_states_free(db->states);
 	free(db->path);
 	free(db);
 }
@@ -1021,7 +1017,7 @@ static int states_update(struct db *db)
 	int r = 0;
 
 	for (size_t i = 0; r == 0 && i < db->ndirty; i++)
-		r = dbi_state_update(db, db->dirty[i], db->auth, true);
+		r = dbi_states_commit(db, db->dirty[i]);
 	if (r == 0 && db->ndirty)
 		r = dbi_floor_update(db, db->auth);
 	db->ndirty = 0;
@@ -1038,10 +1034,12 @@ int dbi_state_touch(struct db *db, int64_t inst, bool fresh)
 			 "outside a transaction");
 		return -EINVAL;
 	}
+	if (fresh && (r = dbi_states_note(db, inst, DBI_STATES_FRESH)) < 0)
+		return r;
 	for (size_t i = 0; i < db->ndirty; i++)
 		if (db->dirty[i] == inst)
 			return 0;
-	if (!fresh && (r = dbi_state_verify(db, inst)) < 0)
+	if (!fresh && (r = dbi_states_verify(db, inst)) < 0)
 		return r;
 	if (db->ndirty == db->dirty_cap) {
 		p = realloc(db->dirty, (db->dirty_cap ? db->dirty_cap * 2 : 8) * sizeof(*p));
@@ -1063,11 +1061,13 @@ int db_commit(struct db *db)
 		r = release_nested(db);
 	} else if ((r = states_update(db)) < 0) {
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		dbi_states_end(db, false);
 		(void)resync(db);
 	} else {
 		r = exec_sql(db, "COMMIT");
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+		dbi_states_end(db, r == 0);
 		(void)resync(db);
 	}
 	txn_leave(db);
@@ -1081,8 +1081,10 @@ void db_rollback(struct db *db)
 {
 	bool last = db->depth == 1;
 
-	if (last)
+	if (last) {
 		db->ndirty = 0;
+		dbi_states_end(db, false);
+	}
 	if (db->depth > 1)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
 	else if (sqlite3_get_autocommit(db->conn) == 0)
@@ -1849,6 +1851,11 @@ int dbi_row_instance(struct db *db, sqlite3_stmt *st, struct db_instance *in)
 	return row_instance(db, st, in);
 }
 
+struct dbi_states *dbi_states(struct db *db)
+{
+	return db->states;
+}
+
 const struct db_auth *dbi_auth(struct db *db)
 {
 	return db->auth;
@@ -1926,6 +1933,8 @@ int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *b
 	r = dbi_state_touch(db, s->instance_id, false);
 	if (r == 0)
 		r = db_secret_insert_now(db, s, blob);
+	if (r == 0)
+		r = dbi_states_note(db, s->instance_id, s->id);
 	return live_end(db, r);
 }
 
@@ -1984,7 +1993,11 @@ int dbi_state_touch_secret(struct db *db, int64_t secret_id, bool trash)
 		stmt_done(st);
 	}
 	db_unlock(db);
-	return r < 0 ? r : dbi_state_touch(db, inst, false);
+	if (r == 0)
+		r = dbi_state_touch(db, inst, false);
+	if (r == 0)
+		r = dbi_states_check_row(db, inst, secret_id);
+	return r < 0 ? r : dbi_states_note(db, inst, secret_id);
 }
 
 int dbi_each_instance(struct db *db, int (*fn)(struct db *, int64_t, void *), void *ctx)

@@ -180,6 +180,10 @@ int db_auth_check_all(struct db *db, void (*fn)(void *, const char *what), void 
 int db_instance_seq(struct db *db, int64_t instance_id, int64_t *seq) WUR;
 /* The same, as last committed, whatever snapshot the thread holds. */
 int db_instance_seq_latest(struct db *db, int64_t instance_id, int64_t *seq) WUR;
+/* With fn, the set may come from the states this process verified or
+ * made itself when the snapshot's instance row is still theirs (no
+ * scan): a row put back meanwhile is then seen by its version disagreeing
+ * with the set, not here. Without fn, always the full check. */
 int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
 		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx) WUR;
 

@@ -506,6 +506,23 @@ static int state_failed(struct db *db, int64_t inst)
 	return -EIO;
 }
 
+/* The set the writing connection trusts, when conn's snapshot shows its
+ * (seq, state): no scan. -ENOENT when it can't be used, or the caller asks
+ * only whether the rows match the state (no fn): that takes the scan. */
+static int state_known(struct db *db, struct db *conn, int64_t inst, int64_t *seq,
+		       int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
+{
+	unsigned char state[DB_MAC_LEN];
+	int r;
+
+	if (!fn || !dbi_states(db) || !dbi_auth(db))
+		return -ENOENT;
+	r = dbi_state_row(conn, inst, seq, state);
+	if (r == 0)
+		r = dbi_states_each(db, inst, *seq, state, fn, ctx);
+	return r;
+}
+
 int db_state_check(struct db *db, int64_t inst, int64_t *seq,
 		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
 {
@@ -514,10 +531,15 @@ int db_state_check(struct db *db, int64_t inst, int64_t *seq,
 	struct db *rd;
 	int r;
 
-	if ((rd = dbi_reader_take(db)))
-		return dbi_reader_give(db, rd, db_state_check(rd, inst, seq, fn, ctx));
+	if ((rd = dbi_reader_take(db))) {
+		r = state_known(db, rd, inst, seq, fn, ctx);
+		return dbi_reader_give(db, rd, r != -ENOENT ? r :
+				       db_state_check(rd, inst, seq, fn, ctx));
+	}
 	if (!auth)
 		return -EACCES;
+	if (!dbi_in_own_txn(db) && (r = state_known(db, db, inst, seq, fn, ctx)) != -ENOENT)
+		return r;
 	r = state_scan(db, inst, auth, seq, 0, out, true, fn, ctx);
 	return r == -EBADMSG ? state_failed(db, inst) : r;
 }
@@ -555,6 +577,83 @@ int dbi_state_verify(struct db *db, int64_t inst)
 	int64_t seq;
 
 	return db_state_check(db, inst, &seq, NULL, NULL);
+}
+
+void dbi_state_make(const struct db_auth *auth, int64_t inst, int64_t seq, const int64_t *ids,
+		    const uint64_t *vers, size_t n, unsigned char out[DB_MAC_LEN])
+{
+	struct state_calc c;
+
+	state_begin(&c, auth, inst, seq);
+	for (size_t i = 0; i < n; i++)
+		state_add(&c, ids[i], (int64_t)vers[i]);
+	state_end(&c, out);
+}
+
+static const char sql_state_row[] = "SELECT seq, state FROM instances WHERE id = ?1";
+static const char sql_secret_version[] =
+	"SELECT version FROM secrets WHERE id = ?1 AND instance_id = ?2";
+
+int dbi_state_row(struct db *db, int64_t inst, int64_t *seq, unsigned char state[DB_MAC_LEN])
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	memset(state, 0, DB_MAC_LEN);
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_state_row, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, inst);
+		r = dbi_step_row(db, st);
+		if (r == 1) {
+			*seq = sqlite3_column_int64(st, 0);
+			if (sqlite3_column_bytes(st, 1) == DB_MAC_LEN)
+				memcpy(state, sqlite3_column_blob(st, 1), DB_MAC_LEN);
+		}
+		r = r == 1 ? 0 : r == 0 ? -ENOENT : r;
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+int dbi_secret_version(struct db *db, int64_t inst, int64_t id, uint64_t *version)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_secret_version, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, id);
+		sqlite3_bind_int64(st, 2, inst);
+		r = dbi_step_row(db, st);
+		if (r == 1)
+			*version = (uint64_t)sqlite3_column_int64(st, 0);
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
+}
+
+int dbi_state_store(struct db *db, int64_t inst, int64_t seq,
+		    const unsigned char state[DB_MAC_LEN])
+{
+	struct db_blob b = { (unsigned char *)state, DB_MAC_LEN };
+	sqlite3_stmt *st;
+	int r = 0;
+
+	dbi_lock(db);
+	st = dbi_stmt(db, sql_state_set, &r);
+	if (st) {
+		sqlite3_bind_int64(st, 1, inst);
+		sqlite3_bind_int64(st, 2, seq);
+		dbi_bind_blob(st, 3, &b);
+		r = dbi_step_change(db, st, 1);
+		dbi_done(st);
+	}
+	dbi_unlock(db);
+	return r;
 }
 
 /* Inside the write transaction: seq + 1 (if bump) and the state of the set

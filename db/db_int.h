@@ -19,6 +19,11 @@ sqlite3 *dbi_conn(struct db *db);
 int dbi_rc(struct db *db, int rc);
 int dbi_exec(struct db *db, const char *sql);
 void dbi_set_error(const char *msg);
+/* Calls each for every object of sqlite_master in a fresh database built
+ * by the migrations, sorted by type and name: what schema_expected.h must
+ * hold (test_db checks, `make schema-expected` writes it). 0 or -errno. */
+int dbi_schema_fresh(void (*each)(void *ctx, const char *type, const char *name,
+				  const char *tbl, const char *sql), void *ctx);
 /* A new, empty file of mode 0600: -EEXIST if there is one. */
 int dbi_create_file(const char *path);
 /* The prepared statement for sql (a string literal: cached by its address
@@ -81,6 +86,40 @@ int dbi_state_touch_secret(struct db *db, int64_t secret_id, bool trash);
 int dbi_floor_update(struct db *db, const struct db_auth *auth);
 /* Every instance's state made afresh (after a restore). */
 int dbi_state_remake_all(struct db *db);
+/* The writing connection's verified instance states (db_state.c): NULL
+ * for a read connection. */
+struct dbi_states;
+struct dbi_states *dbi_states(struct db *db);
+struct dbi_states *dbi_states_new(void);
+void dbi_states_free(struct dbi_states *c);
+/* Before a transaction's first change to inst: its state checked, by the
+ * trusted set if the row still shows it, else in full. 0 or -errno. */
+int dbi_states_verify(struct db *db, int64_t inst);
+/* Before changing secret id of inst: its stored row agrees with the
+ * trusted set, or the full check decides (-EIO: reported). */
+int dbi_states_check_row(struct db *db, int64_t inst, int64_t id);
+/* The transaction changed secret id of inst (DBI_STATES_FRESH: made inst). */
+#define DBI_STATES_FRESH (-1)
+int dbi_states_note(struct db *db, int64_t inst, int64_t id);
+/* At the outermost commit: inst's state made and stored (db_auth.c's
+ * dbi_state_update when the trusted set can't be used). */
+int dbi_states_commit(struct db *db, int64_t inst);
+/* After the outermost COMMIT (committed) or rollback. */
+void dbi_states_end(struct db *db, bool committed);
+/* fn for each (id, version) of inst's trusted set if it is the state
+ * (seq, state); -ENOENT if not known. */
+int dbi_states_each(struct db *db, int64_t inst, int64_t seq,
+		    const unsigned char state[DB_MAC_LEN],
+		    int (*fn)(void *, int64_t id, uint64_t version), void *ctx);
+/* Instance state pieces (db_auth.c): the row's seq and state (zeros when
+ * it has none yet), the state of a set, storing one. */
+int dbi_state_row(struct db *db, int64_t inst, int64_t *seq, unsigned char state[DB_MAC_LEN]);
+void dbi_state_make(const struct db_auth *auth, int64_t inst, int64_t seq, const int64_t *ids,
+		    const uint64_t *vers, size_t n, unsigned char out[DB_MAC_LEN]);
+int dbi_state_store(struct db *db, int64_t inst, int64_t seq,
+		    const unsigned char state[DB_MAC_LEN]);
+/* 1 and *version if secret id is live in inst, 0 if not, or -errno. */
+int dbi_secret_version(struct db *db, int64_t inst, int64_t id, uint64_t *version);
 /* Calls fn for every instance id, listed first. */
 int dbi_each_instance(struct db *db, int (*fn)(struct db *, int64_t, void *), void *ctx);
 

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #ifdef HAVE_SYSTEMD
+#include <dlfcn.h>
+#include <pthread.h>
 #include <systemd/sd-daemon.h>
 #endif
 
@@ -16,10 +18,52 @@
 #include "notify.h"
 
 #ifdef HAVE_SYSTEMD
+/* libsystemd is loaded when a mount first talks to the service manager,
+ * not linked: it brings six more libraries (gcrypt, lzma, zstd, ...) whose
+ * loading and relocation was a third of a `vaultfs get`. The header keeps
+ * the prototypes checked. */
+static struct {
+	__typeof__(&sd_notify) notify;
+	__typeof__(&sd_pid_notify_with_fds) notify_with_fds;
+	__typeof__(&sd_listen_fds_with_names) listen_fds_with_names;
+} sd;
+
+static void sd_load_once(void)
+{
+	void *h = dlopen("libsystemd.so.0", RTLD_NOW | RTLD_LOCAL);
+
+	if (!h) {
+		log_warn("cannot load libsystemd: %s", dlerror());
+		return;
+	}
+	*(void **)&sd.notify = dlsym(h, "sd_notify");
+	*(void **)&sd.notify_with_fds = dlsym(h, "sd_pid_notify_with_fds");
+	*(void **)&sd.listen_fds_with_names = dlsym(h, "sd_listen_fds_with_names");
+	if (!sd.notify || !sd.notify_with_fds || !sd.listen_fds_with_names) {
+		log_warn("libsystemd.so.0 lacks sd_notify, sd_pid_notify_with_fds or "
+			 "sd_listen_fds_with_names");
+		memset(&sd, 0, sizeof(sd));
+	}
+}
+
+/* Only where a service manager can be listening: no library otherwise. */
+static bool sd_load(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	if (!getenv("NOTIFY_SOCKET") && !getenv("LISTEN_FDS"))
+		return false;
+	pthread_once(&once, sd_load_once);
+	return sd.notify != NULL;
+}
+
 static void notify_send(const char *state)
 {
-	int r = sd_notify(0, state);
+	int r;
 
+	if (!sd_load())
+		return;
+	r = sd.notify(0, state);
 	if (r < 0)
 		log_warn("cannot notify the service manager: %s", strerror(-r));
 }
@@ -43,10 +87,10 @@ int notify_store_fd(int fd, const char *name)
 	char state[128];
 	int r;
 
-	if (!getenv("NOTIFY_SOCKET"))
+	if (!getenv("NOTIFY_SOCKET") || !sd_load())
 		return -1;
 	snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", name);
-	r = sd_pid_notify_with_fds(0, 0, state, &fd, 1);
+	r = sd.notify_with_fds(0, 0, state, &fd, 1);
 	return r > 0 ? 0 : -1;
 }
 
@@ -56,7 +100,7 @@ int notify_stored_fd(const char *name)
 	static int n = -1;
 
 	if (n < 0) {
-		n = sd_listen_fds_with_names(1, &names);
+		n = sd_load() ? sd.listen_fds_with_names(1, &names) : 0;
 		if (n < 0)
 			n = 0;
 	}

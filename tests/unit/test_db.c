@@ -19,6 +19,8 @@
 #include <sqlite3.h>
 
 #include "../../db/db.h"
+#include "../../db/db_int.h"
+#include "../../db/schema_expected.h"
 #include "test_auth.h"
 
 struct fx {
@@ -754,9 +756,82 @@ static void test_now(void **state)
 #define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 #define DB_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup_open, fx_teardown)
 
-int main(void)
+/* schema_expected.h against the migrations: the table open compares a
+ * file with must be what the migrations make. */
+struct schema_walk {
+	size_t i;
+	int bad;
+	FILE *dump;
+};
+
+static void put_c_string(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if (*s == '\n')
+			fputs("\\n\"\n\t\t\"", f);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(f, "\\%03o", (unsigned char)*s);
+		else
+			fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+static void schema_each(void *ctx, const char *type, const char *name, const char *tbl,
+			const char *sql)
+{
+	struct schema_walk *w = ctx;
+	size_t n = sizeof(schema_expected) / sizeof(schema_expected[0]);
+
+	if (w->dump) {
+		fprintf(w->dump, "\t{ \"%s\", \"%s\", \"%s\",\n\t\t", type, name, tbl);
+		put_c_string(w->dump, sql);
+		fputs(" },\n", w->dump);
+	} else if (w->i >= n || strcmp(type, schema_expected[w->i].type) ||
+		   strcmp(name, schema_expected[w->i].name) ||
+		   strcmp(tbl, schema_expected[w->i].tbl) ||
+		   strcmp(sql, schema_expected[w->i].sql)) {
+		fprintf(stderr, "db/schema_expected.h differs from the migrations at %s %s: "
+			"run `make schema-expected`\n", type, name);
+		w->bad++;
+	}
+	w->i++;
+}
+
+static void test_schema_expected(void **state)
+{
+	struct schema_walk w = { 0 };
+
+	(void)state;
+	assert_int_equal(dbi_schema_fresh(schema_each, &w), 0);
+	assert_int_equal(w.bad, 0);
+	assert_int_equal(w.i, sizeof(schema_expected) / sizeof(schema_expected[0]));
+}
+
+/* `test_db --dump-schema` writes schema_expected.h (make schema-expected). */
+static int dump_schema(void)
+{
+	struct schema_walk w = { .dump = stdout };
+
+	printf("/* Written by `make schema-expected` from the migrations in db.c: the\n"
+	       " * objects of a fresh vault's sqlite_master, sorted by type and name,\n"
+	       " * which db.c's schema_check compares a file with. Do not edit. */\n"
+	       "static const struct schema_obj {\n"
+	       "\tconst char *type, *name, *tbl, *sql;\n"
+	       "} schema_expected[] = {\n");
+	if (dbi_schema_fresh(schema_each, &w) < 0)
+		return 1;
+	printf("};\n");
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_schema_expected),
 		FX_TEST(test_create_and_reopen),
 		FX_TEST(test_journal_mode_bits),
 		FX_TEST(test_open_missing),
@@ -781,5 +856,7 @@ int main(void)
 		cmocka_unit_test(test_now),
 	};
 
+	if (argc == 2 && !strcmp(argv[1], "--dump-schema"))
+		return dump_schema();
 	return cmocka_run_group_tests_name("db", tests, NULL, NULL);
 }

@@ -182,6 +182,118 @@ static void test_state_refuses_older_version(void **state)
 	assert_int_equal(db_state_check(fx->db, fx->inst, &seq1, NULL, NULL), -EIO);
 }
 
+/* The writer makes each new state from the set it verified and the rows
+ * it changed (db_state.c), without reading the instance again: after
+ * every kind of change, alone and several in one transaction, the full
+ * check of the rows, here and on a connection that never wrote, agrees. */
+static void full_check_agrees(struct fx *fx)
+{
+	struct db *other = NULL;
+	int64_t seq, seq2;
+
+	assert_int_equal(db_state_check(fx->db, fx->inst, &seq, NULL, NULL), 0);
+	assert_int_equal(db_open(&other, fx->path, 0), 0);
+	assert_int_equal(db_state_check(other, fx->inst, &seq2, NULL, NULL), 0);
+	assert_int_equal(seq, seq2);
+	db_close(other);
+}
+
+static void test_states_made_in_memory_match_the_rows(void **state)
+{
+	struct fx *fx = *state;
+	struct db_secret s = { .uid = 0, .gid = 0, .mode = 0600, .version = 1, .size = 3 };
+	struct db_secret k, o;
+
+	s.instance_id = fx->inst;
+	full_check_agrees(fx);
+	for (int i = 0; i < 40; i++) {
+		snprintf(s.name, sizeof(s.name), "N%02d", i);
+		assert_int_equal(db_secret_insert(fx->db, &s, &blob1), 0);
+	}
+	full_check_agrees(fx);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &k), 0);
+	k.version++;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	full_check_agrees(fx);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "N07", &o), 0);
+	assert_int_equal(db_secret_delete(fx->db, o.id), 0);
+	full_check_agrees(fx);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "N08", &o), 0);
+	assert_int_equal(db_version_archive(fx->db, o.id, true, 10), 0);
+	assert_int_equal(db_trash_put(fx->db, &o, db_now_ns(), 0), 0);
+	full_check_agrees(fx);
+	assert_int_equal(db_trash_restore(fx->db, o.id, db_now_ns()), 0);
+	full_check_agrees(fx);
+	/* Several changes in one transaction, one of them twice, and a new
+	 * key written again before the commit. */
+	assert_int_equal(db_begin(fx->db), 0);
+	k.version++;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	k.version++;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	snprintf(s.name, sizeof(s.name), "LATE");
+	assert_int_equal(db_secret_insert(fx->db, &s, &blob1), 0);
+	s.version = 2;
+	assert_int_equal(db_secret_set_value(fx->db, &s, &blob1), 0);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "N09", &o), 0);
+	assert_int_equal(db_secret_delete(fx->db, o.id), 0);
+	assert_int_equal(db_commit(fx->db), 0);
+	full_check_agrees(fx);
+	/* A rolled back transaction leaves the trusted state as it was. */
+	assert_int_equal(db_begin(fx->db), 0);
+	k.version++;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	db_rollback(fx->db);
+	full_check_agrees(fx);
+	k.version--;
+	/* Another writer's commit: this one's next write checks afresh. */
+	{
+		struct db *other = NULL;
+
+		assert_int_equal(db_open(&other, fx->path, 0), 0);
+		assert_int_equal(db_secret_find(other, fx->inst, "N10", &o), 0);
+		o.version++;
+		assert_int_equal(db_secret_set_value(other, &o, &blob1), 0);
+		db_close(other);
+	}
+	k.version++;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	full_check_agrees(fx);
+}
+
+/* A row put back behind the writer's back, while the instance row still
+ * shows the state it trusts: the write to that row is refused, not made
+ * into a new state. */
+static void test_trusted_state_does_not_launder_a_put_back_row(void **state)
+{
+	struct fx *fx = *state;
+	struct db_secret k;
+	int64_t seq;
+
+	sqlite3 *c;
+
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &k), 0);
+	k.version = 2;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	/* The attacker keeps a copy of the whole row, tag included... */
+	assert_int_equal(sqlite3_open(fx->path, &c), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(c, "ATTACH ':memory:' AS keep; CREATE TABLE keep.row AS "
+				      "SELECT * FROM main.secrets WHERE name = 'K'", NULL, NULL,
+				      NULL), SQLITE_OK);
+	k.version = 3;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	/* ...and puts it back after the next write. */
+	assert_int_equal(sqlite3_exec(c, "DELETE FROM main.secrets WHERE name = 'K'; "
+				      "INSERT INTO main.secrets SELECT * FROM keep.row", NULL, NULL,
+				      NULL), SQLITE_OK);
+	sqlite3_close(c);
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &k), 0);
+	assert_int_equal(k.version, 2);
+	k.version = 3;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), -EIO);
+	assert_int_equal(db_state_check(fx->db, fx->inst, &seq, NULL, NULL), -EIO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -194,6 +306,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_check_all_names_rows, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_state_refuses_older_version, fx_setup,
 						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_states_made_in_memory_match_the_rows,
+						fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_trusted_state_does_not_launder_a_put_back_row,
+						fx_setup, fx_teardown),
 	};
 
 	if (secmem_init() < 0)

@@ -1,0 +1,414 @@
+/*
+ * Verified instance states, kept by the writing connection (db_auth.c has
+ * what a state is). Without them every write read the whole instance
+ * three times: to check its state before the change, to make it afresh at
+ * the commit, and again in the next open to learn the new versions; at
+ * 10,000 keys a 40-byte write took 10 ms. Rules this file keeps:
+ *  - a set is trusted only while its instance row's (seq, state) is byte
+ *    for byte the one it records, checked inside the write transaction
+ *    (or the reader's snapshot); any other writer's commit moves seq, so a
+ *    set is never used for rows it did not see;
+ *  - a commit's new set is the trusted one with the rows the transaction
+ *    touched read again, never the table's other rows: a row put back from
+ *    an older copy meanwhile still disagrees with the state, and is
+ *    refused as before;
+ *  - a transaction's new sets are pending until its COMMIT succeeds;
+ *  - anything unexpected falls back to the full scan.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_int.h"
+
+struct state_set {
+	struct state_set *next;
+	int64_t inst, seq;
+	unsigned char state[DB_MAC_LEN];
+	size_t n, cap;
+	int64_t *ids;			/* ascending */
+	uint64_t *vers;
+};
+
+struct touched {
+	int64_t inst, id;
+};
+
+struct dbi_states {
+	pthread_mutex_t lock;		/* sets: readers look them up too */
+	struct state_set *sets;
+	struct state_set *pending;	/* made by the open transaction */
+	struct touched *t;		/* rows it changed (writer only) */
+	size_t nt, tcap;
+};
+
+static void set_free(struct state_set *s)
+{
+	if (!s)
+		return;
+	free(s->ids);
+	free(s->vers);
+	free(s);
+}
+
+static void list_free(struct state_set *s)
+{
+	struct state_set *next;
+
+	for (; s; s = next) {
+		next = s->next;
+		set_free(s);
+	}
+}
+
+struct dbi_states *dbi_states_new(void)
+{
+	struct dbi_states *c = calloc(1, sizeof(*c));
+
+	if (c)
+		pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+void dbi_states_free(struct dbi_states *c)
+{
+	if (!c)
+		return;
+	list_free(c->sets);
+	list_free(c->pending);
+	free(c->t);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static struct state_set **slot(struct state_set **head, int64_t inst)
+{
+	struct state_set **pp;
+
+	for (pp = head; *pp; pp = &(*pp)->next)
+		if ((*pp)->inst == inst)
+			break;
+	return pp;
+}
+
+/* Index of id in s, or where it would go. */
+static size_t find(const struct state_set *s, int64_t id)
+{
+	size_t lo = 0, hi = s->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int grow(struct state_set *s)
+{
+	size_t cap = s->cap ? s->cap * 2 : 64;
+	int64_t *ids;
+	uint64_t *vers;
+
+	if (s->n < s->cap)
+		return 0;
+	ids = realloc(s->ids, cap * sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	s->ids = ids;
+	vers = realloc(s->vers, cap * sizeof(*vers));
+	if (!vers)
+		return -ENOMEM;
+	s->vers = vers;
+	s->cap = cap;
+	return 0;
+}
+
+/* Sets id's version (present) or takes id out (!present). */
+static int set_put(struct state_set *s, int64_t id, uint64_t version, bool present)
+{
+	size_t i = find(s, id);
+	bool there = i < s->n && s->ids[i] == id;
+
+	if (there && present) {
+		s->vers[i] = version;
+	} else if (there) {
+		memmove(s->ids + i, s->ids + i + 1, (s->n - i - 1) * sizeof(*s->ids));
+		memmove(s->vers + i, s->vers + i + 1, (s->n - i - 1) * sizeof(*s->vers));
+		s->n--;
+	} else if (present) {
+		if (grow(s) < 0)
+			return -ENOMEM;
+		memmove(s->ids + i + 1, s->ids + i, (s->n - i) * sizeof(*s->ids));
+		memmove(s->vers + i + 1, s->vers + i, (s->n - i) * sizeof(*s->vers));
+		s->ids[i] = id;
+		s->vers[i] = version;
+		s->n++;
+	}
+	return 0;
+}
+
+/* db_state_check's callback: the rows come in id order. */
+static int collect(void *ctx, int64_t id, uint64_t version)
+{
+	struct state_set *s = ctx;
+
+	if (grow(s) < 0)
+		return -ENOMEM;
+	s->ids[s->n] = id;
+	s->vers[s->n++] = version;
+	return 0;
+}
+
+static struct state_set *set_copy(const struct state_set *from, int64_t inst)
+{
+	struct state_set *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->inst = inst;
+	if (from && from->n) {
+		s->cap = from->n;
+		s->ids = malloc(s->cap * sizeof(*s->ids));
+		s->vers = malloc(s->cap * sizeof(*s->vers));
+		if (!s->ids || !s->vers) {
+			set_free(s);
+			return NULL;
+		}
+		memcpy(s->ids, from->ids, from->n * sizeof(*s->ids));
+		memcpy(s->vers, from->vers, from->n * sizeof(*s->vers));
+		s->n = from->n;
+	}
+	return s;
+}
+
+/* Replaces inst's trusted set with s (NULL: forgets it). Lock held. */
+static void trust(struct dbi_states *c, int64_t inst, struct state_set *s)
+{
+	struct state_set **pp = slot(&c->sets, inst), *old = *pp;
+
+	if (old)
+		*pp = old->next;
+	set_free(old);
+	if (s) {
+		s->next = c->sets;
+		c->sets = s;
+	}
+}
+
+/* Inside the write transaction, before its first change to inst: 0 if the
+ * state is one this connection trusts, else the full check, whose set is
+ * then trusted. */
+int dbi_states_verify(struct db *db, int64_t inst)
+{
+	struct dbi_states *c = dbi_states(db);
+	unsigned char state[DB_MAC_LEN];
+	struct state_set *s, *known;
+	int64_t seq;
+	bool hit;
+	int r;
+
+	if (!c)
+		return dbi_state_verify(db, inst);
+	r = dbi_state_row(db, inst, &seq, state);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	known = *slot(&c->sets, inst);
+	hit = known && known->seq == seq && !memcmp(known->state, state, DB_MAC_LEN);
+	pthread_mutex_unlock(&c->lock);
+	if (hit)
+		return 0;
+	s = set_copy(NULL, inst);
+	if (!s)
+		return -ENOMEM;
+	r = db_state_check(db, inst, &s->seq, collect, s);
+	if (r == 0 && s->seq != seq)
+		r = -EAGAIN;	/* not in one transaction: never trust it */
+	if (r < 0) {
+		set_free(s);
+		return r == -EAGAIN ? 0 : r;
+	}
+	memcpy(s->state, state, DB_MAC_LEN);
+	pthread_mutex_lock(&c->lock);
+	trust(c, inst, s);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* Before the transaction changes secret id of inst: its row as stored now
+ * must be what the trusted set says (live at that version, or not live).
+ * Else it was put back or removed behind our back: the full check, which
+ * reports it, decides. */
+int dbi_states_check_row(struct db *db, int64_t inst, int64_t id)
+{
+	struct dbi_states *c = dbi_states(db);
+	struct state_set *s;
+	uint64_t version = 0;
+	bool agree = false;
+	int r;
+
+	if (!c)
+		return 0;
+	for (size_t i = 0; i < c->nt; i++)
+		if (c->t[i].inst == inst && (c->t[i].id == id || c->t[i].id == DBI_STATES_FRESH))
+			return 0;	/* this transaction changed it already */
+	r = dbi_secret_version(db, inst, id, &version);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	s = *slot(&c->sets, inst);
+	if (s) {
+		size_t i = find(s, id);
+		bool in_set = i < s->n && s->ids[i] == id;
+
+		agree = in_set == (r == 1) && (!in_set || s->vers[i] == version);
+		if (!agree)
+			trust(c, inst, NULL);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return agree || !s ? 0 : dbi_state_verify(db, inst);
+}
+
+int dbi_states_note(struct db *db, int64_t inst, int64_t id)
+{
+	struct dbi_states *c = dbi_states(db);
+	struct touched *t;
+
+	if (!c)
+		return 0;
+	for (size_t i = 0; i < c->nt; i++)
+		if (c->t[i].inst == inst && c->t[i].id == id)
+			return 0;
+	if (c->nt == c->tcap) {
+		size_t cap = c->tcap ? c->tcap * 2 : 16;
+
+		t = realloc(c->t, cap * sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		c->t = t;
+		c->tcap = cap;
+	}
+	c->t[c->nt++] = (struct touched){ inst, id };
+	return 0;
+}
+
+/* The new set of inst: the trusted one (or none, for an instance made in
+ * this transaction) with the touched rows as they are now. NULL: make it
+ * by the full scan. */
+static struct state_set *next_set(struct db *db, struct dbi_states *c, int64_t inst,
+				  int *err)
+{
+	unsigned char state[DB_MAC_LEN];
+	struct state_set *s, *known;
+	bool fresh = false;
+	uint64_t version;
+	int64_t seq;
+	int r;
+
+	*err = 0;
+	for (size_t i = 0; i < c->nt; i++)
+		fresh |= c->t[i].inst == inst && c->t[i].id == DBI_STATES_FRESH;
+	r = dbi_state_row(db, inst, &seq, state);
+	if (r < 0)
+		return NULL;
+	pthread_mutex_lock(&c->lock);
+	known = *slot(&c->sets, inst);
+	if (known && (known->seq != seq || memcmp(known->state, state, DB_MAC_LEN)))
+		known = NULL;
+	s = known || fresh ? set_copy(known, inst) : NULL;
+	pthread_mutex_unlock(&c->lock);
+	if (!s)
+		return NULL;
+	s->seq = seq;
+	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
+		if (c->t[i].inst != inst || c->t[i].id == DBI_STATES_FRESH)
+			continue;
+		r = dbi_secret_version(db, inst, c->t[i].id, &version);
+		if (r >= 0)
+			r = set_put(s, c->t[i].id, version, r == 1);
+	}
+	if (r < 0) {
+		set_free(s);
+		*err = r == -ENOMEM ? r : 0;
+		return NULL;
+	}
+	return s;
+}
+
+/* At the outermost commit, for each instance it changed: the state of its
+ * new set at seq + 1, stored in the instance row and pending. */
+int dbi_states_commit(struct db *db, int64_t inst)
+{
+	struct dbi_states *c = dbi_states(db);
+	const struct db_auth *auth = dbi_auth(db);
+	struct state_set *s;
+	int r;
+
+	if (!c || !auth)
+		return dbi_state_update(db, inst, auth, true);
+	s = next_set(db, c, inst, &r);
+	if (!s)
+		return r < 0 ? r : dbi_state_update(db, inst, auth, true);
+	s->seq++;
+	dbi_state_make(auth, inst, s->seq, s->ids, s->vers, s->n, s->state);
+	r = dbi_state_store(db, inst, s->seq, s->state);
+	if (r < 0) {
+		set_free(s);
+		return r == -ENOENT ? 0 : r;	/* the instance went in this transaction */
+	}
+	s->next = c->pending;
+	c->pending = s;
+	return 0;
+}
+
+/* After the outermost commit (committed) or rollback: pending sets become
+ * trusted, or are dropped. */
+void dbi_states_end(struct db *db, bool committed)
+{
+	struct dbi_states *c = dbi_states(db);
+	struct state_set *s, *next;
+
+	if (!c)
+		return;
+	c->nt = 0;
+	pthread_mutex_lock(&c->lock);
+	for (s = c->pending; s; s = next) {
+		next = s->next;
+		if (committed) {
+			trust(c, s->inst, s);
+		} else {
+			trust(c, s->inst, NULL);
+			set_free(s);
+		}
+	}
+	c->pending = NULL;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* For a reader whose snapshot shows (seq, state): fn for each (id,
+ * version) of the trusted set, 0; or -ENOENT when there is none. */
+int dbi_states_each(struct db *db, int64_t inst, int64_t seq,
+		    const unsigned char state[DB_MAC_LEN],
+		    int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
+{
+	struct dbi_states *c = dbi_states(db);
+	struct state_set *s;
+	int r = -ENOENT;
+
+	if (!c)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	s = *slot(&c->sets, inst);
+	if (s && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
+		r = 0;
+		for (size_t i = 0; r == 0 && fn && i < s->n; i++)
+			r = fn(ctx, s->ids[i], s->vers[i]);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
