@@ -8,7 +8,8 @@
  *    environment (VAULTFS_*), nothing else of the vault;
  *  - a hook never holds up or undoes a write: it runs after the commit, from
  *    this thread, in a process of its own as its configured user (nobody
- *    unless on_change_user says otherwise), in its own process group,
+ *    unless on_change_user says otherwise; a daemon that gave up root, its
+ *    own user), in its own process group,
  *    killed whole at its timeout;
  *  - debounced: a hook runs HOOK_QUIET_MS after the last change of a burst
  *    (at most HOOK_MAX_WAIT_MS after the first); at most one run of a hook
@@ -206,7 +207,12 @@ static void __attribute__((noreturn)) child(const struct hook *h, char *const ar
 	fd = open("/dev/null", O_RDWR);
 	if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
 		_exit(125);
-	syscall(SYS_close_range, 3U, ~0U, 0U);
+	if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
+		for (fd = 3; fd < 4096; fd++)
+			close(fd);
+	/* Until exec this is a copy of the daemon's memory: not for the
+	 * hook's user to read (a change of uid keeps it so; say it anyway). */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (setgroups((size_t)h->ngroups, h->groups) < 0 || setgid(h->gid) < 0 ||
 	    setuid(h->uid) < 0)
 		_exit(126);
@@ -348,12 +354,13 @@ static void *hooks_thread(void *arg)
 
 /* -- set-up ------------------------------------------------------------- */
 
-/* Who a hook runs as: on_change_user, else nobody; a daemon that gave up
- * root runs its hooks as itself, so it can't honour another user. */
+/* Who a hook runs as: on_change_user, else nobody, or the daemon's own
+ * user when it gave up root: then it can't honour another user. */
 static int hook_identity(struct hook *h)
 {
 	const struct instance_conf *ic = h->ic;
-	struct passwd *pw = ic->has_hook_user ? getpwuid(ic->hook_uid) : getpwnam("nobody");
+	struct passwd *pw = ic->has_hook_user ? getpwuid(ic->hook_uid) :
+			    geteuid() == 0 ? getpwnam("nobody") : getpwuid(geteuid());
 	int n = 64;
 
 	if (!pw) {

@@ -2,7 +2,8 @@
  * on_change_timeout = SECONDS in an instance's section. The config file is
  * root's (or the daemon user's: config.c refuses any other), so whoever
  * may write it may already decide who reads what; a hook runs as
- * on_change_user, nobody unless set, never root unless named. */
+ * on_change_user, nobody unless set (a daemon that gave up root: its own
+ * user), never root unless named. */
 #include <errno.h>
 #include <math.h>
 #include <pwd.h>
