@@ -51,6 +51,7 @@ struct hook {
 	gid_t gid;
 	gid_t *groups;
 	int ngroups;
+	bool switch_ids;		/* the daemon is root: become uid, gid */
 	char home[256], user[64];
 	/* what the next run tells */
 	bool pending;
@@ -213,8 +214,8 @@ static void __attribute__((noreturn)) child(const struct hook *h, char *const ar
 	/* Until exec this is a copy of the daemon's memory: not for the
 	 * hook's user to read (a change of uid keeps it so; say it anyway). */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	if (setgroups((size_t)h->ngroups, h->groups) < 0 || setgid(h->gid) < 0 ||
-	    setuid(h->uid) < 0)
+	if (h->switch_ids && (setgroups((size_t)h->ngroups, h->groups) < 0 ||
+			      setgid(h->gid) < 0 || setuid(h->uid) < 0))
 		_exit(126);
 	if (h->uid != 0 && (setuid(0) == 0 || geteuid() == 0))
 		_exit(126);
@@ -376,6 +377,7 @@ static int hook_identity(struct hook *h)
 	}
 	h->uid = pw->pw_uid;
 	h->gid = pw->pw_gid;
+	h->switch_ids = geteuid() == 0;
 	snprintf(h->home, sizeof(h->home), "%s", pw->pw_dir ? pw->pw_dir : "/");
 	snprintf(h->user, sizeof(h->user), "%s", pw->pw_name);
 	h->groups = calloc((size_t)n, sizeof(gid_t));

@@ -255,3 +255,29 @@ def test_bad_hook_settings_are_refused_with_file_and_line(vault_unmounted, text,
     r = v.cli("ls")
     err = r.stderr.decode()
     assert r.returncode != 0 and why in err and "vaultfs.ini:" in err, err
+
+
+def test_a_daemon_that_gave_up_root_runs_hooks_as_itself(users, vault_factory):
+    d = hook_dir()
+    alice = users.name["alice"]
+    v = vault_factory(config=f"[vault]\nuser = {alice}\n[instance app]\nmode = 0755\n"
+                             f"on_change = {RECORD.format(d=d)}\n", mount=False)
+    for p in v.db_files():
+        if os.path.exists(p):
+            os.chown(p, users.uid["alice"], -1)
+    v.mount()
+    os.makedirs(v.path("app"), exist_ok=True)
+    write_file(v.path("app", "K"), SECRET)
+    runs = settle(f"{d}/runs", 1)
+    assert int(runs[0].split()[1]) == users.uid["alice"]
+    v.unmount()
+    # It can't honour another user: hooks are off, said so, writes go on.
+    v.config = v.write_config(f"[vault]\nuser = {alice}\n[instance app]\nmode = 0755\n"
+                              f"on_change = {RECORD.format(d=d)}\n"
+                              f"on_change_user = {users.name['bob']}\n")
+    v.mount()
+    write_file(v.path("app", "K"), "again")
+    time.sleep(1.0)
+    assert len(lines(f"{d}/runs")) == 1
+    assert "can't run hooks as" in v.log() and "hooks are off" in v.log()
+    assert v.get("app", "K") == b"again"
