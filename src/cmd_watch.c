@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "../db/db.h"
+#include "../db/db_versions.h"
 #include "../fs/changes.h"
 #include "../fs/meta.h"
 #include "../fs/vault.h"
@@ -20,8 +21,21 @@
 struct watch_cli {
 	const char *instance, *key;	/* filters, NULL: any */
 	bool json;
+	struct db *db;
 	const struct changes_snap *old, *now;
 };
+
+/* Who deleted it, from its trash row (none without an undelete window). */
+static void deleted_by(struct watch_cli *w, const struct changes_item *it,
+		       struct change_event *e)
+{
+	struct db_trash t;
+
+	if (db_trash_find(w->db, it->parent, it->name, 0, &t) == 0 && t.secret_id == it->id) {
+		e->has_by = true;
+		e->by = t.deleted_by;
+	}
+}
 
 static bool want_instance(void *ctx, const struct db_instance *in)
 {
@@ -75,6 +89,8 @@ static void tell(void *ctx, const struct changes_item *before, const struct chan
 
 	if (!changes_event(w->old, w->now, before, after, &e))
 		return;
+	if (before && !after && before->secret)
+		deleted_by(w, before, &e);
 	if (w->key && !(e.key && !strcmp(e.key, w->key)) &&
 	    !(e.old_key && !strcmp(e.old_key, w->key)))
 		return;
@@ -171,6 +187,7 @@ int watch_main(int argc, char **argv)
 	if (w.instance && cli_find_instance(&c, w.instance, &in) < 0)
 		goto out;
 	setvbuf(stdout, NULL, _IOFBF, 0);
+	w.db = vault_db(c.vault);
 	if (follow(vault_db(c.vault), &w) == 0)
 		ret = 0;
 out:
