@@ -51,6 +51,7 @@ static int parse_date(const char *s, const char *end, int64_t *out)
 {
 	struct tm tm = { 0 };
 	const char *p = s;
+	int mday;
 	time_t t;
 
 	if (parse_u(&p, end, 4, &tm.tm_year) || p >= end || *p++ != '-' ||
@@ -71,9 +72,10 @@ static int parse_date(const char *s, const char *end, int64_t *out)
 		return -EINVAL;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
+	mday = tm.tm_mday;
 	t = timegm(&tm);
-	if (t == (time_t)-1)
-		return -EINVAL;
+	if (t == (time_t)-1 || tm.tm_mday != mday)
+		return -EINVAL;		/* February 31st became March 3rd */
 	*out = (int64_t)t * 1000000000;
 	return 0;
 }
