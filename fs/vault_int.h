@@ -1,4 +1,5 @@
-/* Inside fs/ only: the vault's state, for the files that extend it
+/* Inside fs/ only: the vault's state, for the files that make it up
+ * (vault.c, vault_key.c, vault_read.c, vault_write.c) and extend it
  * (history.c, rekey.c, meta.c). Everyone else uses vault.h. */
 #ifndef VAULTFS_VAULT_INT_H
 #define VAULTFS_VAULT_INT_H
@@ -31,7 +32,7 @@ struct vault {
 	pthread_mutex_t keys_lock;
 	struct inst_key *keys;
 	pthread_mutex_t states_lock;
-	struct inst_state *states;	/* checked instance states (vault.c) */
+	struct inst_state *states;	/* checked instance states (vault_read.c) */
 };
 
 /* A data key by instance id: cached, or unwrapped now. */
@@ -95,6 +96,10 @@ int vault_reseal_history(struct vault *v, int64_t secret_id, const struct secbuf
  * stores it. */
 int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 		     const unsigned char *pt, size_t len, uint32_t flags, uid_t by) WUR;
+/* On close: every cached data key (vault_key.c) and every checked
+ * instance state (vault_read.c), freed whatever their references. */
+void vault_key_cache_free(struct vault *v);
+void vault_states_free(struct vault *v);
 /* How many old versions a secret keeps. */
 unsigned vault_keep_old(const struct vault *v);
 /* Now, as the store counts time, less the undelete window. */
