@@ -297,7 +297,8 @@ static void hook_tick(struct hook *h, int64_t now)
 		pid_t r = waitpid(h->pid, &status, WNOHANG);
 
 		if (r == h->pid || (r < 0 && errno == ECHILD)) {
-			hook_ended(h, r == h->pid ? status : 0);
+			/* ECHILD: reaped by someone else; its status is lost. */
+			hook_ended(h, r == h->pid ? status : W_EXITCODE(255, 0));
 		} else if (!h->killed && now - h->started_ns > (int64_t)(timeout * 1e9)) {
 			kill(-h->pid, SIGKILL);
 			h->killed = true;
