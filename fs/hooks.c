@@ -9,8 +9,7 @@
  *  - a hook never holds up or undoes a write: it runs after the commit, from
  *    this thread, in a process of its own as its configured user (nobody
  *    unless on_change_user says otherwise; a daemon that gave up root, its
- *    own user), in its own process group,
- *    killed whole at its timeout;
+ *    own user), in its own process group, killed whole at its timeout;
  *  - debounced: a hook runs HOOK_QUIET_MS after the last change of a burst
  *    (at most HOOK_MAX_WAIT_MS after the first); at most one run of a hook
  *    at a time, and changes during a run make exactly one more run after;
@@ -249,10 +248,12 @@ static void hook_run(struct hook *h, int64_t now)
 	if (pid == 0)
 		child(h, argv, envp);
 	if (pid < 0) {
+		int err = errno;
+
 		log_warn("on_change of %s%s%s: cannot start: %s", h->ic->name,
-			 h->hc->key[0] ? "/" : "", h->hc->key, strerror(errno));
+			 h->hc->key[0] ? "/" : "", h->hc->key, strerror(err));
 		audit_record(vault_audit(hk.v), NULL, AUDIT_HOOK, h->ic->name, h->run_key,
-			     -errno, "not started");
+			     -err, "not started");
 		return;
 	}
 	h->pid = pid;
@@ -300,7 +301,9 @@ static void hook_tick(struct hook *h, int64_t now)
 			/* ECHILD: reaped by someone else; its status is lost. */
 			hook_ended(h, r == h->pid ? status : W_EXITCODE(255, 0));
 		} else if (!h->killed && now - h->started_ns > (int64_t)(timeout * 1e9)) {
-			kill(-h->pid, SIGKILL);
+			/* The group, or the child before its setsid(). */
+			if (kill(-h->pid, SIGKILL) < 0)
+				kill(h->pid, SIGKILL);
 			h->killed = true;
 		}
 	}

@@ -287,3 +287,12 @@ def test_a_daemon_that_gave_up_root_runs_hooks_as_itself(users, vault_factory):
     assert len(lines(f"{d}/runs")) == 1
     assert "can't run hooks as" in v.log() and "hooks are off" in v.log()
     assert v.get("app", "K") == b"again"
+
+
+def test_watch_refuses_what_it_cant_follow(vault):
+    r = vault.cli("watch", "nosuch")
+    assert r.returncode == 1 and b"no such instance: nosuch" in r.stderr
+    r = vault.cli("watch", "bad/name")
+    assert r.returncode == 2 and b"invalid instance name" in r.stderr
+    r = vault.cli("watch", "a", "b", "c")
+    assert r.returncode == 2
