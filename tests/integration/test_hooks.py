@@ -296,3 +296,21 @@ def test_watch_refuses_what_it_cant_follow(vault):
     assert r.returncode == 2 and b"invalid instance name" in r.stderr
     r = vault.cli("watch", "a", "b", "c")
     assert r.returncode == 2
+
+
+def test_a_key_hook_runs_for_its_key_only(vault_factory):
+    d = hook_dir()
+    v = vault_factory(config=f"[instance app]\non_change.tls_key = {RECORD.format(d=d)}\n"
+                             "on_change_user = root\n")
+    os.makedirs(v.path("app"), exist_ok=True)
+    write_file(v.path("app", "other"), "x")
+    write_file(v.path("app", "tls_key"), SECRET)
+    runs = settle(f"{d}/runs", 1)
+    assert len(runs) == 1 and runs[0].split()[3] == "tls_key", runs
+    write_file(v.path("app", "other"), "y")
+    time.sleep(1.0)
+    assert len(lines(f"{d}/runs")) == 1, "another key's change runs no key hook"
+    # Renamed away: a change of the key it watches.
+    os.rename(v.path("app", "tls_key"), v.path("app", "tls_key.old"))
+    runs = settle(f"{d}/runs", 2)
+    assert runs[1].split()[2:4] == ["renamed", "tls_key.old"], runs
