@@ -427,12 +427,14 @@ static int hooks_load(const struct vault_conf *c)
 	return r;
 }
 
-int hooks_start(struct vault *v)
+int hooks_start(struct vault *v, int64_t only_instance)
 {
 	int r;
 
 	hk.v = v;
 	hk.stop = false;
+	if (only_instance)
+		return 0;
 	r = hooks_load(v->conf);
 	if (r < 0 || hk.n == 0)
 		goto out;

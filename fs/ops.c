@@ -351,7 +351,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	else if (watch_start(fs.db, m->instance_id) < 0)
 		log_warn("cannot follow the store's changes: others' changes show within "
 			 "attr_timeout");
-	if (hooks_start(v) < 0)
+	if (hooks_start(v, m->instance_id) < 0)
 		log_warn("on_change hooks are off: see the error above");
 	if (penalty_start() < 0)
 		log_warn("cannot start the penalty thread: repeated denials are answered at once");

@@ -314,3 +314,24 @@ def test_a_key_hook_runs_for_its_key_only(vault_factory):
     os.rename(v.path("app", "tls_key"), v.path("app", "tls_key.old"))
     runs = settle(f"{d}/runs", 2)
     assert runs[1].split()[2:4] == ["renamed", "tls_key.old"], runs
+
+
+def test_an_instance_mount_beside_the_whole_one_runs_no_hook_twice(vault_factory):
+    d = hook_dir()
+    v = vault_factory(config=f"[instance app]\non_change = {RECORD.format(d=d)}\n"
+                             "on_change_user = root\n")
+    os.makedirs(v.path("app"), exist_ok=True)
+    mnt2 = os.path.join(v.dir, "mnt-app")
+    os.mkdir(mnt2)
+    p = subprocess.Popen([VAULTFS_BIN, "mount", "-f"] + v.base_opts() +
+                         ["--instance", "app", mnt2], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=clean_env())
+    try:
+        assert wait_for(lambda: os.path.ismount(mnt2), 10)
+        write_file(os.path.join(mnt2, "K"), "through the container's mount")
+        v.set("app", "K2", "and the CLI")
+        runs = settle(f"{d}/runs", 1)
+        assert len(runs) == 1, f"one run, by the whole vault's daemon: {runs}"
+    finally:
+        run(["fusermount3", "-u", mnt2])
+        assert p.wait(timeout=10) == 0
