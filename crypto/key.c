@@ -187,6 +187,12 @@ int key_load(struct secbuf **out, const struct key_source *src,
 	return 0;
 }
 
+bool key_equal(const struct secbuf *a, const struct secbuf *b)
+{
+	return a->len == KEY_LEN && b->len == KEY_LEN &&
+	       sodium_memcmp(a->data, b->data, KEY_LEN) == 0;
+}
+
 int key_hex(const struct secbuf *key, struct secbuf **out)
 {
 	int r = secbuf_new(out, KEY_HEX_LEN + 1);

@@ -26,6 +26,9 @@ int key_load(struct secbuf **out, const struct key_source *src,
 /* Parses 32 raw bytes or 64 hex characters (surrounding white space allowed). */
 int key_parse(struct secbuf *out, const unsigned char *in, size_t len) WUR;
 
+/* Two master keys are the same (in constant time). */
+bool key_equal(const struct secbuf *a, const struct secbuf *b);
+
 /* The 64 hex characters of a key's 32 bytes, in locked memory. */
 int key_hex(const struct secbuf *key, struct secbuf **out) WUR;
 /* 64 hex characters and a NUL, in locked memory. */

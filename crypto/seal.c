@@ -83,16 +83,35 @@ void seal_ad_row_key(struct seal_ad *ad)
 	ad_put_str(ad, "vaultfs/row-key/1");
 }
 
-int seal_derive(struct secbuf **out, const unsigned char master[static SEAL_KEY_LEN],
-		enum seal_subkey id)
+void seal_ad_digest(struct seal_ad *ad, const void *a, size_t alen, const void *b,
+		    size_t blen)
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, NULL, 0, 32);
+	crypto_generichash_update(&st, a, alen);
+	crypto_generichash_update(&st, b, blen);
+	crypto_generichash_final(&st, ad->buf, 32);
+	ad->len = 32;
+}
+
+int seal_derive_in(struct secbuf **out, const unsigned char key[static SEAL_KEY_LEN],
+		   uint64_t id, const char context[static 8])
 {
 	int r = secbuf_new(out, SEAL_KEY_LEN);
 
 	if (r < 0)
 		return r;
-	crypto_kdf_derive_from_key((*out)->data, SEAL_KEY_LEN, (uint64_t)id, KDF_CONTEXT, master);
 	(*out)->len = SEAL_KEY_LEN;
-	return 0;
+	if (crypto_kdf_derive_from_key((*out)->data, SEAL_KEY_LEN, id, context, key) != 0)
+		r = -EINVAL;
+	return r;
+}
+
+int seal_derive(struct secbuf **out, const unsigned char master[static SEAL_KEY_LEN],
+		enum seal_subkey id)
+{
+	return seal_derive_in(out, master, (uint64_t)id, KDF_CONTEXT);
 }
 
 int seal_keygen(struct secbuf **out)

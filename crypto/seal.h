@@ -33,6 +33,12 @@ void seal_ad_row_key(struct seal_ad *ad);
 /* Derives subkey `id` of the master key into a locked buffer. */
 int seal_derive(struct secbuf **out, const unsigned char master[static SEAL_KEY_LEN],
 		enum seal_subkey id) WUR;
+/* The same from any key, in a context of 8 characters of its own. */
+int seal_derive_in(struct secbuf **out, const unsigned char key[static SEAL_KEY_LEN],
+		   uint64_t id, const char context[static 8]) WUR;
+/* Associated data that is a digest (BLAKE2b-256, unkeyed) of a then b. */
+void seal_ad_digest(struct seal_ad *ad, const void *a, size_t alen, const void *b,
+		    size_t blen);
 /* A fresh random key in locked memory. */
 int seal_keygen(struct secbuf **out) WUR;
 

@@ -277,6 +277,11 @@ int secbuf_set(struct secbuf *b, const void *data, size_t len)
 	return 0;
 }
 
+void secmem_wipe(void *p, size_t n)
+{
+	sodium_memzero(p, n);
+}
+
 void secbuf_free(struct secbuf *b)
 {
 	if (!b)

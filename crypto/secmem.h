@@ -48,5 +48,7 @@ int secbuf_reserve(struct secbuf *b, size_t cap) WUR;
 int secbuf_set(struct secbuf *b, const void *data, size_t len) WUR;
 /* Wipes and frees; NULL is fine. */
 void secbuf_free(struct secbuf *b);
+/* Wipes n bytes at p, in a way the compiler does not drop. */
+void secmem_wipe(void *p, size_t n);
 
 #endif

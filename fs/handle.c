@@ -90,11 +90,14 @@ int buf_resize(struct fs *fs, struct secbuf *b, size_t len)
 			return r;
 		memset(b->data + b->len, 0, len - b->len);
 	} else {
-		sodium_memzero(b->data + len, b->len - len);
+		secmem_wipe(b->data + len, b->len - len);
 	}
 	b->len = len;
 	return 0;
 }
+
+static uint64_t fh_assign(struct handle *h);
+static void fh_release(struct handle *h);
 
 void handle_free(struct fs *fs, struct handle *h)
 {
@@ -247,7 +250,7 @@ static int slot_put(struct handle *h)
 	return 0;
 }
 
-uint64_t fh_assign(struct handle *h)
+static uint64_t fh_assign(struct handle *h)
 {
 	uint64_t ver = h->read_version + 1;
 
@@ -262,7 +265,7 @@ uint64_t fh_assign(struct handle *h)
 	return h->fh;
 }
 
-void fh_release(struct handle *h)
+static void fh_release(struct handle *h)
 {
 	pthread_mutex_lock(&ht.lock);
 	if (h->slot && h->slot < ht.n && ht.slot[h->slot] == h)
@@ -350,13 +353,7 @@ struct handle *handle_get(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *
 
 static void rec_ad(struct seal_ad *ad, uint64_t fh, const struct handle_rec *hr)
 {
-	crypto_generichash_state st;
-
-	crypto_generichash_init(&st, NULL, 0, 32);
-	crypto_generichash_update(&st, (const unsigned char *)&fh, sizeof(fh));
-	crypto_generichash_update(&st, (const unsigned char *)hr, sizeof(*hr));
-	crypto_generichash_final(&st, ad->buf, 32);
-	ad->len = 32;
+	seal_ad_digest(ad, &fh, sizeof(fh), hr, sizeof(*hr));
 }
 
 /* Called with h->lock held, or before the handle is shared. */
@@ -449,18 +446,10 @@ out:
 int handle_keys(struct vault *v)
 {
 	const struct secbuf *base = vault_audit_key(v);
-	int r;
 
-	if (!base || base->len < crypto_kdf_KEYBYTES)
+	if (!base || base->len < SEAL_KEY_LEN)
 		return -EINVAL;
-	r = secbuf_new(&ht.key, SEAL_KEY_LEN);
-	if (r == 0) {
-		ht.key->len = SEAL_KEY_LEN;
-		if (crypto_kdf_derive_from_key(ht.key->data, SEAL_KEY_LEN, 1, "vfshandl",
-					       base->data) != 0)
-			r = -EINVAL;
-	}
-	return r;
+	return seal_derive_in(&ht.key, base->data, 1, "vfshandl");
 }
 
 /* A retiring worker: its handles live on in the holder's records and in

@@ -221,7 +221,7 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 	int r = 0;
 
 	if (!h) {
-		sodium_memzero((void *)data, size);
+		secmem_wipe((void *)data, size);
 		fuse_reply_err(req, EIO);
 		return;
 	}
@@ -248,7 +248,7 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 	}
 	pthread_mutex_unlock(&h->lock);
 	/* libfuse's request buffer is not locked memory: leave nothing there. */
-	sodium_memzero((void *)data, size);
+	secmem_wipe((void *)data, size);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else

@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
-#include <sodium.h>
 
 #include "fs.h"
 #include "guard.h"
@@ -82,10 +81,6 @@ struct handle {
 
 /* Handles as the kernel names them, across workers (see below). */
 struct handle *handle_get(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi);
-
-uint64_t fh_assign(struct handle *h);
-
-void fh_release(struct handle *h);
 
 void handle_record(struct fs *fs, struct handle *h);
 

@@ -16,7 +16,7 @@ struct quota_user;
  * the reserve. Call once, before serving. */
 void quota_init(const struct vault_conf *c);
 /* One more open handle for uid: -EMFILE at user_handles, -ENOMEM. */
-int quota_open(uid_t uid, struct quota_user **out) __attribute__((warn_unused_result));
+int quota_open(uid_t uid, struct quota_user **out) WUR;
 /* Its locked-memory account, for secmem_use(). */
 struct secmem_account *quota_account(struct quota_user *u);
 /* The handle is gone (after its buffers were freed); NULL is fine. */

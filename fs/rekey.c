@@ -20,6 +20,7 @@
 
 #include "../crypto/key.h"
 #include "../db/db_versions.h"
+#include "array.h"
 #include "audit.h"
 #include "log.h"
 #include "vault_int.h"
@@ -75,26 +76,9 @@ int vault_reload_key(struct vault *v, char *err, size_t errlen)
 	return r;
 }
 
-struct id_array {
-	int64_t *ids;
-	size_t n, cap;
-};
-
 static int instance_id_add(void *ctx, const struct db_instance *in)
 {
-	struct id_array *a = ctx;
-
-	if (a->n == a->cap) {
-		size_t cap = a->cap ? a->cap * 2 : 32;
-		int64_t *p = realloc(a->ids, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		a->ids = p;
-		a->cap = cap;
-	}
-	a->ids[a->n++] = in->id;
-	return 0;
+	return array_i64_add(ctx, in->id);
 }
 
 static int rewrap_instance(struct vault *v, int64_t id, const struct secbuf *new_wrap,
@@ -132,7 +116,7 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 {
 	struct vault_keys nk;
 	struct db_blob check = { 0 }, rk = { 0 };
-	struct id_array a = { 0 };
+	struct array_i64 a = { 0 };
 	char name[DB_NAME_MAX + 1];
 	int r;
 
@@ -152,7 +136,7 @@ int vault_rotate_master(struct vault *v, const struct secbuf *new_master,
 	 * and be left wrapped with the old key. */
 	r = db_instance_each(v->db, 0, instance_id_add, &a);
 	for (size_t i = 0; r == 0 && i < a.n; i++) {
-		r = rewrap_instance(v, a.ids[i], nk.wrap, name, err, errlen);
+		r = rewrap_instance(v, a.v[i], nk.wrap, name, err, errlen);
 		if (r == 0 && progress)
 			progress(ctx, name, NULL);
 	}
@@ -180,7 +164,7 @@ out:
 	db_blob_free(&check);
 	db_blob_free(&rk);
 	vault_keys_free(&nk);
-	free(a.ids);
+	free(a.v);
 	return r;
 }
 
@@ -343,7 +327,7 @@ static void verify_row_failed(void *ctx, const char *what)
 int vault_verify(struct vault *v, char *err, size_t errlen)
 {
 	struct verify vf = { .v = v, .err = err, .errlen = errlen };
-	struct id_array a = { 0 };
+	struct array_i64 a = { 0 };
 	int r;
 
 	err[0] = '\0';
@@ -351,17 +335,17 @@ int vault_verify(struct vault *v, char *err, size_t errlen)
 	if (r == 0)
 		r = db_instance_each(v->db, 0, instance_id_add, &a);
 	for (size_t i = 0; r == 0 && i < a.n; i++) {
-		r = vault_key_get(v, a.ids[i], &vf.k);
+		r = vault_key_get(v, a.v[i], &vf.k);
 		if (r < 0) {
 			snprintf(err, errlen, "instance id %lld: its data key does not open",
-				 (long long)a.ids[i]);
+				 (long long)a.v[i]);
 			break;
 		}
-		r = db_instance_secret_ids(v->db, a.ids[i], verify_secret, &vf);
+		r = db_instance_secret_ids(v->db, a.v[i], verify_secret, &vf);
 		vault_key_put(v, vf.k);
 	}
 	if (r < 0 && !err[0])
 		snprintf(err, errlen, "%s", strerror(-r));
-	free(a.ids);
+	free(a.v);
 	return r;
 }

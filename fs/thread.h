@@ -8,7 +8,6 @@
  * in the new thread: libfuse's handlers end the session loop only if the
  * signal interrupts one of its own threads. The name (at most 15 bytes) is
  * what ps and /proc/PID/task/TID/comm show. Returns 0 or -errno. */
-int thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg)
-	__attribute__((warn_unused_result));
+int thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg) WUR;
 
 #endif

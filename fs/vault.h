@@ -141,4 +141,42 @@ int vault_retag_for(struct vault *src, struct vault *dst) WUR;
  * and old: 0, or -EIO with the first failure named in err. */
 int vault_verify(struct vault *v, char *err, size_t errlen) WUR;
 
+/* The store as the commands see it (vault_store.c); nothing here opens a
+ * value. Look-ups: -ENOENT if there is none. Listings call fn in id order
+ * (versions and the trash: newest first); fn returns nonzero to stop. */
+int vault_instance_find(struct vault *v, const char *name, struct db_instance *out) WUR;
+int vault_instance_each(struct vault *v, int (*fn)(void *, const struct db_instance *),
+			void *ctx) WUR;
+int vault_secret_find(struct vault *v, int64_t instance_id, const char *name,
+		      struct db_secret *out) WUR;
+int vault_secret_each(struct vault *v, int64_t instance_id,
+		      int (*fn)(void *, const struct db_secret *), void *ctx) WUR;
+int64_t vault_secret_count(struct vault *v, int64_t instance_id);
+struct db_trash;
+int vault_version_each(struct vault *v, int64_t secret_id,
+		       int (*fn)(void *, const struct db_version *), void *ctx) WUR;
+/* Deleted secrets of an instance (0: of every instance). */
+int vault_trash_each(struct vault *v, int64_t instance_id,
+		     int (*fn)(void *, const struct db_trash *), void *ctx) WUR;
+/* The audit log on the vault's own connection, so a change and its entry
+ * are one transaction (audit_record_txn). */
+struct daemon_conf;
+int vault_audit_open(struct vault *v, const struct daemon_conf *conf, struct audit **out) WUR;
+/* How far the log had reached at the vault's last write (tagged). */
+int vault_audit_floor(struct vault *v, int64_t *floor) WUR;
+/* The stored MAC of audit entry seq (its first len bytes). */
+int vault_audit_entry_mac(struct vault *v, int64_t seq, unsigned char *out, size_t len) WUR;
+/* The store's own check of its file: 0, or the problem in err. */
+int vault_store_check(struct vault *v, char *err, size_t errlen) WUR;
+/* Calls bad with each row whose tag fails: 0, or -EIO if any did. */
+int vault_rows_check(struct vault *v, void (*bad)(void *, const char *what), void *ctx) WUR;
+/* -EIO if an instance's live secrets are not the versions its state records. */
+int vault_instance_state_check(struct vault *v, int64_t instance_id) WUR;
+/* vault_retag_for in a transaction of its own: err has the store's words. */
+int vault_retag_into(struct vault *v, struct vault *into, char *err, size_t errlen) WUR;
+/* A consistent copy of the vault's file at path; the vault's file
+ * replaced by the one at path (see db_backup.h). */
+int vault_backup(struct vault *v, const char *path) WUR;
+int vault_restore(struct vault *v, const char *path) WUR;
+
 #endif

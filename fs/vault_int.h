@@ -78,6 +78,7 @@ void vault_wrap_replace(struct vault *v, struct vault_keys *k);
 int vault_row_key_seal(const struct secbuf *wrap, const struct secbuf *row_key,
 		       struct db_blob *out) WUR;
 
+/* Seals pt with key for ad into a new blob. */
 int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct seal_ad *ad,
 		    const unsigned char *pt, size_t len) WUR;
 /* Calls fn with each old version of a secret and its blob, newest first;
@@ -85,8 +86,8 @@ int vault_seal_blob(struct db_blob *out, const struct secbuf *key, const struct 
 int vault_history_visit(struct vault *v, int64_t secret_id,
 			int (*fn)(void *, uint64_t version, const struct db_blob *blob),
 			void *ctx) WUR;
-/* Re-seals the old versions of a secret from (from_key, from_name) to
- * (to_key, to_name), inside the caller's transaction. */
+/* Re-seals the old versions of a secret of `instance` from (from_key,
+ * from_name) to (to_key, to_name), inside the caller's transaction. */
 int vault_reseal_history(struct vault *v, int64_t secret_id, const struct secbuf *from_key,
 			 const char *instance, const char *from_name,
 			 const struct secbuf *to_key, const char *to_name) WUR;

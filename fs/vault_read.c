@@ -13,6 +13,7 @@
 #include "../crypto/mac.h"
 #include "../crypto/seal.h"
 #include "../db/db_versions.h"
+#include "array.h"
 #include "audit.h"
 #include "log.h"
 #include "name.h"
@@ -44,20 +45,17 @@ static int state_add(void *ctx, int64_t id, uint64_t version)
 {
 	struct inst_state *st = ctx;
 
-	if (st->n == st->cap) {
-		size_t cap = st->cap ? st->cap * 2 : 32;
-		int64_t *ids = realloc(st->ids, cap * sizeof(*ids));
-		uint64_t *vers;
+	size_t cap = st->cap;
+	int64_t *ids = array_room(st->ids, st->n, &cap, sizeof(*ids));
+	uint64_t *vers;
 
-		if (!ids)
-			return -ENOMEM;
-		st->ids = ids;
-		vers = realloc(st->vers, cap * sizeof(*vers));
-		if (!vers)
-			return -ENOMEM;
-		st->vers = vers;
-		st->cap = cap;
-	}
+	if (!ids)
+		return -ENOMEM;
+	st->ids = ids;
+	vers = array_room(st->vers, st->n, &st->cap, sizeof(*vers));
+	if (!vers)
+		return -ENOMEM;
+	st->vers = vers;
 	st->ids[st->n] = id;
 	st->vers[st->n++] = version;
 	return 0;

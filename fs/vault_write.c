@@ -12,6 +12,7 @@
 #include "../crypto/mac.h"
 #include "../crypto/seal.h"
 #include "../db/db_versions.h"
+#include "array.h"
 #include "audit.h"
 #include "log.h"
 #include "name.h"
@@ -285,33 +286,16 @@ int vault_put_many(struct vault *v, int64_t instance_id, size_t n, const char *c
 	return r;
 }
 
-struct versions {
-	uint64_t *v;
-	size_t n, cap;
-};
-
 static int versions_add(void *ctx, const struct db_version *ver)
 {
-	struct versions *l = ctx;
-
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 16;
-		uint64_t *p = realloc(l->v, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		l->v = p;
-		l->cap = cap;
-	}
-	l->v[l->n++] = ver->version;
-	return 0;
+	return array_i64_add(ctx, (int64_t)ver->version);
 }
 
 int vault_history_visit(struct vault *v, int64_t secret_id,
 			int (*fn)(void *, uint64_t version, const struct db_blob *blob),
 			void *ctx)
 {
-	struct versions l = { 0 };
+	struct array_i64 l = { 0 };
 	struct db_blob blob = { 0 };
 	struct db_version ver;
 	int r;
@@ -319,9 +303,9 @@ int vault_history_visit(struct vault *v, int64_t secret_id,
 	/* Listed first and visited after, so fn may change the rows. */
 	r = db_version_each(v->db, secret_id, versions_add, &l);
 	for (size_t i = 0; r == 0 && i < l.n; i++) {
-		r = db_version_get(v->db, secret_id, l.v[i], &ver, &blob);
+		r = db_version_get(v->db, secret_id, (uint64_t)l.v[i], &ver, &blob);
 		if (r == 0)
-			r = fn(ctx, l.v[i], &blob);
+			r = fn(ctx, (uint64_t)l.v[i], &blob);
 		db_blob_free(&blob);
 	}
 	free(l.v);
@@ -390,6 +374,35 @@ static int trash_in_txn(struct vault *v, int64_t secret_id, uid_t by)
 	return r;
 }
 
+/* Inside vault_rename's transaction: what becomes of the history of s and
+ * of the key already named newname, if any (s->version is then the one
+ * the renamed value takes). */
+static int rename_onto(struct vault *v, const struct inst_key *k, struct db_secret *s,
+		       const char *newname, bool noreplace, uid_t by, int64_t *replaced_id)
+{
+	struct db_secret t;
+	int r = db_secret_find(v->db, s->instance_id, newname, &t);
+
+	if (r == -ENOENT)
+		return vault_reseal_history(v, s->id, k->key, k->name, s->name, k->key, newname);
+	if (r == 0 && noreplace)
+		return -EEXIST;
+	if (r == 0 && by != 0 && by != t.uid) {
+		r = trash_in_txn(v, t.id, by);
+		if (r == 0)
+			r = vault_reseal_history(v, s->id, k->key, k->name, s->name, k->key,
+						 newname);
+	} else if (r == 0) {
+		r = db_version_archive(v->db, t.id, false, vault_keep_old(v));
+		if (r == 0)
+			r = db_secret_adopt(v->db, s->id, t.id);
+		s->version = t.version + 1;
+	}
+	if (r == 0 && replaced_id)
+		*replaced_id = t.id;
+	return r;
+}
+
 /* A rename keeps the history under the new name; a rename onto an existing
  * key (how editors save) continues that key's history with a new version,
  * when `by` owns that key or is root. Anyone else's rename over it moves
@@ -401,7 +414,7 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool n
 	struct db_blob blob = { 0 }, nblob = { 0 };
 	struct secbuf *pt = NULL;
 	struct inst_key *k = NULL;
-	struct db_secret s, t;
+	struct db_secret s;
 	struct seal_ad ad;
 	bool tampered = false;
 	int r;
@@ -429,26 +442,7 @@ int vault_rename(struct vault *v, int64_t secret_id, const char *newname, bool n
 	}
 	if (r < 0)
 		goto done;
-	r = db_secret_find(v->db, s.instance_id, newname, &t);
-	if (r == 0 && noreplace) {
-		r = -EEXIST;
-	} else if (r == 0 && by != 0 && by != t.uid) {
-		r = trash_in_txn(v, t.id, by);
-		if (r == 0)
-			r = vault_reseal_history(v, s.id, k->key, k->name, s.name, k->key,
-						 newname);
-		if (r == 0 && replaced_id)
-			*replaced_id = t.id;
-	} else if (r == 0) {
-		r = db_version_archive(v->db, t.id, false, vault_keep_old(v));
-		if (r == 0)
-			r = db_secret_adopt(v->db, s.id, t.id);
-		s.version = t.version + 1;
-		if (r == 0 && replaced_id)
-			*replaced_id = t.id;
-	} else if (r == -ENOENT) {
-		r = vault_reseal_history(v, s.id, k->key, k->name, s.name, k->key, newname);
-	}
+	r = rename_onto(v, k, &s, newname, noreplace, by, replaced_id);
 	if (r < 0)
 		goto done;
 	snprintf(s.name, sizeof(s.name), "%s", newname);

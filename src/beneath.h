@@ -15,11 +15,11 @@
 
 /* An O_PATH descriptor of path (relative, no leading '/') beneath dfd, or
  * -errno: -EXDEV when it leads outside, -ELOOP, -ENOENT... */
-int beneath_open_path(int dfd, const char *path) __attribute__((warn_unused_result));
+int beneath_open_path(int dfd, const char *path) WUR;
 /* The same without openat2, as on kernels before 5.6; for the tests. */
-int beneath_walk(int dfd, const char *path) __attribute__((warn_unused_result));
+int beneath_walk(int dfd, const char *path) WUR;
 /* Opens what an O_PATH descriptor names for reading (O_NONBLOCK, O_NOCTTY),
  * the same inode whatever happened to its name since; or -errno. */
-int beneath_reopen(int pathfd) __attribute__((warn_unused_result));
+int beneath_reopen(int pathfd) WUR;
 
 #endif

@@ -36,7 +36,7 @@ static int check_one(struct cli *c, const char *name, int64_t warn_s)
 	int64_t now = db_now_ns();
 	int bad = 0, r;
 
-	r = db_instance_find(vault_db(c->vault), name, &in);
+	r = vault_instance_find(c->vault, name, &in);
 	if (r == -ENOENT)
 		return 0;	/* nothing stored, nothing expires (expect = tells) */
 	if (r < 0) {
@@ -75,7 +75,7 @@ int check_limits(struct cli *c, char *const *names, int n, int64_t warn_s)
 	int bad = 0, r = 0;
 
 	if (n == 0) {
-		r = db_instance_each(vault_db(c->vault), 0, name_cb, &all);
+		r = vault_instance_each(c->vault, name_cb, &all);
 		if (r < 0) {
 			cli_error("cannot list the instances: %s", strerror(-r));
 			free(all.v);

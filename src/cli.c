@@ -56,9 +56,8 @@ static void print_help(const struct cli *c)
 	       c->help ? c->help : "", common_help, "");
 }
 
-int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
-	      const struct option *extra, int (*on_opt)(int opt, const char *arg, void *ctx),
-	      void *ctx)
+/* The common options, then the command's own (at most 27 of them). */
+static void cli_options(struct option opts[32], const struct option *extra)
 {
 	static const struct option common[] = {
 		{ "config", required_argument, NULL, OPT_CONFIG },
@@ -66,16 +65,24 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
 		{ "key-file", required_argument, NULL, OPT_KEY_FILE },
 		{ "help", no_argument, NULL, OPT_HELP },
 	};
-	struct option opts[32];
-	char sopts[64];
 	size_t n = 0;
-	int opt;
 
 	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
 		opts[n++] = common[i];
 	for (; extra && extra->name && n < 31; extra++)
 		opts[n++] = *extra;
 	memset(&opts[n], 0, sizeof(opts[n]));
+}
+
+int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
+	      const struct option *extra, int (*on_opt)(int opt, const char *arg, void *ctx),
+	      void *ctx)
+{
+	struct option opts[32];
+	char sopts[64];
+	int opt;
+
+	cli_options(opts, extra);
 	snprintf(sopts, sizeof(sopts), "c:k:h%s", shortopts ? shortopts : "");
 	policy_defaults(&c->conf);
 	optind = 1;
@@ -105,6 +112,8 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *shortopts,
 				cli_usage_error(c, "bad option %s", argv[optind - 1]);
 		}
 	}
+	if (c->want && (argc - optind < c->min_args || argc - optind > c->max_args))
+		cli_usage_error(c, "%s", c->want);
 	return optind;
 }
 
@@ -238,7 +247,7 @@ static int cli_open_audit(struct cli *c, int vault_flags)
 
 	if (!c->conf.daemon.audit || (vault_flags & (VAULT_READONLY | CLI_NO_AUDIT)))
 		return 0;
-	r = audit_open_db(&a, vault_db(c->vault), vault_audit_key(c->vault), &c->conf.daemon);
+	r = vault_audit_open(c->vault, &c->conf.daemon, &a);
 	if (r < 0) {
 		cli_audit_error(c->conf.db, r);
 		return -1;
@@ -289,7 +298,7 @@ int cli_find_instance(struct cli *c, const char *name, struct db_instance *in)
 
 	if (!cli_name_ok("instance", name))
 		return -1;
-	r = db_instance_find(vault_db(c->vault), name, in);
+	r = vault_instance_find(c->vault, name, in);
 	if (r == -ENOENT)
 		cli_error("no such instance: %s", name);
 	else if (r < 0)
@@ -297,27 +306,49 @@ int cli_find_instance(struct cli *c, const char *name, struct db_instance *in)
 	return r < 0 ? -1 : 0;
 }
 
+static int find_secret_in(struct cli *c, const struct db_instance *in, const char *key,
+			  struct db_secret *s)
+{
+	int r;
+
+	if (!cli_name_ok("key", key))
+		return -1;
+	r = vault_secret_find(c->vault, in->id, key, s);
+	if (r == -ENOENT)
+		cli_error("no such key: %s/%s", in->name, key);
+	else if (r < 0)
+		cli_error("%s/%s: %s", in->name, key, strerror(-r));
+	return r < 0 ? -1 : 0;
+}
+
 int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_secret *s)
 {
 	struct db_instance in;
-	int r;
 
 	if (cli_find_instance(c, inst, &in) < 0)
 		return -1;
-	if (!cli_name_ok("key", key))
+	return find_secret_in(c, &in, key, s);
+}
+
+int cli_start(struct cli *c, int flags, char *const *names)
+{
+	if (cli_load_config(c) < 0)
 		return -1;
-	r = db_secret_find(vault_db(c->vault), in.id, key, s);
-	if (r == -ENOENT)
-		cli_error("no such key: %s/%s", inst, key);
-	else if (r < 0)
-		cli_error("%s/%s: %s", inst, key, strerror(-r));
-	return r < 0 ? -1 : 0;
+	if (flags & CLI_CONFIG_ONLY)
+		return 0;
+	if (cli_open_vault(c, flags & (VAULT_READONLY | CLI_NO_AUDIT)) < 0)
+		return -1;
+	if ((flags & (CLI_INSTANCE | CLI_SECRET)) && cli_find_instance(c, names[0], &c->in) < 0)
+		return -1;
+	if ((flags & CLI_SECRET) && find_secret_in(c, &c->in, names[1], &c->secret) < 0)
+		return -1;
+	return 0;
 }
 
 int cli_instance_open(struct cli *c, const char *name, struct db_instance *in)
 {
 	const struct instance_conf *ic;
-	int r = db_instance_find(vault_db(c->vault), name, in);
+	int r = vault_instance_find(c->vault, name, in);
 
 	if (r != -ENOENT)
 		return r;

@@ -6,13 +6,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../db/db.h"
 #include "../fs/audit.h"
 #include "../fs/policy.h"
 
 struct vault;
 struct secbuf;
-struct db_instance;
-struct db_secret;
 
 /* 1: an error; 2: a usage error; 3: "no": a check-and-set conflict, or an
  * expected key missing (vaultfs check). */
@@ -22,11 +21,20 @@ struct cli {
 	const char *cmd;
 	const char *usage;		/* after "vaultfs CMD " */
 	const char *help;		/* option lines for --help */
+	/* The arguments after the options: min_args to max_args of them, else
+	 * cli_parse's usage error is `want` ("want INSTANCE and KEY"); with no
+	 * `want` the command counts them itself. */
+	int min_args, max_args;
+	const char *want;
 	struct vault_conf conf;
 	const char *config;		/* --config */
 	const char *db;			/* --db */
 	const char *key_file;		/* --key-file */
 	struct vault *vault;
+	/* What cli_start found: the instance (CLI_INSTANCE, CLI_SECRET) and the
+	 * secret (CLI_SECRET) the arguments name. */
+	struct db_instance in;
+	struct db_secret secret;
 };
 
 /* Long options every subcommand takes, and the codes they come back as. */
@@ -52,6 +60,16 @@ int cli_load_config(struct cli *c);
  * changes nothing, so records nothing (and need not unseal the log's key). */
 #define CLI_NO_AUDIT 0x100
 int cli_open_vault(struct cli *c, int vault_flags);
+/* What cli_start opens after the config: nothing (CLI_CONFIG_ONLY); else
+ * the vault (with VAULT_READONLY, CLI_NO_AUDIT as for cli_open_vault) and,
+ * in it, the instance names[0] (CLI_INSTANCE, into c->in) or the secret
+ * names[0]/names[1] (CLI_SECRET, into c->in and c->secret). */
+#define CLI_CONFIG_ONLY 0x200
+#define CLI_INSTANCE 0x400
+#define CLI_SECRET 0x800
+/* The start-up the commands share: 0, or -1 with the error printed (the
+ * command cli_close()s either way). */
+int cli_start(struct cli *c, int flags, char *const *names);
 /* Loads the master key alone (for init). */
 int cli_load_key(struct cli *c, struct secbuf **key);
 /* Loads another key from a file (rotate-key's new key, restore's old one);

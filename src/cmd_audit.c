@@ -50,12 +50,12 @@ static int parse_head(const char *arg, struct audit_opts *o)
 	return 0;
 }
 
-static void head_fp(struct db *db, int64_t seq, char out[HEAD_FP_LEN * 2 + 1])
+static void head_fp(struct vault *v, int64_t seq, char out[HEAD_FP_LEN * 2 + 1])
 {
 	unsigned char mac[HEAD_FP_LEN];
 
 	out[0] = '\0';
-	if (db_audit_entry_mac(db, seq, mac, sizeof(mac)) < 0)
+	if (vault_audit_entry_mac(v, seq, mac, sizeof(mac)) < 0)
 		return;
 	for (int i = 0; i < HEAD_FP_LEN; i++)
 		snprintf(out + 2 * i, 3, "%02x", mac[i]);
@@ -245,7 +245,7 @@ static void check_length(struct cli *c, struct audit_verdict *v, const struct au
 			 "entry %lld given with --expect-head: the database was replaced by an "
 			 "older copy, or the log was cut", (long long)last, (long long)expect);
 	} else if (expect >= 0 && o->expect_fp[0]) {
-		head_fp(vault_db(c->vault), expect, fp);
+		head_fp(c->vault, expect, fp);
 		if (strcmp(fp, o->expect_fp)) {
 			v->ok = false;
 			v->bad_seq = expect;
@@ -263,7 +263,7 @@ static int do_verify(struct cli *c, struct audit *a, const struct audit_opts *o)
 	int64_t floor = 0;
 	/* The floor first: the log only grows after it, so a chain read later
 	 * that ends below it was cut. */
-	int fr = db_audit_floor(vault_db(c->vault), &floor);
+	int fr = vault_audit_floor(c->vault, &floor);
 	int r = audit_verify(a, &v);
 
 	if (r < 0) {
@@ -272,7 +272,7 @@ static int do_verify(struct cli *c, struct audit *a, const struct audit_opts *o)
 	}
 	check_length(c, &v, o, fr, floor);
 	if (v.ok) {
-		head_fp(vault_db(c->vault), v.last_seq, fp);
+		head_fp(c->vault, v.last_seq, fp);
 		if (v.entries)
 			printf("audit log intact: %lld entries (%lld to %lld) recording %lld "
 			       "events, chain verified; head %lld:%s\n", (long long)v.entries,
@@ -313,6 +313,21 @@ static int do_prune(struct cli *c, struct audit *a)
 	else
 		printf("no entry is older than the retention\n");
 	return 0;
+}
+
+/* The options that don't go together are usage errors; the filter. */
+static void check_opts(const struct cli *c, const struct audit_opts *o,
+		       struct db_audit_filter *f)
+{
+	if (o->since && parse_since(o->since, &f->since_ns) < 0)
+		cli_usage_error(c, "bad time '%s' for --since", o->since);
+	if (o->verify + o->prune > 1 ||
+	    ((o->verify || o->prune) && (o->instance || o->key || o->since || o->json)))
+		cli_usage_error(c, "--verify and --prune take no other option");
+	if (o->expect_head >= 0 && !o->verify)
+		cli_usage_error(c, "--expect-head goes with --verify");
+	f->instance = o->instance;
+	f->key = o->key;
 }
 
 int audit_main(int argc, char **argv)
@@ -356,14 +371,8 @@ int audit_main(int argc, char **argv)
 	i = cli_parse(&c, argc, argv, NULL, extra, audit_opt, &o);
 	if (i != argc)
 		cli_usage_error(&c, "unexpected argument %s", argv[i]);
-	if (o.since && parse_since(o.since, &f.since_ns) < 0)
-		cli_usage_error(&c, "bad time '%s' for --since", o.since);
-	if (o.verify + o.prune > 1 || ((o.verify || o.prune) && (o.instance || o.key ||
-								 o.since || o.json)))
-		cli_usage_error(&c, "--verify and --prune take no other option");
-	if (o.expect_head >= 0 && !o.verify)
-		cli_usage_error(&c, "--expect-head goes with --verify");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
+	check_opts(&c, &o, &f);
+	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	/* A connection of its own, also with audit = no (the log may still
 	 * hold older entries): reading the whole log never holds the vault's. */
@@ -378,8 +387,6 @@ int audit_main(int argc, char **argv)
 	} else if (o.prune) {
 		ret = do_prune(&c, a);
 	} else {
-		f.instance = o.instance;
-		f.key = o.key;
 		r = audit_each(a, &f, o.json ? print_json : print_text, NULL);
 		if (r < 0)
 			cli_error("cannot read the audit log: %s", strerror(-r));

@@ -11,8 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "../crypto/key.h"
 #include "../crypto/secmem.h"
 #include "../db/db_backup.h"
@@ -20,24 +18,6 @@
 #include "cli.h"
 #include "commands.h"
 #include "daemons.h"
-
-/* Tags every row of v (checked) for the vault `into`, which keeps its own
- * tag key: what a restore copies then holds there. */
-static int retag(struct vault *v, struct vault *into, char *err, size_t errlen)
-{
-	int r = db_begin(vault_db(v));
-
-	if (r < 0)
-		return r;
-	r = vault_retag_for(v, into);
-	if (r == 0)
-		r = db_commit(vault_db(v));
-	else
-		db_rollback(vault_db(v));
-	if (r < 0)
-		snprintf(err, errlen, "%s", db_errmsg(NULL));
-	return r;
-}
 
 /* Opens the vault file at path with key, checks every row's tag and opens
  * every value in it, then, if to_key is another key, re-wraps it for
@@ -61,10 +41,10 @@ static int verify_file(struct cli *c, const struct secbuf *key, const struct sec
 		cli_error("%s: %s", what, err);
 	} else if ((r = vault_verify(v, err, sizeof(err))) < 0) {
 		cli_error("%s: %s", what, err);
-	} else if (to_key && sodium_memcmp(key->data, to_key->data, KEY_LEN) != 0 &&
+	} else if (to_key && !key_equal(key, to_key) &&
 		   (r = vault_rotate_master(v, to_key, NULL, NULL, err, sizeof(err))) < 0) {
 		cli_error("%s: cannot re-wrap it for the master key in use: %s", what, err);
-	} else if (into && (r = retag(v, into, err, sizeof(err))) < 0) {
+	} else if (into && (r = vault_retag_into(v, into, err, sizeof(err))) < 0) {
 		cli_error("%s: %s", what, err);
 	}
 	vault_close(v);
@@ -90,6 +70,7 @@ int backup_main(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "backup", .usage = "[OPTIONS] FILE",
+		.min_args = 1, .max_args = 1, .want = "want FILE",
 		.help = "Writes a consistent snapshot of the vault to FILE (a new file, mode\n"
 			"0600), also while it is mounted and written to; SQLite's online backup.\n"
 			"Values stay sealed: the backup needs the current master key to be\n"
@@ -99,11 +80,9 @@ int backup_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 1)
-		cli_usage_error(&c, "want FILE");
-	if (cli_load_config(&c) < 0 || open_vault(&c, &key) < 0)
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0 || open_vault(&c, &key) < 0)
 		goto out;
-	r = db_backup(vault_db(c.vault), argv[i]);
+	r = vault_backup(c.vault, argv[i]);
 	if (r == -EEXIST) {
 		cli_error("%s exists; refusing to overwrite it", argv[i]);
 		goto out;
@@ -156,6 +135,53 @@ static int backup_key_opt(int opt, const char *arg, void *ctx)
 	return 0;
 }
 
+/* No vault at the database path: the checked copy becomes the vault. */
+static int restore_new(struct cli *c, const struct secbuf *key, const struct secbuf *to_key,
+		       const char *work, const char *file)
+{
+	if (verify_file(c, key, to_key, work, file, NULL) < 0)
+		return 1;
+	if (rename(work, c->conf.db) < 0) {
+		cli_error("%s: %s", c->conf.db, strerror(errno));
+		return 1;
+	}
+	printf("vaultfs: restored %s from %s\n", c->conf.db, file);
+	return 0;
+}
+
+/* The vault's rows replaced by the checked copy's, in one transaction; the
+ * vault as it was is kept beside it first. */
+static int restore_into(struct cli *c, const struct secbuf *key, const struct secbuf *to_key,
+			const char *work, const char *file)
+{
+	char saved[PATH_MAX + 64], err[1024];
+	int r = vault_open(&c->vault, &c->conf, to_key, 0, err, sizeof(err));
+
+	if (r < 0) {
+		cli_error("%s", err);
+		return 1;
+	}
+	if (verify_file(c, key, to_key, work, file, c->vault) < 0)
+		return 1;
+	beside(saved, sizeof(saved), c->conf.db, "before-restore");
+	r = vault_backup(c->vault, saved);
+	if (r < 0) {
+		cli_error("cannot keep the vault as it is in %s: %s; nothing was changed", saved,
+			  strerror(-r));
+		return 1;
+	}
+	r = vault_restore(c->vault, work);
+	if (r < 0) {
+		cli_error("cannot restore %s: %s (%s); nothing was changed", file, strerror(-r),
+			  db_errmsg(NULL));
+		return 1;
+	}
+	printf("vaultfs: restored %s from %s (it was kept as %s)\n", c->conf.db, file, saved);
+	if (daemons_signal(c->conf.db, SIGHUP) > 0)
+		printf("vaultfs: told the mount daemons to drop their cached keys\n");
+	return 0;
+}
+
 int restore_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -163,6 +189,7 @@ int restore_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "restore", .usage = "[OPTIONS] [--backup-key-file OLD] FILE",
+		.min_args = 1, .max_args = 1, .want = "want FILE",
 		.help = "Replaces the vault's instances and secrets (with their versions, trash\n"
 			"and descriptions) by those in the backup FILE, in one transaction, also\n"
 			"while mounted: the mount daemons are told to drop their cached keys.\n"
@@ -173,63 +200,25 @@ int restore_main(int argc, char **argv)
 			"                             was before a rotation: FILE is opened with\n"
 			"                             it and re-wrapped for the key in use\n",
 	};
-	char work[PATH_MAX + 64] = "", saved[PATH_MAX + 64], err[1024];
+	char work[PATH_MAX + 64] = "";
 	struct secbuf *key = NULL, *bkey = NULL;
 	const char *bkey_file = NULL;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, backup_key_opt, &bkey_file);
-	if (argc - i != 1)
-		cli_usage_error(&c, "want FILE");
-	if (cli_load_config(&c) < 0)
-		return 1;
-	if (cli_load_key(&c, &key) < 0 || (bkey_file && cli_load_key_file(bkey_file, "backup", &bkey) < 0))
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0 || cli_load_key(&c, &key) < 0 ||
+	    (bkey_file && cli_load_key_file(bkey_file, "backup", &bkey) < 0))
 		goto out;
 	/* A private copy: opening it may upgrade its schema, and FILE stays as
 	 * it is. */
 	beside(work, sizeof(work), c.conf.db, "restoring");
 	r = db_copy_file(argv[i], work);
-	if (r < 0) {
+	if (r < 0)
 		cli_error("%s: %s", argv[i], r == -ENOENT ? strerror(ENOENT) : db_errmsg(NULL));
-		goto out;
-	}
-	if (access(c.conf.db, F_OK) < 0 && errno == ENOENT) {
-		if (verify_file(&c, bkey ? bkey : key, key, work, argv[i], NULL) < 0)
-			goto out;
-		r = rename(work, c.conf.db) < 0 ? -errno : 0;
-		if (r < 0) {
-			cli_error("%s: %s", c.conf.db, strerror(-r));
-			goto out;
-		}
-		printf("vaultfs: restored %s from %s\n", c.conf.db, argv[i]);
-		ret = 0;
-		goto out;
-	}
-	r = vault_open(&c.vault, &c.conf, key, 0, err, sizeof(err));
-	if (r < 0) {
-		cli_error("%s", err);
-		goto out;
-	}
-	if (verify_file(&c, bkey ? bkey : key, key, work, argv[i], c.vault) < 0)
-		goto out;
-	beside(saved, sizeof(saved), c.conf.db, "before-restore");
-	r = db_backup(vault_db(c.vault), saved);
-	if (r < 0) {
-		cli_error("cannot keep the vault as it is in %s: %s; nothing was changed", saved,
-			  strerror(-r));
-		goto out;
-	}
-	r = db_restore(vault_db(c.vault), work);
-	if (r < 0) {
-		cli_error("cannot restore %s: %s (%s); nothing was changed", argv[i],
-			  strerror(-r), db_errmsg(NULL));
-		goto out;
-	}
-	printf("vaultfs: restored %s from %s (it was kept as %s)\n", c.conf.db, argv[i],
-	       saved);
-	if (daemons_signal(c.conf.db, SIGHUP) > 0)
-		printf("vaultfs: told the mount daemons to drop their cached keys\n");
-	ret = 0;
+	else if (access(c.conf.db, F_OK) < 0 && errno == ENOENT)
+		ret = restore_new(&c, bkey ? bkey : key, key, work, argv[i]);
+	else
+		ret = restore_into(&c, bkey ? bkey : key, key, work, argv[i]);
 out:
 	unlink_db(work);
 	secbuf_free(key);

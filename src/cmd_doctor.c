@@ -18,7 +18,7 @@
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
-#include "daemons.h"
+#include "status.h"
 
 enum verdict { SECURE, WEAK, INSECURE };
 
@@ -138,38 +138,65 @@ static long core_limit(pid_t pid)
 	return strncmp(p, "unlimited", 9) ? strtol(p, NULL, 10) : -2;
 }
 
-/* Only the daemons of this vault: those with its database open. */
-static void check_cores(struct report *rep, const struct vault_conf *c)
+/* The daemons of this vault: the holders whose status names its database
+ * (the same file), not whatever else is mounted or running on the host. */
+struct ours {
+	int n;
+	struct mount_status s[16];
+};
+
+static void check_cores(struct report *rep, const struct ours *o)
 {
 	char pattern[256] = "", dumpable[16] = "0";
-	pid_t pids[16];
-	int n = daemons_find(c->db, pids, 16);
 	long lim;
 
 	read_small("/proc/sys/kernel/core_pattern", pattern, sizeof(pattern));
 	read_small("/proc/sys/fs/suid_dumpable", dumpable, sizeof(dumpable));
 	pattern[strcspn(pattern, "\n")] = '\0';
-	for (int i = 0; i < n; i++) {
-		lim = core_limit(pids[i]);
+	for (int i = 0; i < o->n; i++) {
+		lim = o->s[i].worker > 0 ? core_limit(o->s[i].worker) : -1;
 		if (lim == 0)
 			say(rep, SECURE, "core dumps: off for the daemon (pid %d): RLIMIT_CORE 0 "
-			    "and not dumpable", (int)pids[i]);
+			    "and not dumpable", (int)o->s[i].worker);
 		else if (lim != -1)
 			say(rep, INSECURE, "core dumps: the daemon (pid %d) may dump core",
-			    (int)pids[i]);
+			    (int)o->s[i].worker);
 	}
 	if (atoi(dumpable) == 2)
 		say(rep, WEAK, "core dumps: fs.suid_dumpable = 2 (processes that changed "
 		    "user may dump core, readable by root; core_pattern %s)", pattern);
-	else if (!n)
+	else if (!o->n)
 		say(rep, SECURE, "core dumps: vaultfs turns them off for itself (RLIMIT_CORE 0, "
 		    "not dumpable); core_pattern %s", pattern);
 }
 
-static void check_mounts(struct report *rep)
+static bool is_ours(const struct ours *o, const char *mnt)
 {
-	char line[4096], mnt[PATH_MAX], *sep, *opts;
-	bool dp, ao;
+	for (int i = 0; i < o->n; i++)
+		if (!strcmp(o->s[i].mountpoint, mnt))
+			return true;
+	return false;
+}
+
+static void check_mount(struct report *rep, const char *mnt, const char *opts)
+{
+	bool dp = strstr(opts, "default_permissions") != NULL;
+	bool ao = strstr(opts, "allow_other") != NULL;
+
+	if (dp)
+		say(rep, SECURE, "mount %s: default_permissions (the kernel checks each "
+		    "secret's mode)%s", mnt, ao ? ", allow_other" : "");
+	else if (ao)
+		say(rep, INSECURE, "mount %s: allow_other without default_permissions: "
+		    "mode bits are not enforced, any user reads any secret", mnt);
+	else
+		say(rep, WEAK, "mount %s: no default_permissions (only its owner can use "
+		    "it, but mode bits are not enforced)", mnt);
+}
+
+static void check_mounts(struct report *rep, const struct ours *o)
+{
+	char line[PATH_MAX * 2 + 256], mnt[PATH_MAX + 1], *sep, *opts;
 	unsigned n = 0;
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 
@@ -177,29 +204,16 @@ static void check_mounts(struct report *rep)
 		sep = strstr(line, " - ");
 		if (!sep || strncmp(sep + 3, "fuse.vaultfs ", 13))
 			continue;
-		n++;
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1)
-			continue;
 		opts = strrchr(sep, ' ');
-		if (!opts)
+		if (!opts || !status_mountinfo_point(line, mnt) || !is_ours(o, mnt))
 			continue;
-		dp = strstr(opts, "default_permissions") != NULL;
-		ao = strstr(opts, "allow_other") != NULL;
-
-		if (dp)
-			say(rep, SECURE, "mount %s: default_permissions (the kernel checks each "
-			    "secret's mode)%s", mnt, ao ? ", allow_other" : "");
-		else if (ao)
-			say(rep, INSECURE, "mount %s: allow_other without default_permissions: "
-			    "mode bits are not enforced, any user reads any secret", mnt);
-		else
-			say(rep, WEAK, "mount %s: no default_permissions (only its owner can use "
-			    "it, but mode bits are not enforced)", mnt);
+		n++;
+		check_mount(rep, mnt, opts);
 	}
 	if (f)
 		fclose(f);
 	if (!n)
-		say(rep, SECURE, "mounts: no vaultfs mount on this host");
+		say(rep, SECURE, "mounts: this vault is not mounted on this host");
 }
 
 /* Ownership and mode of one file: who may read or write it. */
@@ -286,9 +300,8 @@ static void row_bad(void *ctx, const char *what)
 static int state_ok(void *ctx, const struct db_instance *in)
 {
 	struct row_report *rr = ctx;
-	int64_t seq;
 
-	if (db_state_check(vault_db(rr->rep->vault), in->id, &seq, NULL, NULL) == -EIO) {
+	if (vault_instance_state_check(rr->rep->vault, in->id) == -EIO) {
 		rr->bad++;
 		say(rr->rep, INSECURE, "instance %s: its live secrets are not the versions its "
 		    "state records (a row put back from an older copy?)", in->name);
@@ -322,9 +335,9 @@ static void check_rows(struct report *rep, struct cli *c)
 		return;
 	}
 	rep->vault = c->vault;
-	r = db_auth_check_all(vault_db(c->vault), row_bad, &rr);
+	r = vault_rows_check(c->vault, row_bad, &rr);
 	if (r == 0 || r == -EIO)
-		r = db_instance_each(vault_db(c->vault), 0, state_ok, &rr);
+		r = vault_instance_each(c->vault, state_ok, &rr);
 	if (r < 0 && r != -EIO)
 		say(rep, WEAK, "stored rows: cannot read them all: %s", strerror(-r));
 	else if (!rr.bad)
@@ -358,18 +371,20 @@ int doctor_main(int argc, char **argv)
 			"anything is insecure. Changes nothing.\n",
 	};
 	struct report rep = { SECURE, { 0 }, NULL };
+	struct ours o = { 0 };
 	int i;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
 	if (i != argc)
 		cli_usage_error(&c, "unexpected argument %s", argv[i]);
-	if (cli_load_config(&c) < 0)
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0)
 		return 1;
 	cli_harden();
 	check_swap(&rep);
 	check_memlock(&rep, &c.conf);
-	check_cores(&rep, &c.conf);
-	check_mounts(&rep);
+	o.n = status_serving(c.conf.db, o.s, (int)(sizeof(o.s) / sizeof(o.s[0])));
+	check_cores(&rep, &o);
+	check_mounts(&rep, &o);
 	check_files(&rep, &c.conf);
 	check_daemon_conf(&rep, &c.conf);
 	check_rows(&rep, &c);

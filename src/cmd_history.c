@@ -53,26 +53,23 @@ int history_main(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "history", .usage = "[OPTIONS] INSTANCE KEY",
+		.min_args = 2, .max_args = 2, .want = "want INSTANCE and KEY",
 		.help = "Lists the kept versions of INSTANCE/KEY, newest first: when each was\n"
 			"written, its size and the uid that wrote it. Never the values; read\n"
 			"one with: vaultfs get --version V INSTANCE KEY. How many are kept is\n"
 			"`versions` in the config (default 10, the current one included).\n",
 	};
-	struct db_secret s;
+	const struct db_secret *s = &c.secret;
 	char note[128];
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and KEY");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
-		goto out;
-	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
+	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
 	printf("%7s  %-20s %8s  %s\n", "VERSION", "UPDATED", "SIZE", "BY");
-	current_note(c.vault, &s, note, sizeof(note));
-	print_version(s.version, s.mtime_ns, s.size, s.updated_by, note);
-	r = db_version_each(vault_db(c.vault), s.id, history_cb, NULL);
+	current_note(c.vault, s, note, sizeof(note));
+	print_version(s->version, s->mtime_ns, s->size, s->updated_by, note);
+	r = vault_version_each(c.vault, s->id, history_cb, NULL);
 	if (r < 0) {
 		cli_error("%s/%s: cannot list versions: %s", argv[i], argv[i + 1], strerror(-r));
 		goto out;
@@ -87,24 +84,22 @@ int rollback_main(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "rollback", .usage = "[OPTIONS] INSTANCE KEY VERSION",
+		.min_args = 3, .max_args = 3, .want = "want INSTANCE, KEY and VERSION",
 		.help = "Makes version VERSION of INSTANCE/KEY the current value again, as a new\n"
 			"version (the value it replaces is kept like any other).\n",
 	};
-	struct db_secret s, now;
+	const struct db_secret *s = &c.secret;
+	struct db_secret now;
 	int64_t version;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 3)
-		cli_usage_error(&c, "want INSTANCE, KEY and VERSION");
 	if (cli_parse_version(argv[i + 2], &version) < 0)
 		cli_usage_error(&c, "bad version '%s' (want a number from vaultfs history)",
 				argv[i + 2]);
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
-	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
-		goto out;
-	r = vault_rollback(c.vault, s.id, (uint64_t)version, getuid(), &now);
+	r = vault_rollback(c.vault, s->id, (uint64_t)version, getuid(), &now);
 	if (r == -EALREADY) {
 		cli_error("%s/%s: version %lld is the current one; nothing was changed", argv[i],
 			  argv[i + 1], (long long)version);
@@ -133,24 +128,21 @@ int undelete_main(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "undelete", .usage = "[OPTIONS] INSTANCE KEY",
+		.min_args = 2, .max_args = 2, .want = "want INSTANCE and KEY",
 		.help = "Brings back INSTANCE/KEY as it was when it was deleted (value, history,\n"
 			"owner, mode, description), if that was within `undelete_window` (config,\n"
 			"default 7d). See the deleted keys with: vaultfs ls --deleted INSTANCE.\n",
 	};
-	struct db_instance in;
+	const struct db_instance *in = &c.in;
 	struct db_secret s;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and KEY");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
-		goto out;
-	if (cli_find_instance(&c, argv[i], &in) < 0)
+	if (cli_start(&c, CLI_INSTANCE, argv + i) < 0)
 		goto out;
 	if (!cli_name_ok("key", argv[i + 1]))
 		goto out;
-	r = vault_undelete(c.vault, in.id, argv[i + 1], &s);
+	r = vault_undelete(c.vault, in->id, argv[i + 1], &s);
 	if (r == -ENOENT) {
 		cli_error("%s/%s: no deleted key of that name within the undelete window (see: "
 			  "vaultfs ls --deleted %s)", argv[i], argv[i + 1], argv[i]);
@@ -175,33 +167,30 @@ int purge_main(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "purge", .usage = "[OPTIONS] INSTANCE [KEY]",
+		.min_args = 1, .max_args = 2, .want = "want INSTANCE and maybe KEY",
 		.help = "Erases deleted keys for good, with all their versions: KEY, or every\n"
 			"deleted key of INSTANCE. A key created again afterwards starts a fresh\n"
 			"history. Keys that exist are not touched: delete them first.\n",
 	};
-	struct db_instance in;
+	const struct db_instance *in = &c.in;
 	struct db_secret s;
 	const char *key;
 	int64_t count = 0;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i < 1 || argc - i > 2)
-		cli_usage_error(&c, "want INSTANCE and maybe KEY");
 	key = argc - i == 2 ? argv[i + 1] : NULL;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
-		goto out;
-	if (cli_find_instance(&c, argv[i], &in) < 0)
+	if (cli_start(&c, CLI_INSTANCE, argv + i) < 0)
 		goto out;
 	if (key && !cli_name_ok("key", key))
 		goto out;
-	r = vault_purge(c.vault, in.id, key, &count);
+	r = vault_purge(c.vault, in->id, key, &count);
 	if (r < 0) {
 		cli_error("%s: %s", argv[i], strerror(-r));
 		goto out;
 	}
 	if (key && count == 0) {
-		if (db_secret_find(vault_db(c.vault), in.id, key, &s) == 0)
+		if (vault_secret_find(c.vault, in->id, key, &s) == 0)
 			cli_error("%s/%s is not deleted (delete it first: vaultfs rm %s %s); "
 				  "nothing was purged", argv[i], key, argv[i], key);
 		else
@@ -251,6 +240,7 @@ int describe_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "describe", .usage = "[OPTIONS] [--type TYPE] INSTANCE KEY [TEXT]",
+		.min_args = 2, .max_args = 3, .want = "want INSTANCE, KEY and maybe TEXT",
 		.help = "Sets the description of INSTANCE/KEY to TEXT (\"\" removes it), and its\n"
 			"type with --type (\"\" removes it); without either, prints both. The same\n"
 			"as user.description and user.type on the file in the mount. Metadata,\n"
@@ -259,27 +249,23 @@ int describe_main(int argc, char **argv)
 	};
 	char buf[META_DESCRIPTION_MAX + 1];
 	const char *type = NULL;
-	struct db_secret s;
+	const struct db_secret *s = &c.secret;
 	size_t len;
 	int i, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, type_opt, &type);
-	if (argc - i < 2 || argc - i > 3)
-		cli_usage_error(&c, "want INSTANCE, KEY and maybe TEXT");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
-	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
-		goto out;
-	if (argc - i == 3 && describe_set(&c, &s, META_DESCRIPTION, argv[i + 2],
+	if (argc - i == 3 && describe_set(&c, s, META_DESCRIPTION, argv[i + 2],
 					  "description") < 0)
 		goto out;
-	if (type && describe_set(&c, &s, META_TYPE, type, "type") < 0)
+	if (type && describe_set(&c, s, META_TYPE, type, "type") < 0)
 		goto out;
 	if (argc - i == 2 && !type) {
-		if (vault_meta_get(c.vault, s.id, META_DESCRIPTION, buf, sizeof(buf) - 1, &len))
+		if (vault_meta_get(c.vault, s->id, META_DESCRIPTION, buf, sizeof(buf) - 1, &len))
 			len = 0;
 		printf("description: %.*s\n", (int)len, buf);
-		if (vault_meta_get(c.vault, s.id, META_TYPE, buf, sizeof(buf) - 1, &len))
+		if (vault_meta_get(c.vault, s->id, META_TYPE, buf, sizeof(buf) - 1, &len))
 			len = 0;
 		printf("type: %.*s\n", (int)len, buf);
 	}

@@ -283,6 +283,37 @@ static int load_dir(struct cli *c, const char *dir, struct dotenv *d)
 	return r < 0 || bad ? -1 : 0;
 }
 
+/* Stores every entry of d in the instance (created if need be), in one
+ * transaction: 0, or 1 with the reason printed and nothing stored. */
+static int store_all(struct cli *c, const char *inst, const struct dotenv *d)
+{
+	const char **names = calloc(d->n + 1, sizeof(*names));
+	struct secbuf **values = calloc(d->n + 1, sizeof(*values));
+	struct db_instance in;
+	struct db_secret s;
+	size_t at, fresh = 0;
+	int r = names && values ? cli_instance_open(c, inst, &in) : -ENOMEM;
+
+	for (size_t k = 0; r == 0 && k < d->n; k++) {
+		names[k] = d->e[k].name;
+		values[k] = d->e[k].value;
+		fresh += vault_secret_find(c->vault, in.id, names[k], &s) == -ENOENT;
+	}
+	if (r == 0)
+		r = vault_put_many(c->vault, in.id, d->n, names, values, getuid(), in.gid, &at);
+	if (r == -EFBIG && at < d->n)
+		cli_error("%s: larger than max_value_size (%zu bytes); nothing was imported",
+			  names[at], c->conf.max_value_size);
+	else if (r < 0)
+		cli_error("%s: %s; nothing was imported", inst, strerror(-r));
+	else
+		printf("vaultfs: imported %zu key%s into %s (%zu new, %zu updated)\n", d->n,
+		       d->n == 1 ? "" : "s", inst, fresh, d->n - fresh);
+	free(names);
+	free(values);
+	return r < 0 ? 1 : 0;
+}
+
 int import_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -294,6 +325,7 @@ int import_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "import", .usage = "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]",
+		.min_args = 1, .max_args = 1, .want = "want INSTANCE",
 		.help = "Stores many secrets in INSTANCE at once, all or nothing: every problem\n"
 			"is reported (with its line number) and then nothing is imported.\n"
 			"Existing keys get a new version. Creates INSTANCE if needed.\n\n"
@@ -312,21 +344,14 @@ int import_main(int argc, char **argv)
 	};
 	struct import_opts o = { 0 };
 	struct dotenv d = { 0 };
-	const char **names = NULL;
-	struct secbuf **values = NULL;
-	struct db_instance in;
-	struct db_secret s;
-	size_t at, fresh = 0;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, "n", extra, import_opt, &o);
-	if (argc - i != 1)
-		cli_usage_error(&c, "want INSTANCE");
 	if (!o.env == !o.dir)
 		cli_usage_error(&c, "want --env FILE or --dir DIR");
 	if (!cli_name_ok("instance", argv[i]))
 		return 1;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, 0, NULL) < 0)
 		goto out;
 	r = o.env ? load_env(&c, o.env, o.any_name ? DOTENV_ANY_NAME : 0, &d) :
 		    load_dir(&c, o.dir, &d);
@@ -340,32 +365,10 @@ int import_main(int argc, char **argv)
 		printf("vaultfs: %zu key%s would be imported into %s (dry run)\n", d.n,
 		       d.n == 1 ? "" : "s", argv[i]);
 		ret = 0;
-		goto out;
+	} else {
+		ret = store_all(&c, argv[i], &d);
 	}
-	names = calloc(d.n + 1, sizeof(*names));
-	values = calloc(d.n + 1, sizeof(*values));
-	r = names && values ? cli_instance_open(&c, argv[i], &in) : -ENOMEM;
-	for (size_t k = 0; r == 0 && k < d.n; k++) {
-		names[k] = d.e[k].name;
-		values[k] = d.e[k].value;
-		fresh += db_secret_find(vault_db(c.vault), in.id, names[k], &s) == -ENOENT;
-	}
-	if (r == 0)
-		r = vault_put_many(c.vault, in.id, d.n, names, values, getuid(), in.gid, &at);
-	if (r < 0) {
-		if (r == -EFBIG && at < d.n)
-			cli_error("%s: larger than max_value_size (%zu bytes); nothing was "
-				  "imported", names[at], c.conf.max_value_size);
-		else
-			cli_error("%s: %s; nothing was imported", argv[i], strerror(-r));
-		goto out;
-	}
-	printf("vaultfs: imported %zu key%s into %s (%zu new, %zu updated)\n", d.n,
-	       d.n == 1 ? "" : "s", argv[i], fresh, d.n - fresh);
-	ret = 0;
 out:
-	free(names);
-	free(values);
 	dotenv_free(&d);
 	cli_close(&c);
 	return ret;

@@ -71,7 +71,7 @@ int init_main(int argc, char **argv)
 
 	if (cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL) != argc)
 		cli_usage_error(&c, "unexpected argument");
-	if (cli_load_config(&c) < 0 || cli_load_key(&c, &key) < 0)
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0 || cli_load_key(&c, &key) < 0)
 		goto out;
 	if (vault_init(c.conf.db, key, err, sizeof(err)) < 0) {
 		cli_error("%s", err);

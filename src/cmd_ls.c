@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../db/db_versions.h"
+#include "../fs/array.h"
 #include "../fs/vault.h"
 #include "check_limits.h"
 #include "cli.h"
@@ -44,16 +45,11 @@ struct instances {
 static int instance_cb(void *ctx, const struct db_instance *in)
 {
 	struct instances *l = ctx;
+	struct db_instance *v = array_room(l->v, l->n, &l->cap, sizeof(*v));
 
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 16;
-		struct db_instance *p = realloc(l->v, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		l->v = p;
-		l->cap = cap;
-	}
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
 	l->v[l->n++] = *in;
 	return 0;
 }
@@ -67,7 +63,7 @@ static int cmp_instance(const void *a, const void *b)
 /* Every instance, by name. */
 static int instances_load(struct cli *c, struct instances *l)
 {
-	int r = db_instance_each(vault_db(c->vault), 0, instance_cb, l);
+	int r = vault_instance_each(c->vault, instance_cb, l);
 
 	if (r == 0 && l->n)
 		qsort(l->v, l->n, sizeof(*l->v), cmp_instance);
@@ -91,7 +87,7 @@ static void print_instances(struct cli *c, const struct instances *l, bool long_
 		listing_user_name(in->uid, owner, sizeof(owner));
 		listing_group_name(in->gid, group, sizeof(group));
 		printf("%-10s %-10s %-10s %6lld  %s\n", mode, owner, group,
-		       (long long)db_secret_count(vault_db(c->vault), in->id), in->name);
+		       (long long)vault_secret_count(c->vault, in->id), in->name);
 	}
 }
 
@@ -183,12 +179,37 @@ static int instance_or_expected(struct cli *c, const char *name, struct db_insta
 	*out = NULL;
 	if (!cli_name_ok("instance", name))
 		return -1;
-	r = db_instance_find(vault_db(c->vault), name, in);
+	r = vault_instance_find(c->vault, name, in);
 	if (r == 0)
 		*out = in;
 	else if (r != -ENOENT || !ic || !ic->n_expect)
 		return cli_find_instance(c, name, in);
 	return 0;
+}
+
+static int ls_instances(struct cli *c, const struct ls_opts *o)
+{
+	struct instances insts = { 0 };
+	int r = instances_load(c, &insts);
+
+	if (r == 0)
+		print_instances(c, &insts, o->long_fmt);
+	free(insts.v);
+	return r;
+}
+
+/* The keys of an instance (in), or those the config expects in one the
+ * vault lacks (in NULL). */
+static int ls_keys(struct cli *c, const char *name, const struct db_instance *in,
+		   const struct ls_opts *o)
+{
+	struct listing l = { 0 };
+	int r = listing_load(c, name, in, &l);
+
+	if (r == 0)
+		print_listing(&l, o);
+	listing_free(&l);
+	return r;
 }
 
 int ls_main(int argc, char **argv)
@@ -201,6 +222,7 @@ int ls_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "ls", .usage = "[OPTIONS] [-l] [--all | --deleted] [INSTANCE]",
+		.min_args = 0, .max_args = 1, .want = "too many arguments",
 		.help = "Lists the instances, or the keys of INSTANCE, one per line. Values are\n"
 			"never shown.\n\n"
 			"  -l, --long           mode, owner, group, size, version, last update and\n"
@@ -210,45 +232,32 @@ int ls_main(int argc, char **argv)
 			"      --deleted        deleted keys that undelete can bring back\n",
 	};
 	struct trash_print tp = { .conf = &c.conf };
-	struct ls_opts o = { 0 };
-	struct instances insts = { 0 };
 	const struct db_instance *inp;
-	struct listing l = { 0 };
+	struct ls_opts o = { 0 };
 	struct db_instance in;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, "la", extra, ls_opt, &o);
-	if (argc - i > 1)
-		cli_usage_error(&c, "too many arguments");
 	if ((o.all || o.deleted) && i == argc)
 		cli_usage_error(&c, "--all and --deleted need an INSTANCE");
 	if (o.all && o.deleted)
 		cli_usage_error(&c, "--all and --deleted don't go together");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT | (o.deleted ? CLI_INSTANCE : 0), argv + i) < 0)
 		goto out;
-	if (i == argc) {
-		r = instances_load(&c, &insts);
-		if (r == 0)
-			print_instances(&c, &insts, o.long_fmt);
-	} else if (o.deleted) {
-		if (cli_find_instance(&c, argv[i], &in) < 0)
-			goto out;
-		r = db_trash_each(vault_db(c.vault), in.id, trash_cb, &tp);
-	} else {
-		if (instance_or_expected(&c, argv[i], &in, &inp) < 0)
-			goto out;
-		r = listing_load(&c, argv[i], inp, &l);
-		if (r == 0)
-			print_listing(&l, &o);
-	}
+	if (i == argc)
+		r = ls_instances(&c, &o);
+	else if (o.deleted)
+		r = vault_trash_each(c.vault, c.in.id, trash_cb, &tp);
+	else if (instance_or_expected(&c, argv[i], &in, &inp) < 0)
+		goto out;
+	else
+		r = ls_keys(&c, argv[i], inp, &o);
 	if (r < 0) {
 		cli_error("cannot list: %s", strerror(-r));
 		goto out;
 	}
 	ret = 0;
 out:
-	free(insts.v);
-	listing_free(&l);
 	cli_close(&c);
 	return ret;
 }
@@ -316,7 +325,7 @@ int check_main(int argc, char **argv)
 
 	i = cli_parse(&c, argc, argv, NULL, extra, warn_opt, &warn);
 	first = i;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	if (i < argc) {
 		for (; i < argc; i++, instances++) {
@@ -427,6 +436,36 @@ static int json_opt(int opt, const char *arg, void *ctx)
 	return opt == OPT_JSON ? 0 : -1;
 }
 
+static void export_head(const char *now)
+{
+	printf("{\"format\": \"vaultfs-export-1\", \"exported\": \"%s\",\n"
+	       "  \"instances\": [\n", now);
+}
+
+/* Every instance of the vault, then those only the config names (for the
+ * keys it expects there). */
+static int export_all(struct cli *c, const char *now)
+{
+	struct instances insts = { 0 };
+	const struct instance_conf *ic;
+	struct db_instance in;
+	size_t extra_n = 0, k = 0;
+	int r = instances_load(c, &insts);
+
+	for (ic = c->conf.instances; r == 0 && ic; ic = ic->next)
+		if (ic->n_expect && vault_instance_find(c->vault, ic->name, &in) < 0)
+			extra_n++;
+	if (r == 0)
+		export_head(now);
+	for (size_t j = 0; r == 0 && j < insts.n; j++, k++)
+		r = export_instance(c, insts.v[j].name, &insts.v[j], k + 1 == insts.n + extra_n);
+	for (ic = c->conf.instances; r == 0 && ic; ic = ic->next)
+		if (ic->n_expect && vault_instance_find(c->vault, ic->name, &in) < 0)
+			r = export_instance(c, ic->name, NULL, ++k == insts.n + extra_n);
+	free(insts.v);
+	return r;
+}
+
 int export_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -434,46 +473,28 @@ int export_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "export", .usage = "[OPTIONS] [--json] [INSTANCE]",
+		.min_args = 0, .max_args = 1, .want = "too many arguments",
 		.help = "Writes the instances (or INSTANCE) and their keys as JSON: names,\n"
 			"versions, sizes, times, owners, modes, types and descriptions, and the\n"
 			"keys the config expects, configured or not. Never a value: what to\n"
 			"re-enter elsewhere, or to review.\n",
 	};
-	struct instances insts = { 0 };
-	const struct instance_conf *ic;
 	const struct db_instance *inp;
 	struct db_instance in;
 	char now[META_TIME_LEN];
-	size_t extra_n = 0, k = 0;
 	int i, r = 0, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, json_opt, NULL);
-	if (argc - i > 1)
-		cli_usage_error(&c, "too many arguments");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	meta_format_time(db_now_ns(), now);
-	if (i < argc) {
-		if (instance_or_expected(&c, argv[i], &in, &inp) < 0)
-			goto out;
-		printf("{\"format\": \"vaultfs-export-1\", \"exported\": \"%s\",\n"
-		       "  \"instances\": [\n", now);
-		r = export_instance(&c, argv[i], inp, true);
+	if (i == argc) {
+		r = export_all(&c, now);
+	} else if (instance_or_expected(&c, argv[i], &in, &inp) < 0) {
+		goto out;
 	} else {
-		r = instances_load(&c, &insts);
-		/* Instances the config expects keys in but the vault lacks. */
-		for (ic = c.conf.instances; r == 0 && ic; ic = ic->next)
-			if (ic->n_expect && db_instance_find(vault_db(c.vault), ic->name, &in) < 0)
-				extra_n++;
-		if (r == 0)
-			printf("{\"format\": \"vaultfs-export-1\", \"exported\": \"%s\",\n"
-			       "  \"instances\": [\n", now);
-		for (size_t j = 0; r == 0 && j < insts.n; j++, k++)
-			r = export_instance(&c, insts.v[j].name, &insts.v[j],
-					    k + 1 == insts.n + extra_n);
-		for (ic = c.conf.instances; r == 0 && ic; ic = ic->next)
-			if (ic->n_expect && db_instance_find(vault_db(c.vault), ic->name, &in) < 0)
-				r = export_instance(&c, ic->name, NULL, ++k == insts.n + extra_n);
+		export_head(now);
+		r = export_instance(&c, argv[i], inp, true);
 	}
 	if (r < 0) {
 		cli_error("cannot export: %s", strerror(-r));
@@ -486,7 +507,6 @@ int export_main(int argc, char **argv)
 	}
 	ret = 0;
 out:
-	free(insts.v);
 	cli_close(&c);
 	return ret;
 }

@@ -196,7 +196,7 @@ static int check_mountpoint(const char *path)
 static int find_instance(struct cli *c, const char *name, int64_t *id)
 {
 	struct db_instance in;
-	int r = db_instance_find(vault_db(c->vault), name, &in);
+	int r = vault_instance_find(c->vault, name, &in);
 
 	if (r == -ENOENT) {
 		cli_error("instance %s does not exist (add an [instance %s] section to the "
@@ -211,6 +211,47 @@ static int find_instance(struct cli *c, const char *name, int64_t *id)
 	return 0;
 }
 
+/* Before a worker serves: the daemon's user can be taken, the vault opens
+ * with an undamaged file, the config's instances exist, the audit log
+ * runs. 0, or -1 with the reason printed. */
+static int serve_prepare(struct cli *c, struct mount_opts *mo, struct fs_mount *m)
+{
+	char err[1024];
+	int r;
+
+	log_syslog_socket(c->conf.daemon.syslog_socket);
+	if (priv_check(&c->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	if (cli_open_vault(c, 0) < 0)
+		return -1;
+	/* A damaged file is refused here, not found out by a reader later. */
+	r = vault_store_check(c->vault, err, sizeof(err));
+	if (r < 0) {
+		cli_error("%s: damaged database, refusing to mount (%s); restore it from a "
+			  "backup", c->conf.db, err);
+		return -1;
+	}
+	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	if (mo->instance && find_instance(c, mo->instance, &m->instance_id) < 0)
+		return -1;
+	r = vault_audit(c->vault) ? audit_start(vault_audit(c->vault)) : 0;
+	if (r < 0) {
+		cli_error("cannot start the audit log: %s", strerror(-r));
+		return -1;
+	}
+	/* Under a holder the holder mounts, as the user that started it. */
+	if (mo->worker_fd < 0 && priv_prepare(&c->conf, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
 static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 {
 	struct fs_mount m = {
@@ -218,42 +259,12 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 		.ready = mount_ready, .ready_ctx = mo, .ctl_fd = mo->worker_fd,
 		.test_hold_open_ms = mo->test_hold_open_ms,
 	};
-	char err[1024];
 	int r;
 
 	mo->mountpoint = mountpoint;
 	mo->conf = &c->conf;
-	log_syslog_socket(c->conf.daemon.syslog_socket);
-	if (priv_check(&c->conf, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
+	if (serve_prepare(c, mo, &m) < 0)
 		return 1;
-	}
-	if (cli_open_vault(c, 0) < 0)
-		return 1;
-	/* A damaged file is refused here, not found out by a reader later. */
-	r = db_check(vault_db(c->vault));
-	if (r < 0) {
-		cli_error("%s: damaged database, refusing to mount (%s); restore it from a "
-			  "backup", c->conf.db, r == -EPROTO ? db_errmsg(vault_db(c->vault)) :
-			  strerror(-r));
-		return 1;
-	}
-	if (vault_apply_config(c->vault, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return 1;
-	}
-	if (mo->instance && find_instance(c, mo->instance, &m.instance_id) < 0)
-		return 1;
-	r = vault_audit(c->vault) ? audit_start(vault_audit(c->vault)) : 0;
-	if (r < 0) {
-		cli_error("cannot start the audit log: %s", strerror(-r));
-		return 1;
-	}
-	/* Under a holder the holder mounts, as the user that started it. */
-	if (mo->worker_fd < 0 && priv_prepare(&c->conf, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return 1;
-	}
 	log_set_verbose(mo->debug);
 	r = fs_run(c->vault, &m);
 	if (mo->worker_fd < 0)
@@ -306,6 +317,51 @@ static int hold(struct cli *c, struct mount_opts *mo, const char *mountpoint, in
 	return ret;
 }
 
+/* Where to mount: the path resolved, unless nobody serves it yet (a
+ * worker's mount point, or one whose connection systemd kept for us):
+ * resolving it would be a request to it, answered by no one. */
+static int mountpoint_of(const struct mount_opts *mo, const char *mp, char out[PATH_MAX],
+			 bool *adopting)
+{
+	*adopting = mo->fd_store && mp[0] == '/' && notify_stored_fd(HOLDER_FD_NAME) >= 0;
+	if (mo->worker_fd >= 0 || *adopting) {
+		snprintf(out, PATH_MAX, "%s", mp);
+		return 0;
+	}
+	if (realpath(mp, out))
+		return 0;
+	cli_error("mount point %s: %s", mp, strerror(errno));
+	return -1;
+}
+
+/* In the background: the parent returns once the mount is usable, or not. */
+static int hold_detached(struct cli *c, struct mount_opts *mo, const char *mountpoint,
+			 int argc, char **argv)
+{
+	int fds[2];
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		cli_error("pipe: %s", strerror(errno));
+		return 1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		cli_error("fork: %s", strerror(errno));
+		return 1;
+	}
+	if (pid > 0) {
+		close(fds[1]);
+		return wait_child(pid, fds[0]);
+	}
+	close(fds[0]);
+	mo->ready_fd = fds[1];
+	setsid();
+	if (chdir("/") < 0)
+		return 1;
+	return hold(c, mo, mountpoint, argc, argv);
+}
+
 int mount_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -320,6 +376,7 @@ int mount_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "mount", .usage = "[OPTIONS] [-f] [-o FUSE_OPTIONS] [--instance NAME] [MOUNTPOINT]",
+		.min_args = 0, .max_args = 1, .want = "too many arguments",
 		.help = "Mounts the vault on MOUNTPOINT (default: mountpoint in the config, else\n"
 			"/run/vault) and serves it: in the background, returning once the mount\n"
 			"is usable, or in the foreground with -f. Stop it with fusermount3 -u,\n"
@@ -336,68 +393,29 @@ int mount_main(int argc, char **argv)
 	};
 	struct mount_opts mo = { .ready_fd = -1, .worker_fd = -1 };
 	char mountpoint[PATH_MAX];
-	const char *mp;
 	bool adopting;
-	int fds[2], i, ret;
-	pid_t pid;
+	int i, ret = 1;
 
 	i = cli_parse(&c, argc, argv, "fdo:", extra, mount_opt, &mo);
-	if (argc - i > 1)
-		cli_usage_error(&c, "too many arguments");
 	if (mo.instance && !name_valid(mo.instance))
 		cli_usage_error(&c, "--instance %s: not an instance name (1-255 bytes of "
 				"A-Z a-z 0-9 . _ -)", mo.instance);
-	if (cli_load_config(&c) < 0)
-		return 1;
-	mp = i < argc ? argv[i] : c.conf.mountpoint;
-	/* A worker's mount point, or one whose connection systemd kept for us,
-	 * is a mount that nobody serves yet: resolving the path would be a
-	 * request to it, answered by no one. */
-	adopting = mo.fd_store && mp[0] == '/' && notify_stored_fd(HOLDER_FD_NAME) >= 0;
-	if (mo.worker_fd >= 0 || adopting) {
-		snprintf(mountpoint, sizeof(mountpoint), "%s", mp);
-	} else if (!realpath(mp, mountpoint)) {
-		cli_error("mount point %s: %s", mp, strerror(errno));
-		cli_close(&c);
-		return 1;
-	}
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0 ||
+	    mountpoint_of(&mo, i < argc ? argv[i] : c.conf.mountpoint, mountpoint, &adopting) < 0)
+		goto out;
 	if (mo.worker_fd >= 0) {
 		unsetenv("NOTIFY_SOCKET");	/* the holder speaks to systemd */
 		ret = serve(&c, &mo, mountpoint);
-		cli_close(&c);
-		return ret;
-	}
-	/* A connection kept for us by systemd may be mounted there already:
-	 * the holder adopts it if it still is, else mounts. */
-	if (!adopting && check_mountpoint(mountpoint) < 0) {
-		cli_close(&c);
-		return 1;
-	}
-	if (mo.foreground) {
+	} else if (!adopting && check_mountpoint(mountpoint) < 0) {
+		/* A connection kept for us by systemd may be mounted there
+		 * already: the holder adopts it if it still is, else mounts. */
+		ret = 1;
+	} else if (mo.foreground) {
 		ret = hold(&c, &mo, mountpoint, argc, argv);
-		cli_close(&c);
-		return ret;
+	} else {
+		ret = hold_detached(&c, &mo, mountpoint, argc, argv);
 	}
-	if (pipe2(fds, O_CLOEXEC) < 0) {
-		cli_error("pipe: %s", strerror(errno));
-		return 1;
-	}
-	pid = fork();
-	if (pid < 0) {
-		cli_error("fork: %s", strerror(errno));
-		return 1;
-	}
-	if (pid > 0) {
-		close(fds[1]);
-		cli_close(&c);
-		return wait_child(pid, fds[0]);
-	}
-	close(fds[0]);
-	mo.ready_fd = fds[1];
-	setsid();
-	if (chdir("/") < 0)
-		return 1;
-	ret = hold(&c, &mo, mountpoint, argc, argv);
+out:
 	cli_close(&c);
 	return ret;
 }

@@ -11,8 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "../crypto/key.h"
 #include "../fs/vault.h"
 #include "cli.h"
@@ -135,25 +133,57 @@ static int open_either(struct cli *c, const struct secbuf *cur, const struct sec
 	return r;
 }
 
-static int rotate_master(struct cli *c, struct rotate_opts *o)
+/* The new key is another key, in another file: 0, or -1 (printed). */
+static int new_key_ok(const struct cli *c, const struct rotate_opts *o,
+		      const struct secbuf *cur, const struct secbuf *new_key)
 {
-	struct secbuf *cur = NULL, *new_key = NULL;
-	char real_new[PATH_MAX], real_cur[PATH_MAX], err[1024];
-	bool done_before;
-	int r, ret = 1;
+	char real_new[PATH_MAX], real_cur[PATH_MAX];
 
-	if (cli_load_key(c, &cur) < 0 || cli_load_key_file(o->new_key_file, "new", &new_key) < 0)
-		goto out;
 	if (c->conf.key_file[0] && realpath(o->new_key_file, real_new) &&
 	    realpath(c->conf.key_file, real_cur) && !strcmp(real_new, real_cur)) {
 		cli_error("--new-key-file is the key file in use (%s)", c->conf.key_file);
-		goto out;
+		return -1;
 	}
-	if (sodium_memcmp(cur->data, new_key->data, KEY_LEN) == 0) {
+	if (key_equal(cur, new_key)) {
 		cli_error("the new key is the key in use; nothing was changed");
-		goto out;
+		return -1;
 	}
-	if (open_either(c, cur, new_key, &done_before) < 0)
+	return 0;
+}
+
+/* The vault needs the new key now: it takes the old one's place. */
+static int new_key_install(const struct cli *c, const struct rotate_opts *o,
+			   const struct secbuf *new_key)
+{
+	int r;
+
+	if (!c->conf.key_file[0]) {
+		printf("vaultfs: the key came from $%s or a systemd credential: put the new key "
+		       "there, then reload the daemons (systemctl reload, or kill -HUP)\n",
+		       KEY_ENV);
+		return 0;
+	}
+	r = install_key(o->new_key_file, new_key, c->conf.key_file);
+	if (r < 0) {
+		cli_error("the vault needs the new key now, but it could not be moved to %s "
+			  "(%s): run this command again, or move it yourself (mv %s %s) and "
+			  "reload the daemons", c->conf.key_file, strerror(-r), o->new_key_file,
+			  c->conf.key_file);
+		return -1;
+	}
+	printf("vaultfs: the new key is now %s\n", c->conf.key_file);
+	return 0;
+}
+
+static int rotate_master(struct cli *c, struct rotate_opts *o)
+{
+	struct secbuf *cur = NULL, *new_key = NULL;
+	char err[1024];
+	bool done_before;
+	int r, ret = 1;
+
+	if (cli_load_key(c, &cur) < 0 || cli_load_key_file(o->new_key_file, "new", &new_key) < 0 ||
+	    new_key_ok(c, o, cur, new_key) < 0 || open_either(c, cur, new_key, &done_before) < 0)
 		goto out;
 	if (done_before) {
 		printf("vaultfs: %s already needs the new key (an earlier rotation was cut "
@@ -167,19 +197,8 @@ static int rotate_master(struct cli *c, struct rotate_opts *o)
 		printf("vaultfs: %s: re-wrapped %zu data key%s for the new master key; the old "
 		       "key opens nothing now\n", c->conf.db, o->done, o->done == 1 ? "" : "s");
 	}
-	if (!c->conf.key_file[0]) {
-		printf("vaultfs: the key came from $%s or a systemd credential: put the new key "
-		       "there, then reload the daemons (systemctl reload, or kill -HUP)\n",
-		       KEY_ENV);
-	} else if ((r = install_key(o->new_key_file, new_key, c->conf.key_file)) < 0) {
-		cli_error("the vault needs the new key now, but it could not be moved to %s "
-			  "(%s): run this command again, or move it yourself (mv %s %s) and "
-			  "reload the daemons", c->conf.key_file, strerror(-r), o->new_key_file,
-			  c->conf.key_file);
+	if (new_key_install(c, o, new_key) < 0)
 		goto out;
-	} else {
-		printf("vaultfs: the new key is now %s\n", c->conf.key_file);
-	}
 	tell_daemons(c->conf.db);
 	ret = 0;
 out:
@@ -242,7 +261,7 @@ int rotate_key_main(int argc, char **argv)
 		cli_usage_error(&c, "unexpected argument %s", argv[i]);
 	if (!o.new_key_file == !o.instance)
 		cli_usage_error(&c, "want --new-key-file FILE or --instance NAME");
-	if (cli_load_config(&c) < 0)
+	if (cli_start(&c, CLI_CONFIG_ONLY, NULL) < 0)
 		return 1;
 	ret = o.new_key_file ? rotate_master(&c, &o) : rotate_instance(&c, &o);
 	cli_close(&c);

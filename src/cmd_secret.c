@@ -28,27 +28,25 @@ int get_main(int argc, char **argv)
 	};
 	struct cli c = {
 		.cmd = "get", .usage = "[OPTIONS] [--version V] INSTANCE KEY",
+		.min_args = 2, .max_args = 2, .want = "want INSTANCE and KEY",
 		.help = "Writes the value of INSTANCE/KEY to standard output, exactly as stored.\n\n"
 			"      --version V      an old version (see: vaultfs history)\n",
 	};
 	struct secbuf *val = NULL;
 	int64_t version = -1;
-	struct db_secret s;
+	const struct db_secret *s = &c.secret;
+	struct db_secret meta;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, version_opt, &version);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and KEY");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
-		goto out;
-	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
+	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
 	if (version >= 0)
-		r = vault_read_version(c.vault, s.id, (uint64_t)version, &val, NULL);
+		r = vault_read_version(c.vault, s->id, (uint64_t)version, &val, NULL);
 	else
-		r = vault_read(c.vault, s.id, &val, &s);
+		r = vault_read(c.vault, s->id, &val, &meta);
 	if (r == 0 && version < 0)
-		r = expiry_open(c.vault, &s, &val);
+		r = expiry_open(c.vault, &meta, &val);
 	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	if (r == -EIO) {
 		cli_error("%s/%s: the stored value fails authentication (tampered or damaged); "
@@ -125,6 +123,60 @@ static int set_opt(int opt, const char *arg, void *ctx)
 	return -1;
 }
 
+/* The value from standard input (asked for, unechoed, on a terminal). */
+static int read_value(struct cli *c, const char *inst, const char *key, struct secbuf **val)
+{
+	size_t max = c->conf.max_value_size;
+	int r = secbuf_new(val, 4096);
+
+	if (r == 0)
+		r = isatty(STDIN_FILENO) ? read_value_tty(*val, max, inst, key) :
+					   secio_read(STDIN_FILENO, *val, max, false);
+	if (r == -EFBIG)
+		cli_error("value too large: the limit is %zu bytes; nothing was changed", max);
+	else if (r < 0)
+		cli_error("cannot read the value: %s", strerror(-r));
+	return r;
+}
+
+/* Stores val as inst/key if it is still at o->if_version (-1: any), with
+ * o's limits if any: 0, EXIT_NO
+ * if it changed meanwhile, else 1; audited either way. */
+static int store_value(struct cli *c, const char *inst, const char *key,
+		       const struct secbuf *val, const struct set_opts *o)
+{
+	int64_t if_version = o->if_version;
+	struct db_secret cur = { 0 };
+	struct audit_entry ae;
+	struct db_instance in;
+	int r;
+
+	/* A check against a version > 0 fails on a missing instance: don't make one. */
+	r = if_version > 0 ? vault_instance_find(c->vault, inst, &in) :
+			     cli_instance_open(c, inst, &in);
+	if (r == -ENOENT && if_version > 0)
+		r = -ESTALE;
+	else if (r == 0 && o->limited)
+		r = expiry_put(c->vault, in.id, key, val->data, val->len, getuid(), in.gid,
+			       if_version, &o->limit, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
+	else if (r == 0)
+		r = vault_put_if(c->vault, in.id, key, val->data, val->len, getuid(), in.gid,
+				 if_version, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
+	if (r < 0)
+		cli_audit(c, AUDIT_WRITE, inst, key, r);
+	if (r == -ESTALE) {
+		cli_error("%s/%s is at version %llu, not %lld: it changed meanwhile; nothing was "
+			  "changed", inst, key, (unsigned long long)cur.version,
+			  (long long)if_version);
+		return EXIT_NO;
+	}
+	if (r < 0) {
+		cli_error("%s/%s: %s; nothing was changed", inst, key, strerror(-r));
+		return 1;
+	}
+	return 0;
+}
+
 int set_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
@@ -135,6 +187,8 @@ int set_main(int argc, char **argv)
 	struct cli c = {
 		.cmd = "set", .usage = "[OPTIONS] [--if-version V] [--expires WHEN] [--max-reads N] "
 				       "INSTANCE KEY < VALUE",
+		.min_args = 2, .max_args = 2,
+		.want = "want INSTANCE and KEY (the value comes from standard input)",
 		.help = "Stores the value read from standard input as INSTANCE/KEY (never from\n"
 			"the command line, where other users could see it). Creates the key,\n"
 			"and the instance, if they don't exist. A single-line value loses one\n"
@@ -151,61 +205,15 @@ int set_main(int argc, char **argv)
 			"                       (the mount and vaultfs get), then is expired\n",
 	};
 	struct secbuf *val = NULL;
-	struct db_secret cur = { 0 };
-	struct audit_entry ae;
 	struct set_opts o = { .if_version = -1 };
-	int64_t if_version;
-	struct db_instance in;
-	const char *inst, *key;
-	int i, r, ret = 1;
+	int i, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, set_opt, &o);
-	if_version = o.if_version;
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and KEY (the value comes from standard input)");
-	inst = argv[i];
-	key = argv[i + 1];
-	if (!cli_name_ok("instance", inst) || !cli_name_ok("key", key))
+	if (!cli_name_ok("instance", argv[i]) || !cli_name_ok("key", argv[i + 1]))
 		return 1;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, 0, NULL) < 0 || read_value(&c, argv[i], argv[i + 1], &val) < 0)
 		goto out;
-	r = secbuf_new(&val, 4096);
-	if (r == 0)
-		r = isatty(STDIN_FILENO) ? read_value_tty(val, c.conf.max_value_size, inst, key) :
-					   secio_read(STDIN_FILENO, val, c.conf.max_value_size, false);
-	if (r == -EFBIG) {
-		cli_error("value too large: the limit is %zu bytes; nothing was changed",
-			  c.conf.max_value_size);
-		goto out;
-	} else if (r < 0) {
-		cli_error("cannot read the value: %s", strerror(-r));
-		goto out;
-	}
-	/* A check against a version > 0 fails on a missing instance: don't make one. */
-	r = if_version > 0 ? db_instance_find(vault_db(c.vault), inst, &in) :
-			     cli_instance_open(&c, inst, &in);
-	if (r == -ENOENT && if_version > 0)
-		r = -ESTALE;
-	else if (r == 0 && o.limited)
-		r = expiry_put(c.vault, in.id, key, val->data, val->len, getuid(), in.gid,
-			       if_version, &o.limit, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
-	else if (r == 0)
-		r = vault_put_if(c.vault, in.id, key, val->data, val->len, getuid(), in.gid,
-				 if_version, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
-	if (r < 0)
-		cli_audit(&c, AUDIT_WRITE, inst, key, r);
-	if (r == -ESTALE) {
-		cli_error("%s/%s is at version %llu, not %lld: it changed meanwhile; nothing was "
-			  "changed", inst, key, (unsigned long long)cur.version,
-			  (long long)if_version);
-		ret = EXIT_NO;
-		goto out;
-	}
-	if (r < 0) {
-		cli_error("%s/%s: %s; nothing was changed", inst, key, strerror(-r));
-		goto out;
-	}
-	ret = 0;
+	ret = store_value(&c, argv[i], argv[i + 1], val, &o);
 out:
 	secbuf_free(val);
 	cli_close(&c);
@@ -216,20 +224,17 @@ int rm_main(int argc, char **argv)
 {
 	struct cli c = {
 		.cmd = "rm", .usage = "[OPTIONS] INSTANCE KEY",
+		.min_args = 2, .max_args = 2, .want = "want INSTANCE and KEY",
 		.help = "Deletes INSTANCE/KEY.\n",
 	};
 	struct audit_entry ae;
-	struct db_secret s;
+	const struct db_secret *s = &c.secret;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (argc - i != 2)
-		cli_usage_error(&c, "want INSTANCE and KEY");
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, 0) < 0)
+	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
-	if (cli_find_secret(&c, argv[i], argv[i + 1], &s) < 0)
-		goto out;
-	r = vault_delete(c.vault, s.id, getuid(),
+	r = vault_delete(c.vault, s->id, getuid(),
 			 cli_entry(&ae, AUDIT_DELETE, argv[i], argv[i + 1]));
 	if (r < 0)
 		cli_audit(&c, AUDIT_DELETE, argv[i], argv[i + 1], r);

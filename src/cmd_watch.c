@@ -1,41 +1,21 @@
 /* vaultfs watch: the store's changes as they happen, one line each, for
  * scripts (text) and programs (--json). Names, versions and uids only:
  * it never opens a value, so it records nothing in the audit log. */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "../db/db.h"
-#include "../db/db_versions.h"
-#include "../fs/changes.h"
+#include "../fs/follow.h"
 #include "../fs/meta.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
 #include "json.h"
 
-/* The mount's own follower polls as often (fs/watch.c). */
-#define WATCH_CLI_PERIOD_MS 20
-
 struct watch_cli {
 	const char *instance, *key;	/* filters, NULL: any */
 	bool json;
-	struct db *db;
-	const struct changes_snap *old, *now;
 };
-
-/* Who deleted it, from its trash row (none without an undelete window). */
-static void deleted_by(struct watch_cli *w, const struct changes_item *it,
-		       struct change_event *e)
-{
-	struct db_trash t;
-
-	if (db_trash_find(w->db, it->parent, it->name, 0, &t) == 0 && t.secret_id == it->id) {
-		e->has_by = true;
-		e->by = t.deleted_by;
-	}
-}
 
 static bool want_instance(void *ctx, const struct db_instance *in)
 {
@@ -81,65 +61,35 @@ static void print_json(const struct change_event *e, const char *when)
 	printf("}\n");
 }
 
-static void tell(void *ctx, const struct changes_item *before, const struct changes_item *after)
+static void tell(void *ctx, const struct change_event *e)
 {
 	struct watch_cli *w = ctx;
 	char when[META_TIME_LEN];
-	struct change_event e;
 
-	if (!changes_event(w->old, w->now, before, after, &e))
-		return;
-	if (before && !after && before->secret)
-		deleted_by(w, before, &e);
-	if (w->key && !(e.key && !strcmp(e.key, w->key)) &&
-	    !(e.old_key && !strcmp(e.old_key, w->key)))
+	if (w->key && !(e->key && !strcmp(e->key, w->key)) &&
+	    !(e->old_key && !strcmp(e->old_key, w->key)))
 		return;
 	meta_format_time(db_now_ns(), when);
 	if (w->json)
-		print_json(&e, when);
+		print_json(e, when);
 	else
-		print_text(&e, when);
+		print_text(e, when);
 }
 
-static void sleep_ms(unsigned ms)
+static void ready(void *ctx)
 {
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ms * 1000000 };
+	const struct watch_cli *w = ctx;
 
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	fprintf(stderr, "vaultfs watch: watching %s\n", w->instance ? w->instance :
+		"every instance");
 }
 
 /* Until killed, or stdout fails (the reader went away). */
-static int follow(struct db *db, struct watch_cli *w)
+static bool go_on(void *ctx)
 {
-	struct changes_snap seen, now;
-	uint64_t seq, last;
-	int r;
-
-	r = db_change_seq(db, &last);
-	if (r == 0)
-		r = changes_scan(db, 0, want_instance, w, &seen);
-	if (r < 0) {
-		cli_error("cannot read the store: %s", db_errmsg(db));
-		return r;
-	}
-	fprintf(stderr, "vaultfs watch: watching %s\n", w->instance ? w->instance : "every instance");
-	while (!ferror(stdout)) {
-		sleep_ms(WATCH_CLI_PERIOD_MS);
-		if ((r = db_change_seq(db, &seq)) < 0 || seq == last)
-			continue;
-		if ((r = changes_scan(db, 0, want_instance, w, &now)) < 0)
-			continue;
-		last = seq;
-		w->old = &seen;
-		w->now = &now;
-		(void)changes_diff(&seen, &now, tell, w, NULL);
-		fflush(stdout);
-		changes_free(&seen);
-		seen = now;
-	}
-	changes_free(&seen);
-	return 0;
+	(void)ctx;
+	fflush(stdout);
+	return !ferror(stdout);
 }
 
 static int watch_opt(int opt, const char *arg, void *ctx)
@@ -170,9 +120,12 @@ int watch_main(int argc, char **argv)
 			"version, by (null when unknown), from.\n"
 			"Never a value. Runs until interrupted.\n",
 	};
+	static const struct follow_fns fns = {
+		.want = want_instance, .ready = ready, .tell = tell, .go_on = go_on,
+	};
 	struct watch_cli w = { 0 };
-	struct db_instance in;
-	int i, ret = 1;
+	char err[256];
+	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, watch_opt, &w);
 	if (argc - i > 2)
@@ -182,13 +135,13 @@ int watch_main(int argc, char **argv)
 	if ((w.instance && !cli_name_ok("instance", w.instance)) ||
 	    (w.key && !cli_name_ok("key", w.key)))
 		return EXIT_USAGE;
-	if (cli_load_config(&c) < 0 || cli_open_vault(&c, CLI_NO_AUDIT) < 0)
-		goto out;
-	if (w.instance && cli_find_instance(&c, w.instance, &in) < 0)
+	if (cli_start(&c, CLI_NO_AUDIT | (w.instance ? CLI_INSTANCE : 0), argv + i) < 0)
 		goto out;
 	setvbuf(stdout, NULL, _IOFBF, 0);
-	w.db = vault_db(c.vault);
-	if (follow(vault_db(c.vault), &w) == 0)
+	r = follow_vault(c.vault, &fns, &w, err, sizeof(err));
+	if (r < 0)
+		cli_error("cannot read the store: %s", err);
+	else
 		ret = 0;
 out:
 	cli_close(&c);

@@ -13,8 +13,7 @@
  * returns -errno (-EINVAL for a bad setting, -EPERM for a file others may
  * write, -ELOOP for a symlink) and writes "FILE:LINE: reason" or
  * "FILE: reason" into err; c may be partly filled: policy_free() it. */
-int config_load(struct vault_conf *c, const char *path, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+int config_load(struct vault_conf *c, const char *path, char *err, size_t errlen) WUR;
 
 /* "0640" -> 0640; only permission bits. */
 int config_parse_mode(const char *s, mode_t *out);

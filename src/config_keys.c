@@ -131,44 +131,66 @@ static int cfg_vault_attr_timeout(struct cfg_state *st, const char *key, const c
 	return 0;
 }
 
-static int cfg_inst_owner(struct cfg_state *st, const char *key, const char *v)
+/* A user or a group by name or number (below (uid_t)-1): -ENOENT for an
+ * unknown name, -ERANGE for a number out of range. */
+static int cfg_lookup_id(const char *s, bool group, uint32_t *out)
 {
 	struct passwd *pw;
+	struct group *gr;
 	uint64_t id;
-	int r;
+	int r = cfg_parse_u64(s, &id);
 
-	r = cfg_parse_u64(v, &id);
-	if (!r && id < (uid_t)-1) {
-		st->inst->owner = (uid_t)id;
-	} else if (r == -EINVAL && (pw = getpwnam(v))) {
-		st->inst->owner = pw->pw_uid;
-	} else if (r == -EINVAL) {
-		return cfg_fail(st, -EINVAL, "unknown user '%s' for %s", v, key);
-	} else {
-		return cfg_fail(st, -EINVAL, "bad uid '%s' for %s", v, key);
-	}
-	st->inst->has_owner = true;
+	if (r == 0 && id < (uid_t)-1)
+		*out = (uint32_t)id;
+	else if (r != -EINVAL)
+		return -ERANGE;
+	else if (group && (gr = getgrnam(s)))
+		*out = gr->gr_gid;
+	else if (!group && (pw = getpwnam(s)))
+		*out = pw->pw_uid;
+	else
+		return -ENOENT;
 	return 0;
+}
+
+/* The same for a setting ("for KEY") or an item of a list ("in KEY"): a
+ * name that does not resolve, or a bad number, is the setting's error. */
+static int cfg_id(struct cfg_state *st, const char *key, const char *s, bool group,
+		  const char *where, uint32_t *out)
+{
+	int r = cfg_lookup_id(s, group, out);
+
+	if (r == -ENOENT)
+		return cfg_fail(st, -EINVAL, "unknown %s '%s' %s %s", group ? "group" : "user",
+				s, where, key);
+	if (r < 0)
+		return cfg_fail(st, -EINVAL, "bad %s '%s' %s %s", group ? "gid" : "uid", s,
+				where, key);
+	return 0;
+}
+
+static int cfg_inst_owner(struct cfg_state *st, const char *key, const char *v)
+{
+	uint32_t id;
+	int r = cfg_id(st, key, v, false, "for", &id);
+
+	if (r == 0) {
+		st->inst->owner = (uid_t)id;
+		st->inst->has_owner = true;
+	}
+	return r;
 }
 
 static int cfg_inst_group(struct cfg_state *st, const char *key, const char *v)
 {
-	struct group *gr;
-	uint64_t id;
-	int r;
+	uint32_t id;
+	int r = cfg_id(st, key, v, true, "for", &id);
 
-	r = cfg_parse_u64(v, &id);
-	if (!r && id < (gid_t)-1) {
+	if (r == 0) {
 		st->inst->group = (gid_t)id;
-	} else if (r == -EINVAL && (gr = getgrnam(v))) {
-		st->inst->group = gr->gr_gid;
-	} else if (r == -EINVAL) {
-		return cfg_fail(st, -EINVAL, "unknown group '%s' for %s", v, key);
-	} else {
-		return cfg_fail(st, -EINVAL, "bad gid '%s' for %s", v, key);
+		st->inst->has_group = true;
 	}
-	st->inst->has_group = true;
-	return 0;
+	return r;
 }
 
 /* An instance's mode may also have the sticky bit: 1770, 1777. */
@@ -227,40 +249,6 @@ static int cfg_vault_undelete_window(struct cfg_state *st, const char *key, cons
  * typo is an error at load time, never a rule that silently matches no
  * one. */
 
-static int cfg_lookup_user(const char *s, uint32_t *out)
-{
-	struct passwd *pw;
-	uint64_t id;
-	int r = cfg_parse_u64(s, &id);
-
-	if (r == 0 && id < (uid_t)-1) {
-		*out = (uint32_t)id;
-		return 0;
-	}
-	if (r == -EINVAL && (pw = getpwnam(s))) {
-		*out = pw->pw_uid;
-		return 0;
-	}
-	return r == -EINVAL ? -ENOENT : -ERANGE;
-}
-
-static int cfg_lookup_group(const char *s, uint32_t *out)
-{
-	struct group *gr;
-	uint64_t id;
-	int r = cfg_parse_u64(s, &id);
-
-	if (r == 0 && id < (gid_t)-1) {
-		*out = (uint32_t)id;
-		return 0;
-	}
-	if (r == -EINVAL && (gr = getgrnam(s))) {
-		*out = gr->gr_gid;
-		return 0;
-	}
-	return r == -EINVAL ? -ENOENT : -ERANGE;
-}
-
 /* Calls fn for each item of a comma or space separated list. */
 static int cfg_each_item(struct cfg_state *st, const char *key, const char *v,
 			 int (*fn)(struct cfg_state *, const char *, const char *, void *),
@@ -306,24 +294,18 @@ static int cfg_id_add(struct cfg_state *st, const char *key, struct id_list *l,
 static int cfg_user_item(struct cfg_state *st, const char *key, const char *item, void *ctx)
 {
 	uint32_t id;
-	int r = cfg_lookup_user(item, &id);
 
-	if (r == -ENOENT)
-		return cfg_fail(st, -EINVAL, "unknown user '%s' in %s", item, key);
-	if (r)
-		return cfg_fail(st, -EINVAL, "bad uid '%s' in %s", item, key);
+	if (cfg_id(st, key, item, false, "in", &id))
+		return st->ret;
 	return cfg_id_add(st, key, ctx, id);
 }
 
 static int cfg_group_item(struct cfg_state *st, const char *key, const char *item, void *ctx)
 {
 	uint32_t id;
-	int r = cfg_lookup_group(item, &id);
 
-	if (r == -ENOENT)
-		return cfg_fail(st, -EINVAL, "unknown group '%s' in %s", item, key);
-	if (r)
-		return cfg_fail(st, -EINVAL, "bad gid '%s' in %s", item, key);
+	if (cfg_id(st, key, item, true, "in", &id))
+		return st->ret;
 	return cfg_id_add(st, key, ctx, id);
 }
 
@@ -426,7 +408,7 @@ static int cfg_vault_user(struct cfg_state *st, const char *key, const char *v)
 	struct daemon_conf *d = &st->c->daemon;
 	struct passwd *pw;
 	uint32_t uid;
-	int r = cfg_lookup_user(v, &uid);
+	int r = cfg_lookup_id(v, false, &uid);
 
 	if (r == -ENOENT)
 		return cfg_fail(st, -EINVAL, "unknown user '%s' for %s", v, key);

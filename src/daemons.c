@@ -62,7 +62,7 @@ static bool has_open(const char *pid, const struct stat *db)
 	return found;
 }
 
-int daemons_find(const char *db_path, pid_t *pids, int max)
+static int daemons_find(const char *db_path, pid_t *pids, int max)
 {
 	struct dirent *de;
 	struct stat db;

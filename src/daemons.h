@@ -8,7 +8,5 @@
  * db_path open (found in /proc; needs root, or the daemons' uid). Returns
  * how many were signalled. */
 int daemons_signal(const char *db_path, int sig);
-/* The pids of those processes, at most max of them; how many were found. */
-int daemons_find(const char *db_path, pid_t *pids, int max);
 
 #endif

@@ -213,25 +213,11 @@ static uint64_t mount_dev(const char *mnt)
 	unsigned maj, min;
 	uint64_t dev = 0;
 	FILE *f = fopen("/proc/self/mountinfo", "re");
-	size_t j;
 
 	while (f && fgets(line, sizeof(line), f)) {
-		char *p = line, *q;
-
 		if (sscanf(line, "%*d %*d %u:%u", &maj, &min) != 2)
 			continue;
-		for (int k = 0; k < 4 && p; k++)	/* to the mount point field */
-			p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
-		for (j = 0, q = p; q && *q && *q != ' ' && j < PATH_MAX; j++) {
-			if (q[0] == '\\' && q[1] >= '0' && q[1] <= '3') {
-				path[j] = (char)((q[1] - '0') * 64 + (q[2] - '0') * 8 + (q[3] - '0'));
-				q += 4;
-			} else {
-				path[j] = *q++;
-			}
-		}
-		path[j] = '\0';
-		if (p && !strcmp(path, mnt))
+		if (status_mountinfo_point(line, path) && !strcmp(path, mnt))
 			dev = makedev(maj, min);	/* the last one is on top */
 	}
 	if (f)
@@ -504,7 +490,11 @@ static void loop(void)
 			{ .fd = H.sfd, .events = POLLIN },
 			{ .fd = H.cur.ctl, .events = POLLIN },
 			{ .fd = H.next.ctl, .events = POLLIN },
-			{ .fd = H.stopping ? -1 : H.dev, .events = 0 },
+			/* Only while no worker runs: the device wakes its
+			 * pollers at every request, which cost each read three
+			 * context switches of this process; a worker's exit
+			 * after an unmount is seen by reaped(). */
+			{ .fd = H.stopping || H.cur.pid > 0 ? -1 : H.dev, .events = 0 },
 		};
 		int timeout = -1;
 

@@ -83,7 +83,7 @@ int listing_load(struct cli *c, const char *instance, const struct db_instance *
 
 	memset(out, 0, sizeof(*out));
 	if (in)
-		r = db_secret_each(vault_db(c->vault), in->id, 0, secret_cb, &lc);
+		r = vault_secret_each(c->vault, in->id, secret_cb, &lc);
 	have = out->n;
 	for (size_t i = 0; r == 0 && ic && i < ic->n_expect; i++) {
 		e = NULL;

@@ -136,3 +136,48 @@ int status_each(void (*fn)(const struct mount_status *s, void *ctx), void *ctx)
 	closedir(d);
 	return n;
 }
+
+struct serving {
+	struct stat db;
+	struct mount_status *out;
+	int max, n;
+};
+
+static void serving_add(const struct mount_status *s, void *ctx)
+{
+	struct serving *sv = ctx;
+	struct stat st;
+
+	if (sv->n < sv->max && stat(s->db, &st) == 0 && st.st_dev == sv->db.st_dev &&
+	    st.st_ino == sv->db.st_ino)
+		sv->out[sv->n++] = *s;
+}
+
+int status_serving(const char *db_path, struct mount_status *out, int max)
+{
+	struct serving sv = { .out = out, .max = max };
+
+	if (stat(db_path, &sv.db) < 0)
+		return 0;
+	status_each(serving_add, &sv);
+	return sv.n;
+}
+
+bool status_mountinfo_point(const char *line, char out[static PATH_MAX + 1])
+{
+	const char *p = line, *q;
+	size_t j;
+
+	for (int k = 0; k < 4 && p; k++)	/* to the mount point field */
+		p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+	for (j = 0, q = p; q && *q && *q != ' ' && j < PATH_MAX; j++) {
+		if (q[0] == '\\' && q[1] >= '0' && q[1] <= '3' && q[2] && q[3]) {
+			out[j] = (char)((q[1] - '0') * 64 + (q[2] - '0') * 8 + (q[3] - '0'));
+			q += 4;
+		} else {
+			out[j] = *q++;
+		}
+	}
+	out[j] = '\0';
+	return p != NULL;
+}

@@ -118,3 +118,32 @@ def test_reports_only_this_vaults_daemon(vault_factory):
     cores = [c for c in checks if "core dumps: off for the daemon" in c]
     assert any(f"(pid {a.worker_pid()})" in c for c in cores), checks
     assert not any(f"(pid {b.worker_pid()})" in c for c in cores), checks
+
+
+def test_two_vaults_each_sees_its_own_daemon(vault_factory):
+    """Two vaults mounted on one host: doctor run against one names that
+    vault's daemon and mount, never the other's."""
+    a = vault_factory()
+    b = vault_factory()
+    for mine, other in ((a, b), (b, a)):
+        code, checks = doctor(mine)
+        assert code == 0, checks
+        cores = [c for c in checks if c.startswith("secure   core dumps: off for the daemon")]
+        assert cores == [f"secure   core dumps: off for the daemon (pid {mine.worker_pid()}): "
+                         "RLIMIT_CORE 0 and not dumpable"], checks
+        mounts = [c for c in checks if " mount " in c or " mounts: " in c]
+        assert len(mounts) == 1 and f"mount {mine.mnt}:" in mounts[0], checks
+        assert not any(other.mnt in c for c in checks), checks
+        assert not any(f"pid {other.worker_pid()})" in c for c in checks), checks
+
+
+def test_vault_not_mounted_while_another_is(vault_factory):
+    """A vault with no daemon says so, though another vault is mounted."""
+    a = vault_factory(mount=False)
+    b = vault_factory()
+    code, checks = doctor(a)
+    assert code == 0, checks
+    assert verdict(checks, "mounts:") == \
+        ("secure", "mounts: this vault is not mounted on this host")
+    assert not any(b.mnt in c for c in checks), checks
+    assert not any(f"pid {b.worker_pid()})" in c for c in checks), checks

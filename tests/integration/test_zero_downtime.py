@@ -344,6 +344,46 @@ def test_fusermount_u_stops_holder_and_worker(busy_vault):
         "the holder's status is gone with it"
 
 
+def test_fusermount_u_while_no_worker_runs_stops_the_holder(busy_vault):
+    """Between a worker that died before serving and the next try, nobody
+    reads the device: the holder itself sees the unmount and exits."""
+    v = busy_vault
+    os.rename(v.key, v.key + ".away")
+    os.kill(v.worker_pid(), signal.SIGKILL)
+    assert wait_for(lambda: "died before serving" in v.log(), 30), v.log()
+    proc = v.proc
+    r = run(["fusermount3", "-u", v.mnt])
+    assert r.returncode == 0, r.stderr
+    try:
+        assert proc.wait(10) == 0, v.log()
+    finally:
+        v.proc = None
+        os.rename(v.key + ".away", v.key)
+    assert not os.path.ismount(v.mnt)
+
+
+def voluntary_switches(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def test_reads_do_not_wake_the_holder(busy_vault):
+    """The holder sleeps while its worker serves: it used to poll the
+    device, which wakes every poller at each request (three context
+    switches of the holder per open+read+close)."""
+    v = busy_vault
+    path = v.path("app", "K")
+    read_file(path)
+    before = voluntary_switches(v.proc.pid)
+    for _ in range(500):
+        read_file(path)
+    woken = voluntary_switches(v.proc.pid) - before
+    assert woken < 50, f"the holder woke {woken} times during 500 reads"
+
+
 def test_unrecorded_writer_fails_loudly_across_a_crash(busy_vault):
     """A value too large to record with the holder: if the worker dies while
     it is being written, close() says EIO and the old value stays, never a

@@ -18,51 +18,9 @@
 #include "../../fs/policy.h"
 #include "../../src/config.h"
 
-struct fx {
-	struct tmpdir tmp;
-	char path[128];
-	char err[4096];
-	struct vault_conf c;
-};
-
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
-
-	if (!fx)
-		return -1;
-	if (tmpdir_make(&fx->tmp, "access") < 0) {
-		free(fx);
-		return -1;
-	}
-	snprintf(fx->path, sizeof(fx->path), "%s/vaultfs.ini", fx->tmp.path);
-	policy_defaults(&fx->c);
-	*state = fx;
-	return 0;
-}
-
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	policy_free(&fx->c);
-	tmpdir_remove(&fx->tmp);
-	free(fx);
-	return 0;
-}
-
-static int load(struct fx *fx, const char *text)
-{
-	FILE *f = fopen(fx->path, "w");
-
-	assert_non_null(f);
-	fputs(text, f);
-	assert_int_equal(fclose(f), 0);
-	assert_int_equal(chmod(fx->path, 0600), 0);
-	policy_free(&fx->c);
-	policy_defaults(&fx->c);
-	fx->err[0] = '\0';
-	return config_load(&fx->c, fx->path, fx->err, sizeof(fx->err));
+	return conf_fx_setup(state, "access");
 }
 
 static const char rules[] =
@@ -82,10 +40,10 @@ static const char rules[] =
 
 static void test_parse_rules(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	const struct instance_conf *ic;
 
-	assert_int_equal(load(fx, rules), 0);
+	assert_int_equal(conf_load_text(fx, rules), 0);
 	assert_true(fx->c.access.has_max_mode);
 	assert_int_equal(fx->c.access.max_mode, 0750);
 	ic = policy_instance(&fx->c, "listed");
@@ -104,10 +62,10 @@ static void test_parse_rules(void **state)
 
 static void test_parse_names(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	const struct instance_conf *ic;
 
-	assert_int_equal(load(fx, "[vault]\nuser = root\n[instance a]\n"
+	assert_int_equal(conf_load_text(fx, "[vault]\nuser = root\n[instance a]\n"
 			 "read_users = root,root , 0\nread_groups = root\n"), 0);
 	assert_true(fx->c.daemon.has_user);
 	assert_string_equal(fx->c.daemon.user, "root");
@@ -119,11 +77,11 @@ static void test_parse_names(void **state)
 
 static void test_parse_audit(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 
 	assert_true(fx->c.daemon.audit && fx->c.daemon.audit_syslog);
 	assert_int_equal(fx->c.daemon.audit_retention, 0);
-	assert_int_equal(load(fx, "[vault]\naudit = no\naudit_syslog = no\n"
+	assert_int_equal(conf_load_text(fx, "[vault]\naudit = no\naudit_syslog = no\n"
 			 "audit_retention = 90d\n"), 0);
 	assert_false(fx->c.daemon.audit);
 	assert_false(fx->c.daemon.audit_syslog);
@@ -187,12 +145,12 @@ static const struct err_case err_cases[] = {
 
 static void test_errors(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char want[1024];
 
 	for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
 		const struct err_case *t = &err_cases[i];
-		int r = load(fx, t->text);
+		int r = conf_load_text(fx, t->text);
 
 		snprintf(want, sizeof(want), "%s:%u: %s", fx->path, t->line, t->reason);
 		if (r != -EINVAL || strcmp(fx->err, want))
@@ -200,7 +158,7 @@ static void test_errors(void **state)
 	}
 }
 
-static int may_read(struct fx *fx, const char *inst, uid_t uid, gid_t gid,
+static int may_read(struct conf_fx *fx, const char *inst, uid_t uid, gid_t gid,
 		    const gid_t *groups, int n, const char *unit)
 {
 	struct access_who w = { uid, gid, groups, n, unit };
@@ -214,10 +172,10 @@ static int may_read(struct fx *fx, const char *inst, uid_t uid, gid_t gid,
 
 static void test_read_rules(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	const gid_t g500[] = { 42, 500 }, other[] = { 42, 43 };
 
-	assert_int_equal(load(fx, rules), 0);
+	assert_int_equal(conf_load_text(fx, rules), 0);
 	/* No rules: the mode bits decide alone. */
 	assert_int_equal(may_read(fx, "open", 2000, 2000, NULL, 0, NULL), 0);
 	assert_int_equal(may_read(fx, "not-configured", 2000, 2000, NULL, 0, NULL), 0);
@@ -241,18 +199,18 @@ static void test_read_rules(void **state)
 
 static void test_root_read_default(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 
-	assert_int_equal(load(fx, "[vault]\nroot_read = no\n[instance yes]\nroot_read = yes\n"), 0);
+	assert_int_equal(conf_load_text(fx, "[vault]\nroot_read = no\n[instance yes]\nroot_read = yes\n"), 0);
 	assert_int_equal(may_read(fx, "other", 0, 0, NULL, 0, NULL), -EACCES);
 	assert_int_equal(may_read(fx, "yes", 0, 0, NULL, 0, NULL), 0);
 }
 
 static void test_needs(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 
-	assert_int_equal(load(fx, rules), 0);
+	assert_int_equal(conf_load_text(fx, rules), 0);
 	assert_int_equal(access_read_needs(&fx->c, "open"), 0);
 	assert_int_equal(access_read_needs(&fx->c, "listed"), ACCESS_NEED_GROUPS);
 	assert_int_equal(access_read_needs(&fx->c, "unit"), ACCESS_NEED_UNIT);
@@ -262,12 +220,12 @@ static void test_needs(void **state)
 
 static void test_create_rules(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	struct access_who w = { .uid = 1001, .gid = 1 };
 	const gid_t g700[] = { 700 };
 	const char *why;
 
-	assert_int_equal(load(fx, rules), 0);
+	assert_int_equal(conf_load_text(fx, rules), 0);
 	assert_int_equal(access_may_create(&fx->c, "listed", &w, &why), 0);
 	w.uid = 1002;
 	assert_int_equal(access_may_create(&fx->c, "listed", &w, &why), -EACCES);
@@ -286,10 +244,10 @@ static void test_create_rules(void **state)
 
 static void test_max_mode(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	const char *why;
 
-	assert_int_equal(load(fx, rules), 0);
+	assert_int_equal(conf_load_text(fx, rules), 0);
 	assert_int_equal(access_max_mode(&fx->c, "listed"), 0640);
 	assert_int_equal(access_max_mode(&fx->c, "open"), 0750);	/* [vault] default */
 	assert_int_equal(access_mode_allowed(&fx->c, "listed", 0640, &why), 0);
@@ -364,7 +322,7 @@ static void test_mode_permits(void **state)
 	assert_false(access_mode_needs_groups(&other, 100, 201, 0640, R_OK));
 }
 
-#define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
+#define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, conf_fx_teardown)
 
 int main(void)
 {

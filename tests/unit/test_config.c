@@ -22,70 +22,9 @@
 #include "../../fs/policy.h"
 #include "../../src/config.h"
 
-struct fx {
-	struct tmpdir tmp;
-	char path[128];
-	char err[8192];
-	struct vault_conf c;
-};
-
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
-
-	if (!fx)
-		return -1;
-	if (tmpdir_make(&fx->tmp, "config") < 0) {
-		free(fx);
-		return -1;
-	}
-	policy_defaults(&fx->c);
-	*state = fx;
-	return 0;
-}
-
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	policy_free(&fx->c);
-	tmpdir_remove(&fx->tmp);
-	free(fx);
-	return 0;
-}
-
-/* Writes a new config file of len bytes with the given mode. */
-static const char *conf_write_len(struct fx *fx, const char *text, size_t len, mode_t mode)
-{
-	int fd;
-
-	snprintf(fx->path, sizeof(fx->path), "%s/vaultfs-XXXXXX", fx->tmp.path);
-	fd = mkstemp(fx->path);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, text, len), (ssize_t)len);
-	assert_int_equal(fchmod(fd, mode), 0);
-	assert_int_equal(close(fd), 0);
-	return fx->path;
-}
-
-static const char *conf_write(struct fx *fx, const char *text)
-{
-	return conf_write_len(fx, text, strlen(text), 0600);
-}
-
-/* Loads path into fresh defaults. */
-static int conf_load(struct fx *fx, const char *path)
-{
-	policy_free(&fx->c);
-	policy_defaults(&fx->c);
-	memset(fx->err, 'X', sizeof(fx->err) - 1);
-	fx->err[sizeof(fx->err) - 1] = '\0';
-	return config_load(&fx->c, path, fx->err, sizeof(fx->err));
-}
-
-static int conf_load_text(struct fx *fx, const char *text)
-{
-	return conf_load(fx, conf_write(fx, text));
+	return conf_fx_setup(state, "config");
 }
 
 static void test_defaults(void **state)
@@ -142,7 +81,7 @@ static const char full_conf[] =
 
 static void test_full(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	const struct instance_conf *in;
 	const char *path = conf_write(fx, full_conf);
 
@@ -200,7 +139,7 @@ static void test_full(void **state)
 
 static void test_empty_file(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	const char *path = conf_write(fx, "");
 
 	assert_int_equal(conf_load(fx, path), 0);
@@ -214,7 +153,7 @@ static void test_empty_file(void **state)
 /* A second file changes only what it sets. */
 static void test_layered(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char a[PATH_MAX];
 
 	snprintf(a, sizeof(a), "%s", conf_write(fx, "[vault]\ndb = /a.db\nsecret_mode = 0400\n"
@@ -238,7 +177,7 @@ static void test_layered(void **state)
 
 static void test_bom_crlf(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 
 	assert_int_equal(conf_load_text(fx, "\xEF\xBB\xBF[vault]\r\ndb = /x.db\r\n"
 					"[instance a]\r\nmode = 0700\r\n"), 0);
@@ -255,7 +194,7 @@ static void test_bools(void **state)
 		{ "yes", true }, { "no", false }, { "true", true }, { "false", false },
 		{ "1", true }, { "0", false }, { "YES", true }, { "False", false },
 	};
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char text[128];
 
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -275,7 +214,7 @@ static void test_values_in_range(void **state)
 	static const struct { const char *s; size_t v; } sizes[] = {
 		{ "1", 1 }, { "64M", 64 << 20 }, { "67108864", 64 << 20 }, { "4k", 4096 },
 	};
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char text[128];
 
 	for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
@@ -298,7 +237,7 @@ static void test_values_in_range(void **state)
 
 static void test_names_for_ids(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	const struct instance_conf *in;
 	struct passwd *pw = getpwnam("nobody");
 	struct group *gr = getgrnam("nogroup");
@@ -322,7 +261,7 @@ static void test_names_for_ids(void **state)
 /* Instance names past inih's own 49-byte section buffer, paths to PATH_MAX. */
 static void test_long_names(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char name[300], text[PATH_MAX + 64], want[1024];
 
 	memset(name, 'n', 255);
@@ -361,7 +300,7 @@ static void test_long_names(void **state)
 
 static void test_long_line(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char *text = malloc(20000), want[PATH_MAX];
 
 	assert_non_null(text);
@@ -387,7 +326,7 @@ static void test_long_line(void **state)
 static void test_nul_byte(void **state)
 {
 	static const char text[] = "[vault]\ndb = /a\0b.db\n";
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char want[PATH_MAX];
 
 	conf_write_len(fx, text, sizeof(text) - 1, 0600);
@@ -554,7 +493,7 @@ static const struct err_case err_cases[] = {
 
 static void test_lifecycle_settings(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	const struct instance_conf *ic;
 
 	assert_int_equal(fx->c.versions, POLICY_VERSIONS_DEFAULT);
@@ -598,7 +537,7 @@ static void test_parse_duration(void **state)
 
 static void test_errors(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char want[1024];
 
 	for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
@@ -613,7 +552,7 @@ static void test_errors(void **state)
 
 static void test_missing_file(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char path[PATH_MAX], want[PATH_MAX + 64];
 
 	snprintf(path, sizeof(path), "%s/nosuch.ini", fx->tmp.path);
@@ -627,7 +566,7 @@ static void test_file_checks(void **state)
 {
 	static const mode_t bad[] = { 0620, 0602, 0666, 0660, 0622, 0606 };
 	static const mode_t good[] = { 0600, 0644, 0400, 0640, 0444 };
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char want[PATH_MAX + 64];
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -647,7 +586,7 @@ static void test_file_checks(void **state)
 
 static void test_not_regular(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char link[PATH_MAX], want[2 * PATH_MAX];
 
 	conf_write(fx, "[vault]\n");
@@ -673,7 +612,7 @@ static void test_not_regular(void **state)
 
 static void test_owner(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char want[PATH_MAX + 64];
 
 	if (geteuid() != 0)
@@ -690,7 +629,7 @@ static void test_owner(void **state)
 
 static void test_small_err(void **state)
 {
-	struct fx *fx = *state;
+	struct conf_fx *fx = *state;
 	char err[8];
 
 	conf_write(fx, "[vault]\ncolour = 1\n");
@@ -760,7 +699,7 @@ static void test_parse_size(void **state)
 	}
 }
 
-#define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
+#define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, conf_fx_teardown)
 
 int main(void)
 {

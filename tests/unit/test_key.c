@@ -151,6 +151,27 @@ static void test_parse(void **state)
 	parse_bad(raw, KEY_LEN + 1);
 }
 
+/* rotate-key and restore refuse a "new" key that is the one in use. */
+static void test_equal(void **state)
+{
+	struct secbuf *a = NULL, *b = NULL, *c = NULL;
+
+	assert_int_equal(secmem_init(), 0);
+	assert_int_equal(secbuf_new(&a, KEY_LEN), 0);
+	assert_int_equal(secbuf_new(&b, KEY_LEN), 0);
+	assert_int_equal(secbuf_new(&c, KEY_LEN), 0);
+	assert_int_equal(key_parse(a, (const unsigned char *)HEX, 64), 0);
+	assert_int_equal(key_parse(b, (const unsigned char *)HEX_UPPER "\n", 65), 0);
+	assert_int_equal(key_parse(c, (const unsigned char *)HEX_FF, 64), 0);
+	assert_true(key_equal(a, b));
+	assert_false(key_equal(a, c));
+	c->len = 0;
+	assert_false(key_equal(a, c));
+	secbuf_free(a);
+	secbuf_free(b);
+	secbuf_free(c);
+}
+
 /* A raw key is taken as it is, even when it ends in a byte that looks like white space. */
 static void test_parse_raw_space(void **state)
 {
@@ -458,6 +479,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_parse_raw_space),
+		cmocka_unit_test(test_equal),
 		cmocka_unit_test(test_generate),
 		FX_TEST(test_write_file),
 		FX_TEST(test_load_file),

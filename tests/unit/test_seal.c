@@ -82,6 +82,36 @@ static void test_derive(void **state)
 	secbuf_free(o);
 }
 
+/* A subkey in a context of its own (the worker's handle records): the
+ * vault's context gives the vault's subkeys, another context others. */
+static void test_derive_in(void **state)
+{
+	struct secbuf *w = NULL, *same = NULL, *h = NULL;
+
+	assert_int_equal(seal_derive(&w, master, SEAL_SUBKEY_WRAP), 0);
+	assert_int_equal(seal_derive_in(&same, master, SEAL_SUBKEY_WRAP, "vaultfs1"), 0);
+	assert_int_equal(seal_derive_in(&h, master, SEAL_SUBKEY_WRAP, "vfshandl"), 0);
+	assert_memory_equal(w->data, same->data, SEAL_KEY_LEN);
+	assert_memory_not_equal(w->data, h->data, SEAL_KEY_LEN);
+	secbuf_free(w);
+	secbuf_free(same);
+	secbuf_free(h);
+}
+
+/* A digest as associated data binds both parts, in their order. */
+static void test_ad_digest(void **state)
+{
+	struct seal_ad x, y, z;
+	const char ab[] = "ab";
+
+	seal_ad_digest(&x, "a", 1, "b", 1);
+	seal_ad_digest(&y, ab, 1, ab + 1, 1);
+	seal_ad_digest(&z, "b", 1, "a", 1);
+	assert_int_equal(x.len, 32);
+	assert_memory_equal(x.buf, y.buf, 32);
+	assert_memory_not_equal(x.buf, z.buf, 32);
+}
+
 static void test_keygen(void **state)
 {
 	struct secbuf *k1 = NULL, *k2 = NULL;
@@ -302,6 +332,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_derive),
+		cmocka_unit_test(test_derive_in),
+		cmocka_unit_test(test_ad_digest),
 		cmocka_unit_test(test_keygen),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_round_trip_sizes),

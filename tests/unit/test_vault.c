@@ -80,7 +80,7 @@ static int64_t id_of(struct fx *fx, const char *name)
 {
 	struct db_secret s;
 
-	assert_int_equal(db_secret_find(vault_db(fx->v), fx->inst, name, &s), 0);
+	assert_int_equal(vault_secret_find(fx->v, fx->inst, name, &s), 0);
 	return s.id;
 }
 
@@ -227,7 +227,7 @@ static void test_put_many_all_or_nothing(void **state)
 	}
 	assert_true(vault_put_many(fx->v, fx->inst, 3, names, vals, 0, 0, &at) < 0);
 	assert_int_equal(at, 2);
-	assert_int_equal(db_secret_find(vault_db(fx->v), fx->inst, "A", &s), -ENOENT);
+	assert_int_equal(vault_secret_find(fx->v, fx->inst, "A", &s), -ENOENT);
 	assert_int_equal(vault_put_many(fx->v, fx->inst, 2, names, vals, 0, 0, &at), 0);
 	assert_value(fx, "B", "val");
 	for (int i = 0; i < 3; i++)
@@ -250,7 +250,7 @@ static void test_rename_over_continues_history(void **state)
 	assert_int_equal(vault_read_version(fx->v, id_of(fx, "K"), 2, &b, NULL), 0);
 	assert_memory_equal(b->data, "k2", 2);
 	secbuf_free(b);
-	assert_int_equal(db_secret_find(vault_db(fx->v), fx->inst, "TMP", &(struct db_secret){ 0 }),
+	assert_int_equal(vault_secret_find(fx->v, fx->inst, "TMP", &(struct db_secret){ 0 }),
 			 -ENOENT);
 }
 
@@ -270,7 +270,7 @@ static void test_rename_over_by_another_user(void **state)
 				   &s), 0);
 	assert_int_equal(vault_rename(fx->v, id_of(fx, "T"), "K", false, 2000, NULL), 0);
 	assert_value(fx, "K", "t1");
-	assert_int_equal(db_secret_find(vault_db(fx->v), fx->inst, "K", &s), 0);
+	assert_int_equal(vault_secret_find(fx->v, fx->inst, "K", &s), 0);
 	assert_int_equal(s.uid, 2000);
 	assert_int_equal(s.version, 1);
 	assert_int_equal(vault_read_version(fx->v, s.id, 2, &b, NULL), -ENOENT);
@@ -289,7 +289,7 @@ static void test_delete_undelete_purge(void **state)
 
 	put(fx, "K", "gone-soon");
 	assert_int_equal(vault_delete(fx->v, id_of(fx, "K"), 0, NULL), 0);
-	assert_int_equal(db_secret_find(vault_db(fx->v), fx->inst, "K", &s), -ENOENT);
+	assert_int_equal(vault_secret_find(fx->v, fx->inst, "K", &s), -ENOENT);
 	assert_int_equal(vault_undelete(fx->v, fx->inst, "K", &s), 0);
 	assert_value(fx, "K", "gone-soon");
 	assert_int_equal(vault_delete(fx->v, id_of(fx, "K"), 0, NULL), 0);
@@ -371,6 +371,115 @@ static void test_swapped_ciphertext_refused(void **state)
 	assert_non_null(strstr(err, "B"));
 }
 
+/* What the listings see: names collected in the order they are given. */
+struct seen {
+	char names[8][DB_NAME_MAX + 1];
+	uint64_t versions[8];
+	int n;
+};
+
+static int seen_instance(void *ctx, const struct db_instance *in)
+{
+	struct seen *sn = ctx;
+
+	snprintf(sn->names[sn->n++], DB_NAME_MAX + 1, "%s", in->name);
+	return 0;
+}
+
+static int seen_secret(void *ctx, const struct db_secret *s)
+{
+	struct seen *sn = ctx;
+
+	sn->versions[sn->n] = s->version;
+	snprintf(sn->names[sn->n++], DB_NAME_MAX + 1, "%s", s->name);
+	return 0;
+}
+
+static int seen_version(void *ctx, const struct db_version *ver)
+{
+	struct seen *sn = ctx;
+
+	sn->versions[sn->n++] = ver->version;
+	return 0;
+}
+
+static int seen_trash(void *ctx, const struct db_trash *t)
+{
+	struct seen *sn = ctx;
+
+	snprintf(sn->names[sn->n++], DB_NAME_MAX + 1, "%s", t->name);
+	return 0;
+}
+
+/* The look-ups and listings the commands use (ls, history, trash). */
+static void test_listings(void **state)
+{
+	struct fx *fx = *state;
+	struct db_instance in;
+	struct seen sn = { 0 };
+
+	put(fx, "A", "1");
+	put(fx, "B", "1");
+	put(fx, "B", "2");
+	put(fx, "B", "3");
+	put(fx, "C", "1");
+	assert_int_equal(vault_instance_create(fx->v, "other", 0, 0, 0700, &in), 0);
+	assert_int_equal(vault_instance_find(fx->v, "other", &in), 0);
+	assert_int_equal(vault_instance_find(fx->v, "nope", &in), -ENOENT);
+	assert_int_equal(vault_instance_each(fx->v, seen_instance, &sn), 0);
+	assert_int_equal(sn.n, 2);
+	assert_string_equal(sn.names[0], "app");
+	assert_string_equal(sn.names[1], "other");
+
+	assert_int_equal(vault_secret_count(fx->v, fx->inst), 3);
+	assert_int_equal(vault_secret_count(fx->v, in.id), 0);
+	sn.n = 0;
+	assert_int_equal(vault_secret_each(fx->v, fx->inst, seen_secret, &sn), 0);
+	assert_int_equal(sn.n, 3);
+	assert_string_equal(sn.names[1], "B");
+	assert_int_equal(sn.versions[1], 3);
+
+	sn.n = 0;
+	assert_int_equal(vault_version_each(fx->v, id_of(fx, "B"), seen_version, &sn), 0);
+	assert_int_equal(sn.n, 2);		/* old versions, newest first */
+	assert_int_equal(sn.versions[0], 2);
+	assert_int_equal(sn.versions[1], 1);
+
+	assert_int_equal(vault_delete(fx->v, id_of(fx, "C"), 0, NULL), 0);
+	sn.n = 0;
+	assert_int_equal(vault_trash_each(fx->v, fx->inst, seen_trash, &sn), 0);
+	assert_int_equal(sn.n, 1);
+	assert_string_equal(sn.names[0], "C");
+	assert_int_equal(vault_secret_count(fx->v, fx->inst), 2);
+}
+
+static void count_bad(void *ctx, const char *what)
+{
+	(*(int *)ctx)++;
+}
+
+/* The checks doctor and mount run: nothing in a sound vault; a row whose
+ * owner was changed by whoever can write the file, named. */
+static void test_row_checks(void **state)
+{
+	struct fx *fx = *state;
+	char err[256] = "";
+	int bad = 0;
+	sqlite3 *c;
+
+	put(fx, "A", "1");
+	assert_int_equal(vault_store_check(fx->v, err, sizeof(err)), 0);
+	assert_int_equal(vault_rows_check(fx->v, count_bad, &bad), 0);
+	assert_int_equal(bad, 0);
+	assert_int_equal(vault_instance_state_check(fx->v, fx->inst), 0);
+	assert_int_equal(sqlite3_open(fx->conf.db, &c), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(c, "UPDATE secrets SET uid = 1000 WHERE name = 'A'",
+				      NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(c);
+	assert_int_equal(vault_rows_check(fx->v, count_bad, &bad), -EIO);
+	assert_int_equal(bad, 1);
+}
+
 #define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 int main(void)
@@ -392,6 +501,8 @@ int main(void)
 		FX_TEST(test_rotate_instance_keeps_values),
 		FX_TEST(test_rotate_master),
 		FX_TEST(test_swapped_ciphertext_refused),
+		FX_TEST(test_listings),
+		FX_TEST(test_row_checks),
 	};
 
 	return cmocka_run_group_tests_name("vault", tests, NULL, NULL);
