@@ -10,7 +10,7 @@ struct vault;
  * hooks (nothing to do without one). Only a mount of the whole vault runs
  * them (only_instance 0): the one-instance mounts beside it for
  * containers would run each hook again. 0 or -errno (logged). */
-int hooks_start(struct vault *v, int64_t only_instance) __attribute__((warn_unused_result));
+int hooks_start(struct vault *v, int64_t only_instance) WUR;
 /* Stops: a hook still running is left to finish within its timeout, in
  * its own process group, and is not waited for. */
 void hooks_stop(void);

@@ -11,6 +11,6 @@ struct cli;
 /* For the instances named (n 0: every instance of the vault): names each
  * expired key (or spent read limit) on stderr and returns how many, and
  * warns of those that expire within warn_s seconds. -1 on error. */
-int check_limits(struct cli *c, char *const *names, int n, int64_t warn_s);
+int check_limits(struct cli *c, char *const *names, int n, int64_t warn_s) WUR;
 
 #endif
