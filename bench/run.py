@@ -36,7 +36,7 @@ VALUE = "sk-bench-0123456789abcdef0123456789abcde"
 assert len(VALUE) == 40
 SIZES = (1000, 10000, 100000)
 INSTANCE = "bench"
-PARTS = ("read", "render", "ls", "write", "flood", "cli", "mount", "memory", "lookup", "pg")
+PARTS = ("read", "render", "ls", "write", "flood", "cli", "mount", "memory", "lookup", "hooks", "pg")
 FLOOD_THREADS = 48
 NOBODY = 65534
 
@@ -718,6 +718,36 @@ class Bench:
                 self.stop(d)
             self.pg.cleanup()
         self.note("PostgreSQL done")
+    def bench_hooks(self):
+        """From a write's commit (its close returned) to its on_change hook's
+        start: the 200 ms debounce window plus the store's follower (20 ms
+        polls) and the fork. One write at a time, apart by more than the
+        window, on the 1,000-key vault."""
+        stamps = os.path.join(self.dir, "hook-stamps")
+        config = self.config.replace(".ini", "-hooks.ini")
+        with open(self.config) as src, open(config, "w") as f:
+            f.write(src.read())
+            f.write("[instance %s]\non_change = date +%%s%%N >> %s\non_change_user = root\n"
+                    % (INSTANCE, stamps))
+        d = self.mount_vault(1000, "hooks", config)
+        lat = []
+        try:
+            path = os.path.join(d.mnt, INSTANCE, key_name(1))
+            for i in range(self.rounds(20)):
+                n = len(open(stamps).read().split()) if os.path.exists(stamps) else 0
+                with open(path, "w") as f:
+                    f.write(VALUE)
+                t = time.time_ns()
+                assert wait_for(lambda: os.path.exists(stamps) and
+                                len(open(stamps).read().split()) > n, 10), "no hook ran"
+                lat.append((int(open(stamps).read().split()[-1]) - t) / 1e6)
+                time.sleep(0.3)
+        finally:
+            self.stop(d)
+        self.rows.append(Row("on_change hook: commit to hook start (200 ms debounce)",
+                             statistics.median(lat), "ms", "the window", 200.0,
+                             statistics.median(lat) / 200.0, (min(lat) / 200, max(lat) / 200)))
+        self.note("hooks done")
 
     # -- report --------------------------------------------------------------
     def machine(self):
@@ -783,7 +813,7 @@ class Bench:
         for d in quiet.values():
             self.stop(d)
         self.stop(mini)
-        for name in ("mount", "memory", "lookup", "pg"):
+        for name in ("mount", "memory", "lookup", "hooks", "pg"):
             if name in parts:
                 getattr(self, "bench_" + name)()
         self.report(load_before, os.getloadavg()[0], time.monotonic() - t0)

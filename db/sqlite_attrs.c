@@ -48,7 +48,7 @@ int sq_attr_get(struct db *h, int64_t secret_id, const char *name, void *buf, si
 	struct attr_out o = { buf, size, len };
 
 	*len = 0;
-	return sq_query(sq_of(h), SQ_ONE, sql_get, row_attr, &o,
+	return sq_query(sq_of(h), SQ_ONE | SQ_READ, sql_get, row_attr, &o,
 			SQ_ARGS(SQ_I(secret_id), SQ_T(name)));
 }
 

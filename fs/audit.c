@@ -63,6 +63,7 @@ static const char *const op_names[AUDIT_OP_COUNT] = {
 	[AUDIT_DELETE] = "delete", [AUDIT_RENAME] = "rename", [AUDIT_CHMOD] = "chmod",
 	[AUDIT_CHOWN] = "chown", [AUDIT_TRUNCATE] = "truncate", [AUDIT_MKDIR] = "mkdir",
 	[AUDIT_RMDIR] = "rmdir", [AUDIT_AUTHFAIL] = "authfail",
+	[AUDIT_HOOK] = "hook",
 };
 
 /* A copy, so a caller that forgets to clear it leaves no dangling pointer. */

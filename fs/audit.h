@@ -35,6 +35,7 @@ enum audit_op {
 	AUDIT_MKDIR,
 	AUDIT_RMDIR,
 	AUDIT_AUTHFAIL,		/* a stored blob failed to authenticate */
+	AUDIT_HOOK,		/* an on_change hook ran: its exit status */
 	AUDIT_OP_COUNT
 };
 

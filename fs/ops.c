@@ -22,6 +22,7 @@
  * instance's directory as the root: the kernel's inode 1 stands for the
  * instance's inode, and no other instance is reachable.
  */
+#include "hooks.h"
 #include "ops_int.h"
 
 /* The instance shown as the root, 0 for the whole vault. */
@@ -125,6 +126,7 @@ int user_errno(int r)
 	case -EBUSY: case -EIO: case -EXDEV: case -ENOTDIR: case -EISDIR: case -ESTALE:
 	case -EMFILE:
 	case -ENOKEY:	/* a key a template names is missing */
+	case -EKEYEXPIRED:
 		return -r;
 	default:
 		return EIO;
@@ -358,10 +360,13 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	else if (watch_start(fs.db, m->instance_id) < 0)
 		log_warn("cannot follow the store's changes: others' changes show within "
 			 "attr_timeout");
+	if (hooks_start(v, m->instance_id) < 0)
+		log_warn("on_change hooks are off: see the error above");
 	if (penalty_start() < 0)
 		log_warn("cannot start the penalty thread: repeated denials are answered at once");
 	r = fs_loop(se);
 	penalty_stop();
+	hooks_stop();
 	watch_stop();
 	inval_stop();
 	reload_stop();

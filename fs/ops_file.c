@@ -1,4 +1,5 @@
 /* File operations: create, open, read, write and the commit at close. */
+#include "expiry.h"
 #include "ops_int.h"
 
 void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -158,6 +159,11 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	handle_charged();
 	db_blob_free(&sealed);
 	db_read_end(fs->db);
+	/* After the snapshot: a read limit counts in a write transaction. */
+	if (r == 0 && acc == O_RDONLY)
+		r = expiry_open(fs->v, &meta, &h->buf);
+	else if (r == 0 && acc == O_RDWR && !(fi->flags & O_TRUNC))
+		r = expiry_open_rw(fs->v, h->id);
 	guard_opened(fs->v, &h->ref, fi->flags, r);
 	if (r < 0) {
 		handle_free(fs, h);

@@ -48,6 +48,11 @@ void policy_free(struct vault_conf *c)
 	for (i = c->instances; i; i = next) {
 		next = i->next;
 		free(i->expect);
+		for (struct hook_conf *h = i->hooks, *hn; h; h = hn) {
+			hn = h->next;
+			free(h->command);
+			free(h);
+		}
 		free(i);
 	}
 	c->instances = NULL;

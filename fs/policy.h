@@ -56,6 +56,15 @@ struct daemon_conf {
 	int64_t audit_fold;		/* seconds repeats are counted into one entry, 0: never */
 };
 
+/* on_change hooks (fs/hooks.c): key "" for the instance's own. */
+struct hook_conf {
+	char key[256];
+	char *command;			/* run with /bin/sh -c */
+	struct hook_conf *next;
+};
+
+#define POLICY_HOOK_TIMEOUT_DEFAULT 30.0
+
 struct instance_conf {
 	char name[256];
 	unsigned line;			/* where its section starts */
@@ -68,6 +77,11 @@ struct instance_conf {
 	char (*expect)[256];		/* keys that should exist */
 	size_t n_expect;
 	struct access_conf access;
+	struct hook_conf *hooks;	/* on_change, on_change.KEY */
+	bool has_hook_user;		/* on_change_user; else nobody */
+	uid_t hook_uid;
+	gid_t hook_gid;
+	double hook_timeout;		/* on_change_timeout, seconds; 0: default */
 	struct instance_conf *next;
 };
 

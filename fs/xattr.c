@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/xattr.h>
 
+#include "expiry.h"
 #include "vault.h"
 #include "xattr.h"
 
@@ -65,6 +66,8 @@ int xattr_get(struct vault *v, int64_t secret_id, const char *name,
 	size_t len;
 	int r;
 
+	if (!strcmp(name, EXPIRY_XATTR))
+		return expiry_xattr_get(v, secret_id, buf, XATTR_BUF_MAX);
 	if (k == X_NONE)
 		return -ENODATA;
 	if (writable(k)) {
@@ -95,7 +98,36 @@ int xattr_list(struct vault *v, int64_t secret_id, char buf[static XATTR_BUF_MAX
 		memcpy(buf + used, xattrs[i].name, n);
 		used += n;
 	}
+	r = expiry_xattr_get(v, secret_id, val, sizeof(val));
+	n = sizeof(EXPIRY_XATTR);
+	if (r >= 0 && used + n <= XATTR_BUF_MAX) {
+		memcpy(buf + used, EXPIRY_XATTR, n);
+		used += n;
+	}
 	return (int)used;
+}
+
+/* user.vaultfs.expires: value NULL removes it. Like a write, only the
+ * secret's owner or root may. */
+static int expiry_xattr_change(struct vault *v, int64_t secret_id, const void *value,
+			       size_t len, int flags, uid_t caller)
+{
+	char old[XATTR_BUF_MAX];
+	struct db_secret s;
+	int r = db_secret_get(vault_db(v), secret_id, &s);
+
+	if (r == 0 && caller != 0 && caller != s.uid)
+		r = -EPERM;
+	if (r == 0 && (flags & (XATTR_CREATE | XATTR_REPLACE))) {
+		r = expiry_xattr_get(v, secret_id, old, sizeof(old));
+		r = r >= 0 && (flags & XATTR_CREATE) ? -EEXIST :
+		    r == -ENODATA && (flags & XATTR_REPLACE) ? -ENODATA :
+		    r == -ENODATA || r >= 0 ? 0 : r;
+	}
+	if (r < 0)
+		return r;
+	return value ? expiry_xattr_set(v, secret_id, value, len, caller) :
+		       expiry_xattr_remove(v, secret_id, caller);
 }
 
 static int may_change(struct vault *v, int64_t secret_id, enum xattr_kind k, uid_t caller)
@@ -118,8 +150,11 @@ int xattr_set(struct vault *v, int64_t secret_id, const char *name, const void *
 {
 	enum xattr_kind k = xattr_kind(name);
 	char old[XATTR_BUF_MAX];
-	int r = may_change(v, secret_id, k, caller);
+	int r;
 
+	if (!strcmp(name, EXPIRY_XATTR))
+		return expiry_xattr_change(v, secret_id, value, len, flags, caller);
+	r = may_change(v, secret_id, k, caller);
 	if (r < 0)
 		return r;
 	if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
@@ -138,8 +173,11 @@ int xattr_remove(struct vault *v, int64_t secret_id, const char *name, uid_t cal
 {
 	enum xattr_kind k = xattr_kind(name);
 	char old[XATTR_BUF_MAX];
-	int r = may_change(v, secret_id, k, caller);
+	int r;
 
+	if (!strcmp(name, EXPIRY_XATTR))
+		return expiry_xattr_change(v, secret_id, NULL, 0, 0, caller);
+	r = may_change(v, secret_id, k, caller);
 	if (r == 0)
 		r = xattr_get(v, secret_id, name, old);
 	if (r >= 0)

@@ -43,7 +43,8 @@ enum { OPT_CONFIG = 0x100, OPT_DB, OPT_KEY_FILE, OPT_HELP };
 enum { OPT_VERSION = 0x200, OPT_IF_VERSION, OPT_ALL, OPT_DELETED, OPT_NEW_KEY_FILE,
        OPT_INSTANCE, OPT_JSON, OPT_ENV, OPT_DIR, OPT_TYPE, OPT_VERBOSE, OPT_DRY_RUN,
        OPT_BACKUP_KEY_FILE, OPT_KEY, OPT_SINCE, OPT_VERIFY, OPT_PRUNE,
-       OPT_EXPECT_HEAD, OPT_WORKER, OPT_TEST_HOLD, OPT_FD_STORE };
+       OPT_EXPECT_HEAD, OPT_WORKER, OPT_TEST_HOLD, OPT_FD_STORE,
+       OPT_EXPIRES, OPT_MAX_READS, OPT_EXPIRY_WARN };
 
 /* Parses argv with the common options plus `extra` (NULL-terminated, may be
  * NULL) and `shortopts`; calls on_opt for the extra ones (nonzero: usage

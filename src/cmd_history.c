@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../db/db_versions.h"
+#include "../fs/expiry.h"
 #include "../fs/meta.h"
 #include "../fs/vault.h"
 #include "cli.h"
@@ -30,6 +31,24 @@ static int history_cb(void *ctx, const struct db_version *v)
 	return 0;
 }
 
+/* "  (current)", with its expiry or read limit if it has one. */
+static void current_note(struct vault *v, const struct db_secret *s, char *buf, size_t size)
+{
+	char what[96];
+	struct expiry e;
+	int r = expiry_get(v, s, &e);
+
+	if (r == -ENOENT) {
+		snprintf(buf, size, "  (current)");
+		return;
+	}
+	if (r == 0)
+		expiry_describe(&e, what, sizeof(what));
+	snprintf(buf, size, "  (current, %s%s%s)", r < 0 || expiry_spent(&e, db_now_ns()) ?
+		 "EXPIRED" : "", r == 0 && expiry_spent(&e, db_now_ns()) ? ": " : "",
+		 r == 0 ? what : "");
+}
+
 int history_main(int argc, char **argv)
 {
 	struct cli c = {
@@ -41,13 +60,15 @@ int history_main(int argc, char **argv)
 			"`versions` in the config (default 10, the current one included).\n",
 	};
 	const struct db_secret *s = &c.secret;
+	char note[128];
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
 	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
 		goto out;
 	printf("%7s  %-20s %8s  %s\n", "VERSION", "UPDATED", "SIZE", "BY");
-	print_version(s->version, s->mtime_ns, s->size, s->updated_by, "  (current)");
+	current_note(c.vault, s, note, sizeof(note));
+	print_version(s->version, s->mtime_ns, s->size, s->updated_by, note);
 	r = vault_version_each(c.vault, s->id, history_cb, NULL);
 	if (r < 0) {
 		cli_error("%s/%s: cannot list versions: %s", argv[i], argv[i + 1], strerror(-r));

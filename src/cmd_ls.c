@@ -9,8 +9,10 @@
 #include "../fs/array.h"
 #include "../fs/template.h"
 #include "../fs/vault.h"
+#include "check_limits.h"
 #include "cli.h"
 #include "commands.h"
+#include "config.h"
 #include "json.h"
 #include "listing.h"
 
@@ -90,6 +92,19 @@ static void print_instances(struct cli *c, const struct instances *l, bool long_
 	}
 }
 
+/* "  [expires 2026-12-31T00:00:00Z, 1 of 3 reads]", "[EXPIRED: ...]". */
+static void print_limit(const struct listing_entry *e)
+{
+	char what[96];
+
+	if (e->limited) {
+		expiry_describe(&e->limit, what, sizeof(what));
+		printf("  [%s%s%s]", e->expired ? "EXPIRED" : "",
+		       e->expired && what[0] ? ": " : "", what);
+	}
+	putchar('\n');
+}
+
 static void print_entry_long(const struct listing_entry *e)
 {
 	char mode[11], owner[64], group[64], updated[META_TIME_LEN], by[16];
@@ -104,10 +119,11 @@ static void print_entry_long(const struct listing_entry *e)
 	listing_group_name(e->s.gid, group, sizeof(group));
 	meta_format_time(e->s.mtime_ns, updated);
 	snprintf(by, sizeof(by), "%u", (unsigned)e->s.updated_by);
-	printf("%-10s %-10s %-10s %8llu %7llu %-20s %-6s %-12s %s%s%s\n", mode, owner, group,
+	printf("%-10s %-10s %-10s %8llu %7llu %-20s %-6s %-12s %s%s%s", mode, owner, group,
 	       (unsigned long long)e->s.size, (unsigned long long)e->s.version, updated, by,
 	       e->type[0] ? e->type : "-", e->name, e->description[0] ? "  " : "",
 	       e->description);
+	print_limit(e);
 }
 
 static void print_listing(const struct listing *l, const struct ls_opts *o)
@@ -277,6 +293,14 @@ static int check_instance(struct cli *c, const char *name, size_t *expected)
 	return bad;
 }
 
+static int warn_opt(int opt, const char *arg, void *ctx)
+{
+	if (opt == OPT_EXPIRY_WARN && config_parse_duration(arg, ctx) == 0)
+		return 0;
+	cli_error("bad --warn '%s' (want a duration like 12h or 7d)", arg);
+	return -1;
+}
+
 int check_main(int argc, char **argv)
 {
 	struct cli c = {
@@ -284,14 +308,24 @@ int check_main(int argc, char **argv)
 		.help = "Checks that every key the config expects (expect = in [instance NAME])\n"
 			"exists and has a value, for ExecStartPre= and container health checks.\n"
 			"Without INSTANCE, checks every instance of the config.\n\n"
-			"Exit status: 0 all there; 3 some missing or empty (each is named on\n"
-			"standard error); 1 the vault could not be opened.\n",
+			"Also names each key whose expiry (set --expires) or read limit\n"
+			"(--max-reads) has passed, in INSTANCE or every instance, and warns\n"
+			"of keys that expire within --warn (default 7d).\n\n"
+			"      --warn DURATION  how far ahead to warn of an expiry (12h, 7d...)\n\n"
+			"Exit status: 0 all there; 3 some missing or empty, or expired (each is\n"
+			"named on standard error); 1 the vault could not be opened.\n",
 	};
+	static const struct option extra[] = {
+		{ "warn", required_argument, NULL, OPT_EXPIRY_WARN }, { 0 },
+	};
+	int64_t warn = CHECK_WARN_DEFAULT;
+	int expired, first;
 	const struct instance_conf *ic;
 	size_t expected = 0, instances = 0;
 	int i, n, bad = 0, ret = 1;
 
-	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
+	i = cli_parse(&c, argc, argv, NULL, extra, warn_opt, &warn);
+	first = i;
 	if (cli_start(&c, CLI_NO_AUDIT, NULL) < 0)
 		goto out;
 	if (i < argc) {
@@ -312,8 +346,14 @@ int check_main(int argc, char **argv)
 			bad += n;
 		}
 	}
-	if (bad) {
+	expired = check_limits(&c, argv + first, argc - first, warn);
+	if (expired < 0)
+		goto out;
+	if (bad)
 		cli_error("%d of %zu expected keys missing or empty", bad, expected);
+	if (expired)
+		cli_error("%d key%s expired", expired, expired == 1 ? "" : "s");
+	if (bad || expired) {
 		ret = EXIT_NO;
 		goto out;
 	}
@@ -323,6 +363,22 @@ int check_main(int argc, char **argv)
 out:
 	cli_close(&c);
 	return ret;
+}
+
+static void export_limit(const struct listing_entry *e)
+{
+	char when[META_TIME_LEN];
+
+	if (!e->limited)
+		return;
+	printf(", \"expired\": %s", e->expired ? "true" : "false");
+	if (e->limit.expires_ns) {
+		meta_format_time(e->limit.expires_ns, when);
+		printf(", \"expires\": \"%s\"", when);
+	}
+	if (e->limit.max_reads)
+		printf(", \"max_reads\": %llu, \"reads\": %llu",
+		       (unsigned long long)e->limit.max_reads, (unsigned long long)e->limit.reads);
 }
 
 static void export_entry(const struct listing_entry *e, bool last)
@@ -347,6 +403,7 @@ static void export_entry(const struct listing_entry *e, bool last)
 		json_string(stdout, e->description, strlen(e->description));
 		if (e->s.flags & TEMPLATE_FLAG)
 			printf(", \"template\": true");
+		export_limit(e);
 	}
 	printf("}%s\n", last ? "" : ",");
 }

@@ -10,6 +10,7 @@
 
 
 #include "../crypto/secmem.h"
+#include "../fs/expiry.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "commands.h"
@@ -34,6 +35,7 @@ int get_main(int argc, char **argv)
 	struct secbuf *val = NULL;
 	int64_t version = -1;
 	const struct db_secret *s = &c.secret;
+	struct db_secret meta;
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, version_opt, &version);
@@ -42,7 +44,9 @@ int get_main(int argc, char **argv)
 	if (version >= 0)
 		r = vault_read_version(c.vault, s->id, (uint64_t)version, &val, NULL);
 	else
-		r = vault_read(c.vault, s->id, &val, NULL);
+		r = vault_read(c.vault, s->id, &val, &meta);
+	if (r == 0 && version < 0)
+		r = expiry_open(c.vault, &meta, &val);
 	cli_audit(&c, AUDIT_READ, argv[i], argv[i + 1], r);
 	if (r == -EIO) {
 		cli_error("%s/%s: the stored value fails authentication (tampered or damaged); "
@@ -86,9 +90,37 @@ static int read_value_tty(struct secbuf *b, size_t max, const char *inst, const 
 	return r;
 }
 
-static int if_version_opt(int opt, const char *arg, void *ctx)
+struct set_opts {
+	int64_t if_version;
+	struct expiry limit;
+	bool limited;
+};
+
+static int set_opt(int opt, const char *arg, void *ctx)
 {
-	return opt == OPT_IF_VERSION && cli_parse_version(arg, ctx) == 0 ? 0 : -1;
+	struct set_opts *o = ctx;
+	int64_t n;
+
+	switch (opt) {
+	case OPT_IF_VERSION:
+		return cli_parse_version(arg, &o->if_version) == 0 ? 0 : -1;
+	case OPT_EXPIRES:
+		o->limited = true;
+		if (expiry_parse(arg, strlen(arg), db_now_ns(), &o->limit.expires_ns) == 0)
+			return 0;
+		cli_error("bad --expires '%s' (want 2026-12-31, 2026-12-31T23:59:59Z, @EPOCH or "
+			  "a duration like 12h, 7d, 1d12h)", arg);
+		return -1;
+	case OPT_MAX_READS:
+		o->limited = true;
+		if (cli_parse_version(arg, &n) == 0 && n > 0) {
+			o->limit.max_reads = (uint64_t)n;
+			return 0;
+		}
+		cli_error("bad --max-reads '%s' (want a number from 1)", arg);
+		return -1;
+	}
+	return -1;
 }
 
 /* The value from standard input (asked for, unechoed, on a terminal). */
@@ -107,11 +139,13 @@ static int read_value(struct cli *c, const char *inst, const char *key, struct s
 	return r;
 }
 
-/* Stores val as inst/key if it is still at if_version (-1: any): 0, EXIT_NO
+/* Stores val as inst/key if it is still at o->if_version (-1: any), with
+ * o's limits if any: 0, EXIT_NO
  * if it changed meanwhile, else 1; audited either way. */
 static int store_value(struct cli *c, const char *inst, const char *key,
-		       const struct secbuf *val, int64_t if_version)
+		       const struct secbuf *val, const struct set_opts *o)
 {
+	int64_t if_version = o->if_version;
 	struct db_secret cur = { 0 };
 	struct audit_entry ae;
 	struct db_instance in;
@@ -122,6 +156,9 @@ static int store_value(struct cli *c, const char *inst, const char *key,
 			     cli_instance_open(c, inst, &in);
 	if (r == -ENOENT && if_version > 0)
 		r = -ESTALE;
+	else if (r == 0 && o->limited)
+		r = expiry_put(c->vault, in.id, key, val->data, val->len, getuid(), in.gid,
+			       if_version, &o->limit, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
 	else if (r == 0)
 		r = vault_put_if(c->vault, in.id, key, val->data, val->len, getuid(), in.gid,
 				 if_version, &cur, cli_entry(&ae, AUDIT_WRITE, inst, key));
@@ -144,10 +181,13 @@ static int store_value(struct cli *c, const char *inst, const char *key,
 int set_main(int argc, char **argv)
 {
 	static const struct option extra[] = {
-		{ "if-version", required_argument, NULL, OPT_IF_VERSION }, { 0 },
+		{ "if-version", required_argument, NULL, OPT_IF_VERSION },
+		{ "expires", required_argument, NULL, OPT_EXPIRES },
+		{ "max-reads", required_argument, NULL, OPT_MAX_READS }, { 0 },
 	};
 	struct cli c = {
-		.cmd = "set", .usage = "[OPTIONS] [--if-version V] INSTANCE KEY < VALUE",
+		.cmd = "set", .usage = "[OPTIONS] [--if-version V] [--expires WHEN] [--max-reads N] "
+				       "INSTANCE KEY < VALUE",
 		.min_args = 2, .max_args = 2,
 		.want = "want INSTANCE and KEY (the value comes from standard input)",
 		.help = "Stores the value read from standard input as INSTANCE/KEY (never from\n"
@@ -157,18 +197,24 @@ int set_main(int argc, char **argv)
 			"replaces is kept as an old version (see: vaultfs history).\n\n"
 			"      --if-version V   only if the key is still at version V (a missing\n"
 			"                       key counts as 0); otherwise change nothing and\n"
-			"                       exit with status 3\n",
+			"                       exit with status 3\n"
+			"      --expires WHEN   this version can't be read after WHEN: a date\n"
+			"                       (2026-12-31, 2026-12-31T23:59:59Z, UTC), @EPOCH\n"
+			"                       or a duration from now (90m, 12h, 7d, 1d12h);\n"
+			"                       opens then fail with EKEYEXPIRED\n"
+			"      --max-reads N    this version can be opened for reading N times\n"
+			"                       (the mount and vaultfs get), then is expired\n",
 	};
 	struct secbuf *val = NULL;
-	int64_t if_version = -1;
+	struct set_opts o = { .if_version = -1 };
 	int i, ret = 1;
 
-	i = cli_parse(&c, argc, argv, NULL, extra, if_version_opt, &if_version);
+	i = cli_parse(&c, argc, argv, NULL, extra, set_opt, &o);
 	if (!cli_name_ok("instance", argv[i]) || !cli_name_ok("key", argv[i + 1]))
 		return 1;
 	if (cli_start(&c, 0, NULL) < 0 || read_value(&c, argv[i], argv[i + 1], &val) < 0)
 		goto out;
-	ret = store_value(&c, argv[i], argv[i + 1], val, if_version);
+	ret = store_value(&c, argv[i], argv[i + 1], val, &o);
 out:
 	secbuf_free(val);
 	cli_close(&c);

@@ -27,5 +27,6 @@ int reload_main(int argc, char **argv);
 int template_main(int argc, char **argv);
 int render_main(int argc, char **argv);
 int apply_main(int argc, char **argv);
+int watch_main(int argc, char **argv);
 
 #endif

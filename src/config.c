@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../fs/name.h"
+#include "config_hooks.h"
 #include "config_int.h"
 
 int cfg_fail(struct cfg_state *st, int ret, const char *fmt, ...)
@@ -59,6 +60,17 @@ static int cfg_set(struct cfg_state *st, const struct cfg_key *keys, const char 
 	return cfg_fail(st, -EINVAL, "unknown setting '%s' in [%s]", key, st->sect_raw);
 }
 
+/* on_change settings (config_hooks.c): 1 if key is none of them. */
+static int cfg_hook(struct cfg_state *st, const char *key, const char *value)
+{
+	char msg[512];
+	int r = config_hook_set(st->inst, key, value, msg, sizeof(msg));
+
+	if (r < 0)
+		cfg_fail(st, r, "%s", msg);
+	return r;
+}
+
 static int cfg_handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct cfg_state *st = user;
@@ -73,6 +85,8 @@ static int cfg_handler(void *user, const char *section, const char *key, const c
 	case SECT_VAULT:
 		return !cfg_set(st, cfg_vault_keys, key, value);
 	case SECT_INSTANCE:
+		if (cfg_hook(st, key, value) <= 0)
+			return !st->ret;
 		return !cfg_set(st, cfg_instance_keys, key, value);
 	case SECT_NONE:
 		break;

@@ -56,6 +56,14 @@ static int secret_cb(void *ctx, const struct db_secret *s)
 	e->s = *s;
 	load_meta(lc->v, e, META_DESCRIPTION, e->description, sizeof(e->description));
 	load_meta(lc->v, e, META_TYPE, e->type, sizeof(e->type));
+	if (s->flags & EXPIRY_FLAG) {
+		e->limited = true;
+		e->expired = expiry_get(lc->v, s, &e->limit) < 0;
+		if (e->expired)
+			memset(&e->limit, 0, sizeof(e->limit));	/* not this version's */
+		else
+			e->expired = expiry_spent(&e->limit, db_now_ns());
+	}
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "../db/db.h"
+#include "../fs/expiry.h"
 #include "../fs/meta.h"
 
 struct cli;
@@ -19,6 +20,8 @@ struct listing_entry {
 	struct db_secret s;			/* if it exists */
 	char description[META_DESCRIPTION_MAX + 1];
 	char type[META_TYPE_MAX + 1];
+	bool limited, expired;			/* an expiry or read limit (fs/expiry.h) */
+	struct expiry limit;
 };
 
 struct listing {

@@ -26,6 +26,7 @@ static const struct {
 	{ "purge", purge_main, "Erase deleted secrets and their history for good" },
 	{ "check", check_main, "Exit non-zero while a key the config expects is missing" },
 	{ "export", export_main, "List instances and keys as JSON, without values" },
+	{ "watch", watch_main, "Print changes (names, versions, who) as they happen" },
 	{ "import", import_main, "Import a dotenv file or a secrets directory" },
 	{ "apply", apply_main, "Replace several keys in one transaction: all or nothing" },
 	{ "template", template_main, "Store (set) or show (get) a template of several keys" },
