@@ -335,3 +335,24 @@ def test_an_instance_mount_beside_the_whole_one_runs_no_hook_twice(vault_factory
     finally:
         run(["fusermount3", "-u", mnt2])
         assert p.wait(timeout=10) == 0
+
+
+def test_a_template_whose_inputs_changed_runs_its_hook(vault_factory):
+    d = hook_dir()
+    v = vault_factory(config=f"[instance app]\non_change.app.env = {RECORD.format(d=d)}\n"
+                             "on_change_user = root\n")
+    os.makedirs(v.path("app"), exist_ok=True)
+    v.set("app", "A", "one")
+    v.set("app", "B", "unrelated")
+    r = v.cli("template", "set", "app", "app.env", input="A={{ A | env }}\n")
+    assert r.returncode == 0, r.stderr.decode()
+    runs = settle(f"{d}/runs", 1)
+    assert runs[0].split()[3] == "app.env"
+    v.set("app", "A", SECRET)           # an input: the rendered file changed
+    runs = settle(f"{d}/runs", 2)
+    assert runs[1].split()[2:4] == ["inputs", "app.env"], runs
+    v.set("app", "B", "still unrelated")
+    time.sleep(1.0)
+    assert len(lines(f"{d}/runs")) == 2, "a key the template doesn't name runs nothing"
+    for f in os.listdir(d):
+        assert SECRET not in read_text(os.path.join(d, f))
