@@ -214,3 +214,18 @@ def test_a_read_count_cant_be_wound_back(app):
     conn.commit()
     conn.close()
     assert "Input/output error" in refused(v, "M")
+
+
+def test_a_template_cant_read_around_a_limit(app):
+    v = app
+    assert v.cli("set", "--max-reads", "1", "app", "T", input="once").returncode == 0
+    r = v.cli("template", "set", "app", "tpl", input="T={{ T }}\n")
+    assert r.returncode == 0, r.stderr.decode()
+    for _ in range(3):
+        with pytest.raises(OSError) as e:
+            read_file(v.path("app", "tpl"))
+        assert e.value.errno == errno.EACCES
+    assert v.cli("render", "app", "tpl").returncode != 0
+    # The one read is still there, for the one reader it is meant for.
+    assert read_file(v.path("app", "T")) == b"once"
+    assert cat(v.path("app", "T"), 1)[0][0] == 1
