@@ -34,6 +34,7 @@
 #include "changes.h"
 #include "hooks.h"
 #include "log.h"
+#include "template.h"
 #include "thread.h"
 #include "vault_int.h"
 
@@ -129,39 +130,40 @@ static void hook_note(struct hook *h, const struct change_event *e, int64_t now)
 		keys_add(h, e->key);
 }
 
-/*
- * TEMPLATES (issue-16-render, fs/template.h): a template whose inputs
- * changed counts as a change of the template. This is the one place to
- * plug it in, once fs/template.h is in the tree (then move note_event
- * above this function):
- *
- *	static int note_template(void *ctx, const struct db_secret *t)
- *	{
- *		const struct change_event *e = ((const struct dep_ctx *)ctx)->e;
- *		struct change_event te = { .instance = e->instance, .key = t->name,
- *					   .what = "written", .version = t->version };
- *
- *		note_event(&te, ((const struct dep_ctx *)ctx)->now);
- *		return 0;
- *	}
- *	... here: struct dep_ctx c = { e, now };
- *	(void)template_dependents(hk.v, instance_id, e->key, note_template, &c);
- *
- * template_dependents reads the templates through the vault's own
- * connection; it never hands out a value.
- */
-static void note_dependents(int64_t instance_id, const struct change_event *e, int64_t now)
-{
-	(void)instance_id;
-	(void)e;
-	(void)now;
-}
-
 static void note_event(const struct change_event *e, int64_t now)
 {
 	for (size_t i = 0; i < hk.n; i++)
 		if (hook_matches(&hk.h[i], e))
 			hook_note(&hk.h[i], e, now);
+}
+
+/* A template whose inputs changed: its rendering changed, so it counts as
+ * a write of the template (fs/template.c reads the templates through the
+ * vault's connection and hands out rows, never a value). */
+struct dep_ctx {
+	const struct change_event *e;
+	int64_t now;
+};
+
+static int note_template(void *ctx, const struct db_secret *t)
+{
+	const struct dep_ctx *c = ctx;
+	struct change_event te = {
+		.instance = c->e->instance, .key = t->name, .what = "written",
+		.version = t->version,
+	};
+
+	note_event(&te, c->now);
+	return 0;
+}
+
+static void note_dependents(int64_t instance_id, const struct change_event *e, int64_t now)
+{
+	struct dep_ctx c = { e, now };
+
+	if (template_dependents(hk.v, instance_id, e->key, note_template, &c) < 0)
+		log_debug("hooks: cannot tell which templates name %s/%s: %s", e->instance, e->key,
+			  db_errmsg(vault_db(hk.v)));
 }
 
 struct diff_ctx {
