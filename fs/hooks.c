@@ -137,8 +137,9 @@ static void note_event(const struct change_event *e, int64_t now)
 			hook_note(&hk.h[i], e, now);
 }
 
-/* A template whose inputs changed counts as a change of the template
- * (fs/template.h): its hooks run, with VAULTFS_EVENT=inputs. */
+/* A template whose inputs changed: its rendering changed, so it counts as
+ * a write of the template (fs/template.c reads the templates through the
+ * vault's connection and hands out rows, never a value). */
 struct dep_ctx {
 	const struct change_event *e;
 	int64_t now;
@@ -148,22 +149,21 @@ static int note_template(void *ctx, const struct db_secret *t)
 {
 	const struct dep_ctx *c = ctx;
 	struct change_event te = {
-		.instance = c->e->instance, .key = t->name, .what = "inputs",
+		.instance = c->e->instance, .key = t->name, .what = "written",
 		.version = t->version,
 	};
 
-	if (strcmp(t->name, c->e->key))
-		note_event(&te, c->now);
+	note_event(&te, c->now);
 	return 0;
 }
 
 static void note_dependents(int64_t instance_id, const struct change_event *e, int64_t now)
 {
-	struct dep_ctx c = { .e = e, .now = now };
+	struct dep_ctx c = { e, now };
 
 	if (template_dependents(hk.v, instance_id, e->key, note_template, &c) < 0)
-		log_warn("on_change: cannot tell which templates of %s name %s", e->instance,
-			 e->key);
+		log_debug("hooks: cannot tell which templates name %s/%s: %s", e->instance, e->key,
+			  db_errmsg(vault_db(hk.v)));
 }
 
 struct diff_ctx {
