@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: templates (fs/template.c), the parser and the filters.
+ * libFuzzer target: templates (fs/template_text.c), the parser and the filters.
  *
  * The first byte picks a mode. Even: the rest is a template source; a
  * source template_check accepts renders with every key set to "v" (which
