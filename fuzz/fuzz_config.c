@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../fs/name.h"
@@ -57,7 +58,9 @@ static void check_accepted(const struct vault_conf *c)
 		abort();
 	if (c->secret_mode & ~0777u)
 		abort();
-	if (c->db[0] != '/' || c->mountpoint[0] != '/')
+	/* The store: an absolute path (SQLite) or a PostgreSQL URI. */
+	if ((c->db[0] != '/' && strncasecmp(c->db, "postgresql://", 13) != 0 &&
+	     strncasecmp(c->db, "postgres://", 11) != 0) || c->mountpoint[0] != '/')
 		abort();
 	for (ic = c->instances; ic; ic = ic->next) {
 		if (!name_valid(ic->name))
