@@ -24,7 +24,9 @@ PYTEST ?= /usr/bin/python3 -m pytest
 PYTHON ?= /usr/bin/python3
 VERSION := 0.1.0
 
-PKGS := fuse3 libsodium sqlite3 inih libpq
+PKGS := fuse3 libsodium sqlite3 inih
+# libpq: its header only (PKG_CFLAGS); db/pg_lib.c loads the library when
+# a PostgreSQL store is opened, so commands on SQLite don't load its twenty.
 # Debian packages that building and mounting need (make deps), and those the
 # tests, fuzzers and benchmarks add (make test-deps, run by make check).
 BUILD_DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
@@ -45,7 +47,7 @@ override CFLAGS += -DHAVE_SYSTEMD $(shell pkg-config --cflags libsystemd)
 endif
 
 # Recursive on purpose: pkg-config runs once `deps` has installed the packages.
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libpq)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 
 # Warnings are errors for developers and CI (make WERROR=1, set by .ci/run),

@@ -10,6 +10,67 @@
 
 #include <libpq-fe.h>
 
+/* libpq, loaded by the first open of a PostgreSQL store (pg_lib.c) rather
+ * than linked: it brings twenty more libraries (TLS, Kerberos, LDAP...)
+ * whose loading was two thirds of every `vaultfs get` on SQLite. The
+ * prototypes above keep each call checked; the names below go through
+ * the table. */
+struct pg_lib {
+	__typeof__(&PQclear) p_PQclear;
+	__typeof__(&PQntuples) p_PQntuples;
+	__typeof__(&PQgetvalue) p_PQgetvalue;
+	__typeof__(&PQgetlength) p_PQgetlength;
+	__typeof__(&PQfinish) p_PQfinish;
+	__typeof__(&PQstatus) p_PQstatus;
+	__typeof__(&PQresultStatus) p_PQresultStatus;
+	__typeof__(&PQerrorMessage) p_PQerrorMessage;
+	__typeof__(&PQexec) p_PQexec;
+	__typeof__(&PQgetisnull) p_PQgetisnull;
+	__typeof__(&PQfreemem) p_PQfreemem;
+	__typeof__(&PQexecParams) p_PQexecParams;
+	__typeof__(&PQconninfoParse) p_PQconninfoParse;
+	__typeof__(&PQconninfoFree) p_PQconninfoFree;
+	__typeof__(&PQbackendPID) p_PQbackendPID;
+	__typeof__(&PQsocket) p_PQsocket;
+	__typeof__(&PQresultErrorMessage) p_PQresultErrorMessage;
+	__typeof__(&PQresultErrorField) p_PQresultErrorField;
+	__typeof__(&PQnotifies) p_PQnotifies;
+	__typeof__(&PQftype) p_PQftype;
+	__typeof__(&PQescapeIdentifier) p_PQescapeIdentifier;
+	__typeof__(&PQconsumeInput) p_PQconsumeInput;
+	__typeof__(&PQconnectdbParams) p_PQconnectdbParams;
+	__typeof__(&PQcmdTuples) p_PQcmdTuples;
+	__typeof__(&PQcmdStatus) p_PQcmdStatus;
+};
+extern struct pg_lib pg_lib;
+/* 0 once libpq is loaded, or -EPROTONOSUPPORT with the error set. */
+int pg_lib_load(void);
+#define PQclear (pg_lib.p_PQclear)
+#define PQntuples (pg_lib.p_PQntuples)
+#define PQgetvalue (pg_lib.p_PQgetvalue)
+#define PQgetlength (pg_lib.p_PQgetlength)
+#define PQfinish (pg_lib.p_PQfinish)
+#define PQstatus (pg_lib.p_PQstatus)
+#define PQresultStatus (pg_lib.p_PQresultStatus)
+#define PQerrorMessage (pg_lib.p_PQerrorMessage)
+#define PQexec (pg_lib.p_PQexec)
+#define PQgetisnull (pg_lib.p_PQgetisnull)
+#define PQfreemem (pg_lib.p_PQfreemem)
+#define PQexecParams (pg_lib.p_PQexecParams)
+#define PQconninfoParse (pg_lib.p_PQconninfoParse)
+#define PQconninfoFree (pg_lib.p_PQconninfoFree)
+#define PQbackendPID (pg_lib.p_PQbackendPID)
+#define PQsocket (pg_lib.p_PQsocket)
+#define PQresultErrorMessage (pg_lib.p_PQresultErrorMessage)
+#define PQresultErrorField (pg_lib.p_PQresultErrorField)
+#define PQnotifies (pg_lib.p_PQnotifies)
+#define PQftype (pg_lib.p_PQftype)
+#define PQescapeIdentifier (pg_lib.p_PQescapeIdentifier)
+#define PQconsumeInput (pg_lib.p_PQconsumeInput)
+#define PQconnectdbParams (pg_lib.p_PQconnectdbParams)
+#define PQcmdTuples (pg_lib.p_PQcmdTuples)
+#define PQcmdStatus (pg_lib.p_PQcmdStatus)
+
 #include "store.h"
 
 #define PG_PARAMS_MAX 16

@@ -44,6 +44,9 @@ static int pgs_open(struct db **out, const char *spec, int flags)
 	int r;
 
 	*out = NULL;
+	r = pg_lib_load();
+	if (r < 0)
+		return r;
 	if (strlen(spec) >= PG_URI_MAX) {
 		pg_set_error("database URI too long");
 		return -EINVAL;

@@ -237,10 +237,13 @@ def built_with_systemd():
 
 def test_commands_start_without_libsystemd():
     """`vaultfs get` and every other command start without loading
-    libsystemd and the six libraries it brings: only a mount under a
-    service manager loads it."""
+    libsystemd and the six libraries it brings (only a mount under a
+    service manager loads it), or libpq (only a PostgreSQL store does)."""
     assert built_with_systemd(), "make deps installs libsystemd-dev: the build must use it"
-    assert b"libsystemd" not in run(["ldd", VAULTFS_BIN]).stdout
+    linked = run(["ldd", VAULTFS_BIN]).stdout
+    assert b"libsystemd" not in linked
+    # Nor libpq and its twenty libraries: a PostgreSQL store loads it.
+    assert b"libpq" not in linked and b"libkrb5" not in linked
 
 
 @pytest.fixture
