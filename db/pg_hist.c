@@ -80,7 +80,7 @@ static int secret_locked(struct pgs *s, int64_t id, struct db_secret *m)
 		   "mtime, chtime, updated_by, mac FROM secrets WHERE id = $1 FOR UPDATE", &q, &res);
 	if (r < 0)
 		return r;
-	r = PQntuples(res) ? pgs_row_secret(s, res, 0, m) : -ENOENT;
+	r = PQntuples(res) ? pgr_row_secret(s, res, 0, m) : -ENOENT;
 	PQclear(res);
 	return r;
 }

@@ -123,13 +123,56 @@ struct pgs {
 
 extern const struct db_store_ops db_pg_ops;
 
+/* The key new tags are made with: the next one during a rekey. */
+static inline const struct db_auth *pg_write_auth(const struct pgs *s)
+{
+	return s->auth_next ? s->auth_next : s->auth;
+}
+
 /* The handle (pg_store.c). */
 void pgs_close_handle(struct pgs *s);
 /* One snapshot for the calling thread, holding the connection. */
 void pg_snapshot_begin(struct pgs *s);
 void pg_snapshot_end(struct pgs *s);
-int pgs_row_instance(struct pgs *s, const PGresult *res, int row, struct db_instance *in);
-int pgs_row_secret(struct pgs *s, const PGresult *res, int row, struct db_secret *m);
+/* Wraps one change in its own transaction unless the caller holds one:
+ * pgs_own_end commits if r is 0, else rolls back and returns r. */
+int pgs_own_begin(struct pgs *s);
+int pgs_own_end(struct pgs *s, int r);
+
+/* The ops of pg_rows.c (instances, secrets), for db_pg_ops. */
+int pgr_instance_create(struct db *db, struct db_instance *in, const struct db_blob *key);
+int pgr_instance_get(struct db *db, int64_t id, struct db_instance *out);
+int pgr_instance_find(struct db *db, const char *name, struct db_instance *out);
+int pgr_instance_key(struct db *db, int64_t id, struct db_instance *in,
+		     struct db_blob *wrapped);
+int pgr_instance_set_key(struct db *db, int64_t id, uint64_t generation,
+			 const struct db_blob *wrapped);
+int pgr_instance_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t mode,
+			  int64_t now_ns);
+int pgr_instance_delete(struct db *db, int64_t id);
+int pgr_instance_each(struct db *db, int64_t after_id,
+		      int (*fn)(void *, const struct db_instance *), void *ctx);
+int64_t pgr_instance_count(struct db *db);
+int pgr_secret_get(struct db *db, int64_t id, struct db_secret *out);
+int pgr_secret_find(struct db *db, int64_t instance_id, const char *name,
+		    struct db_secret *out);
+int pgr_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db_blob *out);
+int pgr_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
+		    int (*fn)(void *, const struct db_secret *), void *ctx);
+int64_t pgr_secret_count(struct db *db, int64_t instance_id);
+int pgr_secret_insert(struct db *db, struct db_secret *m, const struct db_blob *blob);
+int pgr_secret_set_value(struct db *db, const struct db_secret *in, const struct db_blob *blob);
+int pgr_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t mode,
+			int64_t now_ns);
+int pgr_secret_rename(struct db *db, const struct db_secret *in, const struct db_blob *blob);
+int pgr_secret_delete(struct db *db, int64_t id);
+/* A row of a query of the table's columns (INST_COLS, SEC_COLS), its tag
+ * checked: 0, -EIO, -EACCES. */
+int pgr_row_instance(struct pgs *s, const PGresult *res, int row, struct db_instance *in);
+int pgr_row_secret(struct pgs *s, const PGresult *res, int row, struct db_secret *m);
+/* Reads the live row FOR UPDATE and checks it (and, with live, touches its
+ * instance's state). */
+int pgr_secret_locked(struct pgs *s, int64_t id, bool live, struct db_secret *m);
 
 /* The ops of pg_hist.c (history, attributes, every-row passes) and
  * pg_audit.c (the audit log), for db_pg_ops. */
