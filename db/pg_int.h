@@ -174,8 +174,10 @@ int pgr_row_secret(struct pgs *s, const PGresult *res, int row, struct db_secret
  * instance's state). */
 int pgr_secret_locked(struct pgs *s, int64_t id, bool live, struct db_secret *m);
 
-/* The ops of pg_hist.c (history, attributes, every-row passes) and
- * pg_audit.c (the audit log), for db_pg_ops. */
+/* The ops of pg_hist.c (history, attributes, every-row passes), pg_trash.c
+ * (deleted secrets), pg_audit.c (the audit log) and pg_backup.c, for
+ * db_pg_ops. */
+int pgh_touch_secret(struct pgs *s, int64_t secret_id, bool trash);
 int pgh_version_archive(struct db *db, int64_t secret_id, bool with_v0, unsigned keep);
 int pgh_version_get(struct db *db, int64_t secret_id, uint64_t version,
 		    struct db_version *out, struct db_blob *blob);
@@ -184,21 +186,21 @@ int pgh_version_each(struct db *db, int64_t secret_id,
 int pgh_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,
 			 const struct db_blob *blob);
 int pgh_secret_adopt(struct db *db, int64_t id, int64_t from_id);
-int pgh_trash_put(struct db *db, const struct db_secret *m, int64_t now_ns, uid_t by);
-int pgh_trash_find(struct db *db, int64_t instance_id, const char *name,
+int pgt_trash_put(struct db *db, const struct db_secret *m, int64_t now_ns, uid_t by);
+int pgt_trash_find(struct db *db, int64_t instance_id, const char *name,
 		   int64_t since_ns, struct db_trash *out);
-int pgh_trash_each(struct db *db, int64_t instance_id,
+int pgt_trash_each(struct db *db, int64_t instance_id,
 		   int (*fn)(void *, const struct db_trash *), void *ctx);
-int pgh_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns);
-int pgh_trash_purge(struct db *db, int64_t instance_id, const char *name,
+int pgt_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns);
+int pgt_trash_purge(struct db *db, int64_t instance_id, const char *name,
 		    int64_t before_ns, int64_t *count);
-int pgh_instance_secret_ids(struct db *db, int64_t instance_id,
+int pgt_instance_secret_ids(struct db *db, int64_t instance_id,
 			    int (*fn)(void *, int64_t, const char *, bool), void *ctx);
 int pgh_attr_get(struct db *db, int64_t secret_id, const char *name, void *buf,
 		 size_t size, size_t *len);
 int pgh_attr_set(struct db *db, int64_t secret_id, const char *name, const void *value,
 		 size_t len);
-int pgh_scrub(struct db *db);
+int pgt_scrub(struct db *db);
 int pgh_auth_upgrade(struct db *db);
 int pgh_auth_rekey(struct db *db, const struct db_auth *next);
 int pgh_auth_check_all(struct db *db, void (*fn)(void *, const char *), void *ctx);

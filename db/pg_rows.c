@@ -345,8 +345,8 @@ static int secret_query(struct pgs *s, const char *where, const struct pgq *q, b
 	PGresult *res;
 	int r;
 
-	snprintf(sql, sizeof(sql), "SELECT " SEC_COLS ", blob FROM secrets WHERE %s%s", where,
-		 lock ? " FOR UPDATE" : "");
+	snprintf(sql, sizeof(sql), "SELECT " SEC_COLS "%s FROM secrets WHERE %s%s",
+		 blob ? ", blob" : "", where, lock ? " FOR UPDATE" : "");
 	r = pg_run(s, sql, q, &res);
 	if (r < 0)
 		return r;
