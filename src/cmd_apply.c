@@ -33,35 +33,6 @@ static int refuse_templates(struct cli *c, const char *inst, const struct db_ins
 	return bad ? -1 : 0;
 }
 
-static int apply_store(struct cli *c, const char *inst, const struct db_instance *in,
-		       const struct dotenv *d)
-{
-	const char **names = calloc(d->n + 1, sizeof(*names));
-	struct secbuf **values = calloc(d->n + 1, sizeof(*values));
-	size_t at = d->n;
-	int r = names && values ? 0 : -ENOMEM;
-
-	for (size_t k = 0; r == 0 && k < d->n; k++) {
-		names[k] = d->e[k].name;
-		values[k] = d->e[k].value;
-	}
-	if (r == 0)
-		r = vault_put_many(c->vault, in->id, d->n, names, values, getuid(), in->gid, &at);
-	if (r == -EFBIG && at < d->n)
-		cli_error("%s: larger than max_value_size (%zu bytes); nothing was changed",
-			  names[at], c->conf.max_value_size);
-	else if (r == -EMEDIUMTYPE && at < d->n)
-		cli_error("%s/%s is a template: apply changes values only; nothing was changed",
-			  inst, names[at]);
-	else if (r < 0)
-		cli_error("%s: %s; nothing was changed", inst, strerror(-r));
-	for (size_t k = 0; r == 0 && k < d->n; k++)
-		cli_audit(c, AUDIT_WRITE, inst, names[k], 0);
-	free(names);
-	free(values);
-	return r;
-}
-
 int apply_main(int argc, char **argv)
 {
 	struct cli c = {
@@ -104,8 +75,10 @@ int apply_main(int argc, char **argv)
 		ret = 0;
 		goto out;
 	}
-	if (apply_store(&c, argv[i], &in, &d) < 0)
+	if (import_put(&c, argv[i], &in, &d, "changed") < 0)
 		goto out;
+	for (size_t k = 0; k < d.n; k++)
+		cli_audit(&c, AUDIT_WRITE, argv[i], d.e[k].name, 0);
 	printf("vaultfs: applied %zu key%s to %s in one transaction\n", d.n,
 	       d.n == 1 ? "" : "s", argv[i]);
 	ret = 0;

@@ -281,30 +281,20 @@ static int load_dir(struct cli *c, const char *dir, struct dotenv *d)
  * transaction: 0, or 1 with the reason printed and nothing stored. */
 static int store_all(struct cli *c, const char *inst, const struct dotenv *d)
 {
-	const char **names = calloc(d->n + 1, sizeof(*names));
-	struct secbuf **values = calloc(d->n + 1, sizeof(*values));
 	struct db_instance in;
 	struct db_secret s;
-	size_t at, fresh = 0;
-	int r = names && values ? cli_instance_open(c, inst, &in) : -ENOMEM;
+	size_t fresh = 0;
+	int r = cli_instance_open(c, inst, &in);
 
-	for (size_t k = 0; r == 0 && k < d->n; k++) {
-		names[k] = d->e[k].name;
-		values[k] = d->e[k].value;
-		fresh += vault_secret_find(c->vault, in.id, names[k], &s) == -ENOENT;
-	}
-	if (r == 0)
-		r = vault_put_many(c->vault, in.id, d->n, names, values, getuid(), in.gid, &at);
-	if (r == -EFBIG && at < d->n)
-		cli_error("%s: larger than max_value_size (%zu bytes); nothing was imported",
-			  names[at], c->conf.max_value_size);
-	else if (r < 0)
+	for (size_t k = 0; r == 0 && k < d->n; k++)
+		fresh += vault_secret_find(c->vault, in.id, d->e[k].name, &s) == -ENOENT;
+	if (r < 0)
 		cli_error("%s: %s; nothing was imported", inst, strerror(-r));
 	else
+		r = import_put(c, inst, &in, d, "imported");
+	if (r == 0)
 		printf("vaultfs: imported %zu key%s into %s (%zu new, %zu updated)\n", d->n,
 		       d->n == 1 ? "" : "s", inst, fresh, d->n - fresh);
-	free(names);
-	free(values);
 	return r < 0 ? 1 : 0;
 }
 
@@ -383,4 +373,31 @@ void import_dry_run(const struct dotenv *d, const char *done, const char *inst)
 		printf("%s\n", d->e[k].name);
 	printf("vaultfs: %zu key%s would be %s %s (dry run)\n", d->n, d->n == 1 ? "" : "s",
 	       done, inst);
+}
+
+int import_put(struct cli *c, const char *inst, const struct db_instance *in,
+	       const struct dotenv *d, const char *done)
+{
+	const char **names = calloc(d->n + 1, sizeof(*names));
+	struct secbuf **values = calloc(d->n + 1, sizeof(*values));
+	size_t at = d->n;
+	int r = names && values ? 0 : -ENOMEM;
+
+	for (size_t k = 0; r == 0 && k < d->n; k++) {
+		names[k] = d->e[k].name;
+		values[k] = d->e[k].value;
+	}
+	if (r == 0)
+		r = vault_put_many(c->vault, in->id, d->n, names, values, getuid(), in->gid, &at);
+	if (r == -EFBIG && at < d->n)
+		cli_error("%s: larger than max_value_size (%zu bytes); nothing was %s",
+			  names[at], c->conf.max_value_size, done);
+	else if (r == -EMEDIUMTYPE && at < d->n)
+		cli_error("%s/%s is a template, which a value does not replace; nothing was %s",
+			  inst, names[at], done);
+	else if (r < 0)
+		cli_error("%s: %s; nothing was %s", inst, strerror(-r), done);
+	free(names);
+	free(values);
+	return r;
 }
