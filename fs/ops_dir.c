@@ -1,6 +1,7 @@
 /* Directory operations: names, listings, instances (mkdir, rmdir), unlink
  * and rename. */
 #include "ops_int.h"
+#include "policy.h"
 
 void vfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
