@@ -36,7 +36,7 @@ static int refuse_templates(struct cli *c, const char *inst, const struct db_ins
 int apply_main(int argc, char **argv)
 {
 	struct cli c = {
-		.cmd = "apply", .usage = "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]",
+		.cmd = "apply", .usage = IMPORT_USAGE,
 		.min_args = 1, .max_args = 1, .want = "want INSTANCE",
 		.help = "Replaces the keys named in the input, in INSTANCE, in one transaction:\n"
 			"every reader, and every rendering of a template over them, sees all\n"

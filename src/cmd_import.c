@@ -301,7 +301,7 @@ static int store_all(struct cli *c, const char *inst, const struct dotenv *d)
 int import_main(int argc, char **argv)
 {
 	struct cli c = {
-		.cmd = "import", .usage = "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]",
+		.cmd = "import", .usage = IMPORT_USAGE,
 		.min_args = 1, .max_args = 1, .want = "want INSTANCE",
 		.help = "Stores many secrets in INSTANCE at once, all or nothing: every problem\n"
 			"is reported (with its line number) and then nothing is imported.\n"

@@ -20,6 +20,8 @@ struct import_opts {
 	bool any_name;
 };
 
+#define IMPORT_USAGE "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]"
+
 /* Parses argv with those options for c's command: the index of the first
  * argument; a usage error exits. */
 int import_parse(struct cli *c, int argc, char **argv, struct import_opts *o);
