@@ -143,25 +143,17 @@ int pgh_version_get(struct db *db, int64_t secret_id, uint64_t version,
 	return r;
 }
 
+PG_EACH_ROW(visit_version, struct db_version, row_version)
+
 int pgh_version_each(struct db *db, int64_t secret_id,
 			    int (*fn)(void *, const struct db_version *), void *ctx)
 {
-	struct pgs *s = P(db);
-	struct db_version v;
+	struct pg_each e = { (void *)fn, ctx };
 	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
 
 	pgq_int(&q, secret_id);
-	r = pg_run(s, "SELECT " VERSION_COLS " FROM versions WHERE secret_id = $1 "
-		   "ORDER BY version DESC", &q, &res);
-	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-		r = row_version(s, res, i, &v);
-		if (r == 0)
-			r = fn(ctx, &v);
-	}
-	PQclear(res);
-	return r;
+	return pg_each(P(db), "SELECT " VERSION_COLS " FROM versions WHERE secret_id = $1 "
+		       "ORDER BY version DESC", &q, visit_version, &e);
 }
 
 int pgh_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,

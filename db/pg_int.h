@@ -87,7 +87,7 @@ struct pgq {
 };
 
 void pgq_int(struct pgq *q, int64_t v);
-void pgq_text(struct pgq *q, const char *s);
+void pgq_text(struct pgq *q, const char *s);	/* NULL: SQL's NULL, as text */
 void pgq_blob(struct pgq *q, const void *p, size_t len);
 
 struct pg_listen;
@@ -230,6 +230,28 @@ bool pg_in_own_txn(struct pgs *s);
  * *res gets the result of a query that returns rows (PQclear it). 0 or
  * -errno with the server's words in db_errmsg. */
 int pg_run(struct pgs *s, const char *sql, const struct pgq *q, PGresult **res);
+/* pg_run for a query, whose rows it hands to fn(s, res, row, ctx) in turn
+ * until fn returns other than 0: 0, fn's result or pg_run's. */
+int pg_each(struct pgs *s, const char *sql, const struct pgq *q,
+	    int (*fn)(struct pgs *, const PGresult *, int, void *), void *ctx);
+/* What an *_each op hands pg_each: the caller's callback and its ctx. */
+struct pg_each {
+	void *fn;
+	void *ctx;
+};
+/* Defines NAME, pg_each's row callback for an *_each op: reads the row
+ * with ROW into a TYPE and hands it to the caller's callback, an
+ * int (*)(void *, const TYPE *) in the struct pg_each. */
+#define PG_EACH_ROW(NAME, TYPE, ROW)						\
+	static int NAME(struct pgs *s, const PGresult *res, int row, void *ctx)	\
+	{									\
+		struct pg_each *e = ctx;					\
+		int (*fn)(void *, const TYPE *) = e->fn;			\
+		TYPE item;							\
+		int r = ROW(s, res, row, &item);				\
+										\
+		return r ? r : fn(e->ctx, &item);				\
+	}
 int pg_commit_sql(struct pgs *s);
 /* pg_run for a statement that must change exactly want rows (any if < 0):
  * -ENOENT otherwise. */

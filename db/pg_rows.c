@@ -264,24 +264,17 @@ int pgr_instance_delete(struct db *db, int64_t id)
 	return pgs_own_end(s, r);
 }
 
+PG_EACH_ROW(visit_instance, struct db_instance, pgr_row_instance)
+
 int pgr_instance_each(struct db *db, int64_t after_id,
 		      int (*fn)(void *, const struct db_instance *), void *ctx)
 {
-	struct pgs *s = P(db);
-	struct db_instance in;
+	struct pg_each e = { (void *)fn, ctx };
 	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
 
 	pgq_int(&q, after_id);
-	r = pg_run(s, "SELECT " INST_COLS " FROM instances WHERE id > $1 ORDER BY id", &q, &res);
-	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-		r = pgr_row_instance(s, res, i, &in);
-		if (r == 0)
-			r = fn(ctx, &in);
-	}
-	PQclear(res);
-	return r;
+	return pg_each(P(db), "SELECT " INST_COLS " FROM instances WHERE id > $1 ORDER BY id",
+		       &q, visit_instance, &e);
 }
 
 static int64_t count(struct pgs *s, const char *sql, const struct pgq *q)
@@ -392,26 +385,18 @@ int pgr_secret_blob(struct db *db, int64_t id, struct db_secret *meta,
 	return secret_query(P(db), "id = $1", &q, false, meta ? meta : &tmp, out);
 }
 
+PG_EACH_ROW(visit_secret, struct db_secret, pgr_row_secret)
+
 int pgr_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
 		    int (*fn)(void *, const struct db_secret *), void *ctx)
 {
-	struct pgs *s = P(db);
-	struct db_secret m;
+	struct pg_each e = { (void *)fn, ctx };
 	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
 
 	pgq_int(&q, instance_id);
 	pgq_int(&q, after_id);
-	r = pg_run(s, "SELECT " SEC_COLS " FROM secrets WHERE instance_id = $1 AND id > $2 "
-		   "ORDER BY id", &q, &res);
-	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-		r = pgr_row_secret(s, res, i, &m);
-		if (r == 0)
-			r = fn(ctx, &m);
-	}
-	PQclear(res);
-	return r;
+	return pg_each(P(db), "SELECT " SEC_COLS " FROM secrets WHERE instance_id = $1 AND "
+		       "id > $2 ORDER BY id", &q, visit_secret, &e);
 }
 
 int64_t pgr_secret_count(struct db *db, int64_t instance_id)

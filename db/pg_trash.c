@@ -126,25 +126,18 @@ int pgt_trash_find(struct db *db, int64_t instance_id, const char *name,
 	return r;
 }
 
+PG_EACH_ROW(visit_trash, struct db_trash, row_trash)
+
 int pgt_trash_each(struct db *db, int64_t instance_id,
 			  int (*fn)(void *, const struct db_trash *), void *ctx)
 {
-	struct pgs *s = P(db);
-	struct db_trash t;
+	struct pg_each e = { (void *)fn, ctx };
 	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
 
 	pgq_int(&q, instance_id);
-	r = pg_run(s, "SELECT " TRASH_COLS " FROM trash t WHERE $1 = 0 OR t.instance_id = $1 "
-		   "ORDER BY t.deleted DESC, t.secret_id DESC", &q, &res);
-	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-		r = row_trash(s, res, i, &t);
-		if (r == 0)
-			r = fn(ctx, &t);
-	}
-	PQclear(res);
-	return r;
+	return pg_each(P(db), "SELECT " TRASH_COLS " FROM trash t WHERE $1 = 0 OR "
+		       "t.instance_id = $1 ORDER BY t.deleted DESC, t.secret_id DESC", &q,
+		       visit_trash, &e);
 }
 
 /* The trash row and its newest old version, both checked, become the
@@ -233,14 +226,7 @@ int pgt_trash_purge(struct db *db, int64_t instance_id, const char *name,
 	int r, n = 0;
 
 	pgq_int(&q, instance_id);
-	if (name) {
-		pgq_text(&q, name);
-	} else {
-		q.v[q.n] = NULL;
-		q.len[q.n] = 0;
-		q.fmt[q.n] = 1;
-		q.type[q.n++] = 25;
-	}
+	pgq_text(&q, name);
 	pgq_int(&q, before_ns);
 	r = pgs_own_begin(s);
 	if (r < 0)
