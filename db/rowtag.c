@@ -15,7 +15,6 @@
 #include "store.h"
 
 #define PENDING_MAX 8
-#define STATE_CHUNK (ROWTAG_MSG_MAX - 64)
 
 static __thread char pending[PENDING_MAX][ROWTAG_WHAT_MAX];
 static __thread const struct db_auth *pending_auth;
@@ -106,42 +105,66 @@ bool rowtag_ok(const struct db_auth *auth, const struct rowtag *m, const void *t
 	return rowtag_make(auth, m, want) == 0 && rowtag_equal(want, tag, taglen);
 }
 
+void rowtag_sum_put(const struct db_auth *auth, struct rowtag_sum *sum, int64_t id,
+		    uint64_t version, bool remove)
+{
+	unsigned char msg[16], h[DB_ELEM_LEN];
+	uint64_t lo = 0, hi = 0, old;
+
+	for (int i = 0; i < 8; i++) {
+		msg[i] = (unsigned char)((uint64_t)id >> (56 - 8 * i));
+		msg[8 + i] = (unsigned char)(version >> (56 - 8 * i));
+	}
+	auth->elem(auth->ctx, msg, h);
+	for (int i = 0; i < 8; i++) {
+		lo |= (uint64_t)h[i] << (8 * i);
+		hi |= (uint64_t)h[8 + i] << (8 * i);
+	}
+	old = sum->lo;
+	if (remove) {
+		sum->lo -= lo;
+		sum->hi -= hi + (sum->lo > old);
+	} else {
+		sum->lo += lo;
+		sum->hi += hi + (sum->lo < old);
+	}
+}
+
+void rowtag_state_tag(const struct db_auth *auth, int64_t inst, int64_t seq,
+		      const struct rowtag_sum *sum, unsigned char out[static DB_MAC_LEN])
+{
+	struct rowtag m;
+
+	rowtag_init(&m, "state/2");
+	rowtag_u64(&m, (uint64_t)inst);
+	rowtag_u64(&m, (uint64_t)seq);
+	rowtag_u64(&m, sum->lo);
+	rowtag_u64(&m, sum->hi);
+	auth->mac(auth->ctx, m.buf, m.len, out);
+}
+
 void rowtag_state_begin(struct rowtag_state *c, const struct db_auth *auth, int64_t inst,
 			int64_t seq)
 {
-	c->auth = auth;
-	rowtag_init(&c->m, "state");
-	rowtag_u64(&c->m, (uint64_t)inst);
-	rowtag_u64(&c->m, (uint64_t)seq);
+	*c = (struct rowtag_state){ .auth = auth, .inst = inst, .seq = seq };
 }
 
 void rowtag_state_add(struct rowtag_state *c, int64_t id, int64_t version)
 {
-	unsigned char h[DB_MAC_LEN];
-
-	if (c->m.len > STATE_CHUNK) {
-		c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, h);
-		rowtag_init(&c->m, "state+");
-		rowtag_bytes(&c->m, h, sizeof(h));
-	}
-	rowtag_u64(&c->m, (uint64_t)id);
-	rowtag_u64(&c->m, (uint64_t)version);
+	rowtag_sum_put(c->auth, &c->sum, id, (uint64_t)version, false);
 }
 
 void rowtag_state_end(struct rowtag_state *c, unsigned char out[static DB_MAC_LEN])
 {
-	c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, out);
+	rowtag_state_tag(c->auth, c->inst, c->seq, &c->sum, out);
 }
 
-void rowtag_state_of(const struct db_auth *auth, int64_t inst, int64_t seq, const int64_t *ids,
-		     const uint64_t *vers, size_t n, unsigned char out[static DB_MAC_LEN])
+void rowtag_sum_of(const struct db_auth *auth, const int64_t *ids, const uint64_t *vers,
+		   size_t n, struct rowtag_sum *out)
 {
-	struct rowtag_state c;
-
-	rowtag_state_begin(&c, auth, inst, seq);
+	*out = (struct rowtag_sum){ 0 };
 	for (size_t i = 0; i < n; i++)
-		rowtag_state_add(&c, ids[i], (int64_t)vers[i]);
-	rowtag_state_end(&c, out);
+		rowtag_sum_put(auth, out, ids[i], vers[i], false);
 }
 
 static void floor_tag(const struct db_auth *auth, int64_t floor,

@@ -39,19 +39,33 @@ bool rowtag_ok(const struct db_auth *auth, const struct rowtag *m, const void *t
 /* Constant time. */
 bool rowtag_equal(const unsigned char *a, const void *b, size_t blen);
 
-/* An instance's state: a keyed chain over (instance id, seq) and the
- * (id, version) of each live secret in id order. */
+/* An instance's state: a tag over (instance id, seq, sum), where sum is
+ * the sum modulo 2^128 of a keyed PRF of each live secret's (id, version).
+ * A sum, not a chain, so that a writer who trusts the old sum makes the
+ * new state from the rows it changed alone: O(1), not O(n). The sum is
+ * never stored (only its tag), and without the key no one can find
+ * another set with the same sum. */
+struct rowtag_sum {
+	uint64_t lo, hi;
+};
 struct rowtag_state {
 	const struct db_auth *auth;
-	struct rowtag m;
+	int64_t inst, seq;
+	struct rowtag_sum sum;
 };
 void rowtag_state_begin(struct rowtag_state *c, const struct db_auth *auth, int64_t inst,
 			int64_t seq);
 void rowtag_state_add(struct rowtag_state *c, int64_t id, int64_t version);
 void rowtag_state_end(struct rowtag_state *c, unsigned char out[static DB_MAC_LEN]);
-/* The state of a whole set at once (ids ascending). */
-void rowtag_state_of(const struct db_auth *auth, int64_t inst, int64_t seq, const int64_t *ids,
-		     const uint64_t *vers, size_t n, unsigned char out[static DB_MAC_LEN]);
+/* sum with (id, version) added, or taken out (remove). */
+void rowtag_sum_put(const struct db_auth *auth, struct rowtag_sum *sum, int64_t id,
+		    uint64_t version, bool remove);
+/* The state for (inst, seq) of a set whose sum is sum. */
+void rowtag_state_tag(const struct db_auth *auth, int64_t inst, int64_t seq,
+		      const struct rowtag_sum *sum, unsigned char out[static DB_MAC_LEN]);
+/* The sum of a whole set. */
+void rowtag_sum_of(const struct db_auth *auth, const int64_t *ids, const uint64_t *vers,
+		   size_t n, struct rowtag_sum *out);
 
 /* The audit floor as stored in meta: 8 bytes big-endian, then its tag. */
 #define ROWTAG_FLOOR_KEY "audit_floor"

@@ -494,6 +494,36 @@ int sq_state_check(struct db *h, int64_t inst, int64_t *seq,
 	return state_check(sq_of(h), inst, seq, fn, ctx);
 }
 
+static int version_known(struct sq *db, struct sq *conn, int64_t inst, int64_t id,
+			 int64_t *seq, uint64_t *version)
+{
+	unsigned char state[DB_MAC_LEN];
+	int r;
+
+	if (!db->states || !db->auth)
+		return -ENOENT;
+	r = sq_state_row(conn, inst, seq, state);
+	return r < 0 ? r : sq_states_find(db, inst, *seq, state, id, version);
+}
+
+/* One id of the trusted set, on the same connection state_check would use;
+ * never a scan (-ENOENT). */
+int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint64_t *version)
+{
+	struct sq *db = sq_of(h);
+	struct sq *rd = sq_reader_take(db);
+	int r;
+
+	if (rd) {
+		r = version_known(db, rd, inst, id, seq, version);
+		sq_reader_give(db, rd);
+		return r;
+	}
+	if (sq_in_own_txn(db))
+		return -ENOENT;
+	return version_known(db, db, inst, id, seq, version);
+}
+
 int sq_instance_seq(struct db *h, int64_t inst, bool latest, int64_t *seq)
 {
 	return sq_query(sq_of(h), SQ_ONE | (latest ? 0 : SQ_READ), sql_instance_seq,
