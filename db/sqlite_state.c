@@ -27,7 +27,7 @@ struct state_set {
 	struct state_set *next;
 	int64_t inst, seq;
 	unsigned char state[DB_MAC_LEN];
-	struct rowtag_sum sum;		/* of the set (rowtag.h) */
+	struct rowtag_sums sums;	/* of the set (rowtag.h) */
 	size_t n, cap;
 	int64_t *ids;			/* ascending */
 	uint64_t *vers;
@@ -142,9 +142,9 @@ static int set_put(const struct db_auth *auth, struct state_set *s, int64_t id,
 	if (!there && present && grow(s) < 0)
 		return -ENOMEM;
 	if (there)
-		rowtag_sum_put(auth, &s->sum, id, s->vers[i], true);
+		rowtag_sums_put(auth, &s->sums, id, s->vers[i], true);
 	if (present)
-		rowtag_sum_put(auth, &s->sum, id, version, false);
+		rowtag_sums_put(auth, &s->sums, id, version, false);
 	if (there && present) {
 		s->vers[i] = version;
 	} else if (there) {
@@ -193,7 +193,7 @@ static struct state_set *set_copy(const struct state_set *from, int64_t inst)
 		s->n = from->n;
 	}
 	if (from)
-		s->sum = from->sum;
+		s->sums = from->sums;
 	return s;
 }
 
@@ -245,7 +245,7 @@ int sq_states_verify(struct sq *db, int64_t inst)
 		return r == -EAGAIN ? 0 : r;
 	}
 	memcpy(s->state, state, DB_MAC_LEN);
-	rowtag_sum_of(db->auth, s->ids, s->vers, s->n, &s->sum);
+	rowtag_sums_of(db->auth, s->ids, s->vers, s->n, &s->sums);
 	pthread_mutex_lock(&c->lock);
 	trust(c, inst, s);
 	pthread_mutex_unlock(&c->lock);
@@ -367,8 +367,8 @@ int sq_states_commit(struct sq *db, int64_t inst)
 	if (!s)
 		return r < 0 ? r : sq_state_update(db, inst, auth, true);
 	s->seq++;
-	rowtag_state_tag(auth, inst, s->seq, &s->sum, s->state);
-	r = sq_state_store(db, inst, s->seq, s->state);
+	rowtag_state_tag(auth, inst, s->seq, &s->sums, s->state);
+	r = sq_state_store(db, inst, s->seq, s->state, &s->sums);
 	if (r < 0) {
 		set_free(s);
 		return r == -ENOENT ? 0 : r;	/* the instance went in this transaction */
