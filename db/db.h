@@ -95,6 +95,10 @@ struct db_secret {
 enum {
 	DB_CREATE = 0x1,	/* create the store's schema; it must not exist */
 	DB_READONLY = 0x2,
+	/* A short-lived process that writes a few secrets (vaultfs set): its
+	 * writes check the rows they change by their buckets, against the
+	 * state's tagged sums, instead of reading the whole instance first. */
+	DB_BRIEF = 0x4,
 };
 
 /* spec: where the store is, as configured ([vault] db): a file path

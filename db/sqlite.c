@@ -548,7 +548,7 @@ void sq_close(struct sq *db)
 static int op_open(struct db **out, const char *spec, int flags)
 {
 	struct sq *db;
-	int r = sq_open(&db, spec, (flags & (DB_CREATE | DB_READONLY)) |
+	int r = sq_open(&db, spec, (flags & (DB_CREATE | DB_READONLY | DB_BRIEF)) |
 			(flags & DB_LOG ? SQ_LOG : 0));
 
 	*out = r == 0 ? &db->base : NULL;

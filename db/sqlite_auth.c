@@ -324,7 +324,8 @@ static const char sql_state_scan[] =
 static const char sql_state_set[] =
 	"UPDATE instances SET seq = ?2, state = ?3, sums = ?4 WHERE id = ?1";
 /* One bucket of the set with the instance row, in one statement (one
- * snapshot); secrets_by_bucket finds the bucket's rows. */
+ * snapshot); secrets_by_bucket (id % 64) finds the bucket's rows. */
+_Static_assert(ROWTAG_BUCKETS == 64, "the SQL and the index say id % 64");
 static const char sql_state_bucket[] =
 	"SELECT i.seq, i.state, i.sums, s.id, s.version FROM instances i LEFT JOIN secrets s "
 	"ON s.instance_id = i.id AND s.id % 64 = ?2 WHERE i.id = ?1";
@@ -593,6 +594,47 @@ int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint6
 	if (sq_in_own_txn(db))
 		return -ENOENT;
 	return version_known(db, db, inst, id, seq, version);
+}
+
+static int row_sums(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	const void *p = sqlite3_column_blob(st, 0);
+
+	if (!p || sqlite3_column_bytes(st, 0) != ROWTAG_SUMS_LEN)
+		return -ENOENT;
+	rowtag_sums_decode(p, arg);
+	return 0;
+}
+
+int sq_state_sums(struct sq *db, int64_t inst, struct rowtag_sums *sums)
+{
+	static const char sql[] = "SELECT sums FROM instances WHERE id = ?1";
+
+	return sq_query(db, SQ_ONE, sql, row_sums, sums, SQ_ARGS(SQ_I(inst)));
+}
+
+struct bucket_sum {
+	const struct db_auth *auth;
+	struct rowtag_sum *sum;
+};
+
+static int row_bucket_sum(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct bucket_sum *b = arg;
+
+	rowtag_sum_put(b->auth, b->sum, sqlite3_column_int64(st, 0),
+		       (uint64_t)sqlite3_column_int64(st, 1), false);
+	return 0;
+}
+
+int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sum *sum)
+{
+	static const char sql[] =
+		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND id % 64 = ?2";
+	struct bucket_sum b = { db->auth, sum };
+
+	*sum = (struct rowtag_sum){ 0 };
+	return sq_query(db, 0, sql, row_bucket_sum, &b, SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
 }
 
 int sq_instance_seq(struct db *h, int64_t inst, bool latest, int64_t *seq)

@@ -28,6 +28,7 @@ struct state_set {
 	int64_t inst, seq;
 	unsigned char state[DB_MAC_LEN];
 	struct rowtag_sums sums;	/* of the set (rowtag.h) */
+	bool partial;			/* the sums alone, no ids (DB_BRIEF) */
 	size_t n, cap;
 	int64_t *ids;			/* ascending */
 	uint64_t *vers;
@@ -35,6 +36,8 @@ struct state_set {
 
 struct touched {
 	int64_t inst, id;
+	bool old_present;		/* the row before the transaction */
+	uint64_t old_version;
 };
 
 struct sq_states {
@@ -192,8 +195,10 @@ static struct state_set *set_copy(const struct state_set *from, int64_t inst)
 		memcpy(s->vers, from->vers, from->n * sizeof(*s->vers));
 		s->n = from->n;
 	}
-	if (from)
+	if (from) {
 		s->sums = from->sums;
+		s->partial = from->partial;
+	}
 	return s;
 }
 
@@ -211,9 +216,40 @@ static void trust(struct sq_states *c, int64_t inst, struct state_set *s)
 	}
 }
 
+/* DB_BRIEF: the instance row's sums, if the state tags them, trusted
+ * without their set (each row changed is then checked by its bucket).
+ * -ENOENT: none to trust (a store that keeps no sums). */
+static int partial_set(struct sq *db, int64_t inst, int64_t seq,
+		       const unsigned char state[DB_MAC_LEN])
+{
+	struct sq_states *c = db->states;
+	unsigned char tag[DB_MAC_LEN];
+	struct state_set *s = set_copy(NULL, inst);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = sq_state_sums(db, inst, &s->sums);
+	if (r == 0) {
+		rowtag_state_tag(db->auth, inst, seq, &s->sums, tag);
+		r = rowtag_equal(tag, state, DB_MAC_LEN) ? 0 : -ENOENT;
+	}
+	if (r < 0) {
+		set_free(s);
+		return r;
+	}
+	s->seq = seq;
+	s->partial = true;
+	memcpy(s->state, state, DB_MAC_LEN);
+	pthread_mutex_lock(&c->lock);
+	trust(c, inst, s);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
 /* Inside the write transaction, before its first change to inst: 0 if the
  * state is one this connection trusts, else the full check, whose set is
- * then trusted. */
+ * then trusted (or, DB_BRIEF, the tagged sums alone). */
 int sq_states_verify(struct sq *db, int64_t inst)
 {
 	struct sq_states *c = db->states;
@@ -234,6 +270,11 @@ int sq_states_verify(struct sq *db, int64_t inst)
 	pthread_mutex_unlock(&c->lock);
 	if (hit)
 		return 0;
+	if ((db->flags & DB_BRIEF) && db->auth) {
+		r = partial_set(db, inst, seq, state);
+		if (r != -ENOENT)
+			return r;
+	}
 	s = set_copy(NULL, inst);
 	if (!s)
 		return -ENOMEM;
@@ -252,6 +293,75 @@ int sq_states_verify(struct sq *db, int64_t inst)
 	return 0;
 }
 
+/* The trusted sums of inst (partial), or NULL. */
+static bool partial_sums(struct sq_states *c, int64_t inst, struct rowtag_sums *out)
+{
+	struct state_set *s;
+	bool ok;
+
+	pthread_mutex_lock(&c->lock);
+	s = *slot(&c->sets, inst);
+	ok = s && s->partial;
+	if (ok)
+		*out = s->sums;
+	pthread_mutex_unlock(&c->lock);
+	return ok;
+}
+
+/* The sum of id's bucket as it was when the transaction began: its rows
+ * now, with the ones the transaction changed put back as they were. */
+static int bucket_before(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
+			 struct rowtag_sum *sum)
+{
+	uint64_t version;
+	int r = sq_bucket_sum(db, inst, rowtag_bucket(id), sum);
+
+	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
+		const struct touched *t = &c->t[i];
+
+		if (t->inst != inst || t->id == SQ_STATES_FRESH ||
+		    rowtag_bucket(t->id) != rowtag_bucket(id))
+			continue;
+		r = sq_secret_version(db, inst, t->id, &version);
+		if (r == 1)
+			rowtag_sum_put(db->auth, sum, t->id, version, true);
+		if (r >= 0 && t->old_present)
+			rowtag_sum_put(db->auth, sum, t->id, t->old_version, false);
+	}
+	return r < 0 ? r : 0;
+}
+
+/* DB_BRIEF: id's row as stored now (present at version, or not) is the
+ * state's if its bucket adds up to the tagged sum; then it is noted with
+ * what it was. Else the full check, which reports, decides. */
+static int check_bucket(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
+			bool present, uint64_t version)
+{
+	struct rowtag_sums sums;
+	struct rowtag_sum sum = { 0 };
+	const struct rowtag_sum *want;
+	int r;
+
+	if (!partial_sums(c, inst, &sums))
+		return sq_state_verify(db, inst);
+	want = &sums.b[rowtag_bucket(id)];
+	r = bucket_before(db, c, inst, id, &sum);
+	if (r < 0)
+		return r;
+	if (sum.lo != want->lo || sum.hi != want->hi) {
+		pthread_mutex_lock(&c->lock);
+		trust(c, inst, NULL);
+		pthread_mutex_unlock(&c->lock);
+		return sq_state_verify(db, inst);
+	}
+	r = sq_states_note(db, inst, id);
+	if (r == 0) {
+		c->t[c->nt - 1].old_present = present;
+		c->t[c->nt - 1].old_version = version;
+	}
+	return r;
+}
+
 /* Before the transaction changes secret id of inst: its row as stored now
  * must be what the trusted set says (live at that version, or not live).
  * Else it was put back or removed behind our back: the full check, which
@@ -261,7 +371,7 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 	struct sq_states *c = db->states;
 	struct state_set *s;
 	uint64_t version = 0;
-	bool agree = false;
+	bool agree = false, partial = false;
 	int r;
 
 	if (!c)
@@ -274,7 +384,7 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 		return r;
 	pthread_mutex_lock(&c->lock);
 	s = *slot(&c->sets, inst);
-	if (s) {
+	if (s && !s->partial) {
 		size_t i = find(s, id);
 		bool in_set = i < s->n && s->ids[i] == id;
 
@@ -282,7 +392,10 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 		if (!agree)
 			trust(c, inst, NULL);
 	}
+	partial = s && s->partial;
 	pthread_mutex_unlock(&c->lock);
+	if (partial)
+		return check_bucket(db, c, inst, id, r == 1, version);
 	return agree || !s ? 0 : sq_state_verify(db, inst);
 }
 
@@ -305,8 +418,18 @@ int sq_states_note(struct sq *db, int64_t inst, int64_t id)
 		c->t = t;
 		c->tcap = cap;
 	}
-	c->t[c->nt++] = (struct touched){ inst, id };
+	c->t[c->nt++] = (struct touched){ .inst = inst, .id = id };
 	return 0;
+}
+
+/* A partial set's sums after t's row changed to (version, present). */
+static void partial_put(const struct db_auth *auth, struct state_set *s,
+			const struct touched *t, uint64_t version, bool present)
+{
+	if (t->old_present)
+		rowtag_sums_put(auth, &s->sums, t->id, t->old_version, true);
+	if (present)
+		rowtag_sums_put(auth, &s->sums, t->id, version, false);
 }
 
 /* The new set of inst: the trusted one (or none, for an instance made in
@@ -341,7 +464,9 @@ static struct state_set *next_set(struct sq *db, struct sq_states *c, int64_t in
 		if (c->t[i].inst != inst || c->t[i].id == SQ_STATES_FRESH)
 			continue;
 		r = sq_secret_version(db, inst, c->t[i].id, &version);
-		if (r >= 0)
+		if (r >= 0 && s->partial)
+			partial_put(db->auth, s, &c->t[i], version, r == 1);
+		else if (r >= 0)
 			r = set_put(db->auth, s, c->t[i].id, version, r == 1);
 	}
 	if (r < 0) {
@@ -416,7 +541,7 @@ int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 		return r;
 	pthread_mutex_lock(&c->lock);
 	s = *slot(&c->sets, inst);
-	if (s && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
+	if (s && !s->partial && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
 		r = 0;
 		for (size_t i = 0; r == 0 && fn && i < s->n; i++)
 			r = fn(ctx, s->ids[i], s->vers[i]);
@@ -439,7 +564,7 @@ int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
 		return r;
 	pthread_mutex_lock(&c->lock);
 	s = *slot(&c->sets, inst);
-	if (s && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
+	if (s && !s->partial && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
 		size_t i = find(s, id);
 
 		r = i < s->n && s->ids[i] == id;

@@ -438,7 +438,8 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 	r = files_safe(conf, err, errlen);
 	if (r < 0)
 		goto fail;
-	r = db_open(&v->db, conf->db, flags & VAULT_READONLY ? DB_READONLY : 0);
+	r = db_open(&v->db, conf->db, (flags & VAULT_READONLY ? DB_READONLY : 0) |
+		    (flags & VAULT_BRIEF ? DB_BRIEF : 0));
 	if (r < 0) {
 		if (r == -EPROTO)
 			snprintf(err, errlen, "%s: not a vaultfs database, or damaged (%s)",
