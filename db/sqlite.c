@@ -548,7 +548,7 @@ void sq_close(struct sq *db)
 static int op_open(struct db **out, const char *spec, int flags)
 {
 	struct sq *db;
-	int r = sq_open(&db, spec, (flags & (DB_CREATE | DB_READONLY)) |
+	int r = sq_open(&db, spec, (flags & (DB_CREATE | DB_READONLY | DB_BRIEF)) |
 			(flags & DB_LOG ? SQ_LOG : 0));
 
 	*out = r == 0 ? &db->base : NULL;
@@ -637,6 +637,7 @@ const struct db_store_ops db_sqlite_ops = {
 	.auth_check_all = sq_auth_check_all,
 	.instance_seq = sq_instance_seq,
 	.state_check = sq_state_check,
+	.state_version = sq_state_version,
 	.audit_floor = sq_audit_floor,
 	.audit_entry_mac = sq_audit_entry_mac,
 	.backup = sq_backup,

@@ -27,6 +27,8 @@ struct state_set {
 	struct state_set *next;
 	int64_t inst, seq;
 	unsigned char state[DB_MAC_LEN];
+	struct rowtag_sums sums;	/* of the set (rowtag.h) */
+	bool partial;			/* the sums alone, no ids (DB_BRIEF) */
 	size_t n, cap;
 	int64_t *ids;			/* ascending */
 	uint64_t *vers;
@@ -34,6 +36,8 @@ struct state_set {
 
 struct touched {
 	int64_t inst, id;
+	bool old_present;		/* the row before the transaction */
+	uint64_t old_version;
 };
 
 struct sq_states {
@@ -129,12 +133,21 @@ static int grow(struct state_set *s)
 	return 0;
 }
 
-/* Sets id's version (present) or takes id out (!present). */
-static int set_put(struct state_set *s, int64_t id, uint64_t version, bool present)
+/* Sets id's version (present) or takes id out (!present), and the sum. */
+static int set_put(const struct db_auth *auth, struct state_set *s, int64_t id,
+		   uint64_t version, bool present)
 {
 	size_t i = find(s, id);
 	bool there = i < s->n && s->ids[i] == id;
 
+	if (there && present && s->vers[i] == version)
+		return 0;
+	if (!there && present && grow(s) < 0)
+		return -ENOMEM;
+	if (there)
+		rowtag_sums_put(auth, &s->sums, id, s->vers[i], true);
+	if (present)
+		rowtag_sums_put(auth, &s->sums, id, version, false);
 	if (there && present) {
 		s->vers[i] = version;
 	} else if (there) {
@@ -142,8 +155,6 @@ static int set_put(struct state_set *s, int64_t id, uint64_t version, bool prese
 		memmove(s->vers + i, s->vers + i + 1, (s->n - i - 1) * sizeof(*s->vers));
 		s->n--;
 	} else if (present) {
-		if (grow(s) < 0)
-			return -ENOMEM;
 		memmove(s->ids + i + 1, s->ids + i, (s->n - i) * sizeof(*s->ids));
 		memmove(s->vers + i + 1, s->vers + i, (s->n - i) * sizeof(*s->vers));
 		s->ids[i] = id;
@@ -184,6 +195,10 @@ static struct state_set *set_copy(const struct state_set *from, int64_t inst)
 		memcpy(s->vers, from->vers, from->n * sizeof(*s->vers));
 		s->n = from->n;
 	}
+	if (from) {
+		s->sums = from->sums;
+		s->partial = from->partial;
+	}
 	return s;
 }
 
@@ -201,9 +216,40 @@ static void trust(struct sq_states *c, int64_t inst, struct state_set *s)
 	}
 }
 
+/* DB_BRIEF: the instance row's sums, if the state tags them, trusted
+ * without their set (each row changed is then checked by its bucket).
+ * -ENOENT: none to trust (a store that keeps no sums). */
+static int partial_set(struct sq *db, int64_t inst, int64_t seq,
+		       const unsigned char state[DB_MAC_LEN])
+{
+	struct sq_states *c = db->states;
+	unsigned char tag[DB_MAC_LEN];
+	struct state_set *s = set_copy(NULL, inst);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = sq_state_sums(db, inst, &s->sums);
+	if (r == 0) {
+		rowtag_state_tag(db->auth, inst, seq, &s->sums, tag);
+		r = rowtag_equal(tag, state, DB_MAC_LEN) ? 0 : -ENOENT;
+	}
+	if (r < 0) {
+		set_free(s);
+		return r;
+	}
+	s->seq = seq;
+	s->partial = true;
+	memcpy(s->state, state, DB_MAC_LEN);
+	pthread_mutex_lock(&c->lock);
+	trust(c, inst, s);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
 /* Inside the write transaction, before its first change to inst: 0 if the
  * state is one this connection trusts, else the full check, whose set is
- * then trusted. */
+ * then trusted (or, DB_BRIEF, the tagged sums alone). */
 int sq_states_verify(struct sq *db, int64_t inst)
 {
 	struct sq_states *c = db->states;
@@ -224,6 +270,11 @@ int sq_states_verify(struct sq *db, int64_t inst)
 	pthread_mutex_unlock(&c->lock);
 	if (hit)
 		return 0;
+	if ((db->flags & DB_BRIEF) && db->auth) {
+		r = partial_set(db, inst, seq, state);
+		if (r != -ENOENT)
+			return r;
+	}
 	s = set_copy(NULL, inst);
 	if (!s)
 		return -ENOMEM;
@@ -235,10 +286,80 @@ int sq_states_verify(struct sq *db, int64_t inst)
 		return r == -EAGAIN ? 0 : r;
 	}
 	memcpy(s->state, state, DB_MAC_LEN);
+	rowtag_sums_of(db->auth, s->ids, s->vers, s->n, &s->sums);
 	pthread_mutex_lock(&c->lock);
 	trust(c, inst, s);
 	pthread_mutex_unlock(&c->lock);
 	return 0;
+}
+
+/* The trusted sums of inst (partial), or NULL. */
+static bool partial_sums(struct sq_states *c, int64_t inst, struct rowtag_sums *out)
+{
+	struct state_set *s;
+	bool ok;
+
+	pthread_mutex_lock(&c->lock);
+	s = *slot(&c->sets, inst);
+	ok = s && s->partial;
+	if (ok)
+		*out = s->sums;
+	pthread_mutex_unlock(&c->lock);
+	return ok;
+}
+
+/* The sum of id's bucket as it was when the transaction began: its rows
+ * now, with the ones the transaction changed put back as they were. */
+static int bucket_before(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
+			 struct rowtag_sum *sum)
+{
+	uint64_t version;
+	int r = sq_bucket_sum(db, inst, rowtag_bucket(id), sum);
+
+	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
+		const struct touched *t = &c->t[i];
+
+		if (t->inst != inst || t->id == SQ_STATES_FRESH ||
+		    rowtag_bucket(t->id) != rowtag_bucket(id))
+			continue;
+		r = sq_secret_version(db, inst, t->id, &version);
+		if (r == 1)
+			rowtag_sum_put(db->auth, sum, t->id, version, true);
+		if (r >= 0 && t->old_present)
+			rowtag_sum_put(db->auth, sum, t->id, t->old_version, false);
+	}
+	return r < 0 ? r : 0;
+}
+
+/* DB_BRIEF: id's row as stored now (present at version, or not) is the
+ * state's if its bucket adds up to the tagged sum; then it is noted with
+ * what it was. Else the full check, which reports, decides. */
+static int check_bucket(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
+			bool present, uint64_t version)
+{
+	struct rowtag_sums sums;
+	struct rowtag_sum sum = { 0 };
+	const struct rowtag_sum *want;
+	int r;
+
+	if (!partial_sums(c, inst, &sums))
+		return sq_state_verify(db, inst);
+	want = &sums.b[rowtag_bucket(id)];
+	r = bucket_before(db, c, inst, id, &sum);
+	if (r < 0)
+		return r;
+	if (sum.lo != want->lo || sum.hi != want->hi) {
+		pthread_mutex_lock(&c->lock);
+		trust(c, inst, NULL);
+		pthread_mutex_unlock(&c->lock);
+		return sq_state_verify(db, inst);
+	}
+	r = sq_states_note(db, inst, id);
+	if (r == 0) {
+		c->t[c->nt - 1].old_present = present;
+		c->t[c->nt - 1].old_version = version;
+	}
+	return r;
 }
 
 /* Before the transaction changes secret id of inst: its row as stored now
@@ -250,7 +371,7 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 	struct sq_states *c = db->states;
 	struct state_set *s;
 	uint64_t version = 0;
-	bool agree = false;
+	bool agree = false, partial = false;
 	int r;
 
 	if (!c)
@@ -263,7 +384,7 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 		return r;
 	pthread_mutex_lock(&c->lock);
 	s = *slot(&c->sets, inst);
-	if (s) {
+	if (s && !s->partial) {
 		size_t i = find(s, id);
 		bool in_set = i < s->n && s->ids[i] == id;
 
@@ -271,7 +392,10 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 		if (!agree)
 			trust(c, inst, NULL);
 	}
+	partial = s && s->partial;
 	pthread_mutex_unlock(&c->lock);
+	if (partial)
+		return check_bucket(db, c, inst, id, r == 1, version);
 	return agree || !s ? 0 : sq_state_verify(db, inst);
 }
 
@@ -294,8 +418,18 @@ int sq_states_note(struct sq *db, int64_t inst, int64_t id)
 		c->t = t;
 		c->tcap = cap;
 	}
-	c->t[c->nt++] = (struct touched){ inst, id };
+	c->t[c->nt++] = (struct touched){ .inst = inst, .id = id };
 	return 0;
+}
+
+/* A partial set's sums after t's row changed to (version, present). */
+static void partial_put(const struct db_auth *auth, struct state_set *s,
+			const struct touched *t, uint64_t version, bool present)
+{
+	if (t->old_present)
+		rowtag_sums_put(auth, &s->sums, t->id, t->old_version, true);
+	if (present)
+		rowtag_sums_put(auth, &s->sums, t->id, version, false);
 }
 
 /* The new set of inst: the trusted one (or none, for an instance made in
@@ -330,8 +464,10 @@ static struct state_set *next_set(struct sq *db, struct sq_states *c, int64_t in
 		if (c->t[i].inst != inst || c->t[i].id == SQ_STATES_FRESH)
 			continue;
 		r = sq_secret_version(db, inst, c->t[i].id, &version);
-		if (r >= 0)
-			r = set_put(s, c->t[i].id, version, r == 1);
+		if (r >= 0 && s->partial)
+			partial_put(db->auth, s, &c->t[i], version, r == 1);
+		else if (r >= 0)
+			r = set_put(db->auth, s, c->t[i].id, version, r == 1);
 	}
 	if (r < 0) {
 		set_free(s);
@@ -356,8 +492,8 @@ int sq_states_commit(struct sq *db, int64_t inst)
 	if (!s)
 		return r < 0 ? r : sq_state_update(db, inst, auth, true);
 	s->seq++;
-	rowtag_state_of(auth, inst, s->seq, s->ids, s->vers, s->n, s->state);
-	r = sq_state_store(db, inst, s->seq, s->state);
+	rowtag_state_tag(auth, inst, s->seq, &s->sums, s->state);
+	r = sq_state_store(db, inst, s->seq, s->state, &s->sums);
 	if (r < 0) {
 		set_free(s);
 		return r == -ENOENT ? 0 : r;	/* the instance went in this transaction */
@@ -405,10 +541,35 @@ int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 		return r;
 	pthread_mutex_lock(&c->lock);
 	s = *slot(&c->sets, inst);
-	if (s && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
+	if (s && !s->partial && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
 		r = 0;
 		for (size_t i = 0; r == 0 && fn && i < s->n; i++)
 			r = fn(ctx, s->ids[i], s->vers[i]);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* For a reader whose snapshot shows (seq, state): 1 and id's version if
+ * the trusted set lists id, 0 if it does not; -ENOENT when there is no
+ * such set. */
+int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
+		   const unsigned char state[DB_MAC_LEN], int64_t id, uint64_t *version)
+{
+	struct sq_states *c = db->states;
+	struct state_set *s;
+	int r = -ENOENT;
+
+	if (!c)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	s = *slot(&c->sets, inst);
+	if (s && !s->partial && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
+		size_t i = find(s, id);
+
+		r = i < s->n && s->ids[i] == id;
+		if (r)
+			*version = s->vers[i];
 	}
 	pthread_mutex_unlock(&c->lock);
 	return r;

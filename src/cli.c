@@ -344,7 +344,7 @@ int cli_start(struct cli *c, int flags, char *const *names)
 		return -1;
 	if (flags & CLI_CONFIG_ONLY)
 		return 0;
-	if (cli_open_vault(c, flags & (VAULT_READONLY | CLI_NO_AUDIT)) < 0)
+	if (cli_open_vault(c, flags & (VAULT_READONLY | VAULT_BRIEF | CLI_NO_AUDIT)) < 0)
 		return -1;
 	if ((flags & (CLI_INSTANCE | CLI_SECRET)) && cli_find_instance(c, names[0], &c->in) < 0)
 		return -1;

@@ -61,7 +61,8 @@ int cli_load_config(struct cli *c);
 #define CLI_NO_AUDIT 0x100
 int cli_open_vault(struct cli *c, int vault_flags);
 /* What cli_start opens after the config: nothing (CLI_CONFIG_ONLY); else
- * the vault (with VAULT_READONLY, CLI_NO_AUDIT as for cli_open_vault) and,
+ * the vault (with VAULT_READONLY, VAULT_BRIEF, CLI_NO_AUDIT as for
+ * cli_open_vault) and,
  * in it, the instance names[0] (CLI_INSTANCE, into c->in) or the secret
  * names[0]/names[1] (CLI_SECRET, into c->in and c->secret). */
 #define CLI_CONFIG_ONLY 0x200

@@ -212,7 +212,8 @@ int set_main(int argc, char **argv)
 	i = cli_parse(&c, argc, argv, NULL, extra, set_opt, &o);
 	if (!cli_name_ok("instance", argv[i]) || !cli_name_ok("key", argv[i + 1]))
 		return 1;
-	if (cli_start(&c, 0, NULL) < 0 || read_value(&c, argv[i], argv[i + 1], &val) < 0)
+	if (cli_start(&c, VAULT_BRIEF, NULL) < 0 ||
+	    read_value(&c, argv[i], argv[i + 1], &val) < 0)
 		goto out;
 	ret = store_value(&c, argv[i], argv[i + 1], val, &o);
 out:
@@ -233,7 +234,7 @@ int rm_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, NULL, NULL, NULL);
-	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
+	if (cli_start(&c, CLI_SECRET | VAULT_BRIEF, argv + i) < 0)
 		goto out;
 	r = vault_delete(c.vault, s->id, getuid(),
 			 cli_entry(&ae, AUDIT_DELETE, argv[i], argv[i + 1]));
