@@ -311,12 +311,15 @@ int sq_auth_check_all(struct db *h, void (*fn)(void *, const char *what), void *
 /*
  * Instance state: which version of each live secret is current. Rules:
  *  - an instance row holds seq, bumped by every transaction that changes
- *    the (id, version) set of its live secrets, and state, a keyed chain
- *    over (instance id, seq) and that set in id order;
- *  - the state is checked before a transaction changes the set and made
- *    afresh at its commit, so a write never launders a row put back from
- *    an older copy, from versions or from another secret;
- *  - readers compare a row's version with the set (fs/vault.c).
+ *    the (id, version) set of its live secrets, state, a tag over
+ *    (instance id, seq) and that set's bucket sums (rowtag.h), and the
+ *    sums themselves;
+ *  - the state is checked before a transaction changes the set (in full,
+ *    or for DB_BRIEF the sums' tag and then each changed row's bucket) and
+ *    brought up to date at its commit, so a write never launders a row put
+ *    back from an older copy, from versions or from another secret;
+ *  - readers compare a row's version with the set, or with its bucket
+ *    (fs/vault_read.c).
  */
 static const char sql_state_scan[] =
 	"SELECT i.seq, i.state, s.id, s.version FROM instances i LEFT JOIN secrets s "
