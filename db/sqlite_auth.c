@@ -578,11 +578,15 @@ static int version_known(struct sq *db, struct sq *conn, int64_t inst, int64_t i
 	r = db->states ? sq_state_row(conn, inst, seq, state) : -ENOENT;
 	if (r == 0)
 		r = sq_states_find(db, inst, *seq, state, id, version);
-	return r == -ENOENT ? version_bucket(conn, db->auth, inst, id, seq, version) : r;
+	/* A long-running process checks the whole set once per seq and keeps
+	 * it (fs/vault_read.c), cheaper than a bucket at every open. */
+	if (r == -ENOENT && (db->flags & DB_BRIEF))
+		r = version_bucket(conn, db->auth, inst, id, seq, version);
+	return r;
 }
 
 /* One id, on the same connection state_check would use: from the trusted
- * set, else by its bucket; never the full scan (-ENOENT). */
+ * set, else (DB_BRIEF) by its bucket; never the full scan (-ENOENT). */
 int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint64_t *version)
 {
 	struct sq *db = sq_of(h);
