@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <fuse_lowlevel.h>
+#include "fuse_lib.h"
 
 #include "fs.h"
 #include "guard.h"

@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <fuse_lowlevel.h>
+#include "fuse_lib.h"
 
 #include "log.h"
 #include "session.h"
