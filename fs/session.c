@@ -66,11 +66,16 @@ static struct {
 };
 
 static __thread bool tls_busy;
-static unsigned test_hold_open_ms;
+/* The request this thread serves: libfuse handles a request in the thread
+ * that read it, and answers it there too (vaultfs replies synchronously). */
+static __thread uint64_t tls_unique;
+static __thread uint32_t tls_opcode;
+static unsigned test_hold_open_ms, test_hold_flush_ms;
 
-void session_test_hold_open(unsigned ms)
+void session_test_hold(unsigned open_ms, unsigned flush_ms)
 {
-	test_hold_open_ms = ms;
+	test_hold_open_ms = open_ms;
+	test_hold_flush_ms = flush_ms;
 }
 
 static int send_msg(int type, const void *a, size_t alen, const void *b, size_t blen)
@@ -305,6 +310,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		return -1;
 	}
 	n = read(fd, buf, len);
+	tls_unique = n >= (ssize_t)sizeof(*ih) ? ih->unique : 0;
+	tls_opcode = n >= (ssize_t)sizeof(*ih) ? ih->opcode : 0;
 	/* The kernel ends a connection unmounted while requests were still on
 	 * their way (hundreds of RELEASEs after a mass close) with
 	 * ECONNABORTED; libfuse knows only ENODEV as the end of a mount, and
@@ -346,6 +353,11 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		pthread_cond_broadcast(&S.cond);
 		pthread_mutex_unlock(&S.lock);
 		return total;
+	}
+	if (test_hold_flush_ms && tls_opcode == FUSE_FLUSH && iov[0].iov_len >= sizeof(*oh) &&
+	    oh->unique == tls_unique) {
+		log_info("test: holding a FLUSH reply for %u ms", test_hold_flush_ms);
+		usleep(test_hold_flush_ms * 1000);
 	}
 	return writev(fd, iov, count);
 }

@@ -199,6 +199,38 @@ def test_request_inside_the_dying_worker_completes(vault_factory):
     assert out == b"held-value"
 
 
+def test_redirects_first_close_sent_again_after_kill9_empties_nothing(vault_factory):
+    """A shell's `cmd > key` closes its first descriptor (dup2) before cmd
+    writes. The worker is killed after it handled that close and before its
+    answer reached the kernel, so the kernel sends the same close again to
+    the next worker: that must not count as the redirect's second close,
+    which commits the empty value. Readers meanwhile read the old value,
+    never an empty one, and what cmd writes then is stored."""
+    v = vault_factory(mount=False)
+    v.set("app", "K", b"old-value")
+    v.mount(["--test-hold-flush", "1000"])
+    path = v.path("app", "K")
+    held = "holding a FLUSH reply"
+    writer = subprocess.Popen(["sh", "-c", f"{{ read go; printf %s new-value; }} > '{path}'"],
+                              stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: held in v.log(), 10), v.log()
+        pid = v.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        serving_pid_changed(v, pid)
+        # The next worker has handled the close sent again (and holds its reply).
+        assert wait_for(lambda: v.log().count(held) >= 2, 10), v.log()
+        assert read_file(path) == b"old-value", \
+            "a reader saw an empty value while the redirect's command had yet to write"
+        out, err = writer.communicate(b"go\n", timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert writer.returncode == 0, err
+    assert read_file(path) == b"new-value"
+    assert "killed by signal 9" in v.log()
+
+
 def test_worker_dying_at_once_is_restarted_with_backoff(busy_vault):
     """A worker that dies before it serves (here: its key file is gone) is
     tried again after a growing pause, and the mount waits for it."""
