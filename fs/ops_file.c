@@ -235,6 +235,8 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 		return;
 	}
 	pthread_mutex_lock(&h->lock);
+	if (handle_done_find(h, &r))
+		goto answer;
 	pos = h->append ? h->buf->len : (size_t)off;
 	if (off < 0 || h->error)
 		r = h->error ? -h->error : -EINVAL;
@@ -249,12 +251,16 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 		h->closed = false;
 		trunc_done(fs, h);
 		h->owner = fi->lock_owner;
-		handle_record(fs, h);
 	} else if (!h->error) {
 		h->error = -r;
 		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
 			 (unsigned long long)ino, strerror(-r));
 	}
+	/* A refused write is recorded too: the next worker must not commit
+	 * what came before it. */
+	handle_done_add(h, r);
+	handle_record(fs, h);
+answer:
 	pthread_mutex_unlock(&h->lock);
 	/* libfuse's request buffer is not locked memory: leave nothing there. */
 	secmem_wipe((void *)data, size);
@@ -318,9 +324,11 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 	pthread_mutex_lock(&h->lock);
 	if (!closer_is_writer(h, c))
 		goto out;
+	if (c && handle_done_find(h, &r))
+		goto out;
 	if (c && h->trunc_pending && !h->error && h->trunc_flushes++ == 0) {
 		limbo_set(fs, h, true);	/* a redirection's first close, or the only one */
-		goto out;
+		goto done;
 	}
 	if (closing)
 		h->closed = true;
@@ -364,6 +372,9 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 	}
 	if (h->creating)	/* after the commit: others see the value at once */
 		creating_set(fs, h, false);
+done:
+	if (c)
+		handle_done_add(h, r);
 out:
 	handle_record(fs, h);
 	pthread_mutex_unlock(&h->lock);

@@ -32,8 +32,9 @@
 #include "session.h"
 #include "thread.h"
 
-/* Debian 12's linux/fuse.h predates it. */
+/* Debian 12's linux/fuse.h predates them. */
 #define SESS_NOTIFY_RESEND 7
+#define SESS_UNIQUE_RESEND (1ULL << 63)	/* marks a request sent again */
 /* Threads that may block in read(2) of the device at once. */
 #define READERS_MAX 64
 /* Interrupts a read(2) of the device when retiring (no SA_RESTART). */
@@ -70,12 +71,12 @@ static __thread bool tls_busy;
  * that read it, and answers it there too (vaultfs replies synchronously). */
 static __thread uint64_t tls_unique;
 static __thread uint32_t tls_opcode;
-static unsigned test_hold_open_ms, test_hold_flush_ms;
+static unsigned test_hold_open_ms, test_hold_reply_ms;
 
-void session_test_hold(unsigned open_ms, unsigned flush_ms)
+void session_test_hold(unsigned open_ms, unsigned reply_ms)
 {
 	test_hold_open_ms = open_ms;
-	test_hold_flush_ms = flush_ms;
+	test_hold_reply_ms = reply_ms;
 }
 
 static int send_msg(int type, const void *a, size_t alen, const void *b, size_t blen)
@@ -169,6 +170,12 @@ int session_wait_go(int ctl_fd, sess_record_fn fn, void *ctx, int *dev_fd)
 	if (r == 0)
 		*dev_fd = fd;
 	return r;
+}
+
+uint64_t session_request(bool *resent)
+{
+	*resent = tls_unique & SESS_UNIQUE_RESEND;
+	return tls_unique & ~SESS_UNIQUE_RESEND;
 }
 
 uint32_t session_epoch(void)
@@ -292,6 +299,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 
 	(void)userdata;
 	request_done();
+	tls_unique = 0;
+	tls_opcode = 0;
 	if (atomic_load(&S.retiring))
 		park();
 	n = 0;
@@ -354,10 +363,11 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		pthread_mutex_unlock(&S.lock);
 		return total;
 	}
-	if (test_hold_flush_ms && tls_opcode == FUSE_FLUSH && iov[0].iov_len >= sizeof(*oh) &&
-	    oh->unique == tls_unique) {
-		log_info("test: holding a FLUSH reply for %u ms", test_hold_flush_ms);
-		usleep(test_hold_flush_ms * 1000);
+	if (test_hold_reply_ms && (tls_opcode == FUSE_FLUSH || tls_opcode == FUSE_WRITE) &&
+	    iov[0].iov_len >= sizeof(*oh) && oh->unique == tls_unique) {
+		log_info("test: holding a %s reply for %u ms",
+			 tls_opcode == FUSE_FLUSH ? "FLUSH" : "WRITE", test_hold_reply_ms);
+		usleep(test_hold_reply_ms * 1000);
 	}
 	return writev(fd, iov, count);
 }

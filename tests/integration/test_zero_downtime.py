@@ -208,7 +208,7 @@ def test_redirects_first_close_sent_again_after_kill9_empties_nothing(vault_fact
     never an empty one, and what cmd writes then is stored."""
     v = vault_factory(mount=False)
     v.set("app", "K", b"old-value")
-    v.mount(["--test-hold-flush", "1000"])
+    v.mount(["--test-hold-reply", "1000"])
     path = v.path("app", "K")
     held = "holding a FLUSH reply"
     writer = subprocess.Popen(["sh", "-c", f"{{ read go; printf %s new-value; }} > '{path}'"],
@@ -229,6 +229,53 @@ def test_redirects_first_close_sent_again_after_kill9_empties_nothing(vault_fact
     assert writer.returncode == 0, err
     assert read_file(path) == b"new-value"
     assert "killed by signal 9" in v.log()
+    assert "was sent again: answered as then" in v.log()
+
+
+def test_append_sent_again_after_kill9_is_stored_once(vault_factory):
+    """`cmd >> key`: the worker is killed after it appended a write and
+    before its answer reached the kernel, which sends the write again to
+    the next worker: the text is appended once, not twice."""
+    v = vault_factory(mount=False)
+    v.set("app", "K", b"one,")
+    v.mount(["--test-hold-reply", "1000"])
+    path = v.path("app", "K")
+    held = "holding a WRITE reply"
+    writer = subprocess.Popen(["sh", "-c", f"printf %s two >> '{path}'"],
+                              stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: held in v.log(), 10), v.log()
+        pid = v.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        serving_pid_changed(v, pid)
+        _, err = writer.communicate(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert writer.returncode == 0, err
+    assert read_file(path) == b"one,two"
+    assert "was sent again: answered as then" in v.log()
+
+
+def test_refused_write_still_refused_after_kill9(busy_vault):
+    """A write refused (EFBIG) and then a crash: the next worker knows the
+    file failed, so close() reports it and stores nothing, instead of
+    storing what was written before the refused write."""
+    v = busy_vault
+    old = v.worker_pid()
+    fd = os.open(v.path("app", "K"), os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"first part")
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x", 2 << 20)    # beyond max_value_size (1 MiB)
+        assert e.value.errno == 27  # EFBIG
+        os.kill(old, signal.SIGKILL)
+        serving_pid_changed(v, old)
+    finally:
+        with pytest.raises(OSError) as e:
+            os.close(fd)
+    assert e.value.errno == 27
+    assert read_file(v.path("app", "K")) == b"init"
 
 
 def test_worker_dying_at_once_is_restarted_with_backoff(busy_vault):
