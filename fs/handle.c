@@ -149,6 +149,7 @@ int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid, pid_t 
 	h->id = id;
 	h->uid = uid;
 	h->opener = opener;
+	h->opened_by = session_request(&(bool){ false });
 	pthread_mutex_lock(&fs->handles_lock);
 	h->next = fs->handles;
 	if (h->next)
@@ -169,6 +170,33 @@ void handle_charged(void)
 void open_reply_fi(struct fuse_file_info *fi, struct handle *h)
 {
 	fi->fh = fh_assign(h);
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+}
+
+struct handle *handle_resent_open(struct fs *fs)
+{
+	bool resent;
+	uint64_t unique = session_request(&resent);
+	struct handle *found = NULL;
+
+	if (!resent || !unique)
+		return NULL;
+	/* opened_by never changes once the handle is in the list. */
+	pthread_mutex_lock(&fs->handles_lock);
+	for (struct handle *h = fs->handles; h && !found; h = h->next)
+		if (h->opened_by == unique && !h->readonly && h->fh)
+			found = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+	if (found)
+		log_info("secret %lld: an open the previous worker handled was sent again: "
+			 "answered as then", (long long)found->id);
+	return found;
+}
+
+void open_reply_again(struct fuse_file_info *fi, const struct handle *h)
+{
+	fi->fh = h->fh;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
 }
@@ -360,6 +388,7 @@ struct rec_head {
 	uint64_t magic;
 	struct handle_done done[HANDLE_DONE];
 	uint32_t done_next, pad;
+	uint64_t opened_by;
 };
 
 bool handle_done_find(const struct handle *h, int *result)
@@ -420,6 +449,7 @@ void handle_record(struct fs *fs, struct handle *h)
 	head.magic = REC_DONE_MAGIC;
 	memcpy(head.done, h->done, sizeof(head.done));
 	head.done_next = h->done_next;
+	head.opened_by = h->opened_by;
 	rec_ad(&ad, h->fh, &head, sizeof(head));
 	if (h->buf)
 		r = seal_seal(&blob, &len, ht.key->data, &ad, h->buf->data, h->buf->len);
@@ -473,6 +503,7 @@ void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
 	if (r == 0) {
 		memcpy(h->done, head.done, sizeof(h->done));
 		h->done_next = head.done_next % HANDLE_DONE;
+		h->opened_by = head.opened_by;
 		h->version = hr.version;
 		h->owner = hr.owner;
 		h->error = hr.error;

@@ -2,6 +2,27 @@
 #include "expiry.h"
 #include "ops_int.h"
 
+/* The dead worker made the key and its handle: the same file, again. */
+static void create_again(fuse_req_t req, struct fs *fs, struct handle *h,
+			 struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct db_secret s;
+	struct stat st;
+	int r = db_secret_get(fs->db, h->id, &s);
+
+	if (r < 0) {
+		handle_free(fs, h);
+		reply_err(req, r);
+		return;
+	}
+	stat_secret(&s, &st);
+	entry_init(fs, &e, &st);
+	open_reply_again(fi, h);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		handle_free(fs, h);
+}
+
 void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		struct fuse_file_info *fi)
 {
@@ -26,6 +47,11 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	}
 	if (!S_ISREG(mode)) {
 		fuse_reply_err(req, EPERM);
+		return;
+	}
+	h = handle_resent_open(fs);
+	if (h) {
+		create_again(req, fs, h, fi);
 		return;
 	}
 	r = db_instance_get(fs->db, ino_id(parent), &in);
@@ -111,6 +137,14 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (acc == O_RDONLY && created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
 		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* A writer the dead worker opened: the same file, again. */
+	h = acc != O_RDONLY ? handle_resent_open(fs) : NULL;
+	if (h) {
+		open_reply_again(fi, h);
+		if (fuse_reply_open(req, fi) != 0)
+			handle_free(fs, h);
 		return;
 	}
 	limbo_wait(fs, ino_id(ino));

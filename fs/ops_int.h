@@ -97,6 +97,7 @@ struct handle {
 	uint32_t slot;		/* in the table of handles, 0: none */
 	struct handle_done done[HANDLE_DONE];	/* kept with the record */
 	uint32_t done_next;
+	uint64_t opened_by;	/* the OPEN or CREATE that made it, 0: unknown */
 };
 
 /* Handles as the kernel names them, across workers (see below). */
@@ -181,6 +182,10 @@ int limbo_init(struct fs *fs);
 void limbo_set(struct fs *fs, struct handle *h, bool on);
 void limbo_wait(struct fs *fs, int64_t id);
 void open_reply_fi(struct fuse_file_info *fi, struct handle *h);
+/* A writer's OPEN or CREATE sent again after the previous worker made its
+ * handle (adopted from the record): that handle, to answer with, or NULL. */
+struct handle *handle_resent_open(struct fs *fs);
+void open_reply_again(struct fuse_file_info *fi, const struct handle *h);
 void trunc_done(struct fs *fs, struct handle *h);
 
 /* ops_file.c */

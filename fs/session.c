@@ -345,6 +345,23 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	return n;
 }
 
+/* The requests whose replies --test-hold-reply holds. */
+static const char *held_name(uint32_t opcode)
+{
+	switch (opcode) {
+	case FUSE_CREATE:
+		return "CREATE";
+	case FUSE_OPEN:
+		return "OPEN";
+	case FUSE_WRITE:
+		return "WRITE";
+	case FUSE_FLUSH:
+		return "FLUSH";
+	default:
+		return NULL;
+	}
+}
+
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	const struct fuse_out_header *oh = iov[0].iov_base;
@@ -363,10 +380,10 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		pthread_mutex_unlock(&S.lock);
 		return total;
 	}
-	if (test_hold_reply_ms && (tls_opcode == FUSE_FLUSH || tls_opcode == FUSE_WRITE) &&
-	    iov[0].iov_len >= sizeof(*oh) && oh->unique == tls_unique) {
-		log_info("test: holding a %s reply for %u ms",
-			 tls_opcode == FUSE_FLUSH ? "FLUSH" : "WRITE", test_hold_reply_ms);
+	if (test_hold_reply_ms && iov[0].iov_len >= sizeof(*oh) && oh->unique == tls_unique &&
+	    held_name(tls_opcode)) {
+		log_info("test: holding the reply to %s for %u ms", held_name(tls_opcode),
+			 test_hold_reply_ms);
 		usleep(test_hold_reply_ms * 1000);
 	}
 	return writev(fd, iov, count);

@@ -47,7 +47,7 @@ int session_adopt(struct fuse_session *se, int dev_fd);
  * starts the thread that listens for retirement. */
 int session_serving(void (*on_retire)(void *), void *ctx);
 /* Tests only: hold each FUSE_OPEN read open_ms before serving it, and the
- * reply to each FUSE_FLUSH and FUSE_WRITE reply_ms after it was handled. */
+ * reply to each CREATE, OPEN, WRITE and FLUSH reply_ms after it was handled. */
 void session_test_hold(unsigned open_ms, unsigned reply_ms);
 /* The request this thread serves, as the kernel numbered it (0: unknown).
  * *resent: the kernel sent it again because the previous worker read it

@@ -210,7 +210,7 @@ def test_redirects_first_close_sent_again_after_kill9_empties_nothing(vault_fact
     v.set("app", "K", b"old-value")
     v.mount(["--test-hold-reply", "1000"])
     path = v.path("app", "K")
-    held = "holding a FLUSH reply"
+    held = "holding the reply to FLUSH"
     writer = subprocess.Popen(["sh", "-c", f"{{ read go; printf %s new-value; }} > '{path}'"],
                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -240,7 +240,7 @@ def test_append_sent_again_after_kill9_is_stored_once(vault_factory):
     v.set("app", "K", b"one,")
     v.mount(["--test-hold-reply", "1000"])
     path = v.path("app", "K")
-    held = "holding a WRITE reply"
+    held = "holding the reply to WRITE"
     writer = subprocess.Popen(["sh", "-c", f"printf %s two >> '{path}'"],
                               stderr=subprocess.PIPE)
     try:
@@ -254,6 +254,33 @@ def test_append_sent_again_after_kill9_is_stored_once(vault_factory):
             writer.kill()
     assert writer.returncode == 0, err
     assert read_file(path) == b"one,two"
+    assert "was sent again: answered as then" in v.log()
+
+
+def test_new_key_created_once_across_kill9(busy_vault):
+    """`cmd > newkey` while the worker dies after it created the key and
+    before the kernel had its answer: the kernel sends the create again,
+    and the next worker answers it with the file the dead one made, so the
+    redirect succeeds (not "File exists") and the new key's value shows to
+    everyone once written (not hidden forever as a key still being made)."""
+    v = busy_vault
+    v.unmount()
+    v.mount(["--test-hold-reply", "1000"])
+    path = v.path("app", "NEW")
+    writer = subprocess.Popen(["sh", "-c", f"printf %s fresh > '{path}'"],
+                              stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: "holding the reply to CREATE" in v.log(), 10), v.log()
+        pid = v.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        serving_pid_changed(v, pid)
+        _, err = writer.communicate(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert writer.returncode == 0, err
+    r = run(["cat", path])     # another process
+    assert (r.returncode, r.stdout) == (0, b"fresh"), r.stderr
     assert "was sent again: answered as then" in v.log()
 
 
