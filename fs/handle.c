@@ -295,13 +295,16 @@ static uint64_t fh_assign(struct handle *h)
 
 static void fh_release(struct handle *h)
 {
+	/* Before the slot is free: the next writer in it has the same fh, and
+	 * the holder must get that one's record after this drop, not before. */
+	if (h->recorded)
+		session_forget(h->fh);
+	h->recorded = false;
 	pthread_mutex_lock(&ht.lock);
 	if (h->slot && h->slot < ht.n && ht.slot[h->slot] == h)
 		ht.slot[h->slot] = NULL;
 	h->slot = 0;
 	pthread_mutex_unlock(&ht.lock);
-	if (h->recorded)
-		session_forget(h->fh);
 }
 
 /* Called with ht.lock held. */
