@@ -189,8 +189,8 @@ struct handle *handle_resent_open(struct fs *fs)
 			found = h;
 	pthread_mutex_unlock(&fs->handles_lock);
 	if (found)
-		log_info("secret %lld: an open the previous worker handled was sent again: "
-			 "answered as then", (long long)found->id);
+		log_info("secret %lld: a %s the previous worker handled was sent again: "
+			 "answered as then", (long long)found->id, session_request_name());
 	return found;
 }
 
@@ -406,8 +406,9 @@ bool handle_done_find(const struct handle *h, int *result)
 		}
 	}
 	if (found)
-		log_info("secret %lld: a request the previous worker handled was sent again: "
-			 "answered as then", (long long)h->id);
+		log_info("secret %lld: a %s the previous worker handled was sent again: "
+			 "answered as then%s", (long long)h->id, session_request_name(),
+			 h->limbo ? " (the redirect's first close)" : "");
 	return found;
 }
 

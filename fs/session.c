@@ -178,6 +178,15 @@ uint64_t session_request(bool *resent)
 	return tls_unique & ~SESS_UNIQUE_RESEND;
 }
 
+static const char *held_name(uint32_t opcode);
+
+const char *session_request_name(void)
+{
+	const char *name = held_name(tls_opcode);
+
+	return name ? name : "request";
+}
+
 uint32_t session_epoch(void)
 {
 	return S.epoch;

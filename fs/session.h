@@ -54,6 +54,8 @@ void session_test_hold(unsigned open_ms, unsigned reply_ms);
  * and died before answering (FUSE_NOTIFY_RESEND), so that worker may have
  * handled it already. */
 uint64_t session_request(bool *resent);
+/* Its name, for the log: "WRITE", "FLUSH", ... */
+const char *session_request_name(void);
 /* This worker's number (0: not under a holder). */
 uint32_t session_epoch(void);
 /* Handle records kept by the holder for the next worker. No-ops without a

@@ -150,6 +150,11 @@ def test_kill9_of_the_worker_fails_no_reader_or_writer(busy_vault):
     finally:
         results = load.finish()
     report(f"{KILLS} kill -9", results, load)
+    # Such a redirect's first close, done twice, emptied the value.
+    again = re.findall(r"a (\w+) the previous worker handled was sent again: "
+                       r"answered as then( \(the redirect's first close\))?", v.log())
+    print(f"requests the kernel sent again that a dead worker had carried out: "
+          f"{sorted(op + (' (limbo)' if limbo else '') for op, limbo in again)}")
     check(results, load)
     assert v.log().count("was killed by signal 9") == KILLS
 
