@@ -22,6 +22,23 @@ void mac_compute(unsigned char out[static MAC_LEN], const unsigned char key[stat
 	crypto_generichash(out, MAC_LEN, msg, len, key, MAC_KEY_LEN);
 }
 
+_Static_assert(MAC_SHORT_LEN == crypto_shorthash_siphashx24_BYTES &&
+	       MAC_SHORT_KEY_LEN == crypto_shorthash_siphashx24_KEYBYTES, "SipHash-2-4-128");
+
+void mac_short(unsigned char out[static MAC_SHORT_LEN],
+	       const unsigned char key[static MAC_SHORT_KEY_LEN], const unsigned char *msg,
+	       size_t len)
+{
+	crypto_shorthash_siphashx24(out, msg, len, key);
+}
+
+void mac_derive(unsigned char *out, size_t outlen, const unsigned char key[static MAC_KEY_LEN],
+		const char *label)
+{
+	crypto_generichash(out, outlen, (const unsigned char *)label, strlen(label), key,
+			   MAC_KEY_LEN);
+}
+
 bool mac_verify(const unsigned char *tag, size_t tag_len,
 		const unsigned char key[static MAC_KEY_LEN], const unsigned char *msg, size_t len)
 {

@@ -32,6 +32,17 @@ void mac_stream_str(struct mac_stream *m, const char *s);
 /* Writes the tag and wipes the state. */
 void mac_stream_final(struct mac_stream *m, unsigned char *out, size_t outlen);
 
+/* A short keyed PRF for many small inputs (SipHash-2-4, 128-bit output):
+ * the elements of an instance's state, summed (db/rowtag.c). */
+#define MAC_SHORT_LEN 16
+#define MAC_SHORT_KEY_LEN 16
+void mac_short(unsigned char out[static MAC_SHORT_LEN],
+	       const unsigned char key[static MAC_SHORT_KEY_LEN], const unsigned char *msg,
+	       size_t len);
+/* A subkey of key for one purpose (label), outlen <= MAC_LEN bytes. */
+void mac_derive(unsigned char *out, size_t outlen, const unsigned char key[static MAC_KEY_LEN],
+		const char *label);
+
 /* Whether two tags of n bytes are equal, in constant time. */
 bool mac_equal(const unsigned char *a, const unsigned char *b, size_t n);
 

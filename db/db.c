@@ -363,6 +363,14 @@ int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
 	return db->ops->state_check(db, instance_id, seq, fn, ctx);
 }
 
+int db_state_version(struct db *db, int64_t instance_id, int64_t id, int64_t *seq,
+		     uint64_t *version)
+{
+	if (!db->ops->state_version)
+		return -ENOENT;
+	return db->ops->state_version(db, instance_id, id, seq, version);
+}
+
 int db_audit_floor(struct db *db, int64_t *floor)
 {
 	return db->ops->audit_floor(db, floor);

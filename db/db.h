@@ -205,9 +205,13 @@ int db_secret_delete(struct db *db, int64_t id) WUR;
  * may write an audit entry). A store without auth refuses those rows
  * (-EACCES). */
 #define DB_MAC_LEN 32
+#define DB_ELEM_LEN 16
 struct db_auth {
 	void (*mac)(void *ctx, const unsigned char *msg, size_t len,
 		    unsigned char out[DB_MAC_LEN]);
+	/* A keyed PRF over one element of an instance's live set, under a key
+	 * of its own derived from the row-tag key (db/rowtag.c sums them). */
+	void (*elem)(void *ctx, const unsigned char msg[16], unsigned char out[DB_ELEM_LEN]);
 	/* The key may be stale (another process rotated the master key):
 	 * true if it was renewed and the check is worth repeating. May be NULL. */
 	bool (*renew)(void *ctx);
@@ -241,6 +245,12 @@ int db_instance_seq_latest(struct db *db, int64_t instance_id, int64_t *seq) WUR
  * with the set, not here. Without fn, always the full check. */
 int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
 		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx) WUR;
+/* One secret's entry in the set db_state_check would give from the states
+ * this process trusts, without a scan: 1 and *version if it is live, 0
+ * if not, in the caller's snapshot (*seq: the snapshot's seq); -ENOENT
+ * when the store has no such state (then use db_state_check). */
+int db_state_version(struct db *db, int64_t instance_id, int64_t id, int64_t *seq,
+		     uint64_t *version) WUR;
 
 /* The highest audit entry the log had reached at the last write to live
  * secrets (checked): -ENOENT if none was recorded, -EIO if it fails. */

@@ -15,7 +15,6 @@
 #include "store.h"
 
 #define PENDING_MAX 8
-#define STATE_CHUNK (ROWTAG_MSG_MAX - 64)
 
 static __thread char pending[PENDING_MAX][ROWTAG_WHAT_MAX];
 static __thread const struct db_auth *pending_auth;
@@ -106,42 +105,108 @@ bool rowtag_ok(const struct db_auth *auth, const struct rowtag *m, const void *t
 	return rowtag_make(auth, m, want) == 0 && rowtag_equal(want, tag, taglen);
 }
 
+void rowtag_sum_put(const struct db_auth *auth, struct rowtag_sum *sum, int64_t id,
+		    uint64_t version, bool remove)
+{
+	unsigned char msg[16], h[DB_ELEM_LEN];
+	uint64_t lo = 0, hi = 0, old;
+
+	for (int i = 0; i < 8; i++) {
+		msg[i] = (unsigned char)((uint64_t)id >> (56 - 8 * i));
+		msg[8 + i] = (unsigned char)(version >> (56 - 8 * i));
+	}
+	auth->elem(auth->ctx, msg, h);
+	for (int i = 0; i < 8; i++) {
+		lo |= (uint64_t)h[i] << (8 * i);
+		hi |= (uint64_t)h[8 + i] << (8 * i);
+	}
+	old = sum->lo;
+	if (remove) {
+		sum->lo -= lo;
+		sum->hi -= hi + (sum->lo > old);
+	} else {
+		sum->lo += lo;
+		sum->hi += hi + (sum->lo < old);
+	}
+}
+
+void rowtag_sums_put(const struct db_auth *auth, struct rowtag_sums *sums, int64_t id,
+		     uint64_t version, bool remove)
+{
+	rowtag_sum_put(auth, &sums->b[rowtag_bucket(id)], id, version, remove);
+}
+
+void rowtag_sums_of(const struct db_auth *auth, const int64_t *ids, const uint64_t *vers,
+		    size_t n, struct rowtag_sums *out)
+{
+	*out = (struct rowtag_sums){ 0 };
+	for (size_t i = 0; i < n; i++)
+		rowtag_sums_put(auth, out, ids[i], vers[i], false);
+}
+
+void rowtag_state_tag(const struct db_auth *auth, int64_t inst, int64_t seq,
+		      const struct rowtag_sums *sums, unsigned char out[static DB_MAC_LEN])
+{
+	struct rowtag m;
+
+	rowtag_init(&m, "state/2");
+	rowtag_u64(&m, (uint64_t)inst);
+	rowtag_u64(&m, (uint64_t)seq);
+	for (unsigned i = 0; i < ROWTAG_BUCKETS; i++) {
+		rowtag_u64(&m, sums->b[i].lo);
+		rowtag_u64(&m, sums->b[i].hi);
+	}
+	auth->mac(auth->ctx, m.buf, m.len, out);
+}
+
+static void le64_put(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t le64_get(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+void rowtag_sums_encode(const struct rowtag_sums *sums, unsigned char out[static ROWTAG_SUMS_LEN])
+{
+	for (unsigned i = 0; i < ROWTAG_BUCKETS; i++) {
+		le64_put(out + 16 * i, sums->b[i].lo);
+		le64_put(out + 16 * i + 8, sums->b[i].hi);
+	}
+}
+
+void rowtag_sums_decode(const unsigned char in[static ROWTAG_SUMS_LEN], struct rowtag_sums *sums)
+{
+	for (unsigned i = 0; i < ROWTAG_BUCKETS; i++) {
+		sums->b[i].lo = le64_get(in + 16 * i);
+		sums->b[i].hi = le64_get(in + 16 * i + 8);
+	}
+}
+
 void rowtag_state_begin(struct rowtag_state *c, const struct db_auth *auth, int64_t inst,
 			int64_t seq)
 {
 	c->auth = auth;
-	rowtag_init(&c->m, "state");
-	rowtag_u64(&c->m, (uint64_t)inst);
-	rowtag_u64(&c->m, (uint64_t)seq);
+	c->inst = inst;
+	c->seq = seq;
+	memset(&c->sums, 0, sizeof(c->sums));
 }
 
 void rowtag_state_add(struct rowtag_state *c, int64_t id, int64_t version)
 {
-	unsigned char h[DB_MAC_LEN];
-
-	if (c->m.len > STATE_CHUNK) {
-		c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, h);
-		rowtag_init(&c->m, "state+");
-		rowtag_bytes(&c->m, h, sizeof(h));
-	}
-	rowtag_u64(&c->m, (uint64_t)id);
-	rowtag_u64(&c->m, (uint64_t)version);
+	rowtag_sums_put(c->auth, &c->sums, id, (uint64_t)version, false);
 }
 
 void rowtag_state_end(struct rowtag_state *c, unsigned char out[static DB_MAC_LEN])
 {
-	c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, out);
-}
-
-void rowtag_state_of(const struct db_auth *auth, int64_t inst, int64_t seq, const int64_t *ids,
-		     const uint64_t *vers, size_t n, unsigned char out[static DB_MAC_LEN])
-{
-	struct rowtag_state c;
-
-	rowtag_state_begin(&c, auth, inst, seq);
-	for (size_t i = 0; i < n; i++)
-		rowtag_state_add(&c, ids[i], (int64_t)vers[i]);
-	rowtag_state_end(&c, out);
+	rowtag_state_tag(c->auth, c->inst, c->seq, &c->sums, out);
 }
 
 static void floor_tag(const struct db_auth *auth, int64_t floor,

@@ -39,19 +39,50 @@ bool rowtag_ok(const struct db_auth *auth, const struct rowtag *m, const void *t
 /* Constant time. */
 bool rowtag_equal(const unsigned char *a, const void *b, size_t blen);
 
-/* An instance's state: a keyed chain over (instance id, seq) and the
- * (id, version) of each live secret in id order. */
+/* An instance's state: a tag over (instance id, seq, sums). The live
+ * secrets fall into ROWTAG_BUCKETS buckets by id; a bucket's sum is the
+ * sum modulo 2^128 of a keyed PRF of each of its (id, version). Sums, not
+ * a chain, so that a writer who trusts the old sums makes the new state
+ * from the rows it changed alone: O(1), not O(n). Buckets, so that one
+ * secret is checked by its bucket's rows alone when the store keeps the
+ * sums beside the state (the tag covers them): O(n / 64). Without the key
+ * no one finds another set with the same sums. */
+#define ROWTAG_BUCKETS 64
+#define ROWTAG_SUMS_LEN (ROWTAG_BUCKETS * 16)
+struct rowtag_sum {
+	uint64_t lo, hi;
+};
+struct rowtag_sums {
+	struct rowtag_sum b[ROWTAG_BUCKETS];
+};
+static inline unsigned rowtag_bucket(int64_t id)
+{
+	return (unsigned)((uint64_t)id % ROWTAG_BUCKETS);
+}
 struct rowtag_state {
 	const struct db_auth *auth;
-	struct rowtag m;
+	int64_t inst, seq;
+	struct rowtag_sums sums;
 };
 void rowtag_state_begin(struct rowtag_state *c, const struct db_auth *auth, int64_t inst,
 			int64_t seq);
 void rowtag_state_add(struct rowtag_state *c, int64_t id, int64_t version);
 void rowtag_state_end(struct rowtag_state *c, unsigned char out[static DB_MAC_LEN]);
-/* The state of a whole set at once (ids ascending). */
-void rowtag_state_of(const struct db_auth *auth, int64_t inst, int64_t seq, const int64_t *ids,
-		     const uint64_t *vers, size_t n, unsigned char out[static DB_MAC_LEN]);
+/* sum with (id, version) added, or taken out (remove). */
+void rowtag_sum_put(const struct db_auth *auth, struct rowtag_sum *sum, int64_t id,
+		    uint64_t version, bool remove);
+/* The same in id's bucket of sums. */
+void rowtag_sums_put(const struct db_auth *auth, struct rowtag_sums *sums, int64_t id,
+		     uint64_t version, bool remove);
+/* The sums of a whole set. */
+void rowtag_sums_of(const struct db_auth *auth, const int64_t *ids, const uint64_t *vers,
+		    size_t n, struct rowtag_sums *out);
+/* The state for (inst, seq) of a set whose sums are sums. */
+void rowtag_state_tag(const struct db_auth *auth, int64_t inst, int64_t seq,
+		      const struct rowtag_sums *sums, unsigned char out[static DB_MAC_LEN]);
+/* The sums as a store keeps them (little-endian), and back. */
+void rowtag_sums_encode(const struct rowtag_sums *sums, unsigned char out[static ROWTAG_SUMS_LEN]);
+void rowtag_sums_decode(const unsigned char in[static ROWTAG_SUMS_LEN], struct rowtag_sums *sums);
 
 /* The audit floor as stored in meta: 8 bytes big-endian, then its tag. */
 #define ROWTAG_FLOOR_KEY "audit_floor"

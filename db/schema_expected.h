@@ -4,6 +4,8 @@
 static const struct schema_obj {
 	const char *type, *name, *tbl, *sql;
 } schema_expected[] = {
+	{ "index", "secrets_by_bucket", "secrets",
+		"CREATE INDEX secrets_by_bucket ON secrets (instance_id, id % 64)" },
 	{ "index", "secrets_by_instance", "secrets",
 		"CREATE INDEX secrets_by_instance ON secrets (instance_id)" },
 	{ "index", "sqlite_autoindex_instances_1", "instances",
@@ -17,7 +19,7 @@ static const struct schema_obj {
 	{ "table", "audit", "audit",
 		"CREATE TABLE audit (  seq INTEGER PRIMARY KEY,  time INTEGER NOT NULL,  uid INTEGER NOT NULL, gid INTEGER NOT NULL, pid INTEGER NOT NULL,  comm TEXT NOT NULL, instance TEXT NOT NULL, key TEXT NOT NULL,  op TEXT NOT NULL, result INTEGER NOT NULL, detail TEXT NOT NULL,  mac BLOB NOT NULL, count INTEGER NOT NULL DEFAULT 1, first_time INTEGER)" },
 	{ "table", "instances", "instances",
-		"CREATE TABLE instances (  id INTEGER PRIMARY KEY AUTOINCREMENT,  name TEXT NOT NULL UNIQUE,  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,  ctime INTEGER NOT NULL, mtime INTEGER NOT NULL,  generation INTEGER NOT NULL,  wrapped_key BLOB NOT NULL, mac BLOB NOT NULL DEFAULT x'', seq INTEGER NOT NULL DEFAULT 0, state BLOB NOT NULL DEFAULT x'')" },
+		"CREATE TABLE instances (  id INTEGER PRIMARY KEY AUTOINCREMENT,  name TEXT NOT NULL UNIQUE,  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,  ctime INTEGER NOT NULL, mtime INTEGER NOT NULL,  generation INTEGER NOT NULL,  wrapped_key BLOB NOT NULL, mac BLOB NOT NULL DEFAULT x'', seq INTEGER NOT NULL DEFAULT 0, state BLOB NOT NULL DEFAULT x'', sums BLOB NOT NULL DEFAULT x'')" },
 	{ "table", "meta", "meta",
 		"CREATE TABLE meta (  key TEXT PRIMARY KEY,  value BLOB NOT NULL) WITHOUT ROWID" },
 	{ "table", "secret_attrs", "secret_attrs",

@@ -322,7 +322,12 @@ static const char sql_state_scan[] =
 	"SELECT i.seq, i.state, s.id, s.version FROM instances i LEFT JOIN secrets s "
 	"ON s.instance_id = i.id WHERE i.id = ?1 ORDER BY s.id";
 static const char sql_state_set[] =
-	"UPDATE instances SET seq = ?2, state = ?3 WHERE id = ?1";
+	"UPDATE instances SET seq = ?2, state = ?3, sums = ?4 WHERE id = ?1";
+/* One bucket of the set with the instance row, in one statement (one
+ * snapshot); secrets_by_bucket finds the bucket's rows. */
+static const char sql_state_bucket[] =
+	"SELECT i.seq, i.state, i.sums, s.id, s.version FROM instances i LEFT JOIN secrets s "
+	"ON s.instance_id = i.id AND s.id % 64 = ?2 WHERE i.id = ?1";
 static const char sql_instance_seq[] = "SELECT seq FROM instances WHERE id = ?1";
 
 struct scan {
@@ -361,7 +366,7 @@ static int row_scan(struct sq *db, sqlite3_stmt *st, void *arg)
  * gets each (id, version). */
 static int state_scan(struct sq *db, unsigned flags, int64_t inst, const struct db_auth *auth,
 		      int64_t *seq, int64_t delta, unsigned char out[DB_MAC_LEN], bool check,
-		      int (*fn)(void *, int64_t, uint64_t), void *ctx)
+		      int (*fn)(void *, int64_t, uint64_t), void *ctx, struct rowtag_sums *sums)
 {
 	struct scan s = { .auth = auth, .inst = inst, .delta = delta, .seq = seq,
 			  .first = true, .fn = fn, .ctx = ctx };
@@ -371,6 +376,8 @@ static int state_scan(struct sq *db, unsigned flags, int64_t inst, const struct 
 		r = -ENOENT;
 	if (r == 0) {
 		rowtag_state_end(&s.c, out);
+		if (sums)
+			*sums = s.c.sums;
 		if (check && !(s.stored_ok && rowtag_equal(out, s.stored, DB_MAC_LEN)))
 			r = -EBADMSG;
 	}
@@ -429,12 +436,14 @@ int sq_secret_version(struct sq *db, int64_t inst, int64_t id, uint64_t *version
 }
 
 int sq_state_store(struct sq *db, int64_t inst, int64_t seq,
-		   const unsigned char state[DB_MAC_LEN])
+		   const unsigned char state[DB_MAC_LEN], const struct rowtag_sums *sums)
 {
-	struct db_blob b = { (unsigned char *)state, DB_MAC_LEN };
+	unsigned char enc[ROWTAG_SUMS_LEN];
+	struct db_blob b = { (unsigned char *)state, DB_MAC_LEN }, e = { enc, sizeof(enc) };
 
-	return sq_change(db, sql_state_set, 1, SQ_ARGS(SQ_I(inst), SQ_I(seq), SQ_B(&b)),
-			 NULL, NULL);
+	rowtag_sums_encode(sums, enc);
+	return sq_change(db, sql_state_set, 1,
+			 SQ_ARGS(SQ_I(inst), SQ_I(seq), SQ_B(&b), SQ_B(&e)), NULL, NULL);
 }
 
 /* The set the writing connection trusts, when conn's snapshot shows its
@@ -462,7 +471,7 @@ static int state_scan_checked(struct sq *db, int64_t inst, int64_t *seq,
 
 	if (!db->auth)
 		return -EACCES;
-	r = state_scan(db, 0, inst, db->auth, seq, 0, out, true, fn, ctx);
+	r = state_scan(db, 0, inst, db->auth, seq, 0, out, true, fn, ctx, NULL);
 	return r == -EBADMSG ? state_failed(db, inst) : r;
 }
 
@@ -494,6 +503,98 @@ int sq_state_check(struct db *h, int64_t inst, int64_t *seq,
 	return state_check(sq_of(h), inst, seq, fn, ctx);
 }
 
+struct bucket {
+	const struct db_auth *auth;
+	int64_t id, *seq;
+	uint64_t *version;
+	struct rowtag_sum sum;		/* of the bucket's rows */
+	struct rowtag_sums sums;	/* as stored */
+	unsigned char state[DB_MAC_LEN];
+	bool first, stored_ok, found;
+};
+
+static int row_bucket(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct bucket *b = arg;
+	int64_t id;
+
+	if (b->first) {
+		const void *state = sqlite3_column_blob(st, 1), *sums = sqlite3_column_blob(st, 2);
+
+		b->first = false;
+		*b->seq = sqlite3_column_int64(st, 0);
+		b->stored_ok = state && sqlite3_column_bytes(st, 1) == DB_MAC_LEN && sums &&
+			       sqlite3_column_bytes(st, 2) == ROWTAG_SUMS_LEN;
+		if (b->stored_ok) {
+			memcpy(b->state, state, DB_MAC_LEN);
+			rowtag_sums_decode(sums, &b->sums);
+		}
+	}
+	if (sqlite3_column_type(st, 3) == SQLITE_NULL)
+		return 0;
+	id = sqlite3_column_int64(st, 3);
+	rowtag_sum_put(b->auth, &b->sum, id, (uint64_t)sqlite3_column_int64(st, 4), false);
+	if (id == b->id) {
+		b->found = true;
+		*b->version = (uint64_t)sqlite3_column_int64(st, 4);
+	}
+	return 0;
+}
+
+/* One secret checked by its bucket alone: the stored sums must be the ones
+ * the state tags, and its bucket's rows must add up to its sum. Anything
+ * else is -ENOENT: the full check then decides, and reports. */
+static int version_bucket(struct sq *conn, const struct db_auth *auth, int64_t inst, int64_t id,
+			  int64_t *seq, uint64_t *version)
+{
+	struct bucket b = { .auth = auth, .id = id, .seq = seq, .version = version,
+			    .first = true };
+	const struct rowtag_sum *want = &b.sums.b[rowtag_bucket(id)];
+	unsigned char tag[DB_MAC_LEN];
+	int r = sq_query(conn, 0, sql_state_bucket, row_bucket, &b,
+			 SQ_ARGS(SQ_I(inst), SQ_I(rowtag_bucket(id))));
+
+	if (r < 0 || b.first || !b.stored_ok)
+		return r < 0 ? r : -ENOENT;
+	rowtag_state_tag(auth, inst, *seq, &b.sums, tag);
+	if (!rowtag_equal(tag, b.state, DB_MAC_LEN) || b.sum.lo != want->lo ||
+	    b.sum.hi != want->hi)
+		return -ENOENT;
+	return b.found;
+}
+
+static int version_known(struct sq *db, struct sq *conn, int64_t inst, int64_t id,
+			 int64_t *seq, uint64_t *version)
+{
+	unsigned char state[DB_MAC_LEN];
+	int r;
+
+	if (!db->auth)
+		return -ENOENT;
+	r = db->states ? sq_state_row(conn, inst, seq, state) : -ENOENT;
+	if (r == 0)
+		r = sq_states_find(db, inst, *seq, state, id, version);
+	return r == -ENOENT ? version_bucket(conn, db->auth, inst, id, seq, version) : r;
+}
+
+/* One id, on the same connection state_check would use: from the trusted
+ * set, else by its bucket; never the full scan (-ENOENT). */
+int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint64_t *version)
+{
+	struct sq *db = sq_of(h);
+	struct sq *rd = sq_reader_take(db);
+	int r;
+
+	if (rd) {
+		r = version_known(db, rd, inst, id, seq, version);
+		sq_reader_give(db, rd);
+		return r;
+	}
+	if (sq_in_own_txn(db))
+		return -ENOENT;
+	return version_known(db, db, inst, id, seq, version);
+}
+
 int sq_instance_seq(struct db *h, int64_t inst, bool latest, int64_t *seq)
 {
 	return sq_query(sq_of(h), SQ_ONE | (latest ? 0 : SQ_READ), sql_instance_seq,
@@ -512,19 +613,16 @@ int sq_state_verify(struct sq *db, int64_t inst)
 int sq_state_update(struct sq *db, int64_t inst, const struct db_auth *auth, bool bump)
 {
 	unsigned char out[DB_MAC_LEN];
-	struct db_blob b = { out, sizeof(out) };
+	struct rowtag_sums sums;
 	int64_t seq = 0;
 	int r;
 
 	if (!auth)
 		return -EACCES;
-	r = state_scan(db, 0, inst, auth, &seq, bump, out, false, NULL, NULL);
+	r = state_scan(db, 0, inst, auth, &seq, bump, out, false, NULL, NULL, &sums);
 	if (r == -ENOENT)
 		return 0;	/* the instance went in this transaction */
-	if (r < 0)
-		return r;
-	return sq_change(db, sql_state_set, 1, SQ_ARGS(SQ_I(inst), SQ_I(seq), SQ_B(&b)),
-			 NULL, NULL);
+	return r < 0 ? r : sq_state_store(db, inst, seq, out, &sums);
 }
 
 /* At the outermost commit: the state of each instance whose live secrets

@@ -215,11 +215,16 @@ void sq_states_end(struct sq *db, bool committed);
 int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN],
 		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx);
+/* The same for one id: 1 (*version set) if the set lists it, 0 if not. */
+int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
+		   const unsigned char state[DB_MAC_LEN], int64_t id, uint64_t *version);
+int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint64_t *version);
 /* Instance state pieces (sqlite_auth.c): the row's seq and state (zeros
  * when it has none yet), storing one. */
 int sq_state_row(struct sq *db, int64_t inst, int64_t *seq, unsigned char state[DB_MAC_LEN]);
+struct rowtag_sums;
 int sq_state_store(struct sq *db, int64_t inst, int64_t seq,
-		   const unsigned char state[DB_MAC_LEN]);
+		   const unsigned char state[DB_MAC_LEN], const struct rowtag_sums *sums);
 /* 1 and *version if secret id is live in inst, 0 if not, or -errno. */
 int sq_secret_version(struct sq *db, int64_t inst, int64_t id, uint64_t *version);
 

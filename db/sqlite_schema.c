@@ -95,6 +95,11 @@ static const char *const migrations[] = {
 	 * time (NULL: the one event at time). */
 	("ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
 	 "ALTER TABLE audit ADD COLUMN first_time INTEGER;"),
+	/* Instance states by bucket (db/rowtag.h): the sums the state tags,
+	 * and the index that finds one bucket's rows, so that one secret is
+	 * checked without reading its whole instance. */
+	("ALTER TABLE instances ADD COLUMN sums BLOB NOT NULL DEFAULT x'';"
+	 "CREATE INDEX secrets_by_bucket ON secrets (instance_id, id % 64);"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -27,6 +27,7 @@ struct state_set {
 	struct state_set *next;
 	int64_t inst, seq;
 	unsigned char state[DB_MAC_LEN];
+	struct rowtag_sums sums;	/* of the set (rowtag.h) */
 	size_t n, cap;
 	int64_t *ids;			/* ascending */
 	uint64_t *vers;
@@ -129,12 +130,21 @@ static int grow(struct state_set *s)
 	return 0;
 }
 
-/* Sets id's version (present) or takes id out (!present). */
-static int set_put(struct state_set *s, int64_t id, uint64_t version, bool present)
+/* Sets id's version (present) or takes id out (!present), and the sum. */
+static int set_put(const struct db_auth *auth, struct state_set *s, int64_t id,
+		   uint64_t version, bool present)
 {
 	size_t i = find(s, id);
 	bool there = i < s->n && s->ids[i] == id;
 
+	if (there && present && s->vers[i] == version)
+		return 0;
+	if (!there && present && grow(s) < 0)
+		return -ENOMEM;
+	if (there)
+		rowtag_sums_put(auth, &s->sums, id, s->vers[i], true);
+	if (present)
+		rowtag_sums_put(auth, &s->sums, id, version, false);
 	if (there && present) {
 		s->vers[i] = version;
 	} else if (there) {
@@ -142,8 +152,6 @@ static int set_put(struct state_set *s, int64_t id, uint64_t version, bool prese
 		memmove(s->vers + i, s->vers + i + 1, (s->n - i - 1) * sizeof(*s->vers));
 		s->n--;
 	} else if (present) {
-		if (grow(s) < 0)
-			return -ENOMEM;
 		memmove(s->ids + i + 1, s->ids + i, (s->n - i) * sizeof(*s->ids));
 		memmove(s->vers + i + 1, s->vers + i, (s->n - i) * sizeof(*s->vers));
 		s->ids[i] = id;
@@ -184,6 +192,8 @@ static struct state_set *set_copy(const struct state_set *from, int64_t inst)
 		memcpy(s->vers, from->vers, from->n * sizeof(*s->vers));
 		s->n = from->n;
 	}
+	if (from)
+		s->sums = from->sums;
 	return s;
 }
 
@@ -235,6 +245,7 @@ int sq_states_verify(struct sq *db, int64_t inst)
 		return r == -EAGAIN ? 0 : r;
 	}
 	memcpy(s->state, state, DB_MAC_LEN);
+	rowtag_sums_of(db->auth, s->ids, s->vers, s->n, &s->sums);
 	pthread_mutex_lock(&c->lock);
 	trust(c, inst, s);
 	pthread_mutex_unlock(&c->lock);
@@ -331,7 +342,7 @@ static struct state_set *next_set(struct sq *db, struct sq_states *c, int64_t in
 			continue;
 		r = sq_secret_version(db, inst, c->t[i].id, &version);
 		if (r >= 0)
-			r = set_put(s, c->t[i].id, version, r == 1);
+			r = set_put(db->auth, s, c->t[i].id, version, r == 1);
 	}
 	if (r < 0) {
 		set_free(s);
@@ -356,8 +367,8 @@ int sq_states_commit(struct sq *db, int64_t inst)
 	if (!s)
 		return r < 0 ? r : sq_state_update(db, inst, auth, true);
 	s->seq++;
-	rowtag_state_of(auth, inst, s->seq, s->ids, s->vers, s->n, s->state);
-	r = sq_state_store(db, inst, s->seq, s->state);
+	rowtag_state_tag(auth, inst, s->seq, &s->sums, s->state);
+	r = sq_state_store(db, inst, s->seq, s->state, &s->sums);
 	if (r < 0) {
 		set_free(s);
 		return r == -ENOENT ? 0 : r;	/* the instance went in this transaction */
@@ -409,6 +420,31 @@ int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 		r = 0;
 		for (size_t i = 0; r == 0 && fn && i < s->n; i++)
 			r = fn(ctx, s->ids[i], s->vers[i]);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* For a reader whose snapshot shows (seq, state): 1 and id's version if
+ * the trusted set lists id, 0 if it does not; -ENOENT when there is no
+ * such set. */
+int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
+		   const unsigned char state[DB_MAC_LEN], int64_t id, uint64_t *version)
+{
+	struct sq_states *c = db->states;
+	struct state_set *s;
+	int r = -ENOENT;
+
+	if (!c)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	s = *slot(&c->sets, inst);
+	if (s && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
+		size_t i = find(s, id);
+
+		r = i < s->n && s->ids[i] == id;
+		if (r)
+			*version = s->vers[i];
 	}
 	pthread_mutex_unlock(&c->lock);
 	return r;

@@ -184,6 +184,35 @@ static void row_mac(void *ctx, const unsigned char *msg, size_t len,
 	pthread_rwlock_unlock(&v->wrap_lock);
 }
 
+static void row_elem(void *ctx, const unsigned char msg[16], unsigned char out[DB_ELEM_LEN])
+{
+	struct vault *v = ctx;
+
+	pthread_rwlock_rdlock(&v->wrap_lock);
+	mac_short(out, v->elem_key->data, msg, 16);
+	pthread_rwlock_unlock(&v->wrap_lock);
+}
+
+/* The vault's row-tag key is now k (owned), and the key of its states'
+ * sums is derived from it. */
+static int row_key_take(struct vault *v, struct secbuf *k)
+{
+	struct secbuf *e = NULL;
+	int r = secbuf_new(&e, MAC_SHORT_KEY_LEN);
+
+	if (r < 0) {
+		secbuf_free(k);
+		return r;
+	}
+	mac_derive(e->data, MAC_SHORT_KEY_LEN, k->data, "vaultfs/state-sum/1");
+	e->len = MAC_SHORT_KEY_LEN;
+	secbuf_free(v->row_key);
+	secbuf_free(v->elem_key);
+	v->row_key = k;
+	v->elem_key = e;
+	return 0;
+}
+
 int vault_row_key_seal(const struct secbuf *wrap, const struct secbuf *row_key,
 		       struct db_blob *out)
 {
@@ -211,16 +240,17 @@ static int row_key_load(struct vault *v)
 		secbuf_free(k);
 		return r == -ENOENT || r == -EINVAL || r == -EBADMSG ? -EIO : r;
 	}
-	secbuf_free(v->row_key);
-	v->row_key = k;
-	return 0;
+	return row_key_take(v, k);
 }
 
 /* A fresh tag key for a vault that has none, sealed into *out. */
 static int row_key_new(struct vault *v, struct db_blob *out)
 {
-	int r = seal_keygen(&v->row_key);
+	struct secbuf *k = NULL;
+	int r = seal_keygen(&k);
 
+	if (r == 0)
+		r = row_key_take(v, k);
 	if (r == 0)
 		r = vault_row_key_seal(v->wrap, v->row_key, out);
 	return r;
@@ -427,7 +457,7 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 	}
 	vault_wrap_replace(v, &keys);
 	v->auth = (struct db_auth){
-		.mac = row_mac, .failed = row_failed, .ctx = v,
+		.mac = row_mac, .elem = row_elem, .failed = row_failed, .ctx = v,
 	};
 	db_set_auth(v->db, &v->auth);
 	r = check_key(v, flags & VAULT_READONLY, err, errlen);
@@ -454,6 +484,7 @@ void vault_close(struct vault *v)
 	secbuf_free(v->wrap);
 	secbuf_free(v->audit_key);
 	secbuf_free(v->row_key);
+	secbuf_free(v->elem_key);
 	pthread_mutex_destroy(&v->keys_lock);
 	pthread_rwlock_destroy(&v->wrap_lock);
 	free(v);

@@ -27,6 +27,7 @@ struct vault {
 	struct secbuf *wrap;
 	struct secbuf *audit_key;	/* keys the audit chain's MACs */
 	struct secbuf *row_key;		/* keys the rows' tags (db_set_auth) */
+	struct secbuf *elem_key;	/* derived from it: the states' sums */
 	struct db_auth auth;
 	struct audit *audit;
 	pthread_mutex_t keys_lock;

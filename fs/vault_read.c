@@ -20,7 +20,8 @@
 #include "vault_int.h"
 
 struct inst_state {
-	int64_t id, seq;
+	int64_t id, seq;		/* the set below is seq's; -1: none */
+	int64_t seen;			/* the highest seq seen (>= seq) */
 	size_t n, cap;
 	int64_t *ids;
 	uint64_t *vers;
@@ -122,6 +123,31 @@ static int version_in_older_snapshot(struct vault *v, const struct db_secret *m,
 	return r < 0 ? r : version_in_snapshot(v, m);
 }
 
+/* The store's own trusted set answers for m's snapshot (seq) without a
+ * copy: 0 or -ESTALE; -ENOENT if it has none. seq is then the highest
+ * seen, so that a state that goes back is still seen going back. */
+static int version_trusted(struct vault *v, const struct db_secret *m, int64_t seq)
+{
+	struct inst_state **pp;
+	uint64_t version = 0;
+	int64_t at = -1;
+	int r = db_state_version(v->db, m->instance_id, m->id, &at, &version);
+
+	if (r < 0 || at != seq)
+		return r < 0 ? r : -ENOENT;
+	r = r == 1 && version == m->version ? 0 : -ESTALE;
+	pthread_mutex_lock(&v->states_lock);
+	pp = state_slot(v, m->instance_id);
+	if (!*pp && (*pp = calloc(1, sizeof(**pp)))) {
+		(*pp)->id = m->instance_id;
+		(*pp)->seq = -1;
+	}
+	if (*pp && (*pp)->seen < seq)
+		(*pp)->seen = seq;
+	pthread_mutex_unlock(&v->states_lock);
+	return r;
+}
+
 /* 0: m's version is the current one; -ESTALE: it is not, as this snapshot
  * shows (read again before believing it); -EIO: the instance's state does
  * not match its rows, or went back (reported). m, the seq and the state
@@ -129,7 +155,7 @@ static int version_in_older_snapshot(struct vault *v, const struct db_secret *m,
 static int version_current(struct vault *v, const struct db_secret *m)
 {
 	struct inst_state *fresh, **pp;
-	int64_t seq, cached = -1;
+	int64_t seq, cached = -1, seen = -1;
 	bool has = false;
 	int r = db_instance_seq(v->db, m->instance_id, &seq);
 
@@ -139,13 +165,17 @@ static int version_current(struct vault *v, const struct db_secret *m)
 	pp = state_slot(v, m->instance_id);
 	if (*pp) {
 		cached = (*pp)->seq;
+		seen = (*pp)->seen;
 		has = state_has(*pp, m->id, m->version);
 	}
 	pthread_mutex_unlock(&v->states_lock);
 	if (seq == cached)
 		return has ? 0 : -ESTALE;
-	if (seq < cached)
-		return version_in_older_snapshot(v, m, cached);
+	if (seq < seen)
+		return version_in_older_snapshot(v, m, seen);
+	r = version_trusted(v, m, seq);
+	if (r != -ENOENT)
+		return r;
 	fresh = calloc(1, sizeof(*fresh));
 	if (!fresh)
 		return -ENOMEM;
@@ -156,9 +186,10 @@ static int version_current(struct vault *v, const struct db_secret *m)
 		return r;
 	}
 	r = state_has(fresh, m->id, m->version) ? 0 : -ESTALE;
+	fresh->seen = fresh->seq;
 	pthread_mutex_lock(&v->states_lock);
 	pp = state_slot(v, m->instance_id);
-	if (!*pp || (*pp)->seq < fresh->seq) {
+	if (!*pp || (*pp)->seen <= fresh->seq) {
 		fresh->next = *pp ? (*pp)->next : NULL;
 		state_free(*pp);
 		*pp = fresh;

@@ -15,13 +15,21 @@ static void test_row_mac(void *ctx, const unsigned char *msg, size_t len,
 	mac_compute(out, ctx, msg, len);
 }
 
+static void test_row_elem(void *ctx, const unsigned char msg[16], unsigned char out[DB_ELEM_LEN])
+{
+	unsigned char k[MAC_SHORT_KEY_LEN];
+
+	mac_derive(k, sizeof(k), ctx, "vaultfs/state-sum/1");
+	mac_short(out, k, msg, 16);
+}
+
 static void test_row_failed(void *ctx, const char *what)
 {
 	test_row_failures++;
 }
 
 static const struct db_auth test_auth = {
-	.mac = test_row_mac, .failed = test_row_failed, .ctx = (void *)test_row_key,
+	.mac = test_row_mac, .elem = test_row_elem, .failed = test_row_failed, .ctx = (void *)test_row_key,
 };
 
 static inline int test_db_open(struct db **out, const char *path, int flags)

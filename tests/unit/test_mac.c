@@ -18,6 +18,7 @@
 #include "../../db/db.h"
 #include "../../db/db_attrs.h"
 #include "../../db/db_versions.h"
+#include "../../db/rowtag.h"
 #include "test_auth.h"
 
 static const unsigned char key1[MAC_KEY_LEN] = "first 32-byte key for row tags!";
@@ -294,10 +295,109 @@ static void test_trusted_state_does_not_launder_a_put_back_row(void **state)
 	assert_int_equal(db_state_check(fx->db, fx->inst, &seq, NULL, NULL), -EIO);
 }
 
+/* The state is a tag over the sums of the live set's elements, bucket
+ * by bucket: the same set gives the same sums whatever the order or the
+ * changes on the way, and any other set, seq or instance another tag. */
+static void test_state_sum_is_of_the_set(void **state)
+{
+	const int64_t ids[] = { 3, 7, 12, 67 };	/* 3 and 67 share a bucket */
+	const uint64_t vers[] = { 1, 5, 2, 9 }, swapped[] = { 9, 5, 2, 1 };
+	struct rowtag_sums a, b = { 0 }, c;
+	unsigned char ta[DB_MAC_LEN], tb[DB_MAC_LEN], enc[ROWTAG_SUMS_LEN];
+
+	(void)state;
+	assert_int_equal(rowtag_bucket(3), rowtag_bucket(67));
+	rowtag_sums_of(&test_auth, ids, vers, 4, &a);
+	rowtag_sums_put(&test_auth, &b, 67, 9, false);
+	rowtag_sums_put(&test_auth, &b, 12, 2, false);
+	rowtag_sums_put(&test_auth, &b, 3, 1, false);
+	rowtag_sums_put(&test_auth, &b, 7, 4, false);
+	/* 7 moves from version 4 to 5: out with the old, in with the new. */
+	rowtag_sums_put(&test_auth, &b, 7, 4, true);
+	rowtag_sums_put(&test_auth, &b, 7, 5, false);
+	assert_memory_equal(&a, &b, sizeof(a));
+	rowtag_state_tag(&test_auth, 1, 9, &a, ta);
+	rowtag_state_tag(&test_auth, 1, 9, &b, tb);
+	assert_memory_equal(ta, tb, DB_MAC_LEN);
+	/* Another set: two versions swapped between secrets of one bucket. */
+	rowtag_sums_of(&test_auth, ids, swapped, 4, &c);
+	assert_memory_not_equal(&a.b[rowtag_bucket(3)], &c.b[rowtag_bucket(3)],
+				sizeof(struct rowtag_sum));
+	/* The same set at another seq or in another instance. */
+	rowtag_state_tag(&test_auth, 1, 10, &a, tb);
+	assert_memory_not_equal(ta, tb, DB_MAC_LEN);
+	rowtag_state_tag(&test_auth, 2, 9, &a, tb);
+	assert_memory_not_equal(ta, tb, DB_MAC_LEN);
+	/* As the store keeps them, and back. */
+	rowtag_sums_encode(&a, enc);
+	rowtag_sums_decode(enc, &c);
+	assert_memory_equal(&a, &c, sizeof(a));
+	/* Taking every element out leaves the empty set's sums. */
+	for (int i = 0; i < 4; i++)
+		rowtag_sums_put(&test_auth, &b, ids[i], i == 1 ? 5 : vers[i], true);
+	memset(&c, 0, sizeof(c));
+	assert_memory_equal(&b, &c, sizeof(b));
+}
+
+/* db_state_version answers one secret from the set the writer trusts,
+ * only while the instance row is the one it made. */
+static void test_state_version_from_the_trusted_set(void **state)
+{
+	struct fx *fx = *state;
+	struct db_secret k;
+	uint64_t version = 0;
+	int64_t seq, at = -1;
+
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &k), 0);
+	k.version = 2;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	assert_int_equal(db_instance_seq(fx->db, fx->inst, &seq), 0);
+	assert_int_equal(db_state_version(fx->db, fx->inst, k.id, &at, &version), 1);
+	assert_int_equal(version, 2);
+	assert_int_equal(at, seq);
+	assert_int_equal(db_state_version(fx->db, fx->inst, k.id + 1000, &at, &version), 0);
+	/* The instance row from before that write: not the trusted state, so
+	 * no answer (the caller checks in full). */
+	raw_sql(fx, "UPDATE instances SET seq = seq - 1");
+	assert_int_equal(db_state_version(fx->db, fx->inst, k.id, &at, &version), -ENOENT);
+}
+
+/* A process that trusts no state yet (vaultfs get) checks one secret by
+ * its bucket: the stored sums under the state's tag, and the bucket's
+ * rows adding up to their sum. A row put back, or sums changed, is no
+ * answer (-ENOENT): the full check then reports it. */
+static void test_state_version_by_bucket(void **state)
+{
+	struct fx *fx = *state;
+	struct db *other = NULL;
+	struct db_secret k;
+	uint64_t version = 0;
+	int64_t at = -1;
+
+	assert_int_equal(db_secret_find(fx->db, fx->inst, "K", &k), 0);
+	k.version = 2;
+	assert_int_equal(db_secret_set_value(fx->db, &k, &blob1), 0);
+	assert_int_equal(db_open(&other, fx->path, 0), 0);
+	assert_int_equal(db_state_version(other, fx->inst, k.id, &at, &version), 1);
+	assert_int_equal(version, 2);
+	assert_int_equal(db_state_version(other, fx->inst, k.id + 64, &at, &version), 0);
+	raw_sql(fx, "UPDATE secrets SET version = 1 WHERE name = 'K'");
+	assert_int_equal(db_state_version(other, fx->inst, k.id, &at, &version), -ENOENT);
+	raw_sql(fx, "UPDATE secrets SET version = 2 WHERE name = 'K'");
+	assert_int_equal(db_state_version(other, fx->inst, k.id, &at, &version), 1);
+	raw_sql(fx, "UPDATE instances SET sums = zeroblob(1024)");
+	assert_int_equal(db_state_version(other, fx->inst, k.id, &at, &version), -ENOENT);
+	db_close(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mac_known_properties),
+		cmocka_unit_test(test_state_sum_is_of_the_set),
+		cmocka_unit_test_setup_teardown(test_state_version_from_the_trusted_set, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_state_version_by_bucket, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_row_reads_check_tags, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_tag_of_another_row_does_not_fit, fx_setup,
 						fx_teardown),
