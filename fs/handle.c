@@ -210,6 +210,9 @@ void open_reply_again(struct fuse_file_info *fi, const struct handle *h)
  * key, is recorded with the holder at every change before the change is
  * acknowledged, and the next worker adopts it. A writer whose record is
  * missing (its value too large to record) fails with EIO, never silently.
+ * The record also names the request that opened the handle and the last
+ * ones that changed it: those the kernel sends again to the next worker
+ * (FUSE_NOTIFY_RESEND) are answered as then, not carried out twice.
  *
  *   bits 63..48 epoch, 47 reader, 46..20 version + 1 (0: unknown), 19..0 slot
  */

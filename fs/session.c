@@ -9,6 +9,10 @@
  *  - a later worker asks the kernel (FUSE_NOTIFY_RESEND, Linux 6.9) to queue
  *    again what the previous worker read and never answered; the holder
  *    starts it only once the previous one is gone, so nothing runs twice;
+ *  - a request sent again keeps its unique with the kernel's resend mark;
+ *    the previous worker may have carried it out before it died, so what
+ *    a request changes is recorded with its unique (fs/handle.c) and the
+ *    thread that read a request keeps the unique while it handles it;
  *  - retiring, the worker stops reading, lets the requests it holds finish,
  *    and exits; the next worker adopts the open handles.
  */
