@@ -304,7 +304,7 @@ static int fs_adopt(struct fs *fs, struct fuse_session *se, const struct fs_moun
 {
 	int dev = -1, r;
 
-	session_test_hold_open(m->test_hold_open_ms);
+	session_test_hold(m->test_hold_open_ms, m->test_hold_reply_ms);
 	r = handle_keys(fs->v);
 	if (r < 0)
 		log_warn("cannot derive the key for open writers' records: a restart loses "
