@@ -24,9 +24,11 @@ PYTEST ?= /usr/bin/python3 -m pytest
 PYTHON ?= /usr/bin/python3
 VERSION := 0.1.0
 
-PKGS := fuse3 libsodium sqlite3 inih
-# libpq: its header only (PKG_CFLAGS); db/pg_lib.c loads the library when
-# a PostgreSQL store is opened, so commands on SQLite don't load its twenty.
+PKGS := libsodium sqlite3 inih
+# libfuse and libpq: their headers only (PKG_CFLAGS). fs/fuse_lib.c loads
+# libfuse when a mount starts, so that the other commands start without it;
+# db/pg_lib.c loads libpq when a PostgreSQL store is opened, so commands on
+# SQLite don't load its twenty.
 # Debian packages that building and mounting need (make deps), and those the
 # tests, fuzzers and benchmarks add (make test-deps, run by make check).
 BUILD_DEB_PKGS := make gcc pkg-config libfuse3-dev fuse3 libsodium-dev libsqlite3-dev \
@@ -47,7 +49,7 @@ override CFLAGS += -DHAVE_SYSTEMD $(shell pkg-config --cflags libsystemd)
 endif
 
 # Recursive on purpose: pkg-config runs once `deps` has installed the packages.
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libpq)
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) fuse3 libpq)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 
 # Warnings are errors for developers and CI (make WERROR=1, set by .ci/run),
@@ -129,10 +131,11 @@ schema-expected: $(BUILD)/tests/test_db
 
 BENCH_BINS := $(BUILD)/bench/minifs $(BUILD)/bench/vbench $(BUILD)/bench/loadvault
 
-$(BUILD)/bench/minifs: bench/minifs.c $(BUILD)/fs/loop.o
+$(BUILD)/bench/minifs: bench/minifs.c $(BUILD)/fs/loop.o $(BUILD)/fs/fuse_lib.o
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(PKG_LIBS) -lpthread
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) \
+		$(shell pkg-config --libs fuse3) -lpthread
 
 $(BUILD)/bench/vbench: bench/vbench.c
 	@mkdir -p $(dir $@)

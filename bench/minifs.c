@@ -22,6 +22,8 @@
 
 #include <fuse_lowlevel.h>
 
+#include "../fs/fuse_lib.h"
+
 #include "../fs/loop.h"
 
 #define ROOT_INO FUSE_ROOT_ID
@@ -153,6 +155,11 @@ int main(int argc, char **argv)
 	if (optind != argc - 1)
 		usage();
 	value_len = strlen(value);
+	/* fs/loop.c calls libfuse through vaultfs's table. */
+	if (fuse_lib_load() < 0) {
+		fprintf(stderr, "minifs: %s\n", fuse_lib_error());
+		return 1;
+	}
 	if (fuse_opt_add_arg(&args, "minifs") || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, "fsname=minifs,subtype=minifs,default_permissions"))
 		return 1;

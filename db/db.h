@@ -95,9 +95,10 @@ struct db_secret {
 enum {
 	DB_CREATE = 0x1,	/* create the store's schema; it must not exist */
 	DB_READONLY = 0x2,
-	/* A short-lived process that writes a few secrets (vaultfs set): its
-	 * writes check the rows they change by their buckets, against the
-	 * state's tagged sums, instead of reading the whole instance first. */
+	/* A short-lived process that reads or writes a few secrets (vaultfs
+	 * get, set): it checks the rows it reads or changes by their buckets,
+	 * against the state's tagged sums, instead of reading the whole
+	 * instance first. */
 	DB_BRIEF = 0x4,
 };
 
@@ -249,10 +250,11 @@ int db_instance_seq_latest(struct db *db, int64_t instance_id, int64_t *seq) WUR
  * with the set, not here. Without fn, always the full check. */
 int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
 		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx) WUR;
-/* One secret's entry in the set db_state_check would give from the states
- * this process trusts, without a scan: 1 and *version if it is live, 0
- * if not, in the caller's snapshot (*seq: the snapshot's seq); -ENOENT
- * when the store has no such state (then use db_state_check). */
+/* One secret's entry in the set db_state_check would give, without a
+ * scan: from the states this process trusts, or (DB_BRIEF) by the
+ * secret's bucket. 1 and *version if it is live, 0 if not, in the
+ * caller's snapshot (*seq: the snapshot's seq); -ENOENT when the store
+ * can't tell that way (then use db_state_check). */
 int db_state_version(struct db *db, int64_t instance_id, int64_t id, int64_t *seq,
 		     uint64_t *version) WUR;
 

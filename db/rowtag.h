@@ -1,5 +1,5 @@
 /* Inside db/ only, for every store: the bytes a row's tag covers, the
- * chain over an instance's live set, the audit floor's encoding, and the
+ * bucket sums of an instance's live set, the audit floor's encoding, and the
  * reporting of rows that fail. Every store must tag alike, so that a
  * backup (a SQLite file) verifies whichever store wrote it. */
 #ifndef VAULTFS_ROWTAG_H

@@ -311,12 +311,15 @@ int sq_auth_check_all(struct db *h, void (*fn)(void *, const char *what), void *
 /*
  * Instance state: which version of each live secret is current. Rules:
  *  - an instance row holds seq, bumped by every transaction that changes
- *    the (id, version) set of its live secrets, and state, a keyed chain
- *    over (instance id, seq) and that set in id order;
- *  - the state is checked before a transaction changes the set and made
- *    afresh at its commit, so a write never launders a row put back from
- *    an older copy, from versions or from another secret;
- *  - readers compare a row's version with the set (fs/vault.c).
+ *    the (id, version) set of its live secrets, state, a tag over
+ *    (instance id, seq) and that set's bucket sums (rowtag.h), and the
+ *    sums themselves;
+ *  - the state is checked before a transaction changes the set (in full,
+ *    or for DB_BRIEF the sums' tag and then each changed row's bucket) and
+ *    brought up to date at its commit, so a write never launders a row put
+ *    back from an older copy, from versions or from another secret;
+ *  - readers compare a row's version with the set, or with its bucket
+ *    (fs/vault_read.c).
  */
 static const char sql_state_scan[] =
 	"SELECT i.seq, i.state, s.id, s.version FROM instances i LEFT JOIN secrets s "
@@ -575,11 +578,15 @@ static int version_known(struct sq *db, struct sq *conn, int64_t inst, int64_t i
 	r = db->states ? sq_state_row(conn, inst, seq, state) : -ENOENT;
 	if (r == 0)
 		r = sq_states_find(db, inst, *seq, state, id, version);
-	return r == -ENOENT ? version_bucket(conn, db->auth, inst, id, seq, version) : r;
+	/* A long-running process checks the whole set once per seq and keeps
+	 * it (fs/vault_read.c), cheaper than a bucket at every open. */
+	if (r == -ENOENT && (db->flags & DB_BRIEF))
+		r = version_bucket(conn, db->auth, inst, id, seq, version);
+	return r;
 }
 
 /* One id, on the same connection state_check would use: from the trusted
- * set, else by its bucket; never the full scan (-ENOENT). */
+ * set, else (DB_BRIEF) by its bucket; never the full scan (-ENOENT). */
 int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint64_t *version)
 {
 	struct sq *db = sq_of(h);

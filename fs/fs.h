@@ -22,6 +22,10 @@ struct fs_mount {
 	/* Tests only (hidden option): hold each OPEN this long before serving
 	 * it, so a test can kill a worker with a request inside. */
 	unsigned test_hold_open_ms;
+	/* Tests only (hidden option): hold the reply to each CREATE, OPEN,
+	 * WRITE and FLUSH this long after it was handled, so a test can kill a worker between
+	 * the two. */
+	unsigned test_hold_reply_ms;
 };
 
 /* Mounts and serves until unmounted or signalled. 0 on a clean exit. */

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include <fuse_lowlevel.h>
+#include "fuse_lib.h"
 
 #include "../db/db.h"
 #include "audit.h"

@@ -149,6 +149,7 @@ int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid, pid_t 
 	h->id = id;
 	h->uid = uid;
 	h->opener = opener;
+	h->opened_by = session_request(&(bool){ false });
 	pthread_mutex_lock(&fs->handles_lock);
 	h->next = fs->handles;
 	if (h->next)
@@ -173,6 +174,33 @@ void handle_open_reply(struct fuse_file_info *fi, struct handle *h)
 	fi->keep_cache = 0;
 }
 
+struct handle *handle_resent_open(struct fs *fs)
+{
+	bool resent;
+	uint64_t unique = session_request(&resent);
+	struct handle *found = NULL;
+
+	if (!resent || !unique)
+		return NULL;
+	/* opened_by never changes once the handle is in the list. */
+	pthread_mutex_lock(&fs->handles_lock);
+	for (struct handle *h = fs->handles; h && !found; h = h->next)
+		if (h->opened_by == unique && !h->readonly && h->fh)
+			found = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+	if (found)
+		log_info("secret %lld: a %s the previous worker handled was sent again: "
+			 "answered as then", (long long)found->id, session_request_name());
+	return found;
+}
+
+void handle_open_reply_again(struct fuse_file_info *fi, const struct handle *h)
+{
+	fi->fh = h->fh;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+}
+
 /*
  * Handles across serving processes. The kernel keeps an open file's fh
  * while workers come and go (src/holder.c), so an fh names the worker that
@@ -182,6 +210,9 @@ void handle_open_reply(struct fuse_file_info *fi, struct handle *h)
  * key, is recorded with the holder at every change before the change is
  * acknowledged, and the next worker adopts it. A writer whose record is
  * missing (its value too large to record) fails with EIO, never silently.
+ * The record also names the request that opened the handle and the last
+ * ones that changed it: those the kernel sends again to the next worker
+ * (FUSE_NOTIFY_RESEND) are answered as then, not carried out twice.
  *
  *   bits 63..48 epoch, 47 reader, 46..20 version + 1 (0: unknown), 19..0 slot
  */
@@ -267,13 +298,16 @@ static uint64_t fh_assign(struct handle *h)
 
 static void fh_release(struct handle *h)
 {
+	/* Before the slot is free: the next writer in it has the same fh, and
+	 * the holder must get that one's record after this drop, not before. */
+	if (h->recorded)
+		session_forget(h->fh);
+	h->recorded = false;
 	pthread_mutex_lock(&ht.lock);
 	if (h->slot && h->slot < ht.n && ht.slot[h->slot] == h)
 		ht.slot[h->slot] = NULL;
 	h->slot = 0;
 	pthread_mutex_unlock(&ht.lock);
-	if (h->recorded)
-		session_forget(h->fh);
 }
 
 /* Called with ht.lock held. */
@@ -351,21 +385,58 @@ struct handle *handle_get(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *
 	return h;
 }
 
-static void rec_ad(struct seal_ad *ad, uint64_t fh, const struct handle_rec *hr)
+/* Then the requests that changed the handle (handle_done). A record from a
+ * worker older than that part has none: it is adopted with none. */
+#define REC_DONE_MAGIC 0x31656e6f64736676ULL	/* "vfsdone1" */
+
+struct rec_head {
+	struct handle_rec hr;
+	uint64_t magic;
+	struct handle_done done[HANDLE_DONE];
+	uint32_t done_next, pad;
+	uint64_t opened_by;
+};
+
+bool handle_done_find(const struct handle *h, int *result)
 {
-	seal_ad_digest(ad, &fh, sizeof(fh), hr, sizeof(*hr));
+	bool resent, found = false;
+	uint64_t unique = session_request(&resent);
+
+	for (int i = 0; resent && unique && !found && i < HANDLE_DONE; i++) {
+		if (h->done[i].unique == unique) {
+			*result = h->done[i].result;
+			found = true;
+		}
+	}
+	if (found)
+		log_info("secret %lld: a %s the previous worker handled was sent again: "
+			 "answered as then%s", (long long)h->id, session_request_name(),
+			 h->limbo ? " (the redirect's first close)" : "");
+	return found;
+}
+
+void handle_done_add(struct handle *h, int result)
+{
+	bool resent;
+	uint64_t unique = session_request(&resent);
+
+	if (!unique)
+		return;
+	h->done[h->done_next % HANDLE_DONE] = (struct handle_done){
+		.unique = unique, .result = result,
+	};
+	h->done_next = (h->done_next + 1) % HANDLE_DONE;
+}
+
+static void rec_ad(struct seal_ad *ad, uint64_t fh, const void *head, size_t len)
+{
+	seal_ad_digest(ad, &fh, sizeof(fh), head, len);
 }
 
 /* Called with h->lock held, or before the handle is shared. */
 void handle_record(struct fs *fs, struct handle *h)
 {
-	struct handle_rec hr = {
-		.id = h->id, .version = h->version, .owner = h->owner, .opener = h->opener,
-		.uid = h->uid, .error = h->error, .append = h->append, .dirty = h->dirty,
-		.committed = h->committed, .closed = h->closed, .ref = h->ref,
-		.trunc_pending = h->trunc_pending, .trunc_flushes = h->trunc_flushes,
-		.creating = h->creating,
-	};
+	struct rec_head head;
 	unsigned char *blob = NULL, *rec = NULL;
 	struct seal_ad ad;
 	size_t len = 0;
@@ -374,14 +445,26 @@ void handle_record(struct fs *fs, struct handle *h)
 	(void)fs;
 	if (!session_epoch() || !ht.key || h->readonly || !h->fh)
 		return;
-	rec_ad(&ad, h->fh, &hr);
+	memset(&head, 0, sizeof(head));
+	head.hr = (struct handle_rec){
+		.id = h->id, .version = h->version, .owner = h->owner, .opener = h->opener,
+		.uid = h->uid, .error = h->error, .append = h->append, .dirty = h->dirty,
+		.committed = h->committed, .closed = h->closed, .ref = h->ref,
+		.trunc_pending = h->trunc_pending, .trunc_flushes = h->trunc_flushes,
+		.creating = h->creating,
+	};
+	head.magic = REC_DONE_MAGIC;
+	memcpy(head.done, h->done, sizeof(head.done));
+	head.done_next = h->done_next;
+	head.opened_by = h->opened_by;
+	rec_ad(&ad, h->fh, &head, sizeof(head));
 	if (h->buf)
 		r = seal_seal(&blob, &len, ht.key->data, &ad, h->buf->data, h->buf->len);
-	rec = r == 0 ? malloc(sizeof(hr) + len) : NULL;
+	rec = r == 0 ? malloc(sizeof(head) + len) : NULL;
 	if (rec) {
-		memcpy(rec, &hr, sizeof(hr));
-		memcpy(rec + sizeof(hr), blob, len);
-		r = session_record(h->fh, rec, sizeof(hr) + len);
+		memcpy(rec, &head, sizeof(head));
+		memcpy(rec + sizeof(head), blob, len);
+		r = session_record(h->fh, rec, sizeof(head) + len);
 	}
 	if (r < 0 || !rec) {
 		if (h->recorded)
@@ -400,20 +483,34 @@ void handle_record(struct fs *fs, struct handle *h)
 void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
 {
 	struct fs *fs = ctx;
+	struct rec_head head;
 	struct handle_rec hr;
 	struct handle *h = NULL;
 	struct seal_ad ad;
+	size_t at = sizeof(hr);
 	int r = -EINVAL;
 
 	if (len < sizeof(hr) || !ht.key)
 		goto out;
-	memcpy(&hr, rec, sizeof(hr));
-	rec_ad(&ad, fh, &hr);
+	memset(&head, 0, sizeof(head));
+	if (len > sizeof(head))
+		memcpy(&head, rec, sizeof(head));
+	if (head.magic == REC_DONE_MAGIC) {
+		at = sizeof(head);
+		rec_ad(&ad, fh, &head, sizeof(head));
+	} else {
+		memcpy(&head.hr, rec, sizeof(head.hr));
+		rec_ad(&ad, fh, &head.hr, sizeof(head.hr));
+	}
+	hr = head.hr;
 	r = handle_new(fs, &h, hr.id, hr.uid, hr.opener);
 	if (r == 0)
-		r = seal_open(&h->buf, ht.key->data, &ad, (const unsigned char *)rec + sizeof(hr),
-			      len - sizeof(hr));
+		r = seal_open(&h->buf, ht.key->data, &ad, (const unsigned char *)rec + at,
+			      len - at);
 	if (r == 0) {
+		memcpy(h->done, head.done, sizeof(h->done));
+		h->done_next = head.done_next % HANDLE_DONE;
+		h->opened_by = head.opened_by;
 		h->version = hr.version;
 		h->owner = hr.owner;
 		h->error = hr.error;

@@ -3,7 +3,7 @@
 #define VAULTFS_INVAL_H
 
 #define FUSE_USE_VERSION 314
-#include <fuse_lowlevel.h>
+#include "fuse_lib.h"
 
 int inval_start(struct fuse_session *se);
 void inval_stop(void);

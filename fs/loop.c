@@ -3,7 +3,7 @@
 
 #include <errno.h>
 
-#include <fuse_lowlevel.h>
+#include "fuse_lib.h"
 
 #include "loop.h"
 

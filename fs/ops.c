@@ -257,6 +257,14 @@ static int fs_args(const struct fs_mount *m, struct fuse_args *args)
 	return 0;
 }
 
+static int fuse_loaded(void)
+{
+	if (fuse_lib_load() == 0)
+		return 0;
+	log_err("cannot load libfuse (packages fuse3, libfuse3-3): %s", fuse_lib_error());
+	return -1;
+}
+
 int fs_hold(const struct fs_mount *m, struct fuse_session **out)
 {
 	static const struct fuse_lowlevel_ops none;
@@ -265,6 +273,8 @@ int fs_hold(const struct fs_mount *m, struct fuse_session **out)
 	int r = -1;
 
 	*out = NULL;
+	if (fuse_loaded() < 0)
+		return -1;
 	if (!other_users_allowed())
 		log_warn("not root and no user_allow_other in /etc/fuse.conf: only this user "
 			 "can use the mount");
@@ -294,7 +304,7 @@ static int fs_adopt(struct fs *fs, struct fuse_session *se, const struct fs_moun
 {
 	int dev = -1, r;
 
-	session_test_hold_open(m->test_hold_open_ms);
+	session_test_hold(m->test_hold_open_ms, m->test_hold_reply_ms);
 	r = handle_keys(fs->v);
 	if (r < 0)
 		log_warn("cannot derive the key for open writers' records: a restart loses "
@@ -324,6 +334,8 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	};
 	int r = -1;
 
+	if (fuse_loaded() < 0)
+		return -1;
 	fs_top_ino = m->instance_id > 0 ? instance_ino(m->instance_id) : 0;
 	quota_init(fs.conf);
 	template_set_stat_size(fs.conf->max_value_size);

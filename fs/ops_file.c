@@ -2,6 +2,27 @@
 #include "expiry.h"
 #include "ops_int.h"
 
+/* The dead worker made the key and its handle: the same file, again. */
+static void create_again(fuse_req_t req, struct fs *fs, struct handle *h,
+			 struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct db_secret s;
+	struct stat st;
+	int r = db_secret_get(fs->db, h->id, &s);
+
+	if (r < 0) {
+		handle_free(fs, h);
+		ops_reply_err(req, r);
+		return;
+	}
+	ops_stat_secret(&s, &st);
+	ops_entry_init(fs, &e, &st);
+	handle_open_reply_again(fi, h);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		handle_free(fs, h);
+}
+
 void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		struct fuse_file_info *fi)
 {
@@ -26,6 +47,11 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	}
 	if (!S_ISREG(mode)) {
 		fuse_reply_err(req, EPERM);
+		return;
+	}
+	h = handle_resent_open(fs);
+	if (h) {
+		create_again(req, fs, h, fi);
 		return;
 	}
 	r = db_instance_get(fs->db, ino_id(parent), &in);
@@ -111,6 +137,14 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (acc == O_RDONLY && handle_created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
 		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* A writer the dead worker opened: the same file, again. */
+	h = acc != O_RDONLY ? handle_resent_open(fs) : NULL;
+	if (h) {
+		handle_open_reply_again(fi, h);
+		if (fuse_reply_open(req, fi) != 0)
+			handle_free(fs, h);
 		return;
 	}
 	handle_limbo_wait(fs, ino_id(ino));
@@ -235,6 +269,8 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 		return;
 	}
 	pthread_mutex_lock(&h->lock);
+	if (handle_done_find(h, &r))
+		goto answer;
 	pos = h->append ? h->buf->len : (size_t)off;
 	if (off < 0 || h->error)
 		r = h->error ? -h->error : -EINVAL;
@@ -249,12 +285,16 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 		h->closed = false;
 		handle_trunc_done(fs, h);
 		h->owner = fi->lock_owner;
-		handle_record(fs, h);
 	} else if (!h->error) {
 		h->error = -r;
 		log_warn("secret inode %llu: write refused (%s); the stored value is kept",
 			 (unsigned long long)ino, strerror(-r));
 	}
+	/* A refused write is recorded too: the next worker must not commit
+	 * what came before it. */
+	handle_done_add(h, r);
+	handle_record(fs, h);
+answer:
 	pthread_mutex_unlock(&h->lock);
 	/* libfuse's request buffer is not locked memory: leave nothing there. */
 	secmem_wipe((void *)data, size);
@@ -318,10 +358,12 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 	pthread_mutex_lock(&h->lock);
 	if (!closer_is_writer(h, c))
 		goto out;
+	if (c && handle_done_find(h, &r))
+		goto out;
 	if (c && h->trunc_pending && !h->error && h->trunc_flushes++ == 0) {
 		/* a redirection's first close, or the only one */
 		handle_limbo_set(fs, h, true);
-		goto out;
+		goto done;
 	}
 	if (closing)
 		h->closed = true;
@@ -365,6 +407,9 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 	}
 	if (h->creating)	/* after the commit: others see the value at once */
 		handle_creating_set(fs, h, false);
+done:
+	if (c)
+		handle_done_add(h, r);
 out:
 	handle_record(fs, h);
 	pthread_mutex_unlock(&h->lock);

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <fuse_lowlevel.h>
+#include "fuse_lib.h"
 
 #include "fs.h"
 #include "guard.h"
@@ -49,6 +49,23 @@ struct fs {
 	pthread_cond_t limbo_cond;	/* a handle left limbo */
 };
 
+/* A request that changed a writer's handle, and its answer (0 or -errno).
+ * The kernel sends a request again to the next worker when the worker that
+ * read it dies before answering (FUSE_NOTIFY_RESEND), which may be after it
+ * changed the handle and recorded that with the holder: such a request is
+ * answered as before, never applied twice (a redirect's first close counted
+ * twice commits the empty value; an append, twice, doubles it). WRITEs to a
+ * file come one at a time (the kernel holds its inode lock over a direct
+ * I/O write) and a FLUSH changes a handle only at its writer's close, so
+ * few are ever unanswered at once: the last HANDLE_DONE are kept. */
+#define HANDLE_DONE 4
+
+struct handle_done {
+	uint64_t unique;	/* without the kernel's resend mark */
+	int32_t result;
+	uint32_t pad;
+};
+
 struct handle {
 	pthread_mutex_t lock;
 	int64_t id;
@@ -78,12 +95,19 @@ struct handle {
 	uint64_t read_version;	/* a reader's: the version it holds */
 	bool recorded;		/* the holder keeps a record of it */
 	uint32_t slot;		/* in the table of handles, 0: none */
+	struct handle_done done[HANDLE_DONE];	/* kept with the record */
+	uint32_t done_next;
+	uint64_t opened_by;	/* the OPEN or CREATE that made it, 0: unknown */
 };
 
 /* Handles as the kernel names them, across workers (see below). */
 struct handle *handle_get(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi);
 
 void handle_record(struct fs *fs, struct handle *h);
+/* Under h->lock: whether this request was sent again after the previous
+ * worker applied it (*result: its answer then), and noting one applied. */
+bool handle_done_find(const struct handle *h, int *result);
+void handle_done_add(struct handle *h, int result);
 
 enum kind { K_ROOT, K_INSTANCE, K_SECRET };
 
@@ -157,6 +181,10 @@ void handle_limbo_set(struct fs *fs, struct handle *h, bool on);
 void handle_limbo_wait(struct fs *fs, int64_t id);
 int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid, pid_t opener);
 void handle_open_reply(struct fuse_file_info *fi, struct handle *h);
+void handle_open_reply_again(struct fuse_file_info *fi, const struct handle *h);
+/* A writer's OPEN or CREATE sent again after the previous worker made its
+ * handle (adopted from the record): that handle, to answer with, or NULL. */
+struct handle *handle_resent_open(struct fs *fs);
 void handle_trunc_done(struct fs *fs, struct handle *h);
 void handle_wipe_all(void *ctx);
 

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include <fuse_lowlevel.h>
+#include "fuse_lib.h"
 
 int penalty_start(void);
 /* Answers every request still waiting, and stops. */

@@ -9,6 +9,10 @@
  *  - a later worker asks the kernel (FUSE_NOTIFY_RESEND, Linux 6.9) to queue
  *    again what the previous worker read and never answered; the holder
  *    starts it only once the previous one is gone, so nothing runs twice;
+ *  - a request sent again keeps its unique with the kernel's resend mark;
+ *    the previous worker may have carried it out before it died, so what
+ *    a request changes is recorded with its unique (fs/handle.c) and the
+ *    thread that read a request keeps the unique while it handles it;
  *  - retiring, the worker stops reading, lets the requests it holds finish,
  *    and exits; the next worker adopts the open handles.
  */
@@ -26,14 +30,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <fuse_lowlevel.h>
+#include "fuse_lib.h"
 
 #include "log.h"
 #include "session.h"
 #include "thread.h"
 
-/* Debian 12's linux/fuse.h predates it. */
+/* Debian 12's linux/fuse.h predates them. */
 #define SESS_NOTIFY_RESEND 7
+#define SESS_UNIQUE_RESEND (1ULL << 63)	/* marks a request sent again */
 /* Threads that may block in read(2) of the device at once. */
 #define READERS_MAX 64
 /* Interrupts a read(2) of the device when retiring (no SA_RESTART). */
@@ -66,11 +71,16 @@ static struct {
 };
 
 static __thread bool tls_busy;
-static unsigned test_hold_open_ms;
+/* The request this thread serves: libfuse handles a request in the thread
+ * that read it, and answers it there too (vaultfs replies synchronously). */
+static __thread uint64_t tls_unique;
+static __thread uint32_t tls_opcode;
+static unsigned test_hold_open_ms, test_hold_reply_ms;
 
-void session_test_hold_open(unsigned ms)
+void session_test_hold(unsigned open_ms, unsigned reply_ms)
 {
-	test_hold_open_ms = ms;
+	test_hold_open_ms = open_ms;
+	test_hold_reply_ms = reply_ms;
 }
 
 static int send_msg(int type, const void *a, size_t alen, const void *b, size_t blen)
@@ -164,6 +174,21 @@ int session_wait_go(int ctl_fd, sess_record_fn fn, void *ctx, int *dev_fd)
 	if (r == 0)
 		*dev_fd = fd;
 	return r;
+}
+
+uint64_t session_request(bool *resent)
+{
+	*resent = tls_unique & SESS_UNIQUE_RESEND;
+	return tls_unique & ~SESS_UNIQUE_RESEND;
+}
+
+static const char *held_name(uint32_t opcode);
+
+const char *session_request_name(void)
+{
+	const char *name = held_name(tls_opcode);
+
+	return name ? name : "request";
 }
 
 uint32_t session_epoch(void)
@@ -287,6 +312,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 
 	(void)userdata;
 	request_done();
+	tls_unique = 0;
+	tls_opcode = 0;
 	if (atomic_load(&S.retiring))
 		park();
 	n = 0;
@@ -305,6 +332,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		return -1;
 	}
 	n = read(fd, buf, len);
+	tls_unique = n >= (ssize_t)sizeof(*ih) ? ih->unique : 0;
+	tls_opcode = n >= (ssize_t)sizeof(*ih) ? ih->opcode : 0;
 	/* The kernel ends a connection unmounted while requests were still on
 	 * their way (hundreds of RELEASEs after a mass close) with
 	 * ECONNABORTED; libfuse knows only ENODEV as the end of a mount, and
@@ -329,6 +358,23 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	return n;
 }
 
+/* The requests whose replies --test-hold-reply holds. */
+static const char *held_name(uint32_t opcode)
+{
+	switch (opcode) {
+	case FUSE_CREATE:
+		return "CREATE";
+	case FUSE_OPEN:
+		return "OPEN";
+	case FUSE_WRITE:
+		return "WRITE";
+	case FUSE_FLUSH:
+		return "FLUSH";
+	default:
+		return NULL;
+	}
+}
+
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	const struct fuse_out_header *oh = iov[0].iov_base;
@@ -346,6 +392,12 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		pthread_cond_broadcast(&S.cond);
 		pthread_mutex_unlock(&S.lock);
 		return total;
+	}
+	if (test_hold_reply_ms && iov[0].iov_len >= sizeof(*oh) && oh->unique == tls_unique &&
+	    held_name(tls_opcode)) {
+		log_info("test: holding the reply to %s for %u ms", held_name(tls_opcode),
+			 test_hold_reply_ms);
+		usleep(test_hold_reply_ms * 1000);
 	}
 	return writev(fd, iov, count);
 }

@@ -46,8 +46,16 @@ int session_adopt(struct fuse_session *se, int dev_fd);
 /* After the session is set up: tells the holder this worker serves, and
  * starts the thread that listens for retirement. */
 int session_serving(void (*on_retire)(void *), void *ctx);
-/* Tests only: hold each FUSE_OPEN read this long before serving it. */
-void session_test_hold_open(unsigned ms);
+/* Tests only: hold each FUSE_OPEN read open_ms before serving it, and the
+ * reply to each CREATE, OPEN, WRITE and FLUSH reply_ms after it was handled. */
+void session_test_hold(unsigned open_ms, unsigned reply_ms);
+/* The request this thread serves, as the kernel numbered it (0: unknown).
+ * *resent: the kernel sent it again because the previous worker read it
+ * and died before answering (FUSE_NOTIFY_RESEND), so that worker may have
+ * handled it already. */
+uint64_t session_request(bool *resent);
+/* Its name, for the log: "WRITE", "FLUSH", ... */
+const char *session_request_name(void);
 /* This worker's number (0: not under a holder). */
 uint32_t session_epoch(void);
 /* Handle records kept by the holder for the next worker. No-ops without a

@@ -17,7 +17,7 @@ struct audit_entry;
 
 enum {
 	VAULT_READONLY = 0x1,
-	VAULT_BRIEF = 0x2,	/* a command that writes a few secrets: DB_BRIEF */
+	VAULT_BRIEF = 0x2,	/* a command that reads or writes a few secrets: DB_BRIEF */
 };
 
 /* Creates a new vault file; refuses one that exists. */

@@ -35,6 +35,7 @@ struct mount_opts {
 	int ready_fd;
 	int worker_fd;			/* --worker: the holder's control socket */
 	unsigned test_hold_open_ms;	/* --test-hold-open MS (hidden, tests) */
+	unsigned test_hold_reply_ms;	/* --test-hold-reply MS (hidden, tests) */
 	bool fd_store;			/* --fd-store */
 	const struct vault_conf *conf;
 };
@@ -61,6 +62,9 @@ static int mount_opt(int opt, const char *arg, void *ctx)
 		return 0;
 	case OPT_TEST_HOLD:
 		mo->test_hold_open_ms = (unsigned)atoi(arg);
+		return 0;
+	case OPT_TEST_HOLD_REPLY:
+		mo->test_hold_reply_ms = (unsigned)atoi(arg);
 		return 0;
 	case OPT_WORKER:
 		mo->worker_fd = atoi(arg);
@@ -258,6 +262,7 @@ static int serve(struct cli *c, struct mount_opts *mo, const char *mountpoint)
 		.mountpoint = mountpoint, .fuse_opts = mo->fuse_opts, .debug = mo->debug,
 		.ready = mount_ready, .ready_ctx = mo, .ctl_fd = mo->worker_fd,
 		.test_hold_open_ms = mo->test_hold_open_ms,
+		.test_hold_reply_ms = mo->test_hold_reply_ms,
 	};
 	int r;
 
@@ -371,6 +376,7 @@ int mount_main(int argc, char **argv)
 		{ "instance", required_argument, NULL, OPT_INSTANCE },
 		{ "worker", required_argument, NULL, OPT_WORKER },
 		{ "test-hold-open", required_argument, NULL, OPT_TEST_HOLD },
+		{ "test-hold-reply", required_argument, NULL, OPT_TEST_HOLD_REPLY },
 		{ "fd-store", no_argument, NULL, OPT_FD_STORE },
 		{ 0 },
 	};

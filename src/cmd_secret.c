@@ -39,7 +39,7 @@ int get_main(int argc, char **argv)
 	int i, r, ret = 1;
 
 	i = cli_parse(&c, argc, argv, NULL, extra, version_opt, &version);
-	if (cli_start(&c, CLI_SECRET, argv + i) < 0)
+	if (cli_start(&c, CLI_SECRET | VAULT_BRIEF, argv + i) < 0)
 		goto out;
 	if (version >= 0)
 		r = vault_read_version(c.vault, s->id, (uint64_t)version, &val, NULL);

@@ -244,6 +244,26 @@ def test_commands_start_without_libsystemd():
     assert b"libsystemd" not in linked
     # Nor libpq and its twenty libraries: a PostgreSQL store loads it.
     assert b"libpq" not in linked and b"libkrb5" not in linked
+    # Nor libfuse: a mount loads it (fs/fuse_lib.c).
+    assert b"libfuse3" not in linked
+
+
+def test_mount_without_a_usable_libfuse_says_so(vault_unmounted, tmp_path):
+    """A libfuse3.so.3 that lacks what vaultfs calls: the mount fails at
+    once and names the library and the packages, instead of crashing."""
+    v = vault_unmounted
+    src = tmp_path / "empty.c"
+    src.write_text("int vaultfs_test_nothing;\n")
+    lib = tmp_path / "libfuse3.so.3"
+    r = run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libfuse3.so.3", "-o", str(lib), str(src)])
+    assert r.returncode == 0, r.stderr
+    r = run([VAULTFS_BIN, "mount", "-f"] + v.base_opts() + [v.mnt],
+            env=dict(os.environ, LD_LIBRARY_PATH=str(tmp_path)), timeout=30)
+    err = r.stderr.decode()
+    assert r.returncode != 0
+    assert "cannot load libfuse (packages fuse3, libfuse3-3)" in err, err
+    assert "lacks fuse_" in err, err
+    assert not os.path.ismount(v.mnt)
 
 
 @pytest.fixture

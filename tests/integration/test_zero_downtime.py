@@ -150,6 +150,11 @@ def test_kill9_of_the_worker_fails_no_reader_or_writer(busy_vault):
     finally:
         results = load.finish()
     report(f"{KILLS} kill -9", results, load)
+    # Such a redirect's first close, done twice, emptied the value.
+    again = re.findall(r"a (\w+) the previous worker handled was sent again: "
+                       r"answered as then( \(the redirect's first close\))?", v.log())
+    print(f"requests the kernel sent again that a dead worker had carried out: "
+          f"{sorted(op + (' (limbo)' if limbo else '') for op, limbo in again)}")
     check(results, load)
     assert v.log().count("was killed by signal 9") == KILLS
 
@@ -197,6 +202,112 @@ def test_request_inside_the_dying_worker_completes(vault_factory):
             reader.kill()
     assert reader.returncode == 0, err
     assert out == b"held-value"
+
+
+def test_redirects_first_close_sent_again_after_kill9_empties_nothing(vault_factory):
+    """A shell's `cmd > key` closes its first descriptor (dup2) before cmd
+    writes. The worker is killed after it handled that close and before its
+    answer reached the kernel, so the kernel sends the same close again to
+    the next worker: that must not count as the redirect's second close,
+    which commits the empty value. Readers meanwhile read the old value,
+    never an empty one, and what cmd writes then is stored."""
+    v = vault_factory(mount=False)
+    v.set("app", "K", b"old-value")
+    v.mount(["--test-hold-reply", "1000"])
+    path = v.path("app", "K")
+    held = "holding the reply to FLUSH"
+    writer = subprocess.Popen(["sh", "-c", f"{{ read go; printf %s new-value; }} > '{path}'"],
+                              stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: held in v.log(), 10), v.log()
+        pid = v.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        serving_pid_changed(v, pid)
+        # The next worker has handled the close sent again (and holds its reply).
+        assert wait_for(lambda: v.log().count(held) >= 2, 10), v.log()
+        assert read_file(path) == b"old-value", \
+            "a reader saw an empty value while the redirect's command had yet to write"
+        out, err = writer.communicate(b"go\n", timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert writer.returncode == 0, err
+    assert read_file(path) == b"new-value"
+    assert "killed by signal 9" in v.log()
+    assert "was sent again: answered as then" in v.log()
+
+
+def test_append_sent_again_after_kill9_is_stored_once(vault_factory):
+    """`cmd >> key`: the worker is killed after it appended a write and
+    before its answer reached the kernel, which sends the write again to
+    the next worker: the text is appended once, not twice."""
+    v = vault_factory(mount=False)
+    v.set("app", "K", b"one,")
+    v.mount(["--test-hold-reply", "1000"])
+    path = v.path("app", "K")
+    held = "holding the reply to WRITE"
+    writer = subprocess.Popen(["sh", "-c", f"printf %s two >> '{path}'"],
+                              stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: held in v.log(), 10), v.log()
+        pid = v.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        serving_pid_changed(v, pid)
+        _, err = writer.communicate(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert writer.returncode == 0, err
+    assert read_file(path) == b"one,two"
+    assert "was sent again: answered as then" in v.log()
+
+
+def test_new_key_created_once_across_kill9(busy_vault):
+    """`cmd > newkey` while the worker dies after it created the key and
+    before the kernel had its answer: the kernel sends the create again,
+    and the next worker answers it with the file the dead one made, so the
+    redirect succeeds (not "File exists") and the new key's value shows to
+    everyone once written (not hidden forever as a key still being made)."""
+    v = busy_vault
+    v.unmount()
+    v.mount(["--test-hold-reply", "1000"])
+    path = v.path("app", "NEW")
+    writer = subprocess.Popen(["sh", "-c", f"printf %s fresh > '{path}'"],
+                              stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: "holding the reply to CREATE" in v.log(), 10), v.log()
+        pid = v.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        serving_pid_changed(v, pid)
+        _, err = writer.communicate(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert writer.returncode == 0, err
+    r = run(["cat", path])     # another process
+    assert (r.returncode, r.stdout) == (0, b"fresh"), r.stderr
+    assert "was sent again: answered as then" in v.log()
+
+
+def test_refused_write_still_refused_after_kill9(busy_vault):
+    """A write refused (EFBIG) and then a crash: the next worker knows the
+    file failed, so close() reports it and stores nothing, instead of
+    storing what was written before the refused write."""
+    v = busy_vault
+    old = v.worker_pid()
+    fd = os.open(v.path("app", "K"), os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"first part")
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x", 2 << 20)    # beyond max_value_size (1 MiB)
+        assert e.value.errno == 27  # EFBIG
+        os.kill(old, signal.SIGKILL)
+        serving_pid_changed(v, old)
+    finally:
+        with pytest.raises(OSError) as e:
+            os.close(fd)
+    assert e.value.errno == 27
+    assert read_file(v.path("app", "K")) == b"init"
 
 
 def test_worker_dying_at_once_is_restarted_with_backoff(busy_vault):
