@@ -12,83 +12,57 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rowtag.h"
 #include "sqlite_int.h"
 
-#define CHAIN_KEY "state_chain"
-#define CHAIN_CHUNK (ROWTAG_MSG_MAX - 64)
-
 static const char sql_chain_scan[] =
 	"SELECT i.seq, i.state, s.id, s.version FROM instances i LEFT JOIN secrets s "
 	"ON s.instance_id = i.id WHERE i.id = ?1 ORDER BY s.id";
-static const char sql_chain_done[] = "DELETE FROM meta WHERE key = '" CHAIN_KEY "'";
+static const char sql_chain_done[] = "DELETE FROM meta WHERE key = '" ROWTAG_CHAIN_KEY "'";
 
 struct chain {
-	const struct db_auth *auth;
-	struct rowtag m;
-	unsigned char stored[DB_MAC_LEN];
-	bool first, stored_ok;
+	struct rowtag_chain c;
+	int64_t inst;
+	bool first, ok;
+	struct db_blob stored;
 };
-
-/* Before each pair, as schema 6 did: a long chain goes on from the tag
- * of what it holds so far. */
-static void chain_pair(struct chain *c, uint64_t id, uint64_t version)
-{
-	unsigned char h[DB_MAC_LEN];
-
-	if (c->m.len > CHAIN_CHUNK) {
-		c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, h);
-		rowtag_init(&c->m, "state+");
-		rowtag_bytes(&c->m, h, sizeof(h));
-	}
-	rowtag_u64(&c->m, id);
-	rowtag_u64(&c->m, version);
-}
 
 static int row_chain(struct sq *db, sqlite3_stmt *st, void *arg)
 {
 	struct chain *c = arg;
-	const void *p;
 
 	if (c->first) {
 		c->first = false;
-		p = sqlite3_column_blob(st, 1);
-		c->stored_ok = p && sqlite3_column_bytes(st, 1) == DB_MAC_LEN;
-		if (c->stored_ok)
-			memcpy(c->stored, p, DB_MAC_LEN);
-		rowtag_u64(&c->m, (uint64_t)sqlite3_column_int64(st, 0));
+		rowtag_chain_begin(&c->c, db->auth, c->inst, sqlite3_column_int64(st, 0));
+		c->stored.len = (size_t)sqlite3_column_bytes(st, 1);
+		c->stored.data = malloc(c->stored.len + 1);
+		if (!c->stored.data)
+			return -ENOMEM;
+		memcpy(c->stored.data, sqlite3_column_blob(st, 1), c->stored.len);
 	}
-	if (sqlite3_column_type(st, 2) == SQLITE_NULL)
-		return 0;
-	chain_pair(c, (uint64_t)sqlite3_column_int64(st, 2),
-		   (uint64_t)sqlite3_column_int64(st, 3));
+	if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+		rowtag_chain_add(&c->c, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
 	return 0;
 }
 
 /* 0 if inst's chained state is its rows', -EIO (reported) if not. */
 static int chain_check(struct sq *db, int64_t inst, void *ctx)
 {
-	struct chain c = { .auth = db->auth, .first = true };
-	unsigned char out[DB_MAC_LEN];
-	char what[96];
-	int r;
+	struct chain c = { .inst = inst, .first = true };
+	char what[128];
+	int r = sq_query(db, 0, sql_chain_scan, row_chain, &c, SQ_ARGS(SQ_I(inst)));
 
-	rowtag_init(&c.m, "state");
-	rowtag_u64(&c.m, (uint64_t)inst);
-	r = sq_query(db, 0, sql_chain_scan, row_chain, &c, SQ_ARGS(SQ_I(inst)));
-	if (r < 0 || c.first)
-		return r < 0 ? r : 0;
-	if (c.stored_ok) {
-		db->auth->mac(db->auth->ctx, c.m.buf, c.m.len, out);
-		if (!c.m.overflow && rowtag_equal(out, c.stored, DB_MAC_LEN))
-			return 0;
+	if (r == 0 && !c.first && !rowtag_chain_ok(&c.c, c.stored.data, c.stored.len)) {
+		snprintf(what, sizeof(what), "instances row %lld state (its live secrets' "
+			 "versions, as the previous vaultfs chained them)", (long long)inst);
+		rowtag_failed(db->auth, what, true);
+		r = -EIO;
 	}
-	snprintf(what, sizeof(what), "instances row %lld state (its live secrets' versions, "
-		 "as the previous vaultfs chained them)", (long long)inst);
-	rowtag_failed(db->auth, what, true);
-	return -EIO;
+	free(c.stored.data);
+	return r;
 }
 
 static int chain_remake(struct sq *db, int64_t inst, void *ctx)
@@ -100,7 +74,7 @@ int sq_states_convert(struct db *h, bool readonly)
 {
 	struct sq *db = sq_of(h);
 	struct db_blob mark = { 0 };
-	int r = sq_meta_get(h, CHAIN_KEY, &mark);
+	int r = sq_meta_get(h, ROWTAG_CHAIN_KEY, &mark);
 
 	db_blob_free(&mark);
 	if (r < 0)
