@@ -371,6 +371,11 @@ int db_state_version(struct db *db, int64_t instance_id, int64_t id, int64_t *se
 	return db->ops->state_version(db, instance_id, id, seq, version);
 }
 
+int db_states_convert(struct db *db, bool readonly)
+{
+	return db->ops->states_convert ? db->ops->states_convert(db, readonly) : 0;
+}
+
 int db_audit_floor(struct db *db, int64_t *floor)
 {
 	return db->ops->audit_floor(db, floor);

@@ -257,6 +257,11 @@ int db_state_check(struct db *db, int64_t instance_id, int64_t *seq,
  * can't tell that way (then use db_state_check). */
 int db_state_version(struct db *db, int64_t instance_id, int64_t id, int64_t *seq,
 		     uint64_t *version) WUR;
+/* With the auth set: states an earlier vaultfs made another way, checked
+ * and made again, in one transaction (0 when there are none). -EIO
+ * (reported) if one does not match its rows: nothing changes; -EROFS if
+ * readonly. */
+int db_states_convert(struct db *db, bool readonly) WUR;
 
 /* The highest audit entry the log had reached at the last write to live
  * secrets (checked): -ENOENT if none was recorded, -EIO if it fails. */

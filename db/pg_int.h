@@ -302,6 +302,8 @@ int pg_state_update(struct pgs *s, int64_t inst, const struct db_auth *auth, boo
 int pg_state_scan(struct pgs *s, int64_t inst, int64_t *seq, bool check,
 		  int (*fn)(void *, int64_t, uint64_t), void *ctx);
 int pg_state_touch(struct pgs *s, int64_t inst, bool fresh);
+/* States chained by schema 1, checked and made again (pg_chain.c). */
+int pg_states_convert(struct db *db, bool readonly);
 int pg_floor_update(struct pgs *s, const struct db_auth *auth);
 int pg_floor_read(struct pgs *s, int64_t *floor, bool missing_ok);
 

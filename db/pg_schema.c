@@ -74,6 +74,11 @@ static const char *const migrations[] = {
 	"  ON instances FOR EACH STATEMENT EXECUTE FUNCTION vaultfs_notify();"
 	"CREATE TRIGGER secrets_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE"
 	"  ON secrets FOR EACH STATEMENT EXECUTE FUNCTION vaultfs_notify();",
+	/* Instance states by bucket sums (db/rowtag.h): the chains made
+	 * before are marked, and converted at the first open that may write
+	 * (pg_chain.c). */
+	"INSERT INTO meta (key, value) SELECT 'state_chain', '\\x01'::bytea "
+	"WHERE EXISTS (SELECT 1 FROM instances WHERE length(state) > 0);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -460,6 +460,7 @@ const struct db_store_ops db_pg_ops = {
 	.auth_check_all = pgh_auth_check_all,
 	.instance_seq = pgs_instance_seq,
 	.state_check = pgs_state_check,
+	.states_convert = pg_states_convert,
 	.audit_floor = pgs_audit_floor,
 	.audit_entry_mac = pgs_audit_entry_mac,
 	.backup = pgb_backup,

@@ -209,6 +209,41 @@ void rowtag_state_end(struct rowtag_state *c, unsigned char out[static DB_MAC_LE
 	rowtag_state_tag(c->auth, c->inst, c->seq, &c->sums, out);
 }
 
+#define CHAIN_CHUNK (ROWTAG_MSG_MAX - 64)
+
+void rowtag_chain_begin(struct rowtag_chain *c, const struct db_auth *auth, int64_t inst,
+			int64_t seq)
+{
+	c->auth = auth;
+	rowtag_init(&c->m, "state");
+	rowtag_u64(&c->m, (uint64_t)inst);
+	rowtag_u64(&c->m, (uint64_t)seq);
+}
+
+/* Before each pair: a long chain goes on from the tag of what it holds. */
+void rowtag_chain_add(struct rowtag_chain *c, int64_t id, int64_t version)
+{
+	unsigned char h[DB_MAC_LEN];
+
+	if (c->m.len > CHAIN_CHUNK) {
+		c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, h);
+		rowtag_init(&c->m, "state+");
+		rowtag_bytes(&c->m, h, sizeof(h));
+	}
+	rowtag_u64(&c->m, (uint64_t)id);
+	rowtag_u64(&c->m, (uint64_t)version);
+}
+
+bool rowtag_chain_ok(struct rowtag_chain *c, const void *stored, size_t len)
+{
+	unsigned char out[DB_MAC_LEN];
+
+	if (c->m.overflow)
+		return false;
+	c->auth->mac(c->auth->ctx, c->m.buf, c->m.len, out);
+	return rowtag_equal(out, stored, len);
+}
+
 static void floor_tag(const struct db_auth *auth, int64_t floor,
 		      unsigned char out[static DB_MAC_LEN])
 {

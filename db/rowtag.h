@@ -84,6 +84,22 @@ void rowtag_state_tag(const struct db_auth *auth, int64_t inst, int64_t seq,
 void rowtag_sums_encode(const struct rowtag_sums *sums, unsigned char out[static ROWTAG_SUMS_LEN]);
 void rowtag_sums_decode(const unsigned char in[static ROWTAG_SUMS_LEN], struct rowtag_sums *sums);
 
+/* The state as the previous vaultfs made it (schema 6 of the SQLite
+ * store, 1 of PostgreSQL's): a keyed chain over (instance id, seq) and
+ * every live (id, version) in id order. Only to check it, once, before
+ * the states are made again as sums. */
+struct rowtag_chain {
+	const struct db_auth *auth;
+	struct rowtag m;
+};
+void rowtag_chain_begin(struct rowtag_chain *c, const struct db_auth *auth, int64_t inst,
+			int64_t seq);
+void rowtag_chain_add(struct rowtag_chain *c, int64_t id, int64_t version);
+/* Whether stored (len bytes) is the chain's state. */
+bool rowtag_chain_ok(struct rowtag_chain *c, const void *stored, size_t len);
+/* The meta row that marks a store whose states are still chains. */
+#define ROWTAG_CHAIN_KEY "state_chain"
+
 /* The audit floor as stored in meta: 8 bytes big-endian, then its tag. */
 #define ROWTAG_FLOOR_KEY "audit_floor"
 #define ROWTAG_FLOOR_LEN (8 + DB_MAC_LEN)

@@ -638,6 +638,7 @@ const struct db_store_ops db_sqlite_ops = {
 	.instance_seq = sq_instance_seq,
 	.state_check = sq_state_check,
 	.state_version = sq_state_version,
+	.states_convert = sq_states_convert,
 	.audit_floor = sq_audit_floor,
 	.audit_entry_mac = sq_audit_entry_mac,
 	.backup = sq_backup,

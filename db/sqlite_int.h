@@ -238,6 +238,8 @@ int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN], int64_t id, uint64_t *version);
 int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint64_t *version);
+/* States chained by schema 6, checked and made again as sums (sqlite_chain.c). */
+int sq_states_convert(struct db *h, bool readonly);
 /* Instance state pieces (sqlite_auth.c): the row's seq and state (zeros
  * when it has none yet), storing one. */
 int sq_state_row(struct sq *db, int64_t inst, int64_t *seq, unsigned char state[DB_MAC_LEN]);

@@ -97,9 +97,13 @@ static const char *const migrations[] = {
 	 "ALTER TABLE audit ADD COLUMN first_time INTEGER;"),
 	/* Instance states by bucket (db/rowtag.h): the sums the state tags,
 	 * and the index that finds one bucket's rows, so that one secret is
-	 * checked without reading its whole instance. */
+	 * checked without reading its whole instance. States made before are
+	 * chains: marked, and converted at the first open that may write
+	 * (sqlite_chain.c). */
 	("ALTER TABLE instances ADD COLUMN sums BLOB NOT NULL DEFAULT x'';"
-	 "CREATE INDEX secrets_by_bucket ON secrets (instance_id, id % 64);"),
+	 "CREATE INDEX secrets_by_bucket ON secrets (instance_id, id % 64);"
+	 "INSERT INTO meta (key, value) SELECT 'state_chain', x'01' "
+	 "WHERE EXISTS (SELECT 1 FROM instances WHERE length(state) > 0);"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -118,6 +118,8 @@ struct db_store_ops {
 	int (*instance_seq)(struct db *db, int64_t instance_id, bool latest, int64_t *seq);
 	int (*state_check)(struct db *db, int64_t instance_id, int64_t *seq,
 			   int (*fn)(void *, int64_t id, uint64_t version), void *ctx);
+	/* May be NULL: a store that never kept states another way. */
+	int (*states_convert)(struct db *db, bool readonly);
 	/* May be NULL: then db_state_version is always -ENOENT. */
 	int (*state_version)(struct db *db, int64_t instance_id, int64_t id, int64_t *seq,
 			     uint64_t *version);

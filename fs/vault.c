@@ -466,6 +466,10 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 	if (r == 0 && !v->row_key && (r = row_key_load(v)) < 0)
 		snprintf(err, errlen, "%s: the key of its row tags is missing or does not "
 			 "open (tampered or damaged database)", conf->db);
+	if (r == 0 && (r = db_states_convert(v->db, flags & VAULT_READONLY)) < 0)
+		snprintf(err, errlen, "%s: %s", conf->db, r == -EIO ?
+			 "an instance's state does not match its secrets (tampered or damaged "
+			 "database); nothing was changed" : db_errmsg(v->db));
 	if (r < 0)
 		goto fail;
 	*out = v;

@@ -394,3 +394,50 @@ def test_the_password_from_a_systemd_credential(fleet, tmp_path):
         "without passfile or credential the server must refuse"
     r = a.cli("ls", env=dict(no_passfile, CREDENTIALS_DIRECTORY=str(creds)))
     assert r.returncode == 0, r.stderr.decode()
+
+
+# -- upgrade from the release whose states were chains ----------------------------
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+
+
+def load_schema1_fixture(f):
+    """The vault the vaultfs before instance states by bucket made on
+    PostgreSQL (schema 1, chained states; pg_dump of it): app/API_KEY (2
+    versions), app/K1..K70, billing/TOKEN. Loaded by the vault's role."""
+    c = f.cluster
+    r = run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", c.primary.sockdir,
+             "-p", str(c.primary.port), "-U", pgserver.VAULT_ROLE, "-d", pgserver.VAULT_DB,
+             "-f", os.path.join(FIXTURES, "pg-schema1.sql")])
+    assert r.returncode == 0, r.stderr.decode()
+    h = Host(c, "old", key=os.path.join(FIXTURES, "pg-schema1.key"))
+    f.hosts.append(h)
+    return h
+
+
+def test_chained_states_on_postgresql_are_checked_then_converted(fleet):
+    f = fleet()
+    h = load_schema1_fixture(f)
+    assert f.cluster.vault_sql("SELECT version FROM vaultfs_schema").strip() == "1"
+    assert h.get("app", "API_KEY") == b"sk-two"
+    assert f.cluster.vault_sql("SELECT version FROM vaultfs_schema").strip() == "2"
+    assert f.cluster.vault_sql("SELECT count(*) FROM meta WHERE key = 'state_chain'").strip() \
+        == "0"
+    assert h.get("app", "K70") == b"v70"
+    h.mount()
+    sh_write(h.path("app", "API_KEY"), "sk-three")
+    assert read_file(h.path("app", "API_KEY")) == b"sk-three"
+
+
+def test_chained_state_on_postgresql_that_does_not_match_is_refused(fleet):
+    """A row put back before the upgrade: nothing is converted, the user is
+    told, and the mark stays."""
+    f = fleet()
+    h = load_schema1_fixture(f)
+    f.cluster.vault_sql("UPDATE secrets SET version = 1 WHERE name = 'API_KEY'")
+    r = h.cli("get", "app", "K1")
+    err = r.stderr.decode()
+    assert r.returncode == 1 and r.stdout == b"", err
+    assert "does not match its secrets" in err and "nothing was changed" in err, err
+    assert f.cluster.vault_sql("SELECT count(*) FROM meta WHERE key = 'state_chain'").strip() \
+        == "1"

@@ -395,6 +395,60 @@ def test_upgraded_vault_is_not_tagged_again(vault_factory):
     assert r.returncode == 1 and "fails authentication" in r.stderr.decode()
 
 
+# -- upgrade from the release whose states were chains ----------------------------
+
+def fixture6_vault(vault_factory):
+    """A vault made by the vaultfs before instance states by bucket (schema
+    6: each state a keyed chain over every live secret): app/API_KEY (2
+    versions), app/K1..K70, billing/TOKEN and billing/OLD (deleted)."""
+    v = vault_factory(mount=False)
+    for p in v.db_files():
+        if os.path.exists(p):
+            os.unlink(p)
+    shutil.copy(os.path.join(FIXTURES, "vault-schema6.db"), v.db)
+    shutil.copy(os.path.join(FIXTURES, "vault-schema6.key"), v.key)
+    os.chmod(v.db, 0o600)
+    os.chmod(v.key, 0o600)
+    return v
+
+
+def test_chained_states_are_checked_then_converted(vault_factory):
+    """The first command that may write checks every chained state and
+    makes the bucket sums' state."""
+    v = fixture6_vault(vault_factory)
+    assert sql_one(v.db, "PRAGMA user_version")[0] == 6
+    assert v.get("app", "API_KEY") == b"sk-two"
+    assert sql_one(v.db, "PRAGMA user_version")[0] == 7
+    assert sql_one(v.db, "SELECT count(*) FROM meta WHERE key = 'state_chain'")[0] == 0
+    assert sql_one(v.db, "SELECT count(*) FROM instances WHERE length(sums) != 1024")[0] == 0
+    assert v.get("app", "K70") == b"v70"
+    assert v.get("billing", "TOKEN") == b"tok"
+    r = v.cli("audit", "--verify")
+    assert r.returncode == 0, r.stdout
+    v.mount()
+    assert read_as_root(v.path("app", "API_KEY")) == b"sk-two"
+    r = subprocess.run(["sh", "-c", f"printf sk-three > {v.path('app', 'API_KEY')}"])
+    assert r.returncode == 0
+    assert read_as_root(v.path("app", "API_KEY")) == b"sk-three"
+
+
+def test_chained_state_that_does_not_match_is_refused_not_converted(vault_factory):
+    """A row put back before the upgrade (API_KEY's first version number):
+    its chain does not match, so nothing is converted or laundered, and the
+    user is told."""
+    v = fixture6_vault(vault_factory)
+    sql(v.db, "UPDATE secrets SET version = 1 WHERE name = 'API_KEY'")
+    r = v.cli("get", "app", "K1")
+    err = r.stderr.decode()
+    assert r.returncode == 1 and r.stdout == b"", err
+    assert "does not match its secrets" in err and "nothing was changed" in err, err
+    assert sql_one(v.db, "SELECT count(*) FROM meta WHERE key = 'state_chain'")[0] == 1
+    assert sql_one(v.db, "SELECT count(*) FROM instances WHERE length(sums) > 0")[0] == 0
+    # A read-only command (doctor) says what the vault needs.
+    r = v.cli("doctor")
+    assert "open it once for writing" in (r.stdout + r.stderr).decode(), r
+
+
 # -- anti-rollback ---------------------------------------------------------------
 
 def saved_row(path, table, where):

@@ -1,0 +1,159 @@
+/*
+ * The instance state's buckets (rowtag.h), in the SQLite store: the sums
+ * kept beside the state, one bucket's sum, and one secret checked by its
+ * bucket alone. Rules this file keeps:
+ *  - stored sums count only if the state tags them; a bucket only if its
+ *    rows add up to its sum: anything else is -ENOENT, and the caller's
+ *    full check decides and reports;
+ *  - the bucket and the instance row are read in one statement: one
+ *    snapshot.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "rowtag.h"
+#include "sqlite_int.h"
+
+/* One bucket of the set with the instance row, in one statement (one
+ * snapshot); secrets_by_bucket (id % 64) finds the bucket's rows. */
+_Static_assert(ROWTAG_BUCKETS == 64, "the SQL and the index say id % 64");
+static const char sql_state_bucket[] =
+	"SELECT i.seq, i.state, i.sums, s.id, s.version FROM instances i LEFT JOIN secrets s "
+	"ON s.instance_id = i.id AND s.id % 64 = ?2 WHERE i.id = ?1";
+
+struct bucket {
+	const struct db_auth *auth;
+	int64_t id, *seq;
+	uint64_t *version;
+	struct rowtag_sum sum;		/* of the bucket's rows */
+	struct rowtag_sums sums;	/* as stored */
+	unsigned char state[DB_MAC_LEN];
+	bool first, stored_ok, found;
+};
+
+static int row_bucket(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct bucket *b = arg;
+	int64_t id;
+
+	if (b->first) {
+		const void *state = sqlite3_column_blob(st, 1), *sums = sqlite3_column_blob(st, 2);
+
+		b->first = false;
+		*b->seq = sqlite3_column_int64(st, 0);
+		b->stored_ok = state && sqlite3_column_bytes(st, 1) == DB_MAC_LEN && sums &&
+			       sqlite3_column_bytes(st, 2) == ROWTAG_SUMS_LEN;
+		if (b->stored_ok) {
+			memcpy(b->state, state, DB_MAC_LEN);
+			rowtag_sums_decode(sums, &b->sums);
+		}
+	}
+	if (sqlite3_column_type(st, 3) == SQLITE_NULL)
+		return 0;
+	id = sqlite3_column_int64(st, 3);
+	rowtag_sum_put(b->auth, &b->sum, id, (uint64_t)sqlite3_column_int64(st, 4), false);
+	if (id == b->id) {
+		b->found = true;
+		*b->version = (uint64_t)sqlite3_column_int64(st, 4);
+	}
+	return 0;
+}
+
+/* One secret checked by its bucket alone: the stored sums must be the ones
+ * the state tags, and its bucket's rows must add up to its sum. Anything
+ * else is -ENOENT: the full check then decides, and reports. */
+static int version_bucket(struct sq *conn, const struct db_auth *auth, int64_t inst, int64_t id,
+			  int64_t *seq, uint64_t *version)
+{
+	struct bucket b = { .auth = auth, .id = id, .seq = seq, .version = version,
+			    .first = true };
+	const struct rowtag_sum *want = &b.sums.b[rowtag_bucket(id)];
+	unsigned char tag[DB_MAC_LEN];
+	int r = sq_query(conn, 0, sql_state_bucket, row_bucket, &b,
+			 SQ_ARGS(SQ_I(inst), SQ_I(rowtag_bucket(id))));
+
+	if (r < 0 || b.first || !b.stored_ok)
+		return r < 0 ? r : -ENOENT;
+	rowtag_state_tag(auth, inst, *seq, &b.sums, tag);
+	if (!rowtag_equal(tag, b.state, DB_MAC_LEN) || b.sum.lo != want->lo ||
+	    b.sum.hi != want->hi)
+		return -ENOENT;
+	return b.found;
+}
+
+static int version_known(struct sq *db, struct sq *conn, int64_t inst, int64_t id,
+			 int64_t *seq, uint64_t *version)
+{
+	unsigned char state[DB_MAC_LEN];
+	int r;
+
+	if (!db->auth)
+		return -ENOENT;
+	r = db->states ? sq_state_row(conn, inst, seq, state) : -ENOENT;
+	if (r == 0)
+		r = sq_states_find(db, inst, *seq, state, id, version);
+	/* A long-running process checks the whole set once per seq and keeps
+	 * it (fs/vault_read.c), cheaper than a bucket at every open. */
+	if (r == -ENOENT && (db->flags & DB_BRIEF))
+		r = version_bucket(conn, db->auth, inst, id, seq, version);
+	return r;
+}
+
+/* One id, on the same connection state_check would use: from the trusted
+ * set, else (DB_BRIEF) by its bucket; never the full scan (-ENOENT). */
+int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint64_t *version)
+{
+	struct sq *db = sq_of(h);
+	struct sq *rd = sq_reader_take(db);
+	int r;
+
+	if (rd) {
+		r = version_known(db, rd, inst, id, seq, version);
+		sq_reader_give(db, rd);
+		return r;
+	}
+	if (sq_in_own_txn(db))
+		return -ENOENT;
+	return version_known(db, db, inst, id, seq, version);
+}
+
+static int row_sums(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	const void *p = sqlite3_column_blob(st, 0);
+
+	if (!p || sqlite3_column_bytes(st, 0) != ROWTAG_SUMS_LEN)
+		return -ENOENT;
+	rowtag_sums_decode(p, arg);
+	return 0;
+}
+
+int sq_state_sums(struct sq *db, int64_t inst, struct rowtag_sums *sums)
+{
+	static const char sql[] = "SELECT sums FROM instances WHERE id = ?1";
+
+	return sq_query(db, SQ_ONE, sql, row_sums, sums, SQ_ARGS(SQ_I(inst)));
+}
+
+struct bucket_sum {
+	const struct db_auth *auth;
+	struct rowtag_sum *sum;
+};
+
+static int row_bucket_sum(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct bucket_sum *b = arg;
+
+	rowtag_sum_put(b->auth, b->sum, sqlite3_column_int64(st, 0),
+		       (uint64_t)sqlite3_column_int64(st, 1), false);
+	return 0;
+}
+
+int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sum *sum)
+{
+	static const char sql[] =
+		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND id % 64 = ?2";
+	struct bucket_sum b = { db->auth, sum };
+
+	*sum = (struct rowtag_sum){ 0 };
+	return sq_query(db, 0, sql, row_bucket_sum, &b, SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
+}
