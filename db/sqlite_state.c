@@ -371,7 +371,7 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 	struct sq_states *c = db->states;
 	struct state_set *s;
 	uint64_t version = 0;
-	bool agree = false, partial = false;
+	bool agree = false, partial, known;
 	int r;
 
 	if (!c)
@@ -384,19 +384,20 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 		return r;
 	pthread_mutex_lock(&c->lock);
 	s = *slot(&c->sets, inst);
-	if (s && !s->partial) {
+	known = s != NULL;
+	partial = s && s->partial;
+	if (s && !partial) {
 		size_t i = find(s, id);
 		bool in_set = i < s->n && s->ids[i] == id;
 
 		agree = in_set == (r == 1) && (!in_set || s->vers[i] == version);
 		if (!agree)
-			trust(c, inst, NULL);
+			trust(c, inst, NULL);	/* frees s */
 	}
-	partial = s && s->partial;
 	pthread_mutex_unlock(&c->lock);
 	if (partial)
 		return check_bucket(db, c, inst, id, r == 1, version);
-	return agree || !s ? 0 : sq_state_verify(db, inst);
+	return agree || !known ? 0 : sq_state_verify(db, inst);
 }
 
 int sq_states_note(struct sq *db, int64_t inst, int64_t id)
