@@ -371,7 +371,7 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 	struct sq_states *c = db->states;
 	struct state_set *s;
 	uint64_t version = 0;
-	bool agree = false, partial = false;
+	bool agree = false, partial, known;
 	int r;
 
 	if (!c)
@@ -384,19 +384,20 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id)
 		return r;
 	pthread_mutex_lock(&c->lock);
 	s = *slot(&c->sets, inst);
-	if (s && !s->partial) {
+	known = s != NULL;
+	partial = s && s->partial;
+	if (s && !partial) {
 		size_t i = find(s, id);
 		bool in_set = i < s->n && s->ids[i] == id;
 
 		agree = in_set == (r == 1) && (!in_set || s->vers[i] == version);
 		if (!agree)
-			trust(c, inst, NULL);
+			trust(c, inst, NULL);	/* frees s */
 	}
-	partial = s && s->partial;
 	pthread_mutex_unlock(&c->lock);
 	if (partial)
 		return check_bucket(db, c, inst, id, r == 1, version);
-	return agree || !s ? 0 : sq_state_verify(db, inst);
+	return agree || !known ? 0 : sq_state_verify(db, inst);
 }
 
 int sq_states_note(struct sq *db, int64_t inst, int64_t id)
@@ -527,6 +528,17 @@ void sq_states_end(struct sq *db, bool committed)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* inst's trusted (full) set if it is the state (seq, state): NULL if not.
+ * Lock held. */
+static const struct state_set *trusted_at(struct sq_states *c, int64_t inst, int64_t seq,
+					  const unsigned char state[DB_MAC_LEN])
+{
+	const struct state_set *s = *slot(&c->sets, inst);
+
+	return s && !s->partial && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN) ?
+	       s : NULL;
+}
+
 /* For a reader whose snapshot shows (seq, state): fn for each (id,
  * version) of the trusted set, 0; or -ENOENT when there is none. */
 int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
@@ -534,14 +546,14 @@ int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 		    int (*fn)(void *, int64_t id, uint64_t version), void *ctx)
 {
 	struct sq_states *c = db->states;
-	struct state_set *s;
+	const struct state_set *s;
 	int r = -ENOENT;
 
 	if (!c)
 		return r;
 	pthread_mutex_lock(&c->lock);
-	s = *slot(&c->sets, inst);
-	if (s && !s->partial && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
+	s = trusted_at(c, inst, seq, state);
+	if (s) {
 		r = 0;
 		for (size_t i = 0; r == 0 && fn && i < s->n; i++)
 			r = fn(ctx, s->ids[i], s->vers[i]);
@@ -557,14 +569,14 @@ int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN], int64_t id, uint64_t *version)
 {
 	struct sq_states *c = db->states;
-	struct state_set *s;
+	const struct state_set *s;
 	int r = -ENOENT;
 
 	if (!c)
 		return r;
 	pthread_mutex_lock(&c->lock);
-	s = *slot(&c->sets, inst);
-	if (s && !s->partial && s->seq == seq && !memcmp(s->state, state, DB_MAC_LEN)) {
+	s = trusted_at(c, inst, seq, state);
+	if (s) {
 		size_t i = find(s, id);
 
 		r = i < s->n && s->ids[i] == id;

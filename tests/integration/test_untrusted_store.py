@@ -352,12 +352,17 @@ def fixture_vault(vault_factory):
     """The fixture made by vaultfs 0.1.0 (before row tags) in a fresh vault's
     place: app/API_KEY (3 versions, description, type), billing/TOKEN and
     billing/OLD (deleted)."""
+    return vault_from_fixture(vault_factory, "vault-0.1.0")
+
+
+def vault_from_fixture(vault_factory, name):
+    """A fresh vault's place taken by tests/fixtures/NAME.db and NAME.key."""
     v = vault_factory(mount=False)
     for p in v.db_files():
         if os.path.exists(p):
             os.unlink(p)
-    shutil.copy(os.path.join(FIXTURES, "vault-0.1.0.db"), v.db)
-    shutil.copy(os.path.join(FIXTURES, "vault-0.1.0.key"), v.key)
+    shutil.copy(os.path.join(FIXTURES, name + ".db"), v.db)
+    shutil.copy(os.path.join(FIXTURES, name + ".key"), v.key)
     os.chmod(v.db, 0o600)
     os.chmod(v.key, 0o600)
     return v
@@ -401,15 +406,7 @@ def fixture6_vault(vault_factory):
     """A vault made by the vaultfs before instance states by bucket (schema
     6: each state a keyed chain over every live secret): app/API_KEY (2
     versions), app/K1..K70, billing/TOKEN and billing/OLD (deleted)."""
-    v = vault_factory(mount=False)
-    for p in v.db_files():
-        if os.path.exists(p):
-            os.unlink(p)
-    shutil.copy(os.path.join(FIXTURES, "vault-schema6.db"), v.db)
-    shutil.copy(os.path.join(FIXTURES, "vault-schema6.key"), v.key)
-    os.chmod(v.db, 0o600)
-    os.chmod(v.key, 0o600)
-    return v
+    return vault_from_fixture(vault_factory, "vault-schema6")
 
 
 def test_chained_states_are_checked_then_converted(vault_factory):
