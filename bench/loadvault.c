@@ -15,6 +15,7 @@
 
 #include "../crypto/key.h"
 #include "../crypto/secmem.h"
+#include "../fs/policy.h"
 #include "../fs/vault.h"
 
 #define BATCH 10000

@@ -75,7 +75,7 @@ void pgq_int(struct pgq *q, int64_t v)
 void pgq_text(struct pgq *q, const char *s)
 {
 	q->v[q->n] = s;
-	q->len[q->n] = (int)strlen(s);
+	q->len[q->n] = s ? (int)strlen(s) : 0;
 	q->fmt[q->n] = 1;
 	q->type[q->n] = 25;	/* text */
 	q->n++;
@@ -524,6 +524,18 @@ int pg_run(struct pgs *s, const char *sql, const struct pgq *q, PGresult **out)
 	    PQstatus(s->conn) != CONNECTION_OK)
 		r = run_once(s, sql, q, out);
 	pg_unlock(s);
+	return r;
+}
+
+int pg_each(struct pgs *s, const char *sql, const struct pgq *q,
+	    int (*fn)(struct pgs *, const PGresult *, int, void *), void *ctx)
+{
+	PGresult *res;
+	int r = pg_run(s, sql, q, &res);
+
+	for (int i = 0; r == 0 && i < PQntuples(res); i++)
+		r = fn(s, res, i, ctx);
+	PQclear(res);
 	return r;
 }
 

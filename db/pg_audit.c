@@ -121,18 +121,6 @@ int pga_delete_upto(struct db *db, int64_t seq)
 	return pg_change(P(db), "DELETE FROM audit WHERE seq <= $1", &q, -1);
 }
 
-static void pgq_opt_text(struct pgq *q, const char *s)
-{
-	if (s) {
-		pgq_text(q, s);
-		return;
-	}
-	q->v[q->n] = NULL;
-	q->len[q->n] = 0;
-	q->fmt[q->n] = 1;
-	q->type[q->n++] = 25;
-}
-
 int pga_each(struct db *db, const struct db_audit_filter *f,
 	     int (*fn)(void *, const struct db_audit_row *), void *ctx)
 {
@@ -141,8 +129,8 @@ int pga_each(struct db *db, const struct db_audit_filter *f,
 	PGresult *res;
 	int r;
 
-	pgq_opt_text(&q, f ? f->instance : NULL);
-	pgq_opt_text(&q, f ? f->key : NULL);
+	pgq_text(&q, f ? f->instance : NULL);
+	pgq_text(&q, f ? f->key : NULL);
 	pgq_int(&q, f ? f->since_ns : INT64_MIN);
 	r = pg_run(P(db), "SELECT " ROW_COLS " FROM audit WHERE ($1::text IS NULL OR "
 		   "instance = $1) AND ($2::text IS NULL OR key = $2) AND time >= $3 "

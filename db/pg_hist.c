@@ -1,14 +1,12 @@
 /*
- * The PostgreSQL store's old versions, trash, attributes, and the passes
- * over every tagged row (upgrade, rekey, check). Rules this file keeps:
+ * The PostgreSQL store's old versions and attributes, a secret's adoption
+ * of another's history, and the passes over every tagged row (upgrade,
+ * rekey, check). Rules this file keeps:
  *  - every row copied or moved is read in the transaction, its tag checked
  *    here, and the copy tagged here for its new table (pg_tag.c), since the
  *    server can't; blobs are copied by the server, row to row;
  *  - what changes which secrets are live runs in a transaction that remakes
- *    the instance's state at commit (pg_state_touch);
- *  - a purge deletes the rows; what the server keeps of them afterwards
- *    (dead tuples until vacuum, WAL, base backups) is the operator's to
- *    expire, as the README's "Many hosts" says.
+ *    the instance's state at commit (pgh_touch_secret, pg_state_touch).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,24 +18,6 @@
 static struct pgs *P(struct db *db)
 {
 	return (struct pgs *)db;
-}
-
-static const struct db_auth *wauth(struct pgs *s)
-{
-	return s->auth_next ? s->auth_next : s->auth;
-}
-
-static int begin(struct pgs *s)
-{
-	return db_pg_ops.begin(&s->base, false);
-}
-
-static int end(struct pgs *s, int r)
-{
-	if (r == 0)
-		return db_pg_ops.commit(&s->base);
-	db_pg_ops.rollback(&s->base);
-	return r;
 }
 
 static int instance_of(struct pgs *s, int64_t secret_id, bool trash, int64_t *inst)
@@ -60,29 +40,14 @@ static int instance_of(struct pgs *s, int64_t secret_id, bool trash, int64_t *in
 	return r;
 }
 
-static int touch_secret(struct pgs *s, int64_t secret_id, bool trash)
+/* Marks the instance of a live (or trashed) secret for a new state at
+ * commit. */
+int pgh_touch_secret(struct pgs *s, int64_t secret_id, bool trash)
 {
 	int64_t inst = 0;
 	int r = instance_of(s, secret_id, trash, &inst);
 
 	return r < 0 ? r : pg_state_touch(s, inst, false);
-}
-
-/* The live row, FOR UPDATE, checked. */
-static int secret_locked(struct pgs *s, int64_t id, struct db_secret *m)
-{
-	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
-
-	pgq_int(&q, id);
-	r = pg_run(s, "SELECT id, instance_id, name, uid, gid, mode, version, size, flags, ctime, "
-		   "mtime, chtime, updated_by, mac FROM secrets WHERE id = $1 FOR UPDATE", &q, &res);
-	if (r < 0)
-		return r;
-	r = PQntuples(res) ? pgs_row_secret(s, res, 0, m) : -ENOENT;
-	PQclear(res);
-	return r;
 }
 
 /* -- versions ------------------------------------------------------------------------- */
@@ -100,10 +65,10 @@ static int archive_now(struct pgs *s, int64_t id, bool with_v0, unsigned keep)
 	unsigned char mac[DB_MAC_LEN];
 	struct db_secret m;
 	struct pgq q = { 0 };
-	int r = secret_locked(s, id, &m);
+	int r = pgr_secret_locked(s, id, false, &m);
 
 	if (r == 0 && (m.version > 0 || with_v0)) {
-		r = version_tag(wauth(s), m.id, (int64_t)m.version, (int64_t)m.size, m.flags, mac);
+		r = version_tag(pg_write_auth(s), m.id, (int64_t)m.version, (int64_t)m.size, m.flags, mac);
 		pgq_int(&q, id);
 		pgq_blob(&q, mac, sizeof(mac));
 		if (r == 0)
@@ -129,9 +94,9 @@ static int archive_now(struct pgs *s, int64_t id, bool with_v0, unsigned keep)
 int pgh_version_archive(struct db *db, int64_t secret_id, bool with_v0, unsigned keep)
 {
 	struct pgs *s = P(db);
-	int r = begin(s);
+	int r = pgs_own_begin(s);
 
-	return r < 0 ? r : end(s, archive_now(s, secret_id, with_v0, keep));
+	return r < 0 ? r : pgs_own_end(s, archive_now(s, secret_id, with_v0, keep));
 }
 
 static int row_version(struct pgs *s, const PGresult *res, int row, struct db_version *v)
@@ -178,25 +143,17 @@ int pgh_version_get(struct db *db, int64_t secret_id, uint64_t version,
 	return r;
 }
 
+PG_EACH_ROW(visit_version, struct db_version, row_version)
+
 int pgh_version_each(struct db *db, int64_t secret_id,
 			    int (*fn)(void *, const struct db_version *), void *ctx)
 {
-	struct pgs *s = P(db);
-	struct db_version v;
+	struct pg_each e = { (void *)fn, ctx };
 	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
 
 	pgq_int(&q, secret_id);
-	r = pg_run(s, "SELECT " VERSION_COLS " FROM versions WHERE secret_id = $1 "
-		   "ORDER BY version DESC", &q, &res);
-	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-		r = row_version(s, res, i, &v);
-		if (r == 0)
-			r = fn(ctx, &v);
-	}
-	PQclear(res);
-	return r;
+	return pg_each(P(db), "SELECT " VERSION_COLS " FROM versions WHERE secret_id = $1 "
+		       "ORDER BY version DESC", &q, visit_version, &e);
 }
 
 int pgh_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,
@@ -228,7 +185,7 @@ static int adopt_versions(struct pgs *s, int64_t id, int64_t from)
 	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
 		r = row_version(s, res, i, &v);
 		if (r == 0)
-			r = version_tag(wauth(s), id, (int64_t)v.version, (int64_t)v.size, v.flags,
+			r = version_tag(pg_write_auth(s), id, (int64_t)v.version, (int64_t)v.size, v.flags,
 					mac);
 		if (r == 0) {
 			q.n = 0;
@@ -279,7 +236,7 @@ static int adopt_attrs(struct pgs *s, int64_t id, int64_t from)
 	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
 		r = row_attr(s, res, i, name);
 		if (r == 0)
-			r = attr_tag(wauth(s), id, name, PQgetvalue(res, i, 2),
+			r = attr_tag(pg_write_auth(s), id, name, PQgetvalue(res, i, 2),
 				     (size_t)PQgetlength(res, i, 2), mac);
 		if (r == 0) {
 			q.n = 0;
@@ -325,291 +282,16 @@ static int adopt_now(struct pgs *s, int64_t id, int64_t from)
 int pgh_secret_adopt(struct db *db, int64_t id, int64_t from_id)
 {
 	struct pgs *s = P(db);
-	int r = begin(s);
+	int r = pgs_own_begin(s);
 
 	if (r < 0)
 		return r;
-	r = touch_secret(s, id, false);
+	r = pgh_touch_secret(s, id, false);
 	if (r == 0)
-		r = touch_secret(s, from_id, false);
+		r = pgh_touch_secret(s, from_id, false);
 	if (r == 0)
 		r = adopt_now(s, id, from_id);
-	return end(s, r);
-}
-
-/* -- trash ------------------------------------------------------------------------------- */
-
-static int trash_tag(const struct db_auth *auth, const struct db_trash *t,
-		     unsigned char out[DB_MAC_LEN])
-{
-	struct pg_tagf f[] = { TI(t->secret_id), TI(t->instance_id), TT(t->name), TI(t->uid),
-			       TI(t->gid), TI(t->mode) };
-
-	return pg_tag_make(auth, "trash", f, 6, out);
-}
-
-static int trash_put_now(struct pgs *s, int64_t id, int64_t now_ns, uid_t by)
-{
-	unsigned char mac[DB_MAC_LEN];
-	struct db_secret m;
-	struct db_trash t = { 0 };
-	struct pgq q = { 0 };
-	int r = secret_locked(s, id, &m);
-
-	if (r < 0)
-		return r;
-	t.secret_id = m.id;
-	t.instance_id = m.instance_id;
-	memcpy(t.name, m.name, sizeof(t.name));
-	t.uid = m.uid;
-	t.gid = m.gid;
-	t.mode = m.mode;
-	r = trash_tag(wauth(s), &t, mac);
-	pgq_int(&q, id);
-	pgq_int(&q, now_ns);
-	pgq_int(&q, by);
-	pgq_blob(&q, mac, sizeof(mac));
-	if (r == 0)
-		r = pg_change(s, "INSERT INTO trash (secret_id, instance_id, name, uid, gid, mode, "
-			      "ctime, deleted, deleted_by, mac) SELECT id, instance_id, name, uid, "
-			      "gid, mode, ctime, $2, $3, $4 FROM secrets WHERE id = $1", &q, 1);
-	if (r == 0) {
-		q.n = 1;
-		r = pg_change(s, "DELETE FROM secrets WHERE id = $1", &q, 1);
-	}
-	return r;
-}
-
-int pgh_trash_put(struct db *db, const struct db_secret *m, int64_t now_ns, uid_t by)
-{
-	struct pgs *s = P(db);
-	int r = begin(s);
-
-	if (r < 0)
-		return r;
-	r = touch_secret(s, m->id, false);
-	if (r == 0)
-		r = trash_put_now(s, m->id, now_ns, by);
-	return end(s, r);
-}
-
-#define TRASH_COLS "t.secret_id, t.instance_id, t.name, t.uid, t.gid, t.mode, t.ctime, " \
-		   "t.deleted, t.deleted_by, " \
-		   "coalesce((SELECT max(version) FROM versions v WHERE v.secret_id = t.secret_id), 0), " \
-		   "coalesce((SELECT size FROM versions v WHERE v.secret_id = t.secret_id " \
-		   "ORDER BY version DESC LIMIT 1), 0), t.mac"
-
-static int row_trash(struct pgs *s, const PGresult *res, int row, struct db_trash *t)
-{
-	char what[48];
-
-	t->secret_id = pg_int(res, row, 0);
-	t->instance_id = pg_int(res, row, 1);
-	pg_name(res, row, 2, t->name);
-	t->uid = (uid_t)pg_int(res, row, 3);
-	t->gid = (gid_t)pg_int(res, row, 4);
-	t->mode = (mode_t)pg_int(res, row, 5) & 07777;
-	t->ctime_ns = pg_int(res, row, 6);
-	t->deleted_ns = pg_int(res, row, 7);
-	t->deleted_by = (uid_t)pg_int(res, row, 8);
-	t->version = (uint64_t)pg_int(res, row, 9);
-	t->size = (uint64_t)pg_int(res, row, 10);
-	snprintf(what, sizeof(what), "trash row %lld", (long long)t->secret_id);
-	struct pg_tagf f[] = { TI(t->secret_id), TI(t->instance_id), TT(t->name),
-			       TI(pg_int(res, row, 3)), TI(pg_int(res, row, 4)),
-			       TI(pg_int(res, row, 5)) };
-
-	return pg_tag_check(s, "trash", f, 6, res, row, 11, what);
-}
-
-int pgh_trash_find(struct db *db, int64_t instance_id, const char *name,
-			  int64_t since_ns, struct db_trash *out)
-{
-	struct pgs *s = P(db);
-	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
-
-	pgq_int(&q, instance_id);
-	pgq_text(&q, name);
-	pgq_int(&q, since_ns);
-	r = pg_run(s, "SELECT " TRASH_COLS " FROM trash t WHERE t.instance_id = $1 AND "
-		   "t.name = $2 AND t.deleted >= $3 ORDER BY t.deleted DESC, t.secret_id DESC "
-		   "LIMIT 1", &q, &res);
-	if (r < 0)
-		return r;
-	r = PQntuples(res) ? row_trash(s, res, 0, out) : -ENOENT;
-	PQclear(res);
-	return r;
-}
-
-int pgh_trash_each(struct db *db, int64_t instance_id,
-			  int (*fn)(void *, const struct db_trash *), void *ctx)
-{
-	struct pgs *s = P(db);
-	struct db_trash t;
-	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
-
-	pgq_int(&q, instance_id);
-	r = pg_run(s, "SELECT " TRASH_COLS " FROM trash t WHERE $1 = 0 OR t.instance_id = $1 "
-		   "ORDER BY t.deleted DESC, t.secret_id DESC", &q, &res);
-	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-		r = row_trash(s, res, i, &t);
-		if (r == 0)
-			r = fn(ctx, &t);
-	}
-	PQclear(res);
-	return r;
-}
-
-/* The trash row and its newest old version, both checked, become the
- * live row again under the same id. */
-static int restore_now(struct pgs *s, int64_t id, int64_t now_ns)
-{
-	unsigned char mac[DB_MAC_LEN];
-	struct db_trash t;
-	struct db_version v;
-	struct db_secret m = { 0 };
-	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
-
-	pgq_int(&q, id);
-	r = pg_run(s, "SELECT " TRASH_COLS " FROM trash t WHERE t.secret_id = $1 FOR UPDATE",
-		   &q, &res);
-	if (r < 0)
-		return r;
-	r = PQntuples(res) ? row_trash(s, res, 0, &t) : -ENOENT;
-	PQclear(res);
-	if (r == 0) {
-		q.n = 0;
-		pgq_int(&q, t.instance_id);
-		pgq_text(&q, t.name);
-		r = pg_run(s, "SELECT 1 FROM secrets WHERE instance_id = $1 AND name = $2", &q,
-			   &res);
-		if (r == 0) {
-			r = PQntuples(res) ? -EEXIST : 0;
-			PQclear(res);
-		}
-	}
-	if (r == 0)
-		r = t.version ? pgh_version_get(&s->base, id, t.version, &v, NULL) : -ENOENT;
-	if (r < 0)
-		return r;
-	m = (struct db_secret){ .id = id, .instance_id = t.instance_id, .uid = t.uid,
-				.gid = t.gid, .mode = t.mode, .version = v.version,
-				.size = v.size, .flags = v.flags };
-	memcpy(m.name, t.name, sizeof(m.name));
-	r = pg_tag_make(wauth(s), "secrets", (struct pg_tagf[]){ TI(m.id), TI(m.instance_id),
-			TT(m.name), TI(m.uid), TI(m.gid), TI(m.mode), TI(m.version), TI(m.size),
-			TI(m.flags) }, 9, mac);
-	q.n = 0;
-	pgq_int(&q, id);
-	pgq_int(&q, (int64_t)v.version);
-	pgq_int(&q, now_ns);
-	pgq_blob(&q, mac, sizeof(mac));
-	if (r == 0)
-		r = pg_change(s, "INSERT INTO secrets (id, instance_id, name, uid, gid, mode, "
-			      "version, size, flags, ctime, mtime, chtime, updated_by, blob, mac) "
-			      "SELECT t.secret_id, t.instance_id, t.name, t.uid, t.gid, t.mode, "
-			      "v.version, v.size, v.flags, t.ctime, v.mtime, $3, v.updated_by, "
-			      "v.blob, $4 FROM trash t JOIN versions v ON v.secret_id = t.secret_id "
-			      "WHERE t.secret_id = $1 AND v.version = $2", &q, 1);
-	q.n = 2;
-	if (r == 0)
-		r = pg_change(s, "DELETE FROM versions WHERE secret_id = $1 AND version = $2", &q, 1);
-	q.n = 1;
-	if (r == 0)
-		r = pg_change(s, "DELETE FROM trash WHERE secret_id = $1", &q, 1);
-	return r;
-}
-
-int pgh_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns)
-{
-	struct pgs *s = P(db);
-	int r = begin(s);
-
-	if (r < 0)
-		return r;
-	r = touch_secret(s, secret_id, true);
-	if (r == 0)
-		r = restore_now(s, secret_id, now_ns);
-	return end(s, r);
-}
-
-#define PURGE_WHERE "($1 = 0 OR instance_id = $1) AND ($2::text IS NULL OR name = $2) " \
-		    "AND deleted < $3"
-
-int pgh_trash_purge(struct db *db, int64_t instance_id, const char *name,
-			   int64_t before_ns, int64_t *count)
-{
-	struct pgs *s = P(db);
-	struct pgq q = { 0 };
-	int r, n = 0;
-
-	pgq_int(&q, instance_id);
-	if (name) {
-		pgq_text(&q, name);
-	} else {
-		q.v[q.n] = NULL;
-		q.len[q.n] = 0;
-		q.fmt[q.n] = 1;
-		q.type[q.n++] = 25;
-	}
-	pgq_int(&q, before_ns);
-	r = begin(s);
-	if (r < 0)
-		return r;
-	r = pg_change(s, "DELETE FROM versions WHERE secret_id IN (SELECT secret_id FROM trash "
-		      "WHERE " PURGE_WHERE ")", &q, -1);
-	if (r == 0)
-		r = pg_change(s, "DELETE FROM secret_attrs WHERE secret_id IN (SELECT secret_id "
-			      "FROM trash WHERE " PURGE_WHERE ")", &q, -1);
-	if (r == 0)
-		r = n = pg_run(s, "DELETE FROM trash WHERE " PURGE_WHERE, &q, NULL);
-	if (r > 0)
-		r = 0;
-	r = end(s, r);
-	if (r == 0 && count)
-		*count = n;
-	return r;
-}
-
-/* The dead row versions a purge left in the tables' pages: VACUUM, for a
- * role that owns them (others are skipped with the server's warning).
- * The server's WAL and its archive and base backups keep what they keep:
- * the README says so. */
-int pgh_scrub(struct db *db)
-{
-	struct pgs *s = P(db);
-
-	if (pg_in_own_txn(s))
-		return -EBUSY;
-	return pg_change(s, "VACUUM versions, trash, secret_attrs, secrets", NULL, -1);
-}
-
-int pgh_instance_secret_ids(struct db *db, int64_t instance_id,
-				   int (*fn)(void *, int64_t, const char *, bool), void *ctx)
-{
-	struct pgs *s = P(db);
-	char name[DB_NAME_MAX + 1];
-	struct pgq q = { 0 };
-	PGresult *res;
-	int r;
-
-	/* Listed first and visited after, so fn may change these rows. */
-	pgq_int(&q, instance_id);
-	r = pg_run(s, "SELECT id, name, true FROM secrets WHERE instance_id = $1 UNION ALL "
-		   "SELECT secret_id, name, false FROM trash WHERE instance_id = $1 "
-		   "ORDER BY 3 DESC, 1", &q, &res);
-	for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-		pg_name(res, i, 1, name);
-		r = fn(ctx, pg_int(res, i, 0), name, *PQgetvalue(res, i, 2) != 0);
-	}
-	PQclear(res);
-	return r;
+	return pgs_own_end(s, r);
 }
 
 /* -- attributes ---------------------------------------------------------------------------- */
@@ -655,7 +337,7 @@ int pgh_attr_set(struct db *db, int64_t secret_id, const char *name, const void 
 	if (len == 0)
 		return pg_change(s, "DELETE FROM secret_attrs WHERE secret_id = $1 AND name = $2",
 				 &q, -1);
-	r = attr_tag(wauth(s), secret_id, name, value, len, mac);
+	r = attr_tag(pg_write_auth(s), secret_id, name, value, len, mac);
 	if (r < 0)
 		return r;
 	pgq_blob(&q, value, len);

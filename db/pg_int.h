@@ -87,7 +87,7 @@ struct pgq {
 };
 
 void pgq_int(struct pgq *q, int64_t v);
-void pgq_text(struct pgq *q, const char *s);
+void pgq_text(struct pgq *q, const char *s);	/* NULL: SQL's NULL, as text */
 void pgq_blob(struct pgq *q, const void *p, size_t len);
 
 struct pg_listen;
@@ -123,16 +123,61 @@ struct pgs {
 
 extern const struct db_store_ops db_pg_ops;
 
+/* The key new tags are made with: the next one during a rekey. */
+static inline const struct db_auth *pg_write_auth(const struct pgs *s)
+{
+	return s->auth_next ? s->auth_next : s->auth;
+}
+
 /* The handle (pg_store.c). */
 void pgs_close_handle(struct pgs *s);
 /* One snapshot for the calling thread, holding the connection. */
 void pg_snapshot_begin(struct pgs *s);
 void pg_snapshot_end(struct pgs *s);
-int pgs_row_instance(struct pgs *s, const PGresult *res, int row, struct db_instance *in);
-int pgs_row_secret(struct pgs *s, const PGresult *res, int row, struct db_secret *m);
+/* Wraps one change in its own transaction unless the caller holds one:
+ * pgs_own_end commits if r is 0, else rolls back and returns r. */
+int pgs_own_begin(struct pgs *s);
+int pgs_own_end(struct pgs *s, int r);
 
-/* The ops of pg_hist.c (history, attributes, every-row passes) and
- * pg_audit.c (the audit log), for db_pg_ops. */
+/* The ops of pg_rows.c (instances, secrets), for db_pg_ops. */
+int pgr_instance_create(struct db *db, struct db_instance *in, const struct db_blob *key);
+int pgr_instance_get(struct db *db, int64_t id, struct db_instance *out);
+int pgr_instance_find(struct db *db, const char *name, struct db_instance *out);
+int pgr_instance_key(struct db *db, int64_t id, struct db_instance *in,
+		     struct db_blob *wrapped);
+int pgr_instance_set_key(struct db *db, int64_t id, uint64_t generation,
+			 const struct db_blob *wrapped);
+int pgr_instance_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t mode,
+			  int64_t now_ns);
+int pgr_instance_delete(struct db *db, int64_t id);
+int pgr_instance_each(struct db *db, int64_t after_id,
+		      int (*fn)(void *, const struct db_instance *), void *ctx);
+int64_t pgr_instance_count(struct db *db);
+int pgr_secret_get(struct db *db, int64_t id, struct db_secret *out);
+int pgr_secret_find(struct db *db, int64_t instance_id, const char *name,
+		    struct db_secret *out);
+int pgr_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db_blob *out);
+int pgr_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
+		    int (*fn)(void *, const struct db_secret *), void *ctx);
+int64_t pgr_secret_count(struct db *db, int64_t instance_id);
+int pgr_secret_insert(struct db *db, struct db_secret *m, const struct db_blob *blob);
+int pgr_secret_set_value(struct db *db, const struct db_secret *in, const struct db_blob *blob);
+int pgr_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t mode,
+			int64_t now_ns);
+int pgr_secret_rename(struct db *db, const struct db_secret *in, const struct db_blob *blob);
+int pgr_secret_delete(struct db *db, int64_t id);
+/* A row of a query of the table's columns (INST_COLS, SEC_COLS), its tag
+ * checked: 0, -EIO, -EACCES. */
+int pgr_row_instance(struct pgs *s, const PGresult *res, int row, struct db_instance *in);
+int pgr_row_secret(struct pgs *s, const PGresult *res, int row, struct db_secret *m);
+/* Reads the live row FOR UPDATE and checks it (and, with live, touches its
+ * instance's state). */
+int pgr_secret_locked(struct pgs *s, int64_t id, bool live, struct db_secret *m);
+
+/* The ops of pg_hist.c (history, attributes, every-row passes), pg_trash.c
+ * (deleted secrets), pg_audit.c (the audit log) and pg_backup.c, for
+ * db_pg_ops. */
+int pgh_touch_secret(struct pgs *s, int64_t secret_id, bool trash);
 int pgh_version_archive(struct db *db, int64_t secret_id, bool with_v0, unsigned keep);
 int pgh_version_get(struct db *db, int64_t secret_id, uint64_t version,
 		    struct db_version *out, struct db_blob *blob);
@@ -141,21 +186,21 @@ int pgh_version_each(struct db *db, int64_t secret_id,
 int pgh_version_set_blob(struct db *db, int64_t secret_id, uint64_t version,
 			 const struct db_blob *blob);
 int pgh_secret_adopt(struct db *db, int64_t id, int64_t from_id);
-int pgh_trash_put(struct db *db, const struct db_secret *m, int64_t now_ns, uid_t by);
-int pgh_trash_find(struct db *db, int64_t instance_id, const char *name,
+int pgt_trash_put(struct db *db, const struct db_secret *m, int64_t now_ns, uid_t by);
+int pgt_trash_find(struct db *db, int64_t instance_id, const char *name,
 		   int64_t since_ns, struct db_trash *out);
-int pgh_trash_each(struct db *db, int64_t instance_id,
+int pgt_trash_each(struct db *db, int64_t instance_id,
 		   int (*fn)(void *, const struct db_trash *), void *ctx);
-int pgh_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns);
-int pgh_trash_purge(struct db *db, int64_t instance_id, const char *name,
+int pgt_trash_restore(struct db *db, int64_t secret_id, int64_t now_ns);
+int pgt_trash_purge(struct db *db, int64_t instance_id, const char *name,
 		    int64_t before_ns, int64_t *count);
-int pgh_instance_secret_ids(struct db *db, int64_t instance_id,
+int pgt_instance_secret_ids(struct db *db, int64_t instance_id,
 			    int (*fn)(void *, int64_t, const char *, bool), void *ctx);
 int pgh_attr_get(struct db *db, int64_t secret_id, const char *name, void *buf,
 		 size_t size, size_t *len);
 int pgh_attr_set(struct db *db, int64_t secret_id, const char *name, const void *value,
 		 size_t len);
-int pgh_scrub(struct db *db);
+int pgt_scrub(struct db *db);
 int pgh_auth_upgrade(struct db *db);
 int pgh_auth_rekey(struct db *db, const struct db_auth *next);
 int pgh_auth_check_all(struct db *db, void (*fn)(void *, const char *), void *ctx);
@@ -185,6 +230,28 @@ bool pg_in_own_txn(struct pgs *s);
  * *res gets the result of a query that returns rows (PQclear it). 0 or
  * -errno with the server's words in db_errmsg. */
 int pg_run(struct pgs *s, const char *sql, const struct pgq *q, PGresult **res);
+/* pg_run for a query, whose rows it hands to fn(s, res, row, ctx) in turn
+ * until fn returns other than 0: 0, fn's result or pg_run's. */
+int pg_each(struct pgs *s, const char *sql, const struct pgq *q,
+	    int (*fn)(struct pgs *, const PGresult *, int, void *), void *ctx);
+/* What an *_each op hands pg_each: the caller's callback and its ctx. */
+struct pg_each {
+	void *fn;
+	void *ctx;
+};
+/* Defines NAME, pg_each's row callback for an *_each op: reads the row
+ * with ROW into a TYPE and hands it to the caller's callback, an
+ * int (*)(void *, const TYPE *) in the struct pg_each. */
+#define PG_EACH_ROW(NAME, TYPE, ROW)						\
+	static int NAME(struct pgs *s, const PGresult *res, int row, void *ctx)	\
+	{									\
+		struct pg_each *e = ctx;					\
+		int (*fn)(void *, const TYPE *) = e->fn;			\
+		TYPE item;							\
+		int r = ROW(s, res, row, &item);				\
+										\
+		return r ? r : fn(e->ctx, &item);				\
+	}
 int pg_commit_sql(struct pgs *s);
 /* pg_run for a statement that must change exactly want rows (any if < 0):
  * -ENOENT otherwise. */

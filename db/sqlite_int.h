@@ -117,6 +117,25 @@ void sq_column_name(sqlite3_stmt *st, int col, char name[static DB_NAME_MAX + 1]
 #define SQ_INST_COLS "id, name, uid, gid, mode, ctime, mtime, generation, mac"
 int sq_row_instance(struct sq *db, sqlite3_stmt *st, struct db_instance *in);
 
+/* What an *_each op hands sq_query: the caller's callback and its ctx. */
+struct sq_each {
+	void *fn;
+	void *ctx;
+};
+/* Defines NAME, sq_query's row callback for an *_each op: reads the row
+ * with ROW into a TYPE and hands it to the caller's callback, an
+ * int (*)(void *, const TYPE *) in the struct sq_each. */
+#define SQ_EACH_ROW(NAME, TYPE, ROW)						\
+	static int NAME(struct sq *db, sqlite3_stmt *st, void *ctx)		\
+	{									\
+		struct sq_each *e = ctx;					\
+		int (*fn)(void *, const TYPE *) = e->fn;			\
+		TYPE item;							\
+		int r = ROW(db, st, &item);					\
+										\
+		return r ? r : fn(e->ctx, &item);				\
+	}
+
 /* sqlite_txn.c: the ops of transactions and read connections. */
 void sq_set_readers(struct db *h, unsigned max);
 void sq_read_begin(struct db *h);

@@ -161,25 +161,12 @@ int sq_instance_delete(struct db *h, int64_t id)
 	return r;
 }
 
-struct each_ctx {
-	void *fn;
-	void *ctx;
-};
-
-static int row_instance_each(struct sq *db, sqlite3_stmt *st, void *ctx)
-{
-	struct each_ctx *e = ctx;
-	int (*fn)(void *, const struct db_instance *) = e->fn;
-	struct db_instance in;
-	int r = sq_row_instance(db, st, &in);
-
-	return r ? r : fn(e->ctx, &in);
-}
+SQ_EACH_ROW(row_instance_each, struct db_instance, sq_row_instance)
 
 int sq_instance_each(struct db *h, int64_t after_id,
 		     int (*fn)(void *, const struct db_instance *), void *ctx)
 {
-	struct each_ctx e = { (void *)fn, ctx };
+	struct sq_each e = { (void *)fn, ctx };
 
 	return sq_query(sq_of(h), SQ_READ, sql_inst_each, row_instance_each, &e,
 			SQ_ARGS(SQ_I(after_id)));
@@ -264,20 +251,12 @@ int sq_secret_blob(struct db *h, int64_t id, struct db_secret *meta, struct db_b
 			SQ_ARGS(SQ_I(id)));
 }
 
-static int row_secret_each(struct sq *db, sqlite3_stmt *st, void *ctx)
-{
-	struct each_ctx *e = ctx;
-	int (*fn)(void *, const struct db_secret *) = e->fn;
-	struct db_secret s;
-	int r = row_secret(db, st, &s);
-
-	return r ? r : fn(e->ctx, &s);
-}
+SQ_EACH_ROW(row_secret_each, struct db_secret, row_secret)
 
 int sq_secret_each(struct db *h, int64_t instance_id, int64_t after_id,
 		   int (*fn)(void *, const struct db_secret *), void *ctx)
 {
-	struct each_ctx e = { (void *)fn, ctx };
+	struct sq_each e = { (void *)fn, ctx };
 
 	return sq_query(sq_of(h), SQ_READ, sql_sec_each, row_secret_each, &e,
 			SQ_ARGS(SQ_I(instance_id), SQ_I(after_id)));

@@ -165,25 +165,12 @@ int sq_version_get(struct db *h, int64_t secret_id, uint64_t version,
 			SQ_ARGS(SQ_I(secret_id), SQ_I(version)));
 }
 
-struct each_ctx {
-	void *fn;
-	void *ctx;
-};
-
-static int row_version_each(struct sq *db, sqlite3_stmt *st, void *ctx)
-{
-	struct each_ctx *e = ctx;
-	int (*fn)(void *, const struct db_version *) = e->fn;
-	struct db_version v;
-	int r = row_version(db, st, &v);
-
-	return r ? r : fn(e->ctx, &v);
-}
+SQ_EACH_ROW(row_version_each, struct db_version, row_version)
 
 int sq_version_each(struct db *h, int64_t secret_id,
 		    int (*fn)(void *, const struct db_version *), void *ctx)
 {
-	struct each_ctx e = { (void *)fn, ctx };
+	struct sq_each e = { (void *)fn, ctx };
 
 	return sq_query(sq_of(h), 0, sql_version_each, row_version_each, &e,
 			SQ_ARGS(SQ_I(secret_id)));
@@ -266,20 +253,12 @@ static int trash_restore_now(struct sq *db, int64_t secret_id, int64_t now_ns)
 	return r;
 }
 
-static int row_trash_each(struct sq *db, sqlite3_stmt *st, void *ctx)
-{
-	struct each_ctx *e = ctx;
-	int (*fn)(void *, const struct db_trash *) = e->fn;
-	struct db_trash t;
-	int r = row_trash(db, st, &t);
-
-	return r ? r : fn(e->ctx, &t);
-}
+SQ_EACH_ROW(row_trash_each, struct db_trash, row_trash)
 
 int sq_trash_each(struct db *h, int64_t instance_id,
 		  int (*fn)(void *, const struct db_trash *), void *ctx)
 {
-	struct each_ctx e = { (void *)fn, ctx };
+	struct sq_each e = { (void *)fn, ctx };
 
 	return sq_query(sq_of(h), 0, sql_trash_each, row_trash_each, &e,
 			SQ_ARGS(SQ_I(instance_id)));

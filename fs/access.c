@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "policy.h"
 
 static const struct access_conf *rules(const struct vault_conf *c, const char *instance)
 {

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "policy.h"
+#include "vault_conf.h"
 
 struct access_who {
 	uid_t uid;

@@ -10,7 +10,7 @@
 #include <sys/types.h>
 
 #include "../crypto/secmem.h"
-#include "policy.h"
+#include "vault_conf.h"
 
 struct audit;
 struct db;

@@ -7,7 +7,7 @@
  * empty on purpose), their read-only opens find no such key, instead of an
  * empty value. Writers open it (FUSE doesn't say whether their open had
  * O_CREAT, and two writers creating one key at once must both succeed). */
-void creating_set(struct fs *fs, struct handle *h, bool on)
+void handle_creating_set(struct fs *fs, struct handle *h, bool on)
 {
 	pthread_mutex_lock(&fs->handles_lock);
 	if (h->creating != on)
@@ -24,7 +24,7 @@ void creating_set(struct fs *fs, struct handle *h, bool on)
  * value of a release that came first, and otherwise the old value. */
 #define LIMBO_WAIT_NS 50000000L
 
-void limbo_set(struct fs *fs, struct handle *h, bool on)
+void handle_limbo_set(struct fs *fs, struct handle *h, bool on)
 {
 	pthread_mutex_lock(&fs->handles_lock);
 	if (h->limbo != on) {
@@ -37,14 +37,14 @@ void limbo_set(struct fs *fs, struct handle *h, bool on)
 }
 
 /* Under h->lock: h was written to or resized. */
-void trunc_done(struct fs *fs, struct handle *h)
+void handle_trunc_done(struct fs *fs, struct handle *h)
 {
 	h->trunc_pending = false;
 	if (h->limbo)
-		limbo_set(fs, h, false);
+		handle_limbo_set(fs, h, false);
 }
 
-void limbo_wait(struct fs *fs, int64_t id)
+void handle_limbo_wait(struct fs *fs, int64_t id)
 {
 	struct timespec until;
 	bool in = true;
@@ -66,7 +66,7 @@ void limbo_wait(struct fs *fs, int64_t id)
 	pthread_mutex_unlock(&fs->handles_lock);
 }
 
-bool created_by_other(struct fs *fs, int64_t id, pid_t pid)
+bool handle_created_by_other(struct fs *fs, int64_t id, pid_t pid)
 {
 	bool hidden = false;
 
@@ -78,7 +78,7 @@ bool created_by_other(struct fs *fs, int64_t id, pid_t pid)
 }
 
 /* Grows or shrinks a value in locked memory; new bytes are zero. */
-int buf_resize(struct fs *fs, struct secbuf *b, size_t len)
+int handle_buf_resize(struct fs *fs, struct secbuf *b, size_t len)
 {
 	int r;
 
@@ -167,7 +167,7 @@ void handle_charged(void)
 	secmem_use(NULL);
 }
 
-void open_reply_fi(struct fuse_file_info *fi, struct handle *h)
+void handle_open_reply(struct fuse_file_info *fi, struct handle *h)
 {
 	fi->fh = fh_assign(h);
 	fi->direct_io = 1;
@@ -194,7 +194,7 @@ struct handle *handle_resent_open(struct fs *fs)
 	return found;
 }
 
-void open_reply_again(struct fuse_file_info *fi, const struct handle *h)
+void handle_open_reply_again(struct fuse_file_info *fi, const struct handle *h)
 {
 	fi->fh = h->fh;
 	fi->direct_io = 1;
@@ -343,7 +343,7 @@ static struct handle *reader_rebuild(struct fs *fs, fuse_ino_t ino, uint64_t fh)
 		handle_free(fs, h);
 		return NULL;
 	}
-	if (getattr_ino(fs, ino, &h->st) == 0) {
+	if (ops_getattr_ino(fs, ino, &h->st) == 0) {
 		h->st.st_size = (off_t)h->buf->len;
 		h->have_st = true;
 	}
@@ -528,9 +528,9 @@ void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
 		pthread_mutex_unlock(&ht.lock);
 	}
 	if (r == 0 && hr.creating)
-		creating_set(fs, h, true);
+		handle_creating_set(fs, h, true);
 	if (r == 0 && hr.trunc_pending && hr.trunc_flushes)
-		limbo_set(fs, h, true);
+		handle_limbo_set(fs, h, true);
 out:
 	if (r < 0) {
 		log_warn("cannot adopt an open writer of the previous worker: %s", strerror(-r));
@@ -551,7 +551,7 @@ int handle_keys(struct vault *v)
 
 /* A retiring worker: its handles live on in the holder's records and in
  * readers' fh; only its copies of the plaintext go. */
-void handles_wipe(void *ctx)
+void handle_wipe_all(void *ctx)
 {
 	struct fs *fs = ctx;
 
@@ -566,7 +566,7 @@ void handles_wipe(void *ctx)
 	ht.key = NULL;
 }
 
-int limbo_init(struct fs *fs)
+int handle_limbo_init(struct fs *fs)
 {
 	pthread_condattr_t attr;
 	int r;

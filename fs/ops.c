@@ -49,7 +49,7 @@ static void stat_root(struct fs *fs, struct stat *st)
 	st->st_atim = st->st_ctim = st->st_mtim;
 }
 
-void stat_instance(const struct db_instance *in, struct stat *st)
+void ops_stat_instance(const struct db_instance *in, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino_out(instance_ino(in->id));
@@ -62,7 +62,7 @@ void stat_instance(const struct db_instance *in, struct stat *st)
 	st->st_atim = st->st_ctim = st->st_mtim;
 }
 
-void stat_secret(const struct db_secret *s, struct stat *st)
+void ops_stat_secret(const struct db_secret *s, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = secret_ino(s->id);
@@ -84,7 +84,7 @@ void stat_secret(const struct db_secret *s, struct stat *st)
 	st->st_atim = st->st_mtim;
 }
 
-void entry_init(struct fs *fs, struct fuse_entry_param *e, const struct stat *st)
+void ops_entry_init(struct fs *fs, struct fuse_entry_param *e, const struct stat *st)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = st->st_ino;
@@ -94,7 +94,7 @@ void entry_init(struct fs *fs, struct fuse_entry_param *e, const struct stat *st
 	e->entry_timeout = fs->timeout;
 }
 
-int getattr_ino(struct fs *fs, fuse_ino_t ino, struct stat *st)
+int ops_getattr_ino(struct fs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct db_instance in;
 	struct db_secret s;
@@ -107,18 +107,18 @@ int getattr_ino(struct fs *fs, fuse_ino_t ino, struct stat *st)
 	case K_INSTANCE:
 		r = db_instance_get(fs->db, ino_id(ino), &in);
 		if (r == 0)
-			stat_instance(&in, st);
+			ops_stat_instance(&in, st);
 		return r;
 	default:
 		r = db_secret_get(fs->db, ino_id(ino), &s);
 		if (r == 0)
-			stat_secret(&s, st);
+			ops_stat_secret(&s, st);
 		return r;
 	}
 }
 
 /* Store errors a caller can act on pass through; the rest become EIO. */
-int user_errno(int r)
+int ops_user_errno(int r)
 {
 	switch (r) {
 	case -ENOENT: case -EEXIST: case -ENOTEMPTY: case -ENOSPC: case -EROFS:
@@ -134,26 +134,26 @@ int user_errno(int r)
 }
 
 /* 0 for a good name; FUSE passes names of up to 1024 bytes. */
-int name_errno(const char *name)
+int ops_name_errno(const char *name)
 {
 	if (strnlen(name, NAME_MAX_LEN + 1) > NAME_MAX_LEN)
 		return ENAMETOOLONG;
 	return name_valid(name) ? 0 : EINVAL;
 }
 
-void reply_err(fuse_req_t req, int r)
+void ops_reply_err(fuse_req_t req, int r)
 {
-	fuse_reply_err(req, r < 0 ? user_errno(r) : r);
+	fuse_reply_err(req, r < 0 ? ops_user_errno(r) : r);
 }
 
 /* A refusal by the access rules: a user who keeps asking is answered late
  * (penalty.c), so a flood of them doesn't crowd out everyone else. */
-void reply_denied(fuse_req_t req, int r)
+void ops_reply_denied(fuse_req_t req, int r)
 {
 	if (r == -EACCES || r == -EPERM)
 		penalty_reply(req, fuse_req_ctx(req)->uid, -r);
 	else
-		reply_err(req, r);
+		ops_reply_err(req, r);
 }
 
 static void vfs_init(void *userdata, struct fuse_conn_info *conn)
@@ -346,7 +346,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 	if (fs_args(m, &args) < 0)
 		goto out;
 	db_set_readers(fs.db, FS_READERS);
-	if (limbo_init(&fs) != 0)
+	if (handle_limbo_init(&fs) != 0)
 		goto out;
 	se = fuse_session_new(&args, &vfs_ops, sizeof(vfs_ops), &fs);
 	if (!se)
@@ -359,7 +359,7 @@ int fs_run(struct vault *v, const struct fs_mount *m)
 		goto out;
 	}
 	if ((m->ready && m->ready(m->ready_ctx) != 0) ||
-	    (m->ctl_fd > 0 && session_serving(handles_wipe, &fs) != 0)) {
+	    (m->ctl_fd > 0 && session_serving(handle_wipe_all, &fs) != 0)) {
 		fuse_session_unmount(se);
 		fuse_remove_signal_handlers(se);
 		goto out;

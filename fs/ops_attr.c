@@ -22,15 +22,15 @@ void vfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct stat st;
-	int r = getattr_ino(fs, ino, &st);
+	int r = ops_getattr_ino(fs, ino, &st);
 
 	(void)fi;
 	if (r == -ENOENT && ino_kind(ino) == K_SECRET && getattr_open(fs, ino, &st))
 		fuse_reply_attr(req, &st, 0);
 	else if (r == -ENOENT && ino_kind(ino) == K_SECRET)
-		reply_err(req, -ESTALE);	/* the path walk looks the name up again */
+		ops_reply_err(req, -ESTALE);	/* the path walk looks the name up again */
 	else if (r < 0)
-		reply_err(req, r);
+		ops_reply_err(req, r);
 	else
 		fuse_reply_attr(req, &st, fs->timeout);
 }
@@ -46,7 +46,7 @@ static int truncate_secret(struct fs *fs, int64_t id, off_t size, uid_t by)
 		return -EFBIG;
 	r = vault_read(fs->v, id, &b, NULL);
 	if (r == 0)
-		r = buf_resize(fs, b, (size_t)size);
+		r = handle_buf_resize(fs, b, (size_t)size);
 	if (r == 0)
 		r = vault_update(fs->v, id, b->data, b->len, by, NULL);
 	secbuf_free(b);
@@ -75,7 +75,7 @@ void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	r = getattr_ino(fs, ino, &st);
+	r = ops_getattr_ino(fs, ino, &st);
 	if (r == 0 && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		uid_t uid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid : st.st_uid;
 		gid_t gid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid : st.st_gid;
@@ -95,12 +95,12 @@ void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			r = -EACCES;	/* rendered, never written */
 		} else if (h) {
 			pthread_mutex_lock(&h->lock);
-			r = buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :
-				       (size_t)attr->st_size);
+			r = handle_buf_resize(fs, h->buf, attr->st_size < 0 ? SIZE_MAX :
+					      (size_t)attr->st_size);
 			if (r == 0) {
 				h->dirty = true;
 				h->closed = false;
-				trunc_done(fs, h);
+				handle_trunc_done(fs, h);
 				handle_record(fs, h);
 			}
 			pthread_mutex_unlock(&h->lock);
@@ -111,11 +111,11 @@ void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	guard_setattr_done(fs->v, &ref, attr, audited, r);
 	/* Times are the store's to keep: utimens succeeds and changes nothing. */
 	if (r == 0)
-		r = getattr_ino(fs, ino, &st);
+		r = ops_getattr_ino(fs, ino, &st);
 	if (r == 0 && h && (to_set & FUSE_SET_ATTR_SIZE))
 		st.st_size = (off_t)h->buf->len;
 	if (r < 0)
-		reply_err(req, r);
+		ops_reply_err(req, r);
 	else
 		fuse_reply_attr(req, &st, fs->timeout);
 }
@@ -142,7 +142,7 @@ static int xattr_errno(int r)
 	case -EINVAL: case -EEXIST:
 		return -r;
 	default:
-		return r < 0 ? user_errno(r) : 0;
+		return r < 0 ? ops_user_errno(r) : 0;
 	}
 }
 

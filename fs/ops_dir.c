@@ -1,6 +1,7 @@
 /* Directory operations: names, listings, instances (mkdir, rmdir), unlink
  * and rename. */
 #include "ops_int.h"
+#include "policy.h"
 
 void vfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
@@ -11,29 +12,29 @@ void vfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	int r;
 
-	if (name_errno(name)) {
-		fuse_reply_err(req, name_errno(name) == ENAMETOOLONG ? ENAMETOOLONG : ENOENT);
+	if (ops_name_errno(name)) {
+		fuse_reply_err(req, ops_name_errno(name) == ENAMETOOLONG ? ENAMETOOLONG : ENOENT);
 		return;
 	}
 	switch (ino_kind(parent)) {
 	case K_ROOT:
 		r = db_instance_find(fs->db, name, &in);
 		if (r == 0)
-			stat_instance(&in, &st);
+			ops_stat_instance(&in, &st);
 		break;
 	case K_INSTANCE:
 		r = db_secret_find(fs->db, ino_id(parent), name, &s);
 		if (r == 0)
-			stat_secret(&s, &st);
+			ops_stat_secret(&s, &st);
 		break;
 	default:
 		r = -ENOTDIR;
 	}
 	if (r < 0) {
-		reply_err(req, r);
+		ops_reply_err(req, r);
 		return;
 	}
-	entry_init(fs, &e, &st);
+	ops_entry_init(fs, &e, &st);
 	fuse_reply_entry(req, &e);
 }
 
@@ -53,7 +54,7 @@ static bool dir_add(struct dir_fill *d, const char *name, const struct stat *st,
 	size_t n;
 
 	if (d->plus) {
-		entry_init(d->fs, &e, st);
+		ops_entry_init(d->fs, &e, st);
 		n = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name,
 					   &e, next);
 	} else {
@@ -75,7 +76,7 @@ static int dir_instance_cb(void *ctx, const struct db_instance *in)
 	struct dir_fill *d = ctx;
 	struct stat st;
 
-	stat_instance(in, &st);
+	ops_stat_instance(in, &st);
 	return dir_add(d, in->name, &st, (off_t)in->id + 2) ? 0 : 1;
 }
 
@@ -84,7 +85,7 @@ static int dir_secret_cb(void *ctx, const struct db_secret *s)
 	struct dir_fill *d = ctx;
 	struct stat st;
 
-	stat_secret(s, &st);
+	ops_stat_secret(s, &st);
 	return dir_add(d, s->name, &st, (off_t)s->id + 2) ? 0 : 1;
 }
 
@@ -103,7 +104,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = getattr_ino(d.fs, ino, &st);
+	r = ops_getattr_ino(d.fs, ino, &st);
 	if (r == 0 && off < 1 && !dir_add(&d, ".", &st, 1))
 		goto reply;
 	if (r == 0 && off < 2 && !dir_add(&d, "..", &st, 2))
@@ -115,7 +116,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 				   dir_secret_cb, &d);
 reply:
 	if (r < 0 && d.used == 0)
-		reply_err(req, r);
+		ops_reply_err(req, r);
 	else
 		fuse_reply_buf(req, d.buf, d.used);
 	free(d.buf);
@@ -150,8 +151,8 @@ void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 		fuse_reply_err(req, ino_kind(parent) == K_INSTANCE ? EPERM : ENOTDIR);
 		return;
 	}
-	if (name_errno(name)) {
-		fuse_reply_err(req, name_errno(name));
+	if (ops_name_errno(name)) {
+		fuse_reply_err(req, ops_name_errno(name));
 		return;
 	}
 	ic = policy_instance(fs->conf, name);
@@ -161,12 +162,12 @@ void vfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 	guard_ref_init(req, fs->v, &ref, name, NULL);
 	guard_done(fs->v, &ref, AUDIT_MKDIR, r, NULL);
 	if (r < 0) {
-		reply_err(req, r);
+		ops_reply_err(req, r);
 		return;
 	}
 	log_info("instance %s created by uid %u", name, (unsigned)ctx->uid);
-	stat_instance(&in, &st);
-	entry_init(fs, &e, &st);
+	ops_stat_instance(&in, &st);
+	ops_entry_init(fs, &e, &st);
 	fuse_reply_entry(req, &e);
 }
 
@@ -190,7 +191,7 @@ void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		guard_ref_init(req, fs->v, &ref, name, NULL);
 		guard_done(fs->v, &ref, AUDIT_RMDIR, r, NULL);
 	}
-	reply_err(req, r);
+	ops_reply_err(req, r);
 }
 
 void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -217,7 +218,7 @@ void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (r < 0)
 			guard_done(fs->v, &ref, AUDIT_DELETE, r, NULL);
 	}
-	reply_err(req, r);
+	ops_reply_err(req, r);
 }
 
 /* Secrets are regular files made by open(O_CREAT): no device, fifo, socket
@@ -259,8 +260,8 @@ void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t 
 		fuse_reply_err(req, EXDEV);
 		return;
 	}
-	if (name_errno(newname)) {
-		fuse_reply_err(req, name_errno(newname));
+	if (ops_name_errno(newname)) {
+		fuse_reply_err(req, ops_name_errno(newname));
 		return;
 	}
 	snprintf(detail, sizeof(detail), "to %s", newname);
@@ -277,5 +278,5 @@ void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t 
 				 fuse_req_ctx(req)->uid, NULL);
 		guard_done(fs->v, &ref, AUDIT_RENAME, r, detail);
 	}
-	reply_err(req, r);
+	ops_reply_err(req, r);
 }

@@ -13,12 +13,12 @@ static void create_again(fuse_req_t req, struct fs *fs, struct handle *h,
 
 	if (r < 0) {
 		handle_free(fs, h);
-		reply_err(req, r);
+		ops_reply_err(req, r);
 		return;
 	}
-	stat_secret(&s, &st);
-	entry_init(fs, &e, &st);
-	open_reply_again(fi, h);
+	ops_stat_secret(&s, &st);
+	ops_entry_init(fs, &e, &st);
+	handle_open_reply_again(fi, h);
 	if (fuse_reply_create(req, &e, fi) != 0)
 		handle_free(fs, h);
 }
@@ -41,8 +41,8 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 		fuse_reply_err(req, ino_kind(parent) == K_ROOT ? EPERM : ENOTDIR);
 		return;
 	}
-	if (name_errno(name)) {
-		fuse_reply_err(req, name_errno(name));
+	if (ops_name_errno(name)) {
+		fuse_reply_err(req, ops_name_errno(name));
 		return;
 	}
 	if (!S_ISREG(mode)) {
@@ -63,7 +63,7 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 		if (r < 0) {
 			handle_charged();
 			handle_free(fs, h);
-			reply_denied(req, r);
+			ops_reply_denied(req, r);
 			return;
 		}
 	}
@@ -81,16 +81,16 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 			log_err("%s/%s: cannot lock memory for a new value; create refused",
 				in.name, name);
 		handle_free(fs, h);
-		reply_err(req, r);
+		ops_reply_err(req, r);
 		return;
 	}
 	h->id = s.id;
 	h->append = fi->flags & O_APPEND;
 	h->trunc_pending = fi->flags & O_TRUNC;
-	creating_set(fs, h, true);
-	stat_secret(&s, &st);
-	entry_init(fs, &e, &st);
-	open_reply_fi(fi, h);
+	handle_creating_set(fs, h, true);
+	ops_stat_secret(&s, &st);
+	ops_entry_init(fs, &e, &st);
+	handle_open_reply(fi, h);
 	handle_record(fs, h);
 	if (fuse_reply_create(req, &e, fi) != 0)
 		handle_free(fs, h);
@@ -135,19 +135,19 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (acc == O_RDONLY && created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
+	if (acc == O_RDONLY && handle_created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
 	/* A writer the dead worker opened: the same file, again. */
 	h = acc != O_RDONLY ? handle_resent_open(fs) : NULL;
 	if (h) {
-		open_reply_again(fi, h);
+		handle_open_reply_again(fi, h);
 		if (fuse_reply_open(req, fi) != 0)
 			handle_free(fs, h);
 		return;
 	}
-	limbo_wait(fs, ino_id(ino));
+	handle_limbo_wait(fs, ino_id(ino));
 	r = handle_new(fs, &h, ino_id(ino), fuse_req_ctx(req)->uid, fuse_req_ctx(req)->pid);
 	/* The names for the access rules and the value: one snapshot, and for
 	 * a reader one query. */
@@ -167,7 +167,7 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* Renamed over or removed since the caller's lookup: the kernel
 		 * looks the name up again, so a reader racing an editor's
 		 * rename-over opens the new key instead of failing. */
-		reply_denied(req, r == -ENOENT ? -ESTALE : r);
+		ops_reply_denied(req, r == -ENOENT ? -ESTALE : r);
 		return;
 	}
 	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
@@ -185,7 +185,7 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (r == 0 && (meta.flags & TEMPLATE_FLAG))
 			r = template_open(fs->v, &meta, &h->ref.who, &h->buf);
 		if (r == 0) {
-			stat_secret(&meta, &h->st);
+			ops_stat_secret(&meta, &h->st);
 			h->st.st_size = (off_t)h->buf->len;
 			h->have_st = true;
 		}
@@ -201,7 +201,7 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	guard_opened(fs->v, &h->ref, fi->flags, r);
 	if (r < 0) {
 		handle_free(fs, h);
-		reply_err(req, r);
+		ops_reply_err(req, r);
 		return;
 	}
 	h->append = fi->flags & O_APPEND;
@@ -211,7 +211,7 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * rather than a rendering of other values mid-file. */
 	if (h->readonly && (meta.flags & TEMPLATE_FLAG))
 		h->read_version = UINT64_MAX;
-	open_reply_fi(fi, h);
+	handle_open_reply(fi, h);
 	if (!h->readonly)
 		handle_record(fs, h);
 	/* Nothing to commit on a reader's close: spare it the FLUSH round trip. */
@@ -278,12 +278,12 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 		r = -EFBIG;
 	end = pos + size;
 	if (r == 0 && end > h->buf->len)
-		r = buf_resize(fs, h->buf, end);
+		r = handle_buf_resize(fs, h->buf, end);
 	if (r == 0) {
 		memcpy(h->buf->data + pos, data, size);
 		h->dirty = true;
 		h->closed = false;
-		trunc_done(fs, h);
+		handle_trunc_done(fs, h);
 		h->owner = fi->lock_owner;
 	} else if (!h->error) {
 		h->error = -r;
@@ -317,7 +317,7 @@ static bool store_error(int r)
  * before cmd writes anything: had that close committed the empty value,
  * every reader opening before cmd's output arrived would read nothing. So
  * an O_TRUNC handle that nothing was written to (nor resized) commits
- * nothing at its writer's first close and is in limbo (see limbo_wait).
+ * nothing at its writer's first close and is in limbo (see handle_limbo_wait).
  * Its empty value is committed at the writer's next close (a shell's
  * `: > key` closes twice), at fsync, or at release (a program that opens,
  * writes nothing and closes once).
@@ -361,7 +361,8 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 	if (c && handle_done_find(h, &r))
 		goto out;
 	if (c && h->trunc_pending && !h->error && h->trunc_flushes++ == 0) {
-		limbo_set(fs, h, true);	/* a redirection's first close, or the only one */
+		/* a redirection's first close, or the only one */
+		handle_limbo_set(fs, h, true);
 		goto done;
 	}
 	if (closing)
@@ -378,7 +379,7 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 		if (r == 0) {
 			h->dirty = false;
 			h->committed = true;
-			trunc_done(fs, h);
+			handle_trunc_done(fs, h);
 		} else {
 			h->error = -r;
 			log_err("secret %lld: commit failed: %s%s%s%s", (long long)h->id,
@@ -405,7 +406,7 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 		r = -h->error;
 	}
 	if (h->creating)	/* after the commit: others see the value at once */
-		creating_set(fs, h, false);
+		handle_creating_set(fs, h, false);
 done:
 	if (c)
 		handle_done_add(h, r);
@@ -428,7 +429,7 @@ void vfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	reply_err(req, handle_commit(fs_of(req), h, true, &c));
+	ops_reply_err(req, handle_commit(fs_of(req), h, true, &c));
 }
 
 void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -440,7 +441,7 @@ void vfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_in
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	reply_err(req, handle_commit(fs_of(req), h, false, NULL));
+	ops_reply_err(req, handle_commit(fs_of(req), h, false, NULL));
 }
 
 void vfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

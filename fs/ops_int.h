@@ -156,37 +156,37 @@ static inline struct fs *fs_of(fuse_req_t req)
 struct closer;
 
 /* ops.c: attributes, errors, the session */
-void entry_init(struct fs *fs, struct fuse_entry_param *e, const struct stat *st);
-int getattr_ino(struct fs *fs, fuse_ino_t ino, struct stat *st);
-int name_errno(const char *name);
-void reply_denied(fuse_req_t req, int r);
-void reply_err(fuse_req_t req, int r);
-void stat_instance(const struct db_instance *in, struct stat *st);
-void stat_secret(const struct db_secret *s, struct stat *st);
-int user_errno(int r);
+void ops_entry_init(struct fs *fs, struct fuse_entry_param *e, const struct stat *st);
+int ops_getattr_ino(struct fs *fs, fuse_ino_t ino, struct stat *st);
+int ops_name_errno(const char *name);
+void ops_reply_denied(fuse_req_t req, int r);
+void ops_reply_err(fuse_req_t req, int r);
+void ops_stat_instance(const struct db_instance *in, struct stat *st);
+void ops_stat_secret(const struct db_secret *s, struct stat *st);
+int ops_user_errno(int r);
 
 /* handle.c: open files, their table and records */
-int buf_resize(struct fs *fs, struct secbuf *b, size_t len);
-bool created_by_other(struct fs *fs, int64_t id, pid_t pid);
-void creating_set(struct fs *fs, struct handle *h, bool on);
 void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len);
+int handle_buf_resize(struct fs *fs, struct secbuf *b, size_t len);
 void handle_charged(void);
+bool handle_created_by_other(struct fs *fs, int64_t id, pid_t pid);
+void handle_creating_set(struct fs *fs, struct handle *h, bool on);
 struct handle *handle_find(const struct fuse_file_info *fi);
 void handle_free(struct fs *fs, struct handle *h);
 int handle_keys(struct vault *v);
 /* Wipes the key handle_keys derived. */
 void handle_keys_free(void);
+int handle_limbo_init(struct fs *fs);
+void handle_limbo_set(struct fs *fs, struct handle *h, bool on);
+void handle_limbo_wait(struct fs *fs, int64_t id);
 int handle_new(struct fs *fs, struct handle **out, int64_t id, uid_t uid, pid_t opener);
-void handles_wipe(void *ctx);
-int limbo_init(struct fs *fs);
-void limbo_set(struct fs *fs, struct handle *h, bool on);
-void limbo_wait(struct fs *fs, int64_t id);
-void open_reply_fi(struct fuse_file_info *fi, struct handle *h);
+void handle_open_reply(struct fuse_file_info *fi, struct handle *h);
+void handle_open_reply_again(struct fuse_file_info *fi, const struct handle *h);
 /* A writer's OPEN or CREATE sent again after the previous worker made its
  * handle (adopted from the record): that handle, to answer with, or NULL. */
 struct handle *handle_resent_open(struct fs *fs);
-void open_reply_again(struct fuse_file_info *fi, const struct handle *h);
-void trunc_done(struct fs *fs, struct handle *h);
+void handle_trunc_done(struct fs *fs, struct handle *h);
+void handle_wipe_all(void *ctx);
 
 /* ops_file.c */
 int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct closer *c);

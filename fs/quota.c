@@ -17,7 +17,7 @@
 
 #include "../crypto/secmem.h"
 #include "log.h"
-#include "policy.h"
+#include "vault_conf.h"
 #include "quota.h"
 
 #define QUOTA_BUCKETS 64

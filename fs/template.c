@@ -11,6 +11,7 @@
 
 #include "../crypto/seal.h"
 #include "access.h"
+#include "array.h"
 #include "audit.h"
 #include "log.h"
 #include "template.h"
@@ -141,16 +142,18 @@ static bool owner_may_read(struct vault *v, struct owner *o, const struct db_ins
 
 /* The values of one rendering, by key. */
 struct fetched {
-	char (*name)[NAME_MAX_LEN + 1];
-	struct secbuf **val;
+	struct fetched_key {
+		char name[NAME_MAX_LEN + 1];
+		struct secbuf *val;
+	} *k;
 	size_t n, cap;
 };
 
 static void fetched_clear(struct fetched *f)
 {
 	for (size_t i = 0; i < f->n; i++) {
-		secbuf_free(f->val[i]);
-		f->val[i] = NULL;
+		secbuf_free(f->k[i].val);
+		f->k[i].val = NULL;
 	}
 	f->n = 0;
 }
@@ -158,30 +161,18 @@ static void fetched_clear(struct fetched *f)
 /* Room for one more value. */
 static int fetched_grow(struct fetched *f)
 {
-	size_t cap = f->cap ? f->cap * 2 : 8;
-	char (*name)[NAME_MAX_LEN + 1];
-	struct secbuf **val;
+	struct fetched_key *k = array_room(f->k, f->n, &f->cap, sizeof(*k));
 
-	if (f->n < f->cap)
-		return 0;
-	name = realloc(f->name, cap * sizeof(*name));
-	if (!name)
+	if (!k)
 		return -ENOMEM;
-	f->name = name;
-	val = realloc(f->val, cap * sizeof(*val));
-	if (!val)
-		return -ENOMEM;
-	f->val = val;
-	f->cap = cap;
+	f->k = k;
 	return 0;
 }
 
 static void fetched_free(struct fetched *f)
 {
-	if (f->val)
-		fetched_clear(f);
-	free(f->name);
-	free(f->val);
+	fetched_clear(f);
+	free(f->k);
 }
 
 struct render {
@@ -223,13 +214,13 @@ static int fetch_key(void *ctx, const char *key)
 	r = fetched_grow(f);
 	if (r < 0)
 		return fail_key(rd, r, key, "out of memory");
-	f->val[f->n] = NULL;
-	r = vault_read(rd->v, s.id, &f->val[f->n], &m);
+	f->k[f->n].val = NULL;
+	r = vault_read(rd->v, s.id, &f->k[f->n].val, &m);
 	if (r == -ENOENT)
 		return fail_key(rd, -ENOKEY, key, "no such key");
 	if (r < 0)
 		return fail_key(rd, r, key, "cannot read it");
-	memcpy(f->name[f->n++], key, NAME_MAX_LEN + 1);
+	memcpy(f->k[f->n++].name, key, NAME_MAX_LEN + 1);
 	return 0;
 }
 
@@ -238,8 +229,8 @@ static int lookup_fetched(void *ctx, const char *key, const struct secbuf **out)
 	struct fetched *f = ctx;
 
 	for (size_t i = 0; i < f->n; i++)
-		if (!strcmp(f->name[i], key)) {
-			*out = f->val[i];
+		if (!strcmp(f->k[i].name, key)) {
+			*out = f->k[i].val;
 			return 0;
 		}
 	return -ENOKEY;
@@ -282,7 +273,7 @@ static void render_audit(const struct render *rd, const struct audit_who *who)
 
 	snprintf(detail, sizeof(detail), "template %s", rd->t->name);
 	for (size_t i = 0; i < rd->f.n; i++)
-		audit_record(rd->v->audit, who, AUDIT_READ, rd->in.name, rd->f.name[i], 0, detail);
+		audit_record(rd->v->audit, who, AUDIT_READ, rd->in.name, rd->f.k[i].name, 0, detail);
 }
 
 int template_render(struct vault *v, const struct db_secret *t, const struct secbuf *src,

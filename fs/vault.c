@@ -24,6 +24,7 @@
 #include "audit.h"
 #include "log.h"
 #include "name.h"
+#include "policy.h"
 #include "vault_int.h"
 
 static const unsigned char check_plain[] = "vaultfs master key check";

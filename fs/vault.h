@@ -9,7 +9,7 @@
 
 #include "../crypto/secmem.h"
 #include "../db/db.h"
-#include "policy.h"
+#include "vault_conf.h"
 
 struct vault;
 struct audit;

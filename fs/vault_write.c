@@ -16,6 +16,7 @@
 #include "audit.h"
 #include "log.h"
 #include "name.h"
+#include "policy.h"
 #include "template.h"
 #include "vault_int.h"
 

@@ -10,7 +10,7 @@ struct db;
 
 /* Starts following db for a mount of the whole vault (only_instance 0) or
  * of one instance; inval_start() must have been called. 0 or -errno. */
-int watch_start(struct db *db, int64_t only_instance) __attribute__((warn_unused_result));
+int watch_start(struct db *db, int64_t only_instance) WUR;
 void watch_stop(void);
 
 #endif

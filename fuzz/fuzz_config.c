@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../fs/name.h"
+#include "../fs/policy.h"
 #include "../src/config.h"
 
 static char path[] = "/tmp/vaultfs-fuzz-config-XXXXXX";

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../fs/policy.h"
 #include "../fs/vault.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

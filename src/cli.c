@@ -14,6 +14,7 @@
 #include "../crypto/secmem.h"
 #include "../fs/name.h"
 #include "../fs/audit.h"
+#include "../fs/policy.h"
 #include "../fs/vault.h"
 #include "cli.h"
 #include "config.h"

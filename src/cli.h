@@ -8,7 +8,7 @@
 
 #include "../db/db.h"
 #include "../fs/audit.h"
-#include "../fs/policy.h"
+#include "../fs/vault_conf.h"
 
 struct vault;
 struct secbuf;

@@ -16,32 +16,6 @@
 #include "dotenv.h"
 #include "import.h"
 
-enum { OPT_ANY_NAME = 0x300 };
-
-struct apply_opts {
-	const char *env;
-	const char *dir;
-	bool dry_run;
-	bool any_name;
-};
-
-static int apply_opt(int opt, const char *arg, void *ctx)
-{
-	struct apply_opts *o = ctx;
-
-	if (opt == OPT_ENV)
-		o->env = arg;
-	else if (opt == OPT_DIR)
-		o->dir = arg;
-	else if (opt == 'n' || opt == OPT_DRY_RUN)
-		o->dry_run = true;
-	else if (opt == OPT_ANY_NAME)
-		o->any_name = true;
-	else
-		return -1;
-	return 0;
-}
-
 /* Names that would replace a template: reported, -1. */
 static int refuse_templates(struct cli *c, const char *inst, const struct db_instance *in,
 			    const struct dotenv *d)
@@ -59,46 +33,10 @@ static int refuse_templates(struct cli *c, const char *inst, const struct db_ins
 	return bad ? -1 : 0;
 }
 
-static int apply_store(struct cli *c, const char *inst, const struct db_instance *in,
-		       const struct dotenv *d)
-{
-	const char **names = calloc(d->n + 1, sizeof(*names));
-	struct secbuf **values = calloc(d->n + 1, sizeof(*values));
-	size_t at = d->n;
-	int r = names && values ? 0 : -ENOMEM;
-
-	for (size_t k = 0; r == 0 && k < d->n; k++) {
-		names[k] = d->e[k].name;
-		values[k] = d->e[k].value;
-	}
-	if (r == 0)
-		r = vault_put_many(c->vault, in->id, d->n, names, values, getuid(), in->gid, &at);
-	if (r == -EFBIG && at < d->n)
-		cli_error("%s: larger than max_value_size (%zu bytes); nothing was changed",
-			  names[at], c->conf.max_value_size);
-	else if (r == -EMEDIUMTYPE && at < d->n)
-		cli_error("%s/%s is a template: apply changes values only; nothing was changed",
-			  inst, names[at]);
-	else if (r < 0)
-		cli_error("%s: %s; nothing was changed", inst, strerror(-r));
-	for (size_t k = 0; r == 0 && k < d->n; k++)
-		cli_audit(c, AUDIT_WRITE, inst, names[k], 0);
-	free(names);
-	free(values);
-	return r;
-}
-
 int apply_main(int argc, char **argv)
 {
-	static const struct option extra[] = {
-		{ "env", required_argument, NULL, OPT_ENV },
-		{ "dir", required_argument, NULL, OPT_DIR },
-		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
-		{ "any-name", no_argument, NULL, OPT_ANY_NAME },
-		{ 0 },
-	};
 	struct cli c = {
-		.cmd = "apply", .usage = "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]",
+		.cmd = "apply", .usage = IMPORT_USAGE,
 		.min_args = 1, .max_args = 1, .want = "want INSTANCE",
 		.help = "Replaces the keys named in the input, in INSTANCE, in one transaction:\n"
 			"every reader, and every rendering of a template over them, sees all\n"
@@ -110,21 +48,18 @@ int apply_main(int argc, char **argv)
 			"      --dir DIR        one file per key, named after it\n"
 			"  -n, --dry-run        check and list the keys, change nothing\n",
 	};
-	struct apply_opts o = { 0 };
+	struct import_opts o = { 0 };
 	struct dotenv d = { 0 };
 	struct db_instance in;
 	int i, r, ret = 1;
 
-	i = cli_parse(&c, argc, argv, "n", extra, apply_opt, &o);
-	if (!o.env == !o.dir)
-		cli_usage_error(&c, "want --env FILE or --dir DIR");
+	i = import_parse(&c, argc, argv, &o);
 	if (!cli_name_ok("instance", argv[i]))
 		return 1;
 	if (cli_start(&c, CLI_INSTANCE, argv + i) < 0)
 		goto out;
 	in = c.in;
-	r = o.env ? import_load_env(&c, o.env, o.any_name ? DOTENV_ANY_NAME : 0, &d) :
-		    import_load_dir(&c, o.dir, &d);
+	r = import_load(&c, &o, &d);
 	if (r == 0 && d.n == 0) {
 		cli_error("%s: no keys in the input", o.env ? o.env : o.dir);
 		r = -1;
@@ -136,15 +71,14 @@ int apply_main(int argc, char **argv)
 		goto out;
 	}
 	if (o.dry_run) {
-		for (size_t k = 0; k < d.n; k++)
-			printf("%s\n", d.e[k].name);
-		printf("vaultfs: %zu key%s would be replaced in %s (dry run)\n", d.n,
-		       d.n == 1 ? "" : "s", argv[i]);
+		import_dry_run(&d, "replaced in", argv[i]);
 		ret = 0;
 		goto out;
 	}
-	if (apply_store(&c, argv[i], &in, &d) < 0)
+	if (import_put(&c, argv[i], &in, &d, "changed") < 0)
 		goto out;
+	for (size_t k = 0; k < d.n; k++)
+		cli_audit(&c, AUDIT_WRITE, argv[i], d.e[k].name, 0);
 	printf("vaultfs: applied %zu key%s to %s in one transaction\n", d.n,
 	       d.n == 1 ? "" : "s", argv[i]);
 	ret = 0;

@@ -25,13 +25,6 @@
 
 enum { OPT_ANY_NAME = 0x300 };
 
-struct import_opts {
-	const char *env;
-	const char *dir;
-	bool dry_run;
-	bool any_name;
-};
-
 static int import_opt(int opt, const char *arg, void *ctx)
 {
 	struct import_opts *o = ctx;
@@ -288,44 +281,27 @@ static int load_dir(struct cli *c, const char *dir, struct dotenv *d)
  * transaction: 0, or 1 with the reason printed and nothing stored. */
 static int store_all(struct cli *c, const char *inst, const struct dotenv *d)
 {
-	const char **names = calloc(d->n + 1, sizeof(*names));
-	struct secbuf **values = calloc(d->n + 1, sizeof(*values));
 	struct db_instance in;
 	struct db_secret s;
-	size_t at, fresh = 0;
-	int r = names && values ? cli_instance_open(c, inst, &in) : -ENOMEM;
+	size_t fresh = 0;
+	int r = cli_instance_open(c, inst, &in);
 
-	for (size_t k = 0; r == 0 && k < d->n; k++) {
-		names[k] = d->e[k].name;
-		values[k] = d->e[k].value;
-		fresh += vault_secret_find(c->vault, in.id, names[k], &s) == -ENOENT;
-	}
-	if (r == 0)
-		r = vault_put_many(c->vault, in.id, d->n, names, values, getuid(), in.gid, &at);
-	if (r == -EFBIG && at < d->n)
-		cli_error("%s: larger than max_value_size (%zu bytes); nothing was imported",
-			  names[at], c->conf.max_value_size);
-	else if (r < 0)
+	for (size_t k = 0; r == 0 && k < d->n; k++)
+		fresh += vault_secret_find(c->vault, in.id, d->e[k].name, &s) == -ENOENT;
+	if (r < 0)
 		cli_error("%s: %s; nothing was imported", inst, strerror(-r));
 	else
+		r = import_put(c, inst, &in, d, "imported");
+	if (r == 0)
 		printf("vaultfs: imported %zu key%s into %s (%zu new, %zu updated)\n", d->n,
 		       d->n == 1 ? "" : "s", inst, fresh, d->n - fresh);
-	free(names);
-	free(values);
 	return r < 0 ? 1 : 0;
 }
 
 int import_main(int argc, char **argv)
 {
-	static const struct option extra[] = {
-		{ "env", required_argument, NULL, OPT_ENV },
-		{ "dir", required_argument, NULL, OPT_DIR },
-		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
-		{ "any-name", no_argument, NULL, OPT_ANY_NAME },
-		{ 0 },
-	};
 	struct cli c = {
-		.cmd = "import", .usage = "[OPTIONS] INSTANCE (--env FILE [--any-name] | --dir DIR) [-n]",
+		.cmd = "import", .usage = IMPORT_USAGE,
 		.min_args = 1, .max_args = 1, .want = "want INSTANCE",
 		.help = "Stores many secrets in INSTANCE at once, all or nothing: every problem\n"
 			"is reported (with its line number) and then nothing is imported.\n"
@@ -345,26 +321,19 @@ int import_main(int argc, char **argv)
 	};
 	struct import_opts o = { 0 };
 	struct dotenv d = { 0 };
-	int i, r, ret = 1;
+	int i, ret = 1;
 
-	i = cli_parse(&c, argc, argv, "n", extra, import_opt, &o);
-	if (!o.env == !o.dir)
-		cli_usage_error(&c, "want --env FILE or --dir DIR");
+	i = import_parse(&c, argc, argv, &o);
 	if (!cli_name_ok("instance", argv[i]))
 		return 1;
 	if (cli_start(&c, 0, NULL) < 0)
 		goto out;
-	r = o.env ? load_env(&c, o.env, o.any_name ? DOTENV_ANY_NAME : 0, &d) :
-		    load_dir(&c, o.dir, &d);
-	if (r < 0) {
+	if (import_load(&c, &o, &d) < 0) {
 		cli_error("nothing was imported");
 		goto out;
 	}
 	if (o.dry_run) {
-		for (size_t k = 0; k < d.n; k++)
-			printf("%s\n", d.e[k].name);
-		printf("vaultfs: %zu key%s would be imported into %s (dry run)\n", d.n,
-		       d.n == 1 ? "" : "s", argv[i]);
+		import_dry_run(&d, "imported into", argv[i]);
 		ret = 0;
 	} else {
 		ret = store_all(&c, argv[i], &d);
@@ -375,12 +344,60 @@ out:
 	return ret;
 }
 
-int import_load_env(struct cli *c, const char *path, unsigned flags, struct dotenv *d)
+int import_parse(struct cli *c, int argc, char **argv, struct import_opts *o)
 {
-	return load_env(c, path, flags, d);
+	static const struct option extra[] = {
+		{ "env", required_argument, NULL, OPT_ENV },
+		{ "dir", required_argument, NULL, OPT_DIR },
+		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+		{ "any-name", no_argument, NULL, OPT_ANY_NAME },
+		{ 0 },
+	};
+	int i = cli_parse(c, argc, argv, "n", extra, import_opt, o);
+
+	if (!o->env == !o->dir)
+		cli_usage_error(c, "want --env FILE or --dir DIR");
+	return i;
 }
 
-int import_load_dir(struct cli *c, const char *dir, struct dotenv *d)
+int import_load(struct cli *c, const struct import_opts *o, struct dotenv *d)
 {
-	return load_dir(c, dir, d);
+	if (o->env)
+		return load_env(c, o->env, o->any_name ? DOTENV_ANY_NAME : 0, d);
+	return load_dir(c, o->dir, d);
+}
+
+void import_dry_run(const struct dotenv *d, const char *done, const char *inst)
+{
+	for (size_t k = 0; k < d->n; k++)
+		printf("%s\n", d->e[k].name);
+	printf("vaultfs: %zu key%s would be %s %s (dry run)\n", d->n, d->n == 1 ? "" : "s",
+	       done, inst);
+}
+
+int import_put(struct cli *c, const char *inst, const struct db_instance *in,
+	       const struct dotenv *d, const char *done)
+{
+	const char **names = calloc(d->n + 1, sizeof(*names));
+	struct secbuf **values = calloc(d->n + 1, sizeof(*values));
+	size_t at = d->n;
+	int r = names && values ? 0 : -ENOMEM;
+
+	for (size_t k = 0; r == 0 && k < d->n; k++) {
+		names[k] = d->e[k].name;
+		values[k] = d->e[k].value;
+	}
+	if (r == 0)
+		r = vault_put_many(c->vault, in->id, d->n, names, values, getuid(), in->gid, &at);
+	if (r == -EFBIG && at < d->n)
+		cli_error("%s: larger than max_value_size (%zu bytes); nothing was %s",
+			  names[at], c->conf.max_value_size, done);
+	else if (r == -EMEDIUMTYPE && at < d->n)
+		cli_error("%s/%s is a template, which a value does not replace; nothing was %s",
+			  inst, names[at], done);
+	else if (r < 0)
+		cli_error("%s: %s; nothing was %s", inst, strerror(-r), done);
+	free(names);
+	free(values);
+	return r;
 }

@@ -7,6 +7,7 @@
 
 #include "../db/db_versions.h"
 #include "../fs/array.h"
+#include "../fs/policy.h"
 #include "../fs/template.h"
 #include "../fs/vault.h"
 #include "check_limits.h"

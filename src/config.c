@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../fs/name.h"
+#include "../fs/policy.h"
 #include "config_hooks.h"
 #include "config_int.h"
 

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../fs/policy.h"
+#include "../fs/vault_conf.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/vaultfs/vaultfs.ini"
 

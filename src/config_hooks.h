@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "../fs/policy.h"
+#include "../fs/vault_conf.h"
 
 /* 1 if key is not a hook setting; 0 when set; -errno with the reason
  * (without file and line) in msg. */

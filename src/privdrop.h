@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "../fs/policy.h"
+#include "../fs/vault_conf.h"
 
 /* Before the vault is opened, as root: checks the database belongs to the
  * user, and raises RLIMIT_MEMLOCK to cover memlock_budget. 0, or -1 with a

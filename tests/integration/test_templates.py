@@ -470,6 +470,21 @@ def test_apply_is_all_or_nothing(vault):
     assert v.get("app", "A") == b"a2" and v.cli("template", "get", "app", "t").returncode == 0
 
 
+def test_import_names_the_template_it_will_not_replace(vault):
+    v = vault
+    put_keys(v, "app", {"A": b"a1"})
+    assert tset(v, "app", "t", b"{{A}}").returncode == 0
+    env = os.path.join(v.dir, "in.env")
+    write_file(env, "A=a2\nt=not-a-template\n")
+    r = v.cli("import", "app", "--env", env, "--any-name")
+    # The user is told which key is a template, not strerror(EMEDIUMTYPE).
+    assert r.returncode == 1, r.stderr
+    assert b"app/t is a template" in r.stderr and b"nothing was imported" in r.stderr
+    assert b"medium" not in r.stderr
+    assert v.get("app", "A") == b"a1", "all or nothing: A is unchanged"
+    assert read_file(v.path("app", "t")) == b"a1"
+
+
 def test_apply_refuses_a_hostile_directory(vault):
     v = vault
     v.set("app", "A", b"kept")
