@@ -116,6 +116,54 @@ static int read_as_written(struct fs *fs, int64_t id, struct secbuf **out)
 	return r;
 }
 
+/* An open refused before any handle is made: the errno, or 0. */
+static int open_refused(struct fs *fs, fuse_req_t req, fuse_ino_t ino, int flags)
+{
+	int acc = flags & O_ACCMODE;
+
+	if (ino_kind(ino) != K_SECRET)
+		return EISDIR;
+	/* Linux filesystems empty the file; a reader's open never destroys a
+	 * secret here. (The kernel let only a caller who may write this far.) */
+	if (acc == O_RDONLY && (flags & O_TRUNC))
+		return EINVAL;
+	if (acc == O_RDONLY && handle_created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid))
+		return ENOENT;
+	return 0;
+}
+
+/* The handle's buffer, in the open's snapshot: empty (O_TRUNC, the value
+ * kept to put back), the value as written (a writer), or the value (a
+ * reader: meta and sealed, fetched with the access check; a template is
+ * rendered). */
+static int open_fill(struct fs *fs, struct handle *h, int flags, const struct db_secret *meta,
+		     const struct db_blob *sealed)
+{
+	int acc = flags & O_ACCMODE, r;
+
+	if (acc != O_RDONLY && (flags & O_TRUNC)) {
+		r = secbuf_new(&h->buf, 0);
+		h->dirty = true;
+		h->trunc_pending = true;
+		/* Kept to put back if a write fails. A value that no longer
+		 * authenticates can still be overwritten: that's how it is fixed. */
+		if (r == 0 && read_as_written(fs, h->id, &h->orig) == -ENOMEM)
+			r = -ENOMEM;
+		return r;
+	}
+	if (acc != O_RDONLY)
+		return read_as_written(fs, h->id, &h->buf);
+	r = vault_read_fetched(fs->v, meta, sealed, &h->buf);
+	if (r == 0 && (meta->flags & TEMPLATE_FLAG))
+		r = template_open(fs->v, meta, &h->ref.who, &h->buf);
+	if (r == 0) {
+		ops_stat_secret(meta, &h->st);
+		h->st.st_size = (off_t)h->buf->len;
+		h->have_st = true;
+	}
+	return r;
+}
+
 void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct db_blob sealed = { 0 };
@@ -125,18 +173,9 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int acc = fi->flags & O_ACCMODE;
 	int r;
 
-	if (ino_kind(ino) != K_SECRET) {
-		fuse_reply_err(req, EISDIR);
-		return;
-	}
-	/* Linux filesystems empty the file; a reader's open never destroys a
-	 * secret here. (The kernel let only a caller who may write this far.) */
-	if (acc == O_RDONLY && (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	if (acc == O_RDONLY && handle_created_by_other(fs, ino_id(ino), fuse_req_ctx(req)->pid)) {
-		fuse_reply_err(req, ENOENT);
+	r = open_refused(fs, req, ino, fi->flags);
+	if (r) {
+		fuse_reply_err(req, r);
 		return;
 	}
 	/* A writer the dead worker opened: the same file, again. */
@@ -170,26 +209,7 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		ops_reply_denied(req, r == -ENOENT ? -ESTALE : r);
 		return;
 	}
-	if (acc != O_RDONLY && (fi->flags & O_TRUNC)) {
-		r = secbuf_new(&h->buf, 0);
-		h->dirty = true;
-		h->trunc_pending = true;
-		/* Kept to put back if a write fails. A value that no longer
-		 * authenticates can still be overwritten: that's how it is fixed. */
-		if (r == 0 && read_as_written(fs, h->id, &h->orig) == -ENOMEM)
-			r = -ENOMEM;
-	} else if (r == 0 && acc != O_RDONLY) {
-		r = read_as_written(fs, h->id, &h->buf);
-	} else if (r == 0) {
-		r = vault_read_fetched(fs->v, &meta, &sealed, &h->buf);
-		if (r == 0 && (meta.flags & TEMPLATE_FLAG))
-			r = template_open(fs->v, &meta, &h->ref.who, &h->buf);
-		if (r == 0) {
-			ops_stat_secret(&meta, &h->st);
-			h->st.st_size = (off_t)h->buf->len;
-			h->have_st = true;
-		}
-	}
+	r = open_fill(fs, h, fi->flags, &meta, &sealed);
 	handle_charged();
 	db_blob_free(&sealed);
 	db_read_end(fs->db);
