@@ -22,6 +22,8 @@
  * instance's directory as the root: the kernel's inode 1 stands for the
  * instance's inode, and no other instance is reachable.
  */
+#include <stdatomic.h>
+
 #include "hooks.h"
 #include "ops_int.h"
 
@@ -84,8 +86,26 @@ void ops_stat_secret(const struct db_secret *s, struct stat *st)
 	st->st_atim = st->st_mtim;
 }
 
+/* Replies that carry attributes, counted. The kernel forgets a file's size
+ * and times itself when it sends its writer's O_TRUNC open or write, so a
+ * commit needs to tell it to forget them again only if a reply carried
+ * some after that (see handle_commit). Starts at 1: 0 is no mark. */
+static _Atomic uint64_t attrs_sent = 1;
+
+void ops_attrs_out(void)
+{
+	atomic_fetch_add(&attrs_sent, 1);
+}
+
+uint64_t ops_attrs_mark(void)
+{
+	return atomic_load(&attrs_sent);
+}
+
+/* Every caller replies with e: its attributes are counted here. */
 void ops_entry_init(struct fs *fs, struct fuse_entry_param *e, const struct stat *st)
 {
+	ops_attrs_out();
 	memset(e, 0, sizeof(*e));
 	e->ino = st->st_ino;
 	e->generation = 1;

@@ -18,6 +18,13 @@ static bool getattr_open(struct fs *fs, fuse_ino_t ino, struct stat *st)
 	return found;
 }
 
+/* Attributes the kernel keeps for the mount's timeout, counted. */
+static void reply_attr(fuse_req_t req, const struct stat *st)
+{
+	ops_attrs_out();
+	fuse_reply_attr(req, st, fs_of(req)->timeout);
+}
+
 void vfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -26,13 +33,13 @@ void vfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	(void)fi;
 	if (r == -ENOENT && ino_kind(ino) == K_SECRET && getattr_open(fs, ino, &st))
-		fuse_reply_attr(req, &st, 0);
+		fuse_reply_attr(req, &st, 0);	/* not cached: not counted */
 	else if (r == -ENOENT && ino_kind(ino) == K_SECRET)
 		ops_reply_err(req, -ESTALE);	/* the path walk looks the name up again */
 	else if (r < 0)
 		ops_reply_err(req, r);
 	else
-		fuse_reply_attr(req, &st, fs->timeout);
+		reply_attr(req, &st);
 }
 
 static int truncate_secret(struct fs *fs, int64_t id, off_t size, uid_t by)
@@ -117,7 +124,7 @@ void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	if (r < 0)
 		ops_reply_err(req, r);
 	else
-		fuse_reply_attr(req, &st, fs->timeout);
+		reply_attr(req, &st);
 }
 
 void vfs_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -232,8 +232,10 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (h->readonly && (meta.flags & TEMPLATE_FLAG))
 		h->read_version = UINT64_MAX;
 	handle_open_reply(fi, h);
-	if (!h->readonly)
+	if (!h->readonly) {
+		h->attrs_mark = ops_attrs_mark();
 		handle_record(fs, h);
+	}
 	/* Nothing to commit on a reader's close: spare it the FLUSH round trip. */
 	fi->noflush = acc == O_RDONLY;
 	if (fuse_reply_open(req, fi) != 0)
@@ -314,6 +316,7 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 	 * what came before it. */
 	handle_done_add(h, r);
 	handle_record(fs, h);
+	h->attrs_mark = ops_attrs_mark();
 answer:
 	pthread_mutex_unlock(&h->lock);
 	/* libfuse's request buffer is not locked memory: leave nothing there. */
@@ -372,7 +375,7 @@ static bool closer_is_writer(const struct handle *h, const struct closer *c)
 int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct closer *c)
 {
 	struct audit_entry ae;
-	bool stored = false;
+	bool stored = false, tell;
 	int r = 0;
 
 	pthread_mutex_lock(&h->lock);
@@ -432,10 +435,15 @@ done:
 		handle_done_add(h, r);
 out:
 	handle_record(fs, h);
+	tell = stored && ops_attrs_mark() != h->attrs_mark;
 	pthread_mutex_unlock(&h->lock);
-	/* The kernel cached the size and times from before: the caller's next
-	 * stat must see what was just stored. */
-	if (stored)
+	/* The caller's next stat must see what was just stored. The kernel
+	 * forgot the size and times when it sent the writer's O_TRUNC open and
+	 * each write; it need be told again only if attributes went out since
+	 * (a stat while the value was being written, a chmod, a create's
+	 * entry): a commit then waits for the notifier, and the next open asks
+	 * for every attribute again. */
+	if (tell)
 		inval_attr(secret_ino(h->id));
 	return r;
 }

@@ -98,6 +98,8 @@ struct handle {
 	struct handle_done done[HANDLE_DONE];	/* kept with the record */
 	uint32_t done_next;
 	uint64_t opened_by;	/* the OPEN or CREATE that made it, 0: unknown */
+	uint64_t attrs_mark;	/* ops_attrs_mark() before the reply to the writer's
+				 * open or last write, 0: none */
 };
 
 /* Handles as the kernel names them, across workers (see below). */
@@ -156,6 +158,8 @@ static inline struct fs *fs_of(fuse_req_t req)
 struct closer;
 
 /* ops.c: attributes, errors, the session */
+void ops_attrs_out(void);
+uint64_t ops_attrs_mark(void);
 void ops_entry_init(struct fs *fs, struct fuse_entry_param *e, const struct stat *st);
 int ops_getattr_ino(struct fs *fs, fuse_ino_t ino, struct stat *st);
 int ops_name_errno(const char *name);

@@ -1,6 +1,7 @@
 """Seeing changes: stat after a write through the mount, and after a change
 made with the CLI while mounted."""
 import os
+import subprocess
 import time
 
 from conftest import write_file
@@ -52,3 +53,39 @@ def test_cli_change_shows_at_once_with_no_attr_timeout(vault_factory):
     assert os.stat(p).st_size == 12
     assert v.cli("rm", "app", "K").returncode == 0
     assert not os.path.exists(p)
+
+
+def test_stat_right_after_a_shell_writes_sees_the_commit(vault):
+    """`cmd > key; stat key` shows the value just stored: its size and a
+    newer mtime, for a rotation, a truncation, a new key, and a writer
+    whose key was chmodded while it wrote."""
+    os.mkdir(vault.path("app"))
+    p = vault.path("app", "K")
+
+    def sh(cmd):
+        subprocess.run(["sh", "-c", cmd], check=True)
+
+    sh("printf 'first value' > %s" % p)
+    first = os.stat(p)
+    assert first.st_size == 11
+    sh("printf 'xy\\n' > %s" % p)
+    second = os.stat(p)
+    assert second.st_size == 2, "one trailing newline is not stored"
+    assert second.st_mtime_ns > first.st_mtime_ns
+    sh(": > %s" % p)
+    third = os.stat(p)
+    assert third.st_size == 0
+    assert third.st_mtime_ns > second.st_mtime_ns
+    sh("printf new > %s" % vault.path("app", "N"))
+    assert os.stat(vault.path("app", "N")).st_size == 3
+    # Attributes sent while the value is being written (the chmod's reply)
+    # are older than the commit: stat after the close sees the commit.
+    fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"abcd")
+    os.chmod(p, 0o640)
+    os.close(fd)
+    fourth = os.stat(p)
+    assert (fourth.st_size, fourth.st_mode & 0o777) == (4, 0o640)
+    assert fourth.st_mtime_ns > third.st_mtime_ns
+    with open(p) as f:
+        assert f.read() == "abcd"
