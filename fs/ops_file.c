@@ -434,7 +434,10 @@ done:
 	if (c)
 		handle_done_add(h, r);
 out:
-	handle_record(fs, h);
+	/* A release that stored nothing needs no record: it is forgotten next,
+	 * and the one the holder has already tells a later worker as much. */
+	if (c || !closing || stored || h->error)
+		handle_record(fs, h);
 	tell = stored && ops_attrs_mark() != h->attrs_mark;
 	pthread_mutex_unlock(&h->lock);
 	/* The caller's next stat must see what was just stored. The kernel
