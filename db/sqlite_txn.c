@@ -91,6 +91,10 @@ void sq_reader_give(struct sq *db, struct sq *rd)
 
 static const char sql_pin_begin[] = "BEGIN";
 static const char sql_pin_end[] = "COMMIT";
+/* A write transaction's ends: cached statements, not parsed at each write. */
+static const char sql_begin[] = "BEGIN IMMEDIATE";
+static const char sql_nested[] = "SAVEPOINT nested";
+static const char sql_commit[] = "COMMIT";
 
 void sq_read_begin(struct db *h)
 {
@@ -150,7 +154,7 @@ static int begin_now(struct sq *db)
 		r = resync(db);
 	db->lazy = false;
 	if (r == 0)
-		r = sq_exec(db, db->depth ? "SAVEPOINT nested" : "BEGIN IMMEDIATE");
+		r = sq_change(db, db->depth ? sql_nested : sql_begin, -1, SQ_NOARGS, NULL, NULL);
 	if (r < 0) {
 		sq_unlock(db);
 		return r;
@@ -209,7 +213,7 @@ static int commit_outer(struct sq *db)
 		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
 		sq_states_end(db, false);
 	} else {
-		r = sq_exec(db, "COMMIT");
+		r = sq_change(db, sql_commit, -1, SQ_NOARGS, NULL, NULL);
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
 		sq_states_end(db, r == 0);

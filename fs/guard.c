@@ -201,14 +201,6 @@ static int open_checked(fuse_req_t req, struct vault *v, int64_t secret_id, int 
 	return r;
 }
 
-int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
-	       struct guard_ref *ref)
-{
-	struct db_secret s;
-
-	return open_checked(req, v, secret_id, flags, ref, &s, NULL);
-}
-
 int guard_open_fetch(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
 		     struct guard_ref *ref, struct db_secret *s, struct db_blob *blob)
 {

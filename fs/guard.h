@@ -24,12 +24,9 @@ struct guard_ref {
 
 /* Before an open: looks up the names, checks the stored mode bits of the
  * secret and its instance (the kernel checked cached ones), and applies the
- * read rules to an open that reads. 0, or -errno (a denial is recorded). */
-int guard_open(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
-	       struct guard_ref *ref);
-/* The same, handing back the row and its sealed value (for
- * vault_read_fetched), so a reader's open queries the store once. blob
- * must be freed whatever the result. */
+ * read rules to an open that reads. 0, or -errno (a denial is recorded).
+ * Hands back the row and its sealed value (for vault_read_fetched), so an
+ * open queries the store once; blob must be freed whatever the result. */
 int guard_open_fetch(fuse_req_t req, struct vault *v, int64_t secret_id, int flags,
 		     struct guard_ref *ref, struct db_secret *s, struct db_blob *blob);
 /* After it: records a reading open's outcome. */

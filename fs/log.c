@@ -5,10 +5,12 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -17,6 +19,9 @@ static bool use_syslog;
 static bool verbose;
 static int syslog_fd = -1;
 static char syslog_path[108] = "/dev/log";
+/* Whether syslog_path was there, as looked at last (0: never). */
+static int64_t syslog_seen_ns;
+static bool syslog_seen;
 static pthread_mutex_t syslog_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_ulong syslog_dropped;
 
@@ -78,20 +83,31 @@ void log_syslog_socket(const char *path)
 {
 	pthread_mutex_lock(&syslog_lock);
 	snprintf(syslog_path, sizeof(syslog_path), "%s", path);
+	syslog_seen_ns = 0;
 	if (syslog_fd >= 0)
 		close(syslog_fd);
 	syslog_fd = -1;
 	pthread_mutex_unlock(&syslog_lock);
 }
 
+/* Asked for every audit entry stored: the socket is looked for at most
+ * once a second (a coarse clock costs no system call). */
 bool log_syslog_present(void)
 {
-	char path[sizeof(syslog_path)];
+	struct timespec ts;
+	int64_t now;
+	bool there;
 
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	pthread_mutex_lock(&syslog_lock);
-	memcpy(path, syslog_path, sizeof(path));
+	if (!syslog_seen_ns || now - syslog_seen_ns >= 1000000000) {
+		syslog_seen = access(syslog_path, F_OK) == 0;
+		syslog_seen_ns = now ? now : 1;
+	}
+	there = syslog_seen;
 	pthread_mutex_unlock(&syslog_lock);
-	return access(path, F_OK) == 0;
+	return there;
 }
 
 void log_to_syslog(bool on)

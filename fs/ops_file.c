@@ -99,12 +99,12 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 /* The value as its writer wrote it: a single trailing newline that the
  * store dropped is put back, so a writer continues the file (`echo a > k;
  * echo b >> k` gives two lines) and a put-back value is stored as before. */
-static int read_as_written(struct fs *fs, int64_t id, struct secbuf **out)
+static int read_as_written(struct fs *fs, const struct db_secret *meta,
+			   const struct db_blob *sealed, struct secbuf **out)
 {
-	struct db_secret meta;
-	int r = vault_read(fs->v, id, out, &meta);
+	int r = vault_read_fetched(fs->v, meta, sealed, out);
 
-	if (r == 0 && (meta.flags & DB_SECRET_NL_STRIPPED)) {
+	if (r == 0 && (meta->flags & DB_SECRET_NL_STRIPPED)) {
 		r = secbuf_reserve(*out, (*out)->len + 1);
 		if (r == 0)
 			(*out)->data[(*out)->len++] = '\n';
@@ -147,12 +147,12 @@ static int open_fill(struct fs *fs, struct handle *h, int flags, const struct db
 		h->trunc_pending = true;
 		/* Kept to put back if a write fails. A value that no longer
 		 * authenticates can still be overwritten: that's how it is fixed. */
-		if (r == 0 && read_as_written(fs, h->id, &h->orig) == -ENOMEM)
+		if (r == 0 && read_as_written(fs, meta, sealed, &h->orig) == -ENOMEM)
 			r = -ENOMEM;
 		return r;
 	}
 	if (acc != O_RDONLY)
-		return read_as_written(fs, h->id, &h->buf);
+		return read_as_written(fs, meta, sealed, &h->buf);
 	r = vault_read_fetched(fs->v, meta, sealed, &h->buf);
 	if (r == 0 && (meta->flags & TEMPLATE_FLAG))
 		r = template_open(fs->v, meta, &h->ref.who, &h->buf);
@@ -188,15 +188,13 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	handle_limbo_wait(fs, ino_id(ino));
 	r = handle_new(fs, &h, ino_id(ino), fuse_req_ctx(req)->uid, fuse_req_ctx(req)->pid);
-	/* The names for the access rules and the value: one snapshot, and for
-	 * a reader one query. */
+	/* The names for the access rules and the value: one snapshot, one
+	 * query. */
 	db_read_begin(fs->db);
-	if (r == 0 && acc == O_RDONLY)
+	if (r == 0)
 		r = guard_open_fetch(req, fs->v, h->id, fi->flags, &h->ref, &meta, &sealed);
-	else if (r == 0)
-		r = guard_open(req, fs->v, h->id, fi->flags, &h->ref);
 	/* A template is rendered, never written. */
-	if (r == 0 && acc != O_RDONLY && template_is(fs->v, h->id))
+	if (r == 0 && acc != O_RDONLY && (meta.flags & TEMPLATE_FLAG))
 		r = -EACCES;
 	if (r < 0) {
 		handle_charged();
