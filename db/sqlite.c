@@ -22,9 +22,7 @@
 
 #include "sqlite_int.h"
 
-#define WAL_PATH_MAX (PATH_MAX + 8)
 #define READER_CACHE_KIB 512	/* each reader's page cache */
-#define WAL_LIMIT "4194304"	/* bytes a WAL that starts over is cut back to */
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
 
@@ -352,17 +350,17 @@ int sq_create_file(const char *path)
 	return 0;
 }
 
-static void wal_path(struct sq *db, char out[static WAL_PATH_MAX])
+void sq_wal_path(struct sq *db, char out[static SQ_WAL_PATH_MAX])
 {
-	snprintf(out, WAL_PATH_MAX, "%s-wal", db->path);
+	snprintf(out, SQ_WAL_PATH_MAX, "%s-wal", db->path);
 }
 
 static void wal_remember(struct sq *db)
 {
-	char path[WAL_PATH_MAX];
+	char path[SQ_WAL_PATH_MAX];
 	struct stat st;
 
-	wal_path(db, path);
+	sq_wal_path(db, path);
 	if (stat(path, &st) == 0) {
 		db->wal_known = true;
 		db->wal_dev = st.st_dev;
@@ -375,7 +373,7 @@ static void wal_remember(struct sq *db)
  * such a commit must fail instead of being acknowledged. */
 static bool files_moved(struct sq *db)
 {
-	char path[WAL_PATH_MAX];
+	char path[SQ_WAL_PATH_MAX];
 	struct stat st;
 	int moved = 0;
 
@@ -384,7 +382,7 @@ static bool files_moved(struct sq *db)
 		return true;
 	if (!db->wal_known)
 		return false;
-	wal_path(db, path);
+	sq_wal_path(db, path);
 	return stat(path, &st) < 0 || st.st_dev != db->wal_dev || st.st_ino != db->wal_ino;
 }
 
@@ -405,13 +403,13 @@ static int configure(struct sq *db, int flags)
 				   STRINGIFY(READER_CACHE_KIB));
 	if (flags & SQ_LOG)
 		return sq_exec(db, "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; "
-				   "PRAGMA journal_size_limit = " WAL_LIMIT ";");
+				   "PRAGMA journal_size_limit = " STRINGIFY(SQ_WAL_LIMIT) ";");
 	r = sq_exec(db, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;");
 	if (r == 0 && !(flags & DB_READONLY))
 		r = sq_exec(db, "PRAGMA journal_mode = WAL");
 	/* After a burst of writes, a WAL that starts over is cut back to this. */
 	if (r == 0 && !(flags & DB_READONLY))
-		r = sq_exec(db, "PRAGMA journal_size_limit = " WAL_LIMIT);
+		r = sq_exec(db, "PRAGMA journal_size_limit = " STRINGIFY(SQ_WAL_LIMIT));
 	if (r == 0)
 		r = sq_exec(db, "PRAGMA synchronous = FULL");
 	return r;

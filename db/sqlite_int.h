@@ -3,6 +3,7 @@
 #ifndef VAULTFS_SQLITE_INT_H
 #define VAULTFS_SQLITE_INT_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -14,6 +15,10 @@
 
 #define SQ_STMT_MAX 256	/* statements cached per connection (about 85 today) */
 #define SQ_BUSY_TIMEOUT_MS 10000
+/* Bytes a WAL that starts over is cut back to (journal_size_limit); a
+ * quiet spell cuts a longer one to nothing (sq_audit_tidy). */
+#define SQ_WAL_LIMIT 4194304
+#define SQ_WAL_PATH_MAX (PATH_MAX + 8)
 #define SQ_READER 0x100		/* open flag: a connection for db_set_readers */
 #define SQ_LOG 0x200		/* open flag: the audit log's own connection */
 
@@ -58,6 +63,7 @@ static inline struct sq *sq_of(struct db *db)
 /* sqlite.c: connections, errors, statements; transactions in sqlite_txn.c. */
 int sq_open(struct sq **out, const char *path, int flags);
 void sq_close(struct sq *db);
+void sq_wal_path(struct sq *db, char out[static SQ_WAL_PATH_MAX]);
 void sq_lock(struct sq *db);
 void sq_unlock(struct sq *db);
 /* A SQLite result code as -errno (the one map for every file here),

@@ -48,7 +48,7 @@
 #define PRUNE_EVERY_NS (600LL * 1000000000)
 /* Kinds of event whose repeats are being counted at one time. */
 #define FOLD_SLOTS 64
-/* Quiet for this long: the WAL is checkpointed and cut short. */
+/* Quiet for this long: the WAL is checkpointed and starts over. */
 #define TIDY_AFTER_NS (2LL * 1000000000)
 
 /* A window in which repeats of one event are counted into row. */
@@ -217,7 +217,8 @@ static void folds_close(struct audit *a, int64_t now)
 /* -- the writer thread ------------------------------------------------- */
 
 /* Once the log has been quiet for a while: the WAL's pages go back into
- * the database and the file is cut short, if no one is in the way. */
+ * the database and the next commit starts the file over, if no one is in
+ * the way. */
 static void tidy(struct audit *a, int64_t now)
 {
 	if (a->tidy_ns && now >= a->tidy_ns)
