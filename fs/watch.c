@@ -14,6 +14,7 @@
  *    shows, never a revoke.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <time.h>
 
@@ -25,6 +26,14 @@
 #include "watch.h"
 
 #define WATCH_PERIOD_MS 20
+/* Finding what moved reads every row (changes.c): under a steady stream of
+ * writes to a big vault, every mount spent most of a core on it (10,000
+ * keys: 250 us of CPU per write made elsewhere). The wait after a look is
+ * stretched so that looking takes at most 1/WATCH_SHARE of this thread's
+ * time, up to WATCH_MAX_MS: stat shows a change later, access is decided
+ * at open anyway (see above). */
+#define WATCH_SHARE 20
+#define WATCH_MAX_MS 2000
 
 static struct {
 	struct db *db;
@@ -34,7 +43,9 @@ static struct {
 	_Atomic bool stop;
 	uint64_t seq;
 	struct changes_snap seen;
-} w;
+	pthread_mutex_t lock;		/* and wake: the waits between looks */
+	pthread_cond_t wake;
+} w = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static fuse_ino_t item_ino(const struct changes_item *it)
 {
@@ -57,44 +68,84 @@ static void tell(void *ctx, const struct changes_item *before, const struct chan
 		inval_attr_later(item_ino(before));
 }
 
+/* Waits ms, or until watch_stop (the wait can be long). */
 static void sleep_ms(unsigned ms)
 {
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ms * 1000000 };
+	struct timespec ts;
 
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&w.lock);
+	while (!w.stop && pthread_cond_timedwait(&w.wake, &w.lock, &ts) != ETIMEDOUT)
 		;
+	pthread_mutex_unlock(&w.lock);
+}
+
+/* This thread's CPU time, in ms. */
+static double cpu_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static unsigned next_period(double spent_ms)
+{
+	double ms = spent_ms * WATCH_SHARE;
+
+	if (ms < WATCH_PERIOD_MS)
+		return WATCH_PERIOD_MS;
+	return ms > WATCH_MAX_MS ? WATCH_MAX_MS : (unsigned)ms;
+}
+
+/* One look at the feed; what moved loses its cached attributes. */
+static void look(bool *failed, bool *blind)
+{
+	struct changes_snap now, none = { 0 };
+	uint64_t seq;
+	int r = db_change_seq(w.db, &seq);
+
+	/* No feed (a store on a server lost its change feed): nothing
+	 * cached may outlive it, so the kernel asks, and is refused. */
+	if (r < 0 && !*blind)
+		(void)changes_diff(&w.seen, &none, tell, NULL, &w.stop);
+	*blind = r < 0;
+	if (w.stop || r < 0 || seq == w.seq)
+		return;
+	if (changes_scan(w.db, w.only, NULL, NULL, &now) < 0) {
+		if (!*failed)
+			log_warn("cannot read the store to follow others' changes: %s",
+				 db_errmsg(w.db));
+		*failed = true;
+		return;
+	}
+	*failed = false;
+	w.seq = seq;
+	(void)changes_diff(&w.seen, &now, tell, NULL, &w.stop);
+	changes_free(&w.seen);
+	w.seen = now;
 }
 
 static void *watch_thread(void *arg)
 {
-	struct changes_snap now, none = { 0 };
-	uint64_t seq;
+	unsigned period = WATCH_PERIOD_MS;
 	bool failed = false, blind = false;
-	int r;
+	double cpu0;
 
 	(void)arg;
 	while (!w.stop) {
-		sleep_ms(WATCH_PERIOD_MS);
-		r = w.stop ? 0 : db_change_seq(w.db, &seq);
-		/* No feed (a store on a server lost its change feed): nothing
-		 * cached may outlive it, so the kernel asks, and is refused. */
-		if (r < 0 && !blind)
-			(void)changes_diff(&w.seen, &none, tell, NULL, &w.stop);
-		blind = r < 0;
-		if (w.stop || r < 0 || seq == w.seq || w.stop)
-			continue;
-		if (changes_scan(w.db, w.only, NULL, NULL, &now) < 0) {
-			if (!failed)
-				log_warn("cannot read the store to follow others' changes: %s",
-					 db_errmsg(w.db));
-			failed = true;
-			continue;
-		}
-		failed = false;
-		w.seq = seq;
-		(void)changes_diff(&w.seen, &now, tell, NULL, &w.stop);
-		changes_free(&w.seen);
-		w.seen = now;
+		sleep_ms(period);
+		if (w.stop)
+			break;
+		cpu0 = cpu_ms();
+		look(&failed, &blind);
+		period = next_period(cpu_ms() - cpu0);
 	}
 	return NULL;
 }
@@ -103,9 +154,15 @@ int watch_start(struct db *db, int64_t only_instance)
 {
 	int r;
 
+	pthread_condattr_t ca;
+
 	w.db = db;
 	w.only = only_instance;
 	w.stop = false;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w.wake, &ca);
+	pthread_condattr_destroy(&ca);
 	r = db_change_seq(db, &w.seq);
 	if (r == 0)
 		r = changes_scan(db, only_instance, NULL, NULL, &w.seen);
@@ -123,7 +180,10 @@ void watch_stop(void)
 {
 	if (!w.running)
 		return;
+	pthread_mutex_lock(&w.lock);
 	w.stop = true;
+	pthread_cond_broadcast(&w.wake);
+	pthread_mutex_unlock(&w.lock);
 	pthread_join(w.thread, NULL);
 	changes_free(&w.seen);
 	w.running = false;
