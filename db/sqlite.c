@@ -538,6 +538,7 @@ void sq_close(struct sq *db)
 		sqlite3_close_v2(db->conn);
 	pthread_mutex_destroy(&db->lock);
 	free(db->dirty);
+	sq_cache_close(db);
 	sq_states_free(db->states);
 	free(db->path);
 	free(db);

@@ -503,8 +503,19 @@ int sq_state_check(struct db *h, int64_t inst, int64_t *seq,
 
 int sq_instance_seq(struct db *h, int64_t inst, bool latest, int64_t *seq)
 {
-	return sq_query(sq_of(h), SQ_ONE | (latest ? 0 : SQ_READ), sql_instance_seq,
-			sq_row_int, seq, SQ_ARGS(SQ_I(inst)));
+	struct sq *db = sq_of(h);
+	struct sq_cache_mark mark = { 0 };
+	int r;
+
+	if (!latest && sq_cache_seq(db, inst, seq))
+		return 0;
+	if (!latest)
+		(void)sq_cache_mark(db, &mark);
+	r = sq_query(db, SQ_ONE | (latest ? 0 : SQ_READ), sql_instance_seq, sq_row_int, seq,
+		     SQ_ARGS(SQ_I(inst)));
+	if (r == 0)
+		sq_cache_seq_put(db, &mark, inst, *seq);
+	return r;
 }
 
 int sq_state_verify(struct sq *db, int64_t inst)

@@ -53,6 +53,9 @@ struct sq {
 	int64_t change_dv;	/* data_version at the last db_change_seq */
 	char change_fp[160];	/* and the fingerprint of the metadata then */
 	uint64_t change_seq;
+	const volatile unsigned char *shm;	/* the WAL-index header: sqlite_cache.c */
+	_Atomic int shm_state;		/* 0: not looked at, 1: mapped, -1: none */
+	_Atomic uint64_t commits;	/* this handle's commits: sqlite_cache.c */
 };
 
 static inline struct sq *sq_of(struct db *db)
@@ -64,6 +67,23 @@ static inline struct sq *sq_of(struct db *db)
 int sq_open(struct sq **out, const char *path, int flags);
 void sq_close(struct sq *db);
 void sq_wal_path(struct sq *db, char out[static SQ_WAL_PATH_MAX]);
+
+/* sqlite_cache.c: rows kept while the database has not moved. A mark is
+ * taken before the query whose row is then put. */
+struct sq_cache_mark {
+	bool valid;
+	uint64_t commits;
+	unsigned char hdr[48];
+};
+bool sq_read_in_snapshot(struct sq *db);
+bool sq_cache_mark(struct sq *db, struct sq_cache_mark *m);
+bool sq_cache_secret(struct sq *db, int64_t id, struct db_secret *meta, struct db_blob *out);
+void sq_cache_secret_put(struct sq *db, const struct sq_cache_mark *m,
+			 const struct db_secret *meta, const struct db_blob *blob);
+bool sq_cache_seq(struct sq *db, int64_t inst, int64_t *seq);
+void sq_cache_seq_put(struct sq *db, const struct sq_cache_mark *m, int64_t inst, int64_t seq);
+void sq_cache_committed(struct sq *db);
+void sq_cache_close(struct sq *db);
 void sq_lock(struct sq *db);
 void sq_unlock(struct sq *db);
 /* A SQLite result code as -errno (the one map for every file here),

@@ -242,13 +242,21 @@ static int row_secret_blob(struct sq *db, sqlite3_stmt *st, void *ctx)
 
 int sq_secret_blob(struct db *h, int64_t id, struct db_secret *meta, struct db_blob *out)
 {
+	struct sq *db = sq_of(h);
 	struct db_secret tmp;
 	struct secret_blob sb = { meta ? meta : &tmp, out };
+	struct sq_cache_mark mark;
+	int r;
 
 	out->data = NULL;
 	out->len = 0;
-	return sq_query(sq_of(h), SQ_READ | SQ_ONE, sql_sec_blob, row_secret_blob, &sb,
-			SQ_ARGS(SQ_I(id)));
+	if (sq_cache_secret(db, id, sb.meta, out))
+		return 0;
+	(void)sq_cache_mark(db, &mark);
+	r = sq_query(db, SQ_READ | SQ_ONE, sql_sec_blob, row_secret_blob, &sb, SQ_ARGS(SQ_I(id)));
+	if (r == 0)
+		sq_cache_secret_put(db, &mark, sb.meta, out);
+	return r;
 }
 
 SQ_EACH_ROW(row_secret_each, struct db_secret, row_secret)

@@ -39,8 +39,33 @@ bool sq_in_own_txn(struct sq *db)
 	return pthread_equal(atomic_load(&db->owner), pthread_self());
 }
 
-/* The read connection db_read_begin pinned to this thread, and its db. */
+/* The db whose reads db_read_begin pinned to this thread, and the read
+ * connection its first query took, in a transaction (NULL before that
+ * query: reads sq_cache answers take none). */
 static __thread struct sq *pinned_db, *pinned_rd;
+
+static const char sql_pin_begin[] = "BEGIN";
+static const char sql_pin_end[] = "COMMIT";
+
+static struct sq *reader_idle(struct sq *db);
+
+/* The pinned read's connection, its transaction begun at its first query. */
+static struct sq *pinned_reader(struct sq *db)
+{
+	struct sq *rd;
+
+	if (sq_in_own_txn(db))
+		return NULL;
+	if (pinned_rd)
+		return pinned_rd;
+	rd = reader_idle(db);
+	if (rd && sq_change(rd, sql_pin_begin, -1, SQ_NOARGS, NULL, NULL) < 0) {
+		sq_reader_give(db, rd);
+		rd = NULL;
+	}
+	pinned_rd = rd;
+	return rd;
+}
 
 /* A read connection for the calling thread, or NULL: then the writer's
  * connection serves the read. It does while a write transaction is open:
@@ -49,15 +74,21 @@ static __thread struct sq *pinned_db, *pinned_rd;
  * the open that follows a close must see what the close committed. */
 struct sq *sq_reader_take(struct sq *db)
 {
-	struct sq *rd = NULL;
-	bool open_one = false;
-
 	if (!db->readers_max)
 		return NULL;
 	if (pinned_db == db)
-		return sq_in_own_txn(db) ? NULL : pinned_rd;
+		return pinned_reader(db);
 	if (txn_open(db))
 		return NULL;
+	return reader_idle(db);
+}
+
+/* An idle read connection, or a new one (up to readers_max), or NULL. */
+static struct sq *reader_idle(struct sq *db)
+{
+	struct sq *rd = NULL;
+	bool open_one = false;
+
 	pthread_mutex_lock(&db->readers_lock);
 	if (db->readers) {
 		rd = db->readers;
@@ -89,8 +120,6 @@ void sq_reader_give(struct sq *db, struct sq *rd)
 	pthread_mutex_unlock(&db->readers_lock);
 }
 
-static const char sql_pin_begin[] = "BEGIN";
-static const char sql_pin_end[] = "COMMIT";
 /* A write transaction's ends: cached statements, not parsed at each write. */
 static const char sql_begin[] = "BEGIN IMMEDIATE";
 static const char sql_nested[] = "SAVEPOINT nested";
@@ -98,16 +127,19 @@ static const char sql_commit[] = "COMMIT";
 
 void sq_read_begin(struct db *h)
 {
-	struct sq *db = sq_of(h), *rd;
+	struct sq *db = sq_of(h);
 
-	if (pinned_db || !(rd = sq_reader_take(db)))
+	if (pinned_db || !db->readers_max || txn_open(db))
 		return;
-	if (sq_change(rd, sql_pin_begin, -1, SQ_NOARGS, NULL, NULL) < 0) {
-		sq_reader_give(db, rd);
-		return;
-	}
 	pinned_db = db;
-	pinned_rd = rd;
+	pinned_rd = NULL;
+}
+
+/* Whether this thread's reads of db run in a transaction already begun
+ * (db_read_begin, then a query): they see its snapshot, not the latest. */
+bool sq_read_in_snapshot(struct sq *db)
+{
+	return pinned_db == db && pinned_rd;
 }
 
 bool sq_read_pinned(struct db *h)
@@ -121,9 +153,11 @@ void sq_read_end(struct db *h)
 
 	if (pinned_db != db)
 		return;
+	pinned_db = pinned_rd = NULL;
+	if (!rd)
+		return;
 	if (sq_change(rd, sql_pin_end, -1, SQ_NOARGS, NULL, NULL) < 0)
 		sqlite3_exec(rd->conn, "ROLLBACK", NULL, NULL, NULL);
-	pinned_db = pinned_rd = NULL;
 	sq_reader_give(db, rd);
 }
 
@@ -214,6 +248,7 @@ static int commit_outer(struct sq *db)
 		sq_states_end(db, false);
 	} else {
 		r = sq_change(db, sql_commit, -1, SQ_NOARGS, NULL, NULL);
+		sq_cache_committed(db);
 		if (r < 0 && sqlite3_get_autocommit(db->conn) == 0)
 			sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
 		sq_states_end(db, r == 0);

@@ -89,3 +89,26 @@ def test_stat_right_after_a_shell_writes_sees_the_commit(vault):
     assert fourth.st_mtime_ns > third.st_mtime_ns
     with open(p) as f:
         assert f.read() == "abcd"
+
+
+def test_an_open_right_after_a_change_elsewhere_reads_the_change(vault):
+    """The daemon keeps the rows its opens read while the database has not
+    moved; a change made by another process moves it, so the very next
+    open reads the new value, and a removed key is gone, with no wait."""
+    os.mkdir(vault.path("app"))
+    p = vault.path("app", "K")
+    write_file(p, "one")
+    for _ in range(3):
+        with open(p) as f:
+            assert f.read() == "one"
+    for value in ("two", "three", "four"):
+        vault.set("app", "K", value)
+        with open(p) as f:
+            assert f.read() == value, "an open after the change read the old value"
+    assert vault.cli("rm", "app", "K").returncode == 0
+    try:
+        with open(p) as f:
+            got = f.read()
+    except FileNotFoundError:
+        got = None
+    assert got is None, f"a removed key still read {got!r}"
