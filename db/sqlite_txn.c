@@ -124,6 +124,9 @@ void sq_reader_give(struct sq *db, struct sq *rd)
 static const char sql_begin[] = "BEGIN IMMEDIATE";
 static const char sql_nested[] = "SAVEPOINT nested";
 static const char sql_commit[] = "COMMIT";
+static const char sql_release[] = "RELEASE nested";
+/* Never a cached PRAGMA synchronous: SQLite applies it when it is
+ * prepared, not when it runs. */
 
 void sq_read_begin(struct db *h)
 {
@@ -232,7 +235,7 @@ int sq_begin(struct sq *db, bool lazy)
 
 static int release_nested(struct sq *db)
 {
-	int r = sq_exec(db, "RELEASE nested");
+	int r = sq_change(db, sql_release, -1, SQ_NOARGS, NULL, NULL);
 
 	if (r < 0)
 		sqlite3_exec(db->conn, "ROLLBACK TO nested; RELEASE nested", NULL, NULL, NULL);
