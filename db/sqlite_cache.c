@@ -13,9 +13,9 @@
  *  - a hit is the latest state at the time of the look, so what a thread
  *    reads only moves forward; inside a pinned read whose snapshot has
  *    begun, every read is the snapshot's (no look at all);
- *  - only a daemon's reads outside a write transaction of the calling
- *    thread use it (the thread's own changes are not in the header until
- *    they commit), and only rows the query verified: a -shm file someone
+ *  - only a daemon's reads while no write transaction is open use it (the
+ *    changes of one are not in the header until it commits, and a read
+ *    then waits for it), and only rows the query verified: a -shm file someone
  *    else writes can at worst keep the last rows we verified in use, never
  *    bring in rows of its own or older ones;
  *  - a row kept before one of this handle's own commits is never used
@@ -95,10 +95,13 @@ void sq_cache_close(struct sq *db)
 	db->shm = NULL;
 }
 
+/* Not while a write transaction is open, whoever's: reads then wait for
+ * its commit on the writer's connection (sqlite_txn.c), so an open that
+ * follows a close reads what the close's RELEASE committed. */
 static bool usable(struct sq *db)
 {
 	return !(db->flags & (SQ_READER | SQ_LOG | DB_BRIEF)) && db->readers_max &&
-	       !sq_in_own_txn(db) && !sq_read_in_snapshot(db);
+	       atomic_load(&db->owner) == (pthread_t)0 && !sq_read_in_snapshot(db);
 }
 
 /* The header now, if both copies agree and it was ever written. */
