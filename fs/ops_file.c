@@ -314,7 +314,9 @@ void vfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, of
 	 * what came before it. */
 	handle_done_add(h, r);
 	handle_record(fs, h);
-	h->attrs_mark = ops_attrs_mark();
+	/* A write the kernel sees succeed makes it forget size and times. */
+	if (r == 0)
+		h->attrs_mark = ops_attrs_mark();
 answer:
 	pthread_mutex_unlock(&h->lock);
 	/* libfuse's request buffer is not locked memory: leave nothing there. */
