@@ -1,9 +1,13 @@
 /*
  * Locked memory for keys and plaintext. Rules this file keeps:
- *  - every byte handed out comes from sodium_malloc: guard pages, canary,
- *    excluded from core dumps, wiped by sodium_free;
- *  - sodium_malloc ignores a failed mlock, so the lock is checked here and a
- *    buffer that could not be locked is refused unless explicitly allowed;
+ *  - every byte handed out is in a page of its own kind: locked, excluded
+ *    from core dumps, between two guard pages, wiped before it is unmapped
+ *    or handed out again. Buffers of up to a page less CANARY_ROOM come
+ *    from slabs (below); larger ones from sodium_malloc (guard pages and a
+ *    canary of libsodium's);
+ *  - sodium_malloc ignores a failed mlock, and so would a slab: the lock is
+ *    checked here and memory that could not be locked is refused unless
+ *    explicitly allowed;
  *  - a budget of our own caps how much is locked at once, so a storm of
  *    opens fails cleanly instead of exhausting RLIMIT_MEMLOCK;
  *  - on top of it, a buffer made while an account is current (secmem_use)
@@ -11,17 +15,25 @@
  *    no reserve must also fit under the shared limit: one user's storm of
  *    opens fails for that user, and leaves the rest to the others and the
  *    reserve to root and trusted readers;
- *  - small regions are kept for reuse in a short pool, wiped as they enter
- *    it: each open then costs no mmap/mprotect/mlock system calls. Pooled
- *    regions keep their guard pages and their lock, the pool is emptied in
- *    a forked child (locks are not inherited) and at exit, and nothing is
- *    pooled once unlocked memory has been allowed.
+ *  - small buffers come from slabs: one mapping of SLAB_SLOTS one-page
+ *    slots, each between guard pages, locked slot by slot when the slab is
+ *    made. A process that needs a few keys and a value (vaultfs get) then
+ *    makes one mapping instead of one sodium_malloc region each (about 20
+ *    system calls apiece, made and undone), and the daemon's opens make
+ *    none. A slot is wiped as it is freed; a slab all of whose slots are
+ *    free is unmapped once more than SLAB_KEEP slots stand free;
+ *  - a slab made in a parent is not locked in a forked child (locks are not
+ *    inherited): the child hands out none of its slots, only wipes those it
+ *    frees; nor is one made while unlocked memory was allowed used once it
+ *    no longer is.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -32,10 +44,13 @@
  * overflowing. */
 #define SECMEM_MAX ((size_t)1 << 40)
 
-/* Free small regions kept locked for reuse: enough for every request
- * thread to have one in flight, little enough to keep idle memory small. */
-#define POOL_MAX 16
-/* Room libsodium may take from a page for its canary, with margin. */
+/* Slots per slab: a get's keys and value fit in one. */
+#define SLAB_SLOTS 8
+/* Free slots kept locked for reuse: enough for every request thread to
+ * have one in flight, little enough to keep idle memory small. */
+#define SLAB_KEEP 16
+/* Room libsodium may take from a page for its canary, with margin; a slot
+ * leaves it free at the start so that its buffer ends at the guard page. */
 #define CANARY_ROOM 64
 
 static atomic_size_t locked_bytes;
@@ -45,53 +60,152 @@ static size_t shared_limit;
 static _Thread_local struct secmem_account *current;
 static bool allow_unlocked;
 static size_t page_size = 4096;
-static size_t small_cap = 4096 - CANARY_ROOM;	/* the size the pool holds */
+static size_t small_cap = 4096 - CANARY_ROOM;	/* the size a slot holds */
 
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned char *pool[POOL_MAX];
-static unsigned pool_len;
-static bool pool_off;
+/* Guard, slot, guard, slot, ..., slot, guard: 2 * SLAB_SLOTS + 1 pages. */
+struct slab {
+	struct slab *next;
+	unsigned char *base;
+	uint32_t free_mask;	/* bit i: slot i is free */
+	bool locked;		/* every slot is mlock'd (else allow_unlocked made it) */
+	bool stale;		/* from before a fork, or unlocked: hand out nothing */
+};
 
-static void pool_drain(void)
+static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct slab *slabs;
+static unsigned slab_free_slots;	/* in slabs that are not stale */
+
+#define SLAB_ALL ((uint32_t)((1ull << SLAB_SLOTS) - 1))
+
+static size_t slab_len(void)
 {
-	pthread_mutex_lock(&pool_lock);
-	while (pool_len)
-		sodium_free(pool[--pool_len]);
-	pthread_mutex_unlock(&pool_lock);
+	return (2 * SLAB_SLOTS + 1) * page_size;
+}
+
+static unsigned char *slot_page(const struct slab *s, unsigned i)
+{
+	return s->base + (2 * i + 1) * page_size;
+}
+
+static void slab_unmap(struct slab *s)
+{
+	munmap(s->base, slab_len());
+	free(s);
+}
+
+/* A slab with every slot free, or NULL. Its guard pages stay PROT_NONE. */
+static struct slab *slab_make(void)
+{
+	struct slab *s = calloc(1, sizeof(*s));
+	unsigned i;
+
+	if (!s)
+		return NULL;
+	s->base = mmap(NULL, slab_len(), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (s->base == MAP_FAILED) {
+		free(s);
+		return NULL;
+	}
+	(void)madvise(s->base, slab_len(), MADV_DONTDUMP);
+	s->locked = true;
+	for (i = 0; i < SLAB_SLOTS; i++) {
+		if (mprotect(slot_page(s, i), page_size, PROT_READ | PROT_WRITE) != 0)
+			break;
+		if (s->locked && mlock(slot_page(s, i), page_size) != 0)
+			s->locked = false;
+	}
+	if (i < SLAB_SLOTS || (!s->locked && !allow_unlocked)) {
+		slab_unmap(s);
+		return NULL;
+	}
+	s->free_mask = SLAB_ALL;
+	return s;
+}
+
+/* A slot's buffer, ending where the next guard page begins. */
+static unsigned char *slab_take(void)
+{
+	struct slab *s;
+	unsigned i;
+
+	pthread_mutex_lock(&slab_lock);
+	for (s = slabs; s; s = s->next)
+		if (!s->stale && s->free_mask && (s->locked || allow_unlocked))
+			break;
+	if (!s && (s = slab_make())) {
+		s->next = slabs;
+		slabs = s;
+		slab_free_slots += SLAB_SLOTS;
+	}
+	if (!s) {
+		pthread_mutex_unlock(&slab_lock);
+		return NULL;
+	}
+	i = (unsigned)__builtin_ctz(s->free_mask);
+	s->free_mask &= ~(1u << i);
+	slab_free_slots--;
+	pthread_mutex_unlock(&slab_lock);
+	return slot_page(s, i) + CANARY_ROOM;
+}
+
+/* Wipes and frees p if a slab holds it; false if none does. */
+static bool slab_give(unsigned char *p)
+{
+	struct slab **pp, *s;
+	size_t off;
+	unsigned i;
+
+	pthread_mutex_lock(&slab_lock);
+	for (pp = &slabs; (s = *pp); pp = &s->next)
+		if (p >= s->base && p < s->base + slab_len())
+			break;
+	if (!s) {
+		pthread_mutex_unlock(&slab_lock);
+		return false;
+	}
+	off = (size_t)(p - s->base);
+	i = (unsigned)(off / page_size - 1) / 2;
+	sodium_memzero(slot_page(s, i) + CANARY_ROOM, small_cap);
+	s->free_mask |= 1u << i;
+	if (!s->stale)
+		slab_free_slots++;
+	if (s->free_mask == SLAB_ALL && (s->stale || slab_free_slots > SLAB_KEEP)) {
+		if (!s->stale)
+			slab_free_slots -= SLAB_SLOTS;
+		*pp = s->next;
+		slab_unmap(s);
+	}
+	pthread_mutex_unlock(&slab_lock);
+	return true;
+}
+
+/* Every slab that is not in use: at exit. */
+static void slab_drain(void)
+{
+	struct slab **pp = &slabs, *s;
+
+	pthread_mutex_lock(&slab_lock);
+	while ((s = *pp)) {
+		if (s->free_mask == SLAB_ALL) {
+			if (!s->stale)
+				slab_free_slots -= SLAB_SLOTS;
+			*pp = s->next;
+			slab_unmap(s);
+		} else {
+			pp = &s->next;
+		}
+	}
+	pthread_mutex_unlock(&slab_lock);
 }
 
 /* The child of a fork holds copies that are no longer locked. */
-static void pool_drop_in_child(void)
+static void slab_stale_in_child(void)
 {
-	pthread_mutex_init(&pool_lock, NULL);
-	while (pool_len)
-		sodium_free(pool[--pool_len]);
-}
-
-static unsigned char *pool_take(void)
-{
-	unsigned char *p = NULL;
-
-	pthread_mutex_lock(&pool_lock);
-	if (pool_len)
-		p = pool[--pool_len];
-	pthread_mutex_unlock(&pool_lock);
-	return p;
-}
-
-/* Wipes p and keeps it; false if the pool is full or off. */
-static bool pool_put(unsigned char *p)
-{
-	bool kept = false;
-
-	sodium_memzero(p, small_cap);
-	pthread_mutex_lock(&pool_lock);
-	if (!pool_off && pool_len < POOL_MAX) {
-		pool[pool_len++] = p;
-		kept = true;
-	}
-	pthread_mutex_unlock(&pool_lock);
-	return kept;
+	pthread_mutex_init(&slab_lock, NULL);
+	for (struct slab *s = slabs; s; s = s->next)
+		s->stale = true;
+	slab_free_slots = 0;
+	slab_drain();
 }
 
 int secmem_init(void)
@@ -106,8 +220,8 @@ int secmem_init(void)
 		return -EIO;
 	if (!registered) {
 		registered = true;
-		pthread_atfork(NULL, NULL, pool_drop_in_child);
-		atexit(pool_drain);
+		pthread_atfork(NULL, NULL, slab_stale_in_child);
+		atexit(slab_drain);
 	}
 	return 0;
 }
@@ -133,10 +247,15 @@ struct secmem_account *secmem_use(struct secmem_account *a)
 void secmem_allow_unlocked(bool allow)
 {
 	allow_unlocked = allow;
-	if (allow) {
-		pthread_mutex_lock(&pool_lock);
-		pool_off = true;	/* a region might now be unlocked */
-		pthread_mutex_unlock(&pool_lock);
+	if (!allow) {
+		/* A slab made meanwhile may be unlocked. */
+		pthread_mutex_lock(&slab_lock);
+		for (struct slab *s = slabs; s; s = s->next)
+			if (!s->locked && !s->stale) {
+				s->stale = true;
+				slab_free_slots -= (unsigned)__builtin_popcount(s->free_mask);
+			}
+		pthread_mutex_unlock(&slab_lock);
 	}
 }
 
@@ -197,7 +316,7 @@ static unsigned char *region_new(size_t cap, struct secmem_account *a)
 
 	if (charge(round_page(cap), a) < 0)
 		return NULL;
-	if (cap == small_cap && (p = pool_take()))
+	if (cap == small_cap && (p = slab_take()))
 		return p;
 	p = sodium_malloc(cap);
 	if (!p) {
@@ -216,7 +335,7 @@ static void region_free(unsigned char *p, size_t cap, struct secmem_account *a)
 {
 	if (!p)
 		return;
-	if (cap != small_cap || !pool_put(p))
+	if (cap != small_cap || !slab_give(p))
 		sodium_free(p);		/* wipes before unmapping */
 	uncharge(round_page(cap), a);
 }

@@ -1,6 +1,7 @@
-/* Reuse of small locked regions (crypto/secmem.c): a region comes back
- * wiped, accounting returns to where it was, and a forked child never gets
- * a region locked only in its parent. */
+/* Small buffers from slabs (crypto/secmem.c): a slot comes back wiped,
+ * accounting returns to where it was, each slot sits between guard pages,
+ * freed slabs are unmapped, and a forked child never gets a slot locked
+ * only in its parent. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,6 +135,66 @@ static void test_fork_drops_pool(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* How a child that touches one byte at p ends: its signal, or 0. */
+static int touch_in_child(volatile unsigned char *p)
+{
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		signal(SIGSEGV, SIG_DFL);
+		*p = 1;
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+/* One byte past a small buffer's capacity, or before its page, is a guard
+ * page: an overrun faults instead of reaching the next secret. */
+static void test_slots_are_guarded(void **state)
+{
+	struct secbuf *a = NULL, *b = NULL;
+	long page = sysconf(_SC_PAGESIZE);
+
+	assert_int_equal(secbuf_new(&a, 40), 0);
+	assert_int_equal(secbuf_new(&b, 40), 0);
+	assert_int_equal(touch_in_child(a->data), 0);
+	assert_int_equal(touch_in_child(a->data + a->cap - 1), 0);
+	assert_int_equal(touch_in_child(a->data + a->cap), SIGSEGV);
+	assert_int_equal(touch_in_child(b->data + b->cap), SIGSEGV);
+	/* Before the buffer: the rest of its page, then a guard page. */
+	assert_int_equal((uintptr_t)(a->data + a->cap) % (uintptr_t)page, 0);
+	assert_int_equal(touch_in_child(a->data + a->cap - page - 1), SIGSEGV);
+	/* Two buffers never share a page. */
+	assert_true((uintptr_t)a->data / (uintptr_t)page != (uintptr_t)b->data / (uintptr_t)page);
+	secbuf_free(a);
+	secbuf_free(b);
+}
+
+/* After a burst, the slabs whose slots all came back are unmapped: what
+ * stays locked is a few slabs' worth, not the burst's. */
+static void test_burst_is_given_back(void **state)
+{
+	struct secbuf *b[200];
+	long before, during, after;
+
+#ifdef __SANITIZE_ADDRESS__
+	skip();		/* ASan's mlock() does nothing */
+#endif
+	before = locked_kib();
+	for (size_t i = 0; i < 200; i++)
+		assert_int_equal(secbuf_new(&b[i], 40), 0);
+	during = locked_kib();
+	for (size_t i = 0; i < 200; i++)
+		secbuf_free(b[i]);
+	after = locked_kib();
+	assert_true(before >= 0);
+	assert_true(during >= 200 * 4);		/* each slot in use is locked */
+	assert_true(after - before <= 32 * 4);		/* 16 kept, and a slab's rounding */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -140,6 +202,8 @@ int main(void)
 		cmocka_unit_test(test_many_small),
 		cmocka_unit_test(test_grow_from_small),
 		cmocka_unit_test(test_fork_drops_pool),
+		cmocka_unit_test(test_slots_are_guarded),
+		cmocka_unit_test(test_burst_is_given_back),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, NULL);
