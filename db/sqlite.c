@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "sqlite_int.h"
@@ -355,17 +356,34 @@ void sq_wal_path(struct sq *db, char out[static SQ_WAL_PATH_MAX])
 	snprintf(out, SQ_WAL_PATH_MAX, "%s-wal", db->path);
 }
 
+/* Which file path names, asking for nothing else: a stat() that fetches
+ * the -wal's times makes the kernel (multigrain timestamps, Linux 6.13)
+ * give its next write a fine-grained mtime, that is an inode change to
+ * write out at every commit's fdatasync (40 us of the 100 here). */
+static int path_id(const char *path, dev_t *dev, ino_t *ino)
+{
+	struct statx sx;
+	struct stat st;
+
+	if (statx(AT_FDCWD, path, 0, STATX_INO, &sx) == 0) {
+		*dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+		*ino = (ino_t)sx.stx_ino;
+		return 0;
+	}
+	if (errno != ENOSYS || stat(path, &st) < 0)
+		return -1;
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	return 0;
+}
+
 static void wal_remember(struct sq *db)
 {
 	char path[SQ_WAL_PATH_MAX];
-	struct stat st;
 
 	sq_wal_path(db, path);
-	if (stat(path, &st) == 0) {
+	if (path_id(path, &db->wal_dev, &db->wal_ino) == 0)
 		db->wal_known = true;
-		db->wal_dev = st.st_dev;
-		db->wal_ino = st.st_ino;
-	}
 }
 
 /* SQLite goes on writing to a database file, or a -wal, that was unlinked
@@ -374,8 +392,9 @@ static void wal_remember(struct sq *db)
 static bool files_moved(struct sq *db)
 {
 	char path[SQ_WAL_PATH_MAX];
-	struct stat st;
 	int moved = 0;
+	dev_t dev;
+	ino_t ino;
 
 	if (sqlite3_file_control(db->conn, "main", SQLITE_FCNTL_HAS_MOVED, &moved) ==
 	    SQLITE_OK && moved)
@@ -383,7 +402,7 @@ static bool files_moved(struct sq *db)
 	if (!db->wal_known)
 		return false;
 	sq_wal_path(db, path);
-	return stat(path, &st) < 0 || st.st_dev != db->wal_dev || st.st_ino != db->wal_ino;
+	return path_id(path, &dev, &ino) < 0 || dev != db->wal_dev || ino != db->wal_ino;
 }
 
 /* Nonzero turns the commit into a rollback (SQLITE_CONSTRAINT_COMMITHOOK). */
