@@ -12,7 +12,10 @@
  *    touched read again, never the table's other rows: a row put back from
  *    an older copy meanwhile still disagrees with the state, and is
  *    refused as before;
- *  - a transaction's new sets are pending until its COMMIT succeeds;
+ *  - a transaction's new sets are pending until its COMMIT succeeds, and
+ *    are kept as changes to the set they were made from (its new sums and
+ *    the rows touched), applied to it in place then: a write costs the
+ *    rows it touched, not a copy of its instance's set;
  *  - anything unexpected falls back to the full scan.
  */
 #include <errno.h>
@@ -38,12 +41,33 @@ struct touched {
 	int64_t inst, id;
 	bool old_present;		/* the row before the transaction */
 	uint64_t old_version;
+	bool now_present;		/* and at its commit */
+};
+
+/* An instance's set as a commit will leave it: the set trusted when the
+ * commit was prepared (base; none: an empty one) with these changes. */
+struct change {
+	int64_t id;
+	uint64_t version;
+	bool present;
+};
+struct pending {
+	struct pending *next;
+	int64_t inst, seq;
+	unsigned char state[DB_MAC_LEN];
+	struct rowtag_sums sums;
+	bool partial;
+	bool from_empty;		/* no base: the instance is new */
+	int64_t base_seq;
+	unsigned char base_state[DB_MAC_LEN];
+	size_t n, cap;
+	struct change *ch;
 };
 
 struct sq_states {
 	pthread_mutex_t lock;		/* sets: readers look them up too */
 	struct state_set *sets;
-	struct state_set *pending;	/* made by the open transaction */
+	struct pending *pending;	/* made by the open transaction */
 	struct touched *t;		/* rows it changed (writer only) */
 	size_t nt, tcap;
 };
@@ -55,6 +79,17 @@ static void set_free(struct state_set *s)
 	free(s->ids);
 	free(s->vers);
 	free(s);
+}
+
+static void pending_free(struct pending *p)
+{
+	struct pending *next;
+
+	for (; p; p = next) {
+		next = p->next;
+		free(p->ch);
+		free(p);
+	}
 }
 
 static void list_free(struct state_set *s)
@@ -81,7 +116,7 @@ void sq_states_free(struct sq_states *c)
 	if (!c)
 		return;
 	list_free(c->sets);
-	list_free(c->pending);
+	pending_free(c->pending);
 	free(c->t);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -133,21 +168,13 @@ static int grow(struct state_set *s)
 	return 0;
 }
 
-/* Sets id's version (present) or takes id out (!present), and the sum. */
-static int set_put(const struct db_auth *auth, struct state_set *s, int64_t id,
-		   uint64_t version, bool present)
+/* Sets id's version (present) or takes id out (!present); the sums are
+ * the caller's. */
+static int set_apply(struct state_set *s, int64_t id, uint64_t version, bool present)
 {
 	size_t i = find(s, id);
 	bool there = i < s->n && s->ids[i] == id;
 
-	if (there && present && s->vers[i] == version)
-		return 0;
-	if (!there && present && grow(s) < 0)
-		return -ENOMEM;
-	if (there)
-		rowtag_sums_put(auth, &s->sums, id, s->vers[i], true);
-	if (present)
-		rowtag_sums_put(auth, &s->sums, id, version, false);
 	if (there && present) {
 		s->vers[i] = version;
 	} else if (there) {
@@ -155,6 +182,8 @@ static int set_put(const struct db_auth *auth, struct state_set *s, int64_t id,
 		memmove(s->vers + i, s->vers + i + 1, (s->n - i - 1) * sizeof(*s->vers));
 		s->n--;
 	} else if (present) {
+		if (grow(s) < 0)
+			return -ENOMEM;
 		memmove(s->ids + i + 1, s->ids + i, (s->n - i) * sizeof(*s->ids));
 		memmove(s->vers + i + 1, s->vers + i, (s->n - i) * sizeof(*s->vers));
 		s->ids[i] = id;
@@ -423,26 +452,55 @@ int sq_states_note(struct sq *db, int64_t inst, int64_t id)
 	return 0;
 }
 
-/* A partial set's sums after t's row changed to (version, present). */
-static void partial_put(const struct db_auth *auth, struct state_set *s,
-			const struct touched *t, uint64_t version, bool present)
+static int pending_add(struct pending *p, int64_t id, uint64_t version, bool present)
 {
-	if (t->old_present)
-		rowtag_sums_put(auth, &s->sums, t->id, t->old_version, true);
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 8;
+		struct change *ch = realloc(p->ch, cap * sizeof(*ch));
+
+		if (!ch)
+			return -ENOMEM;
+		p->ch = ch;
+		p->cap = cap;
+	}
+	p->ch[p->n++] = (struct change){ id, version, present };
+	return 0;
+}
+
+/* p's sums and changes once t's row is (version, present): known, the set
+ * p is made from (lock held), says what it was, or (partial) t does. */
+static int pending_put(const struct db_auth *auth, struct pending *p,
+		       const struct state_set *known, const struct touched *t,
+		       uint64_t version, bool present)
+{
+	bool there = t->old_present;
+	uint64_t old = t->old_version;
+
+	if (!p->partial) {
+		size_t i = known ? find(known, t->id) : 0;
+
+		there = known && i < known->n && known->ids[i] == t->id;
+		old = there ? known->vers[i] : 0;
+	}
+	if (there && present && old == version)
+		return 0;
+	if (there)
+		rowtag_sums_put(auth, &p->sums, t->id, old, true);
 	if (present)
-		rowtag_sums_put(auth, &s->sums, t->id, version, false);
+		rowtag_sums_put(auth, &p->sums, t->id, version, false);
+	return p->partial ? 0 : pending_add(p, t->id, version, present);
 }
 
 /* The new set of inst: the trusted one (or none, for an instance made in
- * this transaction) with the touched rows as they are now. NULL: make it
- * by the full scan. */
-static struct state_set *next_set(struct sq *db, struct sq_states *c, int64_t inst,
-				  int *err)
+ * this transaction) with the touched rows as they are now, as changes to
+ * it. NULL: make it by the full scan. */
+static struct pending *next_set(struct sq *db, struct sq_states *c, int64_t inst, int *err)
 {
 	unsigned char state[DB_MAC_LEN];
-	struct state_set *s, *known;
+	const struct state_set *known;
+	struct pending *p;
 	bool fresh = false;
-	uint64_t version;
+	uint64_t *vers;
 	int64_t seq;
 	int r;
 
@@ -452,30 +510,53 @@ static struct state_set *next_set(struct sq *db, struct sq_states *c, int64_t in
 	r = sq_state_row(db, inst, &seq, state);
 	if (r < 0)
 		return NULL;
+	p = calloc(1, sizeof(*p));
+	vers = calloc(c->nt ? c->nt : 1, sizeof(*vers));
+	if (!p || !vers) {
+		free(p);
+		free(vers);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	p->inst = inst;
+	p->seq = seq;
+	/* The rows as they are now, read before the lock is taken. */
+	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
+		if (c->t[i].inst != inst || c->t[i].id == SQ_STATES_FRESH)
+			continue;
+		r = sq_secret_version(db, inst, c->t[i].id, &vers[i]);
+		c->t[i].now_present = r == 1;
+	}
 	pthread_mutex_lock(&c->lock);
 	known = *slot(&c->sets, inst);
 	if (known && (known->seq != seq || memcmp(known->state, state, DB_MAC_LEN)))
 		known = NULL;
-	s = known || fresh ? set_copy(known, inst) : NULL;
-	pthread_mutex_unlock(&c->lock);
-	if (!s)
-		return NULL;
-	s->seq = seq;
-	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
-		if (c->t[i].inst != inst || c->t[i].id == SQ_STATES_FRESH)
-			continue;
-		r = sq_secret_version(db, inst, c->t[i].id, &version);
-		if (r >= 0 && s->partial)
-			partial_put(db->auth, s, &c->t[i], version, r == 1);
-		else if (r >= 0)
-			r = set_put(db->auth, s, c->t[i].id, version, r == 1);
-	}
-	if (r < 0) {
-		set_free(s);
+	if (r < 0 || (!known && !fresh)) {
+		pthread_mutex_unlock(&c->lock);
+		pending_free(p);
+		free(vers);
 		*err = r == -ENOMEM ? r : 0;
 		return NULL;
 	}
-	return s;
+	p->from_empty = !known;
+	if (known) {
+		p->sums = known->sums;
+		p->partial = known->partial;
+		p->base_seq = known->seq;
+		memcpy(p->base_state, known->state, DB_MAC_LEN);
+	}
+	for (size_t i = 0; r >= 0 && i < c->nt; i++)
+		if (c->t[i].inst == inst && c->t[i].id != SQ_STATES_FRESH)
+			r = pending_put(db->auth, p, known, &c->t[i], vers[i],
+					c->t[i].now_present);
+	pthread_mutex_unlock(&c->lock);
+	free(vers);
+	if (r < 0) {
+		pending_free(p);
+		*err = r;
+		return NULL;
+	}
+	return p;
 }
 
 /* At the outermost commit, for each instance it changed: the state of its
@@ -484,24 +565,55 @@ int sq_states_commit(struct sq *db, int64_t inst)
 {
 	struct sq_states *c = db->states;
 	const struct db_auth *auth = db->auth;
-	struct state_set *s;
+	struct pending *p;
 	int r;
 
 	if (!c || !auth)
 		return sq_state_update(db, inst, auth, true);
-	s = next_set(db, c, inst, &r);
-	if (!s)
+	p = next_set(db, c, inst, &r);
+	if (!p)
 		return r < 0 ? r : sq_state_update(db, inst, auth, true);
-	s->seq++;
-	rowtag_state_tag(auth, inst, s->seq, &s->sums, s->state);
-	r = sq_state_store(db, inst, s->seq, s->state, &s->sums);
+	p->seq++;
+	rowtag_state_tag(auth, inst, p->seq, &p->sums, p->state);
+	r = sq_state_store(db, inst, p->seq, p->state, &p->sums);
 	if (r < 0) {
-		set_free(s);
+		pending_free(p);
 		return r == -ENOENT ? 0 : r;	/* the instance went in this transaction */
 	}
-	s->next = c->pending;
-	c->pending = s;
+	p->next = c->pending;
+	c->pending = p;
 	return 0;
+}
+
+/* p applied to the set it was made from, in place. Lock held. */
+static void pending_apply(struct sq_states *c, struct pending *p)
+{
+	struct state_set **pp = slot(&c->sets, p->inst), *s = *pp;
+	bool base = p->from_empty ? !s : s && s->seq == p->base_seq &&
+		    !memcmp(s->state, p->base_state, DB_MAC_LEN);
+	int r = 0;
+
+	if (!base) {
+		trust(c, p->inst, NULL);
+		return;
+	}
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return;
+		s->inst = p->inst;
+		s->partial = p->partial;
+		trust(c, p->inst, s);
+	}
+	for (size_t i = 0; r == 0 && i < p->n; i++)
+		r = set_apply(s, p->ch[i].id, p->ch[i].version, p->ch[i].present);
+	if (r < 0) {
+		trust(c, p->inst, NULL);
+		return;
+	}
+	s->seq = p->seq;
+	memcpy(s->state, p->state, DB_MAC_LEN);
+	s->sums = p->sums;
 }
 
 /* After the outermost commit (committed) or rollback: pending sets become
@@ -509,23 +621,21 @@ int sq_states_commit(struct sq *db, int64_t inst)
 void sq_states_end(struct sq *db, bool committed)
 {
 	struct sq_states *c = db->states;
-	struct state_set *s, *next;
+	struct pending *p;
 
 	if (!c)
 		return;
 	c->nt = 0;
 	pthread_mutex_lock(&c->lock);
-	for (s = c->pending; s; s = next) {
-		next = s->next;
-		if (committed) {
-			trust(c, s->inst, s);
-		} else {
-			trust(c, s->inst, NULL);
-			set_free(s);
-		}
+	for (p = c->pending; p; p = p->next) {
+		if (committed)
+			pending_apply(c, p);
+		else
+			trust(c, p->inst, NULL);
 	}
-	c->pending = NULL;
 	pthread_mutex_unlock(&c->lock);
+	pending_free(c->pending);
+	c->pending = NULL;
 }
 
 /* inst's trusted (full) set if it is the state (seq, state): NULL if not.
