@@ -149,6 +149,11 @@ int db_change_seq(struct db *db, uint64_t *out)
 	return db->ops->change_seq(db, out);
 }
 
+int db_tidy_caches(struct db *db)
+{
+	return db->ops->tidy_caches ? db->ops->tidy_caches(db) : 0;
+}
+
 int db_meta_get(struct db *db, const char *key, struct db_blob *out)
 {
 	return db->ops->meta_get(db, key, out);

@@ -155,6 +155,11 @@ void db_rollback(struct db *db);
  * changed is for the caller to find (fs/watch.c). Cheap enough to poll
  * every few milliseconds. */
 int db_change_seq(struct db *db, uint64_t *out) WUR;
+/* Brings up to date what the store keeps beside the rows for readers that
+ * start cold (the SQLite store's sub-sums, db/rowtag.h), once this
+ * handle's own writes have settled; cheap when there is nothing to do.
+ * For a long-running process, every few milliseconds or less often. */
+int db_tidy_caches(struct db *db) WUR;
 
 int db_meta_get(struct db *db, const char *key, struct db_blob *out) WUR;
 int db_meta_set(struct db *db, const char *key, const unsigned char *v, size_t len) WUR;

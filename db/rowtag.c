@@ -159,6 +159,39 @@ void rowtag_state_tag(const struct db_auth *auth, int64_t inst, int64_t seq,
 	auth->mac(auth->ctx, m.buf, m.len, out);
 }
 
+void rowtag_subs_put(const struct db_auth *auth, struct rowtag_sums *subs, int64_t id,
+		     uint64_t version, bool remove)
+{
+	rowtag_sum_put(auth, &subs->b[rowtag_sub(id)], id, version, remove);
+}
+
+void rowtag_subs_total(const struct rowtag_sums *subs, struct rowtag_sum *out)
+{
+	uint64_t old;
+
+	*out = (struct rowtag_sum){ 0 };
+	for (unsigned i = 0; i < ROWTAG_SUBS; i++) {
+		old = out->lo;
+		out->lo += subs->b[i].lo;
+		out->hi += subs->b[i].hi + (out->lo < old);
+	}
+}
+
+void rowtag_subs_tag(const struct db_auth *auth, int64_t inst, unsigned bucket,
+		     const struct rowtag_sums *subs, unsigned char out[static DB_MAC_LEN])
+{
+	struct rowtag m;
+
+	rowtag_init(&m, "sums_cache/1");
+	rowtag_u64(&m, (uint64_t)inst);
+	rowtag_u64(&m, bucket);
+	for (unsigned i = 0; i < ROWTAG_SUBS; i++) {
+		rowtag_u64(&m, subs->b[i].lo);
+		rowtag_u64(&m, subs->b[i].hi);
+	}
+	auth->mac(auth->ctx, m.buf, m.len, out);
+}
+
 static void le64_put(unsigned char *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)

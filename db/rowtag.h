@@ -84,6 +84,27 @@ void rowtag_state_tag(const struct db_auth *auth, int64_t inst, int64_t seq,
 void rowtag_sums_encode(const struct rowtag_sums *sums, unsigned char out[static ROWTAG_SUMS_LEN]);
 void rowtag_sums_decode(const unsigned char in[static ROWTAG_SUMS_LEN], struct rowtag_sums *sums);
 
+/* A bucket's sum split in ROWTAG_SUBS sub-sums by (id / 64) % 64, that is
+ * by id % 4096: kept beside the state by the SQLite store for readers that
+ * start cold (vaultfs get), as a cache. Its tag covers (instance, bucket,
+ * sub-sums); it counts only while its sub-sums add up to the bucket's sum
+ * that the state tags. An honest writer's sub-sums are a function of the
+ * bucket's set, so sub-sums that add up are that set's (without the key
+ * no one makes another set with the same sum): one secret is then checked
+ * by the rows of its sub-bucket alone, O(n / 4096). */
+#define ROWTAG_SUBS 64
+static inline unsigned rowtag_sub(int64_t id)
+{
+	return (unsigned)((uint64_t)id / ROWTAG_BUCKETS % ROWTAG_SUBS);
+}
+_Static_assert(ROWTAG_SUBS == ROWTAG_BUCKETS, "sub-sums are kept as rowtag_sums");
+/* The sub-sums of one bucket (in rowtag_sums' shape), and their total. */
+void rowtag_subs_put(const struct db_auth *auth, struct rowtag_sums *subs, int64_t id,
+		     uint64_t version, bool remove);
+void rowtag_subs_total(const struct rowtag_sums *subs, struct rowtag_sum *out);
+void rowtag_subs_tag(const struct db_auth *auth, int64_t inst, unsigned bucket,
+		     const struct rowtag_sums *subs, unsigned char out[static DB_MAC_LEN]);
+
 /* The state as the previous vaultfs made it (schema 6 of the SQLite
  * store, 1 of PostgreSQL's): a keyed chain over (instance id, seq) and
  * every live (id, version) in id order. Only to check it, once, before

@@ -28,6 +28,8 @@ static const struct schema_obj {
 		"CREATE TABLE secrets (  id INTEGER PRIMARY KEY AUTOINCREMENT,  instance_id INTEGER NOT NULL REFERENCES instances (id),  name TEXT NOT NULL,  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,  version INTEGER NOT NULL, size INTEGER NOT NULL, flags INTEGER NOT NULL,  ctime INTEGER NOT NULL, mtime INTEGER NOT NULL, chtime INTEGER NOT NULL,  updated_by INTEGER NOT NULL,  blob BLOB NOT NULL, mac BLOB NOT NULL DEFAULT x'',  UNIQUE (instance_id, name))" },
 	{ "table", "sqlite_sequence", "sqlite_sequence",
 		"CREATE TABLE sqlite_sequence(name,seq)" },
+	{ "table", "sums_cache", "sums_cache",
+		"CREATE TABLE sums_cache (id INTEGER PRIMARY KEY, sums BLOB NOT NULL, mac BLOB NOT NULL)" },
 	{ "table", "trash", "trash",
 		"CREATE TABLE trash (  secret_id INTEGER PRIMARY KEY,  instance_id INTEGER NOT NULL REFERENCES instances (id),  name TEXT NOT NULL,  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,  ctime INTEGER NOT NULL,  deleted INTEGER NOT NULL, deleted_by INTEGER NOT NULL, mac BLOB NOT NULL DEFAULT x'')" },
 	{ "table", "versions", "versions",

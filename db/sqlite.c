@@ -614,6 +614,7 @@ const struct db_store_ops db_sqlite_ops = {
 	.commit = sq_commit_op,
 	.rollback = sq_rollback_op,
 	.change_seq = sq_change_seq,
+	.tidy_caches = sq_tidy_caches,
 	.meta_get = sq_meta_get,
 	.meta_set = sq_meta_set,
 	.instance_create = sq_instance_create,

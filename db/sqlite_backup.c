@@ -125,6 +125,10 @@ static int replace_rows(struct sq *db, int64_t *seq_base)
 	int r;
 
 	r = sq_int(db, "SELECT coalesce(max(seq), 0) FROM main.instances", seq_base);
+	/* Sub-sums of the sets being replaced: never believed for the new ones
+	 * (they don't add up), dropped rather than kept. */
+	if (r == 0)
+		r = sq_exec(db, "DELETE FROM main.sums_cache");
 
 	for (size_t i = N_RESTORED; r == 0 && i-- > 0;) {
 		snprintf(sql, sizeof(sql), "DELETE FROM main.%s", restored_tables[i]);

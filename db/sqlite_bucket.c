@@ -1,7 +1,8 @@
 /*
  * The instance state's buckets (rowtag.h), in the SQLite store: the sums
- * kept beside the state, one bucket's sum, and one secret checked by its
- * bucket alone. Rules this file keeps:
+ * kept beside the state, one bucket's sum and sub-sums, and one secret
+ * checked by its sub-bucket (the cached sub-sums) or by its bucket alone.
+ * Rules this file keeps:
  *  - stored sums count only if the state tags them; a bucket only if its
  *    rows add up to its sum: anything else is -ENOENT, and the caller's
  *    full check decides and reports;
@@ -81,6 +82,94 @@ static int version_bucket(struct sq *conn, const struct db_auth *auth, int64_t i
 	return b.found;
 }
 
+/* The instance row with one bucket's cached sub-sums, then one sub-bucket's
+ * rows: the bucket index finds the bucket, and id % 4096 is read from the
+ * index alone, so only the sub-bucket's rows are fetched. */
+static const char sql_state_subs[] =
+	"SELECT i.seq, i.state, i.sums, c.sums, c.mac FROM instances i "
+	"LEFT JOIN sums_cache c ON c.id = i.id * 64 + ?2 WHERE i.id = ?1";
+static const char sql_sub_rows[] =
+	"SELECT id, version FROM secrets WHERE instance_id = ?1 AND id % 64 = ?2 "
+	"AND id % 4096 = ?3";
+
+struct subs {
+	int64_t *seq;
+	unsigned char state[DB_MAC_LEN], tag[DB_MAC_LEN];
+	struct rowtag_sums sums, subs;
+	bool stored_ok, cached;
+};
+
+static int row_subs(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct subs *c = arg;
+	const void *state = sqlite3_column_blob(st, 1), *sums = sqlite3_column_blob(st, 2);
+	const void *subs = sqlite3_column_blob(st, 3), *tag = sqlite3_column_blob(st, 4);
+
+	*c->seq = sqlite3_column_int64(st, 0);
+	c->stored_ok = state && sqlite3_column_bytes(st, 1) == DB_MAC_LEN && sums &&
+		       sqlite3_column_bytes(st, 2) == ROWTAG_SUMS_LEN;
+	c->cached = subs && sqlite3_column_bytes(st, 3) == ROWTAG_SUMS_LEN && tag &&
+		    sqlite3_column_bytes(st, 4) == DB_MAC_LEN;
+	if (c->stored_ok) {
+		memcpy(c->state, state, DB_MAC_LEN);
+		rowtag_sums_decode(sums, &c->sums);
+	}
+	if (c->cached) {
+		rowtag_sums_decode(subs, &c->subs);
+		memcpy(c->tag, tag, DB_MAC_LEN);
+	}
+	return 0;
+}
+
+static int row_sub(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct bucket *b = arg;
+	int64_t id = sqlite3_column_int64(st, 0);
+
+	rowtag_sum_put(b->auth, &b->sum, id, (uint64_t)sqlite3_column_int64(st, 1), false);
+	if (id == b->id) {
+		b->found = true;
+		*b->version = (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	return 0;
+}
+
+/* One secret checked by its sub-bucket alone: the state tags the stored
+ * sums, the cached sub-sums of its bucket are tagged and add up to the
+ * bucket's sum, and its sub-bucket's rows add up to their sub-sum. Anything
+ * else is -ENOENT: the bucket's check then decides. Two statements, maybe
+ * two snapshots: a commit between them makes the sums disagree, never
+ * agree on rows the state does not hold. */
+static int version_sub(struct sq *conn, const struct db_auth *auth, int64_t inst, int64_t id,
+		       int64_t *seq, uint64_t *version)
+{
+	struct subs c = { .seq = seq };
+	struct bucket b = { .auth = auth, .id = id, .version = version };
+	unsigned bucket = rowtag_bucket(id), sub = rowtag_sub(id);
+	unsigned char tag[DB_MAC_LEN];
+	struct rowtag_sum total;
+	int r = sq_query(conn, SQ_ONE, sql_state_subs, row_subs, &c,
+			 SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
+
+	if (r < 0 || !c.stored_ok || !c.cached)
+		return r < 0 && r != -ENOENT ? r : -ENOENT;
+	rowtag_state_tag(auth, inst, *seq, &c.sums, tag);
+	if (!rowtag_equal(tag, c.state, DB_MAC_LEN))
+		return -ENOENT;
+	rowtag_subs_tag(auth, inst, bucket, &c.subs, tag);
+	rowtag_subs_total(&c.subs, &total);
+	if (!rowtag_equal(tag, c.tag, DB_MAC_LEN) || total.lo != c.sums.b[bucket].lo ||
+	    total.hi != c.sums.b[bucket].hi)
+		return -ENOENT;
+	r = sq_query(conn, 0, sql_sub_rows, row_sub, &b,
+		     SQ_ARGS(SQ_I(inst), SQ_I(bucket), SQ_I(bucket + ROWTAG_BUCKETS * sub)));
+	if (r < 0)
+		return r;
+	if (b.sum.lo != c.subs.b[sub].lo || b.sum.hi != c.subs.b[sub].hi)
+		return -ENOENT;
+	return b.found;
+}
+
 static int version_known(struct sq *db, struct sq *conn, int64_t inst, int64_t id,
 			 int64_t *seq, uint64_t *version)
 {
@@ -94,6 +183,8 @@ static int version_known(struct sq *db, struct sq *conn, int64_t inst, int64_t i
 		r = sq_states_find(db, inst, *seq, state, id, version);
 	/* A long-running process checks the whole set once per seq and keeps
 	 * it (fs/vault_read.c), cheaper than a bucket at every open. */
+	if (r == -ENOENT && (db->flags & DB_BRIEF))
+		r = version_sub(conn, db->auth, inst, id, seq, version);
 	if (r == -ENOENT && (db->flags & DB_BRIEF))
 		r = version_bucket(conn, db->auth, inst, id, seq, version);
 	return r;
@@ -156,4 +247,28 @@ int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_su
 
 	*sum = (struct rowtag_sum){ 0 };
 	return sq_query(db, 0, sql, row_bucket_sum, &b, SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
+}
+
+struct bucket_subs {
+	const struct db_auth *auth;
+	struct rowtag_sums *subs;
+};
+
+static int row_bucket_subs(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct bucket_subs *b = arg;
+
+	rowtag_subs_put(b->auth, b->subs, sqlite3_column_int64(st, 0),
+			(uint64_t)sqlite3_column_int64(st, 1), false);
+	return 0;
+}
+
+int sq_bucket_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sums *subs)
+{
+	static const char sql[] =
+		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND id % 64 = ?2";
+	struct bucket_subs b = { db->auth, subs };
+
+	*subs = (struct rowtag_sums){ 0 };
+	return sq_query(db, 0, sql, row_bucket_subs, &b, SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
 }

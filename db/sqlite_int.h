@@ -250,6 +250,8 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id);
 /* The transaction changed secret id of inst (SQ_STATES_FRESH: made inst). */
 #define SQ_STATES_FRESH (-1)
 int sq_states_note(struct sq *db, int64_t inst, int64_t id);
+/* db_tidy_caches: the sub-sums of buckets whose trusted set moved. */
+int sq_tidy_caches(struct db *h);
 /* At the outermost commit: inst's state made and stored (sq_state_update
  * when the trusted set can't be used). */
 int sq_states_commit(struct sq *db, int64_t inst);
@@ -275,6 +277,8 @@ struct rowtag_sum;
  * bucket's rows as they are now (both in the caller's transaction). */
 int sq_state_sums(struct sq *db, int64_t inst, struct rowtag_sums *sums);
 int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sum *sum);
+/* The same rows' sub-sums (rowtag.h). */
+int sq_bucket_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sums *subs);
 int sq_state_store(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN], const struct rowtag_sums *sums);
 /* 1 and *version if secret id is live in inst, 0 if not, or -errno. */

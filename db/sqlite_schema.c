@@ -104,6 +104,12 @@ static const char *const migrations[] = {
 	 "CREATE INDEX secrets_by_bucket ON secrets (instance_id, id % 64);"
 	 "INSERT INTO meta (key, value) SELECT 'state_chain', x'01' "
 	 "WHERE EXISTS (SELECT 1 FROM instances WHERE length(state) > 0);"),
+	/* Each bucket's sum split by sub-bucket (db/rowtag.h), row id
+	 * instance_id * 64 + bucket: a cache the daemon fills once its writes
+	 * settle, so that vaultfs get checks one secret by a 64th of its
+	 * bucket. Tagged, and believed only when it adds up to the state's
+	 * sum: a missing, stale or doctored row costs the bucket's scan. */
+	"CREATE TABLE sums_cache (id INTEGER PRIMARY KEY, sums BLOB NOT NULL, mac BLOB NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -32,6 +32,7 @@ struct state_set {
 	unsigned char state[DB_MAC_LEN];
 	struct rowtag_sums sums;	/* of the set (rowtag.h) */
 	bool partial;			/* the sums alone, no ids (DB_BRIEF) */
+	uint64_t cache_dirty;		/* buckets whose sums_cache row may be stale */
 	size_t n, cap;
 	int64_t *ids;			/* ascending */
 	uint64_t *vers;
@@ -70,6 +71,8 @@ struct sq_states {
 	struct pending *pending;	/* made by the open transaction */
 	struct touched *t;		/* rows it changed (writer only) */
 	size_t nt, tcap;
+	int64_t last_commit_ns;		/* of a commit that changed a set */
+	bool primed;			/* every instance's set was made once */
 };
 
 static void set_free(struct state_set *s)
@@ -316,6 +319,7 @@ int sq_states_verify(struct sq *db, int64_t inst)
 	}
 	memcpy(s->state, state, DB_MAC_LEN);
 	rowtag_sums_of(db->auth, s->ids, s->vers, s->n, &s->sums);
+	s->cache_dirty = ~(uint64_t)0;	/* what is stored is looked at once */
 	pthread_mutex_lock(&c->lock);
 	trust(c, inst, s);
 	pthread_mutex_unlock(&c->lock);
@@ -559,6 +563,8 @@ static struct pending *next_set(struct sq *db, struct sq_states *c, int64_t inst
 	return p;
 }
 
+static int cache_touched(struct sq *db, const struct sq_states *c, const struct pending *p);
+
 /* At the outermost commit, for each instance it changed: the state of its
  * new set at seq + 1, stored in the instance row and pending. */
 int sq_states_commit(struct sq *db, int64_t inst)
@@ -579,6 +585,14 @@ int sq_states_commit(struct sq *db, int64_t inst)
 	if (r < 0) {
 		pending_free(p);
 		return r == -ENOENT ? 0 : r;	/* the instance went in this transaction */
+	}
+	/* A command has no daemon's leisure: it brings the sub-sums of the
+	 * buckets it changed up to date in its own transaction. */
+	if (db->flags & DB_BRIEF)
+		r = cache_touched(db, c, p);
+	if (r < 0) {
+		pending_free(p);
+		return r;
 	}
 	p->next = c->pending;
 	c->pending = p;
@@ -605,8 +619,10 @@ static void pending_apply(struct sq_states *c, struct pending *p)
 		s->partial = p->partial;
 		trust(c, p->inst, s);
 	}
-	for (size_t i = 0; r == 0 && i < p->n; i++)
+	for (size_t i = 0; r == 0 && i < p->n; i++) {
 		r = set_apply(s, p->ch[i].id, p->ch[i].version, p->ch[i].present);
+		s->cache_dirty |= (uint64_t)1 << rowtag_bucket(p->ch[i].id);
+	}
 	if (r < 0) {
 		trust(c, p->inst, NULL);
 		return;
@@ -627,6 +643,8 @@ void sq_states_end(struct sq *db, bool committed)
 		return;
 	c->nt = 0;
 	pthread_mutex_lock(&c->lock);
+	if (committed && c->pending)
+		c->last_commit_ns = db_now_ns();
 	for (p = c->pending; p; p = p->next) {
 		if (committed)
 			pending_apply(c, p);
@@ -694,5 +712,184 @@ int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
 			*version = s->vers[i];
 	}
 	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* -- the sub-sums kept for cold readers (sums_cache, rowtag.h) ---------- */
+
+/* Writes settle for this long before the cache follows them: a burst of
+ * writes pays nothing, a quiet vault is up to date a moment later. */
+#define CACHE_QUIET_NS 100000000
+
+static const char sql_cache_get[] = "SELECT sums, mac FROM sums_cache WHERE id = ?1";
+static const char sql_cache_put[] =
+	"INSERT OR REPLACE INTO sums_cache (id, sums, mac) VALUES (?1, ?2, ?3)";
+
+struct cache_row {
+	unsigned char sums[ROWTAG_SUMS_LEN], mac[DB_MAC_LEN];
+	bool there;
+};
+
+static int row_cache(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct cache_row *c = arg;
+
+	c->there = sqlite3_column_bytes(st, 0) == ROWTAG_SUMS_LEN &&
+		   sqlite3_column_bytes(st, 1) == DB_MAC_LEN;
+	if (c->there) {
+		memcpy(c->sums, sqlite3_column_blob(st, 0), ROWTAG_SUMS_LEN);
+		memcpy(c->mac, sqlite3_column_blob(st, 1), DB_MAC_LEN);
+	}
+	return 0;
+}
+
+/* One bucket's row, unless it already holds these sub-sums. */
+static int cache_store(struct sq *db, int64_t inst, unsigned bucket,
+		       const struct rowtag_sums *subs)
+{
+	struct cache_row now = { 0 };
+	struct db_blob enc, tag;
+	unsigned char e[ROWTAG_SUMS_LEN], t[DB_MAC_LEN];
+	int64_t id = inst * ROWTAG_BUCKETS + bucket;
+	int r;
+
+	rowtag_sums_encode(subs, e);
+	rowtag_subs_tag(db->auth, inst, bucket, subs, t);
+	r = sq_query(db, 0, sql_cache_get, row_cache, &now, SQ_ARGS(SQ_I(id)));
+	if (r < 0 || (now.there && !memcmp(now.sums, e, sizeof(e)) &&
+		      !memcmp(now.mac, t, sizeof(t))))
+		return r;
+	enc = (struct db_blob){ e, sizeof(e) };
+	tag = (struct db_blob){ t, sizeof(t) };
+	return sq_change(db, sql_cache_put, 1, SQ_ARGS(SQ_I(id), SQ_B(&enc), SQ_B(&tag)),
+			 NULL, NULL);
+}
+
+static int row_inst(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	int64_t **p = arg;
+
+	**p = sqlite3_column_int64(st, 0);
+	(*p)++;
+	return 0;
+}
+
+/* Once, for a vault only read so far: every instance's set, checked, so
+ * that its sub-sums can be kept (the first read would scan it anyway). */
+static int prime(struct sq *db)
+{
+	static const char sql_count[] = "SELECT count(*) FROM instances";
+	static const char sql_ids[] = "SELECT id FROM instances ORDER BY id";
+	int64_t n = 0, *ids, *end;
+	int r = sq_query(db, SQ_ONE, sql_count, sq_row_int, &n, SQ_NOARGS);
+
+	if (r < 0 || n <= 0)
+		return r;
+	ids = calloc((size_t)n + 1, sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	end = ids;
+	r = sq_query(db, 0, sql_ids, row_inst, &end, SQ_NOARGS);
+	/* One transaction each: writers wait for one instance's scan at most.
+	 * One that fails its check is reported, and refused when read. */
+	for (int64_t *p = ids; r == 0 && p < end && p < ids + n; p++) {
+		r = sq_begin(db, true);
+		if (r == 0)
+			r = sq_end(db, sq_states_verify(db, *p));
+		if (r == -EIO)
+			r = 0;
+	}
+	free(ids);
+	return r;
+}
+
+/* The stale buckets of one instance whose set is trusted, made from that
+ * set (in memory, no scan) and written in an unsynced transaction that
+ * first checks the instance is still at that state. One instance a call. */
+int sq_tidy_caches(struct db *h)
+{
+	struct sq *db = sq_of(h);
+	struct sq_states *c = db->states;
+	unsigned char state[DB_MAC_LEN], now_state[DB_MAC_LEN];
+	struct rowtag_sums *subs = NULL;
+	const struct state_set *s;
+	int64_t inst = 0, seq = 0, now_seq;
+	uint64_t mask = 0;
+	int r;
+
+	if (!c || !db->auth || (db->flags & DB_READONLY))
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	if (db_now_ns() - c->last_commit_ns < CACHE_QUIET_NS) {
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	if (!c->primed) {
+		c->primed = true;
+		pthread_mutex_unlock(&c->lock);
+		return prime(db);
+	}
+	for (s = c->sets; s && (s->partial || !s->cache_dirty); s = s->next)
+		;
+	if (s && (subs = calloc(ROWTAG_BUCKETS, sizeof(*subs)))) {
+		inst = s->inst;
+		seq = s->seq;
+		mask = s->cache_dirty;
+		memcpy(state, s->state, DB_MAC_LEN);
+		for (size_t i = 0; i < s->n; i++)
+			if (mask & ((uint64_t)1 << rowtag_bucket(s->ids[i])))
+				rowtag_subs_put(db->auth, &subs[rowtag_bucket(s->ids[i])],
+						s->ids[i], s->vers[i], false);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!subs)
+		return s ? -ENOMEM : 0;
+	r = sq_begin(db, true);
+	if (r < 0) {
+		free(subs);
+		return r;
+	}
+	r = sq_state_row(db, inst, &now_seq, now_state);
+	if (r == 0 && (now_seq != seq || memcmp(now_state, state, DB_MAC_LEN)))
+		r = -ESTALE;	/* moved on: the set is made again, and marked */
+	for (unsigned b = 0; r == 0 && b < ROWTAG_BUCKETS; b++)
+		if (mask & ((uint64_t)1 << b))
+			r = cache_store(db, inst, b, &subs[b]);
+	r = sq_end(db, r);
+	free(subs);
+	pthread_mutex_lock(&c->lock);
+	s = *slot(&c->sets, inst);
+	if (s && s->seq == seq && (r == 0 || r == -ESTALE || r == -ENOENT))
+		((struct state_set *)s)->cache_dirty &= r == 0 ? ~mask : 0;
+	pthread_mutex_unlock(&c->lock);
+	return r == -ESTALE || r == -ENOENT ? 0 : r;
+}
+
+/* The buckets of p's instance that this transaction changed, made from
+ * their rows as they now stand, if they add up to the new state's sums
+ * (else the check that comes next, in a reader, decides). */
+static int cache_touched(struct sq *db, const struct sq_states *c, const struct pending *p)
+{
+	struct rowtag_sums subs;
+	struct rowtag_sum total;
+	uint64_t done = 0, bit;
+	unsigned b;
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < c->nt; i++) {
+		if (c->t[i].inst != p->inst || c->t[i].id == SQ_STATES_FRESH)
+			continue;
+		b = rowtag_bucket(c->t[i].id);
+		bit = (uint64_t)1 << b;
+		if (done & bit)
+			continue;
+		done |= bit;
+		r = sq_bucket_subs(db, p->inst, b, &subs);
+		if (r < 0)
+			break;
+		rowtag_subs_total(&subs, &total);
+		if (total.lo == p->sums.b[b].lo && total.hi == p->sums.b[b].hi)
+			r = cache_store(db, p->inst, b, &subs);
+	}
 	return r;
 }

@@ -135,7 +135,7 @@ static void look(bool *failed, bool *blind)
 static void *watch_thread(void *arg)
 {
 	unsigned period = WATCH_PERIOD_MS;
-	bool failed = false, blind = false;
+	bool failed = false, blind = false, tidy_failed = false;
 	double cpu0;
 
 	(void)arg;
@@ -145,6 +145,11 @@ static void *watch_thread(void *arg)
 			break;
 		cpu0 = cpu_ms();
 		look(&failed, &blind);
+		if (!w.stop && db_tidy_caches(w.db) < 0 && !tidy_failed) {
+			log_warn("cannot keep the sums cache for `vaultfs get`: %s",
+				 db_errmsg(w.db));
+			tidy_failed = true;
+		}
 		period = next_period(cpu_ms() - cpu0);
 	}
 	return NULL;

@@ -415,7 +415,7 @@ def test_chained_states_are_checked_then_converted(vault_factory):
     v = fixture6_vault(vault_factory)
     assert sql_one(v.db, "PRAGMA user_version")[0] == 6
     assert v.get("app", "API_KEY") == b"sk-two"
-    assert sql_one(v.db, "PRAGMA user_version")[0] == 7
+    assert sql_one(v.db, "PRAGMA user_version")[0] == 8   # upgraded to the current schema
     assert sql_one(v.db, "SELECT count(*) FROM meta WHERE key = 'state_chain'")[0] == 0
     assert sql_one(v.db, "SELECT count(*) FROM instances WHERE length(sums) != 1024")[0] == 0
     assert v.get("app", "K70") == b"v70"
@@ -594,3 +594,118 @@ def test_doctor_names_each_failing_row(vault_unmounted):
     assert r.returncode == 1, out
     assert "insecure stored row: versions row" in out, out
     assert "insecure stored row: instances row" in out, out
+
+
+# -- the sums cache: sub-sums kept for `vaultfs get` (db/rowtag.h) ------------------
+
+def cache_row(db, inst_id, bucket):
+    return sql_one(db, f"SELECT sums, mac FROM sums_cache WHERE id = {inst_id * 64 + bucket}")
+
+
+def same_bucket_pair(v):
+    """Two keys of app in one bucket (id % 64) but different sub-buckets
+    (id % 4096): (name, id) each, and the instance's id."""
+    inst = sql_one(v.db, "SELECT id FROM instances WHERE name = 'app'")[0]
+    conn = sqlite3.connect(v.db, timeout=10)
+    try:
+        ids = dict(conn.execute("SELECT name, id FROM secrets").fetchall())
+    finally:
+        conn.close()
+    for a, ia in ids.items():
+        for b, ib in ids.items():
+            if ia % 64 == ib % 64 and ia % 4096 != ib % 4096:
+                return (a, ia), (b, ib), inst
+    raise AssertionError(f"no two keys share a bucket: {ids}")
+
+
+@pytest.fixture
+def bucket_vault(vault_factory):
+    """app with 70 keys written through the mount by a shell: ids 1..70,
+    so that two of them share a bucket."""
+    v = vault_factory(config=CONFIG)
+    os.mkdir(v.path("app"))
+    for i in range(70):
+        r = subprocess.run(["sh", "-c", f"echo v1-{i} > {v.path('app', f'K{i:02d}')}"])
+        assert r.returncode == 0
+    return v
+
+
+def test_daemon_keeps_sums_cache_that_checks_one_key_by_its_sub_bucket(bucket_vault):
+    """Once its writes settle, the daemon stores each bucket's sub-sums
+    (tagged). `vaultfs get` then checks a key by its sub-bucket alone: B's
+    row put back from before its last write is refused, while A, in B's
+    bucket but another sub-bucket, still reads, from the command line as
+    through the mount."""
+    v = bucket_vault
+    (a, _), (b, ib), inst = same_bucket_pair(v)
+    assert wait_for(lambda: cache_row(v.db, inst, ib % 64) is not None, 10), \
+        "the daemon stored no sums_cache row for the bucket it wrote"
+    before = cache_row(v.db, inst, ib % 64)
+    old_b = saved_row(v.db, "secrets", f"name = '{b}'")
+    r = subprocess.run(["sh", "-c", f"echo v2 > {v.path('app', b)}"])
+    assert r.returncode == 0
+    assert wait_for(lambda: cache_row(v.db, inst, ib % 64) != before, 10), \
+        "the daemon did not bring the bucket's sub-sums up to date after a write"
+    assert v.get("app", b) == b"v2"
+    value_a = v.get("app", a)
+    assert value_a == b"v1-%d" % int(a[1:])
+    put_back(v.db, "secrets", f"name = '{b}'", old_b)
+    r = v.cli("get", "app", b)
+    assert (r.returncode, r.stdout) == (1, b""), r.stderr
+    assert v.get("app", a) == value_a
+    assert read_as_root(v.path("app", a)) == value_a
+
+
+def test_sums_cache_is_believed_only_when_it_adds_up_to_the_state(bucket_vault):
+    """Whoever writes the file can't make the cache vouch for an old row:
+    an older copy of a bucket's sub-sums with the older row it matched is
+    refused; sub-sums altered, or copied from another bucket, are not
+    believed and cost a scan of the bucket: the right value is still read."""
+    v = bucket_vault
+    (a, ia), (b, ib), inst = same_bucket_pair(v)
+    bucket = ib % 64
+    where = f"id = {inst * 64 + bucket}"
+    assert wait_for(lambda: cache_row(v.db, inst, bucket) is not None, 10)
+    old_cache = saved_row(v.db, "sums_cache", where)
+    old_b = saved_row(v.db, "secrets", f"name = '{b}'")
+    r = subprocess.run(["sh", "-c", f"echo v2 > {v.path('app', b)}"])
+    assert r.returncode == 0
+    assert wait_for(lambda: cache_row(v.db, inst, bucket) != tuple(old_cache[1][1:]), 10)
+    new_b = saved_row(v.db, "secrets", f"name = '{b}'")
+    v.unmount()     # nothing refreshes the cache behind the attacker now
+
+    # The row and the cache row both from before the write: refused.
+    put_back(v.db, "secrets", f"name = '{b}'", old_b)
+    put_back(v.db, "sums_cache", where, old_cache)
+    r = v.cli("get", "app", b)
+    assert (r.returncode, r.stdout) == (1, b""), r.stderr
+
+    # The rows as written, the cache's sums altered: read right anyway.
+    put_back(v.db, "secrets", f"name = '{b}'", new_b)
+    sql(v.db, f"UPDATE sums_cache SET sums = zeroblob(1024) WHERE {where}")
+    assert v.get("app", b) == b"v2"
+    # Another bucket's row in its place (its tag names its bucket).
+    other = (ia + 1) % 64
+    sql(v.db, f"DELETE FROM sums_cache WHERE {where}",
+        f"INSERT INTO sums_cache (id, sums, mac) SELECT {inst * 64 + bucket}, sums, mac "
+        f"FROM sums_cache WHERE id = {inst * 64 + other}")
+    assert cache_row(v.db, inst, bucket) is not None
+    assert v.get("app", b) == b"v2"
+    assert v.get("app", a) == b"v1-%d" % int(a[1:])
+
+
+def test_command_line_set_keeps_its_bucket_in_the_sums_cache(vault_unmounted):
+    """Without a daemon, `vaultfs set` stores the sub-sums of the bucket it
+    changed in its own transaction: the next `vaultfs get` of a key there
+    can check it by its sub-bucket, and an older row put back is refused."""
+    v = vault_unmounted
+    for i in range(70):
+        v.set("app", f"K{i:02d}", f"v1-{i}\n".encode())
+    (a, ia), (b, ib), inst = same_bucket_pair(v)
+    old_b = saved_row(v.db, "secrets", f"name = '{b}'")
+    v.set("app", b, b"v2\n")
+    assert cache_row(v.db, inst, ib % 64) is not None
+    put_back(v.db, "secrets", f"name = '{b}'", old_b)
+    r = v.cli("get", "app", b)
+    assert (r.returncode, r.stdout) == (1, b""), r.stderr
+    assert v.get("app", a) == b"v1-%d" % int(a[1:])
