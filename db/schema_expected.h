@@ -4,10 +4,10 @@
 static const struct schema_obj {
 	const char *type, *name, *tbl, *sql;
 } schema_expected[] = {
-	{ "index", "secrets_by_bucket", "secrets",
-		"CREATE INDEX secrets_by_bucket ON secrets (instance_id, id % 64)" },
 	{ "index", "secrets_by_instance", "secrets",
 		"CREATE INDEX secrets_by_instance ON secrets (instance_id)" },
+	{ "index", "secrets_by_sub", "secrets",
+		"CREATE INDEX secrets_by_sub ON secrets (instance_id, id % 4096)" },
 	{ "index", "sqlite_autoindex_instances_1", "instances",
 		"" },
 	{ "index", "sqlite_autoindex_secrets_1", "secrets",

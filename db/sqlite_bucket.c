@@ -16,11 +16,11 @@
 #include "sqlite_int.h"
 
 /* One bucket of the set with the instance row, in one statement (one
- * snapshot); secrets_by_bucket (id % 64) finds the bucket's rows. */
-_Static_assert(ROWTAG_BUCKETS == 64, "the SQL and the index say id % 64");
+ * snapshot); secrets_by_sub (id % 4096) finds the bucket's rows. */
+_Static_assert(ROWTAG_BUCKETS == 64 && ROWTAG_SUBS == 64, "the SQL and the index say so");
 static const char sql_state_bucket[] =
 	"SELECT i.seq, i.state, i.sums, s.id, s.version FROM instances i LEFT JOIN secrets s "
-	"ON s.instance_id = i.id AND s.id % 64 = ?2 WHERE i.id = ?1";
+	"ON s.instance_id = i.id AND " SQ_IN_BUCKET("s.id") " WHERE i.id = ?1";
 
 struct bucket {
 	const struct db_auth *auth;
@@ -83,14 +83,12 @@ static int version_bucket(struct sq *conn, const struct db_auth *auth, int64_t i
 }
 
 /* The instance row with one bucket's cached sub-sums, then one sub-bucket's
- * rows: the bucket index finds the bucket, and id % 4096 is read from the
- * index alone, so only the sub-bucket's rows are fetched. */
+ * rows, which secrets_by_sub finds. */
 static const char sql_state_subs[] =
 	"SELECT i.seq, i.state, i.sums, c.sums, c.mac FROM instances i "
 	"LEFT JOIN sums_cache c ON c.id = i.id * 64 + ?2 WHERE i.id = ?1";
 static const char sql_sub_rows[] =
-	"SELECT id, version FROM secrets WHERE instance_id = ?1 AND id % 64 = ?2 "
-	"AND id % 4096 = ?3";
+	"SELECT id, version FROM secrets WHERE instance_id = ?1 AND id % 4096 = ?2";
 
 struct subs {
 	int64_t *seq;
@@ -162,7 +160,7 @@ static int version_sub(struct sq *conn, const struct db_auth *auth, int64_t inst
 	    total.hi != c.sums.b[bucket].hi)
 		return -ENOENT;
 	r = sq_query(conn, 0, sql_sub_rows, row_sub, &b,
-		     SQ_ARGS(SQ_I(inst), SQ_I(bucket), SQ_I(bucket + ROWTAG_BUCKETS * sub)));
+		     SQ_ARGS(SQ_I(inst), SQ_I(bucket + ROWTAG_BUCKETS * sub)));
 	if (r < 0)
 		return r;
 	if (b.sum.lo != c.subs.b[sub].lo || b.sum.hi != c.subs.b[sub].hi)
@@ -242,7 +240,7 @@ static int row_bucket_sum(struct sq *db, sqlite3_stmt *st, void *arg)
 int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sum *sum)
 {
 	static const char sql[] =
-		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND id % 64 = ?2";
+		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND " SQ_IN_BUCKET("id");
 	struct bucket_sum b = { db->auth, sum };
 
 	*sum = (struct rowtag_sum){ 0 };
@@ -266,7 +264,7 @@ static int row_bucket_subs(struct sq *db, sqlite3_stmt *st, void *arg)
 int sq_bucket_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sums *subs)
 {
 	static const char sql[] =
-		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND id % 64 = ?2";
+		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND " SQ_IN_BUCKET("id");
 	struct bucket_subs b = { db->auth, subs };
 
 	*subs = (struct rowtag_sums){ 0 };

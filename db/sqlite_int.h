@@ -276,6 +276,21 @@ struct rowtag_sum;
 /* The sums stored beside inst's state (-ENOENT: none), and the sum of one
  * bucket's rows as they are now (both in the caller's transaction). */
 int sq_state_sums(struct sq *db, int64_t inst, struct rowtag_sums *sums);
+/* SQL: the row with id is in bucket ?2 (id % 64, rowtag.h), as its 64
+ * sub-buckets, so that the index on (instance_id, id % 4096) finds a
+ * bucket's rows as it finds a sub-bucket's. */
+#define SQ_IN_BUCKET(id) id " % 4096 IN (" \
+	"?2, ?2 + 64, ?2 + 128, ?2 + 192, ?2 + 256, ?2 + 320, ?2 + 384, " \
+	"?2 + 448, ?2 + 512, ?2 + 576, ?2 + 640, ?2 + 704, ?2 + 768, " \
+	"?2 + 832, ?2 + 896, ?2 + 960, ?2 + 1024, ?2 + 1088, ?2 + 1152, " \
+	"?2 + 1216, ?2 + 1280, ?2 + 1344, ?2 + 1408, ?2 + 1472, ?2 + 1536, " \
+	"?2 + 1600, ?2 + 1664, ?2 + 1728, ?2 + 1792, ?2 + 1856, ?2 + 1920, " \
+	"?2 + 1984, ?2 + 2048, ?2 + 2112, ?2 + 2176, ?2 + 2240, ?2 + 2304, " \
+	"?2 + 2368, ?2 + 2432, ?2 + 2496, ?2 + 2560, ?2 + 2624, ?2 + 2688, " \
+	"?2 + 2752, ?2 + 2816, ?2 + 2880, ?2 + 2944, ?2 + 3008, ?2 + 3072, " \
+	"?2 + 3136, ?2 + 3200, ?2 + 3264, ?2 + 3328, ?2 + 3392, ?2 + 3456, " \
+	"?2 + 3520, ?2 + 3584, ?2 + 3648, ?2 + 3712, ?2 + 3776, ?2 + 3840, " \
+	"?2 + 3904, ?2 + 3968, ?2 + 4032" ")"
 int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sum *sum);
 /* The same rows' sub-sums (rowtag.h). */
 int sq_bucket_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sums *subs);

@@ -109,7 +109,11 @@ static const char *const migrations[] = {
 	 * settle, so that vaultfs get checks one secret by a 64th of its
 	 * bucket. Tagged, and believed only when it adds up to the state's
 	 * sum: a missing, stale or doctored row costs the bucket's scan. */
-	"CREATE TABLE sums_cache (id INTEGER PRIMARY KEY, sums BLOB NOT NULL, mac BLOB NOT NULL);",
+	/* The index then finds a sub-bucket's rows (id % 4096) as well as a
+	 * bucket's (its 64 sub-buckets). */
+	("CREATE TABLE sums_cache (id INTEGER PRIMARY KEY, sums BLOB NOT NULL, mac BLOB NOT NULL);"
+	 "DROP INDEX secrets_by_bucket;"
+	 "CREATE INDEX secrets_by_sub ON secrets (instance_id, id % 4096);"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
