@@ -270,3 +270,53 @@ int sq_bucket_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_s
 	*subs = (struct rowtag_sums){ 0 };
 	return sq_query(db, 0, sql, row_bucket_subs, &b, SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
 }
+
+static int row_sub_sum(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct bucket_sum *b = arg;
+
+	rowtag_sum_put(b->auth, b->sum, sqlite3_column_int64(st, 0),
+		       (uint64_t)sqlite3_column_int64(st, 1), false);
+	return 0;
+}
+
+int sq_sub_sum(struct sq *db, int64_t inst, unsigned sub, struct rowtag_sum *sum)
+{
+	struct bucket_sum b = { db->auth, sum };
+
+	*sum = (struct rowtag_sum){ 0 };
+	return sq_query(db, 0, sql_sub_rows, row_sub_sum, &b, SQ_ARGS(SQ_I(inst), SQ_I(sub)));
+}
+
+struct cached {
+	struct rowtag_sums *subs;
+	unsigned char tag[DB_MAC_LEN];
+	bool there;
+};
+
+static int row_cached(struct sq *db, sqlite3_stmt *st, void *arg)
+{
+	struct cached *c = arg;
+
+	c->there = sqlite3_column_bytes(st, 0) == ROWTAG_SUMS_LEN &&
+		   sqlite3_column_bytes(st, 1) == DB_MAC_LEN;
+	if (c->there) {
+		rowtag_sums_decode(sqlite3_column_blob(st, 0), c->subs);
+		memcpy(c->tag, sqlite3_column_blob(st, 1), DB_MAC_LEN);
+	}
+	return 0;
+}
+
+int sq_cache_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sums *subs)
+{
+	static const char sql[] = "SELECT sums, mac FROM sums_cache WHERE id = ?1";
+	struct cached c = { .subs = subs };
+	unsigned char tag[DB_MAC_LEN];
+	int r = sq_query(db, 0, sql, row_cached, &c,
+			 SQ_ARGS(SQ_I(inst * ROWTAG_BUCKETS + bucket)));
+
+	if (r < 0 || !c.there)
+		return r < 0 ? r : -ENOENT;
+	rowtag_subs_tag(db->auth, inst, bucket, subs, tag);
+	return rowtag_equal(tag, c.tag, DB_MAC_LEN) ? 0 : -ENOENT;
+}

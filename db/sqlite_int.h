@@ -292,8 +292,12 @@ int sq_state_sums(struct sq *db, int64_t inst, struct rowtag_sums *sums);
 	"?2 + 3520, ?2 + 3584, ?2 + 3648, ?2 + 3712, ?2 + 3776, ?2 + 3840, " \
 	"?2 + 3904, ?2 + 3968, ?2 + 4032" ")"
 int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sum *sum);
-/* The same rows' sub-sums (rowtag.h). */
+/* The same rows' sub-sums (rowtag.h); one sub-bucket's sum (id % 4096). */
 int sq_bucket_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sums *subs);
+int sq_sub_sum(struct sq *db, int64_t inst, unsigned sub, struct rowtag_sum *sum);
+/* A bucket's cached sub-sums if their tag holds (-ENOENT if not): whether
+ * they add up to the bucket's sum is the caller's to check. */
+int sq_cache_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sums *subs);
 int sq_state_store(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN], const struct rowtag_sums *sums);
 /* 1 and *version if secret id is live in inst, 0 if not, or -errno. */

@@ -43,6 +43,7 @@ struct touched {
 	bool old_present;		/* the row before the transaction */
 	uint64_t old_version;
 	bool now_present;		/* and at its commit */
+	uint64_t now_version;
 };
 
 /* An instance's set as a commit will leave it: the set trusted when the
@@ -364,9 +365,56 @@ static int bucket_before(struct sq *db, struct sq_states *c, int64_t inst, int64
 	return r < 0 ? r : 0;
 }
 
+static bool sum_eq(const struct rowtag_sum *a, const struct rowtag_sum *b)
+{
+	return a->lo == b->lo && a->hi == b->hi;
+}
+
+/* The same for id's sub-bucket (id % 4096). */
+static int sub_before(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
+		      struct rowtag_sum *sum)
+{
+	unsigned sub = (unsigned)((uint64_t)id % (ROWTAG_BUCKETS * ROWTAG_SUBS));
+	uint64_t version;
+	int r = sq_sub_sum(db, inst, sub, sum);
+
+	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
+		const struct touched *t = &c->t[i];
+
+		if (t->inst != inst || t->id == SQ_STATES_FRESH ||
+		    (unsigned)((uint64_t)t->id % (ROWTAG_BUCKETS * ROWTAG_SUBS)) != sub)
+			continue;
+		r = sq_secret_version(db, inst, t->id, &version);
+		if (r == 1)
+			rowtag_sum_put(db->auth, sum, t->id, version, true);
+		if (r >= 0 && t->old_present)
+			rowtag_sum_put(db->auth, sum, t->id, t->old_version, false);
+	}
+	return r < 0 ? r : 0;
+}
+
+/* Whether id's sub-bucket vouches for its row, by the cached sub-sums of
+ * its bucket, which must add up to want (db/rowtag.h). */
+static int sub_agrees(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
+		      const struct rowtag_sum *want)
+{
+	struct rowtag_sums subs;
+	struct rowtag_sum total, sum;
+	int r = sq_cache_subs(db, inst, rowtag_bucket(id), &subs);
+
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	rowtag_subs_total(&subs, &total);
+	if (!sum_eq(&total, want))
+		return 0;
+	r = sub_before(db, c, inst, id, &sum);
+	return r < 0 ? r : sum_eq(&sum, &subs.b[rowtag_sub(id)]);
+}
+
 /* DB_BRIEF: id's row as stored now (present at version, or not) is the
- * state's if its bucket adds up to the tagged sum; then it is noted with
- * what it was. Else the full check, which reports, decides. */
+ * state's if its sub-bucket (cached sub-sums) or its bucket adds up to the
+ * tagged sum; then it is noted with what it was. Else the full check,
+ * which reports, decides. */
 static int check_bucket(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
 			bool present, uint64_t version)
 {
@@ -378,10 +426,14 @@ static int check_bucket(struct sq *db, struct sq_states *c, int64_t inst, int64_
 	if (!partial_sums(c, inst, &sums))
 		return sq_state_verify(db, inst);
 	want = &sums.b[rowtag_bucket(id)];
-	r = bucket_before(db, c, inst, id, &sum);
+	r = sub_agrees(db, c, inst, id, want);
+	if (r == 0) {
+		r = bucket_before(db, c, inst, id, &sum);
+		r = r < 0 ? r : sum_eq(&sum, want);
+	}
 	if (r < 0)
 		return r;
-	if (sum.lo != want->lo || sum.hi != want->hi) {
+	if (!r) {
 		pthread_mutex_lock(&c->lock);
 		trust(c, inst, NULL);
 		pthread_mutex_unlock(&c->lock);
@@ -530,6 +582,7 @@ static struct pending *next_set(struct sq *db, struct sq_states *c, int64_t inst
 			continue;
 		r = sq_secret_version(db, inst, c->t[i].id, &vers[i]);
 		c->t[i].now_present = r == 1;
+		c->t[i].now_version = vers[i];
 	}
 	pthread_mutex_lock(&c->lock);
 	known = *slot(&c->sets, inst);
@@ -884,7 +937,23 @@ static int cache_touched(struct sq *db, const struct sq_states *c, const struct 
 		if (done & bit)
 			continue;
 		done |= bit;
-		r = sq_bucket_subs(db, p->inst, b, &subs);
+		/* From the cached sub-sums and the rows changed, where those hold;
+		 * else from the bucket's rows. */
+		r = p->partial ? sq_cache_subs(db, p->inst, b, &subs) : -ENOENT;
+		for (size_t j = 0; r == 0 && j < c->nt; j++) {
+			const struct touched *t = &c->t[j];
+
+			if (t->inst != p->inst || t->id == SQ_STATES_FRESH ||
+			    rowtag_bucket(t->id) != b)
+				continue;
+			if (t->old_present)
+				rowtag_subs_put(db->auth, &subs, t->id, t->old_version, true);
+			if (t->now_present)
+				rowtag_subs_put(db->auth, &subs, t->id, t->now_version, false);
+		}
+		rowtag_subs_total(&subs, &total);
+		if (r == -ENOENT || (r == 0 && !sum_eq(&total, &p->sums.b[b])))
+			r = sq_bucket_subs(db, p->inst, b, &subs);
 		if (r < 0)
 			break;
 		rowtag_subs_total(&subs, &total);

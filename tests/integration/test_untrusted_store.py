@@ -709,3 +709,9 @@ def test_command_line_set_keeps_its_bucket_in_the_sums_cache(vault_unmounted):
     r = v.cli("get", "app", b)
     assert (r.returncode, r.stdout) == (1, b""), r.stderr
     assert v.get("app", a) == b"v1-%d" % int(a[1:])
+    # Nor does `set` write over the old row, which its sub-bucket refuses.
+    r = v.cli("set", "app", b, input=b"v3\n")
+    assert r.returncode == 1 and b"nothing was changed" in r.stderr, r.stderr
+    # A, in the same bucket, is written, checked by its own sub-bucket.
+    v.set("app", a, b"v2-a\n")
+    assert v.get("app", a) == b"v2-a"
