@@ -12,8 +12,6 @@ static const struct schema_obj {
 		"" },
 	{ "index", "sqlite_autoindex_secrets_1", "secrets",
 		"" },
-	{ "index", "sqlite_autoindex_versions_1", "versions",
-		"" },
 	{ "index", "trash_by_name", "trash",
 		"CREATE INDEX trash_by_name ON trash (instance_id, name, deleted)" },
 	{ "table", "audit", "audit",
@@ -33,5 +31,5 @@ static const struct schema_obj {
 	{ "table", "trash", "trash",
 		"CREATE TABLE trash (  secret_id INTEGER PRIMARY KEY,  instance_id INTEGER NOT NULL REFERENCES instances (id),  name TEXT NOT NULL,  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,  ctime INTEGER NOT NULL,  deleted INTEGER NOT NULL, deleted_by INTEGER NOT NULL, mac BLOB NOT NULL DEFAULT x'')" },
 	{ "table", "versions", "versions",
-		"CREATE TABLE versions (  secret_id INTEGER NOT NULL,  version INTEGER NOT NULL,  size INTEGER NOT NULL, flags INTEGER NOT NULL,  mtime INTEGER NOT NULL, updated_by INTEGER NOT NULL,  blob BLOB NOT NULL, mac BLOB NOT NULL DEFAULT x'',  PRIMARY KEY (secret_id, version))" },
+		"CREATE TABLE \"versions\" (  secret_id INTEGER NOT NULL,  version INTEGER NOT NULL,  size INTEGER NOT NULL, flags INTEGER NOT NULL,  mtime INTEGER NOT NULL, updated_by INTEGER NOT NULL,  blob BLOB NOT NULL,  mac BLOB NOT NULL DEFAULT x'',  PRIMARY KEY (secret_id, version)) WITHOUT ROWID" },
 };

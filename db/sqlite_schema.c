@@ -113,7 +113,23 @@ static const char *const migrations[] = {
 	 * bucket's (its 64 sub-buckets). */
 	("CREATE TABLE sums_cache (id INTEGER PRIMARY KEY, sums BLOB NOT NULL, mac BLOB NOT NULL);"
 	 "DROP INDEX secrets_by_bucket;"
-	 "CREATE INDEX secrets_by_sub ON secrets (instance_id, id % 4096);"),
+	 "CREATE INDEX secrets_by_sub ON secrets (instance_id, id % 4096);"
+	 /* Old values in a table that is its own index on (secret_id,
+	  * version): archiving one writes one b-tree, not a table and its
+	  * index. */
+	 "CREATE TABLE versions_by_key ("
+	 "  secret_id INTEGER NOT NULL,"
+	 "  version INTEGER NOT NULL,"
+	 "  size INTEGER NOT NULL, flags INTEGER NOT NULL,"
+	 "  mtime INTEGER NOT NULL, updated_by INTEGER NOT NULL,"
+	 "  blob BLOB NOT NULL,"
+	 "  mac BLOB NOT NULL DEFAULT x'',"
+	 "  PRIMARY KEY (secret_id, version)"
+	 ") WITHOUT ROWID;"
+	 "INSERT INTO versions_by_key SELECT secret_id, version, size, flags, mtime, updated_by, "
+	 "blob, mac FROM versions;"
+	 "DROP TABLE versions;"
+	 "ALTER TABLE versions_by_key RENAME TO versions;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

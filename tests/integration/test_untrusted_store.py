@@ -293,19 +293,20 @@ def test_no_single_stored_value_grants_access_or_an_old_value(secret_vault, user
     tried = 0
     for table, where in TABLES.items():
         conn = sqlite3.connect(v.db, timeout=10)
-        rowid = "secret_id" if table == "secret_attrs" else "rowid"
-        cur = conn.execute(f"SELECT {rowid}, * FROM {table} WHERE {where}")
+        key = "rowid" if table not in KEYS else "NULL"
+        cur = conn.execute(f"SELECT {key}, * FROM {table} WHERE {where}")
         cols = [d[0] for d in cur.description][1:]
         row = cur.fetchone()
         conn.close()
         assert row is not None, f"no {table} row to change"
+        values = dict(zip(cols, row[1:]))
         for i, col in enumerate(cols):
             orig = row[i + 1]
             for bad in mutations(orig):
                 what = f"{table}.{col} = {bad!r}"
                 try:
                     sql(v.db, f"UPDATE {table} SET {col} = {sqlite_literal(bad)} "
-                              f"WHERE {row_cond(table, row[0], col, orig)}")
+                              f"WHERE {row_cond(table, row[0], values, col, orig)}")
                 except sqlite3.IntegrityError:
                     continue  # the schema itself refuses this value
                 tried += 1
@@ -316,21 +317,23 @@ def test_no_single_stored_value_grants_access_or_an_old_value(secret_vault, user
                 assert r.stdout in (b"v3", b""), f"{what}: get printed {r.stdout!r}"
                 assert r.stdout == b"v3" or r.returncode != 0, what
                 sql(v.db, f"UPDATE {table} SET {col} = {sqlite_literal(orig)} "
-                          f"WHERE {row_cond(table, row[0], col, bad)}")
+                          f"WHERE {row_cond(table, row[0], values, col, bad)}")
                 assert read_as_root(v.path("app", "K")) == b"v3", f"after undoing {what}"
     assert tried > 30
     assert users.try_open("alice", v.path("app", "K")) == "EACCES"
 
 
 ROWID_ALIAS = {"instances": "id", "secrets": "id", "trash": "secret_id"}
+# Tables without a rowid: found by their primary key.
+KEYS = {"secret_attrs": ("secret_id", "name"), "versions": ("secret_id", "version")}
 
 
-def row_cond(table, rowid, col, now):
-    """Where the row is, while column col holds now."""
-    if table == "secret_attrs":
-        sid = now if col == "secret_id" else rowid
-        name = now if col == "name" else "description"
-        return f"secret_id = {sqlite_literal(sid)} AND name = {sqlite_literal(name)}"
+def row_cond(table, rowid, values, col, now):
+    """Where the row is (its rowid, or its key among values), while column
+    col holds now."""
+    if table in KEYS:
+        return " AND ".join(f"{k} = {sqlite_literal(now if k == col else values[k])}"
+                            for k in KEYS[table])
     if ROWID_ALIAS.get(table) == col:
         return f"rowid = {sqlite_literal(now)}"
     return f"rowid = {rowid}"
