@@ -149,9 +149,9 @@ int db_change_seq(struct db *db, uint64_t *out)
 	return db->ops->change_seq(db, out);
 }
 
-int db_tidy_caches(struct db *db)
+int db_tidy_caches(struct db *db, bool idle)
 {
-	return db->ops->tidy_caches ? db->ops->tidy_caches(db) : 0;
+	return db->ops->tidy_caches ? db->ops->tidy_caches(db, idle) : 0;
 }
 
 int db_meta_get(struct db *db, const char *key, struct db_blob *out)

@@ -158,8 +158,10 @@ int db_change_seq(struct db *db, uint64_t *out) WUR;
 /* Brings up to date what the store keeps beside the rows for readers that
  * start cold (the SQLite store's sub-sums, db/rowtag.h), once this
  * handle's own writes have settled; cheap when there is nothing to do.
- * For a long-running process, every few milliseconds or less often. */
-int db_tidy_caches(struct db *db) WUR;
+ * For a long-running process, every few milliseconds or less often; idle:
+ * the process has had little to do lately, so that work that may scan a
+ * whole instance (once, for a vault only read so far) may run. */
+int db_tidy_caches(struct db *db, bool idle) WUR;
 
 int db_meta_get(struct db *db, const char *key, struct db_blob *out) WUR;
 int db_meta_set(struct db *db, const char *key, const unsigned char *v, size_t len) WUR;

@@ -251,7 +251,7 @@ int sq_states_check_row(struct sq *db, int64_t inst, int64_t id);
 #define SQ_STATES_FRESH (-1)
 int sq_states_note(struct sq *db, int64_t inst, int64_t id);
 /* db_tidy_caches: the sub-sums of buckets whose trusted set moved. */
-int sq_tidy_caches(struct db *h);
+int sq_tidy_caches(struct db *h, bool idle);
 /* At the outermost commit: inst's state made and stored (sq_state_update
  * when the trusted set can't be used). */
 int sq_states_commit(struct sq *db, int64_t inst);

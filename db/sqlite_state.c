@@ -827,6 +827,34 @@ static int row_inst(struct sq *db, sqlite3_stmt *st, void *arg)
 	return 0;
 }
 
+/* 1 if every bucket of inst has sub-sums whose tag holds and that add up
+ * to the sums the instance row's state tags; 0 if not. */
+static int cache_holds(struct sq *db, int64_t inst)
+{
+	unsigned char state[DB_MAC_LEN], tag[DB_MAC_LEN];
+	struct rowtag_sums sums, subs;
+	struct rowtag_sum total;
+	int64_t seq;
+	int r = sq_state_row(db, inst, &seq, state);
+
+	if (r == 0)
+		r = sq_state_sums(db, inst, &sums);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	rowtag_state_tag(db->auth, inst, seq, &sums, tag);
+	if (!rowtag_equal(tag, state, DB_MAC_LEN))
+		return 0;
+	for (unsigned b = 0; b < ROWTAG_BUCKETS; b++) {
+		r = sq_cache_subs(db, inst, b, &subs);
+		if (r < 0)
+			return r == -ENOENT ? 0 : r;
+		rowtag_subs_total(&subs, &total);
+		if (!sum_eq(&total, &sums.b[b]))
+			return 0;
+	}
+	return 1;
+}
+
 /* Once, for a vault only read so far: every instance's set, checked, so
  * that its sub-sums can be kept (the first read would scan it anyway). */
 static int prime(struct sq *db)
@@ -844,8 +872,14 @@ static int prime(struct sq *db)
 	end = ids;
 	r = sq_query(db, 0, sql_ids, row_inst, &end, SQ_NOARGS);
 	/* One transaction each: writers wait for one instance's scan at most.
-	 * One that fails its check is reported, and refused when read. */
+	 * One that fails its check is reported, and refused when read. An
+	 * instance whose sub-sums all hold needs no scan. */
 	for (int64_t *p = ids; r == 0 && p < end && p < ids + n; p++) {
+		r = cache_holds(db, *p);
+		if (r != 0) {
+			r = r > 0 ? 0 : r;
+			continue;
+		}
 		r = sq_begin(db, true);
 		if (r == 0)
 			r = sq_end(db, sq_states_verify(db, *p));
@@ -859,7 +893,7 @@ static int prime(struct sq *db)
 /* The stale buckets of one instance whose set is trusted, made from that
  * set (in memory, no scan) and written in an unsynced transaction that
  * first checks the instance is still at that state. One instance a call. */
-int sq_tidy_caches(struct db *h)
+int sq_tidy_caches(struct db *h, bool idle)
 {
 	struct sq *db = sq_of(h);
 	struct sq_states *c = db->states;
@@ -877,7 +911,7 @@ int sq_tidy_caches(struct db *h)
 		pthread_mutex_unlock(&c->lock);
 		return 0;
 	}
-	if (!c->primed) {
+	if (!c->primed && idle) {
 		c->primed = true;
 		pthread_mutex_unlock(&c->lock);
 		return prime(db);

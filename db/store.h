@@ -44,7 +44,7 @@ struct db_store_ops {
 	int (*commit)(struct db *db);
 	void (*rollback)(struct db *db);
 	int (*change_seq)(struct db *db, uint64_t *out);
-	int (*tidy_caches)(struct db *db);	/* NULL: keeps none */
+	int (*tidy_caches)(struct db *db, bool idle);	/* NULL: keeps none */
 
 	int (*meta_get)(struct db *db, const char *key, struct db_blob *out);
 	int (*meta_set)(struct db *db, const char *key, const unsigned char *v, size_t len);

@@ -95,6 +95,26 @@ static double cpu_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* Whether the whole process used less than 1/WATCH_SHARE of a core since
+ * the last call: then work that may scan an instance does not compete with
+ * requests. */
+static bool quiet(void)
+{
+	static double last_cpu, last_wall;
+	struct timespec ts;
+	double cpu, wall;
+	bool idle;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	cpu = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	wall = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+	idle = last_wall > 0 && (cpu - last_cpu) * WATCH_SHARE < wall - last_wall;
+	last_cpu = cpu;
+	last_wall = wall;
+	return idle;
+}
+
 static unsigned next_period(double spent_ms)
 {
 	double ms = spent_ms * WATCH_SHARE;
@@ -145,7 +165,7 @@ static void *watch_thread(void *arg)
 			break;
 		cpu0 = cpu_ms();
 		look(&failed, &blind);
-		if (!w.stop && db_tidy_caches(w.db) < 0 && !tidy_failed) {
+		if (!w.stop && db_tidy_caches(w.db, quiet()) < 0 && !tidy_failed) {
 			log_warn("cannot keep the sums cache for `vaultfs get`: %s",
 				 db_errmsg(w.db));
 			tidy_failed = true;
