@@ -223,69 +223,54 @@ int sq_state_sums(struct sq *db, int64_t inst, struct rowtag_sums *sums)
 	return sq_query(db, SQ_ONE, sql, row_sums, sums, SQ_ARGS(SQ_I(inst)));
 }
 
-struct bucket_sum {
+/* A group's rows (a bucket, or a sub-bucket) summed into sum, or into
+ * subs by sub-bucket. */
+struct group_sum {
 	const struct db_auth *auth;
 	struct rowtag_sum *sum;
-};
-
-static int row_bucket_sum(struct sq *db, sqlite3_stmt *st, void *arg)
-{
-	struct bucket_sum *b = arg;
-
-	rowtag_sum_put(b->auth, b->sum, sqlite3_column_int64(st, 0),
-		       (uint64_t)sqlite3_column_int64(st, 1), false);
-	return 0;
-}
-
-int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sum *sum)
-{
-	static const char sql[] =
-		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND " SQ_IN_BUCKET("id");
-	struct bucket_sum b = { db->auth, sum };
-
-	*sum = (struct rowtag_sum){ 0 };
-	return sq_query(db, 0, sql, row_bucket_sum, &b, SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
-}
-
-struct bucket_subs {
-	const struct db_auth *auth;
 	struct rowtag_sums *subs;
 };
 
-static int row_bucket_subs(struct sq *db, sqlite3_stmt *st, void *arg)
+static int row_group_sum(struct sq *db, sqlite3_stmt *st, void *arg)
 {
-	struct bucket_subs *b = arg;
+	struct group_sum *g = arg;
+	int64_t id = sqlite3_column_int64(st, 0);
+	uint64_t version = (uint64_t)sqlite3_column_int64(st, 1);
 
-	rowtag_subs_put(b->auth, b->subs, sqlite3_column_int64(st, 0),
-			(uint64_t)sqlite3_column_int64(st, 1), false);
+	if (g->sum)
+		rowtag_sum_put(g->auth, g->sum, id, version, false);
+	else
+		rowtag_subs_put(g->auth, g->subs, id, version, false);
 	return 0;
+}
+
+static const char sql_bucket_rows[] =
+	"SELECT id, version FROM secrets WHERE instance_id = ?1 AND " SQ_IN_BUCKET("id");
+
+int sq_bucket_sum(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sum *sum)
+{
+	struct group_sum g = { db->auth, sum, NULL };
+
+	*sum = (struct rowtag_sum){ 0 };
+	return sq_query(db, 0, sql_bucket_rows, row_group_sum, &g,
+			SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
 }
 
 int sq_bucket_subs(struct sq *db, int64_t inst, unsigned bucket, struct rowtag_sums *subs)
 {
-	static const char sql[] =
-		"SELECT id, version FROM secrets WHERE instance_id = ?1 AND " SQ_IN_BUCKET("id");
-	struct bucket_subs b = { db->auth, subs };
+	struct group_sum g = { db->auth, NULL, subs };
 
 	*subs = (struct rowtag_sums){ 0 };
-	return sq_query(db, 0, sql, row_bucket_subs, &b, SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
-}
-
-static int row_sub_sum(struct sq *db, sqlite3_stmt *st, void *arg)
-{
-	struct bucket_sum *b = arg;
-
-	rowtag_sum_put(b->auth, b->sum, sqlite3_column_int64(st, 0),
-		       (uint64_t)sqlite3_column_int64(st, 1), false);
-	return 0;
+	return sq_query(db, 0, sql_bucket_rows, row_group_sum, &g,
+			SQ_ARGS(SQ_I(inst), SQ_I(bucket)));
 }
 
 int sq_sub_sum(struct sq *db, int64_t inst, unsigned sub, struct rowtag_sum *sum)
 {
-	struct bucket_sum b = { db->auth, sum };
+	struct group_sum g = { db->auth, sum, NULL };
 
 	*sum = (struct rowtag_sum){ 0 };
-	return sq_query(db, 0, sql_sub_rows, row_sub_sum, &b, SQ_ARGS(SQ_I(inst), SQ_I(sub)));
+	return sq_query(db, 0, sql_sub_rows, row_group_sum, &g, SQ_ARGS(SQ_I(inst), SQ_I(sub)));
 }
 
 struct cached {

@@ -342,47 +342,27 @@ static bool partial_sums(struct sq_states *c, int64_t inst, struct rowtag_sums *
 	return ok;
 }
 
-/* The sum of id's bucket as it was when the transaction began: its rows
- * now, with the ones the transaction changed put back as they were. */
-static int bucket_before(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
-			 struct rowtag_sum *sum)
-{
-	uint64_t version;
-	int r = sq_bucket_sum(db, inst, rowtag_bucket(id), sum);
-
-	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
-		const struct touched *t = &c->t[i];
-
-		if (t->inst != inst || t->id == SQ_STATES_FRESH ||
-		    rowtag_bucket(t->id) != rowtag_bucket(id))
-			continue;
-		r = sq_secret_version(db, inst, t->id, &version);
-		if (r == 1)
-			rowtag_sum_put(db->auth, sum, t->id, version, true);
-		if (r >= 0 && t->old_present)
-			rowtag_sum_put(db->auth, sum, t->id, t->old_version, false);
-	}
-	return r < 0 ? r : 0;
-}
-
 static bool sum_eq(const struct rowtag_sum *a, const struct rowtag_sum *b)
 {
 	return a->lo == b->lo && a->hi == b->hi;
 }
 
-/* The same for id's sub-bucket (id % 4096). */
-static int sub_before(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
-		      struct rowtag_sum *sum)
+/* The sum of id's group (its bucket, mod 64, or its sub-bucket, mod 4096:
+ * the ids equal to it modulo mod) as it was when the transaction began:
+ * its rows now, with the ones the transaction changed put back as they
+ * were. */
+static int group_before(struct sq *db, struct sq_states *c, int64_t inst, int64_t id,
+			unsigned mod, struct rowtag_sum *sum)
 {
-	unsigned sub = (unsigned)((uint64_t)id % (ROWTAG_BUCKETS * ROWTAG_SUBS));
+	unsigned group = (unsigned)((uint64_t)id % mod);
 	uint64_t version;
-	int r = sq_sub_sum(db, inst, sub, sum);
+	int r = mod == ROWTAG_BUCKETS ? sq_bucket_sum(db, inst, group, sum) :
+					sq_sub_sum(db, inst, group, sum);
 
 	for (size_t i = 0; r >= 0 && i < c->nt; i++) {
 		const struct touched *t = &c->t[i];
 
-		if (t->inst != inst || t->id == SQ_STATES_FRESH ||
-		    (unsigned)((uint64_t)t->id % (ROWTAG_BUCKETS * ROWTAG_SUBS)) != sub)
+		if (t->inst != inst || t->id == SQ_STATES_FRESH || (uint64_t)t->id % mod != group)
 			continue;
 		r = sq_secret_version(db, inst, t->id, &version);
 		if (r == 1)
@@ -407,7 +387,7 @@ static int sub_agrees(struct sq *db, struct sq_states *c, int64_t inst, int64_t 
 	rowtag_subs_total(&subs, &total);
 	if (!sum_eq(&total, want))
 		return 0;
-	r = sub_before(db, c, inst, id, &sum);
+	r = group_before(db, c, inst, id, ROWTAG_BUCKETS * ROWTAG_SUBS, &sum);
 	return r < 0 ? r : sum_eq(&sum, &subs.b[rowtag_sub(id)]);
 }
 
@@ -428,7 +408,7 @@ static int check_bucket(struct sq *db, struct sq_states *c, int64_t inst, int64_
 	want = &sums.b[rowtag_bucket(id)];
 	r = sub_agrees(db, c, inst, id, want);
 	if (r == 0) {
-		r = bucket_before(db, c, inst, id, &sum);
+		r = group_before(db, c, inst, id, ROWTAG_BUCKETS, &sum);
 		r = r < 0 ? r : sum_eq(&sum, want);
 	}
 	if (r < 0)
@@ -774,47 +754,26 @@ int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
  * writes pays nothing, a quiet vault is up to date a moment later. */
 #define CACHE_QUIET_NS 100000000
 
-static const char sql_cache_get[] = "SELECT sums, mac FROM sums_cache WHERE id = ?1";
 static const char sql_cache_put[] =
 	"INSERT OR REPLACE INTO sums_cache (id, sums, mac) VALUES (?1, ?2, ?3)";
-
-struct cache_row {
-	unsigned char sums[ROWTAG_SUMS_LEN], mac[DB_MAC_LEN];
-	bool there;
-};
-
-static int row_cache(struct sq *db, sqlite3_stmt *st, void *arg)
-{
-	struct cache_row *c = arg;
-
-	c->there = sqlite3_column_bytes(st, 0) == ROWTAG_SUMS_LEN &&
-		   sqlite3_column_bytes(st, 1) == DB_MAC_LEN;
-	if (c->there) {
-		memcpy(c->sums, sqlite3_column_blob(st, 0), ROWTAG_SUMS_LEN);
-		memcpy(c->mac, sqlite3_column_blob(st, 1), DB_MAC_LEN);
-	}
-	return 0;
-}
 
 /* One bucket's row, unless it already holds these sub-sums. */
 static int cache_store(struct sq *db, int64_t inst, unsigned bucket,
 		       const struct rowtag_sums *subs)
 {
-	struct cache_row now = { 0 };
+	struct rowtag_sums now;
 	struct db_blob enc, tag;
 	unsigned char e[ROWTAG_SUMS_LEN], t[DB_MAC_LEN];
-	int64_t id = inst * ROWTAG_BUCKETS + bucket;
-	int r;
+	int r = sq_cache_subs(db, inst, bucket, &now);
 
+	if (r != -ENOENT && (r < 0 || !memcmp(&now, subs, sizeof(now))))
+		return r;
 	rowtag_sums_encode(subs, e);
 	rowtag_subs_tag(db->auth, inst, bucket, subs, t);
-	r = sq_query(db, 0, sql_cache_get, row_cache, &now, SQ_ARGS(SQ_I(id)));
-	if (r < 0 || (now.there && !memcmp(now.sums, e, sizeof(e)) &&
-		      !memcmp(now.mac, t, sizeof(t))))
-		return r;
 	enc = (struct db_blob){ e, sizeof(e) };
 	tag = (struct db_blob){ t, sizeof(t) };
-	return sq_change(db, sql_cache_put, 1, SQ_ARGS(SQ_I(id), SQ_B(&enc), SQ_B(&tag)),
+	return sq_change(db, sql_cache_put, 1,
+			 SQ_ARGS(SQ_I(inst * ROWTAG_BUCKETS + bucket), SQ_B(&enc), SQ_B(&tag)),
 			 NULL, NULL);
 }
 

@@ -697,16 +697,23 @@ def test_sums_cache_is_believed_only_when_it_adds_up_to_the_state(bucket_vault):
     assert v.get("app", a) == b"v1-%d" % int(a[1:])
 
 
-def test_command_line_set_keeps_its_bucket_in_the_sums_cache(vault_unmounted):
-    """Without a daemon, `vaultfs set` stores the sub-sums of the bucket it
-    changed in its own transaction: the next `vaultfs get` of a key there
-    can check it by its sub-bucket, and an older row put back is refused."""
-    v = vault_unmounted
+def set_pair_by_command(v):
+    """app's 70 keys set by `vaultfs set`, then B of a same-bucket pair (A,
+    B) set again: the pair, the instance's id and B's row from before."""
     for i in range(70):
         v.set("app", f"K{i:02d}", f"v1-{i}\n".encode())
     (a, ia), (b, ib), inst = same_bucket_pair(v)
     old_b = saved_row(v.db, "secrets", f"name = '{b}'")
     v.set("app", b, b"v2\n")
+    return (a, ia), (b, ib), inst, old_b
+
+
+def test_command_line_set_keeps_its_bucket_in_the_sums_cache(vault_unmounted):
+    """Without a daemon, `vaultfs set` stores the sub-sums of the bucket it
+    changed in its own transaction: the next `vaultfs get` of a key there
+    can check it by its sub-bucket, and an older row put back is refused."""
+    v = vault_unmounted
+    (a, _), (b, ib), inst, old_b = set_pair_by_command(v)
     assert cache_row(v.db, inst, ib % 64) is not None
     put_back(v.db, "secrets", f"name = '{b}'", old_b)
     r = v.cli("get", "app", b)
@@ -726,11 +733,7 @@ def test_daemon_fills_sums_cache_of_a_vault_it_only_reads(vault_unmounted):
     `vaultfs get` is then checked by sub-bucket there too. Rows that fail
     their check are not vouched for: the doctored key stays refused."""
     v = vault_unmounted
-    for i in range(70):
-        v.set("app", f"K{i:02d}", f"v1-{i}\n".encode())
-    (a, _), (b, ib), inst = same_bucket_pair(v)
-    old_b = saved_row(v.db, "secrets", f"name = '{b}'")
-    v.set("app", b, b"v2\n")
+    (a, _), (b, _), _, old_b = set_pair_by_command(v)
     sql(v.db, "DELETE FROM sums_cache")
     v.mount()
     assert read_as_root(v.path("app", a)) == b"v1-%d" % int(a[1:])
