@@ -148,7 +148,7 @@ static unsigned char *slab_take(void)
 	return slot_page(s, i) + CANARY_ROOM;
 }
 
-/* Wipes and frees p if a slab holds it; false if none does. */
+/* Frees p, wiped by the caller, if a slab holds it; false if none does. */
 static bool slab_give(unsigned char *p)
 {
 	struct slab **pp, *s;
@@ -165,7 +165,6 @@ static bool slab_give(unsigned char *p)
 	}
 	off = (size_t)(p - s->base);
 	i = (unsigned)(off / page_size - 1) / 2;
-	sodium_memzero(slot_page(s, i) + CANARY_ROOM, small_cap);
 	s->free_mask |= 1u << i;
 	if (!s->stale)
 		slab_free_slots++;
@@ -335,6 +334,9 @@ static void region_free(unsigned char *p, size_t cap, struct secmem_account *a)
 {
 	if (!p)
 		return;
+	/* Wiped outside the lock: the request threads free at once. */
+	if (cap == small_cap)
+		sodium_memzero(p, cap);
 	if (cap != small_cap || !slab_give(p))
 		sodium_free(p);		/* wipes before unmapping */
 	uncharge(round_page(cap), a);

@@ -22,6 +22,8 @@
 struct inst_state {
 	int64_t id, seq;		/* the set below is seq's; -1: none */
 	int64_t seen;			/* the highest seq seen (>= seq) */
+	bool partial;			/* only pairs the store's trusted set vouched
+					 * for at seq: one not listed is asked for */
 	size_t n, cap;
 	int64_t *ids;
 	uint64_t *vers;
@@ -123,9 +125,48 @@ static int version_in_older_snapshot(struct vault *v, const struct db_secret *m,
 	return r < 0 ? r : version_in_snapshot(v, m);
 }
 
+/* Keeps (id, version), vouched for at seq, in st (a partial set of seq,
+ * made afresh when seq is newer than what st holds). Under states_lock. */
+static void state_vouched(struct inst_state *st, int64_t seq, int64_t id, uint64_t version)
+{
+	size_t cap, i;
+	int64_t *ids;
+	uint64_t *vers;
+
+	if (seq > st->seq) {
+		st->seq = seq;
+		st->n = 0;
+		st->partial = true;
+	}
+	if (seq != st->seq || !st->partial || state_has(st, id, version))
+		return;
+	cap = st->cap;
+	ids = array_room(st->ids, st->n, &cap, sizeof(*ids));
+	if (!ids)
+		return;
+	st->ids = ids;
+	vers = array_room(st->vers, st->n, &st->cap, sizeof(*vers));
+	if (!vers)
+		return;
+	st->vers = vers;
+	for (i = st->n; i > 0 && st->ids[i - 1] > id; i--) {
+		st->ids[i] = st->ids[i - 1];
+		st->vers[i] = st->vers[i - 1];
+	}
+	if (i > 0 && st->ids[i - 1] == id) {	/* another version: not current */
+		memmove(st->ids + i, st->ids + i + 1, (st->n - i) * sizeof(*st->ids));
+		memmove(st->vers + i, st->vers + i + 1, (st->n - i) * sizeof(*st->vers));
+		return;
+	}
+	st->ids[i] = id;
+	st->vers[i] = version;
+	st->n++;
+}
+
 /* The store's own trusted set answers for m's snapshot (seq) without a
  * copy: 0 or -ESTALE; -ENOENT if it has none. seq is then the highest
- * seen, so that a state that goes back is still seen going back. */
+ * seen, so that a state that goes back is still seen going back; a pair
+ * it vouched for is kept, so that the next open of it at seq asks nothing. */
 static int version_trusted(struct vault *v, const struct db_secret *m, int64_t seq)
 {
 	struct inst_state **pp;
@@ -144,6 +185,8 @@ static int version_trusted(struct vault *v, const struct db_secret *m, int64_t s
 	}
 	if (*pp && (*pp)->seen < seq)
 		(*pp)->seen = seq;
+	if (*pp && r == 0)
+		state_vouched(*pp, seq, m->id, m->version);
 	pthread_mutex_unlock(&v->states_lock);
 	return r;
 }
@@ -156,7 +199,7 @@ static int version_current(struct vault *v, const struct db_secret *m)
 {
 	struct inst_state *fresh, **pp;
 	int64_t seq, cached = -1, seen = -1;
-	bool has = false;
+	bool has = false, partial = false;
 	int r = db_instance_seq(v->db, m->instance_id, &seq);
 
 	if (r < 0)
@@ -167,9 +210,10 @@ static int version_current(struct vault *v, const struct db_secret *m)
 		cached = (*pp)->seq;
 		seen = (*pp)->seen;
 		has = state_has(*pp, m->id, m->version);
+		partial = (*pp)->partial;
 	}
 	pthread_mutex_unlock(&v->states_lock);
-	if (seq == cached)
+	if (seq == cached && (has || !partial))
 		return has ? 0 : -ESTALE;
 	if (seq < seen)
 		return version_in_older_snapshot(v, m, seen);
