@@ -858,9 +858,11 @@ int sq_tidy_caches(struct db *h, bool idle)
 	struct sq_states *c = db->states;
 	unsigned char state[DB_MAC_LEN], now_state[DB_MAC_LEN];
 	struct rowtag_sums *subs = NULL;
+	struct change *pairs = NULL;
 	const struct state_set *s;
 	int64_t inst = 0, seq = 0, now_seq;
 	uint64_t mask = 0;
+	size_t npairs = 0;
 	int r;
 
 	if (!c || !db->auth || (db->flags & DB_READONLY))
@@ -877,19 +879,27 @@ int sq_tidy_caches(struct db *h, bool idle)
 	}
 	for (s = c->sets; s && (s->partial || !s->cache_dirty); s = s->next)
 		;
-	if (s && (subs = calloc(ROWTAG_BUCKETS, sizeof(*subs)))) {
+	/* The dirty buckets' pairs are copied under the lock, which readers
+	 * take, and summed after it. */
+	if (s && (subs = calloc(ROWTAG_BUCKETS, sizeof(*subs))) &&
+	    (pairs = malloc((s->n ? s->n : 1) * sizeof(*pairs)))) {
 		inst = s->inst;
 		seq = s->seq;
 		mask = s->cache_dirty;
 		memcpy(state, s->state, DB_MAC_LEN);
 		for (size_t i = 0; i < s->n; i++)
 			if (mask & ((uint64_t)1 << rowtag_bucket(s->ids[i])))
-				rowtag_subs_put(db->auth, &subs[rowtag_bucket(s->ids[i])],
-						s->ids[i], s->vers[i], false);
+				pairs[npairs++] = (struct change){ s->ids[i], s->vers[i], true };
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (!subs)
+	if (!pairs) {
+		free(subs);
 		return s ? -ENOMEM : 0;
+	}
+	for (size_t i = 0; i < npairs; i++)
+		rowtag_subs_put(db->auth, &subs[rowtag_bucket(pairs[i].id)], pairs[i].id,
+				pairs[i].version, false);
+	free(pairs);
 	r = sq_begin(db, true);
 	if (r < 0) {
 		free(subs);
