@@ -125,6 +125,11 @@ static int version_in_older_snapshot(struct vault *v, const struct db_secret *m,
 	return r < 0 ? r : version_in_snapshot(v, m);
 }
 
+/* Pairs a partial state keeps; past them, the whole set is copied once
+ * (from the store's trusted set: no scan), so that a partial state stays
+ * small and an instance read widely at one seq asks the store once. */
+#define VOUCHED_MAX 256
+
 /* Keeps (id, version), vouched for at seq, in st (a partial set of seq,
  * made afresh when seq is newer than what st holds). Under states_lock. */
 static void state_vouched(struct inst_state *st, int64_t seq, int64_t id, uint64_t version)
@@ -138,7 +143,8 @@ static void state_vouched(struct inst_state *st, int64_t seq, int64_t id, uint64
 		st->n = 0;
 		st->partial = true;
 	}
-	if (seq != st->seq || !st->partial || state_has(st, id, version))
+	if (seq != st->seq || !st->partial || st->n >= VOUCHED_MAX ||
+	    state_has(st, id, version))
 		return;
 	cap = st->cap;
 	ids = array_room(st->ids, st->n, &cap, sizeof(*ids));
@@ -149,15 +155,13 @@ static void state_vouched(struct inst_state *st, int64_t seq, int64_t id, uint64
 	if (!vers)
 		return;
 	st->vers = vers;
-	for (i = st->n; i > 0 && st->ids[i - 1] > id; i--) {
-		st->ids[i] = st->ids[i - 1];
-		st->vers[i] = st->vers[i - 1];
-	}
-	if (i > 0 && st->ids[i - 1] == id) {	/* another version: not current */
-		memmove(st->ids + i, st->ids + i + 1, (st->n - i) * sizeof(*st->ids));
-		memmove(st->vers + i, st->vers + i + 1, (st->n - i) * sizeof(*st->vers));
-		return;
-	}
+	for (i = st->n; i > 0 && st->ids[i - 1] >= id; i--)
+		if (st->ids[i - 1] == id) {	/* what the set says now */
+			st->vers[i - 1] = version;
+			return;
+		}
+	memmove(st->ids + i + 1, st->ids + i, (st->n - i) * sizeof(*st->ids));
+	memmove(st->vers + i + 1, st->vers + i, (st->n - i) * sizeof(*st->vers));
 	st->ids[i] = id;
 	st->vers[i] = version;
 	st->n++;
@@ -199,7 +203,7 @@ static int version_current(struct vault *v, const struct db_secret *m)
 {
 	struct inst_state *fresh, **pp;
 	int64_t seq, cached = -1, seen = -1;
-	bool has = false, partial = false;
+	bool has = false, partial = false, full = false;
 	int r = db_instance_seq(v->db, m->instance_id, &seq);
 
 	if (r < 0)
@@ -211,13 +215,14 @@ static int version_current(struct vault *v, const struct db_secret *m)
 		seen = (*pp)->seen;
 		has = state_has(*pp, m->id, m->version);
 		partial = (*pp)->partial;
+		full = partial && (*pp)->n >= VOUCHED_MAX;
 	}
 	pthread_mutex_unlock(&v->states_lock);
 	if (seq == cached && (has || !partial))
 		return has ? 0 : -ESTALE;
 	if (seq < seen)
 		return version_in_older_snapshot(v, m, seen);
-	r = version_trusted(v, m, seq);
+	r = seq == cached && full ? -ENOENT : version_trusted(v, m, seq);
 	if (r != -ENOENT)
 		return r;
 	fresh = calloc(1, sizeof(*fresh));

@@ -743,3 +743,24 @@ def test_daemon_fills_sums_cache_of_a_vault_it_only_reads(vault_unmounted):
     r = v.cli("get", "app", b)
     assert (r.returncode, r.stdout) == (1, b""), r.stderr
     assert v.get("app", a) == b"v1-%d" % int(a[1:])
+
+
+def test_reads_of_many_keys_at_one_state_refuse_an_old_row(vault_factory):
+    """The daemon keeps which (key, version) pairs its trusted set vouched
+    for at the instance's current state, and past a few hundred copies the
+    whole set: across both, a row put back from before its last write is
+    still refused through the mount, and the others still read."""
+    v = vault_factory(config=CONFIG)
+    os.mkdir(v.path("app"))
+    for i in range(300):
+        write_file(v.path("app", f"K{i:03d}"), b"v1-%d" % i)
+    old = saved_row(v.db, "secrets", "name = 'K150'")
+    r = subprocess.run(["sh", "-c", f"printf v2 > {v.path('app', 'K150')}"])
+    assert r.returncode == 0
+    for i in range(0, 300, 2):      # half, then the rest: vouched, then copied
+        want = b"v2" if i == 150 else b"v1-%d" % i
+        assert read_as_root(v.path("app", f"K{i:03d}")) == want
+    put_back(v.db, "secrets", "name = 'K150'", old)
+    for i in range(1, 300, 2):
+        assert read_as_root(v.path("app", f"K{i:03d}")) == b"v1-%d" % i
+    assert read_as_root(v.path("app", "K150")) == 5, "an older row put back was served"
