@@ -165,12 +165,13 @@ static void *watch_thread(void *arg)
 			break;
 		cpu0 = cpu_ms();
 		look(&failed, &blind);
+		period = next_period(cpu_ms() - cpu0);
+		/* Not counted in the wait: the feed's pace is the looks' alone. */
 		if (!w.stop && db_tidy_caches(w.db, quiet()) < 0 && !tidy_failed) {
 			log_warn("cannot keep the sums cache for `vaultfs get`: %s",
 				 db_errmsg(w.db));
 			tidy_failed = true;
 		}
-		period = next_period(cpu_ms() - cpu0);
 	}
 	return NULL;
 }
