@@ -488,9 +488,15 @@ static int conn_ready(struct sq *db, int flags)
 		if (r == -EIO)
 			r = -EPROTO;
 	} else if (r == 0 && !(flags & SQ_READER)) {
-		r = sq_migrate(db, flags & DB_CREATE);
+		/* The version, the schema and its cookie in one snapshot (a
+		 * migration ends it), and one read transaction for all. */
+		r = sq_exec(db, "BEGIN");
+		if (r == 0)
+			r = sq_migrate(db, flags & DB_CREATE);
 		if (r == 0)
 			r = sq_schema_check(db);
+		if (!sqlite3_get_autocommit(db->conn))
+			sqlite3_exec(db->conn, r == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
 	}
 	return r;
 }

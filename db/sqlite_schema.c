@@ -171,6 +171,10 @@ int sq_migrate(struct sq *db, bool created)
 			 "this vaultfs understands (%d)", (long long)version, SCHEMA_VERSION);
 		return -EPROTONOSUPPORT;
 	}
+	/* The caller's read transaction ends before a migration writes. */
+	if (version < SCHEMA_VERSION && !sqlite3_get_autocommit(db->conn) &&
+	    (r = sq_exec(db, "COMMIT")) < 0)
+		return r;
 	for (; version < SCHEMA_VERSION; version++) {
 		r = sq_exec(db, "BEGIN IMMEDIATE");
 		if (r < 0)

@@ -9,6 +9,9 @@
  *    while one is open they wait for it on the writer's connection, so a
  *    value committed by an earlier request is what a later one reads;
  *  - db_read_begin pins one reader, in one read transaction, to the thread;
+ *    without read connections (a command's one connection) it is a read
+ *    transaction on the writer's, under its lock, which a write begun by
+ *    the same thread ends first (its reads then see the latest);
  *  - the outermost commit remakes the state of each instance whose live
  *    secrets changed, and after a purge empties the write-ahead log.
  */
@@ -46,6 +49,37 @@ static __thread struct sq *pinned_db, *pinned_rd;
 
 static const char sql_pin_begin[] = "BEGIN";
 static const char sql_pin_end[] = "COMMIT";
+
+/* A db_read_begin on the writer's connection (no read connections): the
+ * db, and whether its read transaction is still open. */
+static __thread struct sq *pinned_writer;
+static __thread bool pinned_writer_open;
+
+static void pin_close(struct sq *db)
+{
+	if (sq_change(db, sql_pin_end, -1, SQ_NOARGS, NULL, NULL) < 0)
+		sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* A write begun inside the pinned read ends its transaction (lock held). */
+static void pin_yield(struct sq *db)
+{
+	if (pinned_writer == db && pinned_writer_open && !db->depth) {
+		pin_close(db);
+		pinned_writer_open = false;
+	}
+}
+
+static void pin_writer(struct sq *db)
+{
+	sq_lock(db);
+	if (db->depth || sq_change(db, sql_pin_begin, -1, SQ_NOARGS, NULL, NULL) < 0) {
+		sq_unlock(db);	/* its own write transaction: its reads see that */
+		return;
+	}
+	pinned_db = pinned_writer = db;
+	pinned_writer_open = true;
+}
 
 static struct sq *reader_idle(struct sq *db);
 
@@ -132,7 +166,13 @@ void sq_read_begin(struct db *h)
 {
 	struct sq *db = sq_of(h);
 
-	if (pinned_db || !db->readers_max || txn_open(db))
+	if (pinned_db)
+		return;
+	if (!db->readers_max) {
+		pin_writer(db);
+		return;
+	}
+	if (txn_open(db))
 		return;
 	pinned_db = db;
 	pinned_rd = NULL;
@@ -157,6 +197,14 @@ void sq_read_end(struct db *h)
 	if (pinned_db != db)
 		return;
 	pinned_db = pinned_rd = NULL;
+	if (pinned_writer == db) {
+		if (pinned_writer_open)
+			pin_close(db);
+		pinned_writer = NULL;
+		pinned_writer_open = false;
+		sq_unlock(db);
+		return;
+	}
 	if (!rd)
 		return;
 	if (sq_change(rd, sql_pin_end, -1, SQ_NOARGS, NULL, NULL) < 0)
@@ -186,6 +234,7 @@ static int begin_now(struct sq *db)
 	int r;
 
 	sq_lock(db);
+	pin_yield(db);
 	r = 0;
 	if (!db->depth && !db->lazy)
 		r = resync(db);
@@ -214,6 +263,7 @@ static int begin_lazy(struct sq *db)
 	int r;
 
 	sq_lock(db);
+	pin_yield(db);
 	if (db->depth)
 		r = -EBUSY;
 	else

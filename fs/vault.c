@@ -462,6 +462,8 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		.mac = row_mac, .elem = row_elem, .failed = row_failed, .ctx = v,
 	};
 	db_set_auth(v->db, &v->auth);
+	/* The key check, the row key and the states read in one snapshot. */
+	db_read_begin(v->db);
 	r = check_key(v, flags & VAULT_READONLY, err, errlen);
 	if (r == 0 && !v->row_key && (r = row_key_load(v)) < 0)
 		snprintf(err, errlen, "%s: the key of its row tags is missing or does not "
@@ -470,6 +472,7 @@ int vault_open(struct vault **out, const struct vault_conf *conf, const struct s
 		snprintf(err, errlen, "%s: %s", conf->db, r == -EIO ?
 			 "an instance's state does not match its secrets (tampered or damaged "
 			 "database); nothing was changed" : db_errmsg(v->db));
+	db_read_end(v->db);
 	if (r < 0)
 		goto fail;
 	*out = v;

@@ -340,17 +340,25 @@ int cli_find_secret(struct cli *c, const char *inst, const char *key, struct db_
 
 int cli_start(struct cli *c, int flags, char *const *names)
 {
+	struct db *db;
+	int r = 0;
+
 	if (cli_load_config(c) < 0)
 		return -1;
 	if (flags & CLI_CONFIG_ONLY)
 		return 0;
 	if (cli_open_vault(c, flags & (VAULT_READONLY | VAULT_BRIEF | CLI_NO_AUDIT)) < 0)
 		return -1;
-	if ((flags & (CLI_INSTANCE | CLI_SECRET)) && cli_find_instance(c, names[0], &c->in) < 0)
-		return -1;
-	if ((flags & CLI_SECRET) && find_secret_in(c, &c->in, names[1], &c->secret) < 0)
-		return -1;
-	return 0;
+	if (!(flags & (CLI_INSTANCE | CLI_SECRET)))
+		return 0;
+	db = vault_db(c->vault);
+	db_read_begin(db);	/* the instance and the secret in one snapshot */
+	if (cli_find_instance(c, names[0], &c->in) < 0)
+		r = -1;
+	if (r == 0 && (flags & CLI_SECRET) && find_secret_in(c, &c->in, names[1], &c->secret) < 0)
+		r = -1;
+	db_read_end(db);
+	return r;
 }
 
 int cli_instance_open(struct cli *c, const char *name, struct db_instance *in)
