@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -564,11 +565,19 @@ void audit_who_fill_comm(struct audit_who *who)
 	read_comm(who->pid, who->comm, sizeof(who->comm));
 }
 
+/* The process's name. The main thread's own (a command's) costs one
+ * system call and no /proc lookup; the daemon's threads have names of
+ * their own, so they read the process's. */
 void audit_who_self(struct audit_who *who)
 {
+	char name[17] = "";
+
 	who->uid = getuid();
 	who->gid = getgid();
 	who->pid = getpid();
-	audit_who_fill_comm(who);
+	if (gettid() == who->pid && prctl(PR_GET_NAME, name) == 0 && name[0])
+		snprintf(who->comm, sizeof(who->comm), "%s", name);
+	else
+		audit_who_fill_comm(who);
 }
 
