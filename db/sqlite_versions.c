@@ -25,9 +25,12 @@ static const char sql_archive[] =
 	"blob, mac) SELECT id, version, size, flags, mtime, updated_by, blob, "
 	"dba_mac('versions', id, version, size, flags) FROM secrets "
 	"WHERE id = ?1 AND (version > 0 OR ?2) AND dba_check(mac, " DBA_SECRETS ")";
+/* All but the newest ?2: those at or below the (?2 + 1)th newest, a seek
+ * down the key (a NOT IN of the newest made a temporary b-tree each time). */
 static const char sql_prune[] =
-	"DELETE FROM versions WHERE secret_id = ?1 AND version NOT IN "
-	"(SELECT version FROM versions WHERE secret_id = ?1 ORDER BY version DESC LIMIT ?2)";
+	"DELETE FROM versions WHERE secret_id = ?1 AND version <= "
+	"(SELECT version FROM versions WHERE secret_id = ?1 ORDER BY version DESC "
+	"LIMIT 1 OFFSET ?2)";
 #define VERSION_MAC 6
 static const char sql_version_get[] =
 	"SELECT " VERSION_COLS ", mac, blob FROM versions WHERE secret_id = ?1 AND version = ?2";

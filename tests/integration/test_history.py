@@ -69,6 +69,19 @@ def test_kept_versions_limited_by_config(vault_factory):
             "the rows of dropped versions are deleted"
 
 
+def test_one_kept_version_leaves_no_old_rows(vault_factory):
+    """versions = 1: `vaultfs history` lists the current value alone, and
+    no replaced value stays in the file."""
+    v = vault_factory(config="[vault]\nversions = 1\n")
+    os.mkdir(v.path("app"))
+    for i in range(1, 4):
+        write_file(v.path("app", "K"), f"v{i}")
+    assert [n for n, *_ in history(v, "app", "K")] == [3]
+    assert get_version(v, "app", "K", 2).returncode == 1
+    with sqlite3.connect(v.db) as c:
+        assert c.execute("SELECT count(*) FROM versions").fetchone() == (0,)
+
+
 def test_rollback_makes_old_value_current_as_new_version(vault):
     os.mkdir(vault.path("app"))
     p = vault.path("app", "K")
