@@ -176,7 +176,7 @@ static int version_known(struct sq *db, struct sq *conn, int64_t inst, int64_t i
 
 	if (!db->auth)
 		return -ENOENT;
-	r = db->states ? sq_state_row(conn, inst, seq, state) : -ENOENT;
+	r = sq_states_holds(db, inst) ? sq_state_row(conn, inst, seq, state) : -ENOENT;
 	if (r == 0)
 		r = sq_states_find(db, inst, *seq, state, id, version);
 	/* A long-running process checks the whole set once per seq and keeps

@@ -726,6 +726,24 @@ int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 /* For a reader whose snapshot shows (seq, state): 1 and id's version if
  * the trusted set lists id, 0 if it does not; -ENOENT when there is no
  * such set. */
+/* Whether a whole trusted set of inst is kept: without one there is no
+ * state row to read for sq_states_find (a command keeps none until it
+ * writes). */
+bool sq_states_holds(struct sq *db, int64_t inst)
+{
+	struct sq_states *c = db->states;
+	const struct state_set *s;
+	bool held;
+
+	if (!c)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	s = *slot(&c->sets, inst);
+	held = s && !s->partial;
+	pthread_mutex_unlock(&c->lock);
+	return held;
+}
+
 int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN], int64_t id, uint64_t *version)
 {
