@@ -20,6 +20,11 @@
  *   vbench fsync-rename DIR VALUE COUNT
  *       the durable-write baseline: write DIR/.tmp, fsync, rename it over
  *       DIR/target; prints microseconds per write.
+ *   vbench paired write|create TARGET DIR VALUE COUNT
+ *       `write TARGET` or `create TARGET` and `fsync-rename DIR`, one
+ *       operation of each in turn (the order flips each time), so that both
+ *       see the disk as it is at that moment; checks as they do; prints the
+ *       microseconds per operation of each: "TARGET DIR".
  *   vbench put FILE
  *       one durable write of standard input to FILE (temporary file, fsync,
  *       rename): the process a CLI `set` is compared with.
@@ -175,32 +180,90 @@ static int cmd_lookup(char **argv)
 	return 0;
 }
 
+/* The value of the i-th write: each one different. */
+static size_t value_of(char *buf, size_t size, const char *value, long i)
+{
+	return (size_t)snprintf(buf, size, "%s-%06ld", value, i);
+}
+
+/* open(O_WRONLY|O_TRUNC) + write + close of path. */
+static void write_once(const char *path, const char *value, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+
+	if (fd < 0)
+		die("open", path);
+	if (write_all(fd, value, len) < 0)
+		die("write", path);
+	if (close(fd) < 0)
+		die("close", path);
+}
+
+/* A new file DIR/N<i>, written and closed. */
+static void create_once(const char *dir, long i, const char *value, size_t len)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/N%06ld", dir, i);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		die("create", path);
+	if (write_all(fd, value, len) < 0)
+		die("write", path);
+	if (close(fd) < 0)
+		die("close", path);
+}
+
+static bool file_is(const char *path, const char *value, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool ok = fd >= 0 && read_matches(fd, value, len);
+
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/* The last value written to path reads back. */
+static int check_written(const char *path, const char *value, size_t len)
+{
+	if (file_is(path, value, len))
+		return 0;
+	fprintf(stderr, "vbench: %s: the last value written does not read back\n", path);
+	return 1;
+}
+
+/* DIR/N000000 .. count-1 each read back as value. */
+static int check_created(const char *dir, long count, const char *value, size_t len)
+{
+	char path[4096];
+
+	for (long i = 0; i < count; i++) {
+		snprintf(path, sizeof(path), "%s/N%06ld", dir, i);
+		if (!file_is(path, value, len)) {
+			fprintf(stderr, "vbench: %s does not read back\n", path);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static int cmd_write(char **argv)
 {
 	long count = atol(argv[2]);
 	char value[BUF_SIZE];
 	size_t len = 0;
 	double t0;
-	int fd;
 
 	t0 = now();
 	for (long i = 0; i < count; i++) {
-		len = (size_t)snprintf(value, sizeof(value), "%s-%06ld", argv[1], i);
-		fd = open(argv[0], O_WRONLY | O_TRUNC | O_CLOEXEC);
-		if (fd < 0)
-			die("open", argv[0]);
-		if (write_all(fd, value, len) < 0)
-			die("write", argv[0]);
-		if (close(fd) < 0)
-			die("close", argv[0]);
+		len = value_of(value, sizeof(value), argv[1], i);
+		write_once(argv[0], value, len);
 	}
 	t0 = now() - t0;
-	fd = open(argv[0], O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || !read_matches(fd, value, len)) {
-		fprintf(stderr, "vbench: %s: the last value written does not read back\n", argv[0]);
+	if (check_written(argv[0], value, len))
 		return 1;
-	}
-	close(fd);
 	printf("%.1f\n", t0 * 1e6 / (double)count);
 	return 0;
 }
@@ -209,31 +272,14 @@ static int cmd_create(char **argv)
 {
 	long count = atol(argv[2]);
 	size_t len = strlen(argv[1]);
-	char path[4096];
 	double t0;
-	int fd;
 
 	t0 = now();
-	for (long i = 0; i < count; i++) {
-		snprintf(path, sizeof(path), "%s/N%06ld", argv[0], i);
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd < 0)
-			die("create", path);
-		if (write_all(fd, argv[1], len) < 0)
-			die("write", path);
-		if (close(fd) < 0)
-			die("close", path);
-	}
+	for (long i = 0; i < count; i++)
+		create_once(argv[0], i, argv[1], len);
 	t0 = now() - t0;
-	for (long i = 0; i < count; i++) {
-		snprintf(path, sizeof(path), "%s/N%06ld", argv[0], i);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || !read_matches(fd, argv[1], len)) {
-			fprintf(stderr, "vbench: %s does not read back\n", path);
-			return 1;
-		}
-		close(fd);
-	}
+	if (check_created(argv[0], count, argv[1], len))
+		return 1;
 	printf("%.1f\n", t0 * 1e6 / (double)count);
 	return 0;
 }
@@ -253,24 +299,66 @@ static int durable_write(int dirfd, const char *target, const char *p, size_t le
 	return renameat(dirfd, ".vbench.tmp", dirfd, target);
 }
 
+static int open_dir(const char *path)
+{
+	int dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (dirfd < 0)
+		die("open", path);
+	return dirfd;
+}
+
 static int cmd_fsync_rename(char **argv)
 {
 	long count = atol(argv[2]);
 	char value[BUF_SIZE];
 	double t0;
-	int dirfd = open(argv[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int dirfd = open_dir(argv[0]);
 	size_t len;
 
-	if (dirfd < 0)
-		die("open", argv[0]);
 	t0 = now();
 	for (long i = 0; i < count; i++) {
-		len = (size_t)snprintf(value, sizeof(value), "%s-%06ld", argv[1], i);
+		len = value_of(value, sizeof(value), argv[1], i);
 		if (durable_write(dirfd, "target", value, len) < 0)
 			die("durable write in", argv[0]);
 	}
 	printf("%.1f\n", (now() - t0) * 1e6 / (double)count);
 	close(dirfd);
+	return 0;
+}
+
+static int cmd_paired(char **argv)
+{
+	bool create = !strcmp(argv[0], "create");
+	const char *target = argv[1], *base = argv[2], *given = argv[3];
+	long count = atol(argv[4]);
+	char value[BUF_SIZE];
+	double t, spent[2] = { 0, 0 };
+	int dirfd;
+	size_t len = 0;
+
+	if (!create && strcmp(argv[0], "write"))
+		return 2;
+	dirfd = open_dir(base);
+	for (long i = 0; i < count; i++) {
+		len = create ? strlen(given) : value_of(value, sizeof(value), given, i);
+		for (int k = 0; k < 2; k++) {
+			bool ours = (k == 0) == (i % 2 == 0);
+
+			t = now();
+			if (ours && create)
+				create_once(target, i, given, len);
+			else if (ours)
+				write_once(target, value, len);
+			else if (durable_write(dirfd, "target", create ? given : value, len) < 0)
+				die("durable write in", base);
+			spent[ours ? 0 : 1] += now() - t;
+		}
+	}
+	close(dirfd);
+	if (create ? check_created(target, count, given, len) : check_written(target, value, len))
+		return 1;
+	printf("%.1f %.1f\n", spent[0] * 1e6 / (double)count, spent[1] * 1e6 / (double)count);
 	return 0;
 }
 
@@ -402,6 +490,7 @@ static const struct {
 	{ "write", 3, cmd_write },
 	{ "create", 3, cmd_create },
 	{ "fsync-rename", 3, cmd_fsync_rename },
+	{ "paired", 5, cmd_paired },
 	{ "put", 1, cmd_put },
 	{ "hold", 3, cmd_hold },
 	{ "deny", 2, cmd_deny },
@@ -412,7 +501,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; argc >= 2 && i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (!strcmp(argv[1], cmds[i].name) && argc - 2 == cmds[i].nargs)
 			return cmds[i].fn(argv + 2);
-	fprintf(stderr, "usage: vbench read|lookup|write|create|fsync-rename|put|hold|deny ARGS "
+	fprintf(stderr, "usage: vbench read|lookup|write|create|fsync-rename|paired|put|hold|deny ARGS "
 		"(see bench/vbench.c)\n");
 	return 2;
 }
