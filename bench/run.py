@@ -521,11 +521,11 @@ class Bench:
                 raise BenchError("cat returned %r" % out)
             return t * 1000
 
-        v, b = paired(self.rounds(15), vget, cat)
+        v, b = paired(self.rounds(41), vget, cat)
         r, spread = ratio_stats(v, b)
         self.rows.append(Row("vaultfs get (a process, vault mounted)", statistics.median(v), "ms",
                              "cat of tmpfs", statistics.median(b), r, spread, "≤ 2×", r <= 2))
-        v, b = paired(self.rounds(15),
+        v, b = paired(self.rounds(41),
                       lambda: timed(put, VALUE.encode())[0] * 1000,
                       lambda: timed([self.vbench, "put", os.path.join(self.disk, "put")],
                                     VALUE.encode())[0] * 1000)
