@@ -263,9 +263,10 @@ int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN],
 		   int (*fn)(void *, int64_t id, uint64_t version), void *ctx);
 /* The same for one id: 1 (*version set) if the set lists it, 0 if not. */
-bool sq_states_holds(struct sq *db, int64_t inst);
 int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN], int64_t id, uint64_t *version);
+/* Whether a whole trusted set of inst is kept. */
+bool sq_states_holds(struct sq *db, int64_t inst);
 int sq_state_version(struct db *h, int64_t inst, int64_t id, int64_t *seq, uint64_t *version);
 /* States chained by schema 6, checked and made again as sums (sqlite_chain.c). */
 int sq_states_convert(struct db *h, bool readonly);

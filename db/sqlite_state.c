@@ -723,9 +723,6 @@ int sq_states_each(struct sq *db, int64_t inst, int64_t seq,
 	return r;
 }
 
-/* For a reader whose snapshot shows (seq, state): 1 and id's version if
- * the trusted set lists id, 0 if it does not; -ENOENT when there is no
- * such set. */
 /* Whether a whole trusted set of inst is kept: without one there is no
  * state row to read for sq_states_find (a command keeps none until it
  * writes). */
@@ -744,6 +741,9 @@ bool sq_states_holds(struct sq *db, int64_t inst)
 	return held;
 }
 
+/* For a reader whose snapshot shows (seq, state): 1 and id's version if
+ * the trusted set lists id, 0 if it does not; -ENOENT when there is no
+ * such set. */
 int sq_states_find(struct sq *db, int64_t inst, int64_t seq,
 		   const unsigned char state[DB_MAC_LEN], int64_t id, uint64_t *version)
 {
