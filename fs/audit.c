@@ -570,13 +570,13 @@ void audit_who_fill_comm(struct audit_who *who)
  * their own, so they read the process's. */
 void audit_who_self(struct audit_who *who)
 {
-	char name[17] = "";
+	char name[16] = "";	/* PR_GET_NAME's size, as comm's */
 
 	who->uid = getuid();
 	who->gid = getgid();
 	who->pid = getpid();
 	if (gettid() == who->pid && prctl(PR_GET_NAME, name) == 0 && name[0])
-		snprintf(who->comm, sizeof(who->comm), "%s", name);
+		snprintf(who->comm, sizeof(who->comm), "%.15s", name);
 	else
 		audit_who_fill_comm(who);
 }
