@@ -434,12 +434,17 @@ static int configure(struct sq *db, int flags)
 	return r;
 }
 
-/* Before SQLite initializes: without memory statistics its allocator takes
- * no global mutex, which every connection's queries otherwise contend on
- * (Debian's build has no lookaside, so each query mallocs). */
+/* Before SQLite initializes:
+ *  - without memory statistics its allocator takes no global mutex, which
+ *    every connection's queries otherwise contend on (Debian's build has no
+ *    lookaside, so each query mallocs);
+ *  - no page cache memory set aside ahead of use: by default each
+ *    connection's first read allocates and touches room for 20 pages at
+ *    once, about 30 us of page faults for a command that reads a handful. */
 static void sqlite_setup(void)
 {
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
 }
 
 static struct sq *sq_new(const char *path, int flags)
