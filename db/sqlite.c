@@ -417,6 +417,7 @@ static int configure(struct sq *db, int flags)
 
 	sqlite3_busy_timeout(db->conn, SQ_BUSY_TIMEOUT_MS);
 	sqlite3_extended_result_codes(db->conn, 1);
+	sq_untrusted_schema(db->conn);
 	if (flags & SQ_READER)
 		return sq_exec(db, "PRAGMA query_only = ON; PRAGMA cache_size = -"
 				   STRINGIFY(READER_CACHE_KIB));

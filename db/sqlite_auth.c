@@ -2,7 +2,9 @@
  * Row tags in the SQLite store (the encoding, for every store: rowtag.c).
  * Rules this file keeps:
  *  - the store never holds the key: dba_mac() and dba_check() encode a
- *    row's fields as SQL values and ask auth->mac for the tag;
+ *    row's fields as SQL values and ask auth->mac for the tag, and only
+ *    our own statements can call them (SQLITE_DIRECTONLY), never the
+ *    file's schema;
  *  - a tag is checked before its row is used and before a write replaces
  *    or copies it (dba_check in the statement itself), so a write never
  *    launders a doctored row into a freshly tagged one;
@@ -118,14 +120,19 @@ static void sql_check(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	sqlite3_result_error(ctx, what, -1);
 }
 
+/* Direct only: a trigger, view, index expression, CHECK or DEFAULT (the
+ * schema, which whoever writes the file controls) can't call them, so the
+ * file can't use the connection as an oracle for tags. sq_schema_check
+ * refuses such objects too; this holds even for one it would miss. */
 int sq_auth_register(struct sq *db)
 {
-	int rc = sqlite3_create_function(db->conn, "dba_mac", -1, SQLITE_UTF8, db,
-					 sql_mac, NULL, NULL);
+	int rc = sqlite3_create_function(db->conn, "dba_mac", -1,
+					 SQLITE_UTF8 | SQLITE_DIRECTONLY, db, sql_mac, NULL, NULL);
 
 	if (rc == SQLITE_OK)
-		rc = sqlite3_create_function(db->conn, "dba_check", -1, SQLITE_UTF8, db,
-					     sql_check, NULL, NULL);
+		rc = sqlite3_create_function(db->conn, "dba_check", -1,
+					     SQLITE_UTF8 | SQLITE_DIRECTONLY, db, sql_check, NULL,
+					     NULL);
 	return rc == SQLITE_OK ? 0 : sq_errno(db, rc);
 }
 

@@ -35,6 +35,7 @@ static int copy_into(sqlite3 *src, const char *dst_path)
 	rc = sqlite3_open_v2(dst_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
+	sq_untrusted_schema(dst);
 	b = sqlite3_backup_init(dst, "main", src, "main");
 	if (!b) {
 		rc = sqlite3_errcode(dst);
@@ -86,6 +87,7 @@ int db_copy_file(const char *src, const char *dst)
 		return r;
 	}
 	sqlite3_busy_timeout(conn, SQ_BUSY_TIMEOUT_MS);
+	sq_untrusted_schema(conn);
 	r = copy_into(conn, dst);
 	sqlite3_close(conn);
 	return r;

@@ -63,6 +63,14 @@ static inline struct sq *sq_of(struct db *db)
 	return (struct sq *)db;
 }
 
+/* Every connection to a file someone else may have written: its schema
+ * (views, triggers, CHECK, DEFAULT, index expressions) may call only the
+ * functions SQLite marks innocuous. */
+static inline void sq_untrusted_schema(sqlite3 *conn)
+{
+	(void)sqlite3_db_config(conn, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+}
+
 /* sqlite.c: connections, errors, statements; transactions in sqlite_txn.c. */
 int sq_open(struct sq **out, const char *path, int flags);
 void sq_close(struct sq *db);

@@ -273,6 +273,56 @@ static void test_open_foreign(void **state)
 	assert_null(db);
 }
 
+static void plain_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	sqlite3_result_int(ctx, 7);
+}
+
+/* The error of running sql on c, or NULL if it ran. */
+static char *sql_error(sqlite3 *c, const char *sql)
+{
+	char *err = NULL;
+
+	if (sqlite3_exec(c, sql, NULL, NULL, &err) == SQLITE_OK)
+		assert_null(err);
+	return err;
+}
+
+/* The file's schema is its writer's: a view or trigger in it can call
+ * neither the row-tag functions (else the file could have rows tagged
+ * through us) nor any function that is not innocuous, even on a
+ * connection where it got past the schema check. Our own statements can. */
+static void test_schema_calls_no_tag_function(void **state)
+{
+	struct fx *fx = *state;
+	sqlite3 *c;
+	char *err;
+
+	assert_int_equal(db_open(&fx->db, fx->path, DB_CREATE), 0);
+	c = sq_of(fx->db)->conn;
+	assert_null(sql_error(c, "SELECT dba_mac('meta', 'k', x'00')"));
+	assert_int_equal(sqlite3_create_function(c, "plain_fn", 0, SQLITE_UTF8, NULL, plain_fn,
+						 NULL, NULL), SQLITE_OK);
+	assert_null(sql_error(c, "SELECT plain_fn()"));
+	assert_null(sql_error(c, "CREATE VIEW tagger AS SELECT dba_mac('meta', 'k', x'00') AS t;"
+			      "CREATE VIEW plain AS SELECT plain_fn() AS p;"
+			      "CREATE TABLE x (a);"
+			      "CREATE TRIGGER checker AFTER INSERT ON x BEGIN "
+			      "SELECT dba_check(x'00', 'meta', 'k'); END;"));
+	err = sql_error(c, "SELECT t FROM tagger");
+	assert_non_null(err);
+	assert_non_null(strstr(err, "unsafe use of dba_mac()"));
+	sqlite3_free(err);
+	err = sql_error(c, "INSERT INTO x VALUES (1)");
+	assert_non_null(err);
+	assert_non_null(strstr(err, "unsafe use of dba_check()"));
+	sqlite3_free(err);
+	err = sql_error(c, "SELECT p FROM plain");
+	assert_non_null(err);
+	assert_non_null(strstr(err, "unsafe use of plain_fn()"));
+	sqlite3_free(err);
+}
+
 /* The audit log's own connection says what db_open says of a file that is
  * no vault (-EPROTO), and of a missing one (-ENOENT), with one errno map. */
 static void test_audit_open_foreign(void **state)
@@ -898,6 +948,7 @@ int main(int argc, char **argv)
 		FX_TEST(test_open_foreign),
 		FX_TEST(test_open_newer),
 		FX_TEST(test_audit_open_foreign),
+		FX_TEST(test_schema_calls_no_tag_function),
 		FX_TEST(test_files),
 	};
 	const struct CMUnitTest tests[] = {
