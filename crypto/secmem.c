@@ -16,12 +16,15 @@
  *    opens fails for that user, and leaves the rest to the others and the
  *    reserve to root and trusted readers;
  *  - small buffers come from slabs: one mapping of SLAB_SLOTS one-page
- *    slots, each between guard pages, locked slot by slot when the slab is
- *    made. A process that needs a few keys and a value (vaultfs get) then
- *    makes one mapping instead of one sodium_malloc region each (about 20
- *    system calls apiece, made and undone), and the daemon's opens make
- *    none. A slot is wiped as it is freed; a slab all of whose slots are
- *    free is unmapped once more than SLAB_KEEP slots stand free;
+ *    slots, each between guard pages. A slot is made accessible and locked
+ *    the first time it is handed out (two system calls), and stays so
+ *    while its slab lives. A process that needs a few keys and a value
+ *    (vaultfs get) then makes one mapping instead of one sodium_malloc
+ *    region each (about 20 system calls apiece, made and undone), and
+ *    prepares only the slots it uses at once; the daemon's opens make no
+ *    system call for one. A slot is wiped as it is freed; a slab all of
+ *    whose slots are free is unmapped once more than SLAB_KEEP slots stand
+ *    free;
  *  - a slab made in a parent is not locked in a forked child (locks are not
  *    inherited): the child hands out none of its slots, only wipes those it
  *    frees; nor is one made while unlocked memory was allowed used once it
@@ -67,7 +70,8 @@ struct slab {
 	struct slab *next;
 	unsigned char *base;
 	uint32_t free_mask;	/* bit i: slot i is free */
-	bool locked;		/* every slot is mlock'd (else allow_unlocked made it) */
+	uint32_t ready_mask;	/* bit i: slot i is read-write, and locked if `locked` */
+	bool locked;		/* every ready slot is mlock'd (else allow_unlocked made one) */
 	bool stale;		/* from before a fork, or unlocked: hand out nothing */
 };
 
@@ -93,11 +97,10 @@ static void slab_unmap(struct slab *s)
 	free(s);
 }
 
-/* A slab with every slot free, or NULL. Its guard pages stay PROT_NONE. */
+/* A slab with every slot free and none ready yet (all PROT_NONE), or NULL. */
 static struct slab *slab_make(void)
 {
 	struct slab *s = calloc(1, sizeof(*s));
-	unsigned i;
 
 	if (!s)
 		return NULL;
@@ -108,18 +111,27 @@ static struct slab *slab_make(void)
 	}
 	(void)madvise(s->base, slab_len(), MADV_DONTDUMP);
 	s->locked = true;
-	for (i = 0; i < SLAB_SLOTS; i++) {
-		if (mprotect(slot_page(s, i), page_size, PROT_READ | PROT_WRITE) != 0)
-			break;
-		if (s->locked && mlock(slot_page(s, i), page_size) != 0)
-			s->locked = false;
-	}
-	if (i < SLAB_SLOTS || (!s->locked && !allow_unlocked)) {
-		slab_unmap(s);
-		return NULL;
-	}
 	s->free_mask = SLAB_ALL;
 	return s;
+}
+
+/* Makes slot i read-write and locks it; false if it can't be used (it is
+ * then PROT_NONE again). Its guard pages stay PROT_NONE. */
+static bool slot_ready(struct slab *s, unsigned i)
+{
+	unsigned char *p = slot_page(s, i);
+
+	if (mprotect(p, page_size, PROT_READ | PROT_WRITE) != 0)
+		return false;
+	if (s->locked && mlock(p, page_size) != 0) {
+		if (!allow_unlocked) {
+			(void)mprotect(p, page_size, PROT_NONE);
+			return false;
+		}
+		s->locked = false;	/* used only while unlocked memory is allowed */
+	}
+	s->ready_mask |= 1u << i;
+	return true;
 }
 
 /* A slot's buffer, ending where the next guard page begins. */
@@ -137,11 +149,14 @@ static unsigned char *slab_take(void)
 		slabs = s;
 		slab_free_slots += SLAB_SLOTS;
 	}
-	if (!s) {
+	/* A slot already ready if there is one, else the first free one. */
+	if (s)
+		i = (unsigned)__builtin_ctz(s->free_mask & s->ready_mask ? s->free_mask & s->ready_mask
+							  : s->free_mask);
+	if (!s || (!(s->ready_mask & (1u << i)) && !slot_ready(s, i))) {
 		pthread_mutex_unlock(&slab_lock);
-		return NULL;
+		return NULL;	/* the caller falls back to sodium_malloc */
 	}
-	i = (unsigned)__builtin_ctz(s->free_mask);
 	s->free_mask &= ~(1u << i);
 	slab_free_slots--;
 	pthread_mutex_unlock(&slab_lock);
