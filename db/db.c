@@ -244,7 +244,17 @@ int64_t db_secret_count(struct db *db, int64_t instance_id)
 
 int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *blob)
 {
-	return db->ops->secret_insert(db, s, blob);
+	return db->ops->secret_insert(db, s, blob, false);
+}
+
+int db_secret_id_reserve(struct db *db, int64_t *id)
+{
+	return db->ops->secret_id_reserve(db, id);
+}
+
+int db_secret_insert_as(struct db *db, struct db_secret *s, const struct db_blob *blob)
+{
+	return s->id > 0 ? db->ops->secret_insert(db, s, blob, true) : -EINVAL;
 }
 
 int db_secret_set_value(struct db *db, const struct db_secret *s,

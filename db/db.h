@@ -196,6 +196,12 @@ int64_t db_secret_count(struct db *db, int64_t instance_id);
 /* Inserts s (name, uid, gid, mode, version, size, flags, times, updated_by);
  * sets s->id. */
 int db_secret_insert(struct db *db, struct db_secret *s, const struct db_blob *blob) WUR;
+/* An id for a secret whose row is inserted later, with db_secret_insert_as:
+ * no other row, made by this process or any other, ever gets it. Outside a
+ * transaction (-EBUSY inside one); it may commit one of its own, lazily. */
+int db_secret_id_reserve(struct db *db, int64_t *id) WUR;
+/* db_secret_insert of s with the id s->id that db_secret_id_reserve gave. */
+int db_secret_insert_as(struct db *db, struct db_secret *s, const struct db_blob *blob) WUR;
 /* Replaces the value: version, size, flags, mtime/chtime, updated_by, blob. */
 int db_secret_set_value(struct db *db, const struct db_secret *s,
 			const struct db_blob *blob) WUR;

@@ -160,7 +160,8 @@ int pgr_secret_blob(struct db *db, int64_t id, struct db_secret *meta, struct db
 int pgr_secret_each(struct db *db, int64_t instance_id, int64_t after_id,
 		    int (*fn)(void *, const struct db_secret *), void *ctx);
 int64_t pgr_secret_count(struct db *db, int64_t instance_id);
-int pgr_secret_insert(struct db *db, struct db_secret *m, const struct db_blob *blob);
+int pgr_secret_insert(struct db *db, struct db_secret *m, const struct db_blob *blob, bool as_id);
+int pgr_secret_id_reserve(struct db *db, int64_t *id);
 int pgr_secret_set_value(struct db *db, const struct db_secret *in, const struct db_blob *blob);
 int pgr_secret_set_attr(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t mode,
 			int64_t now_ns);

@@ -407,11 +407,12 @@ int64_t pgr_secret_count(struct db *db, int64_t instance_id)
 	return count(P(db), "SELECT count(*) FROM secrets WHERE instance_id = $1", &q);
 }
 
-static int secret_insert_now(struct pgs *s, struct db_secret *m, const struct db_blob *blob)
+static int secret_insert_now(struct pgs *s, struct db_secret *m, const struct db_blob *blob,
+			     bool as_id)
 {
 	unsigned char mac[DB_MAC_LEN];
 	struct pgq q = { 0 };
-	int r = next_id_bin(s, "secrets", &m->id);
+	int r = as_id ? 0 : next_id_bin(s, "secrets", &m->id);
 
 	m->mode &= 07777;
 	if (r == 0)
@@ -438,7 +439,7 @@ static int secret_insert_now(struct pgs *s, struct db_secret *m, const struct db
 			 "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)", &q, 1);
 }
 
-int pgr_secret_insert(struct db *db, struct db_secret *m, const struct db_blob *blob)
+int pgr_secret_insert(struct db *db, struct db_secret *m, const struct db_blob *blob, bool as_id)
 {
 	struct pgs *s = P(db);
 	int r = pgs_own_begin(s);
@@ -447,8 +448,15 @@ int pgr_secret_insert(struct db *db, struct db_secret *m, const struct db_blob *
 		return r;
 	r = pg_state_touch(s, m->instance_id, false);
 	if (r == 0)
-		r = secret_insert_now(s, m, blob);
+		r = secret_insert_now(s, m, blob, as_id);
 	return pgs_own_end(s, r);
+}
+
+/* A sequence's numbers are never handed out twice, whatever becomes of
+ * the transaction that asked: nothing to commit. */
+int pgr_secret_id_reserve(struct db *db, int64_t *id)
+{
+	return next_id_bin(P(db), "secrets", id);
 }
 
 /* Reads the live row FOR UPDATE and checks it (and its instance's state,

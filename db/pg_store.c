@@ -437,6 +437,7 @@ const struct db_store_ops db_pg_ops = {
 	.secret_each = pgr_secret_each,
 	.secret_count = pgr_secret_count,
 	.secret_insert = pgr_secret_insert,
+	.secret_id_reserve = pgr_secret_id_reserve,
 	.secret_set_value = pgr_secret_set_value,
 	.secret_set_attr = pgr_secret_set_attr,
 	.secret_rename = pgr_secret_rename,

@@ -645,6 +645,7 @@ const struct db_store_ops db_sqlite_ops = {
 	.secret_each = sq_secret_each,
 	.secret_count = sq_secret_count,
 	.secret_insert = sq_secret_insert,
+	.secret_id_reserve = sq_secret_id_reserve,
 	.secret_set_value = sq_secret_set_value,
 	.secret_set_attr = sq_secret_set_attr,
 	.secret_rename = sq_secret_rename,

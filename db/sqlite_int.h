@@ -56,6 +56,7 @@ struct sq {
 	const volatile unsigned char *shm;	/* the WAL-index header: sqlite_cache.c */
 	_Atomic int shm_state;		/* 0: not looked at, 1: mapped, -1: none */
 	_Atomic uint64_t commits;	/* this handle's commits: sqlite_cache.c */
+	int64_t lease_next, lease_end;	/* secret ids reserved: [next, end) */
 };
 
 static inline struct sq *sq_of(struct db *db)
@@ -334,7 +335,8 @@ int sq_secret_blob(struct db *h, int64_t id, struct db_secret *meta, struct db_b
 int sq_secret_each(struct db *h, int64_t instance_id, int64_t after_id,
 		   int (*fn)(void *, const struct db_secret *), void *ctx);
 int64_t sq_secret_count(struct db *h, int64_t instance_id);
-int sq_secret_insert(struct db *h, struct db_secret *s, const struct db_blob *blob);
+int sq_secret_insert(struct db *h, struct db_secret *s, const struct db_blob *blob, bool as_id);
+int sq_secret_id_reserve(struct db *h, int64_t *id);
 int sq_secret_set_value(struct db *h, const struct db_secret *s, const struct db_blob *blob);
 int sq_secret_set_attr(struct db *h, int64_t id, uid_t uid, gid_t gid, mode_t mode,
 		       int64_t now_ns);

@@ -55,6 +55,21 @@ static const char sql_sec_insert[] =
 	"INSERT INTO secrets (instance_id, name, uid, gid, mode, version, size, flags, ctime, "
 	"mtime, chtime, updated_by, blob) "
 	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+static const char sql_sec_insert_as[] =
+	"INSERT INTO secrets (instance_id, name, uid, gid, mode, version, size, flags, ctime, "
+	"mtime, chtime, updated_by, blob, id) "
+	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+/* The highest secret id ever handed out: AUTOINCREMENT's counter, or a
+ * row's (live, or deleted and kept for undelete) if the counter was set
+ * back. */
+static const char sql_sec_id_top[] =
+	"SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'secrets'), 0), "
+	"coalesce((SELECT max(id) FROM secrets), 0), "
+	"coalesce((SELECT max(secret_id) FROM trash), 0))";
+static const char sql_sec_id_set[] =
+	"UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'secrets'";
+static const char sql_sec_id_first[] =
+	"INSERT INTO sqlite_sequence (name, seq) VALUES ('secrets', ?1)";
 static const char sql_sec_set_value[] =
 	"UPDATE secrets SET version = ?2, size = ?3, flags = ?4, mtime = ?5, chtime = ?6, "
 	"updated_by = ?7, blob = ?8, mac = dba_mac('secrets', id, instance_id, name, uid, "
@@ -270,26 +285,72 @@ int sq_secret_each(struct db *h, int64_t instance_id, int64_t after_id,
 			SQ_ARGS(SQ_I(instance_id), SQ_I(after_id)));
 }
 
-int sq_secret_insert(struct db *h, struct db_secret *s, const struct db_blob *blob)
+int sq_secret_insert(struct db *h, struct db_secret *s, const struct db_blob *blob, bool as_id)
 {
 	struct sq *db = sq_of(h);
+	const struct sq_arg args[] = {
+		SQ_I(s->instance_id), SQ_T(s->name), SQ_I(s->uid), SQ_I(s->gid),
+		SQ_I(s->mode & 07777), SQ_I(s->version), SQ_I(s->size), SQ_I(s->flags),
+		SQ_I(s->ctime_ns), SQ_I(s->mtime_ns), SQ_I(s->chtime_ns), SQ_I(s->updated_by),
+		SQ_B(blob), SQ_I(s->id),
+	};
+	int nargs = (int)(sizeof(args) / sizeof(args[0])) - (as_id ? 0 : 1);
 	int r = sq_begin(db, false);
 
 	if (r < 0)
 		return r;
 	r = sq_state_touch(db, s->instance_id, false);
 	if (r == 0)
-		r = sq_change(db, sql_sec_insert, 1,
-			      SQ_ARGS(SQ_I(s->instance_id), SQ_T(s->name), SQ_I(s->uid),
-				      SQ_I(s->gid), SQ_I(s->mode & 07777), SQ_I(s->version),
-				      SQ_I(s->size), SQ_I(s->flags), SQ_I(s->ctime_ns),
-				      SQ_I(s->mtime_ns), SQ_I(s->chtime_ns),
-				      SQ_I(s->updated_by), SQ_B(blob)), &s->id, NULL);
+		r = sq_change(db, as_id ? sql_sec_insert_as : sql_sec_insert, 1, args, nargs,
+			      &s->id, NULL);
+	/* The id is taken after all (the file was replaced, or its counter
+	 * set back): the rest of the lease may be too. */
+	if (r == -EEXIST && as_id)
+		db->lease_end = 0;
 	if (r == 0)
 		r = sq_change(db, sql_sec_tag, 1, SQ_ARGS(SQ_I(s->id)), NULL, NULL);
 	if (r == 0)
 		r = sq_states_note(db, s->instance_id, s->id);
 	return sq_end(db, r);
+}
+
+/* Ids are taken from AUTOINCREMENT's counter a lease at a time, moved on
+ * in a transaction of their own (not synced: it reaches the disk with the
+ * next synced commit, before any row that uses one of its ids can). Inserts
+ * by anyone else then get ids above the lease; a lease a process leaves
+ * unused is a gap, as a rolled-back insert leaves. */
+#define SQ_ID_LEASE 64
+
+int sq_secret_id_reserve(struct db *h, int64_t *id)
+{
+	struct sq *db = sq_of(h);
+	int64_t top = 0, changed = 0;
+	int r = 0;
+
+	sq_lock(db);
+	if (db->lease_next <= 0 || db->lease_next >= db->lease_end) {
+		r = sq_begin(db, true);
+		if (r < 0)
+			goto out;
+		r = sq_query(db, SQ_ONE, sql_sec_id_top, sq_row_int, &top, SQ_NOARGS);
+		if (r == 0 && top > INT64_MAX - SQ_ID_LEASE - 1)
+			r = -EOVERFLOW;
+		if (r == 0)
+			r = sq_change(db, sql_sec_id_set, -1, SQ_ARGS(SQ_I(top + SQ_ID_LEASE)),
+				      NULL, &changed);
+		if (r == 0 && !changed)
+			r = sq_change(db, sql_sec_id_first, 1, SQ_ARGS(SQ_I(top + SQ_ID_LEASE)),
+				      NULL, NULL);
+		r = sq_end(db, r);
+		if (r < 0)
+			goto out;
+		db->lease_next = top + 1;
+		db->lease_end = top + SQ_ID_LEASE + 1;
+	}
+	*id = db->lease_next++;
+out:
+	sq_unlock(db);
+	return r;
 }
 
 int sq_secret_set_value(struct db *h, const struct db_secret *s, const struct db_blob *blob)

@@ -77,7 +77,10 @@ struct db_store_ops {
 	int (*secret_each)(struct db *db, int64_t instance_id, int64_t after_id,
 			   int (*fn)(void *, const struct db_secret *), void *ctx);
 	int64_t (*secret_count)(struct db *db, int64_t instance_id);
-	int (*secret_insert)(struct db *db, struct db_secret *s, const struct db_blob *blob);
+	/* as_id: with the reserved id s->id (db_secret_insert_as). */
+	int (*secret_insert)(struct db *db, struct db_secret *s, const struct db_blob *blob,
+			     bool as_id);
+	int (*secret_id_reserve)(struct db *db, int64_t *id);
 	int (*secret_set_value)(struct db *db, const struct db_secret *s,
 				const struct db_blob *blob);
 	int (*secret_set_attr)(struct db *db, int64_t id, uid_t uid, gid_t gid, mode_t mode,
