@@ -441,10 +441,27 @@ void audit_record(struct audit *a, const struct audit_who *who, enum audit_op op
 
 int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e)
 {
-	struct db_audit_row row, *p = &row;
+	return audit_record_txn_n(a, db, &e, 1);
+}
+
+#define TXN_ENTRIES_MAX 2
+
+int audit_record_txn_n(struct audit *a, struct db *db, const struct audit_entry *const *e,
+		       size_t n)
+{
+	struct db_audit_row rows[TXN_ENTRIES_MAX], *p[TXN_ENTRIES_MAX];
+	size_t m = 0;
 	int r = 0;
 
-	if (!a || !e)
+	if (n > TXN_ENTRIES_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (e[i]) {
+			p[m] = &rows[m];
+			m++;
+		}
+	}
+	if (!a || !m)
 		return 0;
 	/* The caller holds db's write transaction, hence its lock: one
 	 * thread at a time gets here. */
@@ -457,10 +474,14 @@ int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e
 		r = -EINVAL;
 	if (r < 0)
 		return r;
-	row_fill(&row, e->who, e->op, e->instance, e->key, 0, e->detail);
-	r = audit_chain_append(a, a->txn_store, &p, 1, false);
-	if (r == 0 && a->syslog && log_syslog_present())
-		send_syslog(&row);
+	m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (e[i])
+			row_fill(&rows[m++], e[i]->who, e[i]->op, e[i]->instance, e[i]->key, 0,
+				 e[i]->detail);
+	r = audit_chain_append(a, a->txn_store, p, m, false);
+	for (size_t i = 0; r == 0 && a->syslog && i < m && log_syslog_present(); i++)
+		send_syslog(&rows[i]);
 	return r;
 }
 

@@ -89,6 +89,9 @@ struct db;
  * chains e, as a success, into that transaction, so the change and its
  * entry are stored together or not at all. NULL a or e: nothing. */
 int audit_record_txn(struct audit *a, struct db *db, const struct audit_entry *e) WUR;
+/* The same for the n entries e[] (NULL ones skipped), in their order. */
+int audit_record_txn_n(struct audit *a, struct db *db, const struct audit_entry *const *e,
+		       size_t n) WUR;
 
 /* Who the calling thread is working for (NULL: this process), for entries
  * recorded deep in the vault, such as an authentication failure. */

@@ -16,6 +16,145 @@ void handle_creating_set(struct fs *fs, struct handle *h, bool on)
 	pthread_mutex_unlock(&fs->handles_lock);
 }
 
+/*
+ * A key created through the mount is its creator's until its first commit:
+ * create() reserves its id (its inode number) and records the handle with
+ * the holder, and the row is stored with its first value, in the value's
+ * transaction, with the audit entries of both the creation and the write:
+ * one transaction and one sync per new key written, as for a key updated.
+ * Anything else that needs the row first (a lookup, a listing, another
+ * open, stat, chmod, rename, unlink, xattrs) stores it empty, as version 0,
+ * before it goes on (handle_settle), so what they find is what they would
+ * have found had the row been stored at create().
+ */
+void handle_pending_set(struct fs *fs, struct handle *h, bool on)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->pending != on)
+		fs->pending += on ? 1 : -1;
+	h->pending = on;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+void handle_pending_row(const struct handle *h, struct db_secret *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->id = h->id;
+	s->instance_id = h->pend.instance_id;
+	snprintf(s->name, sizeof(s->name), "%s", h->ref.key);
+	s->uid = h->uid;
+	s->gid = h->pend.gid;
+	s->mode = h->pend.mode;
+	s->ctime_ns = s->mtime_ns = s->chtime_ns = h->pend.ctime_ns;
+	s->updated_by = h->uid;
+}
+
+int handle_settle_locked(struct fs *fs, struct handle *h, bool value, bool sync)
+{
+	struct audit_entry created, wrote;
+	struct db_secret s;
+	int r;
+
+	if (!h->pending)
+		return 0;
+	value = value && h->buf;
+	handle_pending_row(h, &s);
+	guard_entry(&h->ref, AUDIT_CREATE, NULL, &created);
+	guard_entry(&h->ref, AUDIT_WRITE, NULL, &wrote);
+	r = vault_create_as(fs->v, &s, value ? h->buf->data : NULL, value ? h->buf->len : 0,
+			    h->uid, sync, &created, &wrote);
+	handle_pending_set(fs, h, false);
+	if (r == 0) {
+		h->version = s.version;
+		if (value) {
+			h->dirty = false;
+			h->committed = true;
+			handle_trunc_done(fs, h);
+		}
+		return 0;
+	}
+	guard_done(fs->v, &h->ref, AUDIT_CREATE, r, NULL);
+	log_err("%s/%s: cannot store the new key: %s%s%s%s", h->ref.instance, h->ref.key,
+		strerror(-r), r == -EIO ? " (" : "", r == -EIO ? db_errmsg(fs->db) : "",
+		r == -EIO ? ")" : "");
+	if (!h->error)
+		h->error = -r;
+	return r;
+}
+
+static bool pending_is(const struct handle *h, int64_t id, int64_t instance_id,
+		       const char *name)
+{
+	if (id)
+		return h->id == id;
+	return h->pend.instance_id == instance_id && (!name || !strcmp(h->ref.key, name));
+}
+
+/* Settles each pending handle that matches, one at a time: the handle is
+ * pinned (handle_free waits) while its lock is taken outside handles_lock,
+ * which is taken inside it elsewhere. */
+static void settle_where(struct fs *fs, int64_t id, int64_t instance_id, const char *name)
+{
+	for (;;) {
+		struct handle *h;
+
+		pthread_mutex_lock(&fs->handles_lock);
+		for (h = fs->pending ? fs->handles : NULL; h; h = h->next)
+			if (h->pending && !h->freeing && pending_is(h, id, instance_id, name))
+				break;
+		if (h)
+			h->pins++;
+		pthread_mutex_unlock(&fs->handles_lock);
+		if (!h)
+			return;
+		pthread_mutex_lock(&h->lock);
+		if (h->pending) {
+			(void)handle_settle_locked(fs, h, false, false);
+			handle_record(fs, h);
+		}
+		pthread_mutex_unlock(&h->lock);
+		pthread_mutex_lock(&fs->handles_lock);
+		if (--h->pins == 0)
+			pthread_cond_broadcast(&fs->limbo_cond);
+		pthread_mutex_unlock(&fs->handles_lock);
+	}
+}
+
+bool handle_pending_stat(struct fs *fs, fuse_ino_t ino, struct stat *st)
+{
+	struct db_secret s;
+	bool found = false;
+
+	if (ino_kind(ino) != K_SECRET)
+		return false;
+	pthread_mutex_lock(&fs->handles_lock);
+	for (struct handle *h = fs->pending ? fs->handles : NULL; h && !found; h = h->next) {
+		found = h->pending && h->id == ino_id(ino);
+		if (found)
+			handle_pending_row(h, &s);
+	}
+	pthread_mutex_unlock(&fs->handles_lock);
+	if (found)
+		ops_stat_secret(&s, st);
+	return found;
+}
+
+void handle_settle(struct fs *fs, fuse_ino_t ino)
+{
+	if (ino_kind(ino) == K_SECRET)
+		settle_where(fs, ino_id(ino), 0, NULL);
+}
+
+void handle_settle_name(struct fs *fs, int64_t instance_id, const char *name)
+{
+	settle_where(fs, 0, instance_id, name);
+}
+
+void handle_settle_instance(struct fs *fs, int64_t instance_id)
+{
+	settle_where(fs, 0, instance_id, NULL);
+}
+
 /* An O_TRUNC handle whose writer closed it once without writing is in
  * limbo: it is a shell's redirection whose command has yet to write, or a
  * program that emptied the key on purpose and is about to be released
@@ -103,10 +242,20 @@ void handle_free(struct fs *fs, struct handle *h)
 {
 	if (!h)
 		return;
+	/* No thread settles it from now on, and none still does when its
+	 * record is dropped: one that records it after would leave the holder
+	 * a record of a closed file. */
+	pthread_mutex_lock(&fs->handles_lock);
+	h->freeing = true;
+	while (h->pins)
+		pthread_cond_wait(&fs->limbo_cond, &fs->handles_lock);
+	pthread_mutex_unlock(&fs->handles_lock);
 	fh_release(h);
 	pthread_mutex_lock(&fs->handles_lock);
 	if (h->creating)
 		fs->creating--;
+	if (h->pending)
+		fs->pending--;
 	if (h->limbo) {
 		fs->limbo--;
 		pthread_cond_broadcast(&fs->limbo_cond);
@@ -397,6 +546,16 @@ struct rec_head {
 	uint64_t opened_by;
 };
 
+/* A pending key's record (magic REC_PEND_MAGIC) adds what its row will
+ * hold. A worker older than that part can't open it (its AD differs) and
+ * fails that writer with EIO, never storing its value under the id alone. */
+#define REC_PEND_MAGIC 0x32656e6f64736676ULL	/* "vfsdone2" */
+
+struct rec_pend {
+	struct rec_head head;
+	struct handle_pending pend;
+};
+
 bool handle_done_find(const struct handle *h, int *result)
 {
 	bool resent, found = false;
@@ -436,8 +595,11 @@ static void rec_ad(struct seal_ad *ad, uint64_t fh, const void *head, size_t len
 /* Called with h->lock held, or before the handle is shared. */
 void handle_record(struct fs *fs, struct handle *h)
 {
+	struct rec_pend rp;
 	struct rec_head head;
 	unsigned char *blob = NULL, *rec = NULL;
+	const void *hd = &head;
+	size_t hlen = sizeof(head);
 	struct seal_ad ad;
 	size_t len = 0;
 	int r = -EINVAL;
@@ -457,14 +619,22 @@ void handle_record(struct fs *fs, struct handle *h)
 	memcpy(head.done, h->done, sizeof(head.done));
 	head.done_next = h->done_next;
 	head.opened_by = h->opened_by;
-	rec_ad(&ad, h->fh, &head, sizeof(head));
+	if (h->pending) {
+		memset(&rp, 0, sizeof(rp));
+		rp.head = head;
+		rp.head.magic = REC_PEND_MAGIC;
+		rp.pend = h->pend;
+		hd = &rp;
+		hlen = sizeof(rp);
+	}
+	rec_ad(&ad, h->fh, hd, hlen);
 	if (h->buf)
 		r = seal_seal(&blob, &len, ht.key->data, &ad, h->buf->data, h->buf->len);
-	rec = r == 0 ? malloc(sizeof(head) + len) : NULL;
+	rec = r == 0 ? malloc(hlen + len) : NULL;
 	if (rec) {
-		memcpy(rec, &head, sizeof(head));
-		memcpy(rec + sizeof(head), blob, len);
-		r = session_record(h->fh, rec, sizeof(head) + len);
+		memcpy(rec, hd, hlen);
+		memcpy(rec + hlen, blob, len);
+		r = session_record(h->fh, rec, hlen + len);
 	}
 	if (r < 0 || !rec) {
 		if (h->recorded)
@@ -483,11 +653,13 @@ void handle_record(struct fs *fs, struct handle *h)
 void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
 {
 	struct fs *fs = ctx;
+	struct rec_pend rp;
 	struct rec_head head;
 	struct handle_rec hr;
 	struct handle *h = NULL;
 	struct seal_ad ad;
 	size_t at = sizeof(hr);
+	bool pending = false;
 	int r = -EINVAL;
 
 	if (len < sizeof(hr) || !ht.key)
@@ -495,7 +667,12 @@ void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
 	memset(&head, 0, sizeof(head));
 	if (len > sizeof(head))
 		memcpy(&head, rec, sizeof(head));
-	if (head.magic == REC_DONE_MAGIC) {
+	if (head.magic == REC_PEND_MAGIC && len > sizeof(rp)) {
+		memcpy(&rp, rec, sizeof(rp));
+		pending = true;
+		at = sizeof(rp);
+		rec_ad(&ad, fh, &rp, sizeof(rp));
+	} else if (head.magic == REC_DONE_MAGIC) {
 		at = sizeof(head);
 		rec_ad(&ad, fh, &head, sizeof(head));
 	} else {
@@ -529,6 +706,10 @@ void handle_adopt(void *ctx, uint64_t fh, const void *rec, size_t len)
 	}
 	if (r == 0 && hr.creating)
 		handle_creating_set(fs, h, true);
+	if (r == 0 && pending) {
+		h->pend = rp.pend;
+		handle_pending_set(fs, h, true);
+	}
 	if (r == 0 && hr.trunc_pending && hr.trunc_flushes)
 		handle_limbo_set(fs, h, true);
 out:

@@ -29,9 +29,15 @@ void vfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct stat st;
-	int r = ops_getattr_ino(fs, ino, &st);
+	int r;
 
 	(void)fi;
+	/* A key still being created here: as it will be stored, empty. */
+	if (handle_pending_stat(fs, ino, &st)) {
+		fuse_reply_attr(req, &st, 0);	/* not cached: not counted */
+		return;
+	}
+	r = ops_getattr_ino(fs, ino, &st);
 	if (r == -ENOENT && ino_kind(ino) == K_SECRET && getattr_open(fs, ino, &st))
 		fuse_reply_attr(req, &st, 0);	/* not cached: not counted */
 	else if (r == -ENOENT && ino_kind(ino) == K_SECRET)
@@ -76,6 +82,7 @@ void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		fuse_reply_err(req, EPERM);
 		return;
 	}
+	handle_settle(fs, ino);
 	r = guard_setattr(req, fs->v, ino_kind(ino) == K_INSTANCE ? ino_id(ino) : 0,
 			  ino_kind(ino) == K_SECRET ? ino_id(ino) : 0, attr, audited, &ref);
 	if (r == -EPERM) {
@@ -178,6 +185,8 @@ void vfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	char buf[XATTR_BUF_MAX];
 
+	if (xattr_namespace_ours(name))
+		handle_settle(fs_of(req), ino);
 	reply_xattr(req, !xattr_namespace_ours(name) ? -ENOTSUP : ino_kind(ino) == K_SECRET ?
 		    xattr_get(fs_of(req)->v, ino_id(ino), name, buf) : -ENODATA, buf, size);
 }
@@ -186,6 +195,7 @@ void vfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	char buf[XATTR_BUF_MAX];
 
+	handle_settle(fs_of(req), ino);
 	reply_xattr(req, ino_kind(ino) == K_SECRET ?
 		    xattr_list(fs_of(req)->v, ino_id(ino), buf) : 0, buf, size);
 }
@@ -193,7 +203,10 @@ void vfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		  size_t size, int flags)
 {
-	int r = ino_kind(ino) != K_SECRET ? -ENOTSUP :
+	int r;
+
+	handle_settle(fs_of(req), ino);
+	r = ino_kind(ino) != K_SECRET ? -ENOTSUP :
 		xattr_set(fs_of(req)->v, ino_id(ino), name, value, size, flags,
 			  fuse_req_ctx(req)->uid);
 
@@ -202,7 +215,10 @@ void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *
 
 void vfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	int r = ino_kind(ino) != K_SECRET ? -ENODATA :
+	int r;
+
+	handle_settle(fs_of(req), ino);
+	r = ino_kind(ino) != K_SECRET ? -ENODATA :
 		xattr_remove(fs_of(req)->v, ino_id(ino), name, fuse_req_ctx(req)->uid);
 
 	fuse_reply_err(req, xattr_errno(r));

@@ -23,6 +23,7 @@ void vfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			ops_stat_instance(&in, &st);
 		break;
 	case K_INSTANCE:
+		handle_settle_name(fs, ino_id(parent), name);
 		r = db_secret_find(fs->db, ino_id(parent), name, &s);
 		if (r == 0)
 			ops_stat_secret(&s, &st);
@@ -109,11 +110,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 		goto reply;
 	if (r == 0 && off < 2 && !dir_add(&d, "..", &st, 2))
 		goto reply;
-	if (r == 0 && ino_kind(ino) == K_ROOT)
+	if (r == 0 && ino_kind(ino) == K_ROOT) {
 		r = db_instance_each(d.fs->db, off > 2 ? off - 2 : 0, dir_instance_cb, &d);
-	else if (r == 0)
+	} else if (r == 0) {
+		handle_settle_instance(d.fs, ino_id(ino));
 		r = db_secret_each(d.fs->db, ino_id(ino), off > 2 ? off - 2 : 0,
 				   dir_secret_cb, &d);
+	}
 reply:
 	if (r < 0 && d.used == 0)
 		ops_reply_err(req, r);
@@ -183,8 +186,10 @@ void vfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	r = db_instance_find(fs->db, name, &in);
-	if (r == 0)
+	if (r == 0) {
+		handle_settle_instance(fs, in.id);	/* then it is not empty */
 		r = vault_instance_delete(fs->v, in.id);
+	}
 	if (r == 0)
 		log_info("instance %s removed by uid %u", name, (unsigned)fuse_req_ctx(req)->uid);
 	if (r != -ENOENT) {
@@ -206,6 +211,7 @@ void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ino_kind(parent) == K_ROOT ? EISDIR : ENOTDIR);
 		return;
 	}
+	handle_settle_name(fs, ino_id(parent), name);
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
 		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_DELETE, NULL, &ref);
@@ -265,6 +271,8 @@ void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t 
 		return;
 	}
 	snprintf(detail, sizeof(detail), "to %s", newname);
+	handle_settle_name(fs, ino_id(parent), name);
+	handle_settle_name(fs, ino_id(parent), newname);
 	r = db_secret_find(fs->db, ino_id(parent), name, &s);
 	if (r == 0)
 		r = guard_change(req, fs->v, ino_id(parent), name, AUDIT_RENAME, detail, &ref);

@@ -9,8 +9,14 @@ static void create_again(fuse_req_t req, struct fs *fs, struct handle *h,
 	struct fuse_entry_param e;
 	struct db_secret s;
 	struct stat st;
-	int r = db_secret_get(fs->db, h->id, &s);
+	int r = 0;
 
+	pthread_mutex_lock(&h->lock);
+	if (h->pending)
+		handle_pending_row(h, &s);
+	else
+		r = db_secret_get(fs->db, h->id, &s);
+	pthread_mutex_unlock(&h->lock);
 	if (r < 0) {
 		handle_free(fs, h);
 		ops_reply_err(req, r);
@@ -29,12 +35,12 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
-	struct audit_entry ae;
 	struct handle *h = NULL;
 	struct db_instance in;
 	struct db_secret s;
 	struct stat st;
-	mode_t smode;
+	int64_t id = 0;
+	mode_t smode = 0;
 	int r;
 
 	if (ino_kind(parent) != K_INSTANCE) {
@@ -70,10 +76,16 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	if (r == 0)
 		r = secbuf_new(&h->buf, 0);
 	handle_charged();
+	/* The name is free (the kernel's entry for it may be older than a
+	 * key another process made since): the row is stored later, and a
+	 * clash then would lose what the creator wrote. */
 	if (r == 0) {
-		guard_entry(&h->ref, AUDIT_CREATE, NULL, &ae);
-		r = vault_create(fs->v, in.id, name, ctx->uid, in.gid, smode, &s, &ae);
+		handle_settle_name(fs, in.id, name);
+		r = db_secret_find(fs->db, in.id, name, &s);
+		r = r == 0 ? -EEXIST : r == -ENOENT ? 0 : r;
 	}
+	if (r == 0)
+		r = vault_create_reserve(fs->v, &id);
 	if (h && r < 0)
 		guard_done(fs->v, &h->ref, AUDIT_CREATE, r, NULL);
 	if (r < 0) {
@@ -84,10 +96,15 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 		ops_reply_err(req, r);
 		return;
 	}
-	h->id = s.id;
+	h->id = id;
+	h->pend = (struct handle_pending){
+		.instance_id = in.id, .ctime_ns = db_now_ns(), .gid = in.gid, .mode = smode & 07777,
+	};
 	h->append = fi->flags & O_APPEND;
 	h->trunc_pending = fi->flags & O_TRUNC;
 	handle_creating_set(fs, h, true);
+	handle_pending_set(fs, h, true);
+	handle_pending_row(h, &s);
 	ops_stat_secret(&s, &st);
 	ops_entry_init(fs, &e, &st);
 	handle_open_reply(fi, h);
@@ -178,6 +195,7 @@ void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, r);
 		return;
 	}
+	handle_settle(fs, ino);
 	/* A writer the dead worker opened: the same file, again. */
 	h = acc != O_RDONLY ? handle_resent_open(fs) : NULL;
 	if (h) {
@@ -390,6 +408,13 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 	}
 	if (closing)
 		h->closed = true;
+	/* A key created here: its row, with the value if there is one. */
+	if (h->pending) {
+		bool value = !h->error && h->dirty;
+
+		r = handle_settle_locked(fs, h, value, !closing);
+		stored = r == 0 && value;
+	}
 	if (!h->error && h->dirty) {
 		guard_entry(&h->ref, AUDIT_WRITE, NULL, &ae);
 		r = vault_update_amend(fs->v, h->id, h->buf->data, h->buf->len, h->uid,

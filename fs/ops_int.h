@@ -45,6 +45,7 @@ struct fs {
 	pthread_mutex_t handles_lock;
 	struct handle *handles;	/* open, for the wipe at unmount */
 	unsigned creating;	/* handles with ->creating set, under handles_lock */
+	unsigned pending;	/* and with ->pending set */
 	unsigned limbo;		/* and with ->limbo set */
 	pthread_cond_t limbo_cond;	/* a handle left limbo */
 };
@@ -66,6 +67,15 @@ struct handle_done {
 	uint32_t pad;
 };
 
+/* What a key created through the mount will be stored as (handle_settle);
+ * its name is the handle's ref.key, its owner the handle's uid. */
+struct handle_pending {
+	int64_t instance_id;
+	int64_t ctime_ns;
+	uint32_t gid;
+	uint32_t mode;
+};
+
 struct handle {
 	pthread_mutex_t lock;
 	int64_t id;
@@ -78,6 +88,12 @@ struct handle {
 	bool closed;		/* flushed by its writer since the last change */
 	bool trunc_pending;	/* O_TRUNC, and nothing written since */
 	bool creating;		/* made the key, which others can't open yet */
+	bool pending;		/* made it, and its row is not stored yet: id is
+				 * reserved for it (handle_settle) */
+	struct handle_pending pend;	/* while pending */
+	unsigned pins;		/* threads settling it, under handles_lock:
+				 * handle_free waits for them */
+	bool freeing;		/* handle_free has begun: settled by nobody */
 	bool limbo;		/* trunc_pending, and its writer closed once */
 	bool have_st;		/* a reader: st is the key as it was opened */
 	struct stat st;
@@ -175,6 +191,20 @@ int handle_buf_resize(struct fs *fs, struct secbuf *b, size_t len);
 void handle_charged(void);
 bool handle_created_by_other(struct fs *fs, int64_t id, pid_t pid);
 void handle_creating_set(struct fs *fs, struct handle *h, bool on);
+void handle_pending_set(struct fs *fs, struct handle *h, bool on);
+/* A pending key's row as it will be stored (empty, version 0). */
+void handle_pending_row(const struct handle *h, struct db_secret *s);
+/* Under h->lock: stores a pending key's row, with the handle's value
+ * (value) or empty, and its audit entries; 0 or -errno (then h->error). */
+int handle_settle_locked(struct fs *fs, struct handle *h, bool value, bool sync);
+/* Before an operation that needs the row of a key another request may still
+ * hold pending: stores it, empty, now. By inode, by name, or every one of
+ * an instance. Not while holding a handle's lock or a transaction. */
+void handle_settle(struct fs *fs, fuse_ino_t ino);
+void handle_settle_name(struct fs *fs, int64_t instance_id, const char *name);
+void handle_settle_instance(struct fs *fs, int64_t instance_id);
+/* Whether ino is a key still pending here: then *st is its row's stat. */
+bool handle_pending_stat(struct fs *fs, fuse_ino_t ino, struct stat *st);
 struct handle *handle_find(const struct fuse_file_info *fi);
 void handle_free(struct fs *fs, struct handle *h);
 int handle_keys(struct vault *v);

@@ -62,11 +62,19 @@ int vault_read_version(struct vault *v, int64_t secret_id, uint64_t version,
 /* The calls below that take an audit_entry store it (see
  * audit_record_txn) in the change's own transaction: NULL for none. */
 
-/* A new, empty secret (version 0, which no history keeps): -EEXIST if the
- * name is taken. */
-int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t uid,
-		 gid_t gid, mode_t mode, struct db_secret *out,
-		 const struct audit_entry *audit) WUR;
+/* An id for a secret vault_create_as makes later (a file created through
+ * the mount is its creator's alone until its first commit). */
+int vault_create_reserve(struct vault *v, int64_t *id) WUR;
+/* Makes the secret s names (instance_id, name, uid, gid, mode; ctime, 0:
+ * now; id from vault_create_reserve, 0: a new one), in one transaction with
+ * the audit entries of its creation and of its first value: empty at
+ * version 0 (which no history keeps) when pt is NULL, not synced unless
+ * sync; else pt's len bytes under the newline policy as version 1, synced.
+ * -EEXIST if the name or the id is taken, -EFBIG over the size limit. *s
+ * is then the row as stored. */
+int vault_create_as(struct vault *v, struct db_secret *s, const unsigned char *pt, size_t len,
+		    uid_t by, bool sync, const struct audit_entry *created,
+		    const struct audit_entry *wrote) WUR;
 /* Seals and stores a new version of a secret in one transaction, applying the
  * newline policy and keeping the value it replaces as an old version (the
  * config's `versions` says how many); -EFBIG over the size limit, -ENOENT if

@@ -49,17 +49,23 @@ static int seal_value(const struct inst_key *k, const struct db_secret *s,
 	return vault_seal_blob(blob, k->key, &ad, pt, len);
 }
 
-/* Ends a write transaction: the change's audit entry joins it, and both
- * are committed, or both rolled back. */
-static int commit_audited(struct vault *v, int r, const struct audit_entry *audit)
+/* Ends a write transaction: the change's audit entries join it, and all
+ * are committed, or all rolled back. */
+static int commit_audited_n(struct vault *v, int r, const struct audit_entry *const *audit,
+			    size_t n)
 {
 	if (r == 0)
-		r = audit_record_txn(v->audit, v->db, audit);
+		r = audit_record_txn_n(v->audit, v->db, audit, n);
 	if (r == 0)
 		r = db_commit(v->db);
 	else
 		db_rollback(v->db);
 	return r;
+}
+
+static int commit_audited(struct vault *v, int r, const struct audit_entry *audit)
+{
+	return commit_audited_n(v, r, &audit, 1);
 }
 
 
@@ -87,46 +93,56 @@ int vault_store_next(struct vault *v, struct inst_key *k, struct db_secret *s,
 	return r;
 }
 
-/* A secret made by create() holds version 0, empty, until it is first
- * written; version 0 never enters the history. Its commit is not synced:
- * the commit of its first value (or any later one) makes it durable, as
- * a file created on a local filesystem is by the sync of its data; its
- * audit entry is in the same transaction, so the two stand or fall
- * together. One sync per new key written, as for a key updated. */
-int vault_create(struct vault *v, int64_t instance_id, const char *name, uid_t uid,
-		 gid_t gid, mode_t mode, struct db_secret *out,
-		 const struct audit_entry *audit)
+int vault_create_reserve(struct vault *v, int64_t *id)
 {
+	return db_secret_id_reserve(v->db, id);
+}
+
+/* A secret made empty holds version 0 until it is first written; version
+ * 0 never enters the history. Made empty, its commit is not synced unless
+ * asked: the commit of its first value (or any later one) makes it
+ * durable, as a file created on a local filesystem is by the sync of its
+ * data. Made with its first value (version 1), it is synced as an update
+ * is: one sync per new key written. Its audit entries are in the same
+ * transaction, so they stand or fall together with it. */
+int vault_create_as(struct vault *v, struct db_secret *s, const unsigned char *pt, size_t len,
+		    uid_t by, bool sync, const struct audit_entry *created,
+		    const struct audit_entry *wrote)
+{
+	const struct audit_entry *audit[2] = { created, pt ? wrote : NULL };
 	struct db_blob blob = { 0 };
-	struct db_secret s = { 0 };
 	struct inst_key *k = NULL;
+	uint32_t flags = 0;
 	int r;
 
-	if (!name_valid(name))
+	if (!name_valid(s->name))
 		return -EINVAL;
-	r = db_begin_lazy(v->db);
+	if (pt && len > v->conf->max_value_size)
+		return -EFBIG;
+	r = pt || sync ? db_begin(v->db) : db_begin_lazy(v->db);
 	if (r < 0)
 		return r;
-	r = vault_key_current(v, instance_id, &k);
+	r = vault_key_current(v, s->instance_id, &k);
 	if (r < 0)
 		goto done;
-	s.instance_id = instance_id;
-	snprintf(s.name, sizeof(s.name), "%s", name);
-	s.uid = uid;
-	s.gid = gid;
-	s.mode = mode & 07777;
-	s.ctime_ns = s.mtime_ns = s.chtime_ns = db_now_ns();
-	s.updated_by = uid;
-	r = seal_value(k, &s, (const unsigned char *)"", 0, &blob);
+	if (pt)
+		len = apply_newline(v, k->name, pt, len, &flags);
+	s->mode &= 07777;
+	s->version = pt ? 1 : 0;
+	s->size = pt ? len : 0;
+	s->flags = flags;
+	s->mtime_ns = s->chtime_ns = db_now_ns();
+	if (!s->ctime_ns)
+		s->ctime_ns = s->mtime_ns;
+	s->updated_by = by;
+	r = seal_value(k, s, pt ? pt : (const unsigned char *)"", s->size, &blob);
 	if (r == 0)
-		r = db_secret_insert(v->db, &s, &blob);
+		r = s->id ? db_secret_insert_as(v->db, s, &blob) : db_secret_insert(v->db, s, &blob);
 done:
-	r = commit_audited(v, r, audit);
+	r = commit_audited_n(v, r, audit, 2);
 	db_blob_free(&blob);
 	if (k)
 		vault_key_put(v, k);
-	if (r == 0 && out)
-		*out = s;
 	return r;
 }
 

@@ -4,8 +4,10 @@ caller was told is stored has been lost or damaged.
 
 What a user relies on: once close() (or fsync(), or rename()) on the mount
 returned 0, or `vaultfs set` exited 0, the value is there after any crash,
-whole; a key never holds half of one value and half of another; the
-database passes integrity_check and the audit log's hash chain verifies.
+whole, and so is its audit entry; a key never holds half of one value and
+half of another; a new key whose creator was not told it is stored is
+either absent or whole, never empty; the database passes integrity_check
+and the audit log's hash chain verifies.
 """
 import json
 import os
@@ -55,6 +57,7 @@ class Writer(threading.Thread):
         self.acks = 0
         self.errors = {}
         self.fatal = None
+        self.new_acked, self.new_failed = set(), set()   # how == "new": by seq
 
     def run(self):
         while self.gate.wait_turn():
@@ -71,7 +74,10 @@ class Writer(threading.Thread):
                 self.stats["attempts"] += 1
                 if ok:
                     self.stats["acks"] += 1
-            if ok:
+            if self.how == "new":
+                (self.new_acked if ok else self.new_failed).add(self.seq)
+                self.acks += ok
+            elif ok:
                 self.acks += 1
                 self.key.ack(self.seq)
             else:
@@ -94,6 +100,8 @@ class Writer(threading.Thread):
             self.write_fd(path, data)
         elif self.how == "fsync":      # acknowledged by fsync(), then close()
             self.write_fd(path, data, fsync=True)
+        elif self.how == "new":        # printf v > newkey: a new key each time
+            self.write_fd(self.v.path("app", new_name(self.key.name, seq)), data)
         elif self.how == "rename":     # an editor: write a temporary, rename it over
             self.write_fd(path + ".tmp", data)
             os.rename(path + ".tmp", path)
@@ -104,6 +112,23 @@ class Writer(threading.Thread):
                 self.errors[err] = self.errors.get(err, 0) + 1
                 return False
         return True
+
+
+def new_name(tag, seq):
+    return f"{tag}-{seq}"
+
+
+def check_new_keys(v, w, since=0):
+    """A new key whose close returned 0 holds its value; one whose close did
+    not (a kill came first) is absent, or holds its whole value. Those
+    numbered since `since` (values are up to 256 KiB: the rest at the end)."""
+    for seq in sorted(s for s in w.new_acked | w.new_failed if s >= since):
+        path = v.path("app", new_name(w.key.name, seq))
+        if seq in w.new_failed and not os.path.exists(path):
+            continue
+        data = read_file(path)
+        assert parse_value(data) == (w.key.name, seq), \
+            f"{new_name(w.key.name, seq)} holds {data[:40]!r}"
 
 
 def check_key(v, key, via):
@@ -127,6 +152,14 @@ def audited_writes_cover_acks(v, writers, when):
     for w in writers:
         if w.how == "rename":
             continue
+        if w.how == "new":
+            for seq in w.new_acked:
+                name = new_name(w.key.name, seq)
+                ops = {e.get("op") for e in entries
+                       if e.get("key") == name and e.get("result") == "ok"}
+                assert {"create", "write"} <= ops, \
+                    f"{when}: {name} was acknowledged, but the audit log has only {ops}"
+            continue
         logged = sum(e.get("count", 1) for e in entries if e.get("key") == w.key.name and
                      e.get("op") == "write" and e.get("result") == "ok")
         assert logged >= w.acks + 1, (f"{when}: {w.key.name}: {w.acks} acknowledged writes "
@@ -136,8 +169,9 @@ def audited_writes_cover_acks(v, writers, when):
 def test_sigkill_during_writes_loses_nothing_acknowledged(vault_factory):
     v = vault_factory()
     os.mkdir(v.path("app"))
-    keys = [Key(n) for n in ("W1", "W2", "F1", "R1", "C1")]
-    how = {"W1": "write", "W2": "write", "F1": "fsync", "R1": "rename", "C1": "cli"}
+    keys = [Key(n) for n in ("W1", "W2", "F1", "R1", "C1", "N1")]
+    how = {"W1": "write", "W2": "write", "F1": "fsync", "R1": "rename", "C1": "cli",
+           "N1": "new"}
     # Every key starts with an acknowledged value #0.
     for k in keys:
         with open(v.path("app", k.name), "wb") as f:
@@ -150,6 +184,7 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(vault_factory):
         w.start()
     rng = random.Random(os.environ.get("VAULTFS_TORTURE_SEED") or None)
     recovered = 0
+    checked_new = 0
     try:
         for kill in range(KILLS):
             gate.wait_idle(IDLE_TIMEOUT)
@@ -157,6 +192,10 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(vault_factory):
             assert not fatal, f"a writer failed: {fatal[0]!r}"
             for k in keys:
                 check_key(v, k, "mount")
+            for w in writers:
+                if w.how == "new":
+                    check_new_keys(v, w, since=checked_new)
+                    checked_new = w.seq + 1
             if kill % 10 == 0:
                 for k in keys:
                     check_key(v, k, "cli")
@@ -195,22 +234,31 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(vault_factory):
         for k in keys:
             check_key(v, k, "mount")
             check_key(v, k, "cli")
+        for w in writers:
+            if w.how == "new":
+                check_new_keys(v, w)
         # The temporary file of the rename writer may be left over by a kill:
         # empty (created, nothing written yet) or one whole value of that writer.
         tmp = v.path("app", "R1.tmp")
         if os.path.exists(tmp) and read_file(tmp) != b"":
             tag, _ = parse_value(read_file(tmp))
             assert tag == "R1"
+        made = {new_name(w.key.name, s) for w in writers if w.how == "new"
+                for s in w.new_acked | w.new_failed}
         names = sorted(os.listdir(v.path("app")))
-        assert set(names) <= {k.name for k in keys} | {"R1.tmp"}, names
+        assert set(names) <= {k.name for k in keys} | {"R1.tmp"} | made, names
+        assert {new_name(w.key.name, s) for w in writers if w.how == "new"
+                for s in w.new_acked} <= set(names)
         audited_writes_cover_acks(v, writers, "at the end")
     finally:
         gate.stop()
         for w in writers:
             w.join(IDLE_TIMEOUT)
     failed = {w.key.name: w.errors for w in writers if w.errors}
+    new_keys = sum(len(w.new_acked) for w in writers if w.how == "new")
     report("crash", kills=recovered, attempts=stats["attempts"], acknowledged=stats["acks"],
-           sanitized=int(SANITIZED), failed_attempts=failed)
+           new_keys=new_keys, sanitized=int(SANITIZED), failed_attempts=failed)
     assert recovered == KILLS
+    assert new_keys >= KILLS // 2, "too few new keys were made to test their creation"
     assert stats["acks"] >= KILLS, "the writers made too little progress to test anything"
     v.check_log(v.log())

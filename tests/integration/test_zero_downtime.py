@@ -289,6 +289,35 @@ def test_new_key_created_once_across_kill9(busy_vault):
     assert "was sent again: answered as then" in v.log()
 
 
+def test_new_key_being_written_survives_kill9_and_upgrade(busy_vault):
+    """A new key exists only in its creator's handle until the first close:
+    a worker killed after the create, and the one after it upgraded, each
+    hand it on through the holder's record, and the close stores it whole
+    with the audit entries of its creation and its write."""
+    v = busy_vault
+    path = v.path("app", "NEW")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"part1-")
+        old = v.worker_pid()
+        os.kill(old, signal.SIGKILL)
+        old = serving_pid_changed(v, old)
+        os.write(fd, b"part2-")
+        r = run([VAULTFS_BIN, "reload", "--upgrade", v.mnt])
+        assert r.returncode == 0, r.stderr.decode() + v.log()
+        serving_pid_changed(v, old)
+        os.write(fd, b"part3")
+    finally:
+        os.close(fd)
+    r = run(["cat", path])     # another process
+    assert (r.returncode, r.stdout) == (0, b"part1-part2-part3"), r.stderr
+    assert v.get("app", "NEW") == b"part1-part2-part3"
+    r = v.cli("audit", "--instance", "app", "--json")
+    ops = [(e["op"], e["result"]) for e in map(json.loads, r.stdout.decode().splitlines())
+           if e["key"] == "NEW" and e["op"] != "read"]
+    assert ops == [("create", "ok"), ("write", "ok")], ops
+
+
 def test_refused_write_still_refused_after_kill9(busy_vault):
     """A write refused (EFBIG) and then a crash: the next worker knows the
     file failed, so close() reports it and stores nothing, instead of

@@ -166,15 +166,63 @@ static void test_value_size_limit(void **state)
 	assert_value(fx, "K", "kept");
 }
 
+static struct db_secret new_row(struct fx *fx, const char *name, int64_t id)
+{
+	struct db_secret s = { .id = id, .instance_id = fx->inst, .mode = 0600 };
+
+	snprintf(s.name, sizeof(s.name), "%s", name);
+	return s;
+}
+
 static void test_create_is_empty_version_zero(void **state)
 {
 	struct fx *fx = *state;
-	struct db_secret s;
+	struct db_secret s = new_row(fx, "NEW", 0);
 
-	assert_int_equal(vault_create(fx->v, fx->inst, "NEW", 0, 0, 0600, &s, NULL), 0);
+	assert_int_equal(vault_create_as(fx->v, &s, NULL, 0, 0, false, NULL, NULL), 0);
 	assert_int_equal(s.version, 0);
 	assert_value(fx, "NEW", "");
-	assert_int_equal(vault_create(fx->v, fx->inst, "NEW", 0, 0, 0600, &s, NULL), -EEXIST);
+	s = new_row(fx, "NEW", 0);
+	assert_int_equal(vault_create_as(fx->v, &s, NULL, 0, 0, false, NULL, NULL), -EEXIST);
+}
+
+/* A key created through the mount is stored at its first close, with the
+ * id (inode number) its create reserved: no key made in between, by this
+ * process or another, gets that id, and the key comes with its first value
+ * as version 1. An id or a name already taken is refused, not reused. */
+static void test_create_at_reserved_id(void **state)
+{
+	const unsigned char first[] = "first";
+	struct fx *fx = *state;
+	struct vault *other;
+	struct db_secret s;
+	char err[256];
+	int64_t a, b, c;
+
+	assert_int_equal(vault_create_reserve(fx->v, &a), 0);
+	assert_int_equal(vault_create_reserve(fx->v, &b), 0);
+	assert_true(a > 0 && b > a);
+	assert_int_equal(vault_open(&other, &fx->conf, fx->master, 0, err, sizeof(err)), 0);
+	assert_int_equal(vault_create_reserve(other, &c), 0);
+	assert_true(c != a && c != b);
+	assert_int_equal(vault_put(other, fx->inst, "THEIRS", first, 5, 0, 0, &s), 0);
+	vault_close(other);
+	put(fx, "OURS", "x");
+	assert_true(id_of(fx, "THEIRS") != a && id_of(fx, "THEIRS") != b);
+	assert_true(id_of(fx, "OURS") != a && id_of(fx, "OURS") != b);
+
+	s = new_row(fx, "NEW", b);
+	assert_int_equal(vault_create_as(fx->v, &s, first, 5, 0, false, NULL, NULL), 0);
+	assert_int_equal(s.version, 1);
+	assert_int_equal(id_of(fx, "NEW"), b);
+	assert_value(fx, "NEW", "first");
+
+	s = new_row(fx, "NEW2", b);
+	assert_int_equal(vault_create_as(fx->v, &s, first, 5, 0, false, NULL, NULL), -EEXIST);
+	assert_int_equal(vault_secret_find(fx->v, fx->inst, "NEW2", &s), -ENOENT);
+	s = new_row(fx, "NEW", a);
+	assert_int_equal(vault_create_as(fx->v, &s, NULL, 0, 0, false, NULL, NULL), -EEXIST);
+	assert_value(fx, "NEW", "first");
 }
 
 /* One open file's successive commits make one version. */
@@ -350,6 +398,30 @@ static void test_rotate_master(void **state)
 	assert_value(fx, "K", "survives");
 }
 
+/* Whoever can write the file can set AUTOINCREMENT's counter back: an id
+ * reserved after that still names no live row and no deleted key that
+ * undelete could bring back. */
+static void test_reserved_id_past_counter_set_back(void **state)
+{
+	struct fx *fx = *state;
+	int64_t live, deleted, id;
+	sqlite3 *c;
+
+	put(fx, "A", "a");
+	put(fx, "B", "b");
+	live = id_of(fx, "A");
+	deleted = id_of(fx, "B");
+	assert_int_equal(vault_delete(fx->v, deleted, 0, NULL), 0);
+	assert_int_equal(sqlite3_open(fx->conf.db, &c), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(c, "UPDATE sqlite_sequence SET seq = 0", NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(c);
+	vault_close(fx->v);
+	assert_int_equal(fx_open(fx), 0);
+	assert_int_equal(vault_create_reserve(fx->v, &id), 0);
+	assert_true(id > live && id > deleted);
+}
+
 /* A sealed value moved onto another row (by whoever can write the file)
  * fails to authenticate: -EIO, never the wrong secret. */
 static void test_swapped_ciphertext_refused(void **state)
@@ -493,6 +565,7 @@ int main(void)
 		FX_TEST(test_single_trailing_newline_dropped),
 		FX_TEST(test_value_size_limit),
 		FX_TEST(test_create_is_empty_version_zero),
+		FX_TEST(test_create_at_reserved_id),
 		FX_TEST(test_amend_replaces_own_version),
 		FX_TEST(test_check_and_set),
 		FX_TEST(test_put_many_all_or_nothing),
@@ -508,6 +581,7 @@ int main(void)
 	const struct CMUnitTest sqlite_files[] = {
 		FX_TEST(test_swapped_ciphertext_refused),
 		FX_TEST(test_row_checks),
+		FX_TEST(test_reserved_id_past_counter_set_back),
 	};
 	struct tmpdir t;
 	char spec[512];
