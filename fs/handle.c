@@ -25,7 +25,9 @@ void handle_creating_set(struct fs *fs, struct handle *h, bool on)
  * Anything else that needs the row first (a lookup, a listing, another
  * open, stat, chmod, rename, unlink, xattrs) stores it empty, as version 0,
  * before it goes on (handle_settle), so what they find is what they would
- * have found had the row been stored at create().
+ * have found had the row been stored at create(). A key whose write failed
+ * (EFBIG, no lockable memory) is never stored: its creator's close reports
+ * the failure and the name stays free.
  */
 void handle_pending_set(struct fs *fs, struct handle *h, bool on)
 {
@@ -57,6 +59,11 @@ int handle_settle_locked(struct fs *fs, struct handle *h, bool value, bool sync)
 
 	if (!h->pending)
 		return 0;
+	if (h->error) {		/* a write failed: the key is never made */
+		handle_pending_set(fs, h, false);
+		guard_done(fs->v, &h->ref, AUDIT_CREATE, -h->error, "a write failed");
+		return -h->error;
+	}
 	value = value && h->buf;
 	handle_pending_row(h, &s);
 	guard_entry(&h->ref, AUDIT_CREATE, NULL, &created);

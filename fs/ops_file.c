@@ -410,10 +410,8 @@ int handle_commit(struct fs *fs, struct handle *h, bool closing, const struct cl
 		h->closed = true;
 	/* A key created here: its row, with the value if there is one. */
 	if (h->pending) {
-		bool value = !h->error && h->dirty;
-
-		r = handle_settle_locked(fs, h, value, !closing);
-		stored = r == 0 && value;
+		r = handle_settle_locked(fs, h, h->dirty, !closing);
+		stored = r == 0 && h->committed;
 	}
 	if (!h->error && h->dirty) {
 		guard_entry(&h->ref, AUDIT_WRITE, NULL, &ae);

@@ -138,3 +138,16 @@ def test_removed_before_the_first_close(vault):
             pass
     assert os.listdir(d) == []
     assert vault.cli("get", "app", "NEW").returncode == 1
+
+
+def test_new_key_too_large_is_not_made(vault):
+    """`cmd > newkey` whose output is over max_value_size: the shell says
+    "File too large", and there is no key, rather than an empty one."""
+    d = mkinst(vault)
+    r = sh(f"head -c {2 << 20} /dev/zero > {d}/BIG")
+    assert r.returncode != 0 and b"file too large" in r.stderr.lower(), r
+    assert os.listdir(d) == []
+    assert vault.cli("get", "app", "BIG").returncode == 1
+    assert audit_ops(vault, "BIG") == [("create", "EFBIG")]
+    r = sh(f"printf small > {d}/BIG && cat {d}/BIG")     # the name is free
+    assert (r.returncode, r.stdout) == (0, b"small"), r
