@@ -2,6 +2,17 @@
  * a worker), and the states a writer's handle goes through before commit. */
 #include "ops_int.h"
 
+/* Sets a handle's flag that fs counts (so that a look for handles with it
+ * is free while there are none). */
+static void counted_set(struct fs *fs, bool *flag, unsigned *count, bool on)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (*flag != on)
+		*count = on ? *count + 1 : *count - 1;
+	*flag = on;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
 /* A key made through the mount appears to other processes' reads with its
  * first value: until its creator's first commit (or close, for a key left
  * empty on purpose), their read-only opens find no such key, instead of an
@@ -9,11 +20,7 @@
  * O_CREAT, and two writers creating one key at once must both succeed). */
 void handle_creating_set(struct fs *fs, struct handle *h, bool on)
 {
-	pthread_mutex_lock(&fs->handles_lock);
-	if (h->creating != on)
-		fs->creating += on ? 1 : -1;
-	h->creating = on;
-	pthread_mutex_unlock(&fs->handles_lock);
+	counted_set(fs, &h->creating, &fs->creating, on);
 }
 
 /*
@@ -31,11 +38,7 @@ void handle_creating_set(struct fs *fs, struct handle *h, bool on)
  */
 void handle_pending_set(struct fs *fs, struct handle *h, bool on)
 {
-	pthread_mutex_lock(&fs->handles_lock);
-	if (h->pending != on)
-		fs->pending += on ? 1 : -1;
-	h->pending = on;
-	pthread_mutex_unlock(&fs->handles_lock);
+	counted_set(fs, &h->pending, &fs->pending, on);
 }
 
 void handle_pending_row(const struct handle *h, struct db_secret *s)
