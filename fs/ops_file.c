@@ -103,12 +103,16 @@ void vfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	h->append = fi->flags & O_APPEND;
 	h->trunc_pending = fi->flags & O_TRUNC;
 	handle_creating_set(fs, h, true);
-	handle_pending_set(fs, h, true);
 	handle_pending_row(h, &s);
 	ops_stat_secret(&s, &st);
 	ops_entry_init(fs, &e, &st);
 	handle_open_reply(fi, h);
+	/* From here on another request may settle it (handle_settle): under
+	 * its lock, as every change of a shared handle is. */
+	pthread_mutex_lock(&h->lock);
+	handle_pending_set(fs, h, true);
 	handle_record(fs, h);
+	pthread_mutex_unlock(&h->lock);
 	if (fuse_reply_create(req, &e, fi) != 0)
 		handle_free(fs, h);
 }
